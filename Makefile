@@ -1,0 +1,45 @@
+# Conveyor developer commands. `make run` and `make test` work on a fresh machine:
+# they create .venv and node_modules themselves.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: install proto proto-check lint test run bench clean
+
+install: $(STAMP) node_modules/.installed
+
+$(STAMP): requirements/dev.txt sdk/python/pyproject.toml services/scheduler/pyproject.toml services/worker/pyproject.toml
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements/dev.txt -e sdk/python -e services/scheduler -e services/worker
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+proto: $(STAMP)
+	PYTHON=$(PY) scripts/gen_protos.sh
+
+proto-check: proto
+	git diff --exit-code -- sdk/python/src/conveyor/v1 || (echo "generated stubs differ from proto/: run make proto and commit" && exit 1)
+	test -z "$$(git status --porcelain -- sdk/python/src/conveyor/v1)" || (echo "untracked generated files: run make proto and commit" && exit 1)
+
+lint: install
+	$(PY) -m ruff check .
+	cd proto && ../node_modules/.bin/buf lint
+
+test: install lint proto-check
+	$(PY) -m pytest
+
+run: install
+	$(VENV)/bin/conveyor dev --demo
+
+bench: install
+	$(PY) -m bench $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) node_modules .conveyor .pytest_cache .ruff_cache

@@ -1,0 +1,116 @@
+"""`App` and `@app.task`: task definitions that keep their function's signature."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+from conveyor.aio import AsyncClient, AsyncTaskHandle
+from conveyor.client import Client, TaskHandle
+from conveyor.common import DEFAULT_TARGET, Call
+from conveyor.options import Seconds, SubmitOptions
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class Task(Generic[P, R]):
+    """A registered task. Call it to run it here; `submit` it to run it on a worker."""
+
+    def __init__(self, app: App, fn: Callable[P, Any], name: str, options: SubmitOptions) -> None:
+        self.app = app
+        self.fn = fn
+        self.name = name
+        self.options = options
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.__doc__ = fn.__doc__
+        self.__wrapped__ = fn
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name}>"
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Any:
+        return self.fn(*args, **kwargs)
+
+    def s(self, *args: P.args, **kwargs: P.kwargs) -> Call:
+        """This task with arguments, for `submit_many`."""
+        return Call(self.name, args, kwargs, self.options)
+
+    def with_options(self, **options: Any) -> Task[P, R]:
+        """A copy with other submit options (queue=, priority=, countdown=, ...)."""
+        return Task(self.app, self.fn, self.name, replace(self.options, **options))
+
+    def submit(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[R]:
+        return self.app.client.submit_many([self.s(*args, **kwargs)])[0]
+
+    async def asubmit(self, *args: P.args, **kwargs: P.kwargs) -> AsyncTaskHandle[R]:
+        return (await self.app.aclient.submit_many([self.s(*args, **kwargs)]))[0]
+
+
+class App:
+    """A set of task definitions plus the scheduler address to submit them to."""
+
+    def __init__(self, name: str = "conveyor", *, scheduler: str = DEFAULT_TARGET) -> None:
+        self.name = name
+        self.scheduler = scheduler
+        self.tasks: dict[str, Task[Any, Any]] = {}
+        self._client: Client | None = None
+        self._aclient: AsyncClient | None = None
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            self._client = Client(self.scheduler)
+        return self._client
+
+    @property
+    def aclient(self) -> AsyncClient:
+        if self._aclient is None:
+            self._aclient = AsyncClient(self.scheduler)
+        return self._aclient
+
+    def queues(self) -> set[str]:
+        """Queues named by the task definitions (a worker's default)."""
+        return {t.options.queue for t in self.tasks.values() if t.options.queue}
+
+    @overload
+    def task(self, fn: Callable[P, Awaitable[R]], /) -> Task[P, R]: ...
+    @overload
+    def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+    @overload
+    def task(self, *, name: str | None = None, queue: str | None = None, priority: int | None = None,
+             timeout: Seconds | None = None, max_retries: int | None = None, retry_backoff: Seconds | None = None,
+             retry_backoff_max: Seconds | None = None) -> _Decorator: ...
+
+    def task(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None, queue: str | None = None,
+             priority: int | None = None, timeout: Seconds | None = None, max_retries: int | None = None,
+             retry_backoff: Seconds | None = None, retry_backoff_max: Seconds | None = None) -> Any:
+        """Registers a task; usable bare (`@app.task`) or with options (`@app.task(queue="emails")`)."""
+        options = SubmitOptions(queue=queue, priority=priority, timeout=timeout, max_retries=max_retries,
+                                retry_backoff=retry_backoff, retry_backoff_max=retry_backoff_max)
+
+        def register(f: Callable[..., Any]) -> Task[Any, Any]:
+            task_name = name or f"{f.__module__}.{f.__qualname__}"
+            if task_name in self.tasks:
+                raise ValueError(f"task {task_name!r} is already registered")
+            t: Task[Any, Any] = Task(self, f, task_name, options)
+            self.tasks[task_name] = t
+            return t
+
+        return register(fn) if fn is not None else _Decorator(register)
+
+
+class _Decorator:
+    """What `app.task(...)` returns: applies the options to the decorated function."""
+
+    def __init__(self, register: Callable[[Callable[..., Any]], Task[Any, Any]]) -> None:
+        self._register = register
+
+    @overload
+    def __call__(self, fn: Callable[P, Awaitable[R]], /) -> Task[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+    def __call__(self, fn: Callable[..., Any], /) -> Any:
+        return self._register(fn)

@@ -1,0 +1,178 @@
+"""`conveyor`: the command line for producers and developers."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+import click
+from google.protobuf.json_format import MessageToDict
+
+from conveyor.client import Client
+from conveyor.common import DEFAULT_TARGET, TaskState, outcome
+from conveyor.errors import ConveyorError, TaskError
+from conveyor.options import SubmitOptions
+
+
+def _client(ctx: click.Context) -> Client:
+    return Client(ctx.obj["scheduler"])
+
+
+def _echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, default=str))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--scheduler", "-s", default=DEFAULT_TARGET, show_default=True, envvar="CONVEYOR_SCHEDULER",
+              help="Scheduler address.")
+@click.pass_context
+def main(ctx: click.Context, scheduler: str) -> None:
+    """Conveyor: submit tasks, read results, run a development stack."""
+    ctx.obj = {"scheduler": scheduler}
+
+
+@main.command()
+@click.argument("name")
+@click.option("--args", "args_json", default="[]", help='Positional arguments as a JSON list, e.g. "[2, 3]".')
+@click.option("--kwargs", "kwargs_json", default="{}", help="Keyword arguments as a JSON object.")
+@click.option("--queue", "-q", default=None, help="Explicit queue (else routing decides).")
+@click.option("--priority", "-p", type=int, default=None, help="0 (default) to 9, higher first.")
+@click.option("--countdown", type=float, default=None, help="Run no sooner than this many seconds from now.")
+@click.option("--timeout", type=float, default=None, help="Hard time limit of one attempt, in seconds.")
+@click.option("--idempotency-key", default=None)
+@click.option("--wait", is_flag=True, help="Wait for the result and print it.")
+@click.pass_context
+def submit(ctx: click.Context, name: str, args_json: str, kwargs_json: str, queue: str | None, priority: int | None,
+           countdown: float | None, timeout: float | None, idempotency_key: str | None, wait: bool) -> None:
+    """Submit task NAME."""
+    try:
+        args, kwargs = json.loads(args_json), json.loads(kwargs_json)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON: {exc}") from None
+    if not isinstance(args, list) or not isinstance(kwargs, dict):
+        raise click.BadParameter("--args takes a JSON list and --kwargs a JSON object")
+    opts = SubmitOptions(queue=queue, priority=priority, countdown=countdown, timeout=timeout,
+                         idempotency_key=idempotency_key)
+    with _client(ctx) as client:
+        handle = client.submit(name, args, kwargs, **{f: getattr(opts, f) for f in opts.__slots__})
+        click.echo(handle.id)
+        if wait:
+            _print_outcome(client, handle.id, None)
+
+
+def _print_outcome(client: Client, task_id: str, wait: float | None) -> None:
+    resp = client.wait(task_id, wait)
+    try:
+        _echo_json(outcome(resp))
+    except TaskError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("task_id")
+@click.option("--wait", "wait", type=float, default=None, help="Seconds to wait for the task to finish.")
+@click.pass_context
+def result(ctx: click.Context, task_id: str, wait: float | None) -> None:
+    """Print the result of TASK_ID (exit 1 if it failed)."""
+    with _client(ctx) as client:
+        resp = client.get_result(task_id, wait=wait)
+        if not TaskState(resp.state).terminal:
+            click.echo(f"task {task_id} is {TaskState(resp.state).name}", err=True)
+            sys.exit(2)
+        try:
+            _echo_json(outcome(resp))
+        except TaskError as exc:
+            click.echo(str(exc), err=True)
+            sys.exit(1)
+
+
+@main.command()
+@click.argument("task_id")
+@click.pass_context
+def task(ctx: click.Context, task_id: str) -> None:
+    """Print the full record of TASK_ID."""
+    with _client(ctx) as client:
+        _echo_json(MessageToDict(client.get_task(task_id), preserving_proto_field_name=True))
+
+
+@main.command()
+@click.argument("task_id")
+@click.pass_context
+def cancel(ctx: click.Context, task_id: str) -> None:
+    """Cancel TASK_ID if it has not started."""
+    with _client(ctx) as client:
+        click.echo(client.cancel(task_id).name)
+
+
+@main.command()
+@click.option("--app", "app_ref", default="conveyor.demo:app", show_default=True, help="Worker app MODULE:app.")
+@click.option("--port", default=50051, show_default=True, type=int)
+@click.option("--concurrency", default=8, show_default=True, type=int)
+@click.option("--data-dir", default=".conveyor", show_default=True, help="Embedded Redis data folder.")
+@click.option("--demo", is_flag=True, help="Submit the example tasks and print their results once up.")
+def dev(app_ref: str, port: int, concurrency: int, data_dir: str, demo: bool) -> None:
+    """Run a scheduler (embedded Redis) and a worker in one command, until Ctrl-C."""
+    for module in ("conveyor_scheduler", "conveyor_worker"):
+        if importlib.util.find_spec(module) is None:
+            raise click.ClickException(f"{module} is not installed (pip install conveyor-scheduler conveyor-worker)")
+    target = f"127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if k != "CONVEYOR_REDIS_URL"}
+    scheduler = [sys.executable, "-m", "conveyor_scheduler", "--port", str(port), "--data-dir", data_dir]
+    procs = [subprocess.Popen(scheduler, env=env)]
+    try:
+        _wait_serving(target, procs[0])
+        procs.append(subprocess.Popen([sys.executable, "-m", "conveyor_worker", app_ref, "--scheduler", target,
+                                       "--concurrency", str(concurrency)], env=env))
+        if demo:
+            from conveyor.demo import run_demo  # noqa: PLC0415
+
+            run_demo(target)
+        click.echo(f"conveyor dev: scheduler on {target}, worker running {app_ref}; Ctrl-C to stop")
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        while all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+        raise click.ClickException("a dev process exited; see its log above")
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.terminate()
+        for p in reversed(procs):
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def _wait_serving(target: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    import grpc  # noqa: PLC0415
+    from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: PLC0415
+
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise click.ClickException("the scheduler exited during start-up")
+            try:
+                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1:
+                    return
+            except grpc.RpcError:
+                time.sleep(0.1)
+    raise click.ClickException(f"the scheduler did not serve on {target} within {timeout}s")
+
+
+def run() -> None:
+    try:
+        main()
+    except ConveyorError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)

@@ -1,0 +1,82 @@
+"""What the sync and async clients share: states, calls, channel options, outcomes."""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from conveyor.errors import TaskCancelled, TaskError, TaskExpired, TaskFailed
+from conveyor.options import SubmitOptions, build_spec
+from conveyor.serialization import decode_result
+from conveyor.v1 import task_pb2, task_service_pb2
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+MAX_WAIT_CHUNK = 60.0
+"""Longest single GetResult wait; longer waits are re-issued (each one is a push, not a poll)."""
+
+_RETRY_SERVICE_CONFIG = json.dumps({
+    "methodConfig": [{
+        "name": [{"service": "conveyor.v1.TaskService", "method": m} for m in ("GetResult", "GetTask")],
+        "retryPolicy": {"maxAttempts": 5, "initialBackoff": "0.1s", "maxBackoff": "2s", "backoffMultiplier": 2,
+                        "retryableStatusCodes": ["UNAVAILABLE"]},
+    }],
+})
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", 256 * 1024 * 1024),
+    ("grpc.max_send_message_length", 256 * 1024 * 1024),
+    ("grpc.enable_retries", 1),
+    ("grpc.service_config", _RETRY_SERVICE_CONFIG),
+]
+
+
+class TaskState(enum.IntEnum):
+    """Where a task is in its life (mirrors conveyor.v1.TaskState)."""
+
+    UNSPECIFIED = 0
+    SCHEDULED = 1
+    QUEUED = 2
+    ACTIVE = 3
+    SUCCEEDED = 4
+    FAILED = 5
+    CANCELLED = 6
+    EXPIRED = 7
+    DEAD = 8
+
+    @property
+    def terminal(self) -> bool:
+        return self >= TaskState.SUCCEEDED
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """A task invocation not yet submitted (Celery's signature): name, arguments, options."""
+
+    name: str
+    args: Sequence[Any] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    options: SubmitOptions = field(default_factory=SubmitOptions)
+
+    def spec(self) -> task_pb2.TaskSpec:
+        return build_spec(self.name, self.args, self.kwargs, self.options)
+
+
+def submit_request(calls: Sequence[Call | task_pb2.TaskSpec]) -> task_service_pb2.SubmitRequest:
+    return task_service_pb2.SubmitRequest(
+        tasks=[c if isinstance(c, task_pb2.TaskSpec) else c.spec() for c in calls])
+
+
+def outcome(resp: task_service_pb2.GetResultResponse) -> Any:
+    """The task's return value, or the TaskError its terminal state stands for."""
+    state = TaskState(resp.state)
+    if state is TaskState.SUCCEEDED:
+        return decode_result(resp.result.data, resp.result.content_type)
+    if state in (TaskState.FAILED, TaskState.DEAD):
+        raise TaskFailed(resp.task_id, state.name, resp.error.type, resp.error.message, resp.error.traceback)
+    if state is TaskState.CANCELLED:
+        raise TaskCancelled(resp.task_id, state.name, "")
+    if state is TaskState.EXPIRED:
+        raise TaskExpired(resp.task_id, state.name, "it was not started before its expiry")
+    raise TaskError(resp.task_id, state.name, "not finished")

@@ -1,0 +1,101 @@
+"""The SDK's one exception tree; gRPC statuses map onto it in `from_rpc_error`."""
+
+from __future__ import annotations
+
+import grpc
+
+
+class ConveyorError(Exception):
+    """Root of every error the SDK raises."""
+
+
+class RPCError(ConveyorError):
+    """A call to the scheduler failed; `code` is the gRPC status code."""
+
+    code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+
+    def __init__(self, message: str, code: grpc.StatusCode | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+class InvalidArgument(RPCError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class NotFound(RPCError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class FailedPrecondition(RPCError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class ResourceExhausted(RPCError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class Unavailable(RPCError):
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class DeadlineExceeded(RPCError):
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class Unauthenticated(RPCError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(RPCError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+_BY_CODE = {cls.code: cls for cls in (InvalidArgument, NotFound, FailedPrecondition, ResourceExhausted,
+                                      Unavailable, DeadlineExceeded, Unauthenticated, PermissionDenied)}
+
+
+def from_rpc_error(exc: grpc.RpcError) -> RPCError:
+    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+    details = exc.details() if hasattr(exc, "details") else str(exc)
+    return _BY_CODE.get(code, RPCError)(details or str(code), code)
+
+
+class TaskError(ConveyorError):
+    """A task ended without a result; raised by TaskHandle.result()."""
+
+    def __init__(self, task_id: str, state: str, message: str) -> None:
+        super().__init__(f"task {task_id} ended {state}: {message}" if message else f"task {task_id} ended {state}")
+        self.task_id = task_id
+        self.state = state
+
+
+class TaskFailed(TaskError):
+    """The task's handler raised (FAILED), or it ran out of retries (DEAD)."""
+
+    def __init__(self, task_id: str, state: str, error_type: str, error_message: str, traceback: str) -> None:
+        super().__init__(task_id, state, f"{error_type}: {error_message}")
+        self.error_type = error_type
+        self.error_message = error_message
+        self.traceback = traceback
+
+
+class TaskCancelled(TaskError):
+    """The task was cancelled before it finished."""
+
+
+class TaskExpired(TaskError):
+    """The task was not started before its expires_at."""
+
+
+class ResultTimeout(ConveyorError, TimeoutError):
+    """The task did not finish within the time the caller was willing to wait."""
+
+
+class Retry(Exception):
+    """Raise in a handler to ask for another attempt, optionally after `delay` seconds."""
+
+    def __init__(self, delay: float | None = None, reason: str = "") -> None:
+        super().__init__(reason or "retry requested")
+        self.delay = delay

@@ -1,0 +1,40 @@
+"""The payload rule every language follows: JSON ``{"args": [...], "kwargs": {...}}``.
+
+Results are the JSON of the return value. Both use content type application/json.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+JSON = "application/json"
+
+
+def encode_call(args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None) -> bytes:
+    return json.dumps({"args": list(args), "kwargs": dict(kwargs or {})}, separators=(",", ":")).encode()
+
+
+def decode_call(payload: bytes, content_type: str = JSON) -> tuple[list[Any], dict[str, Any]]:
+    if content_type not in ("", JSON):
+        raise ValueError(f"the Python SDK decodes {JSON} payloads, not {content_type!r}")
+    if not payload:
+        return [], {}
+    data = json.loads(payload)
+    if not isinstance(data, dict):
+        raise ValueError('a payload is a JSON object {"args": [...], "kwargs": {...}}')
+    args, kwargs = data.get("args", []), data.get("kwargs", {})
+    if not isinstance(args, list) or not isinstance(kwargs, dict):
+        raise ValueError('payload "args" must be a list and "kwargs" an object')
+    return args, kwargs
+
+
+def encode_result(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def decode_result(data: bytes, content_type: str = JSON) -> Any:
+    if content_type not in ("", JSON):
+        return data
+    return json.loads(data) if data else None

@@ -1,0 +1,3 @@
+from conveyor_scheduler.cli import main
+
+main()

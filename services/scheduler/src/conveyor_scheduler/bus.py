@@ -1,0 +1,75 @@
+"""Cross-replica events over Redis pub/sub: task completions and queue wake-ups.
+
+Completions are published by the Lua scripts on ``cv:done`` (payload: task id). Wake-ups
+are published after a submit on ``cv:wake`` (payload: ``queue`` or ``queue|due-ms``).
+After a reconnect every local waiter and dispatcher re-checks Redis, so a message lost
+while disconnected costs a re-read, never a stuck task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from conveyor_scheduler.keys import DONE_CHANNEL, WAKE_CHANNEL
+
+log = logging.getLogger(__name__)
+
+
+class EventBus:
+    def __init__(
+        self, redis: Redis, *, on_done: Callable[[str], None], on_wake: Callable[[str, int], None],
+        on_reconnect: Callable[[], None],
+    ) -> None:
+        self.redis = redis
+        self.on_done = on_done
+        self.on_wake = on_wake
+        self.on_reconnect = on_reconnect
+        self.ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="event-bus")
+
+    async def close(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def publish_wake(self, queue: str, due_ms: int = 0) -> None:
+        await self.redis.publish(WAKE_CHANNEL, f"{queue}|{due_ms}" if due_ms else queue)
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        first = True
+        while True:
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(DONE_CHANNEL, WAKE_CHANNEL)
+                self.ready.set()
+                if not first:
+                    self.on_reconnect()
+                first, backoff = False, 0.1
+                while True:
+                    msg = await pubsub.get_message(timeout=None)
+                    if msg is None:
+                        continue
+                    data = msg["data"].decode()
+                    if msg["channel"] == DONE_CHANNEL.encode():
+                        self.on_done(data)
+                    else:
+                        queue, _, due = data.partition("|")
+                        self.on_wake(queue, int(due or 0))
+            except (RedisError, OSError) as exc:
+                log.warning("event bus lost Redis (%s); reconnecting in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                first = False
+            finally:
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()

@@ -1,0 +1,101 @@
+"""`conveyor-scheduler`: run one scheduler replica (or check one with --check)."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import sys
+from pathlib import Path
+
+import click
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from conveyor_scheduler.config import SchedulerConfig
+from conveyor_scheduler.embedded_redis import EmbeddedRedis
+from conveyor_scheduler.routing import parse_route
+from conveyor_scheduler.server import serve
+
+P = "CONVEYOR_SCHEDULER_"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check(host: str, port: int) -> bool:
+    """True when the scheduler at host:port reports SERVING."""
+    target = f"{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    try:
+        with grpc.insecure_channel(target) as channel:
+            resp = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=3)
+            return resp.status == health_pb2.HealthCheckResponse.SERVING
+    except grpc.RpcError:
+        return False
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--host", default="127.0.0.1", show_default=True, envvar=P + "HOST", help="Address to bind.")
+@click.option("--port", default=50051, show_default=True, envvar=P + "PORT", type=int, help="gRPC port (0: any).")
+@click.option("--redis-url", envvar="CONVEYOR_REDIS_URL", default=None,
+              help="Redis/Valkey URL. Unset: start a private embedded Redis.")
+@click.option("--data-dir", default=".conveyor", show_default=True, envvar="CONVEYOR_DATA_DIR",
+              type=click.Path(path_type=Path), help="Data folder of the embedded Redis.")
+@click.option("--route", "routes", multiple=True, envvar=P + "ROUTES",
+              help="Routing rule GLOB=QUEUE (repeatable; env: space-separated).")
+@click.option("--result-ttl", default=86400.0, show_default=True, envvar=P + "RESULT_TTL", type=float,
+              help="Seconds finished tasks and results are kept.")
+@click.option("--lease-ttl", default=30.0, show_default=True, envvar=P + "LEASE_TTL", type=float,
+              help="Seconds a streamed lease lasts without a heartbeat.")
+@click.option("--heartbeat-interval", default=10.0, show_default=True, envvar=P + "HEARTBEAT_INTERVAL", type=float)
+@click.option("--reaper-interval", default=1.0, show_default=True, envvar=P + "REAPER_INTERVAL", type=float)
+@click.option("--default-timeout", default=300.0, show_default=True, envvar=P + "DEFAULT_TIMEOUT", type=float,
+              help="Seconds an attempt may run when the task sets no timeout.")
+@click.option("--scheduler-id", default="", envvar=P + "ID", help="Name of this replica.")
+@click.option("--insecure", is_flag=True, envvar=P + "INSECURE",
+              help="Allow binding a non-loopback address without authentication.")
+@click.option("--check", "check_only", is_flag=True, help="Exit 0 if a scheduler at --host/--port is serving, else 1.")
+@click.option("--log-level", default="INFO", show_default=True, envvar=P + "LOG_LEVEL")
+def main(host: str, port: int, redis_url: str | None, data_dir: Path, routes: tuple[str, ...], result_ttl: float,
+         lease_ttl: float, heartbeat_interval: float, reaper_interval: float, default_timeout: float,
+         scheduler_id: str, insecure: bool, check_only: bool, log_level: str) -> None:
+    """Run a Conveyor scheduler replica."""
+    if check_only:
+        sys.exit(0 if check(host, port) else 1)
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not _is_loopback(host):
+        if not insecure:
+            raise click.UsageError(f"no authentication is configured, so the scheduler listens on loopback only; "
+                                   f"pass --insecure to bind {host} anyway")
+        logging.warning("no authentication configured: anyone who reaches %s:%d can submit and run tasks", host, port)
+    else:
+        logging.info("no authentication configured: listening on loopback only")
+    try:
+        rules = tuple(parse_route(r) for text in routes for r in text.split())
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--route") from None
+    embedded = None
+    if not redis_url:
+        embedded = EmbeddedRedis(data_dir / "redis")
+        embedded.start()
+        redis_url = embedded.url
+    config = SchedulerConfig(
+        redis_url=redis_url, host=host, port=port, scheduler_id=scheduler_id, routes=rules,
+        result_ttl_ms=int(result_ttl * 1000), lease_ttl_ms=int(lease_ttl * 1000),
+        heartbeat_interval_ms=int(heartbeat_interval * 1000), reaper_interval_ms=int(reaper_interval * 1000),
+        default_timeout_ms=int(default_timeout * 1000))
+    try:
+        asyncio.run(serve(config))
+    finally:
+        if embedded:
+            embedded.stop()
+
+
+if __name__ == "__main__":
+    main()

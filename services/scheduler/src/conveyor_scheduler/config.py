@@ -1,0 +1,56 @@
+"""Scheduler configuration: frozen dataclasses, filled from the CLI/environment at start-up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Input bounds; requests outside them get INVALID_ARGUMENT before touching Redis."""
+
+    max_payload_bytes: int = 1024 * 1024
+    """Largest task payload (and result) in bytes."""
+    max_batch: int = 10_000
+    """Most tasks in one Submit (and acks in one Ack)."""
+    max_headers: int = 64
+    """Most header entries on one task."""
+    max_header_bytes: int = 16 * 1024
+    """Largest total size of one task's header keys and values."""
+    max_timeout_ms: int = 7 * 24 * 3600 * 1000
+    """Longest allowed task timeout (hard limit of one attempt)."""
+    max_poll_wait_ms: int = 60_000
+    """Longest long-poll in Poll."""
+    max_result_wait_ms: int = 3600_000
+    """Longest wait in GetResult."""
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerConfig:
+    """Everything a scheduler replica needs to run."""
+
+    redis_url: str
+    """Redis (or Valkey) URL shared by all replicas."""
+    host: str = "127.0.0.1"
+    """Address the gRPC server binds."""
+    port: int = 50051
+    """gRPC port; 0 picks a free one."""
+    scheduler_id: str = ""
+    """Name of this replica (shown to workers); defaults to host-pid."""
+    routes: tuple[tuple[str, str], ...] = ()
+    """(task-name glob, queue) rules, first match wins; unmatched names go to 'default'."""
+    default_timeout_ms: int = 300_000
+    """Hard limit of one attempt when a task sets none."""
+    result_ttl_ms: int = 24 * 3600 * 1000
+    """How long finished tasks and their results are kept."""
+    lease_ttl_ms: int = 30_000
+    """A streamed lease lapses this long after the worker's last heartbeat."""
+    heartbeat_interval_ms: int = 10_000
+    """How often workers are asked to heartbeat."""
+    reaper_interval_ms: int = 1_000
+    """How often lapsed leases are looked for."""
+    idempotency_window_ms: int = 24 * 3600 * 1000
+    """Default memory of idempotency keys."""
+    dispatch_batch: int = 256
+    """Most tasks claimed for one worker in one script call."""
+    limits: Limits = field(default_factory=Limits)

@@ -1,0 +1,75 @@
+"""The scheduler core: one object per replica tying the store, dispatch, waiters,
+pub/sub and maintenance together. The gRPC servicers are thin layers over it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+
+from redis.asyncio import Redis
+
+from conveyor_scheduler.bus import EventBus
+from conveyor_scheduler.config import SchedulerConfig
+from conveyor_scheduler.dispatch import Dispatcher
+from conveyor_scheduler.errors import NotFound
+from conveyor_scheduler.maintenance import Maintenance
+from conveyor_scheduler.routing import Router
+from conveyor_scheduler.store import Store, wall_clock_ms
+from conveyor_scheduler.validation import check_task_id
+from conveyor_scheduler.waiters import ResultWaiters
+
+log = logging.getLogger(__name__)
+
+
+class Core:
+    def __init__(self, config: SchedulerConfig, redis: Redis, clock=wall_clock_ms) -> None:
+        self.config = config
+        self.scheduler_id = config.scheduler_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.redis = redis
+        self.router = Router(config.routes)
+        self.store = Store(redis, result_ttl_ms=config.result_ttl_ms,
+                           default_timeout_ms=config.default_timeout_ms, clock=clock)
+        self.dispatcher = Dispatcher(self.store, lease_ttl_ms=config.lease_ttl_ms, batch=config.dispatch_batch)
+        self.waiters = ResultWaiters()
+        self.maintenance = Maintenance(self.store, reaper_interval_ms=config.reaper_interval_ms,
+                                       on_ready=self.dispatcher.wake)
+        self.bus = EventBus(redis, on_done=self.waiters.notify, on_wake=self._on_wake,
+                            on_reconnect=self._on_reconnect)
+
+    async def start(self) -> None:
+        await self.redis.ping()
+        self.bus.start()
+        self.maintenance.start()
+        await asyncio.wait_for(self.bus.ready.wait(), 10)
+
+    async def close(self) -> None:
+        await self.dispatcher.close()
+        await self.maintenance.close()
+        await self.bus.close()
+
+    async def queue_of(self, task_id: str, field: str = "task_id") -> str:
+        """The queue a task id belongs to (INVALID_ARGUMENT / NOT_FOUND otherwise)."""
+        return await self.store.queue_name(check_task_id(task_id, field))
+
+    async def record(self, task_id: str) -> tuple[str, dict[bytes, bytes]]:
+        queue = await self.queue_of(task_id)
+        rec = await self.store.get(queue, task_id)
+        if not rec:
+            raise NotFound(f"no task {task_id} (it never existed, or its record expired)")
+        return queue, rec
+
+    def tasks_ready(self, queue: str) -> None:
+        self.dispatcher.wake(queue)
+
+    def _on_wake(self, queue: str, due_ms: int) -> None:
+        if due_ms:
+            self.maintenance.schedule(queue, due_ms)
+        else:
+            self.dispatcher.wake(queue)
+
+    def _on_reconnect(self) -> None:
+        self.waiters.notify_all()
+        self.dispatcher.wake_all()
+        asyncio.get_running_loop().create_task(self.maintenance.rescan())

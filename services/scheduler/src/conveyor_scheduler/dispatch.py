@@ -1,0 +1,124 @@
+"""Dispatch: hands ready tasks to this replica's connected workers, within their credit.
+
+One loop per queue. It claims for workers with credit, round robin, and sleeps on the
+queue's Signal when the queue is empty or nobody has credit; submits (local, or from
+other replicas via Redis pub/sub), returned leases, promotions and new credit wake it.
+There is no polling on this path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from redis.exceptions import RedisError
+
+from conveyor_scheduler.records import to_leased
+from conveyor_scheduler.sessions import WorkerSession
+from conveyor_scheduler.signals import Signal
+from conveyor_scheduler.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class QueueDispatch:
+    """Dispatch state of one queue on this replica."""
+
+    def __init__(self, queue: str) -> None:
+        self.queue = queue
+        self.signal = Signal()
+        self.sessions: list[WorkerSession] = []
+        self.next = 0
+        self.task: asyncio.Task[None] | None = None
+
+
+class Dispatcher:
+    def __init__(self, store: Store, *, lease_ttl_ms: int, batch: int) -> None:
+        self.store = store
+        self.lease_ttl_ms = lease_ttl_ms
+        self.batch = batch
+        self._queues: dict[str, QueueDispatch] = {}
+
+    def queue(self, name: str) -> QueueDispatch:
+        qd = self._queues.get(name)
+        if qd is None:
+            qd = self._queues[name] = QueueDispatch(name)
+        return qd
+
+    def wake(self, queue: str) -> None:
+        qd = self._queues.get(queue)
+        if qd is not None:
+            qd.signal.notify()
+
+    def wake_all(self) -> None:
+        for qd in self._queues.values():
+            qd.signal.notify()
+
+    def attach(self, session: WorkerSession) -> None:
+        for name in session.queues:
+            qd = self.queue(name)
+            qd.sessions.append(session)
+            if qd.task is None or qd.task.done():
+                qd.task = asyncio.create_task(self._run(qd), name=f"dispatch:{name}")
+            qd.signal.notify()
+
+    def detach(self, session: WorkerSession) -> None:
+        session.closed = True
+        for name in session.queues:
+            qd = self._queues.get(name)
+            if qd is not None and session in qd.sessions:
+                qd.sessions.remove(session)
+
+    def credit_changed(self, session: WorkerSession) -> None:
+        for name in session.queues:
+            self.wake(name)
+
+    async def close(self) -> None:
+        tasks = [qd.task for qd in self._queues.values() if qd.task is not None]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _run(self, qd: QueueDispatch) -> None:
+        backoff = 0.05
+        while True:
+            seen = qd.signal.gen
+            try:
+                more = await self._dispatch_round(qd)
+                backoff = 0.05
+            except RedisError as exc:
+                log.warning("dispatch on queue %s failed: %s; retrying in %.2fs", qd.queue, exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            if not more:
+                await qd.signal.wait_change(seen)
+
+    async def _dispatch_round(self, qd: QueueDispatch) -> bool:
+        """Claims once for each worker with credit; True when the queue may hold more."""
+        sessions = qd.sessions
+        if not sessions:
+            return False
+        start = qd.next % len(sessions)
+        qd.next += 1
+        served = False
+        for session in sessions[start:] + sessions[:start]:
+            if not session.wants_work:
+                continue
+            want = min(session.credit, self.batch)
+            session.credit -= want
+            try:
+                records = await self.store.claim(qd.queue, want, session.worker_id, self.lease_ttl_ms)
+            finally:
+                session.credit += want
+            session.credit -= len(records)
+            if records:
+                leased = [to_leased(qd.queue, rec) for rec in records]
+                if session.closed:  # the stream ended while we claimed: hand them back
+                    await self.store.release(qd.queue, [(lt.task.id, lt.lease_token) for lt in leased])
+                    return True
+                session.push(leased)
+                served = True
+            if len(records) < want:
+                return False
+        return served

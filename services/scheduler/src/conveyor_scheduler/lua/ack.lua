@@ -1,0 +1,36 @@
+-- ack.lua: record the outcomes of leased attempts; only the current lease token counts.
+-- KEYS, ARGV[1..4]: see lib.lua.
+-- ARGV[5..]: per ack 8 values: id, token, kind ('s' success | 'f' failure |
+--   'r' failure asking for a retry), then for 's': data, content type, '', '', ''
+--   and for 'f'/'r': error type, message, traceback, delay ms (-1 = policy), jitter [0,1).
+-- Returns per ack: status (1 accepted, 2 stale lease, 3 not found), state after.
+local out = {}
+for i = 5, #ARGV, 8 do
+  local id, token, kind = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local key = task_key(id)
+  local f = redis.call('HMGET', key, 'st', 'lt')
+  local state = tonumber(f[1])
+  if not state then
+    out[#out + 1] = 3
+    out[#out + 1] = 0
+  elseif state ~= ACTIVE or f[2] ~= token then
+    out[#out + 1] = 2
+    out[#out + 1] = state
+  else
+    if kind == 's' then
+      redis.call('ZREM', KEYS[12], id)
+      redis.call('HSET', key, 'r', ARGV[i + 3])
+      if ARGV[i + 4] ~= '' then
+        redis.call('HSET', key, 'rc', ARGV[i + 4])
+      end
+      finish(id, key, SUCCEEDED)
+      state = SUCCEEDED
+    else
+      state = fail_attempt(id, key, ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], kind == 'r',
+        tonumber(ARGV[i + 6]), tonumber(ARGV[i + 7]))
+    end
+    out[#out + 1] = 1
+    out[#out + 1] = state
+  end
+end
+return out

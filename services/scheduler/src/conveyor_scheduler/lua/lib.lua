@@ -1,0 +1,85 @@
+-- lib.lua: shared prelude, prepended to every queue script when it is loaded.
+--
+-- Every queue script receives the same KEYS, all inside the queue's hash tag {q:NAME}:
+--   KEYS[1..10]  ready lists, priority 0..9       cv:{q:NAME}:r:P   (RPUSH in, LPOP out)
+--   KEYS[11]     scheduled zset, score = due ms    cv:{q:NAME}:s
+--   KEYS[12]     active zset, score = lease expiry cv:{q:NAME}:a
+--   KEYS[13]     dead-letter zset, score = ms      cv:{q:NAME}:d
+-- and the same first ARGV:
+--   ARGV[1] key prefix "cv:{q:NAME}:"; task hashes are PREFIX.."t:"..id and idempotency
+--           keys PREFIX.."k:"..key. They are derived here because their ids are only known
+--           inside the script, but they share the queue's hash tag, so every script still
+--           touches a single cluster slot.
+--   ARGV[2] now (ms)   ARGV[3] result TTL (ms)   ARGV[4] completion channel
+--
+-- Task hash fields: n name, d payload, ct content type, h headers (JSON), p priority,
+-- st state, at attempt, to timeout ms, eta due ms, x expires ms, mr/ib/mb/mu/nj retry
+-- policy, k idempotency key, sa started ms, dl deadline ms, le lease expiry ms,
+-- w worker, lt lease token, fa finished ms, r/rc result, et/em/eb last error.
+local PREFIX = ARGV[1]
+local NOW = tonumber(ARGV[2])
+local RESULT_TTL = tonumber(ARGV[3])
+local CHANNEL = ARGV[4]
+local SCHEDULED, QUEUED, ACTIVE, SUCCEEDED, FAILED, CANCELLED, EXPIRED, DEAD = 1, 2, 3, 4, 5, 6, 7, 8
+
+local function task_key(id)
+  return PREFIX .. 't:' .. id
+end
+
+local function ready_key(priority)
+  return KEYS[(tonumber(priority) or 0) + 1]
+end
+
+-- Ends a task: record the state, keep it for the result TTL (dead letters are kept
+-- until requeued or purged) and announce it to result waiters on every replica.
+local function finish(id, key, state)
+  redis.call('HSET', key, 'st', state, 'fa', NOW)
+  redis.call('HDEL', key, 'lt')
+  if state == DEAD then
+    redis.call('ZADD', KEYS[13], NOW, id)
+  else
+    redis.call('PEXPIRE', key, RESULT_TTL)
+  end
+  redis.call('PUBLISH', CHANNEL, id)
+end
+
+-- Puts an active task back at the front of its priority list (it keeps its place).
+local function requeue_front(id, key)
+  redis.call('ZREM', KEYS[12], id)
+  redis.call('HSET', key, 'st', QUEUED)
+  redis.call('HDEL', key, 'lt', 'w', 'le')
+  redis.call('LPUSH', ready_key(redis.call('HGET', key, 'p')), id)
+end
+
+-- A failed attempt. Without a retry request, or for a task with no retries, it ends
+-- FAILED; out of retries it ends DEAD; otherwise it waits in the scheduled set.
+-- delay_ms < 0 means the task's backoff policy decides (equal jitter from `jitter`).
+local function fail_attempt(id, key, etype, emsg, etb, want_retry, delay_ms, jitter)
+  redis.call('ZREM', KEYS[12], id)
+  redis.call('HSET', key, 'et', etype, 'em', emsg, 'eb', etb)
+  local f = redis.call('HMGET', key, 'at', 'mr', 'ib', 'mb', 'mu', 'nj')
+  local attempt = tonumber(f[1]) or 1
+  local max_retries = tonumber(f[2]) or 0
+  if (not want_retry) or max_retries == 0 then
+    finish(id, key, FAILED)
+    return FAILED
+  end
+  if attempt > max_retries then
+    finish(id, key, DEAD)
+    return DEAD
+  end
+  if delay_ms < 0 then
+    local initial = tonumber(f[3]) or 1000
+    local cap = tonumber(f[4]) or 600000
+    local mult = tonumber(f[5]) or 2
+    delay_ms = math.min(cap, initial * mult ^ (attempt - 1))
+    if f[6] ~= '1' then
+      delay_ms = delay_ms / 2 + delay_ms / 2 * jitter
+    end
+  end
+  local due = math.floor(NOW + delay_ms)
+  redis.call('HSET', key, 'st', SCHEDULED, 'eta', due)
+  redis.call('HDEL', key, 'lt', 'w', 'le')
+  redis.call('ZADD', KEYS[11], due, id)
+  return SCHEDULED
+end

@@ -1,0 +1,24 @@
+-- reap.lua: return leases that lapsed. A lease past the attempt's deadline is a failed
+-- attempt (TimeLimitExceeded, retried per policy); one that lapsed before it means the
+-- worker is gone, and the task goes back to the front of its priority list.
+-- KEYS, ARGV[1..4]: see lib.lua.   ARGV[5] max leases per call   ARGV[6] jitter [0,1)
+-- Returns {leases handled, earliest remaining lease expiry ms or -1}.
+local ids = redis.call('ZRANGEBYSCORE', KEYS[12], '-inf', NOW, 'LIMIT', 0, tonumber(ARGV[5]))
+for _, id in ipairs(ids) do
+  local key = task_key(id)
+  local f = redis.call('HMGET', key, 'st', 'dl', 'to')
+  if tonumber(f[1]) ~= ACTIVE then
+    redis.call('ZREM', KEYS[12], id)
+  elseif NOW >= tonumber(f[2]) then
+    fail_attempt(id, key, 'TimeLimitExceeded',
+      'the attempt ran past its time limit of ' .. (tonumber(f[3]) / 1000) .. 's', '',
+      true, -1, tonumber(ARGV[6]))
+  else
+    requeue_front(id, key)
+  end
+end
+local nxt = redis.call('ZRANGE', KEYS[12], 0, 0, 'WITHSCORES')
+if nxt[2] then
+  return {#ids, tonumber(nxt[2])}
+end
+return {#ids, -1}

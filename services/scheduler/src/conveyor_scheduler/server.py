@@ -1,0 +1,77 @@
+"""Builds and runs one scheduler replica: grpc.aio server, health and reflection."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from redis.asyncio import Redis
+
+from conveyor.v1 import task_service_pb2, worker_service_pb2
+from conveyor_scheduler.config import SchedulerConfig
+from conveyor_scheduler.core import Core
+from conveyor_scheduler.grpc_glue import add_servicer
+from conveyor_scheduler.servicers.task_service import TaskService
+from conveyor_scheduler.servicers.worker_service import WorkerService
+
+log = logging.getLogger(__name__)
+SERVICE_NAMES = ("conveyor.v1.TaskService", "conveyor.v1.WorkerService")
+MAX_MESSAGE = 256 * 1024 * 1024
+SERVER_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE),
+    ("grpc.max_send_message_length", MAX_MESSAGE),
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+]
+
+
+class SchedulerServer:
+    def __init__(self, config: SchedulerConfig) -> None:
+        self.config = config
+        self.redis = Redis.from_url(config.redis_url, health_check_interval=30, socket_keepalive=True)
+        self.core = Core(config, self.redis)
+        self.server = grpc.aio.server(options=SERVER_OPTIONS)
+        self.health = health.aio.HealthServicer()
+        tasks = TaskService(self.core)
+        add_servicer(self.server, tasks, task_service_pb2.DESCRIPTOR.services_by_name["TaskService"])
+        add_servicer(self.server, WorkerService(self.core, tasks),
+                     worker_service_pb2.DESCRIPTOR.services_by_name["WorkerService"])
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME),
+                                            self.server)
+        self.port = self.server.add_insecure_port(f"{config.host}:{config.port}")
+
+    async def start(self) -> None:
+        await self.core.start()
+        await self.server.start()
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("scheduler %s serving on %s:%d", self.core.scheduler_id, self.config.host, self.port)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        await self.core.close()
+        await self.redis.aclose()
+
+
+async def serve(config: SchedulerConfig, ready: asyncio.Event | None = None) -> None:
+    """Runs until SIGINT/SIGTERM."""
+    server = SchedulerServer(config)
+    await server.start()
+    print(f"conveyor-scheduler listening on {config.host}:{server.port}", flush=True)
+    if ready:
+        ready.set()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    await server.stop()

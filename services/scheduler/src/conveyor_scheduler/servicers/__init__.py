@@ -1,0 +1,1 @@
+"""Thin gRPC servicers over the scheduler core, one module per service."""

@@ -1,0 +1,182 @@
+"""conveyor.v1.TaskService: Submit, Poll, Ack, ExtendLease, GetResult, GetTask, Cancel."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import grpc
+
+from conveyor.v1 import task_pb2, task_service_pb2
+from conveyor_scheduler.core import Core
+from conveyor_scheduler.errors import FailedPrecondition, InvalidArgument, NotFound
+from conveyor_scheduler.records import TERMINAL, to_leased, to_result, to_task
+from conveyor_scheduler.signals import wait_any
+from conveyor_scheduler.store import AckEntry
+from conveyor_scheduler.validation import check_name, check_queue, check_spec, duration_ms
+
+STATE_NAMES = {v.number: v.name.removeprefix("TASK_STATE_") for v in task_pb2.TaskState.DESCRIPTOR.values}
+MAX_TEXT = 64 * 1024
+ACK_STATUS = {1: task_pb2.ACK_STATUS_ACCEPTED, 2: task_pb2.ACK_STATUS_STALE_LEASE, 3: task_pb2.ACK_STATUS_NOT_FOUND}
+
+
+class TaskService:
+    def __init__(self, core: Core) -> None:
+        self.core = core
+        self.limits = core.config.limits
+
+    async def Submit(self, request: task_service_pb2.SubmitRequest, context: grpc.aio.ServicerContext
+                     ) -> task_service_pb2.SubmitResponse:
+        count = len(request.tasks)
+        if not 1 <= count <= self.limits.max_batch:
+            raise InvalidArgument("tasks", f"must hold 1 to {self.limits.max_batch} tasks, got {count}")
+        cfg, now = self.core.config, self.core.store.clock()
+        tasks = [check_spec(spec, f"tasks[{i}]", limits=self.limits, router=self.core.router, now_ms=now,
+                            default_timeout_ms=cfg.default_timeout_ms, default_window_ms=cfg.idempotency_window_ms)
+                 for i, spec in enumerate(request.tasks)]
+        submitted = await self.core.store.submit(tasks)
+        ready: set[str] = set()
+        due: dict[str, int] = {}
+        for task, sub in zip(tasks, submitted, strict=True):
+            if sub.duplicate:
+                continue
+            if sub.state == task_pb2.TASK_STATE_QUEUED:
+                ready.add(sub.queue)
+            else:
+                due[sub.queue] = min(due.get(sub.queue, task.due_ms), task.due_ms)
+        for queue in ready:
+            self.core.tasks_ready(queue)
+            await self.core.bus.publish_wake(queue)
+        for queue, due_ms in due.items():
+            self.core.maintenance.schedule(queue, due_ms)
+            await self.core.bus.publish_wake(queue, due_ms)
+        return task_service_pb2.SubmitResponse(tasks=[
+            task_service_pb2.SubmittedTask(id=s.id, queue=s.queue, state=s.state, duplicate=s.duplicate)
+            for s in submitted])
+
+    async def Poll(self, request: task_service_pb2.PollRequest, context: grpc.aio.ServicerContext
+                   ) -> task_service_pb2.PollResponse:
+        if not 1 <= len(request.queues) <= 32:
+            raise InvalidArgument("queues", "name 1 to 32 queues")
+        queues = [check_queue(q, f"queues[{i}]") for i, q in enumerate(request.queues)]
+        if not 1 <= request.max_tasks <= 1000:
+            raise InvalidArgument("max_tasks", f"must be 1 to 1000, got {request.max_tasks}")
+        wait_ms = 0
+        if request.HasField("wait"):
+            wait_ms = duration_ms(request.wait, "wait", minimum=0, maximum=self.limits.max_poll_wait_ms)
+        worker = check_name(request.worker_id, "worker_id") if request.worker_id else "poll"
+        store, loop_deadline = self.core.store, store_now_s(self) + wait_ms / 1000
+        signals = [self.core.dispatcher.queue(q).signal for q in queues]
+        while True:
+            seen = [(sig, sig.gen) for sig in signals]
+            leased: list[task_pb2.LeasedTask] = []
+            for queue in queues:
+                want = request.max_tasks - len(leased)
+                if want <= 0:
+                    break
+                leased += [to_leased(queue, rec) for rec in await store.claim(queue, want, worker, 0)]
+            remaining = loop_deadline - store_now_s(self)
+            if leased or remaining <= 0 or not await wait_any(seen, remaining):
+                return task_service_pb2.PollResponse(tasks=leased)
+
+    async def Ack(self, request: task_service_pb2.AckRequest, context: grpc.aio.ServicerContext
+                  ) -> task_service_pb2.AckResponse:
+        if not 1 <= len(request.acks) <= self.limits.max_batch:
+            raise InvalidArgument("acks", f"must hold 1 to {self.limits.max_batch} acks, got {len(request.acks)}")
+        outcomes = await self.ack(request.acks, "acks")
+        if len(outcomes) == 1 and outcomes[0].status != task_pb2.ACK_STATUS_ACCEPTED:
+            o = outcomes[0]
+            if o.status == task_pb2.ACK_STATUS_NOT_FOUND:
+                raise NotFound(f"no task {o.task_id}")
+            raise FailedPrecondition(
+                f"stale lease for task {o.task_id}: the lease token is not the current one "
+                f"(the task is {STATE_NAMES[o.state]}); the outcome was not recorded")
+        return task_service_pb2.AckResponse(outcomes=outcomes)
+
+    async def ack(self, acks: Sequence[task_pb2.TaskAck], field: str) -> list[task_pb2.AckOutcome]:
+        """Validates and records acks (shared with the worker stream)."""
+        entries = [(await self.core.queue_of(a.task_id, f"{field}[{i}].task_id"), self._entry(a, f"{field}[{i}]"))
+                   for i, a in enumerate(acks)]
+        results = await self.core.store.ack(entries)
+        outcomes = []
+        for (queue, entry), (status, state) in zip(entries, results, strict=True):
+            if status == 1:
+                if state in TERMINAL:
+                    self.core.waiters.notify(entry.task_id)
+                elif state == task_pb2.TASK_STATE_SCHEDULED:
+                    self.core.maintenance.schedule(queue, self.core.store.clock())
+            outcomes.append(task_pb2.AckOutcome(task_id=entry.task_id, status=ACK_STATUS[status], state=state))
+        return outcomes
+
+    def _entry(self, ack: task_pb2.TaskAck, at: str) -> AckEntry:
+        if not 1 <= len(ack.lease_token) <= 64:
+            raise InvalidArgument(f"{at}.lease_token", "must be 1 to 64 characters")
+        which = ack.WhichOneof("outcome")
+        if which == "result":
+            if len(ack.result.data) > self.limits.max_payload_bytes:
+                raise InvalidArgument(f"{at}.result.data", f"is {len(ack.result.data)} bytes, over the limit of "
+                                      f"{self.limits.max_payload_bytes}")
+            ctype = ack.result.content_type
+            return AckEntry(ack.task_id, ack.lease_token, "s", ack.result.data,
+                            "" if ctype in ("", "application/json") else ctype[:100])
+        if which == "failure":
+            f = ack.failure
+            delay = -1
+            if f.HasField("retry_delay"):
+                delay = duration_ms(f.retry_delay, f"{at}.failure.retry_delay", minimum=0,
+                                    maximum=self.limits.max_timeout_ms)
+            return AckEntry(ack.task_id, ack.lease_token, "r" if f.retry else "f", f.error.type[:200] or "Error",
+                            f.error.message[:MAX_TEXT], f.error.traceback[:MAX_TEXT], delay)
+        raise InvalidArgument(f"{at}.outcome", "set result or failure")
+
+    async def ExtendLease(self, request: task_service_pb2.ExtendLeaseRequest, context: grpc.aio.ServicerContext
+                          ) -> task_service_pb2.ExtendLeaseResponse:
+        queue = await self.core.queue_of(request.task_id)
+        extend = duration_ms(request.extend_by, "extend_by", minimum=1, maximum=self.limits.max_timeout_ms)
+        (expiry,) = await self.core.store.extend(queue, [(request.task_id, request.lease_token, extend)])
+        if expiry == -2:
+            raise NotFound(f"no task {request.task_id}")
+        if expiry == -1:
+            raise FailedPrecondition(f"stale lease for task {request.task_id}: the lease token is not the current one")
+        resp = task_service_pb2.ExtendLeaseResponse()
+        resp.lease_expires_at.FromMilliseconds(expiry)
+        return resp
+
+    async def GetResult(self, request: task_service_pb2.GetResultRequest, context: grpc.aio.ServicerContext
+                        ) -> task_service_pb2.GetResultResponse:
+        queue = await self.core.queue_of(request.task_id)
+        wait_ms = 0
+        if request.HasField("wait"):
+            wait_ms = duration_ms(request.wait, "wait", minimum=0, maximum=self.limits.max_result_wait_ms)
+        if context.time_remaining() is not None:
+            wait_ms = min(wait_ms, max(0, int(context.time_remaining() * 1000) - 50))
+
+        async def fetch() -> dict[bytes, bytes]:
+            return await self.core.store.get(queue, request.task_id)
+
+        rec = await self.core.waiters.wait(request.task_id, wait_ms / 1000, fetch) if wait_ms else await fetch()
+        if not rec:
+            raise NotFound(f"no task {request.task_id} (it never existed, or its record expired)")
+        return to_result(request.task_id, rec)
+
+    async def GetTask(self, request: task_service_pb2.GetTaskRequest, context: grpc.aio.ServicerContext
+                      ) -> task_service_pb2.GetTaskResponse:
+        queue, rec = await self.core.record(request.task_id)
+        return task_service_pb2.GetTaskResponse(task=to_task(request.task_id, queue, rec))
+
+    async def Cancel(self, request: task_service_pb2.CancelRequest, context: grpc.aio.ServicerContext
+                     ) -> task_service_pb2.CancelResponse:
+        queue = await self.core.queue_of(request.task_id)
+        state = await self.core.store.cancel(queue, request.task_id)
+        if state == 0:
+            raise NotFound(f"no task {request.task_id}")
+        if state == task_pb2.TASK_STATE_CANCELLED:
+            self.core.waiters.notify(request.task_id)
+            return task_service_pb2.CancelResponse(state=state)
+        if state in TERMINAL:
+            raise FailedPrecondition(f"task {request.task_id} already finished as {STATE_NAMES[state]}")
+        raise FailedPrecondition(f"task {request.task_id} is running; only queued or scheduled tasks can be "
+                                 "cancelled")
+
+
+def store_now_s(service: TaskService) -> float:
+    return service.core.store.clock() / 1000

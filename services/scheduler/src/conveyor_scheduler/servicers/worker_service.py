@@ -1,0 +1,134 @@
+"""conveyor.v1.WorkerService.Connect: one bidirectional stream per worker process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+from google.protobuf.duration_pb2 import Duration
+
+from conveyor.v1 import worker_service_pb2
+from conveyor_scheduler.core import Core
+from conveyor_scheduler.errors import InvalidArgument
+from conveyor_scheduler.grpc_glue import Malformed
+from conveyor_scheduler.servicers.task_service import TaskService
+from conveyor_scheduler.sessions import WorkerSession
+from conveyor_scheduler.validation import check_name, check_queue
+
+log = logging.getLogger(__name__)
+MAX_CREDIT = 10_000
+
+
+class WorkerService:
+    def __init__(self, core: Core, tasks: TaskService) -> None:
+        self.core = core
+        self.tasks = tasks
+
+    async def Connect(self, requests: AsyncIterator[worker_service_pb2.ConnectRequest],
+                      context: grpc.aio.ServicerContext) -> AsyncIterator[worker_service_pb2.ConnectResponse]:
+        try:
+            first = await anext(requests)
+        except StopAsyncIteration:
+            return
+        session = self._hello(first)
+        cfg = self.core.config
+        accepted = worker_service_pb2.ConnectAccepted(
+            scheduler_id=self.core.scheduler_id,
+            heartbeat_interval=Duration(seconds=cfg.heartbeat_interval_ms // 1000,
+                                        nanos=cfg.heartbeat_interval_ms % 1000 * 1_000_000),
+            lease_ttl=Duration(seconds=cfg.lease_ttl_ms // 1000, nanos=cfg.lease_ttl_ms % 1000 * 1_000_000))
+        yield worker_service_pb2.ConnectResponse(accepted=accepted)
+        log.info("worker %s connected (queues %s, credit %d)", session.worker_id, ",".join(session.queues),
+                 session.credit)
+        reader = asyncio.create_task(self._read(requests, session))
+        self.core.dispatcher.attach(session)
+        try:
+            while True:
+                msg = await session.outbox.get()
+                if msg is None:
+                    break
+                yield msg
+        finally:
+            self.core.dispatcher.detach(session)
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+            await self._release_all(session)
+            log.info("worker %s disconnected", session.worker_id)
+        if reader.done() and not reader.cancelled() and reader.exception():
+            raise reader.exception()  # type: ignore[misc]
+
+    def _hello(self, msg: worker_service_pb2.ConnectRequest) -> WorkerSession:
+        if isinstance(msg, Malformed):
+            raise InvalidArgument("hello", msg.message)
+        if msg.WhichOneof("kind") != "hello":
+            raise InvalidArgument("hello", "the first message on the stream must be a hello")
+        h = msg.hello
+        if not 1 <= len(h.queues) <= 32:
+            raise InvalidArgument("hello.queues", "name 1 to 32 queues")
+        if h.credit > MAX_CREDIT:
+            raise InvalidArgument("hello.credit", f"must be at most {MAX_CREDIT}")
+        return WorkerSession(
+            worker_id=check_name(h.worker_id, "hello.worker_id"),
+            queues=tuple(dict.fromkeys(check_queue(q, f"hello.queues[{i}]") for i, q in enumerate(h.queues))),
+            hostname=h.hostname[:200], concurrency=h.concurrency, task_names=tuple(h.task_names)[:1000],
+            credit=h.credit)
+
+    async def _read(self, requests: AsyncIterator[worker_service_pb2.ConnectRequest], session: WorkerSession) -> None:
+        """Handles the worker's messages; ends the stream (outbox None) when they end."""
+        try:
+            async for msg in requests:
+                if isinstance(msg, Malformed):
+                    raise InvalidArgument("message", msg.message)
+                kind = msg.WhichOneof("kind")
+                if kind == "report":
+                    await self._report(session, msg.report)
+                elif kind == "heartbeat":
+                    await self._heartbeat(session)
+                else:
+                    raise InvalidArgument(kind or "kind", "only the first message may be a hello")
+        finally:
+            session.outbox.put_nowait(None)
+
+    async def _report(self, session: WorkerSession, report: worker_service_pb2.WorkerReport) -> None:
+        if report.acks:
+            for ack in report.acks:
+                session.leases.pop(ack.task_id, None)
+            for outcome in await self.tasks.ack(report.acks, "report.acks"):
+                if outcome.status != 1:
+                    log.info("worker %s: ack for %s refused (%s)", session.worker_id, outcome.task_id, outcome.status)
+        if report.releases:
+            by_queue: dict[str, list[tuple[str, str]]] = {}
+            for ref in report.releases:
+                held = session.leases.pop(ref.task_id, None)
+                if held:
+                    by_queue.setdefault(held[0], []).append((ref.task_id, ref.lease_token))
+            for queue, leases in by_queue.items():
+                if await self.core.store.release(queue, leases):
+                    self.core.tasks_ready(queue)
+                    await self.core.bus.publish_wake(queue)
+        if report.draining:
+            session.draining = True
+            session.credit = 0
+        elif report.credit:
+            session.credit = min(session.credit + report.credit, MAX_CREDIT)
+            self.core.dispatcher.credit_changed(session)
+
+    async def _heartbeat(self, session: WorkerSession) -> None:
+        ttl = self.core.config.lease_ttl_ms
+        for queue, leases in session.leases_by_queue().items():
+            expiries = await self.core.store.extend(queue, [(tid, tok, ttl) for tid, tok in leases])
+            for (task_id, _), expiry in zip(leases, expiries, strict=True):
+                if expiry < 0:
+                    session.leases.pop(task_id, None)
+
+    async def _release_all(self, session: WorkerSession) -> None:
+        for queue, leases in session.leases_by_queue().items():
+            try:
+                if await self.core.store.release(queue, leases):
+                    self.core.tasks_ready(queue)
+                    await self.core.bus.publish_wake(queue)
+            except Exception as exc:  # noqa: BLE001 - the reaper returns them later
+                log.warning("could not hand back %d leases of %s: %s", len(leases), session.worker_id, exc)
+        session.leases.clear()

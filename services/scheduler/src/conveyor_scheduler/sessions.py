@@ -1,0 +1,42 @@
+"""Per-stream state of a connected worker: its credit, its leases and its outbox."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+from conveyor.v1 import task_pb2, worker_service_pb2
+
+
+@dataclass(eq=False)
+class WorkerSession:
+    """One WorkerService.Connect stream. Only the event loop touches it."""
+
+    worker_id: str
+    queues: tuple[str, ...]
+    hostname: str = ""
+    concurrency: int = 0
+    task_names: tuple[str, ...] = ()
+    credit: int = 0
+    draining: bool = False
+    closed: bool = False
+    last_seen: float = field(default_factory=time.monotonic)
+    leases: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """task id -> (queue, lease token) of every lease pushed on this stream."""
+    outbox: asyncio.Queue[worker_service_pb2.ConnectResponse | None] = field(default_factory=asyncio.Queue)
+
+    @property
+    def wants_work(self) -> bool:
+        return self.credit > 0 and not self.draining and not self.closed
+
+    def push(self, leased: list[task_pb2.LeasedTask]) -> None:
+        for lt in leased:
+            self.leases[lt.task.id] = (lt.task.queue, lt.lease_token)
+        self.outbox.put_nowait(worker_service_pb2.ConnectResponse(batch=worker_service_pb2.TaskBatch(tasks=leased)))
+
+    def leases_by_queue(self) -> dict[str, list[tuple[str, str]]]:
+        grouped: dict[str, list[tuple[str, str]]] = {}
+        for task_id, (queue, token) in self.leases.items():
+            grouped.setdefault(queue, []).append((task_id, token))
+        return grouped

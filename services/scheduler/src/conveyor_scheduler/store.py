@@ -1,0 +1,199 @@
+"""The Redis store: one method per atomic operation, each one Lua script called by SHA."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+from conveyor_scheduler.errors import NotFound, ResourceExhausted
+from conveyor_scheduler.ids import MAX_QUEUE_CODE, new_task_ids
+from conveyor_scheduler.keys import DONE_CHANNEL, REGISTRY_KEYS, QueueKeys
+from conveyor_scheduler.validation import NewTask
+
+Record = dict[bytes, bytes]
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    id: str
+    queue: str
+    state: int
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AckEntry:
+    """One attempt outcome, in the shape ack.lua takes."""
+
+    task_id: str
+    token: str
+    kind: str  # 's' success, 'f' failure, 'r' failure asking for a retry
+    a: bytes | str = b""
+    b: str = ""
+    c: str = ""
+    delay_ms: int = -1
+
+
+def _script_text(name: str) -> str:
+    folder = resources.files("conveyor_scheduler") / "lua"
+    body = (folder / f"{name}.lua").read_text()
+    if name == "register_queue":
+        return body
+    return (folder / "lib.lua").read_text() + "\n" + body
+
+
+class Store:
+    """All scheduler state lives behind this class, in Redis."""
+
+    SCRIPTS = ("submit", "claim", "ack", "release", "extend", "reap", "promote", "cancel", "register_queue")
+
+    def __init__(self, redis: Redis, *, result_ttl_ms: int, default_timeout_ms: int,
+                 clock: Callable[[], int] = wall_clock_ms) -> None:
+        self.redis = redis
+        self.result_ttl_ms = result_ttl_ms
+        self.default_timeout_ms = default_timeout_ms
+        self.clock = clock
+        self._scripts: dict[str, AsyncScript] = {
+            name: redis.register_script(_script_text(name)) for name in self.SCRIPTS
+        }
+        self._codes: dict[str, int] = {}
+        self._names: dict[int, str] = {}
+        self._keys: dict[str, QueueKeys] = {}
+
+    # -- queues ----------------------------------------------------------------------
+
+    def keys(self, queue: str) -> QueueKeys:
+        keys = self._keys.get(queue)
+        if keys is None:
+            keys = self._keys[queue] = QueueKeys.of(queue)
+        return keys
+
+    async def queue_code(self, queue: str) -> int:
+        code = self._codes.get(queue)
+        if code is None:
+            code = int(await self._scripts["register_queue"](keys=REGISTRY_KEYS, args=[queue, MAX_QUEUE_CODE]))
+            if code == 0:
+                raise ResourceExhausted(f"no queue numbers left for queue {queue!r} (limit {MAX_QUEUE_CODE})")
+            if self._names.get(code, queue) != queue:  # the registry was wiped under us
+                self._codes.clear()
+                self._names.clear()
+            self._codes[queue], self._names[code] = code, queue
+        return code
+
+    async def queue_name(self, code: int) -> str:
+        name = self._names.get(code)
+        if name is None:
+            raw = await self.redis.hget(REGISTRY_KEYS[1], str(code))
+            if raw is None:
+                raise NotFound("no such task (its queue is unknown)")
+            name = raw.decode()
+            self._names[code], self._codes[name] = code, name
+        return name
+
+    async def queues(self) -> list[str]:
+        raw = await self.redis.hkeys(REGISTRY_KEYS[0])
+        return sorted(q.decode() for q in raw)
+
+    # -- the task life cycle -----------------------------------------------------------
+
+    def _head(self, queue: str, now: int) -> tuple[tuple[str, ...], list[object]]:
+        keys = self.keys(queue)
+        return keys.script_keys, [keys.prefix, now, self.result_ttl_ms, DONE_CHANNEL]
+
+    async def submit(self, tasks: Sequence[NewTask]) -> list[Submitted]:
+        """Stores validated tasks; one atomic script call per queue, pipelined."""
+        now = self.clock()
+        by_queue: dict[str, list[int]] = defaultdict(list)
+        for index, task in enumerate(tasks):
+            by_queue[task.queue].append(index)
+        ids: list[str] = [""] * len(tasks)
+        for queue, indexes in by_queue.items():
+            fresh = new_task_ids(await self.queue_code(queue), len(indexes), now)
+            for index, task_id in zip(indexes, fresh, strict=True):
+                ids[index] = task_id
+        pipe = self.redis.pipeline(transaction=False)
+        for queue, indexes in by_queue.items():
+            keys, args = self._head(queue, now)
+            for index in indexes:
+                t = tasks[index]
+                args += [ids[index], t.priority, t.due_ms, t.idempotency_key, t.idempotency_window_ms,
+                         len(t.fields) // 2, *t.fields]
+            await self._scripts["submit"](keys=keys, args=args, client=pipe)
+        replies = await pipe.execute()
+        out: list[Submitted | None] = [None] * len(tasks)
+        for (queue, indexes), reply in zip(by_queue.items(), replies, strict=True):
+            for n, index in enumerate(indexes):
+                out[index] = Submitted(reply[3 * n].decode(), queue, int(reply[3 * n + 1]), reply[3 * n + 2] == 1)
+        return out  # type: ignore[return-value]
+
+    async def claim(self, queue: str, count: int, worker_id: str, lease_ms: int) -> list[Record]:
+        """Leases up to `count` ready tasks of `queue` to `worker_id`."""
+        keys, args = self._head(queue, self.clock())
+        args += [count, lease_ms, os.urandom(6).hex(), worker_id, self.default_timeout_ms]
+        reply = await self._scripts["claim"](keys=keys, args=args)
+        return [_pairs(rec) for rec in reply]
+
+    async def ack(self, entries: Sequence[tuple[str, AckEntry]]) -> list[tuple[int, int]]:
+        """Records (queue, entry) outcomes; returns (status, state) per entry in order."""
+        now = self.clock()
+        by_queue: dict[str, list[int]] = defaultdict(list)
+        for index, (queue, _) in enumerate(entries):
+            by_queue[queue].append(index)
+        pipe = self.redis.pipeline(transaction=False)
+        for queue, indexes in by_queue.items():
+            keys, args = self._head(queue, now)
+            for index in indexes:
+                e = entries[index][1]
+                args += [e.task_id, e.token, e.kind, e.a, e.b, e.c, e.delay_ms, random.random()]
+            await self._scripts["ack"](keys=keys, args=args, client=pipe)
+        replies = await pipe.execute()
+        out: list[tuple[int, int]] = [(0, 0)] * len(entries)
+        for indexes, reply in zip(by_queue.values(), replies, strict=True):
+            for n, index in enumerate(indexes):
+                out[index] = (int(reply[2 * n]), int(reply[2 * n + 1]))
+        return out
+
+    async def release(self, queue: str, leases: Iterable[tuple[str, str]]) -> int:
+        keys, args = self._head(queue, self.clock())
+        for task_id, token in reversed(list(leases)):  # each goes to the front: keep their order
+            args += [task_id, token]
+        return int(await self._scripts["release"](keys=keys, args=args))
+
+    async def extend(self, queue: str, leases: Iterable[tuple[str, str, int]]) -> list[int]:
+        keys, args = self._head(queue, self.clock())
+        for task_id, token, extend_ms in leases:
+            args += [task_id, token, extend_ms]
+        return [int(v) for v in await self._scripts["extend"](keys=keys, args=args)]
+
+    async def reap(self, queue: str, limit: int = 500) -> tuple[int, int]:
+        keys, args = self._head(queue, self.clock())
+        handled, nxt = await self._scripts["reap"](keys=keys, args=[*args, limit, random.random()])
+        return int(handled), int(nxt)
+
+    async def promote(self, queue: str, limit: int = 1000) -> tuple[int, int]:
+        keys, args = self._head(queue, self.clock())
+        promoted, nxt = await self._scripts["promote"](keys=keys, args=[*args, limit])
+        return int(promoted), int(nxt)
+
+    async def cancel(self, queue: str, task_id: str) -> int:
+        keys, args = self._head(queue, self.clock())
+        return int(await self._scripts["cancel"](keys=keys, args=[*args, task_id]))
+
+    async def get(self, queue: str, task_id: str) -> Record:
+        return await self.redis.hgetall(self.keys(queue).task(task_id))
+
+
+def _pairs(flat: list[bytes]) -> Record:
+    return dict(zip(flat[::2], flat[1::2], strict=True))

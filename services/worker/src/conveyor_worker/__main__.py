@@ -1,0 +1,3 @@
+from conveyor_worker.cli import main
+
+main()

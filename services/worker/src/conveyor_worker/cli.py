@@ -1,0 +1,69 @@
+"""`conveyor-worker APP_MODULE:app --queues a,b --concurrency N`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import click
+
+from conveyor_worker.config import WorkerConfig, default_worker_id
+from conveyor_worker.loader import load_app
+from conveyor_worker.session import Worker
+
+P = "CONVEYOR_WORKER_"
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+async def _main(worker: Worker) -> None:
+    loop = asyncio.get_running_loop()
+    shutdown: asyncio.Task[None] | None = None
+
+    def on_signal() -> None:
+        nonlocal shutdown
+        if shutdown is None:
+            shutdown = asyncio.create_task(worker.shutdown())
+        else:  # a second signal: stop now, the scheduler hands the leases back
+            worker.stopped.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    runner = asyncio.create_task(worker.run())
+    await worker.stopped.wait()
+    if shutdown:
+        await asyncio.gather(shutdown, return_exceptions=True)
+    runner.cancel()
+    await asyncio.gather(runner, return_exceptions=True)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("app_ref", metavar="APP_MODULE:app", envvar=P + "APP")
+@click.option("--queues", "-Q", default="", envvar=P + "QUEUES",
+              help="Comma-separated queues (default: the app's task queues plus 'default').")
+@click.option("--concurrency", "-c", default=8, show_default=True, type=click.IntRange(1, 10_000),
+              envvar=P + "CONCURRENCY", help="Tasks run at once.")
+@click.option("--scheduler", "-s", default="127.0.0.1:50051", show_default=True, envvar="CONVEYOR_SCHEDULER",
+              help="Scheduler address, or several comma-separated for failover.")
+@click.option("--worker-id", default="", envvar=P + "ID", help="Unique id (default: host-pid-random).")
+@click.option("--grace-period", default=30.0, show_default=True, type=float, envvar=P + "GRACE_PERIOD",
+              help="Seconds to finish in-flight tasks after SIGTERM.")
+@click.option("--log-level", default="INFO", show_default=True, envvar=P + "LOG_LEVEL")
+def main(app_ref: str, queues: str, concurrency: int, scheduler: str, worker_id: str, grace_period: float,
+         log_level: str) -> None:
+    """Run tasks of APP_MODULE:app from a Conveyor scheduler."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = load_app(app_ref)
+    names = _csv(queues) or tuple(sorted(app.queues() | {"default"}))
+    config = WorkerConfig(targets=_csv(scheduler), queues=names, concurrency=concurrency,
+                          worker_id=worker_id or default_worker_id(), grace_period=grace_period)
+    logging.info("worker %s: %d tasks, queues %s, concurrency %d", config.worker_id, len(app.tasks),
+                 ",".join(names), concurrency)
+    asyncio.run(_main(Worker(app, config)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""The worker's life: one stream at a time to a scheduler, credits, heartbeats, reconnects
+and graceful shutdown.
+
+Credit equals free slots: the hello grants the free slots, and each finished attempt
+returns one credit with its ack, so the scheduler never pushes more than the worker can
+start at once and nothing waits in this process's memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+
+from conveyor import App
+from conveyor.v1 import task_pb2, worker_service_pb2, worker_service_pb2_grpc
+from conveyor_worker import __version__
+from conveyor_worker.config import WorkerConfig
+from conveyor_worker.executor import execute
+
+log = logging.getLogger(__name__)
+CHANNEL_OPTIONS = [
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.max_receive_message_length", 256 * 1024 * 1024),
+    ("grpc.max_send_message_length", 256 * 1024 * 1024),
+]
+
+
+class Worker:
+    def __init__(self, app: App, config: WorkerConfig) -> None:
+        self.app = app
+        self.config = config
+        self.pool = ThreadPoolExecutor(max_workers=config.concurrency, thread_name_prefix="conveyor-task")
+        self.running: dict[str, tuple[str, asyncio.Task[None]]] = {}
+        """task id -> (lease token, asyncio task) of attempts in progress."""
+        self.stopping = False
+        self.stopped = asyncio.Event()
+        self._outbox: asyncio.Queue[worker_service_pb2.ConnectRequest | None] = asyncio.Queue()
+        self._acks: list[task_pb2.TaskAck] = []
+        self._credit = 0
+        self._flush_scheduled = False
+        self._connected = False
+        self._call: grpc.aio.StreamStreamCall | None = None
+        self._heartbeat_interval = 10.0
+
+    @property
+    def free_slots(self) -> int:
+        return self.config.concurrency - len(self.running)
+
+    async def run(self) -> None:
+        """Holds a stream until stop(); reconnects with backoff when it breaks."""
+        backoff, attempt = 0.1, 0
+        while not (self.stopping and not self.running):
+            target = self.config.targets[attempt % len(self.config.targets)]
+            try:
+                await self._session(target)
+                backoff = 0.1
+            except grpc.aio.AioRpcError as exc:
+                log.warning("stream to %s ended: %s %s", target, exc.code().name, exc.details())
+            finally:
+                self._connected = False
+            if self.stopping and not self.running:
+                break
+            attempt += 1
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self.config.reconnect_max_backoff)
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.stopped.set()
+
+    async def _session(self, target: str) -> None:
+        self._outbox = asyncio.Queue()
+        async with grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) as channel:
+            stub = worker_service_pb2_grpc.WorkerServiceStub(channel)
+            self._call = stub.Connect(self._requests())
+            heartbeats: asyncio.Task[None] | None = None
+            try:
+                async for msg in self._call:
+                    kind = msg.WhichOneof("kind")
+                    if kind == "accepted":
+                        self._connected = True
+                        self._heartbeat_interval = msg.accepted.heartbeat_interval.ToMilliseconds() / 1000 or 10.0
+                        heartbeats = asyncio.create_task(self._heartbeats())
+                        log.info("worker %s connected to %s (%s)", self.config.worker_id, target,
+                                 msg.accepted.scheduler_id)
+                        self._flush()  # acks that finished while we were disconnected
+                    elif kind == "batch":
+                        for leased in msg.batch.tasks:
+                            self._start(leased)
+                    elif kind == "drain":
+                        log.info("scheduler asked to drain: %s", msg.drain.reason)
+                        self.stop()
+                    if self.stopping and not self.running:
+                        break
+            finally:
+                if heartbeats:
+                    heartbeats.cancel()
+                self._outbox.put_nowait(None)
+                self._call.cancel()
+
+    async def _requests(self) -> AsyncIterator[worker_service_pb2.ConnectRequest]:
+        outbox = self._outbox
+        yield worker_service_pb2.ConnectRequest(hello=worker_service_pb2.WorkerHello(
+            worker_id=self.config.worker_id, hostname=socket.gethostname(), pid=os.getpid(),
+            queues=self.config.queues, concurrency=self.config.concurrency, task_names=sorted(self.app.tasks),
+            credit=0 if self.stopping else self.free_slots, sdk=f"conveyor-python/{__version__}"))
+        self._credit = 0  # the hello granted every free slot
+        while True:
+            msg = await outbox.get()
+            if msg is None:
+                return
+            yield msg
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(self._heartbeat_interval)
+            self._outbox.put_nowait(worker_service_pb2.ConnectRequest(
+                heartbeat=worker_service_pb2.WorkerHeartbeat(active_task_ids=list(self.running))))
+
+    def _start(self, leased: task_pb2.LeasedTask) -> None:
+        task_id = leased.task.id
+        if self.stopping:  # arrived after we said we were draining: hand it straight back
+            self._send(worker_service_pb2.WorkerReport(releases=[
+                worker_service_pb2.LeaseRef(task_id=task_id, lease_token=leased.lease_token)]))
+            return
+        runner = asyncio.create_task(self._run_one(leased), name=f"task:{task_id}")
+        self.running[task_id] = (leased.lease_token, runner)
+
+    async def _run_one(self, leased: task_pb2.LeasedTask) -> None:
+        try:
+            ack = await execute(self.app, leased, self.pool)
+        except asyncio.CancelledError:
+            return  # handed back at shutdown
+        finally:
+            self.running.pop(leased.task.id, None)
+        self._acks.append(ack)
+        if not self.stopping:
+            self._credit += 1
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Sends the finished acks and returned credit in one report."""
+        self._flush_scheduled = False
+        if not self._connected or not (self._acks or self._credit):
+            return
+        acks, self._acks = self._acks, []
+        credit, self._credit = self._credit, 0
+        self._send(worker_service_pb2.WorkerReport(acks=acks, credit=credit))
+
+    def _send(self, report: worker_service_pb2.WorkerReport) -> None:
+        self._outbox.put_nowait(worker_service_pb2.ConnectRequest(report=report))
+
+    def stop(self) -> None:
+        """Take no new work; in-flight attempts get the grace period (see shutdown)."""
+        if not self.stopping:
+            self.stopping = True
+            self._credit = 0
+            self._send(worker_service_pb2.WorkerReport(draining=True))
+
+    async def shutdown(self) -> None:
+        """Graceful stop: finish within the grace period, hand back the rest, close."""
+        self.stop()
+        log.info("draining: %d tasks in flight, grace period %.0fs", len(self.running), self.config.grace_period)
+        pending = [runner for _, runner in self.running.values()]
+        if pending:
+            await asyncio.wait(pending, timeout=self.config.grace_period)
+        leftovers = dict(self.running)
+        if leftovers:
+            log.warning("handing back %d unfinished tasks", len(leftovers))
+            self._send(worker_service_pb2.WorkerReport(releases=[
+                worker_service_pb2.LeaseRef(task_id=tid, lease_token=token) for tid, (token, _) in leftovers.items()]))
+            for _, runner in leftovers.values():
+                runner.cancel()
+            self.running.clear()
+        self._flush()
+        self._outbox.put_nowait(None)  # half-close: the scheduler ends the stream after our last report
+        try:
+            await asyncio.wait_for(self.stopped.wait(), 10)
+        except TimeoutError:
+            if self._call:
+                self._call.cancel()
