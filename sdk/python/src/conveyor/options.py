@@ -53,7 +53,10 @@ def _seconds(value: Seconds) -> float:
 
 def _duration(value: Seconds) -> Duration:
     d = Duration()
-    d.FromNanoseconds(int(_seconds(value) * 1e9))
+    if isinstance(value, dt.timedelta):
+        d.FromTimedelta(value)
+    else:
+        d.FromNanoseconds(round(float(value) * 1e9))
     return d
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from fnmatch import fnmatchcase
 from functools import lru_cache
 
 DEFAULT_QUEUE = "default"
+QUEUE_RE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 
 
 class Router:
@@ -26,6 +28,9 @@ class Router:
 def parse_route(text: str) -> tuple[str, str]:
     """Parses 'GLOB=QUEUE' (e.g. 'emails.*=emails')."""
     pattern, sep, queue = text.partition("=")
-    if not sep or not pattern.strip() or not queue.strip():
+    pattern, queue = pattern.strip(), queue.strip()
+    if not sep or not pattern or not queue:
         raise ValueError(f"a route is GLOB=QUEUE, got {text!r}")
-    return pattern.strip(), queue.strip()
+    if not QUEUE_RE.fullmatch(queue):
+        raise ValueError(f"route {text!r}: the queue must be 1 to 64 of letters, digits and _.-")
+    return pattern, queue

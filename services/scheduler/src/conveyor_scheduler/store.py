@@ -99,7 +99,7 @@ class Store:
             if raw is None:
                 raise NotFound("no such task (its queue is unknown)")
             name = raw.decode()
-            self._names[code], self._codes[name] = code, name
+            self._names[code], self._codes[name] = name, code
         return name
 
     async def queues(self) -> list[str]:

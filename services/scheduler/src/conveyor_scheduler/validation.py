@@ -15,10 +15,9 @@ from conveyor_scheduler.config import Limits
 from conveyor_scheduler.errors import InvalidArgument
 from conveyor_scheduler.ids import BadTaskId, parse_task_id
 from conveyor_scheduler.keys import PRIORITY_LEVELS
-from conveyor_scheduler.routing import Router
+from conveyor_scheduler.routing import QUEUE_RE, Router
 
 NAME_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,200}")
-QUEUE_RE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 IDEMPOTENCY_RE = re.compile(r"[\x21-\x7e]{1,200}")
 JSON_TYPE = "application/json"
 MAX_RETRIES = 1000

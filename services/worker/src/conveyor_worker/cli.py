@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import threading
 
 import click
 
@@ -63,6 +65,11 @@ def main(app_ref: str, queues: str, concurrency: int, scheduler: str, worker_id:
     logging.info("worker %s: %d tasks, queues %s, concurrency %d", config.worker_id, len(app.tasks),
                  ",".join(names), concurrency)
     asyncio.run(_main(Worker(app, config)))
+    stuck = [t for t in threading.enumerate() if t.name.startswith("conveyor-task") and t.is_alive()]
+    if stuck:  # handlers that outlived the grace period were handed back; do not wait for them
+        logging.warning("abandoning %d handler threads that are still running", len(stuck))
+        logging.shutdown()
+        os._exit(0)
 
 
 if __name__ == "__main__":

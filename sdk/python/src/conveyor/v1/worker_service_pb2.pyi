@@ -206,12 +206,16 @@ Global___LeaseRef: _TypeAlias = LeaseRef  # noqa: Y015
 
 @_typing.final
 class WorkerHeartbeat(_message.Message):
+    """WorkerHeartbeat keeps the stream's leases alive: every lease held by this
+    stream is extended by lease_ttl on each heartbeat.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ACTIVE_TASK_IDS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def active_task_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Task ids the worker is running; their leases are extended."""
+        """Task ids the worker is running (informational, for inspection)."""
 
     def __init__(
         self,
