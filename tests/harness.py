@@ -1,0 +1,166 @@
+"""Real parts for tests: a Redis server, scheduler and worker processes on free ports.
+
+Everything waits on conditions (health checks, task states), never on fixed sleeps.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import grpc
+import redis
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from conveyor_scheduler.embedded_redis import find_redis_server
+
+ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], T], timeout: float = 30.0, interval: float = 0.02, what: str = "condition") -> T:
+    """Returns the first truthy value of predicate(), or fails after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+@dataclass
+class Proc:
+    """A child process with its log file."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def kill(self) -> None:
+        if self.alive():
+            self.popen.kill()
+        self.popen.wait(10)
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        if self.alive():
+            self.popen.send_signal(signal.SIGTERM)
+        return self.popen.wait(timeout)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+def spawn(name: str, args: list[str], log_dir: Path, env: dict[str, str] | None = None) -> Proc:
+    log = log_dir / f"{name}.log"
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", **(env or {})}
+    full_env.pop("CONVEYOR_REDIS_URL", None)
+    with log.open("wb") as out:  # the child keeps its own descriptor
+        popen = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=full_env,
+                                 start_new_session=True)
+    return Proc(name, popen, log)
+
+
+class RedisServer:
+    """A private redis-server for the test session (never the machine's shared one)."""
+
+    def __init__(self, data_dir: Path, *, port: int = 0, appendonly: bool = False, fsync: str = "everysec") -> None:
+        self.port = port or free_port()
+        self.data_dir = data_dir
+        self.appendonly = appendonly
+        self.fsync = fsync
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._next_db = 0
+
+    def start(self) -> RedisServer:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        args = [find_redis_server(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--databases", "4096", "--dir", str(self.data_dir), "--logfile", "redis.log",
+                "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", self.fsync]
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL)
+        client = redis.Redis(port=self.port)
+        wait_for(lambda: _pings(client), 15, what="redis-server to answer")
+        return self
+
+    def stop(self, hard: bool = False) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL if hard else signal.SIGTERM)
+            self.proc.wait(15)
+
+    def url(self) -> str:
+        """A fresh logical database per call, so tests never share state."""
+        self._next_db += 1
+        return f"redis://127.0.0.1:{self.port}/{self._next_db}"
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.exceptions.ConnectionError:
+        return False
+
+
+def serving(target: str) -> bool:
+    try:
+        with grpc.insecure_channel(target) as ch:
+            resp = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
+            return resp.status == health_pb2.HealthCheckResponse.SERVING
+    except grpc.RpcError:
+        return False
+
+
+@dataclass
+class Cluster:
+    """Processes started by one test; all are stopped at teardown."""
+
+    log_dir: Path
+    procs: list[Proc] = field(default_factory=list)
+
+    def scheduler(self, redis_url: str | None, *args: str, port: int = 0, name: str = "scheduler",
+                  data_dir: Path | None = None) -> tuple[Proc, str]:
+        port = port or free_port()
+        cmd = [sys.executable, "-m", "conveyor_scheduler", "--port", str(port), "--reaper-interval", "0.2",
+               "--log-level", "INFO", *args]
+        cmd += ["--redis-url", redis_url] if redis_url else ["--data-dir", str(data_dir or self.log_dir / "data")]
+        proc = spawn(name, cmd, self.log_dir)
+        self.procs.append(proc)
+        target = f"127.0.0.1:{port}"
+        wait_for(lambda: serving(target) or _dead(proc), 30, what=f"{name} to serve")
+        assert proc.alive(), f"{name} died:\n{proc.output()}"
+        return proc, target
+
+    def worker(self, target: str, app: str = "tests.apps.basic:app", *args: str, queues: str = "default",
+               concurrency: int = 4, name: str = "worker") -> Proc:
+        cmd = [sys.executable, "-m", "conveyor_worker", app, "--scheduler", target, "--queues", queues,
+               "--concurrency", str(concurrency), "--worker-id", f"{name}-{len(self.procs)}", *args]
+        proc = spawn(name, cmd, self.log_dir)
+        self.procs.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.alive():
+                os.killpg(proc.popen.pid, signal.SIGKILL)
+            proc.popen.wait(10)
+
+
+def _dead(proc: Proc) -> bool:
+    return not proc.alive()
