@@ -1,0 +1,270 @@
+"""Bad input against a real scheduler over real gRPC.
+
+Every refused call must come back with the right status, a message naming the
+offending field, and no change at all to Redis (checked with DBSIZE around the call).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+import pytest
+import redis
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from conveyor.v1 import (
+    task_pb2,
+    task_service_pb2,
+    task_service_pb2_grpc,
+    worker_service_pb2,
+    worker_service_pb2_grpc,
+)
+
+MIB = 1024 * 1024
+RPC_TIMEOUT = 30.0
+QUEUES_KEY = "cv:{cv}:queues"
+
+Spec = task_pb2.TaskSpec
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
+
+
+# -- fixtures and the one helper ---------------------------------------------------------
+
+
+@pytest.fixture
+def channel(scheduler: str) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(scheduler) as ch:
+        yield ch
+
+
+@pytest.fixture
+def stub(channel: grpc.Channel) -> task_service_pb2_grpc.TaskServiceStub:
+    return task_service_pb2_grpc.TaskServiceStub(channel)
+
+
+@pytest.fixture
+def db(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+def expect_error(db: redis.Redis, call: Callable[[], Any], code: grpc.StatusCode, field: str) -> str:
+    """Runs `call`, which must fail with `code` naming `field`, and must leave Redis untouched.
+
+    `field` has to appear as a whole field path: "tasks" does not match "tasks[0].name",
+    and "hello" does not match "hello.queues".
+    """
+    before = db.dbsize()
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    after = db.dbsize()
+    err = info.value
+    details = err.details() or ""
+    assert err.code() == code, f"expected {code.name}, got {err.code().name}: {details}"
+    assert re.search(re.escape(field) + r"(?![\w.\[])", details), f"{field!r} not named in {details!r}"
+    assert after == before, f"DBSIZE changed from {before} to {after} on a refused call ({details})"
+    return details
+
+
+def submit(stub: task_service_pb2_grpc.TaskServiceStub, *specs: task_pb2.TaskSpec
+           ) -> task_service_pb2.SubmitResponse:
+    return stub.Submit(task_service_pb2.SubmitRequest(tasks=specs), timeout=RPC_TIMEOUT)
+
+
+def lease_one(stub: task_service_pb2_grpc.TaskServiceStub, queue: str = "default") -> task_pb2.LeasedTask:
+    resp = stub.Poll(task_service_pb2.PollRequest(queues=[queue], max_tasks=1, wait=Duration(seconds=10),
+                                                  worker_id="tester"), timeout=RPC_TIMEOUT)
+    assert len(resp.tasks) == 1, resp
+    return resp.tasks[0]
+
+
+def ts(seconds: int) -> Timestamp:
+    return Timestamp(seconds=seconds)
+
+
+FUTURE = 4_000_000_000  # 2096-10-02, a safely future timestamp in seconds
+
+
+# -- Submit: one bad TaskSpec ------------------------------------------------------------
+
+BAD_SPECS = [
+    pytest.param(Spec(name=""), "tasks[0].name", id="empty-name"),
+    pytest.param(Spec(name="n" * 201), "tasks[0].name", id="name-201-chars"),
+    pytest.param(Spec(name="billing charge"), "tasks[0].name", id="name-with-space"),
+    pytest.param(Spec(name="t", queue="q{x}"), "tasks[0].queue", id="queue-brace"),
+    pytest.param(Spec(name="t", queue="q*"), "tasks[0].queue", id="queue-star"),
+    pytest.param(Spec(name="t", queue="my queue"), "tasks[0].queue", id="queue-space"),
+    pytest.param(Spec(name="t", queue="q" * 65), "tasks[0].queue", id="queue-65-chars"),
+    pytest.param(Spec(name="t", payload=b"x" * (MIB + 1)), "tasks[0].payload", id="payload-1MiB+1"),
+    pytest.param(Spec(name="t", priority=-1), "tasks[0].priority", id="priority--1"),
+    pytest.param(Spec(name="t", priority=10), "tasks[0].priority", id="priority-10"),
+    pytest.param(Spec(name="t", timeout=Duration(seconds=-1)), "tasks[0].timeout", id="timeout-negative"),
+    pytest.param(Spec(name="t", timeout=Duration()), "tasks[0].timeout", id="timeout-zero"),
+    pytest.param(Spec(name="t", eta=ts(FUTURE), countdown=Duration(seconds=5)), "tasks[0].countdown",
+                 id="eta-and-countdown"),
+    pytest.param(Spec(name="t", eta=ts(FUTURE), expires_at=ts(FUTURE - 60)), "tasks[0].expires_at",
+                 id="expires-before-eta"),
+    pytest.param(Spec(name="t", idempotency_window=Duration(seconds=60)), "tasks[0].idempotency_window",
+                 id="window-without-key"),
+]
+
+
+@pytest.mark.parametrize(("spec", "field"), BAD_SPECS)
+def test_submit_rejects_bad_spec(stub: task_service_pb2_grpc.TaskServiceStub, db: redis.Redis,
+                                 spec: task_pb2.TaskSpec, field: str) -> None:
+    expect_error(db, lambda: submit(stub, spec), INVALID, field)
+    assert db.dbsize() == 0  # not even the queue registry was created
+
+
+def test_eta_and_countdown_message_names_both(stub: task_service_pb2_grpc.TaskServiceStub, db: redis.Redis) -> None:
+    details = expect_error(db, lambda: submit(stub, Spec(name="t", eta=ts(FUTURE), countdown=Duration(seconds=5))),
+                           INVALID, "tasks[0].countdown")
+    assert "eta" in details
+
+
+def test_payload_at_the_limit_is_accepted(stub: task_service_pb2_grpc.TaskServiceStub) -> None:
+    resp = submit(stub, Spec(name="t", payload=b"x" * MIB))
+    assert len(resp.tasks) == 1
+    assert resp.tasks[0].state == task_pb2.TASK_STATE_QUEUED
+
+
+# -- Submit: batch size and whole-batch rejection ----------------------------------------
+
+
+@pytest.mark.parametrize("count", [0, 10_001], ids=["empty", "10001"])
+def test_submit_batch_size_bounds(stub: task_service_pb2_grpc.TaskServiceStub, db: redis.Redis, count: int) -> None:
+    specs = [Spec(name="t")] * count
+    details = expect_error(db, lambda: submit(stub, *specs), INVALID, "tasks")
+    assert str(count) in details
+
+
+def test_one_bad_task_rejects_the_whole_batch(stub: task_service_pb2_grpc.TaskServiceStub, db: redis.Redis) -> None:
+    submit(stub, Spec(name="warmup"))  # the registry and a queue exist, so partial writes would show
+    specs = [Spec(name=f"t{i}", queue="batchq") for i in range(5)]
+    specs[3].priority = 10
+    details = expect_error(db, lambda: submit(stub, *specs), INVALID, "tasks[3].priority")
+    for i in (0, 1, 2, 4):
+        assert f"tasks[{i}]" not in details
+    assert not db.hexists(QUEUES_KEY, "batchq"), "the batch's queue was registered"
+    assert not db.keys("cv:{q:batchq}:*")
+
+
+def test_full_batch_of_10000_is_accepted(stub: task_service_pb2_grpc.TaskServiceStub, db: redis.Redis) -> None:
+    resp = submit(stub, *[Spec(name="t.bulk", payload=b"{}") for _ in range(10_000)])
+    ids = [t.id for t in resp.tasks]
+    assert len(ids) == 10_000
+    assert len(set(ids)) == 10_000
+    assert all(len(i) == 26 for i in ids)
+    assert {t.state for t in resp.tasks} == {task_pb2.TASK_STATE_QUEUED}
+    assert db.llen("cv:{q:default}:r:0") == 10_000
+
+
+# -- bytes that are not a request ---------------------------------------------------------
+
+
+def test_garbage_bytes_are_invalid_argument(channel: grpc.Channel, db: redis.Redis) -> None:
+    raw = channel.unary_unary("/conveyor.v1.TaskService/Submit", request_serializer=None,
+                              response_deserializer=None)
+    expect_error(db, lambda: raw(b"\xff\xff\xff\xff garbage", timeout=RPC_TIMEOUT), INVALID,
+                 "conveyor.v1.SubmitRequest")
+
+
+# -- task ids -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["GetTask", "GetResult", "Cancel"])
+def test_malformed_task_id(stub: task_service_pb2_grpc.TaskServiceStub, db: redis.Redis, method: str) -> None:
+    request = {"GetTask": task_service_pb2.GetTaskRequest, "GetResult": task_service_pb2.GetResultRequest,
+               "Cancel": task_service_pb2.CancelRequest}[method](task_id="nope")
+    details = expect_error(db, lambda: getattr(stub, method)(request, timeout=RPC_TIMEOUT), INVALID, "task_id")
+    assert "nope" in details
+
+
+def _sibling_id(task_id: str) -> str:
+    """The same id with another last character: same time and queue number, other random bits."""
+    last = "0" if task_id[-1] != "0" else "1"
+    return task_id[:-1] + last
+
+
+def test_get_task_unknown_id_is_not_found(stub: task_service_pb2_grpc.TaskServiceStub, db: redis.Redis) -> None:
+    real = submit(stub, Spec(name="t")).tasks[0].id
+    unknown = _sibling_id(real)
+    details = expect_error(db, lambda: stub.GetTask(task_service_pb2.GetTaskRequest(task_id=unknown),
+                                                    timeout=RPC_TIMEOUT), grpc.StatusCode.NOT_FOUND, unknown)
+    assert "no task" in details
+    # the real one is still there
+    assert stub.GetTask(task_service_pb2.GetTaskRequest(task_id=real), timeout=RPC_TIMEOUT).task.id == real
+
+
+def test_get_task_id_of_unregistered_queue_is_not_found(stub: task_service_pb2_grpc.TaskServiceStub,
+                                                        db: redis.Redis) -> None:
+    submit(stub, Spec(name="t"))  # registers queue number 1 only
+    # 130 bits of base32 with a leading '7' is exactly 128 bits: ms 2^48-1, queue number 0xFFFF
+    request = task_service_pb2.GetTaskRequest(task_id="7ZZZZZZZZZZZZZZZZZZZZZZZZZ")
+    expect_error(db, lambda: stub.GetTask(request, timeout=RPC_TIMEOUT), grpc.StatusCode.NOT_FOUND, "no such task")
+
+
+# -- Poll and Ack ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("request_kwargs", "field"), [
+    pytest.param({"queues": ["default"], "max_tasks": 0}, "max_tasks", id="max-tasks-0"),
+    pytest.param({"queues": [], "max_tasks": 1}, "queues", id="no-queues"),
+])
+def test_poll_rejects(stub: task_service_pb2_grpc.TaskServiceStub, db: redis.Redis, request_kwargs: dict[str, Any],
+                      field: str) -> None:
+    request = task_service_pb2.PollRequest(**request_kwargs)
+    expect_error(db, lambda: stub.Poll(request, timeout=RPC_TIMEOUT), INVALID, field)
+
+
+def test_ack_with_no_acks(stub: task_service_pb2_grpc.TaskServiceStub, db: redis.Redis) -> None:
+    expect_error(db, lambda: stub.Ack(task_service_pb2.AckRequest(), timeout=RPC_TIMEOUT), INVALID, "acks")
+
+
+def test_single_ack_with_wrong_lease_token(stub: task_service_pb2_grpc.TaskServiceStub, db: redis.Redis) -> None:
+    task_id = submit(stub, Spec(name="t")).tasks[0].id
+    leased = lease_one(stub)
+    assert leased.task.id == task_id
+    wrong = "0" * len(leased.lease_token) if leased.lease_token != "0" * len(leased.lease_token) else "1"
+    ack = task_pb2.TaskAck(task_id=task_id, lease_token=wrong, result=task_pb2.TaskResult(data=b"1"))
+    details = expect_error(db, lambda: stub.Ack(task_service_pb2.AckRequest(acks=[ack]), timeout=RPC_TIMEOUT),
+                           grpc.StatusCode.FAILED_PRECONDITION, task_id)
+    assert "lease" in details
+    task = stub.GetTask(task_service_pb2.GetTaskRequest(task_id=task_id), timeout=RPC_TIMEOUT).task
+    assert task.state == task_pb2.TASK_STATE_ACTIVE  # the bad ack changed nothing
+
+
+def test_cancel_of_finished_task(stub: task_service_pb2_grpc.TaskServiceStub, db: redis.Redis) -> None:
+    task_id = submit(stub, Spec(name="t")).tasks[0].id
+    leased = lease_one(stub)
+    ack = task_pb2.TaskAck(task_id=task_id, lease_token=leased.lease_token, result=task_pb2.TaskResult(data=b"42"))
+    outcome = stub.Ack(task_service_pb2.AckRequest(acks=[ack]), timeout=RPC_TIMEOUT).outcomes[0]
+    assert outcome.status == task_pb2.ACK_STATUS_ACCEPTED
+    assert outcome.state == task_pb2.TASK_STATE_SUCCEEDED
+    details = expect_error(db, lambda: stub.Cancel(task_service_pb2.CancelRequest(task_id=task_id),
+                                                   timeout=RPC_TIMEOUT),
+                           grpc.StatusCode.FAILED_PRECONDITION, task_id)
+    assert "SUCCEEDED" in details
+    result = stub.GetResult(task_service_pb2.GetResultRequest(task_id=task_id), timeout=RPC_TIMEOUT)
+    assert result.state == task_pb2.TASK_STATE_SUCCEEDED
+    assert result.result.data == b"42"
+
+
+# -- the worker stream --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("first", "field"), [
+    pytest.param(worker_service_pb2.ConnectRequest(heartbeat=worker_service_pb2.WorkerHeartbeat()), "hello",
+                 id="heartbeat-first"),
+    pytest.param(worker_service_pb2.ConnectRequest(hello=worker_service_pb2.WorkerHello(
+        worker_id="w-1", queues=[], credit=1)), "hello.queues", id="hello-without-queues"),
+])
+def test_worker_stream_rejects_bad_first_message(channel: grpc.Channel, db: redis.Redis,
+                                                 first: worker_service_pb2.ConnectRequest, field: str) -> None:
+    connect = worker_service_pb2_grpc.WorkerServiceStub(channel).Connect
+    expect_error(db, lambda: list(connect(iter([first]), timeout=RPC_TIMEOUT)), INVALID, field)

@@ -1,0 +1,90 @@
+"""Task ids: 26-char Crockford base32 ULIDs carrying the queue number."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from conveyor_scheduler.ids import (
+    ALPHABET,
+    ID_LENGTH,
+    MAX_QUEUE_CODE,
+    BadTaskId,
+    new_task_id,
+    new_task_ids,
+    parse_task_id,
+)
+
+ID_RE = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}")
+MAX_MS = (1 << 48) - 1
+
+
+@pytest.mark.parametrize(("code", "ms"), [
+    (0, 0), (1, 1), (7, 1_700_000_000_123), (MAX_QUEUE_CODE, 1_700_000_000_123), (MAX_QUEUE_CODE, MAX_MS),
+    (12345, MAX_MS),
+])
+def test_round_trip(code: int, ms: int) -> None:
+    task_id = new_task_id(code, ms)
+    assert len(task_id) == ID_LENGTH == 26
+    assert ID_RE.fullmatch(task_id)
+    assert parse_task_id(task_id) == (ms, code)
+
+
+def test_default_time_is_now() -> None:
+    before = int(time.time() * 1000)
+    ms, code = parse_task_id(new_task_id(3))
+    after = int(time.time() * 1000)
+    assert code == 3
+    assert before <= ms <= after
+
+
+def test_ids_are_random_within_one_millisecond() -> None:
+    ids = {new_task_id(1, 1000) for _ in range(1000)}
+    assert len(ids) == 1000
+
+
+def test_ids_sort_by_time_whatever_the_queue() -> None:
+    stamps = [0, 1, 999, 1000, 1_700_000_000_000, 1_700_000_000_001, MAX_MS]
+    ids = [new_task_id(code, ms) for ms, code in zip(stamps, [MAX_QUEUE_CODE, 5, 0, 9, MAX_QUEUE_CODE, 0, 1],
+                                                      strict=True)]
+    assert sorted(ids) == ids
+    assert [parse_task_id(i)[0] for i in sorted(ids)] == stamps
+
+
+def test_batch_ids_share_time_and_queue() -> None:
+    ids = new_task_ids(42, 500, 1_700_000_000_000)
+    assert len(ids) == len(set(ids)) == 500
+    assert {parse_task_id(i) for i in ids} == {(1_700_000_000_000, 42)}
+    assert new_task_ids(1, 0, 5) == []
+
+
+def test_lowercase_is_accepted() -> None:
+    task_id = new_task_id(77, 1_700_000_000_000)
+    assert parse_task_id(task_id.lower()) == (1_700_000_000_000, 77)
+
+
+def test_largest_id() -> None:
+    assert parse_task_id("7ZZZZZZZZZZZZZZZZZZZZZZZZZ") == (MAX_MS, MAX_QUEUE_CODE)
+    assert parse_task_id("0" * 26) == (0, 0)
+
+
+@pytest.mark.parametrize("bad", [
+    "", "nope", "0" * 25, "0" * 27, new_task_id(1, 1)[:-1],
+    "0" * 25 + "U", "0" * 25 + "I", "0" * 25 + "L", "0" * 25 + "O",  # not in Crockford's alphabet
+    "0" * 25 + "-", "0" * 25 + " ", "0" * 25 + "é",
+    "8" + "0" * 25, "Z" * 26,  # overflow 128 bits
+])
+def test_bad_ids_raise(bad: str) -> None:
+    with pytest.raises(BadTaskId):
+        parse_task_id(bad)
+
+
+def test_bad_task_id_is_a_value_error() -> None:
+    assert issubclass(BadTaskId, ValueError)
+
+
+def test_alphabet_is_crockford() -> None:
+    assert len(ALPHABET) == len(set(ALPHABET)) == 32
+    assert not set("ILOU") & set(ALPHABET)
