@@ -17,8 +17,10 @@ $(STAMP): requirements/dev.txt sdk/python/pyproject.toml services/scheduler/pypr
 	$(PY) -m pip install --quiet -r requirements/dev.txt -e sdk/python -e services/scheduler -e services/worker
 	touch $@
 
+# `npm install` honours package-lock.json; `npm ci` is avoided because npm wrongly reports the
+# lock as out of sync when it lacks other platforms' optional binaries (npm/cli#4828).
 node_modules/.installed: package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
+	npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
 proto: $(STAMP)
