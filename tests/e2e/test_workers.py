@@ -8,6 +8,8 @@ completion channel to prove each task was recorded exactly once.
 from __future__ import annotations
 
 import collections
+import os
+import signal
 import threading
 from pathlib import Path
 
@@ -136,3 +138,37 @@ def test_sigterm_hands_back_what_outlives_the_grace_period(
     cluster.worker(scheduler, concurrency=2, name="staying")
     gate.touch()
     assert results_of(client, [h.id for h in handles]) == [0, 1]
+
+
+def test_reaper_returns_leases_of_a_silent_worker_and_fences_its_late_acks(
+        cluster: Cluster, redis_url: str, tmp_path: Path) -> None:
+    """A frozen worker keeps its stream open but stops heartbeating: the reaper hands its
+    tasks to another worker, and the frozen one's acks are refused when it wakes up."""
+    _, target = cluster.scheduler(redis_url, "--lease-ttl", "1", "--heartbeat-interval", "0.3")
+    counter = CompletionCounter(redis_url)
+    with Client(target) as client:
+        frozen = cluster.worker(target, concurrency=2, name="frozen")
+        handles = client.submit_many([Call("t.sleep", [0.5, i]) for i in range(2)])
+        wait_for(lambda: all(h.state == TaskState.ACTIVE for h in handles), what="both running on 'frozen'")
+        os.kill(frozen.popen.pid, signal.SIGSTOP)
+        try:
+            wait_for(lambda: all(h.state == TaskState.QUEUED for h in handles), timeout=15, what="the reaper")
+            cluster.worker(target, concurrency=2, name="thawed-out")
+            assert results_of(client, [h.id for h in handles]) == [0, 1]
+        finally:
+            os.kill(frozen.popen.pid, signal.SIGCONT)
+        wait_for(lambda: "refused" in cluster.procs[0].output(), what="the late acks to be refused")
+        assert {client.get_task(h.id).worker_id.split("-")[0] for h in handles} == {"thawed"}
+    counter.stop()
+    assert [counter.counts[h.id] for h in handles] == [1, 1]
+
+
+def test_worker_fails_over_to_the_next_replica(cluster: Cluster, redis_url: str) -> None:
+    first, a = cluster.scheduler(redis_url, name="replica-a")
+    _, b = cluster.scheduler(redis_url, name="replica-b")
+    cluster.worker(f"{a},{b}")
+    with Client(b) as client:
+        assert client.submit("t.add", [1, 1]).result(timeout=30) == 2
+        first.kill()
+        handles = client.submit_many([Call("t.add", [i, 1]) for i in range(20)])
+        assert results_of(client, [h.id for h in handles]) == [i + 1 for i in range(20)]

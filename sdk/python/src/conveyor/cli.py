@@ -176,3 +176,7 @@ def run() -> None:
     except ConveyorError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
+
+
+if __name__ == "__main__":
+    run()
