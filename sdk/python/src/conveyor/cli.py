@@ -18,6 +18,7 @@ from conveyor.client import Client
 from conveyor.common import DEFAULT_TARGET, TaskState, outcome
 from conveyor.errors import ConveyorError, TaskError
 from conveyor.options import SubmitOptions
+from conveyor.v1.task_service_pb2 import GetResultResponse
 
 
 def _client(ctx: click.Context) -> Client:
@@ -63,11 +64,11 @@ def submit(ctx: click.Context, name: str, args_json: str, kwargs_json: str, queu
         handle = client.submit(name, args, kwargs, **{f: getattr(opts, f) for f in opts.__slots__})
         click.echo(handle.id)
         if wait:
-            _print_outcome(client, handle.id, None)
+            _print_outcome(client.wait(handle.id))
 
 
-def _print_outcome(client: Client, task_id: str, wait: float | None) -> None:
-    resp = client.wait(task_id, wait)
+def _print_outcome(resp: GetResultResponse) -> None:
+    """Prints a terminal task's value, or its error and exit 1."""
     try:
         _echo_json(outcome(resp))
     except TaskError as exc:
@@ -86,11 +87,7 @@ def result(ctx: click.Context, task_id: str, wait: float | None) -> None:
         if not TaskState(resp.state).terminal:
             click.echo(f"task {task_id} is {TaskState(resp.state).name}", err=True)
             sys.exit(2)
-        try:
-            _echo_json(outcome(resp))
-        except TaskError as exc:
-            click.echo(str(exc), err=True)
-            sys.exit(1)
+        _print_outcome(resp)
 
 
 @main.command()
