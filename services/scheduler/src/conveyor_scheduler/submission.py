@@ -1,0 +1,49 @@
+"""The one submit path: validate TaskSpecs, store them, wake whoever should act on them.
+
+TaskService.Submit and the beat's firings both go through `submit_specs`, so routing,
+validation, idempotency keys and dispatcher/promoter wake-ups are the same for both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from conveyor.v1 import task_pb2
+from conveyor_scheduler.store import Submitted
+from conveyor_scheduler.validation import NewTask, check_spec
+
+if TYPE_CHECKING:
+    from conveyor_scheduler.core import Core
+
+
+def check_specs(core: Core, specs: Sequence[task_pb2.TaskSpec], at: str = "tasks", *,
+                indexed: bool = True) -> list[NewTask]:
+    """Validates specs as Submit does; errors name `at[i].field` (or `at.field` unindexed)."""
+    cfg, now = core.config, core.store.clock()
+    return [check_spec(spec, f"{at}[{i}]" if indexed else at, limits=cfg.limits, router=core.router, now_ms=now,
+                       default_timeout_ms=cfg.default_timeout_ms, default_window_ms=cfg.idempotency_window_ms,
+                       rate_limits=cfg.task_rate_limits)
+            for i, spec in enumerate(specs)]
+
+
+async def submit_specs(core: Core, specs: Sequence[task_pb2.TaskSpec], at: str = "tasks") -> list[Submitted]:
+    """Validates, stores and announces a batch (accepted or rejected whole)."""
+    tasks = check_specs(core, specs, at)
+    submitted = await core.store.submit(tasks)
+    ready: set[str] = set()
+    due: dict[str, int] = {}
+    for task, sub in zip(tasks, submitted, strict=True):
+        if sub.duplicate:
+            continue
+        if sub.state == task_pb2.TASK_STATE_QUEUED:
+            ready.add(sub.queue)
+        else:
+            due[sub.queue] = min(due.get(sub.queue, task.due_ms), task.due_ms)
+    for queue in ready:
+        core.tasks_ready(queue)
+        await core.bus.publish_wake(queue)
+    for queue, due_ms in due.items():
+        core.maintenance.schedule(queue, due_ms)
+        await core.bus.publish_wake(queue, due_ms)
+    return submitted
