@@ -14,7 +14,8 @@ $(STAMP): requirements/dev.txt sdk/python/pyproject.toml services/scheduler/pypr
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements/dev.txt -e sdk/python -e services/scheduler -e services/worker
+	$(PY) -m pip install --quiet -r requirements/dev.txt -e 'sdk/python[otlp]' -e 'services/scheduler[otlp]' \
+		-e 'services/worker[otlp]'
 	touch $@
 
 # `npm install` honours package-lock.json; `npm ci` is avoided because npm wrongly reports the

@@ -11,8 +11,10 @@ import collections
 import os
 import signal
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pytest
 import redis
 
 from conveyor import Call, Client, SubmitOptions, TaskState
@@ -33,6 +35,21 @@ class CompletionCounter:
 
     def stop(self) -> None:
         self._thread.stop()
+        self._thread.join(5)
+
+
+@pytest.fixture
+def completions(redis_url: str) -> Iterator[Callable[[str], CompletionCounter]]:
+    """Makes CompletionCounters that are stopped at teardown even when the test fails."""
+    made: list[CompletionCounter] = []
+
+    def make(url: str) -> CompletionCounter:
+        made.append(CompletionCounter(url))
+        return made[-1]
+
+    yield make
+    for counter in made:
+        counter.stop()
 
 
 def results_of(client: Client, ids: list[str], timeout: float = 60) -> list[object]:
@@ -52,10 +69,10 @@ def test_worker_runs_in_priority_order(cluster: Cluster, scheduler: str, client:
 
 
 def test_sigkilled_worker_tasks_finish_elsewhere_exactly_once(
-        cluster: Cluster, redis_url: str, tmp_path: Path) -> None:
+        cluster: Cluster, redis_url: str, tmp_path: Path, completions: Callable[[str], CompletionCounter]) -> None:
     # A long lease TTL proves the leases come back because the stream broke, not via the reaper.
     _, target = cluster.scheduler(redis_url, "--lease-ttl", "120")
-    counter = CompletionCounter(redis_url)
+    counter = completions(redis_url)
     gate = tmp_path / "gate"
     with Client(target) as client:
         ids = [h.id for h in client.submit_many([Call("t.wait_file", [str(gate), i]) for i in range(40)])]
@@ -118,10 +135,14 @@ def _redis_gone(data: Path) -> bool:
 
 
 def test_sigterm_finishes_in_flight_tasks(cluster: Cluster, scheduler: str, client: Client, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
     worker = cluster.worker(scheduler, concurrency=4)
-    handles = client.submit_many([Call("t.sleep", [0.5, i]) for i in range(4)])
+    handles = client.submit_many([Call("t.wait_file", [str(gate), i]) for i in range(4)])
     wait_for(lambda: all(h.state == TaskState.ACTIVE for h in handles), what="all four running")
-    assert worker.terminate() == 0
+    worker.popen.send_signal(signal.SIGTERM)
+    wait_for(lambda: "draining: 4 tasks in flight" in worker.output(), what="the worker to start draining")
+    gate.touch()  # the in-flight tasks may now finish, inside the grace period
+    assert worker.popen.wait(30) == 0
     assert [h.state for h in handles] == [TaskState.SUCCEEDED] * 4
     assert results_of(client, [h.id for h in handles]) == [0, 1, 2, 3]
 
@@ -141,11 +162,11 @@ def test_sigterm_hands_back_what_outlives_the_grace_period(
 
 
 def test_reaper_returns_leases_of_a_silent_worker_and_fences_its_late_acks(
-        cluster: Cluster, redis_url: str, tmp_path: Path) -> None:
+        cluster: Cluster, redis_url: str, tmp_path: Path, completions: Callable[[str], CompletionCounter]) -> None:
     """A frozen worker keeps its stream open but stops heartbeating: the reaper hands its
     tasks to another worker, and the frozen one's acks are refused when it wakes up."""
     _, target = cluster.scheduler(redis_url, "--lease-ttl", "1", "--heartbeat-interval", "0.3")
-    counter = CompletionCounter(redis_url)
+    counter = completions(redis_url)
     with Client(target) as client:
         frozen = cluster.worker(target, concurrency=2, name="frozen")
         handles = client.submit_many([Call("t.sleep", [0.5, i]) for i in range(2)])

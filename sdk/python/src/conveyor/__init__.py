@@ -3,8 +3,10 @@
 from conveyor.aio import AsyncClient, AsyncTaskHandle
 from conveyor.app import App, Task
 from conveyor.client import Client, TaskHandle
-from conveyor.common import Call, TaskState
+from conveyor.common import Call, TaskEvent, TaskState
+from conveyor.context import TaskContext, current_task
 from conveyor.errors import (
+    AlreadyExists,
     ConveyorError,
     FailedPrecondition,
     InvalidArgument,
@@ -12,17 +14,21 @@ from conveyor.errors import (
     ResultTimeout,
     Retry,
     RPCError,
+    SoftTimeLimitExceeded,
     TaskCancelled,
     TaskError,
     TaskExpired,
     TaskFailed,
+    TimeLimitExceeded,
     Unavailable,
 )
 from conveyor.options import SubmitOptions
+from conveyor.schedules import Schedule
 
 __version__ = "0.1.0"
 __all__ = [
-    "App", "AsyncClient", "AsyncTaskHandle", "Call", "Client", "ConveyorError", "FailedPrecondition",
-    "InvalidArgument", "NotFound", "RPCError", "ResultTimeout", "Retry", "SubmitOptions", "Task", "TaskCancelled",
-    "TaskError", "TaskExpired", "TaskFailed", "TaskHandle", "TaskState", "Unavailable", "__version__",
+    "AlreadyExists", "App", "AsyncClient", "AsyncTaskHandle", "Call", "Client", "ConveyorError", "FailedPrecondition",
+    "InvalidArgument", "NotFound", "RPCError", "ResultTimeout", "Retry", "Schedule", "SoftTimeLimitExceeded",
+    "SubmitOptions", "Task", "TaskCancelled", "TaskContext", "TaskError", "TaskEvent", "TaskExpired", "TaskFailed",
+    "TaskHandle", "TaskState", "TimeLimitExceeded", "Unavailable", "__version__", "current_task",
 ]

@@ -11,6 +11,7 @@ from conveyor.aio import AsyncClient, AsyncTaskHandle
 from conveyor.client import Client, TaskHandle
 from conveyor.common import DEFAULT_TARGET, Call
 from conveyor.options import Seconds, SubmitOptions
+from conveyor.schedules import Periodic, Schedule
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -25,6 +26,8 @@ class Task(Generic[P, R]):
         self.name = name
         self.options = options
         self.is_async = inspect.iscoroutinefunction(fn)
+        self.retry_for: tuple[type[BaseException], ...] = (Exception,)
+        self.dont_retry_for: tuple[type[BaseException], ...] = ()
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
 
@@ -40,7 +43,9 @@ class Task(Generic[P, R]):
 
     def with_options(self, **options: Any) -> Task[P, R]:
         """A copy with other submit options (queue=, priority=, countdown=, ...)."""
-        return Task(self.app, self.fn, self.name, replace(self.options, **options))
+        copy: Task[P, R] = Task(self.app, self.fn, self.name, replace(self.options, **options))
+        copy.retry_for, copy.dont_retry_for = self.retry_for, self.dont_retry_for
+        return copy
 
     def submit(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[R]:
         return self.app.client.submit_many([self.s(*args, **kwargs)])[0]
@@ -49,13 +54,15 @@ class Task(Generic[P, R]):
         return (await self.app.aclient.submit_many([self.s(*args, **kwargs)]))[0]
 
 
-class App:
+class App(Periodic):
     """A set of task definitions plus the scheduler address to submit them to."""
 
     def __init__(self, name: str = "conveyor", *, scheduler: str = DEFAULT_TARGET) -> None:
         self.name = name
         self.scheduler = scheduler
         self.tasks: dict[str, Task[Any, Any]] = {}
+        self.schedules: dict[str, Schedule] = {}
+        """Declared periodic schedules by id (`@app.periodic`, `app.add_schedule`)."""
         self._client: Client | None = None
         self._aclient: AsyncClient | None = None
 
@@ -81,21 +88,33 @@ class App:
     def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
     @overload
     def task(self, *, name: str | None = None, queue: str | None = None, priority: int | None = None,
-             timeout: Seconds | None = None, max_retries: int | None = None, retry_backoff: Seconds | None = None,
-             retry_backoff_max: Seconds | None = None) -> _Decorator: ...
+             timeout: Seconds | None = None, soft_timeout: Seconds | None = None, max_retries: int | None = None,
+             retry_backoff: Seconds | None = None, retry_backoff_max: Seconds | None = None,
+             rate_limit: str | None = None, retry_for: tuple[type[BaseException], ...] = (Exception,),
+             dont_retry_for: tuple[type[BaseException], ...] = ()) -> _Decorator: ...
 
     def task(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None, queue: str | None = None,
-             priority: int | None = None, timeout: Seconds | None = None, max_retries: int | None = None,
-             retry_backoff: Seconds | None = None, retry_backoff_max: Seconds | None = None) -> Any:
-        """Registers a task; usable bare (`@app.task`) or with options (`@app.task(queue="emails")`)."""
-        options = SubmitOptions(queue=queue, priority=priority, timeout=timeout, max_retries=max_retries,
-                                retry_backoff=retry_backoff, retry_backoff_max=retry_backoff_max)
+             priority: int | None = None, timeout: Seconds | None = None, soft_timeout: Seconds | None = None,
+             max_retries: int | None = None, retry_backoff: Seconds | None = None,
+             retry_backoff_max: Seconds | None = None, rate_limit: str | None = None,
+             retry_for: tuple[type[BaseException], ...] = (Exception,),
+             dont_retry_for: tuple[type[BaseException], ...] = ()) -> Any:
+        """Registers a task; usable bare (`@app.task`) or with options (`@app.task(queue="emails")`).
+
+        A failed attempt is retried (while max_retries allows) when its exception is an
+        instance of `retry_for` and not of `dont_retry_for`; `raise Retry(delay=...)` always
+        asks for one. `rate_limit` ("100/s", "5000/m") is global across all workers.
+        """
+        options = SubmitOptions(queue=queue, priority=priority, timeout=timeout, soft_timeout=soft_timeout,
+                                max_retries=max_retries, retry_backoff=retry_backoff,
+                                retry_backoff_max=retry_backoff_max, rate_limit=rate_limit)
 
         def register(f: Callable[..., Any]) -> Task[Any, Any]:
             task_name = name or f"{f.__module__}.{f.__qualname__}"
             if task_name in self.tasks:
                 raise ValueError(f"task {task_name!r} is already registered")
             t: Task[Any, Any] = Task(self, f, task_name, options)
+            t.retry_for, t.dont_retry_for = retry_for, dont_retry_for
             self.tasks[task_name] = t
             return t
 

@@ -14,10 +14,13 @@ from typing import Any
 import click
 from google.protobuf.json_format import MessageToDict
 
+from conveyor.cli_dead import dead
+from conveyor.cli_schedules import schedules
 from conveyor.client import Client
 from conveyor.common import DEFAULT_TARGET, TaskState, outcome
 from conveyor.errors import ConveyorError, TaskError
 from conveyor.options import SubmitOptions
+from conveyor.telemetry import configure_from_env
 from conveyor.v1.task_service_pb2 import GetResultResponse
 
 
@@ -36,6 +39,11 @@ def _echo_json(value: Any) -> None:
 def main(ctx: click.Context, scheduler: str) -> None:
     """Conveyor: submit tasks, read results, run a development stack."""
     ctx.obj = {"scheduler": scheduler}
+    configure_from_env("conveyor-cli")  # traces `conveyor submit` only when OTEL_* says so
+
+
+main.add_command(schedules)
+main.add_command(dead)
 
 
 @main.command()
@@ -103,9 +111,23 @@ def task(ctx: click.Context, task_id: str) -> None:
 @click.argument("task_id")
 @click.pass_context
 def cancel(ctx: click.Context, task_id: str) -> None:
-    """Cancel TASK_ID if it has not started."""
+    """Cancel TASK_ID (a running task is stopped through its worker)."""
     with _client(ctx) as client:
         click.echo(client.cancel(task_id).name)
+
+
+@main.command()
+@click.argument("task_id")
+@click.option("--timeout", type=float, default=None, help="Stop watching after this many seconds.")
+@click.pass_context
+def watch(ctx: click.Context, task_id: str, timeout: float | None) -> None:
+    """Show TASK_ID's state changes live until it finishes."""
+    with _client(ctx) as client:
+        for event in client.watch(task_id, timeout):
+            stamp = time.strftime("%H:%M:%S", time.localtime(event.at)) + f".{int(event.at % 1 * 1000):03d}"
+            click.echo(f"{stamp}  {event.state.name:<10} attempt {event.attempt}")
+            if event.state.terminal and event.task is not None and event.task.error.type:
+                click.echo(f"          {event.task.error.type}: {event.task.error.message}")
 
 
 @main.command()

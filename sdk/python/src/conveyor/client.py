@@ -10,10 +10,22 @@ from typing import Any, Generic, TypeVar
 import grpc
 from google.protobuf.duration_pb2 import Duration
 
-from conveyor.common import CHANNEL_OPTIONS, DEFAULT_TARGET, MAX_WAIT_CHUNK, Call, TaskState, outcome, submit_request
+from conveyor.common import (
+    CHANNEL_OPTIONS,
+    DEFAULT_TARGET,
+    MAX_WAIT_CHUNK,
+    Call,
+    TaskEvent,
+    TaskState,
+    outcome,
+    submit_request,
+)
 from conveyor.errors import ResultTimeout, from_rpc_error
 from conveyor.options import SubmitOptions
-from conveyor.v1 import task_pb2, task_service_pb2, task_service_pb2_grpc
+from conveyor.resilience import call_with_retry, channel_options, channel_target
+from conveyor.schedules import ScheduleMethods
+from conveyor.telemetry import producer_spans
+from conveyor.v1 import admin_service_pb2, admin_service_pb2_grpc, task_pb2, task_service_pb2, task_service_pb2_grpc
 
 R = TypeVar("R")
 
@@ -26,13 +38,15 @@ def _rpc() -> Iterator[None]:
         raise from_rpc_error(exc) from None
 
 
-class Client:
+class Client(ScheduleMethods):
     """Talks to a scheduler: submit tasks and read their state and results."""
 
     def __init__(self, target: str = DEFAULT_TARGET, *, channel: grpc.Channel | None = None,
                  timeout: float = 30.0) -> None:
-        self._channel = channel or grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+        self._channel = channel or grpc.insecure_channel(channel_target(target),
+                                                         options=channel_options(target, CHANNEL_OPTIONS))
         self._stub = task_service_pb2_grpc.TaskServiceStub(self._channel)
+        self._admin = admin_service_pb2_grpc.AdminServiceStub(self._channel)
         self.timeout = timeout
 
     def __enter__(self) -> Client:
@@ -51,8 +65,15 @@ class Client:
 
     def submit_many(self, calls: Sequence[Call | task_pb2.TaskSpec]) -> list[TaskHandle[Any]]:
         """Submits a batch in one call; it is accepted or rejected whole."""
-        with _rpc():
-            resp = self._stub.Submit(submit_request(calls), timeout=self.timeout)
+        request = submit_request(calls)
+        with producer_spans(request) as spans:  # no-op unless an OpenTelemetry SDK is installed
+            with _rpc():
+                if all(spec.idempotency_key for spec in request.tasks):  # safe to retry through an outage
+                    resp = call_with_retry(
+                        lambda left: self._stub.Submit(request, timeout=left, metadata=spans.metadata), self.timeout)
+                else:
+                    resp = self._stub.Submit(request, timeout=self.timeout, metadata=spans.metadata)
+            spans.sent(resp)
         return [TaskHandle(self, t.id, t.queue) for t in resp.tasks]
 
     def get_result(self, task_id: str, wait: float | None = None) -> task_service_pb2.GetResultResponse:
@@ -60,16 +81,43 @@ class Client:
         if wait:
             req.wait.CopyFrom(Duration(seconds=int(wait), nanos=int(wait % 1 * 1e9)))
         with _rpc():
-            return self._stub.GetResult(req, timeout=(wait or 0) + self.timeout)
+            return call_with_retry(lambda left: self._stub.GetResult(req, timeout=(wait or 0) + left), self.timeout)
 
     def get_task(self, task_id: str) -> task_pb2.Task:
+        req = task_service_pb2.GetTaskRequest(task_id=task_id)
         with _rpc():
-            return self._stub.GetTask(task_service_pb2.GetTaskRequest(task_id=task_id), timeout=self.timeout).task
+            return call_with_retry(lambda left: self._stub.GetTask(req, timeout=left), self.timeout).task
 
     def cancel(self, task_id: str) -> TaskState:
+        req = task_service_pb2.CancelRequest(task_id=task_id)
         with _rpc():
-            resp = self._stub.Cancel(task_service_pb2.CancelRequest(task_id=task_id), timeout=self.timeout)
+            resp = call_with_retry(lambda left: self._stub.Cancel(req, timeout=left), self.timeout)
         return TaskState(resp.state)
+
+    def watch(self, task_id: str, timeout: float | None = None) -> Iterator[TaskEvent]:
+        """Yields the task's state changes, from its current state until it finishes."""
+        with _rpc():
+            for resp in self._stub.WatchTask(task_service_pb2.WatchTaskRequest(task_id=task_id), timeout=timeout):
+                yield TaskEvent.of(resp)
+
+    def dead_letters(self, queue: str, limit: int = 100, offset: int = 0) -> tuple[list[task_pb2.Task], int]:
+        """A page of `queue`'s dead letters, oldest first, and how many there are."""
+        req = admin_service_pb2.ListDeadLettersRequest(queue=queue, limit=limit, offset=offset)
+        with _rpc():
+            resp = self._admin.ListDeadLetters(req, timeout=self.timeout)
+        return list(resp.tasks), resp.total
+
+    def requeue_dead(self, queue: str, task_ids: Sequence[str] = ()) -> int:
+        """Requeues the named dead letters of `queue`, or all of them when none are named."""
+        req = admin_service_pb2.RequeueDeadLettersRequest(queue=queue, task_ids=task_ids, all=not task_ids)
+        with _rpc():
+            return self._admin.RequeueDeadLetters(req, timeout=self.timeout).requeued
+
+    def purge_dead(self, queue: str, task_ids: Sequence[str] = ()) -> int:
+        """Deletes the named dead letters of `queue`, or all of them when none are named."""
+        req = admin_service_pb2.PurgeDeadLettersRequest(queue=queue, task_ids=task_ids, all=not task_ids)
+        with _rpc():
+            return self._admin.PurgeDeadLetters(req, timeout=self.timeout).purged
 
     def handle(self, task_id: str) -> TaskHandle[Any]:
         """A handle for a task submitted elsewhere."""
@@ -108,7 +156,12 @@ class TaskHandle(Generic[R]):
         return outcome(self.client.wait(self.id, timeout))  # type: ignore[no-any-return]
 
     def cancel(self) -> TaskState:
+        """Cancels the task: at once if it has not started, through its worker if it runs."""
         return self.client.cancel(self.id)
+
+    def watch(self, timeout: float | None = None) -> Iterator[TaskEvent]:
+        """Yields every state change until the task finishes."""
+        return self.client.watch(self.id, timeout)
 
     def info(self) -> task_pb2.Task:
         return self.client.get_task(self.id)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,18 +16,10 @@ DEFAULT_TARGET = "127.0.0.1:50051"
 MAX_WAIT_CHUNK = 60.0
 """Longest single GetResult wait; longer waits are re-issued (each one is a push, not a poll)."""
 
-_RETRY_SERVICE_CONFIG = json.dumps({
-    "methodConfig": [{
-        "name": [{"service": "conveyor.v1.TaskService", "method": m} for m in ("GetResult", "GetTask")],
-        "retryPolicy": {"maxAttempts": 5, "initialBackoff": "0.1s", "maxBackoff": "2s", "backoffMultiplier": 2,
-                        "retryableStatusCodes": ["UNAVAILABLE"]},
-    }],
-})
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 256 * 1024 * 1024),
     ("grpc.max_send_message_length", 256 * 1024 * 1024),
-    ("grpc.enable_retries", 1),
-    ("grpc.service_config", _RETRY_SERVICE_CONFIG),
+    ("grpc.keepalive_time_ms", 20_000),
 ]
 
 
@@ -48,6 +39,23 @@ class TaskState(enum.IntEnum):
     @property
     def terminal(self) -> bool:
         return self >= TaskState.SUCCEEDED
+
+
+@dataclass(frozen=True, slots=True)
+class TaskEvent:
+    """One state change of a watched task."""
+
+    state: TaskState
+    attempt: int
+    at: float
+    """When the scheduler saw it (time.time() seconds)."""
+    task: task_pb2.Task | None = None
+    """The full record, on the first and the terminal event."""
+
+    @classmethod
+    def of(cls, resp: task_service_pb2.WatchTaskResponse) -> TaskEvent:
+        return cls(TaskState(resp.state), resp.attempt, resp.at.ToMilliseconds() / 1000,
+                   resp.task if resp.HasField("task") else None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,14 @@ class FailedPrecondition(RPCError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class AlreadyExists(RPCError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class Aborted(RPCError):
+    code = grpc.StatusCode.ABORTED
+
+
 class ResourceExhausted(RPCError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
@@ -53,7 +61,8 @@ class PermissionDenied(RPCError):
 
 
 _BY_CODE = {cls.code: cls for cls in (InvalidArgument, NotFound, FailedPrecondition, ResourceExhausted,
-                                      Unavailable, DeadlineExceeded, Unauthenticated, PermissionDenied)}
+                                      Unavailable, DeadlineExceeded, Unauthenticated, PermissionDenied,
+                                      AlreadyExists, Aborted)}
 
 
 def from_rpc_error(exc: grpc.RpcError) -> RPCError:
@@ -91,6 +100,14 @@ class TaskExpired(TaskError):
 
 class ResultTimeout(ConveyorError, TimeoutError):
     """The task did not finish within the time the caller was willing to wait."""
+
+
+class SoftTimeLimitExceeded(ConveyorError):
+    """An attempt ran past its soft time limit (sync handlers may raise it themselves)."""
+
+
+class TimeLimitExceeded(ConveyorError):
+    """An attempt ran past its hard time limit (the task's timeout)."""
 
 
 class Retry(Exception):

@@ -32,6 +32,10 @@ class SubmitOptions:
     """Give up if not started by then (datetime) or within this long (seconds)."""
     timeout: Seconds | None = None
     """Hard time limit of one attempt."""
+    soft_timeout: Seconds | None = None
+    """Soft time limit: the handler is told (cancelled if async, a flag if sync) and may clean up."""
+    rate_limit: str | None = None
+    """Global limit for this task name, e.g. "100/s", "5000/m"."""
     max_retries: int | None = None
     """Retries after the first attempt."""
     retry_backoff: Seconds | None = None
@@ -86,6 +90,10 @@ def build_spec(
         spec.expires_at.CopyFrom(_timestamp(expires))
     if opts.timeout is not None:
         spec.timeout.CopyFrom(_duration(opts.timeout))
+    if opts.soft_timeout is not None:
+        spec.soft_timeout.CopyFrom(_duration(opts.soft_timeout))
+    if opts.rate_limit:
+        spec.rate_limit = opts.rate_limit
     if opts.max_retries is not None:
         spec.retry.max_retries = opts.max_retries
         if opts.retry_backoff is not None:

@@ -1,7 +1,7 @@
-"""Cross-replica events over Redis pub/sub: task completions and queue wake-ups.
+"""Cross-replica events over Redis pub/sub: completions, state changes, cancels, wake-ups.
 
-Completions are published by the Lua scripts on ``cv:done`` (payload: task id). Wake-ups
-are published after a submit on ``cv:wake`` (payload: ``queue`` or ``queue|due-ms``).
+The Lua scripts publish completions, watched tasks' state changes and cancel requests; the
+servicers publish wake-ups after a submit. keys.py documents each channel's payload.
 After a reconnect every local waiter and dispatcher re-checks Redis, so a message lost
 while disconnected costs a re-read, never a stuck task.
 """
@@ -16,7 +16,7 @@ from collections.abc import Callable
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from conveyor_scheduler.keys import DONE_CHANNEL, WAKE_CHANNEL
+from conveyor_scheduler.keys import CANCEL_CHANNEL, DONE_CHANNEL, STATE_CHANNEL, WAKE_CHANNEL
 
 log = logging.getLogger(__name__)
 
@@ -24,10 +24,12 @@ log = logging.getLogger(__name__)
 class EventBus:
     def __init__(
         self, redis: Redis, *, on_done: Callable[[str], None], on_wake: Callable[[str, int], None],
-        on_reconnect: Callable[[], None],
+        on_state: Callable[[str], None], on_cancel: Callable[[str, str], None], on_reconnect: Callable[[], None],
     ) -> None:
         self.redis = redis
         self.on_done = on_done
+        self.on_state = on_state
+        self.on_cancel = on_cancel
         self.on_wake = on_wake
         self.on_reconnect = on_reconnect
         self.ready = asyncio.Event()
@@ -50,7 +52,7 @@ class EventBus:
         while True:
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(DONE_CHANNEL, WAKE_CHANNEL)
+                await pubsub.subscribe(DONE_CHANNEL, WAKE_CHANNEL, STATE_CHANNEL, CANCEL_CHANNEL)
                 self.ready.set()
                 if not first:
                     self.on_reconnect()
@@ -59,12 +61,17 @@ class EventBus:
                     msg = await pubsub.get_message(timeout=None)
                     if msg is None:
                         continue
-                    data = msg["data"].decode()
-                    if msg["channel"] == DONE_CHANNEL.encode():
+                    data, channel = msg["data"].decode(), msg["channel"].decode()
+                    if channel == DONE_CHANNEL:
                         self.on_done(data)
-                    else:
+                    elif channel == WAKE_CHANNEL:
                         queue, _, due = data.partition("|")
                         self.on_wake(queue, int(due or 0))
+                    elif channel == STATE_CHANNEL:
+                        self.on_state(data)
+                    else:
+                        task_id, _, worker = data.partition("|")
+                        self.on_cancel(task_id, worker)
             except (RedisError, OSError) as exc:
                 log.warning("event bus lost Redis (%s); reconnecting in %.1fs", exc, backoff)
                 await asyncio.sleep(backoff)

@@ -12,10 +12,13 @@ import click
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from conveyor.telemetry import configure_from_env
 from conveyor_scheduler.config import SchedulerConfig
 from conveyor_scheduler.embedded_redis import EmbeddedRedis
+from conveyor_scheduler.errors import InvalidArgument
 from conveyor_scheduler.routing import parse_route
 from conveyor_scheduler.server import serve
+from conveyor_scheduler.validation import check_name, check_queue, parse_rate
 
 P = "CONVEYOR_SCHEDULER_"
 
@@ -40,6 +43,23 @@ def check(host: str, port: int) -> bool:
         return False
 
 
+def _rate_limits(texts: tuple[str, ...]) -> tuple[dict[str, str], dict[str, str]]:
+    tasks: dict[str, str] = {}
+    queues: dict[str, str] = {}
+    for item in (i for text in texts for i in text.split()):
+        target, sep, rate = item.rpartition("=")
+        try:
+            if not sep or not target:
+                raise InvalidArgument("--rate-limit", f"{item!r} is not NAME=RATE")
+            if target.startswith("queue:"):
+                queues[check_queue(target.removeprefix("queue:"), "--rate-limit")] = parse_rate(rate, "--rate-limit")
+            else:
+                tasks[check_name(target, "--rate-limit")] = parse_rate(rate, "--rate-limit")
+        except InvalidArgument as exc:
+            raise click.BadParameter(str(exc), param_hint="--rate-limit") from None
+    return tasks, queues
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--host", default="127.0.0.1", show_default=True, envvar=P + "HOST", help="Address to bind.")
 @click.option("--port", default=50051, show_default=True, envvar=P + "PORT", type=int, help="gRPC port (0: any).")
@@ -57,6 +77,11 @@ def check(host: str, port: int) -> bool:
 @click.option("--reaper-interval", default=1.0, show_default=True, envvar=P + "REAPER_INTERVAL", type=float)
 @click.option("--default-timeout", default=300.0, show_default=True, envvar=P + "DEFAULT_TIMEOUT", type=float,
               help="Seconds an attempt may run when the task sets no timeout.")
+@click.option("--rate-limit", "rate_limits", multiple=True, envvar=P + "RATE_LIMITS",
+              help="NAME=RATE for a task name, or queue:NAME=RATE for a queue, e.g. 'emails.send=100/s' "
+                   "(repeatable; env: space-separated).")
+@click.option("--beat-lease", default=5.0, show_default=True, envvar=P + "BEAT_LEASE", type=click.FloatRange(min=0.1),
+              help="Seconds of the beat leader's lease (renewed every third); a replica takes over when it lapses.")
 @click.option("--scheduler-id", default="", envvar=P + "ID", help="Name of this replica.")
 @click.option("--insecure", is_flag=True, envvar=P + "INSECURE",
               help="Allow binding a non-loopback address without authentication.")
@@ -64,11 +89,13 @@ def check(host: str, port: int) -> bool:
 @click.option("--log-level", default="INFO", show_default=True, envvar=P + "LOG_LEVEL")
 def main(host: str, port: int, redis_url: str | None, data_dir: Path, routes: tuple[str, ...], result_ttl: float,
          lease_ttl: float, heartbeat_interval: float, reaper_interval: float, default_timeout: float,
-         scheduler_id: str, insecure: bool, check_only: bool, log_level: str) -> None:
+         rate_limits: tuple[str, ...], scheduler_id: str, insecure: bool, check_only: bool, log_level: str,
+         beat_lease: float) -> None:
     """Run a Conveyor scheduler replica."""
     if check_only:
         sys.exit(0 if check(host, port) else 1)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_from_env("conveyor-scheduler")  # exports traces/metrics only when OTEL_* says so
     if not _is_loopback(host):
         if not insecure:
             raise click.UsageError(f"no authentication is configured, so the scheduler listens on loopback only; "
@@ -80,16 +107,18 @@ def main(host: str, port: int, redis_url: str | None, data_dir: Path, routes: tu
         rules = tuple(parse_route(r) for text in routes for r in text.split())
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--route") from None
+    task_rates, queue_rates = _rate_limits(rate_limits)
     embedded = None
     if not redis_url:
         embedded = EmbeddedRedis(data_dir / "redis")
         embedded.start()
         redis_url = embedded.url
     config = SchedulerConfig(
+        beat_lease_ms=int(beat_lease * 1000),
         redis_url=redis_url, host=host, port=port, scheduler_id=scheduler_id, routes=rules,
         result_ttl_ms=int(result_ttl * 1000), lease_ttl_ms=int(lease_ttl * 1000),
         heartbeat_interval_ms=int(heartbeat_interval * 1000), reaper_interval_ms=int(reaper_interval * 1000),
-        default_timeout_ms=int(default_timeout * 1000))
+        default_timeout_ms=int(default_timeout * 1000), task_rate_limits=task_rates, queue_rate_limits=queue_rates)
     try:
         asyncio.run(serve(config))
     finally:

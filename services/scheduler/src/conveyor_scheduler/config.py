@@ -53,4 +53,12 @@ class SchedulerConfig:
     """Default memory of idempotency keys."""
     dispatch_batch: int = 256
     """Most tasks claimed for one worker in one script call."""
+    beat_lease_ms: int = 5_000
+    """The beat leader's Redis lease, renewed every third of it; a follower takes over when it lapses."""
+    beat_misfire_grace_ms: int = 1_000
+    """A fire time found later than this counts as missed and follows the schedule's catch-up policy."""
+    task_rate_limits: dict[str, str] = field(default_factory=dict)
+    """Task name -> rate ("count/period-ms") for tasks that set none themselves."""
+    queue_rate_limits: dict[str, str] = field(default_factory=dict)
+    """Queue -> rate ("count/period-ms") shared by all of the queue's tasks."""
     limits: Limits = field(default_factory=Limits)

@@ -10,6 +10,7 @@ import socket
 
 from redis.asyncio import Redis
 
+from conveyor_scheduler.beat import Beat
 from conveyor_scheduler.bus import EventBus
 from conveyor_scheduler.config import SchedulerConfig
 from conveyor_scheduler.dispatch import Dispatcher
@@ -19,6 +20,7 @@ from conveyor_scheduler.routing import Router
 from conveyor_scheduler.store import Store, wall_clock_ms
 from conveyor_scheduler.validation import check_task_id
 from conveyor_scheduler.waiters import ResultWaiters
+from conveyor_scheduler.watchers import Watchers
 
 log = logging.getLogger(__name__)
 
@@ -31,20 +33,27 @@ class Core:
         self.router = Router(config.routes)
         self.store = Store(redis, result_ttl_ms=config.result_ttl_ms,
                            default_timeout_ms=config.default_timeout_ms, clock=clock)
-        self.dispatcher = Dispatcher(self.store, lease_ttl_ms=config.lease_ttl_ms, batch=config.dispatch_batch)
+        self.dispatcher = Dispatcher(self.store, lease_ttl_ms=config.lease_ttl_ms, batch=config.dispatch_batch,
+                                     queue_rates=config.queue_rate_limits)
+        self.dispatcher.on_reserved = self.maintenance_schedule
         self.waiters = ResultWaiters()
+        self.watchers = Watchers()
         self.maintenance = Maintenance(self.store, reaper_interval_ms=config.reaper_interval_ms,
                                        on_ready=self.dispatcher.wake)
         self.bus = EventBus(redis, on_done=self.waiters.notify, on_wake=self._on_wake,
+                            on_state=self.watchers.on_message, on_cancel=self.dispatcher.cancel,
                             on_reconnect=self._on_reconnect)
+        self.beat = Beat(self)
 
     async def start(self) -> None:
         await self.redis.ping()
         self.bus.start()
         self.maintenance.start()
         await asyncio.wait_for(self.bus.ready.wait(), 10)
+        await self.beat.start()
 
     async def close(self) -> None:
+        await self.beat.close()  # first: a graceful stop hands the beat lease over at once
         await self.dispatcher.close()
         await self.maintenance.close()
         await self.bus.close()
@@ -60,6 +69,10 @@ class Core:
             raise NotFound(f"no task {task_id} (it never existed, or its record expired)")
         return queue, rec
 
+    def maintenance_schedule(self, queue: str, due_ms: int) -> None:
+        """Rate-limited tasks wait in the scheduled set until `due_ms`: wake the promoter then."""
+        self.maintenance.schedule(queue, due_ms)
+
     def tasks_ready(self, queue: str) -> None:
         self.dispatcher.wake(queue)
 
@@ -71,5 +84,6 @@ class Core:
 
     def _on_reconnect(self) -> None:
         self.waiters.notify_all()
+        self.watchers.resync_all()
         self.dispatcher.wake_all()
         asyncio.get_running_loop().create_task(self.maintenance.rescan())

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from redis.exceptions import RedisError
 
+from conveyor.v1 import worker_service_pb2
+from conveyor_scheduler import telemetry
 from conveyor_scheduler.records import to_leased
 from conveyor_scheduler.sessions import WorkerSession
 from conveyor_scheduler.signals import Signal
@@ -33,11 +36,16 @@ class QueueDispatch:
 
 
 class Dispatcher:
-    def __init__(self, store: Store, *, lease_ttl_ms: int, batch: int) -> None:
+    def __init__(self, store: Store, *, lease_ttl_ms: int, batch: int, queue_rates: dict[str, str] | None = None
+                 ) -> None:
         self.store = store
         self.lease_ttl_ms = lease_ttl_ms
         self.batch = batch
+        self.queue_rates = queue_rates or {}
+        self.on_reserved: Callable[[str, int], None] = lambda queue, due_ms: None
+        """Called with the earliest start a claim reserved for rate-limited tasks."""
         self._queues: dict[str, QueueDispatch] = {}
+        self._sessions: dict[str, WorkerSession] = {}
 
     def queue(self, name: str) -> QueueDispatch:
         qd = self._queues.get(name)
@@ -54,7 +62,15 @@ class Dispatcher:
         for qd in self._queues.values():
             qd.signal.notify()
 
+    def cancel(self, task_id: str, worker_id: str) -> None:
+        """Asks the worker running `task_id` to stop, if its stream is on this replica."""
+        session = self._sessions.get(worker_id)
+        if session is not None and task_id in session.leases:
+            session.outbox.put_nowait(worker_service_pb2.ConnectResponse(
+                cancel=worker_service_pb2.CancelTask(task_id=task_id, reason="cancel requested")))
+
     def attach(self, session: WorkerSession) -> None:
+        self._sessions[session.worker_id] = session
         for name in session.queues:
             qd = self.queue(name)
             qd.sessions.append(session)
@@ -64,6 +80,8 @@ class Dispatcher:
 
     def detach(self, session: WorkerSession) -> None:
         session.closed = True
+        if self._sessions.get(session.worker_id) is session:
+            del self._sessions[session.worker_id]
         for name in session.queues:
             qd = self._queues.get(name)
             if qd is not None and session in qd.sessions:
@@ -108,15 +126,19 @@ class Dispatcher:
             want = min(session.credit, self.batch)
             session.credit -= want
             try:
-                records = await self.store.claim(qd.queue, want, session.worker_id, self.lease_ttl_ms)
+                records, reserved = await self.store.claim(qd.queue, want, session.worker_id, self.lease_ttl_ms,
+                                                           self.queue_rates.get(qd.queue, ""))
             finally:
                 session.credit += want
+            if reserved >= 0:
+                self.on_reserved(qd.queue, reserved)
             session.credit -= len(records)
             if records:
                 leased = [to_leased(qd.queue, rec) for rec in records]
                 if session.closed:  # the stream ended while we claimed: hand them back
                     await self.store.release(qd.queue, [(lt.task.id, lt.lease_token) for lt in leased])
                     return True
+                telemetry.dispatched(leased, session.worker_id)
                 session.push(leased)
                 served = True
             if len(records) < want:

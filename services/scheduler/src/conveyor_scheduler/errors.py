@@ -29,6 +29,16 @@ class FailedPrecondition(SchedulerError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class AlreadyExists(SchedulerError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class Aborted(SchedulerError):
+    """A concurrent change won a race the caller may simply retry."""
+
+    code = grpc.StatusCode.ABORTED
+
+
 class ResourceExhausted(SchedulerError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 

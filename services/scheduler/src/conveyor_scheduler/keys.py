@@ -9,9 +9,30 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 PRIORITY_LEVELS = 10
+CHANNEL_PREFIX = "cv"
 DONE_CHANNEL = "cv:done"
+"""Payload: the id of a task that finished (published by the Lua scripts)."""
+STATE_CHANNEL = "cv:state"
+"""Payload: "id|state|attempt" for every state change of a watched task."""
+CANCEL_CHANNEL = "cv:cancel"
+"""Payload: "id|worker id" when a running task is asked to stop."""
 WAKE_CHANNEL = "cv:wake"
+"""Payload: "queue" (tasks are ready) or "queue|due-ms" (a task is due then)."""
 REGISTRY_KEYS = ("cv:{cv}:queues", "cv:{cv}:queue-names", "cv:{cv}:queue-seq")
+BEAT_CHANNEL = "cv:beat"
+"""Payload: a schedule id whose definition changed, or "released" when the beat leader steps down."""
+BEAT_PREFIX = "cv:{beat}:"
+"""All beat state shares the tag {beat}: schedule hashes BEAT_PREFIX + "s:" + id and the keys below."""
+BEAT_DUE = BEAT_PREFIX + "due"
+"""Sorted set: schedule id -> next fire ms (active schedules only)."""
+BEAT_INDEX = BEAT_PREFIX + "ids"
+"""Sorted set of every schedule id, all scored 0 (listed in id order with ZRANGEBYLEX)."""
+BEAT_LEADER = BEAT_PREFIX + "leader"
+"""String: the beat leader's lease token "SCHEDULER_ID/RANDOM", with the lease as its TTL."""
+
+
+def schedule_key(schedule_id: str) -> str:
+    return f"{BEAT_PREFIX}s:{schedule_id}"
 
 
 @dataclass(frozen=True, slots=True)

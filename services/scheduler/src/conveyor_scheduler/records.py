@@ -43,6 +43,11 @@ def to_task(task_id: str, queue: str, rec: Record) -> task_pb2.Task:
         if field in rec:
             _set_ms(ts, int(rec[field]))
     task.timeout.FromMilliseconds(_int(rec, b"to"))
+    if b"st2" in rec:
+        task.soft_timeout.FromMilliseconds(_int(rec, b"st2"))
+    if b"rl" in rec:
+        task.rate_limit = format_rate(_text(rec, b"rl"))
+    task.cancel_requested = rec.get(b"cx") == b"1"
     if b"mr" in rec:
         task.retry.max_retries = _int(rec, b"mr")
         if b"ib" in rec:
@@ -59,6 +64,12 @@ def to_task(task_id: str, queue: str, rec: Record) -> task_pb2.Task:
         task.error.type, task.error.message, task.error.traceback = (
             _text(rec, b"et"), _text(rec, b"em"), _text(rec, b"eb"))
     return task
+
+
+def format_rate(stored: str) -> str:
+    """ "100/1000" (count/period-ms, as stored) back to "100/s"."""
+    count, _, period = stored.partition("/")
+    return f"{count}/" + {"1000": "s", "60000": "m", "3600000": "h"}.get(period, f"{period}ms")
 
 
 def to_leased(queue: str, rec: Record) -> task_pb2.LeasedTask:

@@ -11,15 +11,19 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from redis.asyncio import Redis
 
-from conveyor.v1 import task_service_pb2, worker_service_pb2
+from conveyor.v1 import admin_service_pb2, schedule_service_pb2, task_service_pb2, worker_service_pb2
+from conveyor_scheduler import telemetry
 from conveyor_scheduler.config import SchedulerConfig
 from conveyor_scheduler.core import Core
 from conveyor_scheduler.grpc_glue import add_servicer
+from conveyor_scheduler.servicers.admin_service import AdminService
+from conveyor_scheduler.servicers.schedule_service import ScheduleService
 from conveyor_scheduler.servicers.task_service import TaskService
 from conveyor_scheduler.servicers.worker_service import WorkerService
 
 log = logging.getLogger(__name__)
-SERVICE_NAMES = ("conveyor.v1.TaskService", "conveyor.v1.WorkerService")
+SERVICE_NAMES = ("conveyor.v1.TaskService", "conveyor.v1.WorkerService", "conveyor.v1.AdminService",
+                 "conveyor.v1.ScheduleService")
 MAX_MESSAGE = 256 * 1024 * 1024
 SERVER_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE),
@@ -36,12 +40,16 @@ class SchedulerServer:
         self.config = config
         self.redis = Redis.from_url(config.redis_url, health_check_interval=30, socket_keepalive=True)
         self.core = Core(config, self.redis)
-        self.server = grpc.aio.server(options=SERVER_OPTIONS)
+        self.server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=telemetry.setup(self.core))
         self.health = health.aio.HealthServicer()
         tasks = TaskService(self.core)
         add_servicer(self.server, tasks, task_service_pb2.DESCRIPTOR.services_by_name["TaskService"])
         add_servicer(self.server, WorkerService(self.core, tasks),
                      worker_service_pb2.DESCRIPTOR.services_by_name["WorkerService"])
+        add_servicer(self.server, AdminService(self.core),
+                     admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"])
+        add_servicer(self.server, ScheduleService(self.core),
+                     schedule_service_pb2.DESCRIPTOR.services_by_name["ScheduleService"])
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME),
                                             self.server)

@@ -15,7 +15,7 @@ from redis.commands.core import AsyncScript
 
 from conveyor_scheduler.errors import NotFound, ResourceExhausted
 from conveyor_scheduler.ids import MAX_QUEUE_CODE, new_task_ids
-from conveyor_scheduler.keys import DONE_CHANNEL, REGISTRY_KEYS, QueueKeys
+from conveyor_scheduler.keys import CHANNEL_PREFIX, REGISTRY_KEYS, QueueKeys
 from conveyor_scheduler.validation import NewTask
 
 Record = dict[bytes, bytes]
@@ -49,7 +49,7 @@ class AckEntry:
 def _script_text(name: str) -> str:
     folder = resources.files("conveyor_scheduler") / "lua"
     body = (folder / f"{name}.lua").read_text()
-    if name == "register_queue":
+    if name == "register_queue" or name.startswith("beat_"):  # not queue scripts: no lib.lua prelude
         return body
     return (folder / "lib.lua").read_text() + "\n" + body
 
@@ -57,7 +57,8 @@ def _script_text(name: str) -> str:
 class Store:
     """All scheduler state lives behind this class, in Redis."""
 
-    SCRIPTS = ("submit", "claim", "ack", "release", "extend", "reap", "promote", "cancel", "register_queue")
+    SCRIPTS = ("submit", "claim", "ack", "release", "extend", "reap", "promote", "cancel", "watch", "requeue_dead",
+               "purge_dead", "register_queue")
 
     def __init__(self, redis: Redis, *, result_ttl_ms: int, default_timeout_ms: int,
                  clock: Callable[[], int] = wall_clock_ms) -> None:
@@ -110,7 +111,7 @@ class Store:
 
     def _head(self, queue: str, now: int) -> tuple[tuple[str, ...], list[object]]:
         keys = self.keys(queue)
-        return keys.script_keys, [keys.prefix, now, self.result_ttl_ms, DONE_CHANNEL]
+        return keys.script_keys, [keys.prefix, now, self.result_ttl_ms, CHANNEL_PREFIX]
 
     async def submit(self, tasks: Sequence[NewTask]) -> list[Submitted]:
         """Stores validated tasks; one atomic script call per queue, pipelined."""
@@ -138,12 +139,14 @@ class Store:
                 out[index] = Submitted(reply[3 * n].decode(), queue, int(reply[3 * n + 1]), reply[3 * n + 2] == 1)
         return out  # type: ignore[return-value]
 
-    async def claim(self, queue: str, count: int, worker_id: str, lease_ms: int) -> list[Record]:
-        """Leases up to `count` ready tasks of `queue` to `worker_id`."""
+    async def claim(self, queue: str, count: int, worker_id: str, lease_ms: int, queue_rate: str = ""
+                    ) -> tuple[list[Record], int]:
+        """Leases up to `count` ready tasks of `queue` to `worker_id`. Also returns the earliest
+        start reserved for rate-limited tasks that must wait (-1 for none)."""
         keys, args = self._head(queue, self.clock())
-        args += [count, lease_ms, os.urandom(6).hex(), worker_id, self.default_timeout_ms]
-        reply = await self._scripts["claim"](keys=keys, args=args)
-        return [_pairs(rec) for rec in reply]
+        args += [count, lease_ms, os.urandom(6).hex(), worker_id, self.default_timeout_ms, queue_rate]
+        soonest, reply = await self._scripts["claim"](keys=keys, args=args)
+        return [_pairs(rec) for rec in reply], int(soonest)
 
     async def ack(self, entries: Sequence[tuple[str, AckEntry]]) -> list[tuple[int, int]]:
         """Records (queue, entry) outcomes; returns (status, state) per entry in order."""
@@ -187,9 +190,45 @@ class Store:
         promoted, nxt = await self._scripts["promote"](keys=keys, args=[*args, limit])
         return int(promoted), int(nxt)
 
-    async def cancel(self, queue: str, task_id: str) -> int:
+    async def cancel(self, queue: str, task_id: str) -> tuple[int, str]:
+        """Returns (state after the call, worker id holding it if running)."""
         keys, args = self._head(queue, self.clock())
-        return int(await self._scripts["cancel"](keys=keys, args=[*args, task_id]))
+        state, worker = await self._scripts["cancel"](keys=keys, args=[*args, task_id])
+        return int(state), worker.decode() if isinstance(worker, bytes) else str(worker)
+
+    async def watch(self, queue: str, task_id: str) -> Record:
+        """Marks the task watched (state changes get published) and returns its record."""
+        keys, args = self._head(queue, self.clock())
+        return _pairs(await self._scripts["watch"](keys=keys, args=[*args, task_id]))
+
+    async def dead_letters(self, queue: str, offset: int, limit: int) -> tuple[list[tuple[str, Record]], int]:
+        keys = self.keys(queue)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrange(keys.dead, offset, offset + limit - 1)
+        pipe.zcard(keys.dead)
+        raw_ids, total = await pipe.execute()
+        ids = [i.decode() for i in raw_ids]
+        for task_id in ids:
+            pipe.hgetall(keys.task(task_id))
+        records = await pipe.execute() if ids else []
+        return list(zip(ids, records, strict=True)), int(total)
+
+    async def requeue_dead(self, queue: str, task_ids: Sequence[str]) -> int:
+        """Requeues the given dead letters (all of them when task_ids is empty)."""
+        return await self._dead_op("requeue_dead", queue, task_ids)
+
+    async def purge_dead(self, queue: str, task_ids: Sequence[str]) -> int:
+        """Deletes the given dead letters (all of them when task_ids is empty)."""
+        return await self._dead_op("purge_dead", queue, task_ids)
+
+    async def _dead_op(self, script: str, queue: str, task_ids: Sequence[str]) -> int:
+        total = 0
+        while True:
+            keys, args = self._head(queue, self.clock())
+            done = int(await self._scripts[script](keys=keys, args=[*args, *(task_ids or ["*"])]))
+            total += done
+            if task_ids or done < 1000:
+                return total
 
     async def get(self, queue: str, task_id: str) -> Record:
         return await self.redis.hgetall(self.keys(queue).task(task_id))

@@ -21,6 +21,9 @@ NAME_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,200}")
 IDEMPOTENCY_RE = re.compile(r"[\x21-\x7e]{1,200}")
 JSON_TYPE = "application/json"
 MAX_RETRIES = 1000
+RATE_RE = re.compile(r"(\d{1,7})\s*/\s*(s|sec|second|m|min|minute|h|hour)")
+RATE_PERIOD_MS = {"s": 1000, "sec": 1000, "second": 1000, "m": 60_000, "min": 60_000, "minute": 60_000,
+                  "h": 3_600_000, "hour": 3_600_000}
 MAX_WINDOW_MS = 30 * 24 * 3600 * 1000
 
 
@@ -56,6 +59,14 @@ def check_task_id(value: str, field: str = "task_id") -> int:
         raise InvalidArgument(field, f"{value[:40]!r} is not a Conveyor task id ({exc})") from None
 
 
+def parse_rate(value: str, field: str) -> str:
+    """Turns "100/s", "5000/m" or "10/h" into the Lua form "count/period-ms"."""
+    match = RATE_RE.fullmatch(value.strip())
+    if not match or int(match.group(1)) < 1:
+        raise InvalidArgument(field, f"{value[:40]!r} is not a rate limit like '100/s', '5000/m' or '10/h'")
+    return f"{int(match.group(1))}/{RATE_PERIOD_MS[match.group(2)]}"
+
+
 def duration_ms(msg: object, field: str, *, minimum: int, maximum: int) -> int:
     seconds, nanos = msg.seconds, msg.nanos  # type: ignore[attr-defined]
     if seconds < 0 or nanos < 0:
@@ -77,7 +88,7 @@ def timestamp_ms(msg: object, field: str) -> int:
 
 def check_spec(
     spec: task_pb2.TaskSpec, at: str, *, limits: Limits, router: Router, now_ms: int,
-    default_timeout_ms: int, default_window_ms: int,
+    default_timeout_ms: int, default_window_ms: int, rate_limits: dict[str, str] | None = None,
 ) -> NewTask:
     """Validates one TaskSpec and turns it into the task hash fields."""
     name = check_name(spec.name, f"{at}.name")
@@ -104,6 +115,15 @@ def check_spec(
     if spec.HasField("timeout"):
         timeout = duration_ms(spec.timeout, f"{at}.timeout", minimum=1, maximum=limits.max_timeout_ms)
     fields += ["to", timeout]
+    if spec.HasField("soft_timeout"):
+        soft = duration_ms(spec.soft_timeout, f"{at}.soft_timeout", minimum=1, maximum=limits.max_timeout_ms)
+        if soft >= timeout:
+            raise InvalidArgument(f"{at}.soft_timeout", f"must be below the timeout ({timeout} ms)")
+        fields += ["st2", soft]
+    if spec.rate_limit:
+        fields += ["rl", parse_rate(spec.rate_limit, f"{at}.rate_limit")]
+    elif rate_limits and name in rate_limits:
+        fields += ["rl", rate_limits[name]]
     due = _due_ms(spec, at, now_ms)
     if due > now_ms:
         fields += ["eta", due]

@@ -10,8 +10,10 @@ import threading
 
 import click
 
+from conveyor.telemetry import configure_from_env
 from conveyor_worker.config import WorkerConfig, default_worker_id
 from conveyor_worker.loader import load_app
+from conveyor_worker.schedules import apply_schedules
 from conveyor_worker.session import Worker
 
 P = "CONVEYOR_WORKER_"
@@ -35,7 +37,9 @@ async def _main(worker: Worker) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
     runner = asyncio.create_task(worker.run())
+    applier = asyncio.create_task(apply_schedules(worker.app, worker.config.targets))  # the app's @app.periodic
     await worker.stopped.wait()
+    applier.cancel()
     if shutdown:
         await asyncio.gather(shutdown, return_exceptions=True)
     runner.cancel()
@@ -58,6 +62,7 @@ def main(app_ref: str, queues: str, concurrency: int, scheduler: str, worker_id:
          log_level: str) -> None:
     """Run tasks of APP_MODULE:app from a Conveyor scheduler."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_from_env("conveyor-worker")  # exports traces/metrics only when OTEL_* says so
     app = load_app(app_ref)
     names = _csv(queues) or tuple(sorted(app.queues() | {"default"}))
     config = WorkerConfig(targets=_csv(scheduler), queues=names, concurrency=concurrency,

@@ -13,15 +13,16 @@ import logging
 import os
 import socket
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
 from conveyor import App
+from conveyor.context import TaskContext
 from conveyor.v1 import task_pb2, worker_service_pb2, worker_service_pb2_grpc
-from conveyor_worker import __version__
+from conveyor_worker import __version__, telemetry
 from conveyor_worker.config import WorkerConfig
-from conveyor_worker.executor import execute
+from conveyor_worker.executor import context_for, execute
+from conveyor_worker.telemetry import ContextThreadPool
 
 log = logging.getLogger(__name__)
 CHANNEL_OPTIONS = [
@@ -37,9 +38,12 @@ class Worker:
     def __init__(self, app: App, config: WorkerConfig) -> None:
         self.app = app
         self.config = config
-        self.pool = ThreadPoolExecutor(max_workers=config.concurrency, thread_name_prefix="conveyor-task")
+        # Headroom over concurrency: threads abandoned at their hard time limit keep running.
+        self.pool = ContextThreadPool(max_workers=config.concurrency * 2, thread_name_prefix="conveyor-task")
         self.running: dict[str, tuple[str, asyncio.Task[None]]] = {}
         """task id -> (lease token, asyncio task) of attempts in progress."""
+        self.contexts: dict[str, TaskContext] = {}
+        """task id -> the handler-visible context of attempts in progress."""
         self.stopping = False
         self.stopped = asyncio.Event()
         self._outbox: asyncio.Queue[worker_service_pb2.ConnectRequest | None] = asyncio.Queue()
@@ -93,6 +97,8 @@ class Worker:
                     elif kind == "batch":
                         for leased in msg.batch.tasks:
                             self._start(leased)
+                    elif kind == "cancel":
+                        self._cancel(msg.cancel.task_id)
                     elif kind == "drain":
                         log.info("scheduler asked to drain: %s", msg.drain.reason)
                         self.stop()
@@ -129,16 +135,29 @@ class Worker:
             self._send(worker_service_pb2.WorkerReport(releases=[
                 worker_service_pb2.LeaseRef(task_id=task_id, lease_token=leased.lease_token)]))
             return
+        self.contexts[task_id] = context_for(leased)
         runner = asyncio.create_task(self._run_one(leased), name=f"task:{task_id}")
         self.running[task_id] = (leased.lease_token, runner)
 
+    def _cancel(self, task_id: str) -> None:
+        """A cancel request: an async handler is cancelled, a sync one sees the flag."""
+        ctx, held = self.contexts.get(task_id), self.running.get(task_id)
+        if ctx is None or held is None:
+            return
+        ctx._cancel.set()
+        definition = self.app.tasks.get(ctx.name)
+        if definition is not None and definition.is_async:
+            held[1].cancel("cancel requested")
+
     async def _run_one(self, leased: task_pb2.LeasedTask) -> None:
         try:
-            ack = await execute(self.app, leased, self.pool)
+            ack = await telemetry.process(leased, execute(self.app, leased, self.pool,
+                                                          self.contexts.get(leased.task.id)))
         except asyncio.CancelledError:
             return  # handed back at shutdown
         finally:
             self.running.pop(leased.task.id, None)
+            self.contexts.pop(leased.task.id, None)
         self._acks.append(ack)
         if not self.stopping:
             self._credit += 1

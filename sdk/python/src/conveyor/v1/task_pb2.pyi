@@ -168,6 +168,8 @@ class TaskSpec(_message.Message):
     RETRY_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_WINDOW_FIELD_NUMBER: _builtins.int
+    SOFT_TIMEOUT_FIELD_NUMBER: _builtins.int
+    RATE_LIMIT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Dotted task name, e.g. "billing.charge". 1-200 chars of [A-Za-z0-9_.:-]."""
     queue: _builtins.str
@@ -183,6 +185,10 @@ class TaskSpec(_message.Message):
     idempotency_key: _builtins.str
     """A repeat submit with the same key (per queue, within the window)
     returns the existing task id and creates nothing.
+    """
+    rate_limit: _builtins.str
+    """Global rate limit for tasks of this name in this queue, e.g. "100/s", "5000/m",
+    "10/h"; enforced at dispatch across every worker and scheduler replica.
     """
     @_builtins.property
     def headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
@@ -212,6 +218,12 @@ class TaskSpec(_message.Message):
     def idempotency_window(self) -> _duration_pb2.Duration:
         """How long an idempotency key is remembered (default 24h)."""
 
+    @_builtins.property
+    def soft_timeout(self) -> _duration_pb2.Duration:
+        """Soft time limit of one attempt: the handler is told (an async handler gets an
+        exception, a sync one sees a flag) and may clean up before the hard limit (timeout).
+        """
+
     def __init__(
         self,
         *,
@@ -228,10 +240,12 @@ class TaskSpec(_message.Message):
         retry: Global___RetryPolicy | None = ...,
         idempotency_key: _builtins.str = ...,
         idempotency_window: _duration_pb2.Duration | None = ...,
+        soft_timeout: _duration_pb2.Duration | None = ...,
+        rate_limit: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["countdown", b"countdown", "eta", b"eta", "expires_at", b"expires_at", "idempotency_window", b"idempotency_window", "retry", b"retry", "timeout", b"timeout"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["countdown", b"countdown", "eta", b"eta", "expires_at", b"expires_at", "idempotency_window", b"idempotency_window", "retry", b"retry", "soft_timeout", b"soft_timeout", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "countdown", b"countdown", "eta", b"eta", "expires_at", b"expires_at", "headers", b"headers", "idempotency_key", b"idempotency_key", "idempotency_window", b"idempotency_window", "name", b"name", "payload", b"payload", "priority", b"priority", "queue", b"queue", "retry", b"retry", "timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "countdown", b"countdown", "eta", b"eta", "expires_at", b"expires_at", "headers", b"headers", "idempotency_key", b"idempotency_key", "idempotency_window", b"idempotency_window", "name", b"name", "payload", b"payload", "priority", b"priority", "queue", b"queue", "rate_limit", b"rate_limit", "retry", b"retry", "soft_timeout", b"soft_timeout", "timeout", b"timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -336,6 +350,9 @@ class Task(_message.Message):
     RESULT_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    SOFT_TIMEOUT_FIELD_NUMBER: _builtins.int
+    RATE_LIMIT_FIELD_NUMBER: _builtins.int
+    CANCEL_REQUESTED_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned, time-ordered (a ULID)."""
     name: _builtins.str
@@ -349,6 +366,9 @@ class Task(_message.Message):
     worker_id: _builtins.str
     """Worker holding the current lease, if ACTIVE."""
     idempotency_key: _builtins.str
+    rate_limit: _builtins.str
+    cancel_requested: _builtins.bool
+    """A cancel was requested while the task was running."""
     @_builtins.property
     def headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
@@ -373,6 +393,8 @@ class Task(_message.Message):
     def error(self) -> Global___TaskError:
         """Set when state is FAILED or DEAD (and for the last failed attempt of a retry)."""
 
+    @_builtins.property
+    def soft_timeout(self) -> _duration_pb2.Duration: ...
     def __init__(
         self,
         *,
@@ -396,10 +418,13 @@ class Task(_message.Message):
         result: Global___TaskResult | None = ...,
         error: Global___TaskError | None = ...,
         idempotency_key: _builtins.str = ...,
+        soft_timeout: _duration_pb2.Duration | None = ...,
+        rate_limit: _builtins.str = ...,
+        cancel_requested: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "error", b"error", "eta", b"eta", "expires_at", b"expires_at", "finished_at", b"finished_at", "result", b"result", "retry", b"retry", "started_at", b"started_at", "timeout", b"timeout"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "error", b"error", "eta", b"eta", "expires_at", b"expires_at", "finished_at", b"finished_at", "result", b"result", "retry", b"retry", "soft_timeout", b"soft_timeout", "started_at", b"started_at", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "content_type", b"content_type", "created_at", b"created_at", "error", b"error", "eta", b"eta", "expires_at", b"expires_at", "finished_at", b"finished_at", "headers", b"headers", "id", b"id", "idempotency_key", b"idempotency_key", "name", b"name", "payload", b"payload", "priority", b"priority", "queue", b"queue", "result", b"result", "retry", b"retry", "started_at", b"started_at", "state", b"state", "timeout", b"timeout", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cancel_requested", b"cancel_requested", "content_type", b"content_type", "created_at", b"created_at", "error", b"error", "eta", b"eta", "expires_at", b"expires_at", "finished_at", b"finished_at", "headers", b"headers", "id", b"id", "idempotency_key", b"idempotency_key", "name", b"name", "payload", b"payload", "priority", b"priority", "queue", b"queue", "rate_limit", b"rate_limit", "result", b"result", "retry", b"retry", "soft_timeout", b"soft_timeout", "started_at", b"started_at", "state", b"state", "timeout", b"timeout", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -485,12 +510,17 @@ class TaskAck(_message.Message):
     LEASE_TOKEN_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
     FAILURE_FIELD_NUMBER: _builtins.int
+    CANCELLED_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     lease_token: _builtins.str
     @_builtins.property
     def result(self) -> Global___TaskResult: ...
     @_builtins.property
     def failure(self) -> Global___TaskFailure: ...
+    @_builtins.property
+    def cancelled(self) -> Global___TaskCancelled:
+        """The attempt stopped because a cancel was requested."""
+
     def __init__(
         self,
         *,
@@ -498,16 +528,38 @@ class TaskAck(_message.Message):
         lease_token: _builtins.str = ...,
         result: Global___TaskResult | None = ...,
         failure: Global___TaskFailure | None = ...,
+        cancelled: Global___TaskCancelled | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["failure", b"failure", "outcome", b"outcome", "result", b"result"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cancelled", b"cancelled", "failure", b"failure", "outcome", b"outcome", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["failure", b"failure", "lease_token", b"lease_token", "outcome", b"outcome", "result", b"result", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancelled", b"cancelled", "failure", b"failure", "lease_token", b"lease_token", "outcome", b"outcome", "result", b"result", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["result", "failure"]  # noqa: Y015
+    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["result", "failure", "cancelled"]  # noqa: Y015
     _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_outcome) -> _WhichOneofReturnType_outcome | None: ...
 
 Global___TaskAck: _TypeAlias = TaskAck  # noqa: Y015
+
+@_typing.final
+class TaskCancelled(_message.Message):
+    """TaskCancelled reports an attempt that stopped on a cancel request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REASON_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskCancelled: _TypeAlias = TaskCancelled  # noqa: Y015
 
 @_typing.final
 class AckOutcome(_message.Message):

@@ -373,6 +373,7 @@ class CancelResponse(_message.Message):
 
     STATE_FIELD_NUMBER: _builtins.int
     state: _task_pb2.TaskState.ValueType
+    """CANCELLED, or ACTIVE when the running attempt was asked to stop."""
     def __init__(
         self,
         *,
@@ -385,3 +386,61 @@ class CancelResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CancelResponse: _TypeAlias = CancelResponse  # noqa: Y015
+
+@_typing.final
+class WatchTaskRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchTaskRequest: _TypeAlias = WatchTaskRequest  # noqa: Y015
+
+@_typing.final
+class WatchTaskResponse(_message.Message):
+    """WatchTaskResponse is one state change; the first message is the current state
+    and the stream ends after a terminal state.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    TASK_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    state: _task_pb2.TaskState.ValueType
+    attempt: _builtins.int
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def task(self) -> _task_pb2.Task:
+        """The full record, sent with the first and the terminal message."""
+
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        state: _task_pb2.TaskState.ValueType = ...,
+        attempt: _builtins.int = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        task: _task_pb2.Task | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "task", b"task"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "attempt", b"attempt", "state", b"state", "task", b"task", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchTaskResponse: _TypeAlias = WatchTaskResponse  # noqa: Y015

@@ -71,6 +71,11 @@ class TaskServiceStub:
                 request_serializer=conveyor_dot_v1_dot_task__service__pb2.CancelRequest.SerializeToString,
                 response_deserializer=conveyor_dot_v1_dot_task__service__pb2.CancelResponse.FromString,
                 _registered_method=True)
+        self.WatchTask = channel.unary_stream(
+                '/conveyor.v1.TaskService/WatchTask',
+                request_serializer=conveyor_dot_v1_dot_task__service__pb2.WatchTaskRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_task__service__pb2.WatchTaskResponse.FromString,
+                _registered_method=True)
 
 
 class TaskServiceServicer:
@@ -121,7 +126,15 @@ class TaskServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Cancel(self, request, context):
-        """Cancel a task that has not finished.
+        """Cancel a task that has not finished: a queued or scheduled task at once, a
+        running one through its worker's stream.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchTask(self, request, context):
+        """Stream the task's state changes until it finishes.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -164,6 +177,11 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.Cancel,
                     request_deserializer=conveyor_dot_v1_dot_task__service__pb2.CancelRequest.FromString,
                     response_serializer=conveyor_dot_v1_dot_task__service__pb2.CancelResponse.SerializeToString,
+            ),
+            'WatchTask': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchTask,
+                    request_deserializer=conveyor_dot_v1_dot_task__service__pb2.WatchTaskRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_task__service__pb2.WatchTaskResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -357,6 +375,33 @@ class TaskService:
             '/conveyor.v1.TaskService/Cancel',
             conveyor_dot_v1_dot_task__service__pb2.CancelRequest.SerializeToString,
             conveyor_dot_v1_dot_task__service__pb2.CancelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/conveyor.v1.TaskService/WatchTask',
+            conveyor_dot_v1_dot_task__service__pb2.WatchTaskRequest.SerializeToString,
+            conveyor_dot_v1_dot_task__service__pb2.WatchTaskResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -48,7 +48,11 @@ class TaskServiceStub:
     GetTask: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.GetTaskRequest, _task_service_pb2.GetTaskResponse]
     """Read a task's full record."""
     Cancel: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.CancelRequest, _task_service_pb2.CancelResponse]
-    """Cancel a task that has not finished."""
+    """Cancel a task that has not finished: a queued or scheduled task at once, a
+    running one through its worker's stream.
+    """
+    WatchTask: _grpc.UnaryStreamMultiCallable[_task_service_pb2.WatchTaskRequest, _task_service_pb2.WatchTaskResponse]
+    """Stream the task's state changes until it finishes."""
 
 @_typing.type_check_only
 class TaskServiceAsyncStub(TaskServiceStub):
@@ -70,7 +74,11 @@ class TaskServiceAsyncStub(TaskServiceStub):
     GetTask: _aio.UnaryUnaryMultiCallable[_task_service_pb2.GetTaskRequest, _task_service_pb2.GetTaskResponse]  # type: ignore[assignment]
     """Read a task's full record."""
     Cancel: _aio.UnaryUnaryMultiCallable[_task_service_pb2.CancelRequest, _task_service_pb2.CancelResponse]  # type: ignore[assignment]
-    """Cancel a task that has not finished."""
+    """Cancel a task that has not finished: a queued or scheduled task at once, a
+    running one through its worker's stream.
+    """
+    WatchTask: _aio.UnaryStreamMultiCallable[_task_service_pb2.WatchTaskRequest, _task_service_pb2.WatchTaskResponse]  # type: ignore[assignment]
+    """Stream the task's state changes until it finishes."""
 
 class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
     """TaskService is the producer- and consumer-facing API: submit tasks, lease
@@ -131,6 +139,16 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _task_service_pb2.CancelRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_task_service_pb2.CancelResponse, _abc.Awaitable[_task_service_pb2.CancelResponse]]:
-        """Cancel a task that has not finished."""
+        """Cancel a task that has not finished: a queued or scheduled task at once, a
+        running one through its worker's stream.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchTask(
+        self,
+        request: _task_service_pb2.WatchTaskRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_task_service_pb2.WatchTaskResponse], _abc.AsyncIterator[_task_service_pb2.WatchTaskResponse]]:
+        """Stream the task's state changes until it finishes."""
 
 def add_TaskServiceServicer_to_server(servicer: TaskServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,14 +1,16 @@
 -- ack.lua: record the outcomes of leased attempts; only the current lease token counts.
 -- KEYS, ARGV[1..4]: see lib.lua.
 -- ARGV[5..]: per ack 8 values: id, token, kind ('s' success | 'f' failure |
---   'r' failure asking for a retry), then for 's': data, content type, '', '', ''
---   and for 'f'/'r': error type, message, traceback, delay ms (-1 = policy), jitter [0,1).
+--   'r' failure asking for a retry | 'c' stopped on a cancel request), then for 's':
+--   data, content type, '', '', '' and for 'f'/'r': error type, message, traceback,
+--   delay ms (-1 = policy), jitter [0,1).
+-- A task with a cancel request ends CANCELLED whatever the outcome.
 -- Returns per ack: status (1 accepted, 2 stale lease, 3 not found), state after.
 local out = {}
 for i = 5, #ARGV, 8 do
   local id, token, kind = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local key = task_key(id)
-  local f = redis.call('HMGET', key, 'st', 'lt')
+  local f = redis.call('HMGET', key, 'st', 'lt', 'cx')
   local state = tonumber(f[1])
   if not state then
     out[#out + 1] = 3
@@ -17,7 +19,11 @@ for i = 5, #ARGV, 8 do
     out[#out + 1] = 2
     out[#out + 1] = state
   else
-    if kind == 's' then
+    if kind == 'c' or f[3] == '1' then
+      redis.call('ZREM', KEYS[12], id)
+      finish(id, key, CANCELLED)
+      state = CANCELLED
+    elseif kind == 's' then
       redis.call('ZREM', KEYS[12], id)
       redis.call('HSET', key, 'r', ARGV[i + 3])
       if ARGV[i + 4] ~= '' then

@@ -1,17 +1,23 @@
--- cancel.lua: cancel a task that has not started. A queued task's list entry stays as a
--- tombstone that claim.lua drops; a scheduled one leaves the scheduled set.
+-- cancel.lua: cancel a task. A queued task's list entry stays as a tombstone that
+-- claim.lua drops; a scheduled one leaves the scheduled set; a running one gets a cancel
+-- request (cx) kept here in Redis, and its worker is told through PREFIX:cancel.
 -- KEYS, ARGV[1..4]: see lib.lua.   ARGV[5] task id
--- Returns the state after the call (CANCELLED), the unchanged state of an active or
--- finished task, or 0 for an unknown task.
+-- Returns {state after the call (CANCELLED; ACTIVE for a running task, which stops
+-- through its worker; the state of a finished task; 0 for an unknown task), worker id}.
 local id = ARGV[5]
 local key = task_key(id)
-local state = tonumber(redis.call('HGET', key, 'st'))
+local f = redis.call('HMGET', key, 'st', 'w')
+local state = tonumber(f[1])
 if not state then
-  return 0
+  return {0, ''}
 end
 if state == SCHEDULED or state == QUEUED then
   redis.call('ZREM', KEYS[11], id)
   finish(id, key, CANCELLED)
-  return CANCELLED
+  return {CANCELLED, ''}
 end
-return state
+if state == ACTIVE then
+  redis.call('HSET', key, 'cx', 1)
+  redis.call('PUBLISH', CANCEL_CHANNEL, id .. '|' .. (f[2] or ''))
+end
+return {state, f[2] or ''}

@@ -10,16 +10,23 @@
 --           keys PREFIX.."k:"..key. They are derived here because their ids are only known
 --           inside the script, but they share the queue's hash tag, so every script still
 --           touches a single cluster slot.
---   ARGV[2] now (ms)   ARGV[3] result TTL (ms)   ARGV[4] completion channel
+--   ARGV[2] now (ms)   ARGV[3] result TTL (ms)   ARGV[4] pub/sub channel prefix ("cv"):
+--           PREFIX:done gets the id of every finished task, PREFIX:state gets
+--           "id|state|attempt|seq" for watched tasks, PREFIX:cancel gets "id|worker".
 --
 -- Task hash fields: n name, d payload, ct content type, h headers (JSON), p priority,
 -- st state, at attempt, to timeout ms, eta due ms, x expires ms, mr/ib/mb/mu/nj retry
 -- policy, k idempotency key, sa started ms, dl deadline ms, le lease expiry ms,
--- w worker, lt lease token, fa finished ms, r/rc result, et/em/eb last error.
+-- w worker, lt lease token, fa finished ms, r/rc result, et/em/eb last error,
+-- st2 soft timeout ms, rl rate limit ("count/period-ms"), rs 1 while holding a reserved
+-- rate-limit slot, cx 1 when a cancel was requested while running, wt 1 while watched,
+-- ev the count of state changes published for watchers.
 local PREFIX = ARGV[1]
 local NOW = tonumber(ARGV[2])
 local RESULT_TTL = tonumber(ARGV[3])
-local CHANNEL = ARGV[4]
+local DONE_CHANNEL = ARGV[4] .. ':done'
+local STATE_CHANNEL = ARGV[4] .. ':state'
+local CANCEL_CHANNEL = ARGV[4] .. ':cancel'
 local SCHEDULED, QUEUED, ACTIVE, SUCCEEDED, FAILED, CANCELLED, EXPIRED, DEAD = 1, 2, 3, 4, 5, 6, 7, 8
 
 local function task_key(id)
@@ -28,6 +35,16 @@ end
 
 local function ready_key(priority)
   return KEYS[(tonumber(priority) or 0) + 1]
+end
+
+-- Tells watchers (WatchTask) about a state change; costs one HEXISTS when unwatched.
+-- Payload "id|state|attempt|seq": seq (field ev) orders the changes of one task.
+local function announce(id, key, state)
+  if redis.call('HEXISTS', key, 'wt') == 1 then
+    local seq = redis.call('HINCRBY', key, 'ev', 1)
+    redis.call('PUBLISH', STATE_CHANNEL,
+      id .. '|' .. state .. '|' .. (redis.call('HGET', key, 'at') or '0') .. '|' .. seq)
+  end
 end
 
 -- Ends a task: record the state, keep it for the result TTL (dead letters are kept
@@ -40,15 +57,22 @@ local function finish(id, key, state)
   else
     redis.call('PEXPIRE', key, RESULT_TTL)
   end
-  redis.call('PUBLISH', CHANNEL, id)
+  redis.call('PUBLISH', DONE_CHANNEL, id)
+  announce(id, key, state)
 end
 
--- Puts an active task back at the front of its priority list (it keeps its place).
+-- Puts an active task back at the front of its priority list (it keeps its place),
+-- or ends it CANCELLED when a cancel was requested while it ran.
 local function requeue_front(id, key)
   redis.call('ZREM', KEYS[12], id)
+  if redis.call('HGET', key, 'cx') == '1' then
+    finish(id, key, CANCELLED)
+    return
+  end
   redis.call('HSET', key, 'st', QUEUED)
   redis.call('HDEL', key, 'lt', 'w', 'le')
   redis.call('LPUSH', ready_key(redis.call('HGET', key, 'p')), id)
+  announce(id, key, QUEUED)
 end
 
 -- A failed attempt. Without a retry request, or for a task with no retries, it ends
@@ -57,7 +81,11 @@ end
 local function fail_attempt(id, key, etype, emsg, etb, want_retry, delay_ms, jitter)
   redis.call('ZREM', KEYS[12], id)
   redis.call('HSET', key, 'et', etype, 'em', emsg, 'eb', etb)
-  local f = redis.call('HMGET', key, 'at', 'mr', 'ib', 'mb', 'mu', 'nj')
+  local f = redis.call('HMGET', key, 'at', 'mr', 'ib', 'mb', 'mu', 'nj', 'cx')
+  if f[7] == '1' then
+    finish(id, key, CANCELLED)
+    return CANCELLED
+  end
   local attempt = tonumber(f[1]) or 1
   local max_retries = tonumber(f[2]) or 0
   if (not want_retry) or max_retries == 0 then
@@ -81,5 +109,23 @@ local function fail_attempt(id, key, etype, emsg, etb, want_retry, delay_ms, jit
   redis.call('HSET', key, 'st', SCHEDULED, 'eta', due)
   redis.call('HDEL', key, 'lt', 'w', 'le')
   redis.call('ZADD', KEYS[11], due, id)
+  announce(id, key, SCHEDULED)
   return SCHEDULED
+end
+
+-- GCRA rate limiting with reservations: returns the time the next task of `bucket`
+-- may start and reserves that slot. rate is "count/period-ms"; a burst of a tenth of a
+-- second's worth (at least 1) may start at once.
+local function rate_slot(bucket, rate)
+  local count, period = string.match(rate, '^(%d+)/(%d+)$')
+  count, period = tonumber(count), tonumber(period)
+  local interval = period / count
+  local burst = math.max(1, math.floor(count * 100 / period))
+  local tat = tonumber(redis.call('GET', bucket)) or NOW
+  if tat < NOW then
+    tat = NOW
+  end
+  local start = math.max(NOW, tat - interval * (burst - 1))
+  redis.call('SET', bucket, tostring(tat + interval), 'PX', math.ceil(tat + interval - NOW + period))
+  return start
 end

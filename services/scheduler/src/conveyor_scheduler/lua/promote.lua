@@ -15,6 +15,7 @@ for _, id in ipairs(ids) do
     else
       redis.call('HSET', key, 'st', QUEUED)
       redis.call('RPUSH', ready_key(f[2]), id)
+      announce(id, key, QUEUED)
       promoted = promoted + 1
     end
   end

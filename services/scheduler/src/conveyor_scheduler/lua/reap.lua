@@ -6,9 +6,12 @@
 local ids = redis.call('ZRANGEBYSCORE', KEYS[12], '-inf', NOW, 'LIMIT', 0, tonumber(ARGV[5]))
 for _, id in ipairs(ids) do
   local key = task_key(id)
-  local f = redis.call('HMGET', key, 'st', 'dl', 'to')
+  local f = redis.call('HMGET', key, 'st', 'dl', 'to', 'cx')
   if tonumber(f[1]) ~= ACTIVE then
     redis.call('ZREM', KEYS[12], id)
+  elseif f[4] == '1' then
+    redis.call('ZREM', KEYS[12], id)
+    finish(id, key, CANCELLED)
   elseif NOW >= tonumber(f[2]) then
     fail_attempt(id, key, 'TimeLimitExceeded',
       'the attempt ran past its time limit of ' .. (tonumber(f[3]) / 1000) .. 's', '',

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import grpc
 
 from conveyor.v1 import task_pb2, task_service_pb2
+from conveyor_scheduler import telemetry
 from conveyor_scheduler.core import Core
 from conveyor_scheduler.errors import FailedPrecondition, InvalidArgument, NotFound
 from conveyor_scheduler.records import TERMINAL, to_leased, to_result, to_task
 from conveyor_scheduler.signals import wait_any
 from conveyor_scheduler.store import AckEntry
-from conveyor_scheduler.validation import check_name, check_queue, check_spec, duration_ms
+from conveyor_scheduler.submission import submit_specs
+from conveyor_scheduler.validation import check_name, check_queue, duration_ms
 
 STATE_NAMES = {v.number: v.name.removeprefix("TASK_STATE_") for v in task_pb2.TaskState.DESCRIPTOR.values}
 MAX_TEXT = 64 * 1024
@@ -29,26 +31,7 @@ class TaskService:
         count = len(request.tasks)
         if not 1 <= count <= self.limits.max_batch:
             raise InvalidArgument("tasks", f"must hold 1 to {self.limits.max_batch} tasks, got {count}")
-        cfg, now = self.core.config, self.core.store.clock()
-        tasks = [check_spec(spec, f"tasks[{i}]", limits=self.limits, router=self.core.router, now_ms=now,
-                            default_timeout_ms=cfg.default_timeout_ms, default_window_ms=cfg.idempotency_window_ms)
-                 for i, spec in enumerate(request.tasks)]
-        submitted = await self.core.store.submit(tasks)
-        ready: set[str] = set()
-        due: dict[str, int] = {}
-        for task, sub in zip(tasks, submitted, strict=True):
-            if sub.duplicate:
-                continue
-            if sub.state == task_pb2.TASK_STATE_QUEUED:
-                ready.add(sub.queue)
-            else:
-                due[sub.queue] = min(due.get(sub.queue, task.due_ms), task.due_ms)
-        for queue in ready:
-            self.core.tasks_ready(queue)
-            await self.core.bus.publish_wake(queue)
-        for queue, due_ms in due.items():
-            self.core.maintenance.schedule(queue, due_ms)
-            await self.core.bus.publish_wake(queue, due_ms)
+        submitted = await submit_specs(self.core, request.tasks)  # shared with the beat's firings
         return task_service_pb2.SubmitResponse(tasks=[
             task_service_pb2.SubmittedTask(id=s.id, queue=s.queue, state=s.state, duplicate=s.duplicate)
             for s in submitted])
@@ -73,7 +56,12 @@ class TaskService:
                 want = request.max_tasks - len(leased)
                 if want <= 0:
                     break
-                leased += [to_leased(queue, rec) for rec in await store.claim(queue, want, worker, 0)]
+                rate = self.core.config.queue_rate_limits.get(queue, "")
+                records, reserved = await store.claim(queue, want, worker, 0, rate)
+                if reserved >= 0:
+                    self.core.maintenance.schedule(queue, reserved)
+                leased += [to_leased(queue, rec) for rec in records]
+            telemetry.dispatched(leased, worker)
             remaining = loop_deadline - store_now_s(self)
             if leased or remaining <= 0 or not await wait_any(seen, remaining):
                 return task_service_pb2.PollResponse(tasks=leased)
@@ -105,6 +93,7 @@ class TaskService:
                 elif state == task_pb2.TASK_STATE_SCHEDULED:
                     self.core.maintenance.schedule(queue, self.core.store.clock())
             outcomes.append(task_pb2.AckOutcome(task_id=entry.task_id, status=ACK_STATUS[status], state=state))
+        telemetry.acked(entries, outcomes)
         return outcomes
 
     def _entry(self, ack: task_pb2.TaskAck, at: str) -> AckEntry:
@@ -126,7 +115,9 @@ class TaskService:
                                     maximum=self.limits.max_timeout_ms)
             return AckEntry(ack.task_id, ack.lease_token, "r" if f.retry else "f", f.error.type[:200] or "Error",
                             f.error.message[:MAX_TEXT], f.error.traceback[:MAX_TEXT], delay)
-        raise InvalidArgument(f"{at}.outcome", "set result or failure")
+        if which == "cancelled":
+            return AckEntry(ack.task_id, ack.lease_token, "c")
+        raise InvalidArgument(f"{at}.outcome", "set result, failure or cancelled")
 
     async def ExtendLease(self, request: task_service_pb2.ExtendLeaseRequest, context: grpc.aio.ServicerContext
                           ) -> task_service_pb2.ExtendLeaseResponse:
@@ -166,16 +157,56 @@ class TaskService:
     async def Cancel(self, request: task_service_pb2.CancelRequest, context: grpc.aio.ServicerContext
                      ) -> task_service_pb2.CancelResponse:
         queue = await self.core.queue_of(request.task_id)
-        state = await self.core.store.cancel(queue, request.task_id)
+        state, _ = await self.core.store.cancel(queue, request.task_id)
         if state == 0:
             raise NotFound(f"no task {request.task_id}")
         if state == task_pb2.TASK_STATE_CANCELLED:
             self.core.waiters.notify(request.task_id)
-            return task_service_pb2.CancelResponse(state=state)
-        if state in TERMINAL:
+        elif state in TERMINAL:
             raise FailedPrecondition(f"task {request.task_id} already finished as {STATE_NAMES[state]}")
-        raise FailedPrecondition(f"task {request.task_id} is running; only queued or scheduled tasks can be "
-                                 "cancelled")
+        return task_service_pb2.CancelResponse(state=state)
+
+    async def WatchTask(self, request: task_service_pb2.WatchTaskRequest, context: grpc.aio.ServicerContext
+                        ) -> AsyncIterator[task_service_pb2.WatchTaskResponse]:
+        task_id = request.task_id
+        queue = await self.core.queue_of(task_id)
+        changes = self.core.watchers.add(task_id)
+        try:
+            rec = await self.core.store.watch(queue, task_id)
+            if not rec:
+                raise NotFound(f"no task {task_id} (it never existed, or its record expired)")
+            seq = int(rec.get(b"ev", 0))
+            yield self._change(task_id, queue, rec)
+            state = int(rec[b"st"])
+            while state not in TERMINAL:
+                change = await changes.get()
+                if change.seq == 0:  # the event bus reconnected: re-read, emit if it moved
+                    rec = await self.core.store.get(queue, task_id)
+                    if not rec or int(rec.get(b"ev", 0)) <= seq:
+                        continue
+                    seq, state = int(rec.get(b"ev", 0)), int(rec[b"st"])
+                    yield self._change(task_id, queue, rec)
+                    continue
+                if change.seq <= seq:
+                    continue
+                seq, state = change.seq, change.state
+                if state in TERMINAL:
+                    rec = await self.core.store.get(queue, task_id)
+                    yield self._change(task_id, queue, rec)
+                else:
+                    yield self._event(task_id, state, change.attempt)
+        finally:
+            self.core.watchers.remove(task_id, changes)
+
+    def _event(self, task_id: str, state: int, attempt: int) -> task_service_pb2.WatchTaskResponse:
+        resp = task_service_pb2.WatchTaskResponse(task_id=task_id, state=state, attempt=attempt)
+        resp.at.FromMilliseconds(self.core.store.clock())
+        return resp
+
+    def _change(self, task_id: str, queue: str, rec: dict[bytes, bytes]) -> task_service_pb2.WatchTaskResponse:
+        resp = self._event(task_id, int(rec[b"st"]), int(rec.get(b"at", 0)))
+        resp.task.CopyFrom(to_task(task_id, queue, rec))
+        return resp
 
 
 def store_now_s(service: TaskService) -> float:

@@ -53,9 +53,9 @@ class WorkerService:
         finally:
             self.core.dispatcher.detach(session)
             reader.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
-            await self._release_all(session)
-            log.info("worker %s disconnected", session.worker_id)
+            # The call may be cancelled again while we clean up: the hand-back runs in its own
+            # task, shielded, so a broken stream never leaves leases behind.
+            await asyncio.shield(self._close(session, reader))
         if reader.done() and not reader.cancelled() and reader.exception():
             raise reader.exception()  # type: ignore[misc]
 
@@ -122,6 +122,12 @@ class WorkerService:
             for (task_id, _), expiry in zip(leases, expiries, strict=True):
                 if expiry < 0:
                     session.leases.pop(task_id, None)
+
+    async def _close(self, session: WorkerSession, reader: asyncio.Task[None]) -> None:
+        await asyncio.gather(reader, return_exceptions=True)
+        held = len(session.leases)
+        await self._release_all(session)
+        log.info("worker %s disconnected; %d leases handed back", session.worker_id, held)
 
     async def _release_all(self, session: WorkerSession) -> None:
         for queue, leases in session.leases_by_queue().items():

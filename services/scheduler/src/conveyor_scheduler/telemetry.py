@@ -1,0 +1,365 @@
+"""OpenTelemetry in the scheduler: spans for unary gRPC calls, enqueue, dispatch and cancel; metrics.
+
+`setup(core)` runs once per server, after `configure_from_env` installed (or did not install)
+the SDK providers. When neither tracing nor metrics is on it returns no interceptor and the
+hooks (`dispatched`, `acked`) return at their first line, so the hot path pays one call.
+
+Spans (see conveyor.telemetry for the whole trace):
+- "conveyor.v1.TaskService/Submit" etc. (SERVER) for every unary conveyor.* call, parent taken
+  from the call's `traceparent` metadata. Streams (WorkerService/Connect) get no span: one
+  would last as long as the worker's connection; their work shows as dispatch spans.
+- "enqueue {queue}" (INTERNAL) per submitted task, child of the task's header context and
+  linked to the Submit span. A task that arrives without trace context gets the enqueue span's
+  context written into its headers, so its dispatch and worker spans still form one trace.
+- "dispatch {queue}" (INTERNAL) per leased attempt, from the lease to the push to the worker.
+- "cancel {queue}" (INTERNAL) when a task is cancelled, in the task's trace.
+
+Metrics (meter "conveyor.scheduler"): conveyor.tasks.submitted, conveyor.tasks.completed
+(by conveyor.task.outcome), conveyor.tasks.retried, conveyor.task.wait.duration,
+conveyor.queue.depth (by conveyor.task.state), conveyor.leases.active, conveyor.workers.connected.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import redis
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+
+from conveyor import telemetry as t
+from conveyor.v1 import task_pb2, task_service_pb2
+from conveyor_scheduler.keys import REGISTRY_KEYS, QueueKeys
+
+if TYPE_CHECKING:
+    from conveyor_scheduler.core import Core
+
+log = logging.getLogger(__name__)
+
+TASK_SERVICE = "conveyor.v1.TaskService"
+STATE_NAMES = {v.number: v.name.removeprefix("TASK_STATE_").lower() for v in task_pb2.TaskState.DESCRIPTOR.values}
+SCHEDULED, CANCELLED = task_pb2.TASK_STATE_SCHEDULED, task_pb2.TASK_STATE_CANCELLED
+TERMINAL = frozenset({4, 5, 6, 7, 8})
+ACCEPTED = task_pb2.ACK_STATUS_ACCEPTED
+# gRPC codes that mark a server span as failed (OpenTelemetry RPC semantic conventions).
+SERVER_ERROR_CODES = frozenset({2, 4, 12, 13, 14, 15})
+CODE_NAMES = {status.value[0]: status.name for status in grpc.StatusCode}
+TRACE_HEADER_BUDGET = 256
+"""Bytes kept free under the header size limit before a traceparent is added to a task."""
+MAX_CACHED_ATTRIBUTE_SETS = 10_000
+
+_active: SchedulerTelemetry | None = None
+
+
+def setup(core: Core) -> list[grpc.aio.ServerInterceptor]:
+    """Creates the instruments and returns the server interceptors (none when telemetry is off)."""
+    global _active  # noqa: PLW0603 - one scheduler per process; the hooks below read it
+    tracer = t.tracer()
+    metrics_on = t.metrics_enabled()
+    if tracer is None and not metrics_on:
+        _active = None
+        return []
+    _active = SchedulerTelemetry(core, tracer, metrics_on)
+    return [TelemetryInterceptor(_active)]
+
+
+def dispatched(leased: Sequence[task_pb2.LeasedTask], worker_id: str) -> None:
+    """Hook: these attempts were just leased to `worker_id` (streamed or polled)."""
+    tel = _active
+    if tel is not None and leased:
+        tel.on_dispatch(leased, worker_id)
+
+
+def acked(entries: Sequence[tuple[str, Any]], outcomes: Sequence[task_pb2.AckOutcome]) -> None:
+    """Hook: acks of (queue, entry) were recorded with these outcomes."""
+    tel = _active
+    if tel is not None and tel.metrics:
+        tel.on_ack(entries, outcomes)
+
+
+class SchedulerTelemetry:
+    def __init__(self, core: Core, tracer: trace.Tracer | None, metrics_on: bool) -> None:
+        self.core = core
+        self.tracer = tracer
+        self.metrics = metrics_on
+        self._attrs: dict[tuple[str, ...], dict[str, str]] = {}
+        self._redis: redis.Redis | None = None
+        if not metrics_on:
+            return
+        meter = t.meter("conveyor.scheduler")
+        self.submitted = meter.create_counter(
+            "conveyor.tasks.submitted", unit="{task}", description="Tasks accepted by Submit (duplicates excluded).")
+        self.completed = meter.create_counter(
+            "conveyor.tasks.completed", unit="{task}",
+            description="Tasks that reached a final state through an ack or a cancel, by conveyor.task.outcome.")
+        self.retried = meter.create_counter(
+            "conveyor.tasks.retried", unit="{task}", description="Failed attempts scheduled to run again.")
+        self.wait = meter.create_histogram(
+            "conveyor.task.wait.duration", unit="s",
+            description="Time an attempt waited ready in its queue (since submit, eta or retry due time) "
+                        "before a worker leased it.",
+            explicit_bucket_boundaries_advisory=t.DURATION_BUCKETS)
+        meter.create_observable_gauge(
+            "conveyor.queue.depth", callbacks=[self._observe_depth], unit="{task}",
+            description="Tasks per queue and state (queued, scheduled, active, dead), read from Redis.")
+        meter.create_observable_gauge(
+            "conveyor.leases.active", callbacks=[self._observe_leases], unit="{lease}",
+            description="Leases held by workers streaming from this scheduler replica.")
+        meter.create_observable_gauge(
+            "conveyor.workers.connected", callbacks=[self._observe_workers], unit="{worker}",
+            description="Workers with a stream open to this scheduler replica.")
+
+    # -- attribute sets, built once per distinct value ------------------------------------------
+
+    def attrs(self, *pairs: str) -> dict[str, str]:
+        """Attribute dict for (key, value, key, value, ...), cached: no per-task dict churn."""
+        cached = self._attrs.get(pairs)
+        if cached is None:
+            cached = {t.MESSAGING_SYSTEM: t.SYSTEM, **dict(zip(pairs[::2], pairs[1::2], strict=True))}
+            if len(self._attrs) < MAX_CACHED_ATTRIBUTE_SETS:
+                self._attrs[pairs] = cached
+        return cached
+
+    # -- hooks ----------------------------------------------------------------------------------
+
+    def on_dispatch(self, leased: Sequence[task_pb2.LeasedTask], worker_id: str) -> None:
+        now_ns = time.time_ns()
+        for lt in leased:
+            task = lt.task
+            started_ms = task.started_at.ToMilliseconds()
+            if self.metrics:
+                ready_ms = max(task.created_at.ToMilliseconds(), task.eta.ToMilliseconds())
+                self.wait.record(max(0, started_ms - ready_ms) / 1000, self.attrs(t.DESTINATION, task.queue))
+            if self.tracer is not None and t.TRACEPARENT in task.headers:
+                start_ns = min(started_ms * 1_000_000, now_ns)
+                span = self.tracer.start_span(t.span_name("dispatch", task.queue), context=t.extract(task.headers),
+                                              kind=SpanKind.INTERNAL, start_time=start_ns)
+                if span.is_recording():
+                    span.set_attributes({
+                        t.MESSAGING_SYSTEM: t.SYSTEM, t.OPERATION_NAME: "dispatch", t.DESTINATION: task.queue,
+                        t.MESSAGE_ID: task.id, t.TASK_NAME: task.name, t.TASK_ATTEMPT: task.attempt,
+                        t.TASK_PRIORITY: task.priority, t.WORKER_ID: worker_id})
+                span.end(end_time=now_ns)
+
+    def on_ack(self, entries: Sequence[tuple[str, Any]], outcomes: Sequence[task_pb2.AckOutcome]) -> None:
+        for (queue, _), outcome in zip(entries, outcomes, strict=False):
+            if outcome.status != ACCEPTED:
+                continue
+            if outcome.state == SCHEDULED:
+                self.retried.add(1, self.attrs(t.DESTINATION, queue))
+            elif outcome.state in TERMINAL:
+                self.completed.add(1, self.attrs(t.DESTINATION, queue, t.TASK_OUTCOME, STATE_NAMES[outcome.state]))
+
+    # -- Submit -------------------------------------------------------------------------------
+
+    def enqueue_spans(self, request: task_service_pb2.SubmitRequest, server: trace.Span) -> list[trace.Span]:
+        """Starts one enqueue span per task before the tasks are stored (see the module doc)."""
+        assert self.tracer is not None
+        server_ctx = server.get_span_context()
+        limits = self.core.config.limits
+        spans = []
+        for spec in request.tasks:
+            headers = spec.headers
+            links = None
+            if t.TRACEPARENT in headers:
+                parent = t.extract(headers)
+                if trace.get_current_span(parent).get_span_context().trace_id != server_ctx.trace_id:
+                    links = [Link(server_ctx)]
+            else:
+                parent = None  # the Submit span
+            span = self.tracer.start_span(t.span_name("enqueue", spec.queue), context=parent,
+                                          kind=SpanKind.INTERNAL, links=links)
+            if span.is_recording():
+                span.set_attributes({t.MESSAGING_SYSTEM: t.SYSTEM, t.OPERATION_NAME: "enqueue", t.TASK_NAME: spec.name,
+                                     t.TASK_PRIORITY: spec.priority})
+            if parent is None and len(headers) < limits.max_headers and (
+                    sum(len(k) + len(v) for k, v in headers.items()) + TRACE_HEADER_BUDGET <= limits.max_header_bytes):
+                t.inject(headers, trace.set_span_in_context(span))
+            spans.append(span)
+        return spans
+
+    def submitted_tasks(self, request: Any, response: Any, spans: list[trace.Span] | None) -> None:
+        for i, sub in enumerate(response.tasks):
+            if self.metrics and not sub.duplicate:
+                self.submitted.add(1, self.attrs(t.DESTINATION, sub.queue, t.TASK_NAME, request.tasks[i].name))
+            if spans is not None and i < len(spans):
+                span = spans[i]
+                if span.is_recording():
+                    span.update_name(t.span_name("enqueue", sub.queue))
+                    span.set_attributes({t.DESTINATION: sub.queue, t.MESSAGE_ID: sub.id,
+                                         t.TASK_STATE: STATE_NAMES.get(sub.state, str(sub.state))})
+                    if sub.duplicate:
+                        span.set_attribute(t.TASK_DUPLICATE, True)
+
+    # -- Cancel -------------------------------------------------------------------------------
+
+    async def cancelled(self, request: Any, response: Any, server: trace.Span | None) -> None:
+        queue = await self.core.queue_of(request.task_id)
+        if self.metrics and response.state == CANCELLED:
+            self.completed.add(1, self.attrs(t.DESTINATION, queue, t.TASK_OUTCOME, "cancelled"))
+        if self.tracer is None or server is None:
+            return
+        raw = await self.core.redis.hget(QueueKeys.of(queue).task(request.task_id), "h")
+        headers = json.loads(raw) if raw else {}
+        if t.TRACEPARENT not in headers:
+            return
+        server_ctx = server.get_span_context()
+        span = self.tracer.start_span(t.span_name("cancel", queue), context=t.extract(headers), kind=SpanKind.INTERNAL,
+                                      links=[Link(server_ctx)], start_time=getattr(server, "start_time", None))
+        if span.is_recording():
+            span.set_attributes({t.MESSAGING_SYSTEM: t.SYSTEM, t.OPERATION_NAME: "cancel", t.DESTINATION: queue,
+                                 t.MESSAGE_ID: request.task_id,
+                                 t.TASK_STATE: STATE_NAMES.get(response.state, str(response.state))})
+        span.end()
+
+    # -- observable gauges (called on the metric reader's thread) ---------------------------
+
+    def _sync_redis(self) -> redis.Redis:
+        if self._redis is None:
+            self._redis = redis.Redis.from_url(self.core.config.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        return self._redis
+
+    def _observe_depth(self, options: CallbackOptions) -> Iterable[Observation]:
+        try:
+            client = self._sync_redis()
+            queues = sorted(q.decode() for q in client.hkeys(REGISTRY_KEYS[0]))
+            pipe = client.pipeline(transaction=False)
+            for queue in queues:
+                keys = QueueKeys.of(queue)
+                for key in keys.ready:
+                    pipe.llen(key)
+                pipe.zcard(keys.scheduled)
+                pipe.zcard(keys.active)
+                pipe.zcard(keys.dead)
+            counts = pipe.execute()
+        except redis.RedisError as exc:
+            log.debug("queue depth not observed: %s", exc)
+            return []
+        out = []
+        per_queue = len(QueueKeys.of("q").ready) + 3
+        for n, queue in enumerate(queues):
+            c = counts[n * per_queue:(n + 1) * per_queue]
+            for state, value in (("queued", sum(c[:-3])), ("scheduled", c[-3]), ("active", c[-2]), ("dead", c[-1])):
+                out.append(Observation(int(value), self.attrs(t.DESTINATION, queue, t.TASK_STATE, state)))
+        return out
+
+    def _sessions(self) -> set[Any]:
+        sessions: set[Any] = set()
+        try:
+            for qd in list(self.core.dispatcher._queues.values()):
+                sessions.update(s for s in list(qd.sessions) if not s.closed)
+        except RuntimeError:  # changed size while the event loop ran: report next time
+            pass
+        return sessions
+
+    def _observe_leases(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(sum(len(s.leases) for s in self._sessions()), self.attrs())]
+
+    def _observe_workers(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(len(self._sessions()), self.attrs())]
+
+
+def _metadata_context(metadata: Iterable[tuple[str, Any]] | None) -> otel_context.Context | None:
+    carrier = {key: value for key, value in metadata or () if key in ("traceparent", "tracestate", "baggage")}
+    return t.extract(carrier) if t.TRACEPARENT in carrier else None
+
+
+def _status_code(context: grpc.aio.ServicerContext, failed: bool) -> int:
+    code = context.code()
+    if code is None:
+        return 2 if failed else 0
+    if isinstance(code, grpc.StatusCode):
+        return int(code.value[0])
+    return int(code)
+
+
+Handler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+
+
+class TelemetryInterceptor(grpc.aio.ServerInterceptor):
+    """SERVER spans for unary conveyor.* calls, plus the Submit and Cancel telemetry."""
+
+    def __init__(self, tel: SchedulerTelemetry) -> None:
+        self.tel = tel
+        self._cache: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    async def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
+                                details: grpc.HandlerCallDetails) -> Any:
+        handler = await continuation(details)
+        method = details.method  # type: ignore[attr-defined]
+        if isinstance(method, bytes):
+            method = method.decode()
+        if handler is None or handler.request_streaming or handler.response_streaming or not (
+                method.startswith("/conveyor.")):
+            return handler
+        cached = self._cache.get(method)
+        if cached is None or cached[0] is not handler:
+            wrapped = grpc.unary_unary_rpc_method_handler(
+                self._wrap(method, handler.unary_unary), request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+            cached = self._cache[method] = (handler, wrapped)
+        return cached[1]
+
+    def _wrap(self, method: str, inner: Handler) -> Handler:
+        tel = self.tel
+        full = method.lstrip("/")
+        service, _, name = full.rpartition("/")
+        is_submit = service == TASK_SERVICE and name == "Submit"
+        is_cancel = service == TASK_SERVICE and name == "Cancel"
+        attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
+
+        async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            tracer = tel.tracer
+            submit = is_submit and isinstance(request, task_service_pb2.SubmitRequest)
+            if tracer is None:  # metrics only
+                response = await inner(request, context)
+                await _after(request, response, None, None)
+                return response
+            span = tracer.start_span(full, context=_metadata_context(context.invocation_metadata()),
+                                     kind=SpanKind.SERVER, attributes=attributes)
+            token = otel_context.attach(trace.set_span_in_context(span))
+            enqueues: list[trace.Span] | None = None
+            try:
+                if submit:
+                    enqueues = tel.enqueue_spans(request, span)
+                response = await inner(request, context)
+            except BaseException as exc:
+                code = _status_code(context, failed=True)
+                span.set_attribute("rpc.grpc.status_code", code)
+                details = context.details() or str(exc)
+                for failed in enqueues or ():
+                    failed.set_status(Status(StatusCode.ERROR, f"{CODE_NAMES.get(code, code)}: {details}"))
+                    failed.set_attribute(t.ERROR_TYPE, CODE_NAMES.get(code, str(code)))
+                    failed.end()
+                if code in SERVER_ERROR_CODES:
+                    span.set_status(Status(StatusCode.ERROR, str(details)))
+                    if not isinstance(exc, grpc.aio.AbortError):
+                        span.record_exception(exc)
+                span.end()
+                raise
+            finally:
+                otel_context.detach(token)
+            span.set_attribute("rpc.grpc.status_code", _status_code(context, failed=False))
+            await _after(request, response, span, enqueues)
+            for done in enqueues or ():
+                done.end()
+            span.end()
+            return response
+
+        async def _after(request: Any, response: Any, span: trace.Span | None, spans: list[trace.Span] | None) -> None:
+            try:
+                if is_submit and isinstance(request, task_service_pb2.SubmitRequest):
+                    tel.submitted_tasks(request, response, spans)
+                elif is_cancel and isinstance(request, task_service_pb2.CancelRequest):
+                    await tel.cancelled(request, response, span)
+            except Exception as exc:  # noqa: BLE001 - telemetry never fails a call
+                log.debug("telemetry for %s failed: %s", full, exc)
+
+        return handler
