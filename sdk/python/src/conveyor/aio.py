@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
 from typing import Any, Generic, TypeVar
 
 import grpc
@@ -20,7 +19,8 @@ from conveyor.common import (
     outcome,
     submit_request,
 )
-from conveyor.errors import ResultTimeout, from_rpc_error
+from conveyor.errors import ResultTimeout
+from conveyor.errors import amapped_rpc_errors as _rpc
 from conveyor.options import SubmitOptions
 from conveyor.resilience import acall_with_retry, channel_options, channel_target
 from conveyor.schedules import AsyncScheduleMethods
@@ -28,14 +28,6 @@ from conveyor.telemetry import producer_spans
 from conveyor.v1 import task_pb2, task_service_pb2, task_service_pb2_grpc
 
 R = TypeVar("R")
-
-
-@asynccontextmanager
-async def _rpc() -> AsyncIterator[None]:
-    try:
-        yield
-    except grpc.RpcError as exc:
-        raise from_rpc_error(exc) from None
 
 
 class AsyncClient(AsyncScheduleMethods):

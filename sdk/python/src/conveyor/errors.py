@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+
 import grpc
 
 
@@ -69,6 +72,24 @@ def from_rpc_error(exc: grpc.RpcError) -> RPCError:
     code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
     details = exc.details() if hasattr(exc, "details") else str(exc)
     return _BY_CODE.get(code, RPCError)(details or str(code), code)
+
+
+@contextmanager
+def mapped_rpc_errors() -> Iterator[None]:
+    """Raises the SDK's RPCError subclass for any grpc.RpcError inside."""
+    try:
+        yield
+    except grpc.RpcError as exc:
+        raise from_rpc_error(exc) from None
+
+
+@asynccontextmanager
+async def amapped_rpc_errors() -> AsyncIterator[None]:
+    """mapped_rpc_errors for async code."""
+    try:
+        yield
+    except grpc.RpcError as exc:
+        raise from_rpc_error(exc) from None
 
 
 class TaskError(ConveyorError):

@@ -8,13 +8,13 @@ firing is a normal task submitted with the idempotency key ``SCHEDULE_ID@FIRE_TI
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, overload
 
 import grpc
 
-from conveyor.errors import from_rpc_error
+from conveyor.errors import amapped_rpc_errors as _arpc
+from conveyor.errors import mapped_rpc_errors as _rpc
 from conveyor.options import Seconds, SubmitOptions, _duration, _timestamp, build_spec
 from conveyor.v1 import schedule_service_pb2 as pb
 from conveyor.v1 import schedule_service_pb2_grpc as pb_grpc
@@ -74,22 +74,6 @@ def _schedule_of(schedule: str | pb.Schedule, task: str | None, args: Sequence[A
         raise TypeError("a schedule needs the task name to submit")
     trigger = {k: fields.pop(k) for k in ("every", "cron", "tz", "start", "end", "catchup") if k in fields}
     return build_schedule(schedule, task, args, kwargs, options=SubmitOptions(**fields), **trigger)
-
-
-@contextmanager
-def _rpc() -> Iterator[None]:
-    try:
-        yield
-    except grpc.RpcError as exc:
-        raise from_rpc_error(exc) from None
-
-
-@asynccontextmanager
-async def _arpc() -> AsyncIterator[None]:
-    try:
-        yield
-    except grpc.RpcError as exc:
-        raise from_rpc_error(exc) from None
 
 
 class ScheduleMethods:

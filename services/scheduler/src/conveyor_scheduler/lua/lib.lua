@@ -129,3 +129,15 @@ local function rate_slot(bucket, rate)
   redis.call('SET', bucket, tostring(tat + interval), 'PX', math.ceil(tat + interval - NOW + period))
   return start
 end
+
+-- The dead letters named in ARGV[5..], or up to 1,000 of all when ARGV[5] is '*'.
+local function dead_selection()
+  if ARGV[5] == '*' then
+    return redis.call('ZRANGE', KEYS[13], 0, 999)
+  end
+  local ids = {}
+  for i = 5, #ARGV do
+    ids[#ids + 1] = ARGV[i]
+  end
+  return ids
+end

@@ -2,14 +2,7 @@
 -- fresh set of attempts.
 -- KEYS, ARGV[1..4]: see lib.lua.   ARGV[5..] task ids ('*' alone: up to 1,000 of all)
 -- Returns the number requeued.
-local ids = {}
-if ARGV[5] == '*' then
-  ids = redis.call('ZRANGE', KEYS[13], 0, 999)
-else
-  for i = 5, #ARGV do
-    ids[#ids + 1] = ARGV[i]
-  end
-end
+local ids = dead_selection()
 local requeued = 0
 for _, id in ipairs(ids) do
   if redis.call('ZREM', KEYS[13], id) == 1 then
