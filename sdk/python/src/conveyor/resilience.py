@@ -52,17 +52,36 @@ def _policy(budget: float) -> dict[str, object]:
 
 
 def call_with_retry(call: Callable[[float], T], budget: float) -> T:
-    """Runs call(seconds left) and retries it on UNAVAILABLE until `budget` seconds pass."""
+    """Runs call(seconds left) and retries it on UNAVAILABLE until `budget` seconds pass.
+
+    When the budget runs out during an outage the caller gets the outage (UNAVAILABLE),
+    not the deadline of whichever retry happened to be in flight."""
     deadline = time.monotonic() + budget
+    outage: grpc.RpcError | None = None
     for attempt in Retrying(**_policy(budget)):  # type: ignore[arg-type]
         with attempt:
-            return call(max(deadline - time.monotonic(), 0.05))
+            try:
+                return call(max(deadline - time.monotonic(), 0.05))
+            except grpc.RpcError as exc:
+                if _unavailable(exc):
+                    outage = exc
+                elif outage is not None and exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:  # type: ignore[attr-defined]
+                    raise outage from None  # the outage outlasted the budget
+                raise
     raise AssertionError("unreachable")  # pragma: no cover
 
 
 async def acall_with_retry(call: Callable[[float], Awaitable[T]], budget: float) -> T:
     deadline = time.monotonic() + budget
+    outage: grpc.RpcError | None = None
     async for attempt in AsyncRetrying(**_policy(budget)):  # type: ignore[arg-type]
         with attempt:
-            return await call(max(deadline - time.monotonic(), 0.05))
+            try:
+                return await call(max(deadline - time.monotonic(), 0.05))
+            except grpc.RpcError as exc:
+                if _unavailable(exc):
+                    outage = exc
+                elif outage is not None and exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:  # type: ignore[attr-defined]
+                    raise outage from None  # the outage outlasted the budget
+                raise
     raise AssertionError("unreachable")  # pragma: no cover

@@ -9,6 +9,7 @@ import os
 import socket
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from conveyor_scheduler.beat import Beat
 from conveyor_scheduler.bus import EventBus
@@ -86,4 +87,12 @@ class Core:
         self.waiters.notify_all()
         self.watchers.resync_all()
         self.dispatcher.wake_all()
-        asyncio.get_running_loop().create_task(self.maintenance.rescan())
+        self._rescan = asyncio.get_running_loop().create_task(self._rescan_after_reconnect())
+
+    async def _rescan_after_reconnect(self) -> None:
+        """After an outage the promoter re-reads every queue's next due time (the periodic
+        rescan covers it if Redis is still away)."""
+        try:
+            await self.maintenance.rescan()
+        except RedisError as exc:
+            log.warning("rescan after reconnect failed (%s); the periodic rescan will retry", exc)

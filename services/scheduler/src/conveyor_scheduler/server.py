@@ -10,6 +10,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from conveyor.v1 import admin_service_pb2, schedule_service_pb2, task_service_pb2, worker_service_pb2
 from conveyor_scheduler import telemetry
@@ -38,7 +42,13 @@ SERVER_OPTIONS = [
 class SchedulerServer:
     def __init__(self, config: SchedulerConfig) -> None:
         self.config = config
-        self.redis = Redis.from_url(config.redis_url, health_check_interval=30, socket_keepalive=True)
+        # A restarted Redis leaves stale pooled connections behind: retry a command that fails
+        # to reach it (scripts are safe to resend: ids are chosen before the call, and a
+        # duplicate ready-list entry is dropped by claim.lua once the task is no longer QUEUED).
+        self.redis = Redis.from_url(
+            config.redis_url, health_check_interval=30, socket_keepalive=True,
+            retry=Retry(ExponentialBackoff(cap=0.1, base=0.01), retries=2),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError])
         self.core = Core(config, self.redis)
         self.server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=telemetry.setup(self.core))
         self.health = health.aio.HealthServicer()

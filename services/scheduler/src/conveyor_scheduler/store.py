@@ -124,15 +124,15 @@ class Store:
             fresh = new_task_ids(await self.queue_code(queue), len(indexes), now)
             for index, task_id in zip(indexes, fresh, strict=True):
                 ids[index] = task_id
-        pipe = self.redis.pipeline(transaction=False)
-        for queue, indexes in by_queue.items():
-            keys, args = self._head(queue, now)
-            for index in indexes:
-                t = tasks[index]
-                args += [ids[index], t.priority, t.due_ms, t.idempotency_key, t.idempotency_window_ms,
-                         len(t.fields) // 2, *t.fields]
-            await self._scripts["submit"](keys=keys, args=args, client=pipe)
-        replies = await pipe.execute()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for queue, indexes in by_queue.items():
+                keys, args = self._head(queue, now)
+                for index in indexes:
+                    t = tasks[index]
+                    args += [ids[index], t.priority, t.due_ms, t.idempotency_key, t.idempotency_window_ms,
+                             len(t.fields) // 2, *t.fields]
+                await self._scripts["submit"](keys=keys, args=args, client=pipe)
+            replies = await pipe.execute()
         out: list[Submitted | None] = [None] * len(tasks)
         for (queue, indexes), reply in zip(by_queue.items(), replies, strict=True):
             for n, index in enumerate(indexes):
@@ -154,14 +154,14 @@ class Store:
         by_queue: dict[str, list[int]] = defaultdict(list)
         for index, (queue, _) in enumerate(entries):
             by_queue[queue].append(index)
-        pipe = self.redis.pipeline(transaction=False)
-        for queue, indexes in by_queue.items():
-            keys, args = self._head(queue, now)
-            for index in indexes:
-                e = entries[index][1]
-                args += [e.task_id, e.token, e.kind, e.a, e.b, e.c, e.delay_ms, random.random()]
-            await self._scripts["ack"](keys=keys, args=args, client=pipe)
-        replies = await pipe.execute()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for queue, indexes in by_queue.items():
+                keys, args = self._head(queue, now)
+                for index in indexes:
+                    e = entries[index][1]
+                    args += [e.task_id, e.token, e.kind, e.a, e.b, e.c, e.delay_ms, random.random()]
+                await self._scripts["ack"](keys=keys, args=args, client=pipe)
+            replies = await pipe.execute()
         out: list[tuple[int, int]] = [(0, 0)] * len(entries)
         for indexes, reply in zip(by_queue.values(), replies, strict=True):
             for n, index in enumerate(indexes):
@@ -203,14 +203,14 @@ class Store:
 
     async def dead_letters(self, queue: str, offset: int, limit: int) -> tuple[list[tuple[str, Record]], int]:
         keys = self.keys(queue)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.zrange(keys.dead, offset, offset + limit - 1)
-        pipe.zcard(keys.dead)
-        raw_ids, total = await pipe.execute()
-        ids = [i.decode() for i in raw_ids]
-        for task_id in ids:
-            pipe.hgetall(keys.task(task_id))
-        records = await pipe.execute() if ids else []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zrange(keys.dead, offset, offset + limit - 1)
+            pipe.zcard(keys.dead)
+            raw_ids, total = await pipe.execute()
+            ids = [i.decode() for i in raw_ids]
+            for task_id in ids:
+                pipe.hgetall(keys.task(task_id))
+            records = await pipe.execute() if ids else []
         return list(zip(ids, records, strict=True)), int(total)
 
     async def requeue_dead(self, queue: str, task_ids: Sequence[str]) -> int:

@@ -65,10 +65,11 @@ class Worker:
             target = self.config.targets[attempt % len(self.config.targets)]
             try:
                 await self._session(target)
-                backoff = 0.1
             except grpc.aio.AioRpcError as exc:
                 log.warning("stream to %s ended: %s %s", target, exc.code().name, exc.details())
             finally:
+                if self._connected:  # that stream worked: reconnect promptly
+                    backoff = 0.1
                 self._connected = False
             if self.stopping and not self.running:
                 break
@@ -115,7 +116,9 @@ class Worker:
         yield worker_service_pb2.ConnectRequest(hello=worker_service_pb2.WorkerHello(
             worker_id=self.config.worker_id, hostname=socket.gethostname(), pid=os.getpid(),
             queues=self.config.queues, concurrency=self.config.concurrency, task_names=sorted(self.app.tasks),
-            credit=0 if self.stopping else self.free_slots, sdk=f"conveyor-python/{__version__}"))
+            credit=0 if self.stopping else self.free_slots, sdk=f"conveyor-python/{__version__}",
+            held=[worker_service_pb2.LeaseRef(task_id=task_id, lease_token=token)
+                  for task_id, (token, _) in self.running.items()]))
         self._credit = 0  # the hello granted every free slot
         while True:
             msg = await outbox.get()

@@ -106,6 +106,7 @@ class WorkerHello(_message.Message):
     TASK_NAMES_FIELD_NUMBER: _builtins.int
     CREDIT_FIELD_NUMBER: _builtins.int
     SDK_FIELD_NUMBER: _builtins.int
+    HELD_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     """Unique per worker process, e.g. "host-1234-ab12"."""
     hostname: _builtins.str
@@ -124,6 +125,13 @@ class WorkerHello(_message.Message):
     def task_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Task names this worker can run."""
 
+    @_builtins.property
+    def held(self) -> _containers.RepeatedCompositeFieldContainer[Global___LeaseRef]:
+        """Leases the worker still runs from an earlier stream (after a reconnect or a
+        failover): this stream adopts them, so heartbeats extend them and they are handed
+        back if this stream breaks.
+        """
+
     def __init__(
         self,
         *,
@@ -135,10 +143,11 @@ class WorkerHello(_message.Message):
         task_names: _abc.Iterable[_builtins.str] | None = ...,
         credit: _builtins.int = ...,
         sdk: _builtins.str = ...,
+        held: _abc.Iterable[Global___LeaseRef] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency", b"concurrency", "credit", b"credit", "hostname", b"hostname", "pid", b"pid", "queues", b"queues", "sdk", b"sdk", "task_names", b"task_names", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency", b"concurrency", "credit", b"credit", "held", b"held", "hostname", b"hostname", "pid", b"pid", "queues", b"queues", "sdk", b"sdk", "task_names", b"task_names", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

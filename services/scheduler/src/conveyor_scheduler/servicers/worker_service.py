@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -33,6 +34,9 @@ class WorkerService:
         except StopAsyncIteration:
             return
         session = self._hello(first)
+        for i, ref in enumerate(first.hello.held[:MAX_CREDIT]):  # leases from an earlier stream
+            queue = await self.core.queue_of(ref.task_id, f"hello.held[{i}].task_id")
+            session.leases[ref.task_id] = (queue, ref.lease_token)
         cfg = self.core.config
         accepted = worker_service_pb2.ConnectAccepted(
             scheduler_id=self.core.scheduler_id,
@@ -92,20 +96,27 @@ class WorkerService:
             session.outbox.put_nowait(None)
 
     async def _report(self, session: WorkerSession, report: worker_service_pb2.WorkerReport) -> None:
+        # A lease is forgotten only once its ack or release is recorded: if this is cancelled
+        # (the stream broke) the lease is still held and _close hands it back; a lease whose
+        # ack did land has a stale token by then, and release.lua ignores it.
         if report.acks:
+            outcomes = await self.tasks.ack(report.acks, "report.acks")
             for ack in report.acks:
                 session.leases.pop(ack.task_id, None)
-            for outcome in await self.tasks.ack(report.acks, "report.acks"):
+            for outcome in outcomes:
                 if outcome.status != 1:
                     log.info("worker %s: ack for %s refused (%s)", session.worker_id, outcome.task_id, outcome.status)
         if report.releases:
             by_queue: dict[str, list[tuple[str, str]]] = {}
             for ref in report.releases:
-                held = session.leases.pop(ref.task_id, None)
+                held = session.leases.get(ref.task_id)
                 if held:
                     by_queue.setdefault(held[0], []).append((ref.task_id, ref.lease_token))
             for queue, leases in by_queue.items():
-                if await self.core.store.release(queue, leases):
+                released = await self.core.store.release(queue, leases)
+                for task_id, _ in leases:
+                    session.leases.pop(task_id, None)
+                if released:
                     self.core.tasks_ready(queue)
                     await self.core.bus.publish_wake(queue)
         if report.draining:
@@ -126,15 +137,22 @@ class WorkerService:
     async def _close(self, session: WorkerSession, reader: asyncio.Task[None]) -> None:
         await asyncio.gather(reader, return_exceptions=True)
         held = len(session.leases)
-        await self._release_all(session)
-        log.info("worker %s disconnected; %d leases handed back", session.worker_id, held)
+        released = await self._release_all(session)
+        log.info("worker %s disconnected; %d of %d leases handed back", session.worker_id, released, held)
 
-    async def _release_all(self, session: WorkerSession) -> None:
+    async def _release_all(self, session: WorkerSession) -> int:
+        """Returns the leases of a closed stream to their queues; the number released."""
+        released = 0
         for queue, leases in session.leases_by_queue().items():
             try:
-                if await self.core.store.release(queue, leases):
-                    self.core.tasks_ready(queue)
-                    await self.core.bus.publish_wake(queue)
-            except Exception as exc:  # noqa: BLE001 - the reaper returns them later
+                count = await self.core.store.release(queue, leases)
+            except Exception as exc:  # noqa: BLE001 - the reaper returns them when their lease lapses
                 log.warning("could not hand back %d leases of %s: %s", len(leases), session.worker_id, exc)
+                continue
+            released += count
+            if count:
+                self.core.tasks_ready(queue)
+                with contextlib.suppress(Exception):
+                    await self.core.bus.publish_wake(queue)
         session.leases.clear()
+        return released
