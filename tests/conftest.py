@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from conveyor import Client
-from tests.harness import Cluster, RedisServer
+from tests.harness import Cluster, CompletionCounter, RedisServer
 
 
 @pytest.fixture(scope="session")
@@ -51,3 +51,17 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
     rep = yield
     setattr(item, f"rep_{rep.when}", rep)
     return rep
+
+
+@pytest.fixture
+def completions(redis_url: str) -> Iterator[Callable[[str], CompletionCounter]]:
+    """Makes CompletionCounters that are stopped at teardown even when the test fails."""
+    made: list[CompletionCounter] = []
+
+    def make(url: str) -> CompletionCounter:
+        made.append(CompletionCounter(url))
+        return made[-1]
+
+    yield make
+    for counter in made:
+        counter.stop()

@@ -5,6 +5,7 @@ Everything waits on conditions (health checks, task states), never on fixed slee
 
 from __future__ import annotations
 
+import collections
 import os
 import signal
 import socket
@@ -164,3 +165,20 @@ class Cluster:
 
 def _dead(proc: Proc) -> bool:
     return not proc.alive()
+
+
+class CompletionCounter:
+    """Counts completion announcements (cv:done) per task id while running."""
+
+    def __init__(self, url: str) -> None:
+        self._pubsub = redis.Redis.from_url(url).pubsub(ignore_subscribe_messages=True)
+        self.counts: collections.Counter[str] = collections.Counter()
+        self._pubsub.subscribe(**{"cv:done": self._on})
+        self._thread = self._pubsub.run_in_thread(sleep_time=0.05, daemon=True)
+
+    def _on(self, msg: dict[str, bytes]) -> None:
+        self.counts[msg["data"].decode()] += 1
+
+    def stop(self) -> None:
+        self._thread.stop()
+        self._thread.join(5)

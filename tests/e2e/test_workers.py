@@ -7,49 +7,14 @@ completion channel to prove each task was recorded exactly once.
 
 from __future__ import annotations
 
-import collections
 import os
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-import redis
-
 from conveyor import Call, Client, SubmitOptions, TaskState
-from tests.harness import Cluster, wait_for
-
-
-class CompletionCounter:
-    """Counts completion announcements (cv:done) per task id while running."""
-
-    def __init__(self, url: str) -> None:
-        self._pubsub = redis.Redis.from_url(url).pubsub(ignore_subscribe_messages=True)
-        self.counts: collections.Counter[str] = collections.Counter()
-        self._pubsub.subscribe(**{"cv:done": self._on})
-        self._thread = self._pubsub.run_in_thread(sleep_time=0.05, daemon=True)
-
-    def _on(self, msg: dict[str, bytes]) -> None:
-        self.counts[msg["data"].decode()] += 1
-
-    def stop(self) -> None:
-        self._thread.stop()
-        self._thread.join(5)
-
-
-@pytest.fixture
-def completions(redis_url: str) -> Iterator[Callable[[str], CompletionCounter]]:
-    """Makes CompletionCounters that are stopped at teardown even when the test fails."""
-    made: list[CompletionCounter] = []
-
-    def make(url: str) -> CompletionCounter:
-        made.append(CompletionCounter(url))
-        return made[-1]
-
-    yield make
-    for counter in made:
-        counter.stop()
+from tests.harness import Cluster, CompletionCounter, wait_for
 
 
 def results_of(client: Client, ids: list[str], timeout: float = 60) -> list[object]:

@@ -1,0 +1,31 @@
+"""Task handlers for the fault suite: each execution leaves a trace the test can count.
+
+`f.work` appends one line per execution (task id, attempt, pid, wall time) to a file of its own process
+before it sleeps, so an execution cut short by SIGKILL is counted too. Its result carries the
+expected value plus the attempt and pid that produced it, so the test can check that the
+recorded outcome came from the lease holder of record, never from a stale attempt.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from conveyor import App, current_task
+
+app = App("faults")
+
+
+@app.task(name="f.work")
+def work(log_dir: str, i: int, seconds: float) -> dict[str, int]:
+    ctx = current_task()
+    pid = os.getpid()
+    with open(Path(log_dir) / f"exec-{pid}.log", "a") as f:  # O_APPEND: one write() per line
+        f.write(f"{ctx.id} {ctx.attempt} {pid} {time.time():.3f}\n")
+    time.sleep(seconds)
+    return {"value": i * i, "attempt": ctx.attempt, "pid": pid}
+
+
+def expected(i: int) -> int:
+    return i * i
