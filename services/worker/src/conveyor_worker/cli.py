@@ -6,12 +6,12 @@ import asyncio
 import logging
 import os
 import signal
-import threading
 
 import click
 
 from conveyor.telemetry import configure_from_env
 from conveyor_worker.config import WorkerConfig, default_worker_id
+from conveyor_worker.executor import busy_threads
 from conveyor_worker.loader import load_app
 from conveyor_worker.schedules import apply_schedules
 from conveyor_worker.session import Worker
@@ -62,7 +62,7 @@ def main(app_ref: str, queues: str, concurrency: int, scheduler: str, worker_id:
          log_level: str) -> None:
     """Run tasks of APP_MODULE:app from a Conveyor scheduler."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    configure_from_env("conveyor-worker")  # exports traces/metrics only when OTEL_* says so
+    telemetry = configure_from_env("conveyor-worker")  # exports traces/metrics only when OTEL_* says so
     app = load_app(app_ref)
     names = _csv(queues) or tuple(sorted(app.queues() | {"default"}))
     config = WorkerConfig(targets=_csv(scheduler), queues=names, concurrency=concurrency,
@@ -70,9 +70,10 @@ def main(app_ref: str, queues: str, concurrency: int, scheduler: str, worker_id:
     logging.info("worker %s: %d tasks, queues %s, concurrency %d", config.worker_id, len(app.tasks),
                  ",".join(names), concurrency)
     asyncio.run(_main(Worker(app, config)))
-    stuck = [t for t in threading.enumerate() if t.name.startswith("conveyor-task") and t.is_alive()]
-    if stuck:  # handlers that outlived the grace period were handed back; do not wait for them
-        logging.warning("abandoning %d handler threads that are still running", len(stuck))
+    stuck = busy_threads()
+    if stuck:  # handlers that outlived their time limit or the grace period: do not wait for them
+        logging.warning("abandoning %d handler threads that are still running", stuck)
+        telemetry.force_flush(5_000)  # os._exit skips the exporters' own flush at exit
         logging.shutdown()
         os._exit(0)
 

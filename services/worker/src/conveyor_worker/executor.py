@@ -119,10 +119,26 @@ async def _run_async(definition: Task[Any, Any], args: list[Any], kwargs: dict[s
             soft_timer.cancel()
 
 
+_busy_threads = 0
+
+
+def busy_threads() -> int:
+    """Sync handlers still running in their threads (abandoned ones included)."""
+    return _busy_threads
+
+
+def _thread_done(_: object) -> None:
+    global _busy_threads  # noqa: PLW0603 - touched only on the event loop
+    _busy_threads -= 1
+
+
 async def _run_sync(pool: Executor, definition: Task[Any, Any], args: list[Any], kwargs: dict[str, Any],
                     ctx: TaskContext) -> Any:
+    global _busy_threads  # noqa: PLW0603 - touched only on the event loop
     loop = asyncio.get_running_loop()
     future = loop.run_in_executor(pool, functools.partial(definition.fn, *args, **kwargs))
+    _busy_threads += 1
+    future.add_done_callback(_thread_done)
     soft_timer = None
     if ctx.soft_deadline is not None:
         soft_timer = loop.call_later(max(ctx.soft_deadline - time.time(), 0), ctx._soft.set)
