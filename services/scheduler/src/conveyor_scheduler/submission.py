@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from conveyor.v1 import task_pb2
+from conveyor_scheduler import telemetry
 from conveyor_scheduler.store import Submitted
 from conveyor_scheduler.validation import NewTask, check_spec
 
@@ -29,8 +30,10 @@ def check_specs(core: Core, specs: Sequence[task_pb2.TaskSpec], at: str = "tasks
 
 async def submit_specs(core: Core, specs: Sequence[task_pb2.TaskSpec], at: str = "tasks") -> list[Submitted]:
     """Validates, stores and announces a batch (accepted or rejected whole)."""
-    tasks = check_specs(core, specs, at)
-    submitted = await core.store.submit(tasks)
+    with telemetry.enqueue(specs) as enqueue:  # enqueue spans and counts; no-op when telemetry is off
+        tasks = check_specs(core, specs, at)
+        submitted = await core.store.submit(tasks)
+        enqueue.stored(submitted)
     ready: set[str] = set()
     due: dict[str, int] = {}
     for task, sub in zip(tasks, submitted, strict=True):

@@ -2,15 +2,16 @@
 
 `setup(core)` runs once per server, after `configure_from_env` installed (or did not install)
 the SDK providers. When neither tracing nor metrics is on it returns no interceptor and the
-hooks (`dispatched`, `acked`) return at their first line, so the hot path pays one call.
+hooks (`enqueue`, `dispatched`, `acked`) return at their first line, so the hot path pays one call.
 
 Spans (see conveyor.telemetry for the whole trace):
 - "conveyor.v1.TaskService/Submit" etc. (SERVER) for every unary conveyor.* call, parent taken
   from the call's `traceparent` metadata. Streams (WorkerService/Connect) get no span: one
   would last as long as the worker's connection; their work shows as dispatch spans.
-- "enqueue {queue}" (INTERNAL) per submitted task, child of the task's header context and
-  linked to the Submit span. A task that arrives without trace context gets the enqueue span's
-  context written into its headers, so its dispatch and worker spans still form one trace.
+- "enqueue {queue}" (INTERNAL) per submitted task (Submit calls and beat firings alike), child
+  of the task's header context and linked to the Submit span. A task that arrives without trace
+  context gets the enqueue span's context written into its headers (its parent is then the
+  Submit span, or nothing for a beat firing), so its dispatch and worker spans form one trace.
 - "dispatch {queue}" (INTERNAL) per leased attempt, from the lease to the push to the worker.
 - "cancel {queue}" (INTERNAL) when a task is cancelled, in the task's trace.
 
@@ -37,6 +38,7 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from conveyor import telemetry as t
 from conveyor.v1 import task_pb2, task_service_pb2
 from conveyor_scheduler.keys import REGISTRY_KEYS, QueueKeys
+from conveyor_scheduler.store import Submitted
 
 if TYPE_CHECKING:
     from conveyor_scheduler.core import Core
@@ -50,7 +52,6 @@ TERMINAL = frozenset({4, 5, 6, 7, 8})
 ACCEPTED = task_pb2.ACK_STATUS_ACCEPTED
 # gRPC codes that mark a server span as failed (OpenTelemetry RPC semantic conventions).
 SERVER_ERROR_CODES = frozenset({2, 4, 12, 13, 14, 15})
-CODE_NAMES = {status.value[0]: status.name for status in grpc.StatusCode}
 TRACE_HEADER_BUDGET = 256
 """Bytes kept free under the header size limit before a traceparent is added to a task."""
 MAX_CACHED_ATTRIBUTE_SETS = 10_000
@@ -68,6 +69,12 @@ def setup(core: Core) -> list[grpc.aio.ServerInterceptor]:
         return []
     _active = SchedulerTelemetry(core, tracer, metrics_on)
     return [TelemetryInterceptor(_active)]
+
+
+def enqueue(specs: Sequence[task_pb2.TaskSpec]) -> Enqueue | _NotEnqueuing:
+    """Hook around storing new tasks: `with telemetry.enqueue(specs) as e: ...; e.stored(submitted)`."""
+    tel = _active
+    return NOT_ENQUEUING if tel is None else tel.start_enqueue(specs)
 
 
 def dispatched(leased: Sequence[task_pb2.LeasedTask], worker_id: str) -> None:
@@ -95,7 +102,8 @@ class SchedulerTelemetry:
             return
         meter = t.meter("conveyor.scheduler")
         self.submitted = meter.create_counter(
-            "conveyor.tasks.submitted", unit="{task}", description="Tasks accepted by Submit (duplicates excluded).")
+            "conveyor.tasks.submitted", unit="{task}",
+            description="New tasks stored, from Submit calls and beat firings (duplicates excluded).")
         self.completed = meter.create_counter(
             "conveyor.tasks.completed", unit="{task}",
             description="Tasks that reached a final state through an ack or a cancel, by conveyor.task.outcome.")
@@ -157,46 +165,35 @@ class SchedulerTelemetry:
             elif outcome.state in TERMINAL:
                 self.completed.add(1, self.attrs(t.DESTINATION, queue, t.TASK_OUTCOME, STATE_NAMES[outcome.state]))
 
-    # -- Submit -------------------------------------------------------------------------------
+    # -- submit -------------------------------------------------------------------------------
 
-    def enqueue_spans(self, request: task_service_pb2.SubmitRequest, server: trace.Span) -> list[trace.Span]:
+    def start_enqueue(self, specs: Sequence[task_pb2.TaskSpec]) -> Enqueue:
         """Starts one enqueue span per task before the tasks are stored (see the module doc)."""
-        assert self.tracer is not None
-        server_ctx = server.get_span_context()
-        limits = self.core.config.limits
-        spans = []
-        for spec in request.tasks:
-            headers = spec.headers
-            links = None
-            if t.TRACEPARENT in headers:
-                parent = t.extract(headers)
-                if trace.get_current_span(parent).get_span_context().trace_id != server_ctx.trace_id:
-                    links = [Link(server_ctx)]
-            else:
-                parent = None  # the Submit span
-            span = self.tracer.start_span(t.span_name("enqueue", spec.queue), context=parent,
-                                          kind=SpanKind.INTERNAL, links=links)
-            if span.is_recording():
-                span.set_attributes({t.MESSAGING_SYSTEM: t.SYSTEM, t.OPERATION_NAME: "enqueue", t.TASK_NAME: spec.name,
-                                     t.TASK_PRIORITY: spec.priority})
-            if parent is None and len(headers) < limits.max_headers and (
-                    sum(len(k) + len(v) for k, v in headers.items()) + TRACE_HEADER_BUDGET <= limits.max_header_bytes):
-                t.inject(headers, trace.set_span_in_context(span))
-            spans.append(span)
-        return spans
-
-    def submitted_tasks(self, request: Any, response: Any, spans: list[trace.Span] | None) -> None:
-        for i, sub in enumerate(response.tasks):
-            if self.metrics and not sub.duplicate:
-                self.submitted.add(1, self.attrs(t.DESTINATION, sub.queue, t.TASK_NAME, request.tasks[i].name))
-            if spans is not None and i < len(spans):
-                span = spans[i]
+        spans: list[trace.Span] = []
+        if self.tracer is not None:
+            current = trace.get_current_span().get_span_context()  # the Submit span; none for the beat
+            limits = self.core.config.limits
+            for spec in specs:
+                headers = spec.headers
+                links = None
+                if t.TRACEPARENT in headers:
+                    parent = t.extract(headers)
+                    if current.is_valid and trace.get_current_span(parent).get_span_context().trace_id != (
+                            current.trace_id):
+                        links = [Link(current)]
+                else:
+                    parent = None  # the current span: the Submit call's, or a new trace for a beat firing
+                span = self.tracer.start_span(t.span_name("enqueue", spec.queue), context=parent,
+                                              kind=SpanKind.INTERNAL, links=links)
                 if span.is_recording():
-                    span.update_name(t.span_name("enqueue", sub.queue))
-                    span.set_attributes({t.DESTINATION: sub.queue, t.MESSAGE_ID: sub.id,
-                                         t.TASK_STATE: STATE_NAMES.get(sub.state, str(sub.state))})
-                    if sub.duplicate:
-                        span.set_attribute(t.TASK_DUPLICATE, True)
+                    span.set_attributes({t.MESSAGING_SYSTEM: t.SYSTEM, t.OPERATION_NAME: "enqueue",
+                                         t.TASK_NAME: spec.name, t.TASK_PRIORITY: spec.priority})
+                if parent is None and len(headers) < limits.max_headers and (
+                        sum(len(k) + len(v) for k, v in headers.items()) + TRACE_HEADER_BUDGET
+                        <= limits.max_header_bytes):
+                    t.inject(headers, trace.set_span_in_context(span))
+                spans.append(span)
+        return Enqueue(self, specs, spans)
 
     # -- Cancel -------------------------------------------------------------------------------
 
@@ -266,6 +263,59 @@ class SchedulerTelemetry:
         return [Observation(len(self._sessions()), self.attrs())]
 
 
+class _NotEnqueuing:
+    """`enqueue` while telemetry is off: does nothing."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> _NotEnqueuing:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def stored(self, submitted: Sequence[Submitted]) -> None:
+        return None
+
+
+NOT_ENQUEUING = _NotEnqueuing()
+
+
+class Enqueue:
+    """The enqueue spans (and submitted count) of one batch of new tasks."""
+
+    __slots__ = ("spans", "specs", "tel")
+
+    def __init__(self, tel: SchedulerTelemetry, specs: Sequence[task_pb2.TaskSpec], spans: list[trace.Span]) -> None:
+        self.tel = tel
+        self.specs = specs
+        self.spans = spans
+
+    def __enter__(self) -> Enqueue:
+        return self
+
+    def stored(self, submitted: Sequence[Submitted]) -> None:
+        """Records what the store made of each task: id, queue, state, duplicate."""
+        tel = self.tel
+        for i, sub in enumerate(submitted):
+            if tel.metrics and not sub.duplicate:
+                tel.submitted.add(1, tel.attrs(t.DESTINATION, sub.queue, t.TASK_NAME, self.specs[i].name))
+            if i < len(self.spans) and self.spans[i].is_recording():
+                span = self.spans[i]
+                span.update_name(t.span_name("enqueue", sub.queue))
+                span.set_attributes({t.DESTINATION: sub.queue, t.MESSAGE_ID: sub.id,
+                                     t.TASK_STATE: STATE_NAMES.get(sub.state, str(sub.state))})
+                if sub.duplicate:
+                    span.set_attribute(t.TASK_DUPLICATE, True)
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        for span in self.spans:
+            if exc is not None:
+                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+                span.set_attribute(t.ERROR_TYPE, type(exc).__name__)
+            span.end()
+
+
 def _metadata_context(metadata: Iterable[tuple[str, Any]] | None) -> otel_context.Context | None:
     carrier = {key: value for key, value in metadata or () if key in ("traceparent", "tracestate", "baggage")}
     return t.extract(carrier) if t.TRACEPARENT in carrier else None
@@ -284,7 +334,7 @@ Handler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 
 
 class TelemetryInterceptor(grpc.aio.ServerInterceptor):
-    """SERVER spans for unary conveyor.* calls, plus the Submit and Cancel telemetry."""
+    """SERVER spans for unary conveyor.* calls, plus the Cancel telemetry."""
 
     def __init__(self, tel: SchedulerTelemetry) -> None:
         self.tel = tel
@@ -311,33 +361,24 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
         tel = self.tel
         full = method.lstrip("/")
         service, _, name = full.rpartition("/")
-        is_submit = service == TASK_SERVICE and name == "Submit"
         is_cancel = service == TASK_SERVICE and name == "Cancel"
         attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
 
         async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
             tracer = tel.tracer
-            submit = is_submit and isinstance(request, task_service_pb2.SubmitRequest)
             if tracer is None:  # metrics only
                 response = await inner(request, context)
-                await _after(request, response, None, None)
+                await _after(request, response, None)
                 return response
             span = tracer.start_span(full, context=_metadata_context(context.invocation_metadata()),
                                      kind=SpanKind.SERVER, attributes=attributes)
             token = otel_context.attach(trace.set_span_in_context(span))
-            enqueues: list[trace.Span] | None = None
             try:
-                if submit:
-                    enqueues = tel.enqueue_spans(request, span)
                 response = await inner(request, context)
             except BaseException as exc:
                 code = _status_code(context, failed=True)
                 span.set_attribute("rpc.grpc.status_code", code)
                 details = context.details() or str(exc)
-                for failed in enqueues or ():
-                    failed.set_status(Status(StatusCode.ERROR, f"{CODE_NAMES.get(code, code)}: {details}"))
-                    failed.set_attribute(t.ERROR_TYPE, CODE_NAMES.get(code, str(code)))
-                    failed.end()
                 if code in SERVER_ERROR_CODES:
                     span.set_status(Status(StatusCode.ERROR, str(details)))
                     if not isinstance(exc, grpc.aio.AbortError):
@@ -347,18 +388,15 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
             finally:
                 otel_context.detach(token)
             span.set_attribute("rpc.grpc.status_code", _status_code(context, failed=False))
-            await _after(request, response, span, enqueues)
-            for done in enqueues or ():
-                done.end()
+            await _after(request, response, span)
             span.end()
             return response
 
-        async def _after(request: Any, response: Any, span: trace.Span | None, spans: list[trace.Span] | None) -> None:
+        async def _after(request: Any, response: Any, span: trace.Span | None) -> None:
+            if not is_cancel or not isinstance(request, task_service_pb2.CancelRequest):
+                return
             try:
-                if is_submit and isinstance(request, task_service_pb2.SubmitRequest):
-                    tel.submitted_tasks(request, response, spans)
-                elif is_cancel and isinstance(request, task_service_pb2.CancelRequest):
-                    await tel.cancelled(request, response, span)
+                await tel.cancelled(request, response, span)
             except Exception as exc:  # noqa: BLE001 - telemetry never fails a call
                 log.debug("telemetry for %s failed: %s", full, exc)
 

@@ -5,7 +5,9 @@ inside a "process {queue}" span whose parent is the task's context from its head
 producer's span), so every attempt of a task, retries included, lands in the producer's
 trace. The span is current while the handler runs: async handlers see it directly, sync
 handlers through `ContextThreadPool`, so spans a handler starts are its children. A failed
-attempt sets the span's status to ERROR and records the exception from the ack.
+attempt sets the span's status to ERROR and records the exception from the ack;
+conveyor.task.outcome says succeeded, failed, cancelled (stopped on a cancel request: not an
+error) or interrupted (handed back at shutdown).
 
 Metrics (meter "conveyor.worker"): messaging.process.duration (the run time of an attempt,
 by queue, task name and error.type) and conveyor.worker.tasks.active (attempts in progress).
@@ -106,13 +108,18 @@ async def process(leased: task_pb2.LeasedTask, attempt: Awaitable[task_pb2.TaskA
             span.set_attribute(t.ERROR_TYPE, error_type)
         raise
     else:
-        if ack.WhichOneof("outcome") == "failure":
-            error = ack.failure.error
-            error_type = error.type or "Error"
-            if span is not None and span.is_recording():
-                t.set_error(span, error_type, error.message, error.traceback)
-                if ack.failure.retry:
-                    span.set_attribute("conveyor.task.retry_requested", True)
+        outcome = ack.WhichOneof("outcome")
+        if outcome == "failure":
+            error_type = ack.failure.error.type or "Error"
+        if span is not None and span.is_recording():
+            if outcome == "failure":
+                t.set_error(span, error_type, ack.failure.error.message, ack.failure.error.traceback)
+                span.set_attributes({t.TASK_OUTCOME: "failed", "conveyor.task.retry_requested": ack.failure.retry})
+            elif outcome == "cancelled":  # stopped on a cancel request: not an error of the task
+                span.set_attribute(t.TASK_OUTCOME, "cancelled")
+                span.add_event("cancelled", {"conveyor.cancel.reason": ack.cancelled.reason})
+            else:
+                span.set_attribute(t.TASK_OUTCOME, "succeeded")
         return ack
     finally:
         if token is not None:
