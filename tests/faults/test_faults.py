@@ -150,8 +150,8 @@ def start_worker(cluster: Cluster, target: str, name: str, names: dict[int, str]
     return proc
 
 
-def calls(exec_dir: Path, numbers: range, key_prefix: str | None = None) -> list[Call]:
-    return [Call("f.work", [str(exec_dir), i, SECONDS], {},
+def calls(exec_dir: Path, numbers: range, key_prefix: str | None = None, seconds: float = SECONDS) -> list[Call]:
+    return [Call("f.work", [str(exec_dir), i, seconds], {},
                  SubmitOptions(idempotency_key=f"{key_prefix}-{i}" if key_prefix else None)) for i in numbers]
 
 
@@ -338,11 +338,14 @@ def test_scheduler_replica_sigkill_mid_batch(cluster: Cluster, redis_url: str, t
 
     # The producer: one Client on both replicas, two submitter threads sharing it, so that a
     # Submit is nearly always on the wire to each replica; 20 batches of 100 with idempotency keys.
-    plan = [calls(exec_dir, range(k * 100, (k + 1) * 100), key_prefix="fault2") for k in range(N // 100)]
+    # Slower tasks than elsewhere, so the first half is still queued and running at the strike.
+    plan = [calls(exec_dir, range(k * 100, (k + 1) * 100), key_prefix="fault2", seconds=0.05)
+            for k in range(N // 100)]
     batches: dict[int, list[str]] = {}
     todo = iter(range(len(plan)))
     lock = threading.Lock()
     struck = threading.Event()
+    go = threading.Event()
     failures: list[BaseException] = []
     watch = SubmitWatch()
 
@@ -353,8 +356,10 @@ def test_scheduler_replica_sigkill_mid_batch(cluster: Cluster, redis_url: str, t
                     k = next(todo, None)
                 if k is None:
                     return
-                if k >= len(plan) // 2:  # never outrun the strike: half of the batches come after it
-                    struck.wait(30)
+                if k >= len(plan) // 2:  # half of the batches wait for the strike, which hits the next one
+                    go.wait(30)
+                    if k > len(plan) // 2:
+                        struck.wait(30)
                 batches[k] = [h.id for h in producer.submit_many(plan[k])]
         except BaseException as exc:
             failures.append(exc)
@@ -368,14 +373,18 @@ def test_scheduler_replica_sigkill_mid_batch(cluster: Cluster, redis_url: str, t
                    for n in range(2)]
         for t in threads:
             t.start()
-        wait_for(lambda: len(batches) >= 3 and observer.census(submitted(), "w").active_on >= CONCURRENCY // 2,
-                 30, interval=0.002, what="3 batches in and leases out from replica a")
+        wait_for(lambda: len(batches) >= len(plan) // 2
+                 and observer.census(submitted(), "w").active_on >= CONCURRENCY // 2,
+                 30, interval=0.002, what="the first half in and leases out from replica a")
         watch.started.clear()
-        watch.started.wait(10)  # strike the moment a Submit goes on the wire
+        go.set()  # exactly one Submit goes on the wire now; it is struck in flight
+        assert watch.started.wait(10), "no Submit started after the first half"
         replica_a.kill()
         struck.set()
         batches_before = len(batches)
         at_strike = observer.census(submitted(), "w")
+        in_flight = at_strike[TaskState.QUEUED] + at_strike[TaskState.ACTIVE]
+        assert in_flight >= 100, f"only {in_flight} tasks were in flight at the strike: {at_strike}"
 
         # A caller bound to the dead replica alone gets UNAVAILABLE once its budget is spent, not a hang.
         with Client(a, timeout=1.0) as stranded:
