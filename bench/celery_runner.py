@@ -1,0 +1,238 @@
+"""Celery 5 under the benchmark: its own private Redis (broker db 0, results db 1), one worker
+process (`celery -A bench.celery_app worker`) in the pool that a short calibration found
+fastest on this machine, producers in this process. Settings: bench/celery_app.py.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import time
+from typing import Any
+
+from bench.common import Context, private_redis, start, stop
+from bench.measure import Completions, CpuMeter, RedisCalls, cpu_fields, percentile
+from tests.harness import Proc
+
+RESULT_PREFIX = "celery-task-meta-"
+VERIFY_CHUNK = 5_000
+LATENCY_WARMUP = 20
+
+
+def available() -> str | None:
+    """None when Celery can run here, else why not."""
+    if importlib.util.find_spec("celery") is None or importlib.util.find_spec("redis") is None:
+        return "celery is not installed (make bench installs bench/requirements.txt)"
+    return None
+
+
+def candidate_pools(quick: bool = False) -> list[tuple[str, int]]:
+    """(pool, concurrency) pairs the calibration tries; gevent only where it is installed."""
+    cores = os.cpu_count() or 2
+    if quick:
+        return [("prefork", cores), ("threads", 4), ("solo", 1)]
+    pools = [("prefork", cores), ("prefork", 2 * cores), ("threads", 4), ("threads", 16), ("solo", 1)]
+    if importlib.util.find_spec("gevent") is not None:
+        pools.append(("gevent", 64))
+    return pools
+
+
+class CeleryRunner:
+    name = "celery"
+
+    def __init__(self, ctx: Context, pool: str | None = None, concurrency: int | None = None) -> None:
+        self.ctx = ctx
+        self.redis_server, self.redis = private_redis(ctx.work_dir, "celery-redis")
+        base = f"redis://127.0.0.1:{self.redis_server.port}"
+        os.environ["BENCH_CELERY_REDIS"] = base  # read by bench.celery_app here and in the worker
+        from bench.celery_app import make_app  # noqa: PLC0415 - configured from the variable above
+
+        self._make_app = make_app
+        self.app: Any = None
+        self.add: Any = None
+        self._new_app()
+        self.results_url = f"{base}/1"
+        self.worker: Proc | None = None
+        self.pool = pool
+        self.concurrency = concurrency
+        self.calibration: list[dict[str, Any]] = []
+        self._serial = 0
+        self._calls = RedisCalls(self.redis)
+
+    def describe(self) -> dict[str, Any]:
+        return {"version": _celery_version(), "pool": self.pool, "concurrency": self.concurrency,
+                "prefetch_multiplier": self.app.conf.worker_prefetch_multiplier, "calibration": self.calibration,
+                "settings": "bench/celery_app.py (acks on receipt, prefetch 64, JSON, no events, "
+                            "no gossip/mingle/heartbeat)"}
+
+    def close(self) -> None:
+        self._stop_worker()
+        _close_app(self.app)
+        self.redis_server.stop()
+
+    def _new_app(self) -> None:
+        """A fresh producer app: the Redis result consumer of the last scenario (subscribed to every
+        task it sent) must not weigh on the next one."""
+        if self.app is not None:
+            _close_app(self.app)
+        self.app = self._make_app()
+        self.add = self.app.tasks["bench.add"]
+
+    # -- processes ----------------------------------------------------------------------
+
+    def _start_worker(self, label: str, pool: str, concurrency: int) -> None:
+        self._stop_worker()
+        self.redis.flushall()
+        self._new_app()
+        self._serial += 1
+        self.worker = start(f"{label}-celery-{self._serial}", [
+            sys.executable, "-m", "celery", "-A", "bench.celery_app", "worker", f"--pool={pool}",
+            f"--concurrency={concurrency}", "--without-gossip", "--without-mingle", "--without-heartbeat",
+            "-Q", "bench", "--loglevel=WARNING", "-n", f"bench{self._serial}@%h"], self.ctx.work_dir)
+        # Ready once it answers a task.
+        if self.add.delay(1, 2).get(timeout=120) != 3:
+            raise RuntimeError("celery worker gave a wrong warm-up result")
+
+    def _stop_worker(self) -> None:
+        if self.worker is not None:
+            stop(self.worker, timeout=20)
+            self.worker = None
+
+    def _meter(self) -> CpuMeter:
+        """CPU of the worker (with its pool's processes), Redis and this producer process."""
+        assert self.worker is not None and self.redis_server.proc is not None
+        self._calls = RedisCalls(self.redis).start()
+        return CpuMeter({"worker": self.worker.popen.pid, "redis": self.redis_server.proc.pid}).start()
+
+    def _fresh(self, label: str) -> None:
+        if self.pool is None or self.concurrency is None:
+            self.calibrate()
+        assert self.pool is not None and self.concurrency is not None
+        self._start_worker(label, self.pool, self.concurrency)
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        results = [self.add.delay(i, i) for i in range(self.ctx.sizes.warmup)]
+        ok = self._verify({r.id: 2 * i for i, r in enumerate(results)})
+        if ok != len(results):
+            raise RuntimeError(f"celery warm-up: only {ok} of {len(results)} results were right")
+
+    def calibrate(self) -> None:
+        """Tries each pool on a short batch and keeps the fastest."""
+        n = self.ctx.sizes.celery_calibration
+        best: tuple[float, str, int] | None = None
+        for pool, concurrency in candidate_pools(quick=self.ctx.sizes.quick):
+            try:
+                self._start_worker("calibrate", pool, concurrency)
+                self._warm_up()
+                rate = self._batch_rate(n, self.ctx.sizes.batch_size)["throughput"]
+            except Exception as exc:  # a pool that cannot run here is skipped, and said so
+                self.calibration.append({"pool": pool, "concurrency": concurrency, "error": str(exc)[:200]})
+                self.ctx.log(f"  celery calibration: {pool} -c {concurrency}: failed ({exc})")
+                continue
+            finally:
+                self._stop_worker()
+            self.calibration.append({"pool": pool, "concurrency": concurrency, "throughput": rate})
+            self.ctx.log(f"  celery calibration: {pool:8s} -c {concurrency:<3d} {rate:8.0f} tasks/s")
+            if best is None or rate > best[0]:
+                best = (rate, pool, concurrency)
+        if best is None:
+            raise RuntimeError("no celery pool could run")
+        _, self.pool, self.concurrency = best
+        self.ctx.log(f"  celery: using --pool={self.pool} -c {self.concurrency}")
+
+    # -- scenarios ----------------------------------------------------------------------
+
+    def single_producer(self, n: int) -> dict[str, Any]:
+        self._fresh("single_producer")
+        meter = self._meter()
+        t0 = time.monotonic()
+        results = [self.add.delay(i, i) for i in range(n)]
+        t1 = time.monotonic()
+        values = self._results(results)
+        t2 = time.monotonic()
+        cpu, calls = meter.stop(), self._calls.per_task(n)
+        verified = sum(1 for i, v in enumerate(values) if v == 2 * i)
+        return {"throughput": n / (t2 - t0), "enqueue_rate": n / (t1 - t0), "tasks": n, "verified": verified,
+                **cpu_fields(cpu, n), **calls}
+
+    def batch(self, n: int, batch_size: int) -> dict[str, Any]:
+        self._fresh("batch")
+        return self._batch_rate(n, batch_size)
+
+    def _batch_rate(self, n: int, batch_size: int) -> dict[str, Any]:
+        """Celery has no batch publish: each chunk goes out through one held producer, one message
+        per task (measured faster here than group(...).apply_async(), which does the same per task)."""
+        done = Completions(self.results_url, RESULT_PREFIX + "*", n, self.ctx.sizes.timeout, self.ctx.work_dir,
+                           strip=RESULT_PREFIX)
+        try:
+            expected: dict[str, int] = {}
+            meter = self._meter()
+            t0 = time.monotonic()
+            for first in range(0, n, batch_size):
+                with self.app.producer_or_acquire() as producer:
+                    for i in range(first, min(first + batch_size, n)):
+                        expected[self.add.apply_async((i, i), producer=producer).id] = 2 * i
+            t1 = time.monotonic()
+            done.wait()
+            cpu, calls = meter.stop(), self._calls.per_task(n)
+        finally:
+            done.close()
+        verified = self._verify(expected) - len(set(done.ids) - expected.keys())
+        return {"throughput": n / (done.last() - t0), "enqueue_rate": n / (t1 - t0), "batch_size": batch_size,
+                "tasks": n, "verified": verified, **cpu_fields(cpu, n), **calls}
+
+    def latency(self, n: int) -> dict[str, Any]:
+        self._fresh("latency")
+        samples: list[float] = []
+        verified = 0
+        submits: list[float] = []
+        for i in range(LATENCY_WARMUP):  # the result consumer's first subscriptions are not timed
+            self.add.delay(i, i).get(timeout=30)
+        meter = self._meter()
+        for i in range(n):
+            t0 = time.perf_counter()
+            result = self.add.delay(i, i)
+            t1 = time.perf_counter()
+            value = result.get(timeout=30)
+            samples.append(time.perf_counter() - t0)
+            submits.append(t1 - t0)
+            verified += value == 2 * i
+        cpu, calls = meter.stop(), self._calls.per_task(n)
+        return {"p50_ms": 1000 * percentile(samples, 50), "p99_ms": 1000 * percentile(samples, 99),
+                "mean_ms": 1000 * sum(samples) / n, "submit_p50_ms": 1000 * percentile(submits, 50),
+                "tasks": n, "verified": verified, **cpu_fields(cpu, n), **calls}
+
+    # -- results ------------------------------------------------------------------------
+
+    def _results(self, results: list[Any]) -> list[Any]:
+        """Every value through the result backend's get_many (batched MGETs, re-polled every 50 ms
+        for what is not ready): here it beat ResultSet.join_native and AsyncResult.get per task."""
+        metas = dict(self.app.backend.get_many([r.id for r in results], timeout=self.ctx.sizes.timeout,
+                                               interval=0.05))
+        return [metas[r.id]["result"] if metas[r.id]["status"] == "SUCCESS" else None for r in results]
+
+    def _verify(self, expected: dict[str, Any]) -> int:
+        """How many tasks' stored results are SUCCESS with exactly the expected value."""
+        backend = self.app.backend
+        ids = list(expected)
+        ok = 0
+        for first in range(0, len(ids), VERIFY_CHUNK):
+            chunk = ids[first:first + VERIFY_CHUNK]
+            for task_id, meta in backend.get_many(chunk, timeout=self.ctx.sizes.timeout, interval=0.2):
+                ok += meta["status"] == "SUCCESS" and meta["result"] == expected[task_id]
+        return ok
+
+
+def _close_app(app: Any) -> None:
+    consumer = getattr(app.backend, "result_consumer", None)
+    if consumer is not None and getattr(consumer, "_pubsub", None) is not None:
+        consumer.stop()
+    app.close()
+
+
+def _celery_version() -> str:
+    import celery  # noqa: PLC0415
+
+    return str(celery.__version__)

@@ -1,0 +1,207 @@
+"""What both systems' runners share: the run's settings, process helpers and the profiler hook."""
+
+from __future__ import annotations
+
+import collections
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from bench.measure import unlimited_pubsub_buffers
+from tests.harness import Proc, RedisServer, spawn, wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much work each scenario does (full run or --quick)."""
+
+    single: int = 10_000
+    batch: int = 100_000
+    batch_size: int = 1_000
+    latency: int = 300
+    depth_small: int = 1_000
+    depth_large: int = 1_000_000
+    depth_rounds: int = 16
+    """Rounds of `depth_small` tasks timed at the small depth (and as many tasks at the large one)."""
+    depth_push_batch: int = 10_000
+    fan_in_workers: int = 200
+    fan_in_seconds: float = 10.0
+    warmup: int = 300
+    celery_calibration: int = 2_000
+    timeout: float = 600.0
+    """Longest wait for one scenario's tasks to finish."""
+    quick: bool = False
+    """Fewer Celery pools are calibrated."""
+
+
+FULL = Sizes()
+QUICK = Sizes(single=200, batch=2_000, batch_size=500, latency=30, depth_small=1_000, depth_large=20_000,
+              depth_rounds=2, depth_push_batch=5_000, fan_in_workers=20, fan_in_seconds=2.0, warmup=50,
+              celery_calibration=300, timeout=120.0, quick=True)
+
+
+@dataclass
+class Context:
+    """One benchmark run: sizes, where logs go, and optional profiling."""
+
+    sizes: Sizes
+    work_dir: Path
+    profile_dir: Path | None = None
+    profile_native: bool = False
+    log: Any = print
+    notes: list[str] = field(default_factory=list)
+
+
+def private_redis(work_dir: Path, name: str) -> tuple[RedisServer, redis.Redis]:
+    """A redis-server of our own (no AOF, no snapshots) on a free port."""
+    server = RedisServer(work_dir / name).start()
+    client = redis.Redis(port=server.port)
+    unlimited_pubsub_buffers(client)
+    return server, client
+
+
+def bench_env() -> dict[str, str]:
+    """The environment of every child: no OpenTelemetry exporter, no inherited Conveyor address."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+
+
+def start(name: str, args: list[str], work_dir: Path, env: dict[str, str] | None = None) -> Proc:
+    return spawn(name, args, work_dir, env=env)
+
+
+def stop(proc: Proc, timeout: float = 15.0) -> None:
+    """SIGTERM, then SIGKILL to the process group if it does not exit in time."""
+    if proc.alive():
+        proc.popen.send_signal(signal.SIGTERM)
+        try:
+            proc.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.popen.pid, signal.SIGKILL)
+            proc.popen.wait(10)
+
+
+def wait_log(proc: Proc, text: str, timeout: float = 60.0, count: int = 1) -> None:
+    """Waits until the child's log holds `text` `count` times (fails at once if the child died)."""
+    def seen() -> bool:
+        if not proc.alive():
+            raise RuntimeError(f"{proc.name} exited:\n{proc.output()[-3000:]}")
+        return proc.output().count(text) >= count
+    wait_for(seen, timeout, interval=0.05, what=f"{proc.name} to log {text!r}")
+
+
+class Profiler:
+    """py-spy record on some processes while a block runs (raw collapsed stacks), when asked for."""
+
+    def __init__(self, ctx: Context, label: str, pids: dict[str, int]) -> None:
+        self.ctx = ctx
+        self.label = label
+        self.pids = pids
+        self.procs: list[tuple[str, subprocess.Popen[bytes], Path]] = []
+
+    def __enter__(self) -> Profiler:
+        if self.ctx.profile_dir is None:
+            return self
+        spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        if not Path(spy).exists():
+            self.ctx.notes.append("--profile: py-spy is not installed (pip install py-spy); not profiled")
+            self.ctx.profile_dir = None
+            return self
+        self.ctx.profile_dir.mkdir(parents=True, exist_ok=True)
+        for role, pid in self.pids.items():
+            out = self.ctx.profile_dir / f"{self.label}-{role}.txt"
+            native = ["--native"] if self.ctx.profile_native else ["--nonblocking"]
+            popen = subprocess.Popen([spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "250",
+                                      *native, "--output", str(out)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.procs.append((role, popen, out))
+        time.sleep(0.5)  # py-spy attaches
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for _, popen, _ in self.procs:
+            popen.send_signal(signal.SIGINT)
+        for _, popen, _ in self.procs:
+            try:
+                popen.wait(30)
+            except subprocess.TimeoutExpired:
+                popen.kill()
+
+    def summaries(self, top: int = 15) -> dict[str, dict[str, Any]]:
+        return {role: summarize_profile(out, top) for role, _, out in self.procs if out.exists()}
+
+
+IDLE_LEAVES = ("EpollSelector.select (", "epoll_wait", "_worker (futures/thread.py)", "Condition.wait (",
+               "pthread_cond", "futex", "sem_clockwait", "sem_timedwait", "Thread.run (threading.py)")
+"""Leaf frames of a thread that waits rather than works: the event loop's select, idle pool
+threads, and grpc's poller thread (its Cython/C part, mostly epoll_wait, shows as Thread.run)."""
+
+BOILERPLATE = ("runpy>)", "click/core.py)", "asyncio/runners.py)", "asyncio/base_events.py)", "threading.py)",
+               "__main__.py)", "/cli.py)", "asyncio/events.py)", "futures/thread.py)")
+"""Frames every stack passes through: left out of the inclusive ranking (kept in the own-time one)."""
+
+COMPONENTS = (("conveyor_scheduler/", "conveyor_scheduler"), ("conveyor_worker/", "conveyor_worker"),
+              ("conveyor/", "conveyor SDK"), ("opentelemetry/", "opentelemetry"), ("grpc", "grpc"),
+              ("redis/", "redis-py"), ("hiredis", "redis-py"), ("protobuf", "protobuf"), ("asyncio/", "asyncio"),
+              ("_asynciomodule", "asyncio"), ("socket", "syscalls"), ("libc", "syscalls"))
+
+
+def summarize_profile(path: Path, top: int = 15) -> dict[str, Any]:
+    """A py-spy raw profile in short: the busiest functions by own samples and by inclusive samples
+    (percent of busy samples, idle waits left out), and own samples by component."""
+    own: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    components: collections.Counter[str] = collections.Counter()
+    total = idle = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        raw = stack.split(";")
+        frames = [f for f in (_short(f) for f in raw) if f]
+        if not frames:
+            continue
+        total += count
+        if any(mark in frames[-1] or mark in raw[-1] for mark in IDLE_LEAVES):
+            idle += count
+            continue
+        own[frames[-1]] += count
+        components[_component(raw[-1])] += count
+        for frame in set(frames):
+            if not frame.endswith(BOILERPLATE):
+                inclusive[frame] += count
+    busy = total - idle
+
+    def pct(counter: collections.Counter[str], n: int) -> list[tuple[str, float]]:
+        return [(name, round(100 * c / busy, 1)) for name, c in counter.most_common(n)] if busy else []
+
+    return {"samples": total, "idle_pct": round(100 * idle / total, 1) if total else 0.0,
+            "components": pct(components, 12), "self": pct(own, top), "inclusive": pct(inclusive, top),
+            "file": str(path)}
+
+
+def _component(frame: str) -> str:
+    for mark, name in COMPONENTS:
+        if mark in frame:
+            return name
+    return "other"
+
+
+def _short(frame: str) -> str:
+    """'fn (/long/path/pkg/mod.py:123)' -> 'fn (pkg/mod.py)'; drops frames with no location."""
+    name, _, where = frame.partition(" (")
+    if not where:
+        return ""
+    path = where.rstrip(")").rsplit(":", 1)[0]
+    parts = Path(path).parts
+    return f"{name} ({'/'.join(parts[-2:])})"

@@ -1,0 +1,416 @@
+"""Conveyor under the benchmark: a private Redis, a scheduler process and worker processes
+(`python -m conveyor_worker bench.tasks:app`), fresh for every scenario; producers use the SDK.
+
+Set-up for 2 cores: one scheduler, WORKERS worker processes of CONCURRENCY slots each (see
+__main__ for the defaults). The scheduler is one asyncio process, so a second worker process
+would only add a third Python process contending for the same 2 cores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from bench.common import ROOT, Context, Profiler, private_redis, start, stop, wait_log
+from bench.measure import (
+    Completions,
+    CpuMeter,
+    RedisCalls,
+    cpu_fields,
+    cpu_percent,
+    percentile,
+    redis_used_memory,
+    rss_mib,
+)
+from conveyor import AsyncClient, Call, Client, TaskError, TaskState
+from conveyor.common import outcome
+from conveyor.serialization import JSON, decode_result
+from conveyor.v1 import task_pb2
+from conveyor_scheduler.keys import QueueKeys
+from tests.harness import Proc, free_port, serving, wait_for
+
+QUEUE = "default"  # where unrouted tasks go: the producers set no queue
+DEEP_QUEUE = "deep"  # the depth scenario's large queue
+IDLE_QUEUE = "bench-idle"  # nobody submits here: the fan_in streams consume it
+DONE_CHANNEL = "cv:done"
+VERIFY_CONCURRENCY = 200
+VERIFY_CHUNK = 5_000
+API_SAMPLE = 1_000
+LATENCY_WARMUP = 20
+LARGE_WARMUP = 2_000
+"""Completions not timed after the workers attach to the large queue (the worker starts cold)."""
+
+
+class ConveyorRunner:
+    name = "conveyor"
+
+    def __init__(self, ctx: Context, workers: int, concurrency: int) -> None:
+        self.ctx = ctx
+        self.workers = workers
+        self.concurrency = concurrency
+        self.redis_server, self.redis = private_redis(ctx.work_dir, "conveyor-redis")
+        self.redis_url = f"redis://127.0.0.1:{self.redis_server.port}/0"
+        self.scheduler: Proc | None = None
+        self.worker_procs: list[Proc] = []
+        self.target = ""
+        self._serial = 0
+        self._calls = RedisCalls(self.redis)
+
+    def describe(self) -> dict[str, Any]:
+        return {"scheduler": "1 process, default settings except --log-level",
+                "workers": self.workers, "concurrency": self.concurrency,
+                "task": "bench.add (a plain function: runs in the worker's thread pool)"}
+
+    def close(self) -> None:
+        self._stop_all()
+        self.redis_server.stop()
+
+    # -- processes ----------------------------------------------------------------------
+
+    def _start_scheduler(self, label: str) -> None:
+        self._serial += 1
+        port = free_port()
+        self.target = f"127.0.0.1:{port}"
+        self.scheduler = start(f"{label}-scheduler-{self._serial}", [
+            sys.executable, "-m", "conveyor_scheduler", "--redis-url", self.redis_url, "--port", str(port),
+            "--log-level", "INFO"], self.ctx.work_dir)
+        sched = self.scheduler
+        wait_for(lambda: serving(self.target) or not sched.alive(), 60, what="the scheduler to serve")
+        if not sched.alive():
+            raise RuntimeError(f"scheduler died:\n{sched.output()[-3000:]}")
+
+    def _start_workers(self, label: str, queue: str = QUEUE) -> None:
+        procs = []
+        for i in range(self.workers):
+            self._serial += 1
+            procs.append(start(f"{label}-worker-{self._serial}", [
+                sys.executable, "-m", "conveyor_worker", "bench.tasks:app", "--scheduler", self.target,
+                "--queues", queue, "--concurrency", str(self.concurrency), "--worker-id", f"bench-{self._serial}-{i}",
+                "--log-level", "INFO"], self.ctx.work_dir))
+        for proc in procs:
+            wait_log(proc, " connected to ")
+        self.worker_procs += procs
+
+    def _stop_workers(self) -> None:
+        for proc in self.worker_procs:
+            stop(proc)
+        self.worker_procs = []
+
+    def _stop_all(self) -> None:
+        self._stop_workers()
+        if self.scheduler is not None:
+            stop(self.scheduler)
+            self.scheduler = None
+        self.redis.flushall()
+
+    def _pids(self) -> dict[str, int]:
+        assert self.scheduler is not None
+        pids = {"scheduler": self.scheduler.popen.pid}
+        if self.worker_procs:
+            pids["worker"] = self.worker_procs[0].popen.pid
+        return pids
+
+    def _meter(self) -> CpuMeter:
+        """CPU of the scheduler, the workers, Redis and this producer process."""
+        assert self.scheduler is not None and self.redis_server.proc is not None
+        pids = {"scheduler": self.scheduler.popen.pid, "redis": self.redis_server.proc.pid}
+        pids.update((f"worker{i}" if i else "worker", p.popen.pid) for i, p in enumerate(self.worker_procs))
+        self._calls = RedisCalls(self.redis).start()
+        return CpuMeter(pids).start()
+
+    def _fresh(self, label: str, workers: bool = True, queue: str = QUEUE) -> None:
+        self._stop_all()
+        self._start_scheduler(label)
+        if workers:
+            self._start_workers(label, queue)
+            self._warm_up()
+
+    def _warm_up(self) -> None:
+        with Client(self.target) as client:
+            handles = client.submit_many([Call("bench.add", [i, i]) for i in range(self.ctx.sizes.warmup)])
+            wrong = asyncio.run(_wrong(self.target, {h.id: 2 * i for i, h in enumerate(handles)}))
+        if wrong:
+            raise RuntimeError(f"warm-up: {len(wrong)} of {len(handles)} results were wrong")
+
+    def _verify_stored(self, expected: dict[str, Any], queue: str = QUEUE) -> int:
+        """How many tasks ended SUCCEEDED with exactly the expected result.
+
+        Read from the task records in Redis (pipelined HMGETs: GetResult one by one would take
+        longer than the scenario itself), and a random sample of them, plus any not finished
+        yet (waited for), through the SDK's GetResult; a task wrong by either is not verified.
+        """
+        keys = QueueKeys.of(queue)
+        ids = list(expected)
+        wrong: set[str] = set()
+        unfinished: list[str] = []
+        for first in range(0, len(ids), VERIFY_CHUNK):
+            chunk = ids[first:first + VERIFY_CHUNK]
+            pipe = self.redis.pipeline(transaction=False)
+            for task_id in chunk:
+                pipe.hmget(keys.task(task_id), "st", "r", "rc")
+            for task_id, (state, data, ctype) in zip(chunk, pipe.execute(), strict=True):
+                if state is not None and not TaskState(int(state)).terminal:
+                    unfinished.append(task_id)  # waited for below
+                elif (state is None or int(state) != TaskState.SUCCEEDED
+                        or decode_result(data or b"", (ctype or b"").decode() or JSON) != expected[task_id]):
+                    wrong.add(task_id)
+        sample = {*random.sample(ids, min(API_SAMPLE, len(ids))), *unfinished}
+        wrong |= asyncio.run(_wrong(self.target, {tid: expected[tid] for tid in sample}))
+        return len(ids) - len(wrong)
+
+    # -- scenarios ----------------------------------------------------------------------
+
+    def single_producer(self, n: int) -> dict[str, Any]:
+        """One thread: n submits, one call each; then every result through the SDK."""
+        self._fresh("single_producer")
+        with Client(self.target) as client, Profiler(self.ctx, "single_producer-conveyor", self._pids()) as prof:
+            meter = self._meter()
+            t0 = time.monotonic()
+            ids = [client.submit("bench.add", [i, i]).id for i in range(n)]
+            t1 = time.monotonic()
+            values = asyncio.run(_results(self.target, ids))
+            t2 = time.monotonic()
+            cpu, calls = meter.stop(), self._calls.per_task(n)
+        verified = sum(1 for i, v in enumerate(values) if v == 2 * i)
+        return {"throughput": n / (t2 - t0), "enqueue_rate": n / (t1 - t0), "tasks": n, "verified": verified,
+                **cpu_fields(cpu, n), **calls, **_profile(prof)}
+
+    def batch(self, n: int, batch_size: int) -> dict[str, Any]:
+        """submit_many in batches; done when every task's completion is recorded; then verified."""
+        self._fresh("batch")
+        done = Completions(self.redis_url, DONE_CHANNEL, n, self.ctx.sizes.timeout, self.ctx.work_dir)
+        try:
+            expected: dict[str, int] = {}
+            with Client(self.target) as client, Profiler(self.ctx, "batch-conveyor", self._pids()) as prof:
+                meter = self._meter()
+                t0 = time.monotonic()
+                for first in range(0, n, batch_size):
+                    handles = client.submit_many([Call("bench.add", [i, i])
+                                                  for i in range(first, min(first + batch_size, n))])
+                    expected.update((h.id, 2 * (first + k)) for k, h in enumerate(handles))
+                t1 = time.monotonic()
+                done.wait()
+                cpu, calls = meter.stop(), self._calls.per_task(n)
+        finally:
+            done.close()
+        verified = self._verify_stored(expected)
+        unexpected = len(set(done.ids) - expected.keys())
+        return {"throughput": n / (done.last() - t0), "enqueue_rate": n / (t1 - t0), "batch_size": batch_size,
+                "tasks": n, "verified": verified - unexpected, **cpu_fields(cpu, n), **calls, **_profile(prof)}
+
+    def latency(self, n: int) -> dict[str, Any]:
+        """Sequential submit-then-wait round trips on idle workers."""
+        self._fresh("latency")
+        samples: list[float] = []
+        verified = 0
+        submits: list[float] = []
+        with Client(self.target) as client, Profiler(self.ctx, "latency-conveyor", self._pids()) as prof:
+            for i in range(LATENCY_WARMUP):  # this client's first round trips are not timed
+                client.submit("bench.add", [i, i]).result(timeout=30)
+            meter = self._meter()
+            for i in range(n):
+                t0 = time.perf_counter()
+                handle = client.submit("bench.add", [i, i])
+                t1 = time.perf_counter()
+                value = handle.result(timeout=30)
+                samples.append(time.perf_counter() - t0)
+                submits.append(t1 - t0)
+                verified += value == 2 * i
+            cpu, calls = meter.stop(), self._calls.per_task(n)
+        return {"p50_ms": 1000 * percentile(samples, 50), "p99_ms": 1000 * percentile(samples, 99),
+                "mean_ms": 1000 * sum(samples) / n, "submit_p50_ms": 1000 * percentile(submits, 50),
+                "tasks": n, "verified": verified, **cpu_fields(cpu, n), **calls, **_profile(prof)}
+
+    def depth(self, small: int, large: int, rounds: int, push_batch: int) -> dict[str, Any]:
+        """Dispatch rate with `small` vs `large` tasks queued, Redis bytes per queued task, scheduler RSS.
+
+        Two queues, one worker each: `default` gets `small` tasks per round, `deep` holds `large`.
+        The depths are timed in alternation, so a change in the machine's other load hits both
+        alike, with the same mechanics: the queue's worker, paused (SIGSTOP) meanwhile, is resumed
+        and `timed` completions after its first `skip` are timed; the other worker stays paused.
+        """
+        self._fresh("depth")  # worker A on `default`, warmed up
+        sched = self.scheduler
+        assert sched is not None
+        skip = small // 10
+        timed = small - 2 * skip  # a small round's middle: the queue never runs dry inside it
+        verified = total = 0
+
+        # The scheduler first handles two `push_batch` calls at once, as the large push makes them,
+        # so its RSS at the small depth already includes that request size's high-water mark.
+        rss_start = rss_mib(sched.popen.pid)
+        warm = asyncio.run(_push(self.target, min(2 * push_batch, large), push_batch))
+        verified += self._verify_stored({tid: tid for tid in warm})
+        total += len(warm)
+
+        # Memory: nothing queued on `deep` -> `small` queued -> `large` queued (nobody consumes it yet).
+        mem0 = redis_used_memory(self.redis)
+        queued = asyncio.run(_push(self.target, small, push_batch, queue=DEEP_QUEUE))
+        time.sleep(0.5)
+        rss_small = rss_mib(sched.popen.pid)
+        t0 = time.monotonic()
+        queued += asyncio.run(_push(self.target, large - small, push_batch, queue=DEEP_QUEUE))
+        push_rate = (large - small) / (time.monotonic() - t0)
+        mem_large = redis_used_memory(self.redis)
+        time.sleep(0.5)
+        rss_large = rss_mib(sched.popen.pid)
+        deep_ids = set(queued)
+        del queued
+
+        # Worker B on `deep`: warm it up (untimed), then alternate deep stretches and small rounds.
+        warm_up = max(skip, min(LARGE_WARMUP, large // 4))
+        done = Completions(self.redis_url, DONE_CHANNEL, warm_up, self.ctx.sizes.timeout, self.ctx.work_dir)
+        try:
+            self._start_workers("depth-deep", queue=DEEP_QUEUE)
+            done.wait()
+        finally:
+            done.close()
+        shallow, deep = self.worker_procs[0], self.worker_procs[-1]
+        deep_seen = list(done.ids)
+        spans_small: list[float] = []
+        spans_large: list[float] = []
+        cpu_small: collections.Counter[str] = collections.Counter()
+        cpu_large: collections.Counter[str] = collections.Counter()
+        pids = {"scheduler": sched.popen.pid, "redis": self.redis_server.proc.pid}  # type: ignore[union-attr]
+        deep_list = QueueKeys.of(DEEP_QUEUE).ready[0]  # priority 0: every deep task is there
+        try:
+            deep.popen.send_signal(signal.SIGSTOP)
+            left_before = int(self.redis.llen(deep_list))
+            for _ in range(rounds):
+                # The same mechanics at both depths: a paused worker is resumed on a queue that holds
+                # at least `small` tasks, and completions skip+1 .. skip+timed are timed.
+                shallow.popen.send_signal(signal.SIGSTOP)
+                ids = asyncio.run(_push(self.target, small, push_batch))
+                done = Completions(self.redis_url, DONE_CHANNEL, small, self.ctx.sizes.timeout, self.ctx.work_dir)
+                meter = CpuMeter({**pids, "worker": shallow.popen.pid}).start()
+                try:
+                    shallow.popen.send_signal(signal.SIGCONT)
+                    done.wait()
+                finally:
+                    done.close()
+                cpu_small.update(meter.stop())
+                spans_small.append(done.times[skip + timed - 1] - done.times[skip - 1])
+                verified += self._verify_stored({tid: tid for tid in ids})
+                total += small
+                done = Completions(self.redis_url, DONE_CHANNEL, skip + timed, self.ctx.sizes.timeout,
+                                   self.ctx.work_dir)
+                meter = CpuMeter({**pids, "worker": deep.popen.pid}).start()
+                try:
+                    deep.popen.send_signal(signal.SIGCONT)
+                    done.wait()
+                finally:
+                    deep.popen.send_signal(signal.SIGSTOP)
+                    done.close()
+                cpu_large.update(meter.stop())
+                spans_large.append(done.times[skip + timed - 1] - done.times[skip - 1])
+                deep_seen += done.ids
+            deep_claimed = left_before - int(self.redis.llen(deep_list))  # tasks the metered stretches took
+        finally:
+            for proc in (shallow, deep):
+                proc.popen.send_signal(signal.SIGCONT)
+        self._stop_workers()
+        verified += self._verify_stored({tid: tid for tid in deep_seen if tid in deep_ids}, DEEP_QUEUE)
+        verified -= sum(1 for tid in deep_seen if tid not in deep_ids)  # a completion we never submitted
+        total += len(deep_seen)
+        return {"rate_1k": rounds * timed / sum(spans_small), "rate_1m": rounds * timed / sum(spans_large),
+                "redis_bytes_per_task": (mem_large - mem0) / large,
+                "rss_mib_1k": rss_small, "rss_mib_1m": rss_large, "rss_mib_fresh": rss_start,
+                "depth_small": small, "depth_large": large, "push_rate": push_rate,
+                "timed_tasks_per_depth": rounds * timed,
+                "cpu_ms_per_task_1k": _per_task(cpu_small, rounds * small),
+                "cpu_ms_per_task_1m": _per_task(cpu_large, deep_claimed),
+                "tasks": total, "verified": verified}
+
+    def fan_in(self, count: int, seconds: float) -> dict[str, Any]:
+        """`count` idle workers' streams on one scheduler: its CPU and RSS."""
+        self._fresh("fan_in", workers=False)
+        sched = self.scheduler
+        assert sched is not None
+        time.sleep(1.0)
+        pid = sched.popen.pid
+        baseline = cpu_percent(pid, seconds)
+        rss0 = rss_mib(pid)
+        idle = subprocess.Popen([sys.executable, "-m", "bench.idle_workers", self.target, str(count), IDLE_QUEUE],
+                                stdout=subprocess.PIPE, text=True, cwd=ROOT,
+                                env={**os.environ, "PYTHONPATH": str(ROOT)})
+        try:
+            assert idle.stdout is not None
+            line = idle.stdout.readline().strip()
+            if line != f"ready {count}":
+                raise RuntimeError(f"idle workers did not connect (said {line!r})")
+            time.sleep(1.0)  # let the connect burst settle
+            cpu = cpu_percent(pid, seconds)
+            rss = rss_mib(pid)
+            still = idle.poll() is None
+        finally:
+            idle.kill()
+            idle.wait(10)
+        return {"cpu_pct": cpu, "rss_mib": rss, "baseline_cpu_pct": baseline, "baseline_rss_mib": rss0,
+                "workers": count, "seconds": seconds, "tasks": count, "verified": count if still else 0}
+
+
+# -- SDK helpers (asyncio, so waits and checks overlap) ------------------------------------
+
+async def _pool(items: Iterable[Any], fn: Any, concurrency: int = VERIFY_CONCURRENCY) -> None:
+    it = iter(items)
+
+    async def runner() -> None:
+        for item in it:
+            await fn(item)
+
+    await asyncio.gather(*(runner() for _ in range(concurrency)))
+
+
+async def _results(target: str, ids: list[str]) -> list[Any]:
+    """Every task's value through the SDK (GetResult waits); errors become None."""
+    values: list[Any] = [None] * len(ids)
+    async with AsyncClient(target) as client:
+        async def one(index: int) -> None:
+            try:
+                values[index] = await client.handle(ids[index]).result(timeout=600)
+            except TaskError:
+                values[index] = None
+        await _pool(range(len(ids)), one)
+    return values
+
+
+async def _wrong(target: str, expected: dict[str, Any]) -> set[str]:
+    """The tasks that did not end SUCCEEDED with exactly the expected result (read with GetResult)."""
+    wrong: set[str] = set()
+    async with AsyncClient(target) as client:
+        async def one(item: tuple[str, Any]) -> None:
+            task_id, want = item
+            resp = await client.wait(task_id, timeout=600)
+            if TaskState(resp.state) is not TaskState.SUCCEEDED or outcome(resp) != want:
+                wrong.add(task_id)
+        await _pool(expected.items(), one)
+    return wrong
+
+
+async def _push(target: str, n: int, batch: int, in_flight: int = 2, queue: str = "") -> list[str]:
+    """Submits n payload-less bench.whoami tasks in batches, `in_flight` calls at a time."""
+    spec = task_pb2.TaskSpec(name="bench.whoami", queue=queue)  # no payload; no queue: routed to QUEUE
+    ids: list[list[str]] = [[] for _ in range(0, n, batch)]
+    async with AsyncClient(target, timeout=300) as client:
+        async def one(index: int) -> None:
+            size = min(batch, n - index * batch)
+            ids[index] = [h.id for h in await client.submit_many([spec] * size)]
+        await _pool(range(len(ids)), one, in_flight)
+    return [tid for chunk in ids for tid in chunk]
+
+
+def _per_task(cpu: collections.Counter[str], n: int) -> dict[str, float]:
+    return {name: round(1000 * sec / n, 3) for name, sec in cpu.items() if name != "producer"}
+
+
+def _profile(prof: Profiler) -> dict[str, Any]:
+    summaries = prof.summaries()
+    return {"profile": summaries} if summaries else {}

@@ -1,0 +1,185 @@
+"""Measuring helpers shared by both systems: process CPU/RSS from /proc, percentiles, and a
+completion listener on Redis pub/sub.
+
+Both systems announce each finished task on Redis pub/sub (Conveyor on ``cv:done`` with the
+task id, Celery's Redis result backend on ``celery-task-meta-<id>`` with the result), so the
+benchmark times "every task is done" the same way for both, from outside either system.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import redis
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (all its threads; not its children)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2:].split()  # the name may contain spaces
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """cpu_seconds of a process and all its living descendants (e.g. a prefork pool)."""
+    total = 0.0
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            total += cpu_seconds(p)
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
+
+
+class CpuMeter:
+    """CPU seconds each named process (tree) used between start() and stop(); this process too."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self._start: dict[str, float] = {}
+        self.used: dict[str, float] = {}
+
+    def _now(self) -> dict[str, float]:
+        # This process alone: its children include every other process of the run.
+        now = {name: tree_cpu_seconds(pid) for name, pid in self.pids.items()}
+        now["producer"] = cpu_seconds(os.getpid())
+        return now
+
+    def start(self) -> CpuMeter:
+        self._start = self._now()
+        return self
+
+    def stop(self) -> dict[str, float]:
+        end = self._now()
+        self.used = {name: round(end[name] - self._start[name], 2) for name in end}
+        return self.used
+
+
+class RedisCalls:
+    """Redis commands run between start() and stop(), from INFO commandstats (INFO itself left out)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self._start: dict[str, int] = {}
+
+    def _now(self) -> dict[str, int]:
+        stats = self.client.info("commandstats")
+        return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()
+                if name != "cmdstat_info"}
+
+    def start(self) -> RedisCalls:
+        self._start = self._now()
+        return self
+
+    def per_task(self, n: int) -> dict[str, object]:
+        end = self._now()
+        calls = {name: end[name] - self._start.get(name, 0) for name in end}
+        calls = {name: round(c / n, 2) for name, c in sorted(calls.items(), key=lambda kv: -kv[1]) if c}
+        return {"redis_calls_per_task": calls, "redis_calls_per_task_total": round(sum(calls.values()), 2)}
+
+
+def cpu_fields(cpu: dict[str, float], n: int) -> dict[str, object]:
+    """CPU seconds per process over a timed part, and CPU milliseconds per task (and their sum)."""
+    return {"cpu_s": cpu, "cpu_ms_per_task": {name: round(1000 * sec / n, 3) for name, sec in cpu.items()},
+            "cpu_ms_per_task_total": round(1000 * sum(cpu.values()) / n, 3)}
+
+
+def rss_mib(pid: int) -> float:
+    """Resident set size of a process, in MiB."""
+    resident = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+    return resident * PAGE_SIZE / (1024 * 1024)
+
+
+def cpu_percent(pid: int, seconds: float) -> float:
+    """Percent of one core the process used over the next `seconds` (100 = one full core)."""
+    c0, t0 = cpu_seconds(pid), time.monotonic()
+    time.sleep(seconds)
+    c1, t1 = cpu_seconds(pid), time.monotonic()
+    return 100.0 * (c1 - c0) / (t1 - t0)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100) by the nearest-rank method."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def redis_used_memory(client: redis.Redis) -> int:
+    return int(client.info("memory")["used_memory"])
+
+
+def unlimited_pubsub_buffers(client: redis.Redis) -> None:
+    """A benchmark listener may fall behind for a moment; Redis must not drop it for that."""
+    client.config_set("client-output-buffer-limit", "pubsub 0 0 0")
+
+
+class Completions:
+    """Counts completion messages on Redis pub/sub in a child process (bench/listener.py), so
+    parsing them takes no time from the producer in this process.
+
+    `channel` is subscribed as a pattern when it contains '*'; the task id is the payload, or
+    with `strip` the channel name minus that prefix (Celery). Times are time.monotonic(),
+    which every process on the machine shares.
+    """
+
+    def __init__(self, url: str, channel: str, expect: int, timeout: float, work_dir: Path, strip: str = "") -> None:
+        self.expect = expect
+        self.timeout = timeout
+        self._out = work_dir / f"completions-{os.getpid()}-{time.monotonic_ns()}.txt"
+        args = [sys.executable, "-m", "bench.listener", url, channel, str(expect), str(timeout), str(self._out)]
+        if strip:
+            args += ["--strip", strip]
+        self._proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, cwd=ROOT,
+                                      env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert self._proc.stdout is not None
+        line = self._proc.stdout.readline().strip()
+        if line != "ready":
+            self._proc.kill()
+            raise RuntimeError(f"completion listener did not start (said {line!r})")
+        self.ids: list[str] = []
+        self.times: list[float] = []
+
+    def wait(self) -> Completions:
+        """Waits until `expect` completions were seen (TimeoutError if the listener gave up first)."""
+        try:
+            code = self._proc.wait(self.timeout + 30)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            raise
+        for line in self._out.read_text().splitlines():
+            at, _, task_id = line.partition(" ")
+            self.times.append(float(at))
+            self.ids.append(task_id)
+        self._out.unlink(missing_ok=True)
+        if code != 0:
+            raise TimeoutError(f"only {len(self.ids)} of {self.expect} tasks finished within {self.timeout:.0f}s")
+        return self
+
+    def last(self) -> float:
+        return self.times[-1]
+
+    def rate_between(self, first: int, last: int) -> float:
+        """Completions per second between the first-th and the last-th (1-based) completion."""
+        span = self.times[last - 1] - self.times[first - 1]
+        return (last - first) / span if span > 0 else float("inf")
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait(5)
+        self._out.unlink(missing_ok=True)

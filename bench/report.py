@@ -1,0 +1,146 @@
+"""The benchmark's report: the targets of issue 6 checked against a run, and the printed table."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+Results = dict[str, dict[str, dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Target:
+    scenario: str
+    text: str
+    check: Callable[[Results], tuple[float | None, bool | None]]
+    """Returns (the measured value, whether it meets the target); None when it cannot be judged."""
+
+
+def _get(res: Results, scenario: str, system: str, key: str) -> float | None:
+    value = res.get(scenario, {}).get(system, {}).get(key)
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _at_least(scenario: str, key: str, bound: float) -> Callable[[Results], tuple[float | None, bool | None]]:
+    def check(res: Results) -> tuple[float | None, bool | None]:
+        v = _get(res, scenario, "conveyor", key)
+        return v, None if v is None else v >= bound
+    return check
+
+
+def _at_most(scenario: str, key: str, bound: float) -> Callable[[Results], tuple[float | None, bool | None]]:
+    def check(res: Results) -> tuple[float | None, bool | None]:
+        v = _get(res, scenario, "conveyor", key)
+        return v, None if v is None else v <= bound
+    return check
+
+
+def _single_ratio(res: Results) -> tuple[float | None, bool | None]:
+    c, k = _get(res, "single_producer", "conveyor", "throughput"), _get(res, "single_producer", "celery", "throughput")
+    if c is None or not k:
+        return None, None
+    return c / k, c / k >= 5
+
+
+def _depth_flat(res: Results) -> tuple[float | None, bool | None]:
+    small, large = _get(res, "depth", "conveyor", "rate_1k"), _get(res, "depth", "conveyor", "rate_1m")
+    if small is None or large is None or not small:
+        return None, None
+    return large / small, large / small >= 0.9
+
+
+def _rss_growth(res: Results) -> tuple[float | None, bool | None]:
+    small, large = _get(res, "depth", "conveyor", "rss_mib_1k"), _get(res, "depth", "conveyor", "rss_mib_1m")
+    if small is None or large is None:
+        return None, None
+    return large - small, large - small < 20
+
+
+TARGETS = [
+    Target("single_producer", "conveyor throughput >= 5x celery's", _single_ratio),
+    Target("batch", "conveyor throughput >= 10,000 tasks/s", _at_least("batch", "throughput", 10_000)),
+    Target("latency", "p50 <= 0.9 ms", _at_most("latency", "p50_ms", 0.9)),
+    Target("latency", "p99 <= 2 ms", _at_most("latency", "p99_ms", 2.0)),
+    Target("depth", "rate at 1M queued >= 0.9x rate at 1k", _depth_flat),
+    Target("depth", "<= 300 Redis bytes per queued task", _at_most("depth", "redis_bytes_per_task", 300)),
+    Target("depth", "scheduler RSS grows < 20 MiB, 1k -> 1M", _rss_growth),
+    Target("fan_in", "200 idle workers < 5% of a core", _at_most("fan_in", "cpu_pct", 5.0)),
+]
+
+# (scenario, key, label, format, higher is better)
+ROWS = [
+    ("single_producer", "throughput", "end-to-end tasks/s", "{:,.0f}", True),
+    ("single_producer", "enqueue_rate", "enqueue tasks/s", "{:,.0f}", True),
+    ("single_producer", "cpu_ms_per_task_total", "CPU ms per task, all processes", "{:.2f}", False),
+    ("batch", "throughput", "end-to-end tasks/s", "{:,.0f}", True),
+    ("batch", "enqueue_rate", "enqueue tasks/s", "{:,.0f}", True),
+    ("batch", "cpu_ms_per_task_total", "CPU ms per task, all processes", "{:.2f}", False),
+    ("latency", "p50_ms", "p50 ms", "{:.2f}", False),
+    ("latency", "p99_ms", "p99 ms", "{:.2f}", False),
+    ("latency", "submit_p50_ms", "p50 ms of the submit call alone", "{:.2f}", False),
+    ("depth", "rate_1k", "dispatch tasks/s, 1k queued", "{:,.0f}", True),
+    ("depth", "rate_1m", "dispatch tasks/s, large queue", "{:,.0f}", True),
+    ("depth", "redis_bytes_per_task", "Redis bytes / queued task", "{:,.0f}", False),
+    ("depth", "rss_mib_1k", "scheduler RSS MiB, 1k queued", "{:.1f}", False),
+    ("depth", "rss_mib_1m", "scheduler RSS MiB, large queue", "{:.1f}", False),
+    ("depth", "push_rate", "submit_many push tasks/s", "{:,.0f}", True),
+    ("fan_in", "cpu_pct", "scheduler CPU %, idle workers", "{:.2f}", False),
+    ("fan_in", "baseline_cpu_pct", "scheduler CPU %, no workers", "{:.2f}", False),
+    ("fan_in", "rss_mib", "scheduler RSS MiB, idle workers", "{:.1f}", False),
+]
+
+
+def judge(results: Results) -> list[dict[str, Any]]:
+    out = []
+    for t in TARGETS:
+        value, ok = t.check(results)
+        out.append({"scenario": t.scenario, "target": t.text, "value": value,
+                    "result": "n/a" if ok is None else "PASS" if ok else "FAIL"})
+    return out
+
+
+def verification(results: Results) -> list[str]:
+    """Every scenario/system whose tasks did not all verify (or that failed to run)."""
+    problems = []
+    for scenario, systems in results.items():
+        for system, res in systems.items():
+            if "skipped" in res:
+                continue
+            if "error" in res:
+                problems.append(f"{scenario}/{system}: {res['error']}")
+            elif res.get("verified") != res.get("tasks"):
+                problems.append(f"{scenario}/{system}: {res.get('verified')} of {res.get('tasks')} verified")
+    return problems
+
+
+def table(doc: dict[str, Any]) -> str:
+    results: Results = doc["scenarios"]
+    lines = [f"{'scenario':16s} {'metric':32s} {'conveyor':>11s} {'celery':>11s} {'conv/cel':>9s}"]
+    lines.append("-" * len(lines[0]))
+    for scenario, key, label, fmt, _ in ROWS:
+        if scenario not in results:
+            continue
+        c = _get(results, scenario, "conveyor", key)
+        k = _get(results, scenario, "celery", key)
+        ratio = f"{c / k:8.2f}x" if c is not None and k else ""
+        lines.append(f"{scenario:16s} {label:32s} {fmt.format(c) if c is not None else '-':>11s} "
+                     f"{fmt.format(k) if k is not None else '-':>11s} {ratio:>9s}")
+    lines.append("")
+    lines.append(f"{'scenario':16s} {'target':44s} {'measured':>11s}  result")
+    for t in doc["targets"]:
+        v = t["value"]
+        shown = "-" if v is None else f"{v:,.2f}"
+        lines.append(f"{t['scenario']:16s} {t['target']:44s} {shown:>11s}  {t['result']}")
+    problems = doc.get("verification_problems") or []
+    lines.append("")
+    lines.append("verification: every task's result checked: "
+                 + ("all right" if not problems else "PROBLEMS: " + "; ".join(problems)))
+    return "\n".join(lines)
+
+
+def write(doc: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n")

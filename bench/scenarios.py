@@ -1,0 +1,59 @@
+"""The scenarios of issue 6 and the order they run in.
+
+One system runs at a time, each against its own private Redis, so neither sees the other's
+load. Every scenario returns "tasks" and "verified" (tasks whose result was read back and
+was exactly right); a lost or wrong task is never counted as done.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from bench.common import Context
+
+SCENARIOS = ("single_producer", "batch", "latency", "depth", "fan_in")
+CONVEYOR_ONLY = {"depth", "fan_in"}
+"""Celery has no equivalent of these (its queue depth and idle-worker cost are Redis's and kombu's)."""
+
+DESCRIPTIONS = {
+    "single_producer": "one thread submits N add(i, i) one call at a time, then waits for every result",
+    "batch": "N tasks submitted in batches; done when every completion is recorded; then all verified",
+    "latency": "sequential submit-then-wait round trips on idle workers",
+    "depth": "dispatch rate with 1k vs 1M queued; Redis bytes per queued task; scheduler RSS at both",
+    "fan_in": "idle connected workers' streams: scheduler CPU and RSS",
+}
+
+
+def run_system(ctx: Context, runner: Any, scenarios: list[str]) -> dict[str, dict[str, Any]]:
+    """Runs the scenarios on one system; a scenario that fails is recorded and the rest go on."""
+    s = ctx.sizes
+    calls: dict[str, Callable[[], dict[str, Any]]] = {
+        "single_producer": lambda: runner.single_producer(s.single),
+        "batch": lambda: runner.batch(s.batch, s.batch_size),
+        "latency": lambda: runner.latency(s.latency),
+        "depth": lambda: runner.depth(s.depth_small, s.depth_large, s.depth_rounds, s.depth_push_batch),
+        "fan_in": lambda: runner.fan_in(s.fan_in_workers, s.fan_in_seconds),
+    }
+    out: dict[str, dict[str, Any]] = {}
+    for name in scenarios:
+        if runner.name != "conveyor" and name in CONVEYOR_ONLY:
+            continue
+        ctx.log(f"[{runner.name}] {name}: {DESCRIPTIONS[name]}")
+        t0 = time.monotonic()
+        try:
+            res = calls[name]()
+        except Exception as exc:
+            ctx.log(traceback.format_exc())
+            res = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+        res["elapsed_s"] = round(time.monotonic() - t0, 1)
+        ctx.log(f"[{runner.name}] {name}: {_brief(res)}")
+        out[name] = res
+    return out
+
+
+def _brief(res: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v:,.2f}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in res.items() if k not in ("profile",))

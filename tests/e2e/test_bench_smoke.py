@@ -1,0 +1,46 @@
+"""The benchmark harness (`make bench`) stays runnable: `python -m bench --quick` on tiny N.
+
+Only the Conveyor side runs here: Celery is installed by `make bench`, not `make install`.
+The performance targets are not checked (tiny N on a shared machine says nothing about them);
+the report's shape and the verification of every task are.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+FIELDS = {
+    "single_producer": ("throughput", "enqueue_rate"),
+    "batch": ("throughput",),
+    "latency": ("p50_ms", "p99_ms"),
+    "depth": ("rate_1k", "rate_1m", "redis_bytes_per_task", "rss_mib_1k", "rss_mib_1m"),
+    "fan_in": ("cpu_pct", "rss_mib"),
+}
+
+
+def test_bench_quick_runs_conveyor_and_verifies_every_task(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    done = subprocess.run([sys.executable, "-m", "bench", "--quick", "--systems", "conveyor", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=100, check=False)
+    assert done.returncode == 0, f"bench --quick failed:\n{done.stdout[-5000:]}\n{done.stderr[-3000:]}"
+    doc = json.loads(out.read_text())
+    assert doc["meta"]["quick"] is True
+    assert set(doc["scenarios"]) == set(FIELDS)
+    for scenario, fields in FIELDS.items():
+        res = doc["scenarios"][scenario]["conveyor"]
+        assert "error" not in res, (scenario, res)
+        for field in fields:
+            assert isinstance(res[field], (int, float)) and res[field] >= 0, (scenario, field, res)
+        assert res["tasks"] > 0 and res["verified"] == res["tasks"], (scenario, res)
+    depth = doc["scenarios"]["depth"]["conveyor"]
+    assert depth["rate_1k"] > 0 and depth["rate_1m"] > 0 and depth["redis_bytes_per_task"] > 0
+    assert doc["verification_problems"] == []
+    judged = {t["target"]: t["result"] for t in doc["targets"]}
+    assert judged["conveyor throughput >= 5x celery's"] == "n/a"  # no Celery in this run
+    assert all(result in ("PASS", "FAIL") for target, result in judged.items() if "celery" not in target)
+    assert "conv/cel" in done.stdout  # the table was printed
+    assert "every task's result checked: all right" in done.stdout
