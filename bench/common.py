@@ -32,7 +32,7 @@ class Sizes:
     depth_small: int = 1_000
     depth_large: int = 1_000_000
     depth_rounds: int = 16
-    """Rounds of `depth_small` tasks timed at the small depth (and as many tasks at the large one)."""
+    """Timed stretches at each depth, alternating (each times depth_small * 0.8 completions)."""
     depth_push_batch: int = 10_000
     fan_in_workers: int = 200
     fan_in_seconds: float = 10.0
@@ -70,13 +70,10 @@ def private_redis(work_dir: Path, name: str) -> tuple[RedisServer, redis.Redis]:
     return server, client
 
 
-def bench_env() -> dict[str, str]:
-    """The environment of every child: no OpenTelemetry exporter, no inherited Conveyor address."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-
-
-def start(name: str, args: list[str], work_dir: Path, env: dict[str, str] | None = None) -> Proc:
-    return spawn(name, args, work_dir, env=env)
+def start(name: str, args: list[str], work_dir: Path) -> Proc:
+    """A child process with its log in work_dir (tests.harness.spawn: PYTHONPATH and cwd are the repo).
+    __main__ already dropped OTEL_* and CONVEYOR_REDIS_URL from the environment children inherit."""
+    return spawn(name, args, work_dir)
 
 
 def stop(proc: Proc, timeout: float = 15.0) -> None:

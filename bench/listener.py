@@ -30,7 +30,11 @@ def main() -> int:
     else:
         pubsub.subscribe(args.channel)
     confirmed = None
+    give_up = time.monotonic() + 30
     while confirmed is None or confirmed["type"] not in ("subscribe", "psubscribe"):
+        if time.monotonic() > give_up:
+            print("no subscription confirmed", flush=True)
+            return 3
         confirmed = pubsub.get_message(timeout=5.0)  # Redis has the subscription once it confirms
     print("ready", flush=True)
     deadline = time.monotonic() + args.timeout
