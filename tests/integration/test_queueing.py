@@ -6,6 +6,7 @@ import random
 
 import grpc
 import pytest
+from google.protobuf.duration_pb2 import Duration
 
 from conveyor import Call, Client, SubmitOptions
 from conveyor.v1 import task_pb2, task_service_pb2, task_service_pb2_grpc
@@ -15,7 +16,9 @@ from tests.harness import Cluster
 def poll_all(stub: task_service_pb2_grpc.TaskServiceStub, queue: str, expected: int) -> list[task_pb2.LeasedTask]:
     leased: list[task_pb2.LeasedTask] = []
     while len(leased) < expected:
-        resp = stub.Poll(task_service_pb2.PollRequest(queues=[queue], max_tasks=97, worker_id="poller"), timeout=10)
+        # A long poll: a retried task reaches the ready list through the promoter, asynchronously.
+        resp = stub.Poll(task_service_pb2.PollRequest(queues=[queue], max_tasks=97, worker_id="poller",
+                                                      wait=Duration(seconds=5)), timeout=10)
         assert resp.tasks, f"queue {queue} ran dry after {len(leased)} of {expected} tasks"
         leased.extend(resp.tasks)
     return leased

@@ -124,20 +124,31 @@ class Store:
             fresh = new_task_ids(await self.queue_code(queue), len(indexes), now)
             for index, task_id in zip(indexes, fresh, strict=True):
                 ids[index] = task_id
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for queue, indexes in by_queue.items():
-                keys, args = self._head(queue, now)
-                for index in indexes:
-                    t = tasks[index]
-                    args += [ids[index], t.priority, t.due_ms, t.idempotency_key, t.idempotency_window_ms,
-                             len(t.fields) // 2, *t.fields]
-                await self._scripts["submit"](keys=keys, args=args, client=pipe)
-            replies = await pipe.execute()
+        calls = []
+        for queue, indexes in by_queue.items():
+            keys, args = self._head(queue, now)
+            for index in indexes:
+                t = tasks[index]
+                args += [ids[index], t.priority, t.due_ms, t.idempotency_key, t.idempotency_window_ms,
+                         len(t.fields) // 2, *t.fields]
+            calls.append((keys, args))
+        replies = await self._run("submit", calls)
         out: list[Submitted | None] = [None] * len(tasks)
         for (queue, indexes), reply in zip(by_queue.items(), replies, strict=True):
             for n, index in enumerate(indexes):
                 out[index] = Submitted(reply[3 * n].decode(), queue, int(reply[3 * n + 1]), reply[3 * n + 2] == 1)
         return out  # type: ignore[return-value]
+
+    async def _run(self, script: str, calls: list[tuple[tuple[str, ...], list[object]]]) -> list[object]:
+        """Runs one script per (keys, args): directly for one call (a pipeline would add a
+        SCRIPT EXISTS round trip), pipelined for several queues."""
+        if len(calls) == 1:
+            keys, args = calls[0]
+            return [await self._scripts[script](keys=keys, args=args)]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for keys, args in calls:
+                await self._scripts[script](keys=keys, args=args, client=pipe)
+            return list(await pipe.execute())
 
     async def claim(self, queue: str, count: int, worker_id: str, lease_ms: int, queue_rate: str = ""
                     ) -> tuple[list[Record], int]:
@@ -154,14 +165,14 @@ class Store:
         by_queue: dict[str, list[int]] = defaultdict(list)
         for index, (queue, _) in enumerate(entries):
             by_queue[queue].append(index)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for queue, indexes in by_queue.items():
-                keys, args = self._head(queue, now)
-                for index in indexes:
-                    e = entries[index][1]
-                    args += [e.task_id, e.token, e.kind, e.a, e.b, e.c, e.delay_ms, random.random()]
-                await self._scripts["ack"](keys=keys, args=args, client=pipe)
-            replies = await pipe.execute()
+        calls = []
+        for queue, indexes in by_queue.items():
+            keys, args = self._head(queue, now)
+            for index in indexes:
+                e = entries[index][1]
+                args += [e.task_id, e.token, e.kind, e.a, e.b, e.c, e.delay_ms, random.random()]
+            calls.append((keys, args))
+        replies = await self._run("ack", calls)
         out: list[tuple[int, int]] = [(0, 0)] * len(entries)
         for indexes, reply in zip(by_queue.values(), replies, strict=True):
             for n, index in enumerate(indexes):
