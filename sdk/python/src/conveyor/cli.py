@@ -14,18 +14,14 @@ from typing import Any
 import click
 from google.protobuf.json_format import MessageToDict
 
+from conveyor.cli_common import call_args, client_of
 from conveyor.cli_dead import dead
 from conveyor.cli_schedules import schedules
-from conveyor.client import Client
 from conveyor.common import DEFAULT_TARGET, TaskState, outcome
 from conveyor.errors import ConveyorError, TaskError
 from conveyor.options import SubmitOptions
 from conveyor.telemetry import configure_from_env
 from conveyor.v1.task_service_pb2 import GetResultResponse
-
-
-def _client(ctx: click.Context) -> Client:
-    return Client(ctx.obj["scheduler"])
 
 
 def _echo_json(value: Any) -> None:
@@ -60,15 +56,10 @@ main.add_command(dead)
 def submit(ctx: click.Context, name: str, args_json: str, kwargs_json: str, queue: str | None, priority: int | None,
            countdown: float | None, timeout: float | None, idempotency_key: str | None, wait: bool) -> None:
     """Submit task NAME."""
-    try:
-        args, kwargs = json.loads(args_json), json.loads(kwargs_json)
-    except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"not JSON: {exc}") from None
-    if not isinstance(args, list) or not isinstance(kwargs, dict):
-        raise click.BadParameter("--args takes a JSON list and --kwargs a JSON object")
+    args, kwargs = call_args(args_json, kwargs_json)
     opts = SubmitOptions(queue=queue, priority=priority, countdown=countdown, timeout=timeout,
                          idempotency_key=idempotency_key)
-    with _client(ctx) as client:
+    with client_of(ctx) as client:
         handle = client.submit(name, args, kwargs, **{f: getattr(opts, f) for f in opts.__slots__})
         click.echo(handle.id)
         if wait:
@@ -90,7 +81,7 @@ def _print_outcome(resp: GetResultResponse) -> None:
 @click.pass_context
 def result(ctx: click.Context, task_id: str, wait: float | None) -> None:
     """Print the result of TASK_ID (exit 1 if it failed)."""
-    with _client(ctx) as client:
+    with client_of(ctx) as client:
         resp = client.get_result(task_id, wait=wait)
         if not TaskState(resp.state).terminal:
             click.echo(f"task {task_id} is {TaskState(resp.state).name}", err=True)
@@ -103,7 +94,7 @@ def result(ctx: click.Context, task_id: str, wait: float | None) -> None:
 @click.pass_context
 def task(ctx: click.Context, task_id: str) -> None:
     """Print the full record of TASK_ID."""
-    with _client(ctx) as client:
+    with client_of(ctx) as client:
         _echo_json(MessageToDict(client.get_task(task_id), preserving_proto_field_name=True))
 
 
@@ -112,7 +103,7 @@ def task(ctx: click.Context, task_id: str) -> None:
 @click.pass_context
 def cancel(ctx: click.Context, task_id: str) -> None:
     """Cancel TASK_ID (a running task is stopped through its worker)."""
-    with _client(ctx) as client:
+    with client_of(ctx) as client:
         click.echo(client.cancel(task_id).name)
 
 
@@ -122,7 +113,7 @@ def cancel(ctx: click.Context, task_id: str) -> None:
 @click.pass_context
 def watch(ctx: click.Context, task_id: str, timeout: float | None) -> None:
     """Show TASK_ID's state changes live until it finishes."""
-    with _client(ctx) as client:
+    with client_of(ctx) as client:
         for event in client.watch(task_id, timeout):
             stamp = time.strftime("%H:%M:%S", time.localtime(event.at)) + f".{int(event.at % 1 * 1000):03d}"
             click.echo(f"{stamp}  {event.state.name:<10} attempt {event.attempt}")

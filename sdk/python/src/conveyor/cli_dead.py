@@ -7,11 +7,7 @@ import json
 import click
 from google.protobuf.json_format import MessageToDict
 
-from conveyor.client import Client
-
-
-def _client(ctx: click.Context) -> Client:
-    return Client(ctx.obj["scheduler"])
+from conveyor.cli_common import client_of
 
 
 @click.group()
@@ -26,7 +22,7 @@ def dead() -> None:
 @click.pass_context
 def list_(ctx: click.Context, queue: str, limit: int, offset: int) -> None:
     """List QUEUE's dead letters, oldest first."""
-    with _client(ctx) as client:
+    with client_of(ctx) as client:
         tasks, total = client.dead_letters(queue, limit, offset)
     click.echo(f"{total} dead letters in {queue}")
     for t in tasks:
@@ -38,7 +34,7 @@ def list_(ctx: click.Context, queue: str, limit: int, offset: int) -> None:
 @click.pass_context
 def show(ctx: click.Context, task_id: str) -> None:
     """Print a dead letter's full record, with its last error and traceback."""
-    with _client(ctx) as client:
+    with client_of(ctx) as client:
         click.echo(json.dumps(MessageToDict(client.get_task(task_id), preserving_proto_field_name=True), indent=2))
 
 
@@ -51,7 +47,7 @@ def requeue(ctx: click.Context, queue: str, task_ids: tuple[str, ...], everythin
     """Send dead letters of QUEUE back for a fresh set of attempts."""
     if everything == bool(task_ids):
         raise click.UsageError("name the dead letters, or pass --all")
-    with _client(ctx) as client:
+    with client_of(ctx) as client:
         click.echo(f"requeued {client.requeue_dead(queue, task_ids)}")
 
 
@@ -64,5 +60,5 @@ def purge(ctx: click.Context, queue: str, task_ids: tuple[str, ...], everything:
     """Delete dead letters of QUEUE for good."""
     if everything == bool(task_ids):
         raise click.UsageError("name the dead letters, or pass --all")
-    with _client(ctx) as client:
+    with client_of(ctx) as client:
         click.echo(f"purged {client.purge_dead(queue, task_ids)}")

@@ -9,16 +9,12 @@ from typing import Any
 import click
 from google.protobuf.json_format import MessageToDict
 
-from conveyor.client import Client
+from conveyor.cli_common import call_args, client_of
 from conveyor.options import SubmitOptions
 from conveyor.schedules import build_schedule
 from conveyor.v1 import schedule_service_pb2 as pb
 
 STATES = {v.number: v.name.removeprefix("SCHEDULE_STATE_").lower() for v in pb.ScheduleState.DESCRIPTOR.values}
-
-
-def _client(ctx: click.Context) -> Client:
-    return Client(ctx.find_root().obj["scheduler"])
 
 
 def _when(s: pb.Schedule) -> str:
@@ -59,7 +55,7 @@ def schedules() -> None:
 @click.pass_context
 def list_(ctx: click.Context, as_json: bool) -> None:
     """List every schedule with its next and last fire times (UTC)."""
-    with _client(ctx) as client:
+    with client_of(ctx) as client:
         found = client.list_schedules()
         leader = client.beat_leader()
     if as_json:
@@ -95,12 +91,7 @@ def add(ctx: click.Context, schedule_id: str, task: str, every: float | None, cr
     """Add schedule SCHEDULE_ID that submits TASK (--every or --cron)."""
     if (every is None) == (cron is None):
         raise click.UsageError("give exactly one of --every and --cron")
-    try:
-        args, kwargs = json.loads(args_json), json.loads(kwargs_json)
-    except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"not JSON: {exc}") from None
-    if not isinstance(args, list) or not isinstance(kwargs, dict):
-        raise click.BadParameter("--args takes a JSON list and --kwargs a JSON object")
+    args, kwargs = call_args(args_json, kwargs_json)
     try:
         msg = build_schedule(schedule_id, task, args, kwargs, every=every, cron=cron, tz=tz,
                              start=_datetime(start, "--start"), end=_datetime(end, "--end"),
@@ -109,7 +100,7 @@ def add(ctx: click.Context, schedule_id: str, task: str, every: float | None, cr
                                                    max_retries=max_retries))
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    with _client(ctx) as client:
+    with client_of(ctx) as client:
         made = client.update_schedule(msg, allow_missing=True) if replace else client.create_schedule(msg)
     click.echo(_line(made))
 
@@ -119,7 +110,7 @@ def add(ctx: click.Context, schedule_id: str, task: str, every: float | None, cr
 @click.pass_context
 def rm(ctx: click.Context, schedule_id: str) -> None:
     """Delete SCHEDULE_ID; it never fires again."""
-    with _client(ctx) as client:
+    with client_of(ctx) as client:
         client.delete_schedule(schedule_id)
     click.echo(f"deleted {schedule_id}")
 
@@ -129,7 +120,7 @@ def rm(ctx: click.Context, schedule_id: str) -> None:
 @click.pass_context
 def pause(ctx: click.Context, schedule_id: str) -> None:
     """Stop firing SCHEDULE_ID until it is resumed."""
-    with _client(ctx) as client:
+    with client_of(ctx) as client:
         click.echo(_line(client.pause_schedule(schedule_id)))
 
 
@@ -138,7 +129,7 @@ def pause(ctx: click.Context, schedule_id: str) -> None:
 @click.pass_context
 def resume(ctx: click.Context, schedule_id: str) -> None:
     """Fire SCHEDULE_ID again from its next fire time (the paused time is not caught up)."""
-    with _client(ctx) as client:
+    with client_of(ctx) as client:
         click.echo(_line(client.resume_schedule(schedule_id)))
 
 
@@ -147,6 +138,6 @@ def resume(ctx: click.Context, schedule_id: str) -> None:
 @click.pass_context
 def show(ctx: click.Context, schedule_id: str) -> None:
     """Print SCHEDULE_ID as JSON."""
-    with _client(ctx) as client:
+    with client_of(ctx) as client:
         click.echo(json.dumps(MessageToDict(client.get_schedule(schedule_id), preserving_proto_field_name=True),
                               indent=2))

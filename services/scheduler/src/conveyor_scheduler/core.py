@@ -36,11 +36,11 @@ class Core:
                            default_timeout_ms=config.default_timeout_ms, clock=clock)
         self.dispatcher = Dispatcher(self.store, lease_ttl_ms=config.lease_ttl_ms, batch=config.dispatch_batch,
                                      queue_rates=config.queue_rate_limits)
-        self.dispatcher.on_reserved = self.maintenance_schedule
         self.waiters = ResultWaiters()
         self.watchers = Watchers()
         self.maintenance = Maintenance(self.store, reaper_interval_ms=config.reaper_interval_ms,
                                        on_ready=self.dispatcher.wake)
+        self.dispatcher.on_reserved = self.maintenance.schedule  # rate-limited tasks wait for a slot
         self.bus = EventBus(redis, on_done=self.waiters.notify, on_wake=self._on_wake,
                             on_state=self.watchers.on_message, on_cancel=self.dispatcher.cancel,
                             on_reconnect=self._on_reconnect)
@@ -69,10 +69,6 @@ class Core:
         if not rec:
             raise NotFound(f"no task {task_id} (it never existed, or its record expired)")
         return queue, rec
-
-    def maintenance_schedule(self, queue: str, due_ms: int) -> None:
-        """Rate-limited tasks wait in the scheduled set until `due_ms`: wake the promoter then."""
-        self.maintenance.schedule(queue, due_ms)
 
     def tasks_ready(self, queue: str) -> None:
         self.dispatcher.wake(queue)
