@@ -23,10 +23,12 @@ log = logging.getLogger(__name__)
 
 class EventBus:
     def __init__(
-        self, redis: Redis, *, on_done: Callable[[str], None], on_wake: Callable[[str, int], None],
+        self, redis: Redis, *, origin: str, on_done: Callable[[str], None], on_wake: Callable[[str, int], None],
         on_state: Callable[[str], None], on_cancel: Callable[[str, str], None], on_reconnect: Callable[[], None],
     ) -> None:
         self.redis = redis
+        self.origin = origin
+        """This replica's id: wake-ups it published itself are not acted on twice."""
         self.on_done = on_done
         self.on_state = on_state
         self.on_cancel = on_cancel
@@ -44,7 +46,7 @@ class EventBus:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def publish_wake(self, queue: str, due_ms: int = 0) -> None:
-        await self.redis.publish(WAKE_CHANNEL, f"{queue}|{due_ms}" if due_ms else queue)
+        await self.redis.publish(WAKE_CHANNEL, f"{queue}|{due_ms}|{self.origin}")
 
     async def _run(self) -> None:
         backoff = 0.1
@@ -65,8 +67,10 @@ class EventBus:
                     if channel == DONE_CHANNEL:
                         self.on_done(data)
                     elif channel == WAKE_CHANNEL:
-                        queue, _, due = data.partition("|")
-                        self.on_wake(queue, int(due or 0))
+                        queue, _, rest = data.partition("|")
+                        due, _, origin = rest.partition("|")
+                        if origin != self.origin:
+                            self.on_wake(queue, int(due or 0))
                     elif channel == STATE_CHANNEL:
                         self.on_state(data)
                     else:

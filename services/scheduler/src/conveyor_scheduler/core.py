@@ -39,12 +39,13 @@ class Core:
         self.waiters = ResultWaiters()
         self.watchers = Watchers()
         self.maintenance = Maintenance(self.store, reaper_interval_ms=config.reaper_interval_ms,
-                                       on_ready=self.dispatcher.wake)
+                                       on_ready=self._promoted, on_sweep=self.dispatcher.wake_all)
         self.dispatcher.on_reserved = self.maintenance.schedule  # rate-limited tasks wait for a slot
-        self.bus = EventBus(redis, on_done=self.waiters.notify, on_wake=self._on_wake,
+        self.bus = EventBus(redis, origin=self.scheduler_id, on_done=self.waiters.notify, on_wake=self._on_wake,
                             on_state=self.watchers.on_message, on_cancel=self.dispatcher.cancel,
                             on_reconnect=self._on_reconnect)
         self.beat = Beat(self)
+        self._pending: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         await self.redis.ping()
@@ -72,6 +73,19 @@ class Core:
 
     def tasks_ready(self, queue: str) -> None:
         self.dispatcher.wake(queue)
+
+    def _promoted(self, queue: str) -> None:
+        """Promoted or reaped tasks are ready: wake dispatch here and on the other replicas."""
+        self.dispatcher.wake(queue)
+        async def publish() -> None:
+            try:
+                await self.bus.publish_wake(queue)
+            except (RedisError, OSError) as exc:  # their reapers' periodic sweep covers it
+                log.info("could not tell the other replicas that %s has tasks: %s", queue, exc)
+
+        task = asyncio.get_running_loop().create_task(publish())
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
 
     def _on_wake(self, queue: str, due_ms: int) -> None:
         if due_ms:

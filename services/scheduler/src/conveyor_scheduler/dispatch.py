@@ -3,7 +3,12 @@
 One loop per queue. It claims for workers with credit, round robin, and sleeps on the
 queue's Signal when the queue is empty or nobody has credit; submits (local, or from
 other replicas via Redis pub/sub), returned leases, promotions and new credit wake it.
-There is no polling on this path.
+There is no polling on this path. A queue whose last claim came back short is known
+empty until something says tasks may be ready (`wake`), so returned credit alone does
+not cost a claim; the reaper's periodic `wake_all` bounds any missed wake-up.
+
+Submits also offer this replica's workers for the sync-match fast path (`offers`):
+credit is reserved before the store call and settled after it (`settle`).
 """
 
 from __future__ import annotations
@@ -14,12 +19,13 @@ from collections.abc import Callable
 
 from redis.exceptions import RedisError
 
-from conveyor.v1 import worker_service_pb2
+from conveyor.v1 import task_pb2, worker_service_pb2
 from conveyor_scheduler import telemetry
 from conveyor_scheduler.records import to_leased
 from conveyor_scheduler.sessions import WorkerSession
 from conveyor_scheduler.signals import Signal
-from conveyor_scheduler.store import Store
+from conveyor_scheduler.store import Match, Record, Store, Submitted
+from conveyor_scheduler.validation import NewTask
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +39,10 @@ class QueueDispatch:
         self.sessions: list[WorkerSession] = []
         self.next = 0
         self.task: asyncio.Task[None] | None = None
+        self.maybe_ready = True
+        """False once a claim came back short, until a wake says tasks may be ready."""
+        self.ready_gen = 0
+        """Counts wakes, so a wake that lands during a claim is never lost."""
 
 
 class Dispatcher:
@@ -54,13 +64,16 @@ class Dispatcher:
         return qd
 
     def wake(self, queue: str) -> None:
+        """Tasks of `queue` may be ready."""
         qd = self._queues.get(queue)
         if qd is not None:
+            qd.maybe_ready = True
+            qd.ready_gen += 1
             qd.signal.notify()
 
     def wake_all(self) -> None:
-        for qd in self._queues.values():
-            qd.signal.notify()
+        for name in self._queues:
+            self.wake(name)
 
     def cancel(self, task_id: str, worker_id: str) -> None:
         """Asks the worker running `task_id` to stop, if its stream is on this replica."""
@@ -76,7 +89,7 @@ class Dispatcher:
             qd.sessions.append(session)
             if qd.task is None or qd.task.done():
                 qd.task = asyncio.create_task(self._run(qd), name=f"dispatch:{name}")
-            qd.signal.notify()
+            self.wake(name)
 
     def detach(self, session: WorkerSession) -> None:
         session.closed = True
@@ -89,7 +102,56 @@ class Dispatcher:
 
     def credit_changed(self, session: WorkerSession) -> None:
         for name in session.queues:
-            self.wake(name)
+            qd = self._queues.get(name)
+            if qd is not None and qd.maybe_ready:
+                qd.signal.notify()
+
+    # -- the sync-match fast path ------------------------------------------------------
+
+    def offers(self, tasks: list[NewTask]) -> dict[str, tuple[Match, WorkerSession]]:
+        """Reserves credit of one local worker per queue for the matchable tasks of a submit."""
+        wanted: dict[str, int] = {}
+        for t in tasks:
+            if t.matchable:
+                wanted[t.queue] = wanted.get(t.queue, 0) + 1
+        out: dict[str, tuple[Match, WorkerSession]] = {}
+        for queue, count in wanted.items():
+            qd = self._queues.get(queue)
+            if qd is None or not qd.sessions or queue in self.queue_rates:
+                continue
+            sessions = qd.sessions
+            for k in range(len(sessions)):
+                session = sessions[(qd.next + k) % len(sessions)]
+                if session.wants_work:
+                    qd.next += k + 1
+                    take = min(count, session.credit)
+                    session.credit -= take
+                    out[queue] = (Match(queue, session.worker_id, take, self.lease_ttl_ms), session)
+                    break
+        return out
+
+    def refund(self, offers: dict[str, tuple[Match, WorkerSession]]) -> None:
+        for match, session in offers.values():
+            session.credit += match.credit
+
+    async def settle(self, offers: dict[str, tuple[Match, WorkerSession]], tasks: list[NewTask],
+                     submitted: list[Submitted]) -> None:
+        """Pushes what the store leased to each offered worker; returns unused credit."""
+        leased: dict[str, list[task_pb2.LeasedTask]] = {}
+        for task, sub in zip(tasks, submitted, strict=True):
+            if sub.lease_token:
+                leased.setdefault(sub.queue, []).append(_leased(task, sub, offers[sub.queue][0].worker_id))
+        for queue, (match, session) in offers.items():
+            batch = leased.get(queue, [])
+            session.credit += match.credit - len(batch)
+            if not batch:
+                continue
+            if session.closed:  # the stream ended meanwhile: hand them back
+                await self.store.release(queue, [(lt.task.id, lt.lease_token) for lt in batch])
+                self.wake(queue)
+                continue
+            telemetry.dispatched(batch, session.worker_id)
+            session.push(batch)
 
     async def close(self) -> None:
         tasks = [qd.task for qd in self._queues.values() if qd.task is not None]
@@ -125,6 +187,7 @@ class Dispatcher:
                 continue
             want = min(session.credit, self.batch)
             session.credit -= want
+            gen = qd.ready_gen
             try:
                 records, reserved = await self.store.claim(qd.queue, want, session.worker_id, self.lease_ttl_ms,
                                                            self.queue_rates.get(qd.queue, ""))
@@ -142,5 +205,17 @@ class Dispatcher:
                 session.push(leased)
                 served = True
             if len(records) < want:
+                if qd.ready_gen == gen:
+                    qd.maybe_ready = False
                 return False
         return served
+
+
+def _leased(task: NewTask, sub: Submitted, worker_id: str) -> task_pb2.LeasedTask:
+    """The LeasedTask of a sync-matched submit, built as claim.lua's record would be."""
+    rec: Record = {str(k).encode(): v if isinstance(v, bytes) else str(v).encode()
+                   for k, v in zip(task.fields[::2], task.fields[1::2], strict=True)}
+    rec.update({b"id": sub.id.encode(), b"st": b"3", b"at": b"1", b"lt": sub.lease_token.encode(),
+                b"sa": str(sub.started_ms).encode(), b"dl": str(sub.deadline_ms).encode(),
+                b"le": str(sub.lease_expires_ms).encode(), b"w": worker_id.encode()})
+    return to_leased(sub.queue, rec)

@@ -17,7 +17,8 @@ STATE_CHANNEL = "cv:state"
 CANCEL_CHANNEL = "cv:cancel"
 """Payload: "id|worker id" when a running task is asked to stop."""
 WAKE_CHANNEL = "cv:wake"
-"""Payload: "queue" (tasks are ready) or "queue|due-ms" (a task is due then)."""
+"""Payload: "queue|0|replica" (tasks are ready) or "queue|due-ms|replica" (a task is due then),
+published by `replica` (the publisher ignores its own); plain "queue" and "queue|due-ms" are read too."""
 REGISTRY_KEYS = ("cv:{cv}:queues", "cv:{cv}:queue-names", "cv:{cv}:queue-seq")
 BEAT_CHANNEL = "cv:beat"
 """Payload: a schedule id whose definition changed, or "released" when the beat leader steps down."""

@@ -22,10 +22,13 @@ RESCAN_MS = 30_000
 
 
 class Maintenance:
-    def __init__(self, store: Store, *, reaper_interval_ms: int, on_ready: Callable[[str], None]) -> None:
+    def __init__(self, store: Store, *, reaper_interval_ms: int, on_ready: Callable[[str], None],
+                 on_sweep: Callable[[], None] = lambda: None) -> None:
         self.store = store
         self.reaper_interval_ms = reaper_interval_ms
         self.on_ready = on_ready
+        self.on_sweep = on_sweep
+        """Called every reaper interval: dispatch re-checks every queue (bounds a missed wake)."""
         self._due: dict[str, int] = {}
         self._timer = Signal()
         self._tasks: list[asyncio.Task[None]] = []
@@ -89,4 +92,5 @@ class Maintenance:
                             break
             except RedisError as exc:
                 log.warning("reaper: %s", exc)
+            self.on_sweep()
             await asyncio.sleep(self.reaper_interval_ms / 1000)

@@ -31,6 +31,22 @@ class Submitted:
     queue: str
     state: int
     duplicate: bool
+    lease_token: str = ""
+    """Set when the sync-match fast path leased the task at once (state ACTIVE)."""
+    lease_expires_ms: int = 0
+    deadline_ms: int = 0
+    started_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """The sync-match offer of one submit: lease up to `credit` ready-now tasks of `queue`
+    straight to `worker_id` if the queue has nothing ready they would overtake."""
+
+    queue: str
+    worker_id: str
+    credit: int
+    lease_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,9 +129,13 @@ class Store:
         keys = self.keys(queue)
         return keys.script_keys, [keys.prefix, now, self.result_ttl_ms, CHANNEL_PREFIX]
 
-    async def submit(self, tasks: Sequence[NewTask]) -> list[Submitted]:
-        """Stores validated tasks; one atomic script call per queue, pipelined."""
+    async def submit(self, tasks: Sequence[NewTask], matches: Sequence[Match] = (), wake_origin: str = ""
+                     ) -> list[Submitted]:
+        """Stores validated tasks; one atomic script call per queue, pipelined. `matches`
+        offer workers for the sync-match fast path; a queue that got a QUEUED task has
+        "queue|0|wake_origin" published on the wake channel (when wake_origin is set)."""
         now = self.clock()
+        offers = {m.queue: m for m in matches}
         by_queue: dict[str, list[int]] = defaultdict(list)
         for index, task in enumerate(tasks):
             by_queue[task.queue].append(index)
@@ -127,16 +147,22 @@ class Store:
         calls = []
         for queue, indexes in by_queue.items():
             keys, args = self._head(queue, now)
+            offer = offers.get(queue)
+            args += [offer.worker_id, offer.credit, offer.lease_ms, os.urandom(6).hex()] if offer else ["", 0, 0, ""]
+            args.append(f"{queue}|0|{wake_origin}" if wake_origin else "")
             for index in indexes:
                 t = tasks[index]
                 args += [ids[index], t.priority, t.due_ms, t.idempotency_key, t.idempotency_window_ms,
-                         len(t.fields) // 2, *t.fields]
+                         t.timeout_ms if t.matchable and offer else 0, len(t.fields) // 2,
+                         *t.fields]
             calls.append((keys, args))
         replies = await self._run("submit", calls)
         out: list[Submitted | None] = [None] * len(tasks)
         for (queue, indexes), reply in zip(by_queue.items(), replies, strict=True):
             for n, index in enumerate(indexes):
-                out[index] = Submitted(reply[3 * n].decode(), queue, int(reply[3 * n + 1]), reply[3 * n + 2] == 1)
+                r = reply[6 * n:6 * n + 6]
+                out[index] = Submitted(r[0].decode(), queue, int(r[1]), r[2] == 1, r[3].decode(), int(r[4]),
+                                       int(r[5]), now)
         return out  # type: ignore[return-value]
 
     async def _run(self, script: str, calls: list[tuple[tuple[str, ...], list[object]]]) -> list[object]:

@@ -29,11 +29,23 @@ def check_specs(core: Core, specs: Sequence[task_pb2.TaskSpec], at: str = "tasks
 
 
 async def submit_specs(core: Core, specs: Sequence[task_pb2.TaskSpec], at: str = "tasks") -> list[Submitted]:
-    """Validates, stores and announces a batch (accepted or rejected whole)."""
+    """Validates, stores and announces a batch (accepted or rejected whole).
+
+    Sync match: where a worker on this replica has free credit, the store leases ready-now
+    tasks straight to it in the same script (if its queue has nothing ready they would
+    overtake), and they are pushed on its stream at once: no wake-up, no claim.
+    """
     with telemetry.enqueue(specs) as enqueue:  # enqueue spans and counts; no-op when telemetry is off
         tasks = check_specs(core, specs, at)
-        submitted = await core.store.submit(tasks)
+        offers = core.dispatcher.offers(tasks)
+        try:
+            submitted = await core.store.submit(tasks, [m for m, _ in offers.values()], core.scheduler_id)
+        except BaseException:
+            core.dispatcher.refund(offers)
+            raise
         enqueue.stored(submitted)
+    if offers:
+        await core.dispatcher.settle(offers, tasks, submitted)
     ready: set[str] = set()
     due: dict[str, int] = {}
     for task, sub in zip(tasks, submitted, strict=True):
@@ -41,11 +53,10 @@ async def submit_specs(core: Core, specs: Sequence[task_pb2.TaskSpec], at: str =
             continue
         if sub.state == task_pb2.TASK_STATE_QUEUED:
             ready.add(sub.queue)
-        else:
+        elif sub.state == task_pb2.TASK_STATE_SCHEDULED:
             due[sub.queue] = min(due.get(sub.queue, task.due_ms), task.due_ms)
-    for queue in ready:
+    for queue in ready:  # other replicas heard of it from submit.lua's wake publish
         core.tasks_ready(queue)
-        await core.bus.publish_wake(queue)
     for queue, due_ms in due.items():
         core.maintenance.schedule(queue, due_ms)
         await core.bus.publish_wake(queue, due_ms)

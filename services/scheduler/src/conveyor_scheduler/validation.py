@@ -37,6 +37,9 @@ class NewTask:
     idempotency_key: str
     idempotency_window_ms: int
     fields: list[str | bytes | int]
+    timeout_ms: int = 0
+    matchable: bool = True
+    """May be leased straight to a waiting worker (no rate limit, not delayed, not expired)."""
 
 
 def check_name(value: str, field: str) -> str:
@@ -127,6 +130,7 @@ def check_spec(
     due = _due_ms(spec, at, now_ms)
     if due > now_ms:
         fields += ["eta", due]
+    expires = 0
     if spec.HasField("expires_at"):
         expires = timestamp_ms(spec.expires_at, f"{at}.expires_at")
         if due and expires <= due:
@@ -148,7 +152,8 @@ def check_spec(
         fields += ["k", spec.idempotency_key]
     elif spec.HasField("idempotency_window"):
         raise InvalidArgument(f"{at}.idempotency_window", "is set without an idempotency_key")
-    return NewTask(queue, spec.priority, due, spec.idempotency_key, window, fields)
+    matchable = due <= now_ms and "rl" not in fields[::2] and not 0 < expires <= now_ms
+    return NewTask(queue, spec.priority, due, spec.idempotency_key, window, fields, timeout, matchable)
 
 
 def _due_ms(spec: task_pb2.TaskSpec, at: str, now_ms: int) -> int:

@@ -12,7 +12,8 @@
 --           touches a single cluster slot.
 --   ARGV[2] now (ms)   ARGV[3] result TTL (ms)   ARGV[4] pub/sub channel prefix ("cv"):
 --           PREFIX:done gets the id of every finished task, PREFIX:state gets
---           "id|state|attempt|seq" for watched tasks, PREFIX:cancel gets "id|worker".
+--           "id|state|attempt|seq" for watched tasks, PREFIX:cancel gets "id|worker",
+--           PREFIX:wake gets "queue|0|replica" when submit.lua queued a task.
 --
 -- Task hash fields: n name, d payload, ct content type, h headers (JSON), p priority,
 -- st state, at attempt, to timeout ms, eta due ms, x expires ms, mr/ib/mb/mu/nj retry
@@ -27,6 +28,7 @@ local RESULT_TTL = tonumber(ARGV[3])
 local DONE_CHANNEL = ARGV[4] .. ':done'
 local STATE_CHANNEL = ARGV[4] .. ':state'
 local CANCEL_CHANNEL = ARGV[4] .. ':cancel'
+local WAKE_CHANNEL = ARGV[4] .. ':wake'
 local SCHEDULED, QUEUED, ACTIVE, SUCCEEDED, FAILED, CANCELLED, EXPIRED, DEAD = 1, 2, 3, 4, 5, 6, 7, 8
 
 local function task_key(id)

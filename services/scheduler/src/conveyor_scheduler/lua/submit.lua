@@ -1,17 +1,28 @@
 -- submit.lua: store a batch of new tasks of one queue; each becomes QUEUED (appended to
--- its priority list) or SCHEDULED (due in the future).
+-- its priority list), SCHEDULED (due in the future) or, by the sync-match fast path,
+-- ACTIVE: leased at once to a worker with free credit on the calling replica, in the
+-- same atomic step, while the queue holds no ready task it would overtake.
 -- KEYS, ARGV[1..4]: see lib.lua.
--- ARGV[5..]: per task: id, priority, due ms (0 = now), idempotency key ('' = none),
---            idempotency window ms, field count N, then N field/value pairs.
+-- ARGV[5] match worker id ('' = no match)   ARGV[6] match credit (most tasks to lease)
+-- ARGV[7] lease ms   ARGV[8] token base (random per call)
+-- ARGV[9] wake payload published on the wake channel when a task became QUEUED ('' = none)
+-- ARGV[10..]: per task: id, priority, due ms (0 = now), idempotency key ('' = none),
+--            idempotency window ms, timeout ms if it may be leased here (0 = not: rate
+--            limited, delayed or expired), field count N, then N field/value pairs.
 -- Returns per task: id, state, duplicate (1 when the idempotency key matched an
--- existing task, whose id and state are returned and nothing is written).
+-- existing task, whose id and state are returned and nothing is written), lease token
+-- ('' unless leased here), lease expiry ms and deadline ms (0 unless leased here).
 local out = {}
 local ready = {}
-local i = 5
+local worker, credit, lease, base = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8]
+local queued = false
+-- A match must not overtake ready tasks: only while every ready list is empty.
+local can_match = worker ~= '' and credit > 0 and redis.call('EXISTS', unpack(KEYS, 1, 10)) == 0
+local i = 10
 while i <= #ARGV do
   local id, prio, due = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
-  local ikey, iwindow, nfields = ARGV[i + 3], ARGV[i + 4], tonumber(ARGV[i + 5])
-  local first = i + 6
+  local ikey, iwindow, timeout, nfields = ARGV[i + 3], ARGV[i + 4], tonumber(ARGV[i + 5]), tonumber(ARGV[i + 6])
+  local first = i + 7
   i = first + 2 * nfields
   local existing = false
   if ikey ~= '' then
@@ -22,6 +33,9 @@ while i <= #ARGV do
       out[#out + 1] = prev
       out[#out + 1] = tonumber(redis.call('HGET', task_key(prev), 'st')) or 0
       out[#out + 1] = 1
+      out[#out + 1] = ''
+      out[#out + 1] = 0
+      out[#out + 1] = 0
     else
       redis.call('SET', k, id, 'PX', iwindow)
     end
@@ -29,26 +43,48 @@ while i <= #ARGV do
   if not existing then
     local key = task_key(id)
     local state = QUEUED
+    local token, expiry, deadline = '', 0, 0
     if due > NOW then
       state = SCHEDULED
       redis.call('ZADD', KEYS[11], due, id)
+      redis.call('HSET', key, 'st', state, unpack(ARGV, first, first + 2 * nfields - 1))
+    elseif can_match and credit > 0 and timeout > 0 then
+      state = ACTIVE
+      credit = credit - 1
+      token = base .. '.' .. credit .. '.1'
+      redis.call('HSET', key, 'st', state, unpack(ARGV, first, first + 2 * nfields - 1))
+      deadline = NOW + timeout
+      expiry = deadline
+      if lease > 0 and NOW + lease < deadline then
+        expiry = NOW + lease
+      end
+      redis.call('HSET', key, 'at', 1, 'lt', token, 'sa', NOW, 'dl', deadline, 'le', expiry, 'w', worker)
+      redis.call('ZADD', KEYS[12], expiry, id)
     else
+      can_match = false
+      queued = true
       local list = ready[prio]
       if not list then
         list = {}
         ready[prio] = list
       end
       list[#list + 1] = id
+      redis.call('HSET', key, 'st', state, unpack(ARGV, first, first + 2 * nfields - 1))
     end
-    redis.call('HSET', key, 'st', state, unpack(ARGV, first, first + 2 * nfields - 1))
     out[#out + 1] = id
     out[#out + 1] = state
     out[#out + 1] = 0
+    out[#out + 1] = token
+    out[#out + 1] = expiry
+    out[#out + 1] = deadline
   end
 end
 for prio, ids in pairs(ready) do
   for j = 1, #ids, 1000 do
     redis.call('RPUSH', ready_key(prio), unpack(ids, j, math.min(j + 999, #ids)))
   end
+end
+if queued and ARGV[9] ~= '' then
+  redis.call('PUBLISH', WAKE_CHANNEL, ARGV[9])
 end
 return out
