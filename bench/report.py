@@ -81,6 +81,7 @@ ROWS = [
     ("latency", "p50_ms", "p50 ms", "{:.2f}", False),
     ("latency", "p99_ms", "p99 ms", "{:.2f}", False),
     ("latency", "submit_p50_ms", "p50 ms of the submit call alone", "{:.2f}", False),
+    ("latency", "two_calls_p50_ms", "p50 ms as submit() then result()", "{:.2f}", False),
     ("depth", "rate_1k", "dispatch tasks/s, 1k queued", "{:,.0f}", True),
     ("depth", "rate_1m", "dispatch tasks/s, large queue", "{:,.0f}", True),
     ("depth", "redis_bytes_per_task", "Redis bytes / queued task", "{:,.0f}", False),

@@ -299,6 +299,7 @@ def test_cron_in_berlin_across_dst_and_downtime_with_an_injected_clock(redis_url
             return (to_schedule(await core.beat.get("berlin")), to_schedule(await core.beat.get("weekly")))
         finally:
             await core.beat.close()
+            await core.store.aclose()
             await conn.aclose()
 
     got_berlin, got_weekly = asyncio.run(scenario())
@@ -347,6 +348,8 @@ def test_a_firing_the_submit_path_refuses_is_recorded_not_lost_silently(redis_ur
             return to_schedule(await strict.beat.get("big"))
         finally:
             await strict.beat.close()
+            for c in (roomy, strict):
+                await c.store.aclose()
             await conn.aclose()
 
     got = asyncio.run(scenario())

@@ -16,6 +16,8 @@ from conveyor.common import (
     Call,
     TaskEvent,
     TaskState,
+    duration,
+    ids_of,
     outcome,
     submit_request,
 )
@@ -28,6 +30,8 @@ from conveyor.telemetry import producer_spans
 from conveyor.v1 import task_pb2, task_service_pb2, task_service_pb2_grpc
 
 R = TypeVar("R")
+MAX_IDS = 10_000
+"""Most ids in one GetResults call."""
 
 
 class AsyncClient(AsyncScheduleMethods):
@@ -64,6 +68,54 @@ class AsyncClient(AsyncScheduleMethods):
                     resp = await self._stub.Submit(request, timeout=self.timeout, metadata=spans.metadata)
             spans.sent(resp)
         return [AsyncTaskHandle(self, t.id, t.queue) for t in resp.tasks]
+
+    async def run(self, name: str, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None, *,
+                  timeout: float | None = None, **options: Any) -> Any:
+        """Submits one task and waits for its value in the same call (see Client.run)."""
+        request = submit_request([Call(name, args, kwargs or {}, SubmitOptions(**options))])
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        request.wait_results.CopyFrom(duration(MAX_WAIT_CHUNK if timeout is None else min(timeout, MAX_WAIT_CHUNK)))
+        with producer_spans(request) as spans:
+            async with _rpc():
+                wait = request.wait_results.ToMilliseconds() / 1000
+                if request.tasks[0].idempotency_key:  # safe to retry through an outage
+                    resp = await acall_with_retry(lambda left: self._stub.Submit(
+                        request, timeout=wait + left, metadata=spans.metadata), self.timeout)
+                else:
+                    resp = await self._stub.Submit(request, timeout=wait + self.timeout, metadata=spans.metadata)
+            spans.sent(resp)
+        if TaskState(resp.results[0].state).terminal:
+            return outcome(resp.results[0])
+        left = None if deadline is None else max(deadline - loop.time(), 0.001)
+        return outcome(await self.wait(resp.tasks[0].id, left))
+
+    async def results(self, tasks: Sequence[AsyncTaskHandle[Any] | str], timeout: float | None = None) -> list[Any]:
+        """The values of many tasks, in order (see Client.results)."""
+        return [outcome(r) for r in await self.wait_many(tasks, timeout)]
+
+    async def wait_many(self, tasks: Sequence[AsyncTaskHandle[Any] | str], timeout: float | None = None
+                        ) -> list[task_service_pb2.GetResultResponse]:
+        """Waits until every task is terminal (or raises ResultTimeout); see Client.wait_many."""
+        ids = ids_of(tasks)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        out: list[task_service_pb2.GetResultResponse] = []
+        for first in range(0, len(ids), MAX_IDS):
+            chunk = ids[first:first + MAX_IDS]
+            while True:
+                remaining = MAX_WAIT_CHUNK if deadline is None else min(MAX_WAIT_CHUNK, deadline - loop.time())
+                req = task_service_pb2.GetResultsRequest(task_ids=chunk, wait=duration(max(remaining, 0.001)))
+                async with _rpc():
+                    resp = await acall_with_retry(lambda left, req=req: self._stub.GetResults(
+                        req, timeout=req.wait.ToMilliseconds() / 1000 + left), self.timeout)
+                if all(TaskState(r.state).terminal or r.state == 0 for r in resp.results):
+                    out += resp.results
+                    break
+                if deadline is not None and loop.time() >= deadline:
+                    raise ResultTimeout(f"{sum(not TaskState(r.state).terminal for r in resp.results)} of "
+                                        f"{len(ids)} tasks did not finish within {timeout}s")
+        return out
 
     async def get_result(self, task_id: str, wait: float | None = None) -> task_service_pb2.GetResultResponse:
         req = task_service_pb2.GetResultRequest(task_id=task_id)

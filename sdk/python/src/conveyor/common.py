@@ -7,7 +7,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from conveyor.errors import TaskCancelled, TaskError, TaskExpired, TaskFailed
+from google.protobuf.duration_pb2 import Duration
+
+from conveyor.errors import NotFound, TaskCancelled, TaskError, TaskExpired, TaskFailed
 from conveyor.options import SubmitOptions, build_spec
 from conveyor.serialization import decode_result
 from conveyor.v1 import task_pb2, task_service_pb2
@@ -76,6 +78,15 @@ def submit_request(calls: Sequence[Call | task_pb2.TaskSpec]) -> task_service_pb
         tasks=[c if isinstance(c, task_pb2.TaskSpec) else c.spec() for c in calls])
 
 
+def duration(seconds: float) -> Duration:
+    return Duration(seconds=int(seconds), nanos=int(seconds % 1 * 1e9))
+
+
+def ids_of(tasks: Sequence[Any]) -> list[str]:
+    """Task ids from ids or handles."""
+    return [t if isinstance(t, str) else t.id for t in tasks]
+
+
 def outcome(resp: task_service_pb2.GetResultResponse) -> Any:
     """The task's return value, or the TaskError its terminal state stands for."""
     state = TaskState(resp.state)
@@ -87,4 +98,6 @@ def outcome(resp: task_service_pb2.GetResultResponse) -> Any:
         raise TaskCancelled(resp.task_id, state.name, "")
     if state is TaskState.EXPIRED:
         raise TaskExpired(resp.task_id, state.name, "it was not started before its expiry")
+    if state is TaskState.UNSPECIFIED:  # GetResults' answer for an unknown task
+        raise NotFound(f"no task {resp.task_id} (it never existed, or its record expired)")
     raise TaskError(resp.task_id, state.name, "not finished")

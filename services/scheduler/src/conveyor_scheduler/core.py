@@ -16,6 +16,7 @@ from conveyor_scheduler.bus import EventBus
 from conveyor_scheduler.config import SchedulerConfig
 from conveyor_scheduler.dispatch import Dispatcher
 from conveyor_scheduler.errors import NotFound
+from conveyor_scheduler.fast_redis import FastRedis
 from conveyor_scheduler.maintenance import Maintenance
 from conveyor_scheduler.routing import Router
 from conveyor_scheduler.store import Store, wall_clock_ms
@@ -32,8 +33,9 @@ class Core:
         self.scheduler_id = config.scheduler_id or f"{socket.gethostname()}-{os.getpid()}"
         self.redis = redis
         self.router = Router(config.routes)
+        self.fast_redis = FastRedis(config.redis_url) if FastRedis.supports(config.redis_url) else None
         self.store = Store(redis, result_ttl_ms=config.result_ttl_ms,
-                           default_timeout_ms=config.default_timeout_ms, clock=clock)
+                           default_timeout_ms=config.default_timeout_ms, clock=clock, fast=self.fast_redis)
         self.dispatcher = Dispatcher(self.store, lease_ttl_ms=config.lease_ttl_ms, batch=config.dispatch_batch,
                                      queue_rates=config.queue_rate_limits)
         self.waiters = ResultWaiters()
@@ -59,6 +61,7 @@ class Core:
         await self.dispatcher.close()
         await self.maintenance.close()
         await self.bus.close()
+        await self.store.aclose()
 
     async def queue_of(self, task_id: str, field: str = "task_id") -> str:
         """The queue a task id belongs to (INVALID_ARGUMENT / NOT_FOUND otherwise)."""

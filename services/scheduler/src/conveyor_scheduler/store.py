@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import time
@@ -14,6 +15,7 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from conveyor_scheduler.errors import NotFound, ResourceExhausted
+from conveyor_scheduler.fast_redis import FastRedis, Script
 from conveyor_scheduler.ids import MAX_QUEUE_CODE, new_task_ids
 from conveyor_scheduler.keys import CHANNEL_PREFIX, REGISTRY_KEYS, QueueKeys
 from conveyor_scheduler.validation import NewTask
@@ -77,17 +79,24 @@ class Store:
                "purge_dead", "register_queue")
 
     def __init__(self, redis: Redis, *, result_ttl_ms: int, default_timeout_ms: int,
-                 clock: Callable[[], int] = wall_clock_ms) -> None:
+                 clock: Callable[[], int] = wall_clock_ms, fast: FastRedis | None = None) -> None:
         self.redis = redis
+        self.fast = fast
+        """The hot path's connection (scripts and task reads), when the URL allows one."""
         self.result_ttl_ms = result_ttl_ms
         self.default_timeout_ms = default_timeout_ms
         self.clock = clock
-        self._scripts: dict[str, AsyncScript] = {
-            name: redis.register_script(_script_text(name)) for name in self.SCRIPTS
+        self._scripts: dict[str, AsyncScript | Script] = {
+            name: Script(fast, _script_text(name)) if fast else redis.register_script(_script_text(name))
+            for name in self.SCRIPTS
         }
         self._codes: dict[str, int] = {}
         self._names: dict[int, str] = {}
         self._keys: dict[str, QueueKeys] = {}
+
+    async def aclose(self) -> None:
+        if self.fast is not None:
+            await self.fast.aclose()
 
     # -- queues ----------------------------------------------------------------------
 
@@ -171,6 +180,8 @@ class Store:
         if len(calls) == 1:
             keys, args = calls[0]
             return [await self._scripts[script](keys=keys, args=args)]
+        if self.fast:  # one connection: concurrent calls are pipelined anyway
+            return list(await asyncio.gather(*(self._scripts[script](keys=k, args=a) for k, a in calls)))
         async with self.redis.pipeline(transaction=False) as pipe:
             for keys, args in calls:
                 await self._scripts[script](keys=keys, args=args, client=pipe)
@@ -185,8 +196,9 @@ class Store:
         soonest, reply = await self._scripts["claim"](keys=keys, args=args)
         return [_pairs(rec) for rec in reply], int(soonest)
 
-    async def ack(self, entries: Sequence[tuple[str, AckEntry]]) -> list[tuple[int, int]]:
-        """Records (queue, entry) outcomes; returns (status, state) per entry in order."""
+    async def ack(self, entries: Sequence[tuple[str, AckEntry]]) -> tuple[list[tuple[int, int, int]], int]:
+        """Records (queue, entry) outcomes; returns (status, state, attempt) per entry in
+        order, and the time recorded as their finish (ms)."""
         now = self.clock()
         by_queue: dict[str, list[int]] = defaultdict(list)
         for index, (queue, _) in enumerate(entries):
@@ -199,11 +211,11 @@ class Store:
                 args += [e.task_id, e.token, e.kind, e.a, e.b, e.c, e.delay_ms, random.random()]
             calls.append((keys, args))
         replies = await self._run("ack", calls)
-        out: list[tuple[int, int]] = [(0, 0)] * len(entries)
+        out: list[tuple[int, int, int]] = [(0, 0, 0)] * len(entries)
         for indexes, reply in zip(by_queue.values(), replies, strict=True):
             for n, index in enumerate(indexes):
-                out[index] = (int(reply[2 * n]), int(reply[2 * n + 1]))
-        return out
+                out[index] = (int(reply[3 * n]), int(reply[3 * n + 1]), int(reply[3 * n + 2]))
+        return out, now
 
     async def release(self, queue: str, leases: Iterable[tuple[str, str]]) -> int:
         keys, args = self._head(queue, self.clock())
@@ -268,7 +280,18 @@ class Store:
                 return total
 
     async def get(self, queue: str, task_id: str) -> Record:
+        if self.fast:
+            return _pairs(await self.fast.execute("HGETALL", self.keys(queue).task(task_id)))
         return await self.redis.hgetall(self.keys(queue).task(task_id))
+
+    async def get_many(self, tasks: Sequence[tuple[str, str]]) -> list[Record]:
+        """The records of (queue, task id) pairs, in one pipelined round trip."""
+        if len(tasks) == 1 or self.fast:
+            return list(await asyncio.gather(*(self.get(queue, task_id) for queue, task_id in tasks)))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for queue, task_id in tasks:
+                pipe.hgetall(self.keys(queue).task(task_id))
+            return list(await pipe.execute())
 
 
 def _pairs(flat: list[bytes]) -> Record:

@@ -1,51 +1,112 @@
-"""Result waiters: GetResult(wait) sleeps on an event that a completion sets.
+"""Result waiters: GetResult(wait), GetResults(wait) and Submit(wait_results) sleep until
+a completion wakes them.
 
-Completions arrive in-process (an ack handled by this replica) or from Redis pub/sub
-(an ack handled by another replica); either wakes the waiter, which re-reads the task.
+Completions arrive in-process (an ack handled by this replica, which hands over the
+finished record so the waiter answers without reading Redis again) or from Redis pub/sub
+(an ack handled by another replica: the waiter re-reads the task).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from conveyor_scheduler.records import TERMINAL
 from conveyor_scheduler.store import Record
 
+FetchMany = Callable[[Sequence[str]], Awaitable[list[Record]]]
+
+
+class _Waiter:
+    """One waiting call: the completions it was told about since it last looked."""
+
+    __slots__ = ("event", "finished", "stale")
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.finished: dict[str, Record | None] = {}
+        """task id -> its finished record, or None when it must be re-read."""
+        self.stale = False
+        """Everything must be re-read (the event bus reconnected)."""
+
+
+def _terminal(rec: Record) -> bool:
+    return int(rec.get(b"st", 0)) in TERMINAL
+
 
 class ResultWaiters:
     def __init__(self) -> None:
-        self._waiting: dict[str, set[asyncio.Event]] = {}
+        self._waiting: dict[str, set[_Waiter]] = {}
 
-    def notify(self, task_id: str) -> None:
-        for event in self._waiting.get(task_id, ()):
-            event.set()
+    def notify(self, task_id: str, record: Record | None = None) -> None:
+        """`task_id` finished; `record` is its final record when the caller knows it."""
+        for waiter in self._waiting.get(task_id, ()):
+            if record is not None or task_id not in waiter.finished:  # pub/sub echo of a local ack
+                waiter.finished[task_id] = record
+            waiter.event.set()
 
     def notify_all(self) -> None:
-        for events in self._waiting.values():
-            for event in events:
-                event.set()
+        for waiters in self._waiting.values():
+            for waiter in waiters:
+                waiter.stale = True
+                waiter.event.set()
 
     async def wait(self, task_id: str, timeout: float, fetch: Callable[[], Awaitable[Record]]) -> Record:
         """Returns the task record once it is terminal, gone, or the timeout passes."""
-        event = asyncio.Event()
-        self._waiting.setdefault(task_id, set()).add(event)
+
+        async def fetch_one(_: Sequence[str]) -> list[Record]:
+            return [await fetch()]
+
+        return (await self.wait_many([task_id], timeout, fetch_one))[0]
+
+    async def wait_many(self, task_ids: Sequence[str], timeout: float, fetch: FetchMany) -> list[Record]:
+        """The records of `task_ids` (in order) once all are terminal or gone, or as they
+        are when the timeout passes."""
+        waiter = _Waiter()
+        for task_id in task_ids:
+            self._waiting.setdefault(task_id, set()).add(waiter)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         try:
-            while True:
-                event.clear()
-                rec = await fetch()
+            records = await fetch(task_ids)
+            pending = {i for i, rec in enumerate(records) if rec and not _terminal(rec)}
+            while pending:
                 remaining = deadline - loop.time()
-                if not rec or int(rec.get(b"st", 0)) in TERMINAL or remaining <= 0:
-                    return rec
+                if remaining <= 0:
+                    break
                 try:
                     async with asyncio.timeout(remaining):
-                        await event.wait()
+                        await waiter.event.wait()
                 except TimeoutError:
-                    return await fetch()
+                    break
+                waiter.event.clear()
+                finished, waiter.finished = waiter.finished, {}
+                reread = sorted(pending) if waiter.stale else []
+                waiter.stale = False
+                for i in list(pending):
+                    task_id = task_ids[i]
+                    if task_id in finished:
+                        rec = finished[task_id]
+                        if rec is None:
+                            reread.append(i)
+                        else:
+                            records[i] = rec
+                            pending.discard(i)
+                reread = sorted(set(reread))
+                if reread:
+                    for i, rec in zip(reread, await fetch([task_ids[i] for i in reread]), strict=True):
+                        records[i] = rec
+                        if not rec or _terminal(rec):
+                            pending.discard(i)
+            if pending:  # timed out: report each as it is now
+                left = sorted(pending)
+                for i, rec in zip(left, await fetch([task_ids[i] for i in left]), strict=True):
+                    records[i] = rec
+            return records
         finally:
-            events = self._waiting[task_id]
-            events.discard(event)
-            if not events:
-                del self._waiting[task_id]
+            for task_id in task_ids:
+                waiters = self._waiting.get(task_id)
+                if waiters is not None:
+                    waiters.discard(waiter)
+                    if not waiters:
+                        del self._waiting[task_id]

@@ -27,7 +27,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x63onveyor/v1/task_service.proto\x12\x0b\x63onveyor.v1\x1a\x16\x63onveyor/v1/task.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"5\n\rSubmitRequest\x12$\n\x05tasks\x18\x01 \x03(\x0b\x32\x15.conveyor.v1.TaskSpec\"d\n\rSubmittedTask\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05queue\x18\x02 \x01(\t\x12%\n\x05state\x18\x03 \x01(\x0e\x32\x16.conveyor.v1.TaskState\x12\x11\n\tduplicate\x18\x04 \x01(\x08\";\n\x0eSubmitResponse\x12)\n\x05tasks\x18\x01 \x03(\x0b\x32\x1a.conveyor.v1.SubmittedTask\"l\n\x0bPollRequest\x12\x0e\n\x06queues\x18\x01 \x03(\t\x12\x11\n\tmax_tasks\x18\x02 \x01(\r\x12\'\n\x04wait\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x11\n\tworker_id\x18\x04 \x01(\t\"6\n\x0cPollResponse\x12&\n\x05tasks\x18\x01 \x03(\x0b\x32\x17.conveyor.v1.LeasedTask\"0\n\nAckRequest\x12\"\n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32\x14.conveyor.v1.TaskAck\"8\n\x0b\x41\x63kResponse\x12)\n\x08outcomes\x18\x01 \x03(\x0b\x32\x17.conveyor.v1.AckOutcome\"h\n\x12\x45xtendLeaseRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x13\n\x0blease_token\x18\x02 \x01(\t\x12,\n\textend_by\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"K\n\x13\x45xtendLeaseResponse\x12\x34\n\x10lease_expires_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"L\n\x10GetResultRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\'\n\x04wait\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xdd\x01\n\x11GetResultResponse\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.conveyor.v1.TaskState\x12\'\n\x06result\x18\x03 \x01(\x0b\x32\x17.conveyor.v1.TaskResult\x12%\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x16.conveyor.v1.TaskError\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\r\x12/\n\x0b\x66inished_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"!\n\x0eGetTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"2\n\x0fGetTaskResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.conveyor.v1.Task\" \n\rCancelRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"7\n\x0e\x43\x61ncelResponse\x12%\n\x05state\x18\x01 \x01(\x0e\x32\x16.conveyor.v1.TaskState\"#\n\x10WatchTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"\xa5\x01\n\x11WatchTaskResponse\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.conveyor.v1.TaskState\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1f\n\x04task\x18\x05 \x01(\x0b\x32\x11.conveyor.v1.Task2\xbc\x04\n\x0bTaskService\x12\x41\n\x06Submit\x12\x1a.conveyor.v1.SubmitRequest\x1a\x1b.conveyor.v1.SubmitResponse\x12;\n\x04Poll\x12\x18.conveyor.v1.PollRequest\x1a\x19.conveyor.v1.PollResponse\x12\x38\n\x03\x41\x63k\x12\x17.conveyor.v1.AckRequest\x1a\x18.conveyor.v1.AckResponse\x12P\n\x0b\x45xtendLease\x12\x1f.conveyor.v1.ExtendLeaseRequest\x1a .conveyor.v1.ExtendLeaseResponse\x12J\n\tGetResult\x12\x1d.conveyor.v1.GetResultRequest\x1a\x1e.conveyor.v1.GetResultResponse\x12\x44\n\x07GetTask\x12\x1b.conveyor.v1.GetTaskRequest\x1a\x1c.conveyor.v1.GetTaskResponse\x12\x41\n\x06\x43\x61ncel\x12\x1a.conveyor.v1.CancelRequest\x1a\x1b.conveyor.v1.CancelResponse\x12L\n\tWatchTask\x12\x1d.conveyor.v1.WatchTaskRequest\x1a\x1e.conveyor.v1.WatchTaskResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x63onveyor/v1/task_service.proto\x12\x0b\x63onveyor.v1\x1a\x16\x63onveyor/v1/task.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"f\n\rSubmitRequest\x12$\n\x05tasks\x18\x01 \x03(\x0b\x32\x15.conveyor.v1.TaskSpec\x12/\n\x0cwait_results\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"d\n\rSubmittedTask\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05queue\x18\x02 \x01(\t\x12%\n\x05state\x18\x03 \x01(\x0e\x32\x16.conveyor.v1.TaskState\x12\x11\n\tduplicate\x18\x04 \x01(\x08\"l\n\x0eSubmitResponse\x12)\n\x05tasks\x18\x01 \x03(\x0b\x32\x1a.conveyor.v1.SubmittedTask\x12/\n\x07results\x18\x02 \x03(\x0b\x32\x1e.conveyor.v1.GetResultResponse\"l\n\x0bPollRequest\x12\x0e\n\x06queues\x18\x01 \x03(\t\x12\x11\n\tmax_tasks\x18\x02 \x01(\r\x12\'\n\x04wait\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x11\n\tworker_id\x18\x04 \x01(\t\"6\n\x0cPollResponse\x12&\n\x05tasks\x18\x01 \x03(\x0b\x32\x17.conveyor.v1.LeasedTask\"0\n\nAckRequest\x12\"\n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32\x14.conveyor.v1.TaskAck\"8\n\x0b\x41\x63kResponse\x12)\n\x08outcomes\x18\x01 \x03(\x0b\x32\x17.conveyor.v1.AckOutcome\"h\n\x12\x45xtendLeaseRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x13\n\x0blease_token\x18\x02 \x01(\t\x12,\n\textend_by\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"K\n\x13\x45xtendLeaseResponse\x12\x34\n\x10lease_expires_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"L\n\x10GetResultRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\'\n\x04wait\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"N\n\x11GetResultsRequest\x12\x10\n\x08task_ids\x18\x01 \x03(\t\x12\'\n\x04wait\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"E\n\x12GetResultsResponse\x12/\n\x07results\x18\x01 \x03(\x0b\x32\x1e.conveyor.v1.GetResultResponse\"\xdd\x01\n\x11GetResultResponse\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.conveyor.v1.TaskState\x12\'\n\x06result\x18\x03 \x01(\x0b\x32\x17.conveyor.v1.TaskResult\x12%\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x16.conveyor.v1.TaskError\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\r\x12/\n\x0b\x66inished_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"!\n\x0eGetTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"2\n\x0fGetTaskResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.conveyor.v1.Task\" \n\rCancelRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"7\n\x0e\x43\x61ncelResponse\x12%\n\x05state\x18\x01 \x01(\x0e\x32\x16.conveyor.v1.TaskState\"#\n\x10WatchTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"\xa5\x01\n\x11WatchTaskResponse\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.conveyor.v1.TaskState\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1f\n\x04task\x18\x05 \x01(\x0b\x32\x11.conveyor.v1.Task2\x8b\x05\n\x0bTaskService\x12\x41\n\x06Submit\x12\x1a.conveyor.v1.SubmitRequest\x1a\x1b.conveyor.v1.SubmitResponse\x12;\n\x04Poll\x12\x18.conveyor.v1.PollRequest\x1a\x19.conveyor.v1.PollResponse\x12\x38\n\x03\x41\x63k\x12\x17.conveyor.v1.AckRequest\x1a\x18.conveyor.v1.AckResponse\x12P\n\x0b\x45xtendLease\x12\x1f.conveyor.v1.ExtendLeaseRequest\x1a .conveyor.v1.ExtendLeaseResponse\x12J\n\tGetResult\x12\x1d.conveyor.v1.GetResultRequest\x1a\x1e.conveyor.v1.GetResultResponse\x12M\n\nGetResults\x12\x1e.conveyor.v1.GetResultsRequest\x1a\x1f.conveyor.v1.GetResultsResponse\x12\x44\n\x07GetTask\x12\x1b.conveyor.v1.GetTaskRequest\x1a\x1c.conveyor.v1.GetTaskResponse\x12\x41\n\x06\x43\x61ncel\x12\x1a.conveyor.v1.CancelRequest\x1a\x1b.conveyor.v1.CancelResponse\x12L\n\tWatchTask\x12\x1d.conveyor.v1.WatchTaskRequest\x1a\x1e.conveyor.v1.WatchTaskResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,39 +35,43 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'conveyor.v1.task_service_pb
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SUBMITREQUEST']._serialized_start=136
-  _globals['_SUBMITREQUEST']._serialized_end=189
-  _globals['_SUBMITTEDTASK']._serialized_start=191
-  _globals['_SUBMITTEDTASK']._serialized_end=291
-  _globals['_SUBMITRESPONSE']._serialized_start=293
-  _globals['_SUBMITRESPONSE']._serialized_end=352
-  _globals['_POLLREQUEST']._serialized_start=354
-  _globals['_POLLREQUEST']._serialized_end=462
-  _globals['_POLLRESPONSE']._serialized_start=464
-  _globals['_POLLRESPONSE']._serialized_end=518
-  _globals['_ACKREQUEST']._serialized_start=520
-  _globals['_ACKREQUEST']._serialized_end=568
-  _globals['_ACKRESPONSE']._serialized_start=570
-  _globals['_ACKRESPONSE']._serialized_end=626
-  _globals['_EXTENDLEASEREQUEST']._serialized_start=628
-  _globals['_EXTENDLEASEREQUEST']._serialized_end=732
-  _globals['_EXTENDLEASERESPONSE']._serialized_start=734
-  _globals['_EXTENDLEASERESPONSE']._serialized_end=809
-  _globals['_GETRESULTREQUEST']._serialized_start=811
-  _globals['_GETRESULTREQUEST']._serialized_end=887
-  _globals['_GETRESULTRESPONSE']._serialized_start=890
-  _globals['_GETRESULTRESPONSE']._serialized_end=1111
-  _globals['_GETTASKREQUEST']._serialized_start=1113
-  _globals['_GETTASKREQUEST']._serialized_end=1146
-  _globals['_GETTASKRESPONSE']._serialized_start=1148
-  _globals['_GETTASKRESPONSE']._serialized_end=1198
-  _globals['_CANCELREQUEST']._serialized_start=1200
-  _globals['_CANCELREQUEST']._serialized_end=1232
-  _globals['_CANCELRESPONSE']._serialized_start=1234
-  _globals['_CANCELRESPONSE']._serialized_end=1289
-  _globals['_WATCHTASKREQUEST']._serialized_start=1291
-  _globals['_WATCHTASKREQUEST']._serialized_end=1326
-  _globals['_WATCHTASKRESPONSE']._serialized_start=1329
-  _globals['_WATCHTASKRESPONSE']._serialized_end=1494
-  _globals['_TASKSERVICE']._serialized_start=1497
-  _globals['_TASKSERVICE']._serialized_end=2069
+  _globals['_SUBMITREQUEST']._serialized_end=238
+  _globals['_SUBMITTEDTASK']._serialized_start=240
+  _globals['_SUBMITTEDTASK']._serialized_end=340
+  _globals['_SUBMITRESPONSE']._serialized_start=342
+  _globals['_SUBMITRESPONSE']._serialized_end=450
+  _globals['_POLLREQUEST']._serialized_start=452
+  _globals['_POLLREQUEST']._serialized_end=560
+  _globals['_POLLRESPONSE']._serialized_start=562
+  _globals['_POLLRESPONSE']._serialized_end=616
+  _globals['_ACKREQUEST']._serialized_start=618
+  _globals['_ACKREQUEST']._serialized_end=666
+  _globals['_ACKRESPONSE']._serialized_start=668
+  _globals['_ACKRESPONSE']._serialized_end=724
+  _globals['_EXTENDLEASEREQUEST']._serialized_start=726
+  _globals['_EXTENDLEASEREQUEST']._serialized_end=830
+  _globals['_EXTENDLEASERESPONSE']._serialized_start=832
+  _globals['_EXTENDLEASERESPONSE']._serialized_end=907
+  _globals['_GETRESULTREQUEST']._serialized_start=909
+  _globals['_GETRESULTREQUEST']._serialized_end=985
+  _globals['_GETRESULTSREQUEST']._serialized_start=987
+  _globals['_GETRESULTSREQUEST']._serialized_end=1065
+  _globals['_GETRESULTSRESPONSE']._serialized_start=1067
+  _globals['_GETRESULTSRESPONSE']._serialized_end=1136
+  _globals['_GETRESULTRESPONSE']._serialized_start=1139
+  _globals['_GETRESULTRESPONSE']._serialized_end=1360
+  _globals['_GETTASKREQUEST']._serialized_start=1362
+  _globals['_GETTASKREQUEST']._serialized_end=1395
+  _globals['_GETTASKRESPONSE']._serialized_start=1397
+  _globals['_GETTASKRESPONSE']._serialized_end=1447
+  _globals['_CANCELREQUEST']._serialized_start=1449
+  _globals['_CANCELREQUEST']._serialized_end=1481
+  _globals['_CANCELRESPONSE']._serialized_start=1483
+  _globals['_CANCELRESPONSE']._serialized_end=1538
+  _globals['_WATCHTASKREQUEST']._serialized_start=1540
+  _globals['_WATCHTASKREQUEST']._serialized_end=1575
+  _globals['_WATCHTASKRESPONSE']._serialized_start=1578
+  _globals['_WATCHTASKRESPONSE']._serialized_end=1743
+  _globals['_TASKSERVICE']._serialized_start=1746
+  _globals['_TASKSERVICE']._serialized_end=2397
 # @@protoc_insertion_point(module_scope)

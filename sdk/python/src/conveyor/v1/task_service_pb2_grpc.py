@@ -61,6 +61,11 @@ class TaskServiceStub:
                 request_serializer=conveyor_dot_v1_dot_task__service__pb2.GetResultRequest.SerializeToString,
                 response_deserializer=conveyor_dot_v1_dot_task__service__pb2.GetResultResponse.FromString,
                 _registered_method=True)
+        self.GetResults = channel.unary_unary(
+                '/conveyor.v1.TaskService/GetResults',
+                request_serializer=conveyor_dot_v1_dot_task__service__pb2.GetResultsRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_task__service__pb2.GetResultsResponse.FromString,
+                _registered_method=True)
         self.GetTask = channel.unary_unary(
                 '/conveyor.v1.TaskService/GetTask',
                 request_serializer=conveyor_dot_v1_dot_task__service__pb2.GetTaskRequest.SerializeToString,
@@ -118,6 +123,13 @@ class TaskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetResults(self, request, context):
+        """GetResult for many tasks in one call (what a producer that submitted a batch waits on).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetTask(self, request, context):
         """Read a task's full record.
         """
@@ -167,6 +179,11 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.GetResult,
                     request_deserializer=conveyor_dot_v1_dot_task__service__pb2.GetResultRequest.FromString,
                     response_serializer=conveyor_dot_v1_dot_task__service__pb2.GetResultResponse.SerializeToString,
+            ),
+            'GetResults': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetResults,
+                    request_deserializer=conveyor_dot_v1_dot_task__service__pb2.GetResultsRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_task__service__pb2.GetResultsResponse.SerializeToString,
             ),
             'GetTask': grpc.unary_unary_rpc_method_handler(
                     servicer.GetTask,
@@ -321,6 +338,33 @@ class TaskService:
             '/conveyor.v1.TaskService/GetResult',
             conveyor_dot_v1_dot_task__service__pb2.GetResultRequest.SerializeToString,
             conveyor_dot_v1_dot_task__service__pb2.GetResultResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetResults(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.TaskService/GetResults',
+            conveyor_dot_v1_dot_task__service__pb2.GetResultsRequest.SerializeToString,
+            conveyor_dot_v1_dot_task__service__pb2.GetResultsResponse.FromString,
             options,
             channel_credentials,
             insecure,

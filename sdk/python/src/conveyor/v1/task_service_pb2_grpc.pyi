@@ -45,6 +45,8 @@ class TaskServiceStub:
     """Push a lease's expiry further out (not past the attempt's deadline)."""
     GetResult: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.GetResultRequest, _task_service_pb2.GetResultResponse]
     """Read a task's outcome, optionally waiting for it to finish."""
+    GetResults: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.GetResultsRequest, _task_service_pb2.GetResultsResponse]
+    """GetResult for many tasks in one call (what a producer that submitted a batch waits on)."""
     GetTask: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.GetTaskRequest, _task_service_pb2.GetTaskResponse]
     """Read a task's full record."""
     Cancel: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.CancelRequest, _task_service_pb2.CancelResponse]
@@ -71,6 +73,8 @@ class TaskServiceAsyncStub(TaskServiceStub):
     """Push a lease's expiry further out (not past the attempt's deadline)."""
     GetResult: _aio.UnaryUnaryMultiCallable[_task_service_pb2.GetResultRequest, _task_service_pb2.GetResultResponse]  # type: ignore[assignment]
     """Read a task's outcome, optionally waiting for it to finish."""
+    GetResults: _aio.UnaryUnaryMultiCallable[_task_service_pb2.GetResultsRequest, _task_service_pb2.GetResultsResponse]  # type: ignore[assignment]
+    """GetResult for many tasks in one call (what a producer that submitted a batch waits on)."""
     GetTask: _aio.UnaryUnaryMultiCallable[_task_service_pb2.GetTaskRequest, _task_service_pb2.GetTaskResponse]  # type: ignore[assignment]
     """Read a task's full record."""
     Cancel: _aio.UnaryUnaryMultiCallable[_task_service_pb2.CancelRequest, _task_service_pb2.CancelResponse]  # type: ignore[assignment]
@@ -124,6 +128,14 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_task_service_pb2.GetResultResponse, _abc.Awaitable[_task_service_pb2.GetResultResponse]]:
         """Read a task's outcome, optionally waiting for it to finish."""
+
+    @_abc_1.abstractmethod
+    def GetResults(
+        self,
+        request: _task_service_pb2.GetResultsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_task_service_pb2.GetResultsResponse, _abc.Awaitable[_task_service_pb2.GetResultsResponse]]:
+        """GetResult for many tasks in one call (what a producer that submitted a batch waits on)."""
 
     @_abc_1.abstractmethod
     def GetTask(

@@ -5,19 +5,21 @@
 --   data, content type, '', '', '' and for 'f'/'r': error type, message, traceback,
 --   delay ms (-1 = policy), jitter [0,1).
 -- A task with a cancel request ends CANCELLED whatever the outcome.
--- Returns per ack: status (1 accepted, 2 stale lease, 3 not found), state after.
+-- Returns per ack: status (1 accepted, 2 stale lease, 3 not found), state after, attempt.
 local out = {}
 for i = 5, #ARGV, 8 do
   local id, token, kind = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local key = task_key(id)
-  local f = redis.call('HMGET', key, 'st', 'lt', 'cx')
+  local f = redis.call('HMGET', key, 'st', 'lt', 'cx', 'at')
   local state = tonumber(f[1])
   if not state then
     out[#out + 1] = 3
     out[#out + 1] = 0
+    out[#out + 1] = 0
   elseif state ~= ACTIVE or f[2] ~= token then
     out[#out + 1] = 2
     out[#out + 1] = state
+    out[#out + 1] = tonumber(f[4]) or 0
   else
     if kind == 'c' or f[3] == '1' then
       redis.call('ZREM', KEYS[12], id)
@@ -37,6 +39,7 @@ for i = 5, #ARGV, 8 do
     end
     out[#out + 1] = 1
     out[#out + 1] = state
+    out[#out + 1] = tonumber(f[4]) or 0
   end
 end
 return out

@@ -31,10 +31,34 @@ class TaskService:
         count = len(request.tasks)
         if not 1 <= count <= self.limits.max_batch:
             raise InvalidArgument("tasks", f"must hold 1 to {self.limits.max_batch} tasks, got {count}")
+        wait_ms = -1
+        if request.HasField("wait_results"):
+            wait_ms = duration_ms(request.wait_results, "wait_results", minimum=0,
+                                  maximum=self.limits.max_result_wait_ms)
         submitted = await submit_specs(self.core, request.tasks)  # shared with the beat's firings
-        return task_service_pb2.SubmitResponse(tasks=[
+        resp = task_service_pb2.SubmitResponse(tasks=[
             task_service_pb2.SubmittedTask(id=s.id, queue=s.queue, state=s.state, duplicate=s.duplicate)
             for s in submitted])
+        if wait_ms >= 0:  # submit and wait in one call: woken in-process when our worker acks
+            wait_ms = self._capped(wait_ms, context)
+            records = await self._wait([(s.queue, s.id) for s in submitted], wait_ms)
+            resp.results.extend(to_result(s.id, rec) for s, rec in zip(submitted, records, strict=True))
+        return resp
+
+    def _capped(self, wait_ms: int, context: grpc.aio.ServicerContext) -> int:
+        """A wait that ends before the caller's deadline, so it gets an answer, not a timeout."""
+        if context.time_remaining() is not None:
+            wait_ms = min(wait_ms, max(0, int(context.time_remaining() * 1000) - 50))
+        return wait_ms
+
+    async def _wait(self, tasks: list[tuple[str, str]], wait_ms: int) -> list[dict[bytes, bytes]]:
+        async def fetch(ids: Sequence[str]) -> list[dict[bytes, bytes]]:
+            queues = {task_id: queue for queue, task_id in tasks}
+            return await self.core.store.get_many([(queues[i], i) for i in ids])
+
+        if not wait_ms:
+            return await fetch([task_id for _, task_id in tasks])
+        return await self.core.waiters.wait_many([task_id for _, task_id in tasks], wait_ms / 1000, fetch)
 
     async def Poll(self, request: task_service_pb2.PollRequest, context: grpc.aio.ServicerContext
                    ) -> task_service_pb2.PollResponse:
@@ -84,11 +108,17 @@ class TaskService:
         """Validates and records acks (shared with the worker stream)."""
         entries = [(await self.core.queue_of(a.task_id, f"{field}[{i}].task_id"), self._entry(a, f"{field}[{i}]"))
                    for i, a in enumerate(acks)]
-        results = await self.core.store.ack(entries)
+        results, finished_ms = await self.core.store.ack(entries)
         outcomes = []
-        for (queue, entry), (status, state) in zip(entries, results, strict=True):
+        for (queue, entry), (status, state, attempt) in zip(entries, results, strict=True):
             if status == 1:
-                if state in TERMINAL:
+                if state == task_pb2.TASK_STATE_SUCCEEDED and entry.kind == "s":  # waiters need not re-read it
+                    rec = {b"st": b"4", b"at": str(attempt).encode(), b"fa": str(finished_ms).encode(),
+                           b"r": entry.a if isinstance(entry.a, bytes) else entry.a.encode()}
+                    if entry.b:
+                        rec[b"rc"] = entry.b.encode()
+                    self.core.waiters.notify(entry.task_id, rec)
+                elif state in TERMINAL:
                     self.core.waiters.notify(entry.task_id)
                 elif state == task_pb2.TASK_STATE_SCHEDULED:
                     self.core.maintenance.schedule(queue, self.core.store.clock())
@@ -138,16 +168,31 @@ class TaskService:
         wait_ms = 0
         if request.HasField("wait"):
             wait_ms = duration_ms(request.wait, "wait", minimum=0, maximum=self.limits.max_result_wait_ms)
-        if context.time_remaining() is not None:
-            wait_ms = min(wait_ms, max(0, int(context.time_remaining() * 1000) - 50))
-
-        async def fetch() -> dict[bytes, bytes]:
-            return await self.core.store.get(queue, request.task_id)
-
-        rec = await self.core.waiters.wait(request.task_id, wait_ms / 1000, fetch) if wait_ms else await fetch()
+        (rec,) = await self._wait([(queue, request.task_id)], self._capped(wait_ms, context))
         if not rec:
             raise NotFound(f"no task {request.task_id} (it never existed, or its record expired)")
         return to_result(request.task_id, rec)
+
+    async def GetResults(self, request: task_service_pb2.GetResultsRequest, context: grpc.aio.ServicerContext
+                         ) -> task_service_pb2.GetResultsResponse:
+        count = len(request.task_ids)
+        if not 1 <= count <= self.limits.max_batch:
+            raise InvalidArgument("task_ids", f"must hold 1 to {self.limits.max_batch} ids, got {count}")
+        tasks = []
+        for i, task_id in enumerate(request.task_ids):
+            try:
+                queue = await self.core.queue_of(task_id, f"task_ids[{i}]")
+            except NotFound:  # a well-formed id of a queue nobody knows: no such task
+                queue = ""  # no queue is named "": its keys hold nothing
+            tasks.append((queue, task_id))
+        wait_ms = 0
+        if request.HasField("wait"):
+            wait_ms = duration_ms(request.wait, "wait", minimum=0, maximum=self.limits.max_result_wait_ms)
+        records = await self._wait(tasks, self._capped(wait_ms, context))
+        # A task that does not exist (any more) is reported with state UNSPECIFIED.
+        return task_service_pb2.GetResultsResponse(results=[
+            to_result(task_id, rec) if rec else task_service_pb2.GetResultResponse(task_id=task_id)
+            for (_, task_id), rec in zip(tasks, records, strict=True)])
 
     async def GetTask(self, request: task_service_pb2.GetTaskRequest, context: grpc.aio.ServicerContext
                       ) -> task_service_pb2.GetTaskResponse:
