@@ -43,7 +43,8 @@ class Core:
         self.maintenance = Maintenance(self.store, reaper_interval_ms=config.reaper_interval_ms,
                                        on_ready=self._promoted, on_sweep=self.dispatcher.wake_all)
         self.dispatcher.on_reserved = self.maintenance.schedule  # rate-limited tasks wait for a slot
-        self.bus = EventBus(redis, origin=self.scheduler_id, on_done=self.waiters.notify, on_wake=self._on_wake,
+        self.bus = EventBus(redis, origin=self.scheduler_id, fast=self.fast_redis,
+                            on_done=self.waiters.notify, on_wake=self._on_wake,
                             on_state=self.watchers.on_message, on_cancel=self.dispatcher.cancel,
                             on_reconnect=self._on_reconnect)
         self.beat = Beat(self)
@@ -80,11 +81,15 @@ class Core:
     def _promoted(self, queue: str) -> None:
         """Promoted or reaped tasks are ready: wake dispatch here and on the other replicas."""
         self.dispatcher.wake(queue)
+        self.publish_wake_soon(queue)
+
+    def publish_wake_soon(self, queue: str, due_ms: int = 0) -> None:
+        """Tells the other replicas about `queue` without making the caller wait for Redis."""
         async def publish() -> None:
             try:
-                await self.bus.publish_wake(queue)
-            except (RedisError, OSError) as exc:  # their reapers' periodic sweep covers it
-                log.info("could not tell the other replicas that %s has tasks: %s", queue, exc)
+                await self.bus.publish_wake(queue, due_ms)
+            except (RedisError, OSError) as exc:  # their periodic sweep and rescan cover it
+                log.info("could not tell the other replicas about queue %s: %s", queue, exc)
 
         task = asyncio.get_running_loop().create_task(publish())
         self._pending.add(task)

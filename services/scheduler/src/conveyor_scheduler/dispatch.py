@@ -56,6 +56,7 @@ class Dispatcher:
         """Called with the earliest start a claim reserved for rate-limited tasks."""
         self._queues: dict[str, QueueDispatch] = {}
         self._sessions: dict[str, WorkerSession] = {}
+        self._background: set[asyncio.Task[None]] = set()
 
     def queue(self, name: str) -> QueueDispatch:
         qd = self._queues.get(name)
@@ -134,9 +135,11 @@ class Dispatcher:
         for match, session in offers.values():
             session.credit += match.credit
 
-    async def settle(self, offers: dict[str, tuple[Match, WorkerSession]], tasks: list[NewTask],
-                     submitted: list[Submitted]) -> None:
-        """Pushes what the store leased to each offered worker; returns unused credit."""
+    def settle(self, offers: dict[str, tuple[Match, WorkerSession]], tasks: list[NewTask],
+               submitted: list[Submitted]) -> None:
+        """Pushes what the store leased to each offered worker; returns unused credit.
+        Never awaits (see submit_specs): a stream that closed meanwhile gets its leases
+        handed back in the background (or by the reaper, should that fail)."""
         leased: dict[str, list[task_pb2.LeasedTask]] = {}
         for task, sub in zip(tasks, submitted, strict=True):
             if sub.lease_token:
@@ -147,11 +150,20 @@ class Dispatcher:
             if not batch:
                 continue
             if session.closed:  # the stream ended meanwhile: hand them back
-                await self.store.release(queue, [(lt.task.id, lt.lease_token) for lt in batch])
-                self.wake(queue)
+                task = asyncio.get_running_loop().create_task(
+                    self._hand_back(queue, [(lt.task.id, lt.lease_token) for lt in batch]))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
                 continue
             telemetry.dispatched(batch, session.worker_id)
             session.push(batch)
+
+    async def _hand_back(self, queue: str, leases: list[tuple[str, str]]) -> None:
+        try:
+            await self.store.release(queue, leases)
+        except RedisError as exc:
+            log.warning("could not hand back %d leases of queue %s (the reaper will): %s", len(leases), queue, exc)
+        self.wake(queue)
 
     async def close(self) -> None:
         tasks = [qd.task for qd in self._queues.values() if qd.task is not None]

@@ -29,7 +29,9 @@ def check_specs(core: Core, specs: Sequence[task_pb2.TaskSpec], at: str = "tasks
 
 
 async def submit_specs(core: Core, specs: Sequence[task_pb2.TaskSpec], at: str = "tasks") -> list[Submitted]:
-    """Validates, stores and announces a batch (accepted or rejected whole).
+    """Validates, stores and announces a batch (accepted or rejected whole). Nothing is
+    awaited after the store call, so a caller that registers result waiters right after
+    it cannot miss a completion.
 
     Sync match: where a worker on this replica has free credit, the store leases ready-now
     tasks straight to it in the same script (if its queue has nothing ready they would
@@ -45,7 +47,7 @@ async def submit_specs(core: Core, specs: Sequence[task_pb2.TaskSpec], at: str =
             raise
         enqueue.stored(submitted)
     if offers:
-        await core.dispatcher.settle(offers, tasks, submitted)
+        core.dispatcher.settle(offers, tasks, submitted)
     ready: set[str] = set()
     due: dict[str, int] = {}
     for task, sub in zip(tasks, submitted, strict=True):
@@ -59,5 +61,5 @@ async def submit_specs(core: Core, specs: Sequence[task_pb2.TaskSpec], at: str =
         core.tasks_ready(queue)
     for queue, due_ms in due.items():
         core.maintenance.schedule(queue, due_ms)
-        await core.bus.publish_wake(queue, due_ms)
+        core.publish_wake_soon(queue, due_ms)  # not awaited: Submit(wait_results) relies on that
     return submitted

@@ -59,16 +59,25 @@ class ResultWaiters:
 
         return (await self.wait_many([task_id], timeout, fetch_one))[0]
 
-    async def wait_many(self, task_ids: Sequence[str], timeout: float, fetch: FetchMany) -> list[Record]:
+    async def wait_many(self, task_ids: Sequence[str], timeout: float, fetch: FetchMany,
+                        unfinished: Sequence[bool] | None = None) -> list[Record]:
         """The records of `task_ids` (in order) once all are terminal or gone, or as they
-        are when the timeout passes."""
+        are when the timeout passes. `unfinished[i]` says task i is known not to have
+        finished yet (just submitted, and no await since): it is not read first."""
         waiter = _Waiter()
         for task_id in task_ids:
             self._waiting.setdefault(task_id, set()).add(waiter)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         try:
-            records = await fetch(task_ids)
+            if unfinished is None:
+                records = await fetch(task_ids)
+            else:
+                records = [{b"st": b"2"} for _ in task_ids]  # stands in until read or finished
+                unknown = [i for i, fresh in enumerate(unfinished) if not fresh]
+                if unknown:
+                    for i, rec in zip(unknown, await fetch([task_ids[i] for i in unknown]), strict=True):
+                        records[i] = rec
             pending = {i for i, rec in enumerate(records) if rec and not _terminal(rec)}
             while pending:
                 remaining = deadline - loop.time()

@@ -41,7 +41,8 @@ class TaskService:
             for s in submitted])
         if wait_ms >= 0:  # submit and wait in one call: woken in-process when our worker acks
             wait_ms = self._capped(wait_ms, context)
-            records = await self._wait([(s.queue, s.id) for s in submitted], wait_ms)
+            records = await self._wait([(s.queue, s.id) for s in submitted], wait_ms,
+                                       [not s.duplicate and s.state not in TERMINAL for s in submitted])
             resp.results.extend(to_result(s.id, rec) for s, rec in zip(submitted, records, strict=True))
         return resp
 
@@ -51,14 +52,16 @@ class TaskService:
             wait_ms = min(wait_ms, max(0, int(context.time_remaining() * 1000) - 50))
         return wait_ms
 
-    async def _wait(self, tasks: list[tuple[str, str]], wait_ms: int) -> list[dict[bytes, bytes]]:
+    async def _wait(self, tasks: list[tuple[str, str]], wait_ms: int, unfinished: list[bool] | None = None
+                    ) -> list[dict[bytes, bytes]]:
         async def fetch(ids: Sequence[str]) -> list[dict[bytes, bytes]]:
             queues = {task_id: queue for queue, task_id in tasks}
             return await self.core.store.get_many([(queues[i], i) for i in ids])
 
         if not wait_ms:
             return await fetch([task_id for _, task_id in tasks])
-        return await self.core.waiters.wait_many([task_id for _, task_id in tasks], wait_ms / 1000, fetch)
+        return await self.core.waiters.wait_many([task_id for _, task_id in tasks], wait_ms / 1000, fetch,
+                                                 unfinished)
 
     async def Poll(self, request: task_service_pb2.PollRequest, context: grpc.aio.ServicerContext
                    ) -> task_service_pb2.PollResponse:
