@@ -19,6 +19,39 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 
+class _Flag:
+    """A one-way threading.Event (set, is_set, wait) that allocates its Event only when
+    someone waits: almost no attempt waits, and two Events per attempt cost a worker more
+    than running a short task."""
+
+    __slots__ = ("_event", "_set")
+    _create = threading.Lock()
+
+    def __init__(self) -> None:
+        self._set = False
+        self._event: threading.Event | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+        event = self._event
+        if event is not None:
+            event.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self._set:
+            return True
+        with _Flag._create:  # one Event even when several threads start waiting at once
+            if self._event is None:
+                self._event = threading.Event()
+            event = self._event
+        if self._set:  # set() may have run before the Event existed
+            event.set()
+        return event.wait(timeout)
+
+
 @dataclass(frozen=True, slots=True)
 class TaskContext:
     """What a handler may want to know about the attempt it is running."""
@@ -33,8 +66,8 @@ class TaskContext:
     deadline: float
     """Hard time limit, as a time.time() timestamp."""
     soft_deadline: float | None = None
-    _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
-    _soft: threading.Event = field(default_factory=threading.Event, repr=False)
+    _cancel: _Flag = field(default_factory=_Flag, repr=False)
+    _soft: _Flag = field(default_factory=_Flag, repr=False)
 
     @property
     def cancelled(self) -> bool:

@@ -10,6 +10,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 JSON = "application/json"
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+"""json.dumps(value, separators=(",", ":")) without building an encoder per call."""
+_decode = json.JSONDecoder().decode
 
 
 def encode_call(args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None) -> bytes:
@@ -21,7 +24,10 @@ def decode_call(payload: bytes, content_type: str = JSON) -> tuple[list[Any], di
         raise ValueError(f"the Python SDK decodes {JSON} payloads, not {content_type!r}")
     if not payload:
         return [], {}
-    data = json.loads(payload)
+    if payload[:1] == b"{" and payload[1:2] != b"\0":  # what json.loads(bytes) would sniff as UTF-8
+        data = _decode(payload.decode("utf-8", "surrogatepass"))
+    else:
+        data = json.loads(payload)
     if not isinstance(data, dict):
         raise ValueError('a payload is a JSON object {"args": [...], "kwargs": {...}}')
     args, kwargs = data.get("args", []), data.get("kwargs", {})
@@ -31,7 +37,7 @@ def decode_call(payload: bytes, content_type: str = JSON) -> tuple[list[Any], di
 
 
 def encode_result(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode()
+    return _encode(value).encode()
 
 
 def decode_result(data: bytes, content_type: str = JSON) -> Any:

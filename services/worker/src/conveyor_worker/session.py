@@ -18,10 +18,11 @@ import grpc
 
 from conveyor import App
 from conveyor.context import TaskContext
+from conveyor.serialization import decode_call
 from conveyor.v1 import task_pb2, worker_service_pb2, worker_service_pb2_grpc
 from conveyor_worker import __version__, telemetry
 from conveyor_worker.config import WorkerConfig
-from conveyor_worker.executor import context_for, execute
+from conveyor_worker.executor import SyncAttempt, TaskThreads, context_for, execute
 from conveyor_worker.telemetry import ContextThreadPool
 
 log = logging.getLogger(__name__)
@@ -40,8 +41,10 @@ class Worker:
         self.config = config
         # Headroom over concurrency: threads abandoned at their hard time limit keep running.
         self.pool = ContextThreadPool(max_workers=config.concurrency * 2, thread_name_prefix="conveyor-task")
-        self.running: dict[str, tuple[str, asyncio.Task[None]]] = {}
-        """task id -> (lease token, asyncio task) of attempts in progress."""
+        self.threads = TaskThreads(config.concurrency * 2, self._sync_done)
+        """Plain-function handlers while telemetry is off (`pool` serves them when it is on)."""
+        self.running: dict[str, tuple[str, asyncio.Task[None] | SyncAttempt]] = {}
+        """task id -> (lease token, asyncio task or SyncAttempt) of attempts in progress."""
         self.contexts: dict[str, TaskContext] = {}
         """task id -> the handler-visible context of attempts in progress."""
         self.stopping = False
@@ -53,6 +56,8 @@ class Worker:
         self._connected = False
         self._call: grpc.aio.StreamStreamCall | None = None
         self._heartbeat_interval = 10.0
+        self._drained: asyncio.Future[None] | None = None
+        """Set by shutdown(): resolved when the last attempt in progress finishes."""
 
     @property
     def free_slots(self) -> int:
@@ -77,6 +82,7 @@ class Worker:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.config.reconnect_max_backoff)
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self.threads.shutdown()
         self.stopped.set()
 
     async def _session(self, target: str) -> None:
@@ -96,8 +102,9 @@ class Worker:
                                  msg.accepted.scheduler_id)
                         self._flush()  # acks that finished while we were disconnected
                     elif kind == "batch":
+                        direct = not telemetry.enabled()
                         for leased in msg.batch.tasks:
-                            self._start(leased)
+                            self._start(leased, direct)
                     elif kind == "cancel":
                         self._cancel(msg.cancel.task_id)
                     elif kind == "drain":
@@ -132,14 +139,29 @@ class Worker:
             self._outbox.put_nowait(worker_service_pb2.ConnectRequest(
                 heartbeat=worker_service_pb2.WorkerHeartbeat(active_task_ids=list(self.running))))
 
-    def _start(self, leased: task_pb2.LeasedTask) -> None:
-        task_id = leased.task.id
+    def _start(self, leased: task_pb2.LeasedTask, direct: bool = False) -> None:
+        """Starts one attempt. `direct` (telemetry off): a plain function whose payload decodes
+        goes straight to a thread (TaskThreads); everything else runs as an asyncio task."""
+        task = leased.task
+        task_id = task.id
         if self.stopping:  # arrived after we said we were draining: hand it straight back
             self._send(worker_service_pb2.WorkerReport(releases=[
                 worker_service_pb2.LeaseRef(task_id=task_id, lease_token=leased.lease_token)]))
             return
-        self.contexts[task_id] = context_for(leased)
-        runner = asyncio.create_task(self._run_one(leased), name=f"task:{task_id}")
+        ctx = self.contexts[task_id] = context_for(leased)
+        if direct:
+            definition = self.app.tasks.get(task.name)
+            if definition is not None and not definition.is_async:
+                try:
+                    args, kwargs = decode_call(task.payload, task.content_type)
+                except ValueError:
+                    pass  # execute() reports it
+                else:
+                    attempt = SyncAttempt(task_id, leased.lease_token, ctx, definition, args, kwargs)
+                    self.running[task_id] = (leased.lease_token, attempt)
+                    self.threads.start(attempt)
+                    return
+        runner = asyncio.create_task(self._run_one(leased, ctx), name=f"task:{task_id}")
         self.running[task_id] = (leased.lease_token, runner)
 
     def _cancel(self, task_id: str) -> None:
@@ -152,15 +174,27 @@ class Worker:
         if definition is not None and definition.is_async:
             held[1].cancel("cancel requested")
 
-    async def _run_one(self, leased: task_pb2.LeasedTask) -> None:
+    async def _run_one(self, leased: task_pb2.LeasedTask, ctx: TaskContext) -> None:
         try:
-            ack = await telemetry.process(leased, execute(self.app, leased, self.pool,
-                                                          self.contexts.get(leased.task.id)))
+            ack = await telemetry.process(leased, execute(self.app, leased, self.pool, ctx))
         except asyncio.CancelledError:
             return  # handed back at shutdown
         finally:
-            self.running.pop(leased.task.id, None)
-            self.contexts.pop(leased.task.id, None)
+            self._forget(leased.task.id)
+        self._done(ack)
+
+    def _sync_done(self, attempt: SyncAttempt, ack: task_pb2.TaskAck) -> None:
+        self._forget(attempt.task_id)
+        self._done(ack)
+
+    def _forget(self, task_id: str) -> None:
+        self.running.pop(task_id, None)
+        self.contexts.pop(task_id, None)
+        if self._drained is not None and not self.running and not self._drained.done():
+            self._drained.set_result(None)
+
+    def _done(self, ack: task_pb2.TaskAck) -> None:
+        """Queues a finished attempt's ack and its credit for the next report."""
         self._acks.append(ack)
         if not self.stopping:
             self._credit += 1
@@ -176,9 +210,11 @@ class Worker:
         self._flush_scheduled = False
         if not self._connected or not (self._acks or self._credit):
             return
-        acks, self._acks = self._acks, []
-        credit, self._credit = self._credit, 0
-        self._send(worker_service_pb2.WorkerReport(acks=acks, credit=credit))
+        request = worker_service_pb2.ConnectRequest()  # filled in place: WorkerReport(acks=...) would copy twice
+        request.report.acks.extend(self._acks)
+        request.report.credit = self._credit
+        self._acks, self._credit = [], 0
+        self._outbox.put_nowait(request)
 
     def _send(self, report: worker_service_pb2.WorkerReport) -> None:
         self._outbox.put_nowait(worker_service_pb2.ConnectRequest(report=report))
@@ -194,16 +230,18 @@ class Worker:
         """Graceful stop: finish within the grace period, hand back the rest, close."""
         self.stop()
         log.info("draining: %d tasks in flight, grace period %.0fs", len(self.running), self.config.grace_period)
-        pending = [runner for _, runner in self.running.values()]
-        if pending:
-            await asyncio.wait(pending, timeout=self.config.grace_period)
+        if self.running:
+            self._drained = asyncio.get_running_loop().create_future()
+            await asyncio.wait({self._drained}, timeout=self.config.grace_period)
         leftovers = dict(self.running)
         if leftovers:
             log.warning("handing back %d unfinished tasks", len(leftovers))
             self._send(worker_service_pb2.WorkerReport(releases=[
                 worker_service_pb2.LeaseRef(task_id=tid, lease_token=token) for tid, (token, _) in leftovers.items()]))
-            for _, runner in leftovers.values():
+            for task_id, (_, runner) in leftovers.items():
                 runner.cancel()
+                if isinstance(runner, SyncAttempt):  # no asyncio task to forget it
+                    self.contexts.pop(task_id, None)
             self.running.clear()
         self._flush()
         self._outbox.put_nowait(None)  # half-close: the scheduler ends the stream after our last report

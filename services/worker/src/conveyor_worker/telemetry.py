@@ -77,6 +77,11 @@ def _get_metrics() -> _Metrics | None:
     return _metrics
 
 
+def enabled() -> bool:
+    """True when an SDK records spans or metrics, i.e. when attempts must go through `process`."""
+    return t.tracer() is not None or _get_metrics() is not None
+
+
 async def process(leased: task_pb2.LeasedTask, attempt: Awaitable[task_pb2.TaskAck]) -> task_pb2.TaskAck:
     """Awaits `attempt` (one run of `leased`) inside its CONSUMER span; returns its ack."""
     tracer = t.tracer()
