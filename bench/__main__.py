@@ -55,6 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON report path")
     ap.add_argument("--conveyor-workers", type=int, default=1, help="Conveyor worker processes (1)")
     ap.add_argument("--conveyor-concurrency", type=int, default=32, help="slots per Conveyor worker (32)")
+    ap.add_argument("--conveyor-prefetch", type=int, default=512,
+                    help="leases a Conveyor worker holds beyond its slots (512; Celery prefetches too)")
     ap.add_argument("--celery-pool", default="",
                     help="POOL:CONCURRENCY to skip the calibration, e.g. prefork:2 (default: calibrate)")
     ap.add_argument("--profile", type=Path, default=None,
@@ -119,7 +121,7 @@ def _runner(system: str, ctx: Context, args: argparse.Namespace, doc: dict[str, 
     if system == "conveyor":
         from bench.conveyor_runner import ConveyorRunner  # noqa: PLC0415
 
-        return ConveyorRunner(ctx, args.conveyor_workers, args.conveyor_concurrency)
+        return ConveyorRunner(ctx, args.conveyor_workers, args.conveyor_concurrency, args.conveyor_prefetch)
     from bench import celery_runner  # noqa: PLC0415
 
     missing = celery_runner.available()

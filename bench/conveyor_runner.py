@@ -52,10 +52,11 @@ LARGE_WARMUP = 2_000
 class ConveyorRunner:
     name = "conveyor"
 
-    def __init__(self, ctx: Context, workers: int, concurrency: int) -> None:
+    def __init__(self, ctx: Context, workers: int, concurrency: int, prefetch: int) -> None:
         self.ctx = ctx
         self.workers = workers
         self.concurrency = concurrency
+        self.prefetch = prefetch
         self.redis_server, self.redis = private_redis(ctx.work_dir, "conveyor-redis")
         self.redis_url = f"redis://127.0.0.1:{self.redis_server.port}/0"
         self.scheduler: Proc | None = None
@@ -66,7 +67,7 @@ class ConveyorRunner:
 
     def describe(self) -> dict[str, Any]:
         return {"scheduler": "1 process, default settings except --log-level",
-                "workers": self.workers, "concurrency": self.concurrency,
+                "workers": self.workers, "concurrency": self.concurrency, "prefetch": self.prefetch,
                 "task": "bench.add (a plain function: runs in the worker's thread pool)"}
 
     def close(self) -> None:
@@ -93,7 +94,8 @@ class ConveyorRunner:
             self._serial += 1
             procs.append(start(f"{label}-worker-{self._serial}", [
                 sys.executable, "-m", "conveyor_worker", "bench.tasks:app", "--scheduler", self.target,
-                "--queues", queue, "--concurrency", str(self.concurrency), "--worker-id", f"bench-{self._serial}-{i}",
+                "--queues", queue, "--concurrency", str(self.concurrency), "--prefetch", str(self.prefetch),
+                "--worker-id", f"bench-{self._serial}-{i}",
                 "--log-level", "INFO"], self.ctx.work_dir))
         for proc in procs:
             wait_log(proc, " connected to ")

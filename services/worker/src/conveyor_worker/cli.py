@@ -52,23 +52,27 @@ async def _main(worker: Worker) -> None:
               help="Comma-separated queues (default: the app's task queues plus 'default').")
 @click.option("--concurrency", "-c", default=8, show_default=True, type=click.IntRange(1, 10_000),
               envvar=P + "CONCURRENCY", help="Tasks run at once.")
+@click.option("--prefetch", default=0, show_default=True, type=click.IntRange(0, 10_000), envvar=P + "PREFETCH",
+              help="Extra leases held while all slots are busy (worth it for short tasks; 0 for long ones).")
 @click.option("--scheduler", "-s", default="127.0.0.1:50051", show_default=True, envvar="CONVEYOR_SCHEDULER",
               help="Scheduler address, or several comma-separated for failover.")
 @click.option("--worker-id", default="", envvar=P + "ID", help="Unique id (default: host-pid-random).")
 @click.option("--grace-period", default=30.0, show_default=True, type=float, envvar=P + "GRACE_PERIOD",
               help="Seconds to finish in-flight tasks after SIGTERM.")
 @click.option("--log-level", default="INFO", show_default=True, envvar=P + "LOG_LEVEL")
-def main(app_ref: str, queues: str, concurrency: int, scheduler: str, worker_id: str, grace_period: float,
-         log_level: str) -> None:
+def main(app_ref: str, queues: str, concurrency: int, prefetch: int, scheduler: str, worker_id: str,
+         grace_period: float, log_level: str) -> None:
     """Run tasks of APP_MODULE:app from a Conveyor scheduler."""
+    if concurrency + prefetch > 10_000:  # the scheduler's cap on one stream's credit
+        raise click.UsageError("--concurrency plus --prefetch must be at most 10000")
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     telemetry = configure_from_env("conveyor-worker")  # exports traces/metrics only when OTEL_* says so
     app = load_app(app_ref)
     names = _csv(queues) or tuple(sorted(app.queues() | {"default"}))
-    config = WorkerConfig(targets=_csv(scheduler), queues=names, concurrency=concurrency,
+    config = WorkerConfig(targets=_csv(scheduler), queues=names, concurrency=concurrency, prefetch=prefetch,
                           worker_id=worker_id or default_worker_id(), grace_period=grace_period)
-    logging.info("worker %s: %d tasks, queues %s, concurrency %d", config.worker_id, len(app.tasks),
-                 ",".join(names), concurrency)
+    logging.info("worker %s: %d tasks, queues %s, concurrency %d, prefetch %d", config.worker_id, len(app.tasks),
+                 ",".join(names), concurrency, prefetch)
     asyncio.run(_main(Worker(app, config)))
     stuck = busy_threads()
     if stuck:  # handlers that outlived their time limit or the grace period: do not wait for them

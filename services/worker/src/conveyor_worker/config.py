@@ -19,7 +19,11 @@ class WorkerConfig:
     queues: tuple[str, ...] = ("default",)
     """Queues to consume."""
     concurrency: int = 8
-    """Tasks run at once; the worker never holds more leases than this."""
+    """Tasks run at once."""
+    prefetch: int = 0
+    """Leases held beyond `concurrency`, waiting here for a slot (Celery's prefetch): they save
+    a round trip per task when tasks are short. The worker never holds more than
+    concurrency + prefetch leases; 0 (the default) keeps every waiting task in its queue."""
     worker_id: str = field(default_factory=default_worker_id)
     """Unique per process."""
     grace_period: float = 30.0

@@ -190,7 +190,7 @@ class SyncAttempt:
     telemetry is off: an attempt then needs no asyncio task, future or span)."""
 
     __slots__ = ("abandoned", "ack", "args", "context", "ctx", "definition", "due", "error", "kwargs",
-                 "lease_token", "soft_due", "task_id")
+                 "lease_token", "soft_due", "started", "stuck", "task_id")
 
     def __init__(self, task_id: str, lease_token: str, ctx: TaskContext, definition: Task[Any, Any],
                  args: list[Any], kwargs: dict[str, Any]) -> None:
@@ -207,12 +207,20 @@ class SyncAttempt:
         """The hard limit, in loop time."""
         self.soft_due: float | None = None
         """The soft limit, in loop time, until it has passed."""
+        self.started = False
+        """A thread took it (set by the thread)."""
+        self.stuck = False
+        """Its thread was abandoned at the hard limit: it leaves the pool when the handler returns."""
 
     def run(self) -> None:
         """In a pool thread, inside `context`: runs the handler and builds the ack (as execute() does)."""
         ctx, definition = self.ctx, self.definition
         bind(ctx)
         ack = task_pb2.TaskAck(task_id=self.task_id, lease_token=self.lease_token)
+        if ctx.cancelled:  # cancelled while it waited for a thread (prefetched): it never runs
+            ack.cancelled.reason = "cancel requested"
+            self.ack = ack
+            return
         try:
             data = encode_result(definition.fn(*self.args, **self.kwargs))
         except Exception as exc:  # noqa: BLE001 - any handler error is the task's outcome
@@ -243,8 +251,12 @@ class TaskThreads:
     earliest limit of the attempts in progress (a timer per attempt cost more than the task).
     """
 
-    def __init__(self, max_threads: int, on_done: Callable[[SyncAttempt, task_pb2.TaskAck], None]) -> None:
-        self._max_threads = max_threads
+    def __init__(self, concurrency: int, on_done: Callable[[SyncAttempt, task_pb2.TaskAck], None]) -> None:
+        self._concurrency = concurrency
+        self._stuck = 0
+        """Threads abandoned at a hard limit whose handler still runs (each has a replacement)."""
+        self._stuck_lock = threading.Lock()
+        """Orders a thread's "my handler returned" against the loop's "you are abandoned"."""
         self._on_done = on_done
         self._jobs: queue.SimpleQueue[SyncAttempt | None] = queue.SimpleQueue()
         self._finished: collections.deque[SyncAttempt] = collections.deque()
@@ -274,17 +286,26 @@ class TaskThreads:
             self._arm(first)
         _busy_threads += 1  # from now until the loop sees it finish, abandoned or not
         self._busy += 1
-        if self._busy > self._threads and self._threads < self._max_threads:
-            self._threads += 1
-            threading.Thread(target=self._work, name=f"conveyor-task_{self._threads}", daemon=True).start()
+        if self._busy > self._threads and self._threads - self._stuck < self._concurrency:
+            self._spawn()
         self._jobs.put(attempt)
+
+    def _spawn(self) -> None:
+        self._threads += 1
+        threading.Thread(target=self._work, name=f"conveyor-task_{self._threads}", daemon=True).start()
 
     def _work(self) -> None:
         """A pool thread: runs attempts until shutdown() sends None."""
         jobs, finished = self._jobs, self._finished
         while (attempt := jobs.get()) is not None:
-            if not attempt.abandoned:  # handed back (or timed out) before a thread was free: skip it
+            with self._stuck_lock:
+                attempt.started = True
+                skip = attempt.abandoned  # handed back (or timed out) before a thread was free
+            if not skip:
                 attempt.context.run(attempt.run)  # type: ignore[union-attr]
+            with self._stuck_lock:
+                leave = attempt.stuck
+                attempt.stuck = False  # from here on the loop counts this thread as gone (see _drain)
             finished.append(attempt)
             if not self._wakeup_pending:  # the loop has not been woken for earlier ones yet
                 self._wakeup_pending = True
@@ -292,6 +313,22 @@ class TaskThreads:
                     self._loop.call_soon_threadsafe(self._drain)  # type: ignore[union-attr]
                 except RuntimeError:  # the loop is closed: the worker has stopped
                     return
+            if leave:  # it was replaced when its attempt was abandoned
+                self._loop.call_soon_threadsafe(self._left)  # type: ignore[union-attr]
+                return
+
+    def withdraw(self, attempt: SyncAttempt) -> bool:
+        """Takes back an attempt no thread has started (so it can be handed back unrun)."""
+        with self._stuck_lock:
+            if attempt.started:
+                return False
+            attempt.abandoned = True
+            return True
+
+    def _left(self) -> None:
+        """On the loop: an abandoned thread's handler returned and the thread ended."""
+        self._stuck -= 1
+        self._threads -= 1
 
     def _drain(self) -> None:
         """On the loop: hands every finished attempt to on_done."""
@@ -340,8 +377,15 @@ class TaskThreads:
             self._arm(first)
 
     def _expire(self, attempt: SyncAttempt) -> None:
-        """The hard limit: a thread cannot be killed, so abandon it, tell it to stop, report the limit."""
+        """The hard limit: a thread cannot be killed, so abandon it (and replace it), tell it
+        to stop, report the limit."""
         attempt.abandoned = True
+        with self._stuck_lock:
+            if attempt.started and attempt.ack is None and attempt.error is None:
+                attempt.stuck = True
+                self._stuck += 1
+        if attempt.stuck:
+            self._spawn()
         self._limited.discard(attempt)
         ctx = attempt.ctx
         ctx._soft.set()

@@ -9,6 +9,7 @@ start at once and nothing waits in this process's memory.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 import socket
@@ -41,10 +42,14 @@ class Worker:
         self.config = config
         # Headroom over concurrency: threads abandoned at their hard time limit keep running.
         self.pool = ContextThreadPool(max_workers=config.concurrency * 2, thread_name_prefix="conveyor-task")
-        self.threads = TaskThreads(config.concurrency * 2, self._sync_done)
+        self.threads = TaskThreads(config.concurrency, self._sync_done)
         """Plain-function handlers while telemetry is off (`pool` serves them when it is on)."""
         self.running: dict[str, tuple[str, asyncio.Task[None] | SyncAttempt]] = {}
         """task id -> (lease token, asyncio task or SyncAttempt) of attempts in progress."""
+        self.waiting: collections.OrderedDict[str, task_pb2.LeasedTask] = collections.OrderedDict()
+        """task id -> prefetched lease waiting for a free slot (at most config.prefetch)."""
+        self._direct = True
+        """Whether waiting tasks may take the plain-function fast path (telemetry off)."""
         self.contexts: dict[str, TaskContext] = {}
         """task id -> the handler-visible context of attempts in progress."""
         self.stopping = False
@@ -61,7 +66,8 @@ class Worker:
 
     @property
     def free_slots(self) -> int:
-        return self.config.concurrency - len(self.running)
+        """Credit the worker can grant: free slots plus free prefetch room."""
+        return self.config.concurrency + self.config.prefetch - len(self.running) - len(self.waiting)
 
     async def run(self) -> None:
         """Holds a stream until stop(); reconnects with backoff when it breaks."""
@@ -102,9 +108,9 @@ class Worker:
                                  msg.accepted.scheduler_id)
                         self._flush()  # acks that finished while we were disconnected
                     elif kind == "batch":
-                        direct = not telemetry.enabled()
+                        direct = self._direct = not telemetry.enabled()
                         for leased in msg.batch.tasks:
-                            self._start(leased, direct)
+                            self._start(leased, direct, may_wait=True)
                     elif kind == "cancel":
                         self._cancel(msg.cancel.task_id)
                     elif kind == "drain":
@@ -124,8 +130,10 @@ class Worker:
             worker_id=self.config.worker_id, hostname=socket.gethostname(), pid=os.getpid(),
             queues=self.config.queues, concurrency=self.config.concurrency, task_names=sorted(self.app.tasks),
             credit=0 if self.stopping else self.free_slots, sdk=f"conveyor-python/{__version__}",
-            held=[worker_service_pb2.LeaseRef(task_id=task_id, lease_token=token)
-                  for task_id, (token, _) in self.running.items()]))
+            held=[*(worker_service_pb2.LeaseRef(task_id=task_id, lease_token=token)
+                    for task_id, (token, _) in self.running.items()),
+                  *(worker_service_pb2.LeaseRef(task_id=task_id, lease_token=leased.lease_token)
+                    for task_id, leased in self.waiting.items())]))
         self._credit = 0  # the hello granted every free slot
         while True:
             msg = await outbox.get()
@@ -139,33 +147,44 @@ class Worker:
             self._outbox.put_nowait(worker_service_pb2.ConnectRequest(
                 heartbeat=worker_service_pb2.WorkerHeartbeat(active_task_ids=list(self.running))))
 
-    def _start(self, leased: task_pb2.LeasedTask, direct: bool = False) -> None:
+    def _start(self, leased: task_pb2.LeasedTask, direct: bool = False, may_wait: bool = False) -> None:
         """Starts one attempt. `direct` (telemetry off): a plain function whose payload decodes
-        goes straight to a thread (TaskThreads); everything else runs as an asyncio task."""
+        goes to TaskThreads, whose queue holds it while all `concurrency` threads are busy;
+        everything else runs as an asyncio task, or, with `may_wait` and no free slot, waits
+        in `waiting` (prefetched) until one frees."""
         task = leased.task
         task_id = task.id
         if self.stopping:  # arrived after we said we were draining: hand it straight back
             self._send(worker_service_pb2.WorkerReport(releases=[
                 worker_service_pb2.LeaseRef(task_id=task_id, lease_token=leased.lease_token)]))
             return
+        definition = self.app.tasks.get(task.name) if direct else None
+        if may_wait and len(self.running) >= self.config.concurrency and (definition is None or definition.is_async):
+            self.waiting[task_id] = leased
+            return
         ctx = self.contexts[task_id] = context_for(leased)
-        if direct:
-            definition = self.app.tasks.get(task.name)
-            if definition is not None and not definition.is_async:
-                try:
-                    args, kwargs = decode_call(task.payload, task.content_type)
-                except ValueError:
-                    pass  # execute() reports it
-                else:
-                    attempt = SyncAttempt(task_id, leased.lease_token, ctx, definition, args, kwargs)
-                    self.running[task_id] = (leased.lease_token, attempt)
-                    self.threads.start(attempt)
-                    return
+        if direct and definition is not None and not definition.is_async:
+            try:
+                args, kwargs = decode_call(task.payload, task.content_type)
+            except ValueError:
+                pass  # execute() reports it
+            else:
+                attempt = SyncAttempt(task_id, leased.lease_token, ctx, definition, args, kwargs)
+                self.running[task_id] = (leased.lease_token, attempt)
+                self.threads.start(attempt)
+                return
         runner = asyncio.create_task(self._run_one(leased, ctx), name=f"task:{task_id}")
         self.running[task_id] = (leased.lease_token, runner)
 
     def _cancel(self, task_id: str) -> None:
-        """A cancel request: an async handler is cancelled, a sync one sees the flag."""
+        """A cancel request: an async handler is cancelled, a sync one sees the flag, a
+        prefetched one is reported cancelled without running."""
+        leased = self.waiting.pop(task_id, None)
+        if leased is not None:
+            ack = task_pb2.TaskAck(task_id=task_id, lease_token=leased.lease_token)
+            ack.cancelled.reason = "cancel requested"
+            self._done(ack)
+            return
         ctx, held = self.contexts.get(task_id), self.running.get(task_id)
         if ctx is None or held is None:
             return
@@ -190,6 +209,8 @@ class Worker:
     def _forget(self, task_id: str) -> None:
         self.running.pop(task_id, None)
         self.contexts.pop(task_id, None)
+        while self.waiting and len(self.running) < self.config.concurrency and not self.stopping:
+            self._start(self.waiting.popitem(last=False)[1], self._direct)
         if self._drained is not None and not self.running and not self._drained.done():
             self._drained.set_result(None)
 
@@ -220,11 +241,19 @@ class Worker:
         self._outbox.put_nowait(worker_service_pb2.ConnectRequest(report=report))
 
     def stop(self) -> None:
-        """Take no new work; in-flight attempts get the grace period (see shutdown)."""
+        """Take no new work; in-flight attempts get the grace period (see shutdown) and
+        prefetched ones are handed back at once."""
         if not self.stopping:
             self.stopping = True
             self._credit = 0
-            self._send(worker_service_pb2.WorkerReport(draining=True))
+            releases = [worker_service_pb2.LeaseRef(task_id=task_id, lease_token=leased.lease_token)
+                        for task_id, leased in self.waiting.items()]
+            self.waiting.clear()
+            for task_id, (token, runner) in list(self.running.items()):  # queued for a thread, not started
+                if isinstance(runner, SyncAttempt) and self.threads.withdraw(runner):
+                    releases.append(worker_service_pb2.LeaseRef(task_id=task_id, lease_token=token))
+                    self._forget(task_id)
+            self._send(worker_service_pb2.WorkerReport(draining=True, releases=releases))
 
     async def shutdown(self) -> None:
         """Graceful stop: finish within the grace period, hand back the rest, close."""
