@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from bench import grpc_floor
 from bench.common import ROOT, Context, Profiler, private_redis, start, stop, wait_log
 from bench.measure import (
     Completions,
@@ -183,7 +184,7 @@ class ConveyorRunner:
             cpu, calls = meter.stop(), self._calls.per_task(n)
         verified = sum(1 for i, v in enumerate(values) if v == 2 * i)
         return {"throughput": n / (t2 - t0), "enqueue_rate": n / (t1 - t0), "tasks": n, "verified": verified,
-                **cpu_fields(cpu, n), **calls, **_profile(prof)}
+                **cpu_fields(cpu, n), **calls, **_profile(prof), **grpc_floor.measure(n)}
 
     def batch(self, n: int, batch_size: int) -> dict[str, Any]:
         """submit_many in batches; done when every task's completion is recorded; then verified."""
