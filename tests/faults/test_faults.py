@@ -137,9 +137,10 @@ class SubmitWatch(grpc.UnaryUnaryClientInterceptor):
 
 
 def watched_client(target: str, watch: SubmitWatch, timeout: float) -> Client:
-    """A Client on the SDK's own multi-address channel, with `watch` on it."""
+    """A Client on the SDK's own multi-address channel, with `watch` on it (unary calls, so the
+    interceptor sees each Submit; the test's other clients use the pipeline stream)."""
     channel = grpc.insecure_channel(channel_target(target), options=channel_options(target, CHANNEL_OPTIONS))
-    return Client(target, channel=grpc.intercept_channel(channel, watch), timeout=timeout)
+    return Client(target, channel=grpc.intercept_channel(channel, watch), timeout=timeout, pipeline=False)
 
 
 def start_worker(cluster: Cluster, target: str, name: str, names: dict[int, str]) -> Proc:

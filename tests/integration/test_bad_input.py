@@ -274,3 +274,57 @@ def test_worker_stream_rejects_bad_first_message(channel: grpc.Channel, db: redi
                                                  first: worker_service_pb2.ConnectRequest, field: str) -> None:
     connect = worker_service_pb2_grpc.WorkerServiceStub(channel).Connect
     expect_error(db, lambda: list(connect(iter([first]), timeout=RPC_TIMEOUT)), INVALID, field)
+
+
+# -- GetResults and Submit(wait_results) ------------------------------------------------------
+
+WELL_FORMED = "0" * 26  # a valid id (time 0, queue number 0)
+
+
+@pytest.mark.parametrize(("request_kwargs", "field", "named"), [
+    pytest.param({"task_ids": []}, "task_ids", "0", id="no-ids"),
+    pytest.param({"task_ids": [WELL_FORMED] * 10_001}, "task_ids", "10001", id="10001-ids"),
+    pytest.param({"task_ids": [WELL_FORMED, "nope", WELL_FORMED]}, "task_ids[1]", "nope", id="malformed-id"),
+    pytest.param({"task_ids": [WELL_FORMED], "wait": Duration(seconds=-1)}, "wait", "negative", id="negative-wait"),
+    pytest.param({"task_ids": [WELL_FORMED], "wait": Duration(seconds=3600, nanos=1_000_000)}, "wait", "at most",
+                 id="wait-over-an-hour"),
+])
+def test_get_results_rejects(stub: task_service_pb2_grpc.TaskServiceStub, db: redis.Redis,
+                             request_kwargs: dict[str, Any], field: str, named: str) -> None:
+    submit(stub, Spec(name="t"))  # a queue exists, so a refused call could have read or written something
+    request = task_service_pb2.GetResultsRequest(**request_kwargs)
+    details = expect_error(db, lambda: stub.GetResults(request, timeout=RPC_TIMEOUT), INVALID, field)
+    assert named in details
+
+
+def test_get_results_of_unknown_ids_reports_unspecified(stub: task_service_pb2_grpc.TaskServiceStub) -> None:
+    real = submit(stub, Spec(name="t")).tasks[0].id
+    unknown = [_sibling_id(real), "7ZZZZZZZZZZZZZZZZZZZZZZZZZ"]  # a known queue's number, and an unregistered one
+    resp = stub.GetResults(task_service_pb2.GetResultsRequest(task_ids=[unknown[0], real, unknown[1]]),
+                           timeout=RPC_TIMEOUT)
+    assert [r.task_id for r in resp.results] == [unknown[0], real, unknown[1]]
+    assert [r.state for r in resp.results] == [task_pb2.TASK_STATE_UNSPECIFIED, task_pb2.TASK_STATE_QUEUED,
+                                              task_pb2.TASK_STATE_UNSPECIFIED]
+
+
+@pytest.mark.parametrize(("wait", "named"), [
+    pytest.param(Duration(seconds=-1), "negative", id="negative"),
+    pytest.param(Duration(nanos=-5), "negative", id="negative-nanos"),
+    pytest.param(Duration(seconds=3601), "at most", id="over-an-hour"),
+])
+def test_submit_rejects_bad_wait_results(stub: task_service_pb2_grpc.TaskServiceStub, db: redis.Redis,
+                                         wait: Duration, named: str) -> None:
+    request = task_service_pb2.SubmitRequest(tasks=[Spec(name="t")], wait_results=wait)
+    details = expect_error(db, lambda: stub.Submit(request, timeout=RPC_TIMEOUT), INVALID, "wait_results")
+    assert named in details
+    assert task_keys(db) == set()  # nothing was stored
+
+
+def test_submit_with_zero_wait_results_answers_at_once(stub: task_service_pb2_grpc.TaskServiceStub) -> None:
+    request = task_service_pb2.SubmitRequest(tasks=[Spec(name="t"), Spec(name="t", countdown=Duration(seconds=60))],
+                                             wait_results=Duration())
+    resp = stub.Submit(request, timeout=RPC_TIMEOUT)
+    assert [r.task_id for r in resp.results] == [t.id for t in resp.tasks]
+    assert [r.state for r in resp.results] == [task_pb2.TASK_STATE_QUEUED, task_pb2.TASK_STATE_SCHEDULED]
+    plain = stub.Submit(task_service_pb2.SubmitRequest(tasks=[Spec(name="t")]), timeout=RPC_TIMEOUT)
+    assert len(plain.results) == 0  # results only when asked for

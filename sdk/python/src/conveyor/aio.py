@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 import grpc
-from google.protobuf.duration_pb2 import Duration
 
 from conveyor.common import (
     CHANNEL_OPTIONS,
@@ -24,6 +23,7 @@ from conveyor.common import (
 from conveyor.errors import ResultTimeout
 from conveyor.errors import amapped_rpc_errors as _rpc
 from conveyor.options import SubmitOptions
+from conveyor.pipeline import AsyncPipeline, PipelineCallError
 from conveyor.resilience import acall_with_retry, channel_options, channel_target
 from conveyor.schedules import AsyncScheduleMethods
 from conveyor.telemetry import producer_spans
@@ -38,10 +38,12 @@ class AsyncClient(AsyncScheduleMethods):
     """Talks to a scheduler from asyncio code."""
 
     def __init__(self, target: str = DEFAULT_TARGET, *, channel: grpc.aio.Channel | None = None,
-                 timeout: float = 30.0) -> None:
+                 timeout: float = 30.0, pipeline: bool = True) -> None:
         self._channel = channel or grpc.aio.insecure_channel(channel_target(target),
                                                              options=channel_options(target, CHANNEL_OPTIONS))
         self._stub = task_service_pb2_grpc.TaskServiceStub(self._channel)
+        self._pipeline = AsyncPipeline(self._channel) if pipeline else None
+        """See Client._pipeline."""
         self.timeout = timeout
 
     async def __aenter__(self) -> AsyncClient:
@@ -51,6 +53,8 @@ class AsyncClient(AsyncScheduleMethods):
         await self.close()
 
     async def close(self) -> None:
+        if self._pipeline is not None:
+            await self._pipeline.close()
         await self._channel.close()
 
     async def submit(self, name: str, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None,
@@ -61,13 +65,27 @@ class AsyncClient(AsyncScheduleMethods):
         request = submit_request(calls)
         with producer_spans(request) as spans:  # no-op unless an OpenTelemetry SDK is installed
             async with _rpc():
+                send = self._submitter(spans.metadata)
                 if all(spec.idempotency_key for spec in request.tasks):  # safe to retry through an outage
-                    resp = await acall_with_retry(
-                        lambda left: self._stub.Submit(request, timeout=left, metadata=spans.metadata), self.timeout)
+                    resp = await acall_with_retry(lambda left: send(request, left),
+                                                                                        self.timeout)
                 else:
-                    resp = await self._stub.Submit(request, timeout=self.timeout, metadata=spans.metadata)
+                    resp = await send(request, self.timeout)
             spans.sent(resp)
         return [AsyncTaskHandle(self, t.id, t.queue) for t in resp.tasks]
+
+    def _submitter(self, metadata: Any) -> Callable[[task_service_pb2.SubmitRequest, float],
+                                                    Awaitable[task_service_pb2.SubmitResponse]]:
+        """See Client._submitter."""
+        if self._pipeline is not None and metadata is None:
+            return self._pipeline.submit
+        return lambda request, timeout: self._stub.Submit(request, timeout=timeout, metadata=metadata)
+
+    async def _get_results(self, request: task_service_pb2.GetResultsRequest, timeout: float
+                           ) -> task_service_pb2.GetResultsResponse:
+        if self._pipeline is not None:
+            return await self._pipeline.get_results(request, timeout)
+        return await self._stub.GetResults(request, timeout=timeout)
 
     async def run(self, name: str, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None, *,
                   timeout: float | None = None, **options: Any) -> Any:
@@ -79,11 +97,12 @@ class AsyncClient(AsyncScheduleMethods):
         with producer_spans(request) as spans:
             async with _rpc():
                 wait = request.wait_results.ToMilliseconds() / 1000
+                send = self._submitter(spans.metadata)
                 if request.tasks[0].idempotency_key:  # safe to retry through an outage
-                    resp = await acall_with_retry(lambda left: self._stub.Submit(
-                        request, timeout=wait + left, metadata=spans.metadata), self.timeout)
+                    resp = await acall_with_retry(lambda left: send(request, wait + left),
+                                                                                        self.timeout)
                 else:
-                    resp = await self._stub.Submit(request, timeout=wait + self.timeout, metadata=spans.metadata)
+                    resp = await send(request, wait + self.timeout)
             spans.sent(resp)
         if TaskState(resp.results[0].state).terminal:
             return outcome(resp.results[0])
@@ -107,8 +126,8 @@ class AsyncClient(AsyncScheduleMethods):
                 remaining = MAX_WAIT_CHUNK if deadline is None else min(MAX_WAIT_CHUNK, deadline - loop.time())
                 req = task_service_pb2.GetResultsRequest(task_ids=chunk, wait=duration(max(remaining, 0.001)))
                 async with _rpc():
-                    resp = await acall_with_retry(lambda left, req=req: self._stub.GetResults(
-                        req, timeout=req.wait.ToMilliseconds() / 1000 + left), self.timeout)
+                    resp = await acall_with_retry(lambda left, req=req: self._get_results(
+                        req, req.wait.ToMilliseconds() / 1000 + left), self.timeout)
                 if all(TaskState(r.state).terminal or r.state == 0 for r in resp.results):
                     out += resp.results
                     break
@@ -118,9 +137,20 @@ class AsyncClient(AsyncScheduleMethods):
         return out
 
     async def get_result(self, task_id: str, wait: float | None = None) -> task_service_pb2.GetResultResponse:
+        if self._pipeline is not None:  # GetResults of one id, on the stream
+            many = task_service_pb2.GetResultsRequest(task_ids=[task_id])
+            if wait:
+                many.wait.CopyFrom(duration(wait))
+            async with _rpc():
+                resp = (await acall_with_retry(lambda left: self._pipeline.get_results(  # type: ignore[union-attr]
+                    many, (wait or 0) + left), self.timeout)).results[0]
+                if resp.state == 0:  # what GetResult answers with NOT_FOUND
+                    raise PipelineCallError(grpc.StatusCode.NOT_FOUND,
+                                            f"no task {task_id} (it never existed, or its record expired)")
+            return resp
         req = task_service_pb2.GetResultRequest(task_id=task_id)
         if wait:
-            req.wait.CopyFrom(Duration(seconds=int(wait), nanos=int(wait % 1 * 1e9)))
+            req.wait.CopyFrom(duration(wait))
         async with _rpc():
             return await acall_with_retry(lambda left: self._stub.GetResult(req, timeout=(wait or 0) + left),
                                           self.timeout)

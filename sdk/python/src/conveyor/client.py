@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
 import grpc
-from google.protobuf.duration_pb2 import Duration
 
 from conveyor.common import (
     CHANNEL_OPTIONS,
@@ -24,6 +23,7 @@ from conveyor.common import (
 from conveyor.errors import ResultTimeout
 from conveyor.errors import mapped_rpc_errors as _rpc
 from conveyor.options import SubmitOptions
+from conveyor.pipeline import PipelineCallError, SyncPipeline
 from conveyor.resilience import call_with_retry, channel_options, channel_target
 from conveyor.schedules import ScheduleMethods
 from conveyor.telemetry import producer_spans
@@ -38,10 +38,13 @@ class Client(ScheduleMethods):
     """Talks to a scheduler: submit tasks and read their state and results."""
 
     def __init__(self, target: str = DEFAULT_TARGET, *, channel: grpc.Channel | None = None,
-                 timeout: float = 30.0) -> None:
+                 timeout: float = 30.0, pipeline: bool = True) -> None:
         self._channel = channel or grpc.insecure_channel(channel_target(target),
                                                          options=channel_options(target, CHANNEL_OPTIONS))
         self._stub = task_service_pb2_grpc.TaskServiceStub(self._channel)
+        self._pipeline = SyncPipeline(self._channel) if pipeline else None
+        """Submit and result reads go over one Pipeline stream (not while tracing: a traced call
+        stays a unary call, so its server span has the caller's context)."""
         self._admin = admin_service_pb2_grpc.AdminServiceStub(self._channel)
         self.timeout = timeout
 
@@ -52,6 +55,8 @@ class Client(ScheduleMethods):
         self.close()
 
     def close(self) -> None:
+        if self._pipeline is not None:
+            self._pipeline.close()
         self._channel.close()
 
     def submit(self, name: str, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None,
@@ -64,13 +69,27 @@ class Client(ScheduleMethods):
         request = submit_request(calls)
         with producer_spans(request) as spans:  # no-op unless an OpenTelemetry SDK is installed
             with _rpc():
+                send = self._submitter(spans.metadata)
                 if all(spec.idempotency_key for spec in request.tasks):  # safe to retry through an outage
-                    resp = call_with_retry(
-                        lambda left: self._stub.Submit(request, timeout=left, metadata=spans.metadata), self.timeout)
+                    resp = call_with_retry(lambda left: send(request, left),
+                                                                                        self.timeout)
                 else:
-                    resp = self._stub.Submit(request, timeout=self.timeout, metadata=spans.metadata)
+                    resp = send(request, self.timeout)
             spans.sent(resp)
         return [TaskHandle(self, t.id, t.queue) for t in resp.tasks]
+
+    def _submitter(self, metadata: Any) -> Callable[[task_service_pb2.SubmitRequest, float],
+                                                    task_service_pb2.SubmitResponse]:
+        """Submit over the pipeline, or as a unary call when tracing (metadata carries the context)."""
+        if self._pipeline is not None and metadata is None:
+            return self._pipeline.submit
+        return lambda request, timeout: self._stub.Submit(request, timeout=timeout, metadata=metadata)
+
+    def _get_results(self, request: task_service_pb2.GetResultsRequest, timeout: float
+                     ) -> task_service_pb2.GetResultsResponse:
+        if self._pipeline is not None:
+            return self._pipeline.get_results(request, timeout)
+        return self._stub.GetResults(request, timeout=timeout)
 
     def run(self, name: str, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None, *,
             timeout: float | None = None, **options: Any) -> Any:
@@ -82,11 +101,12 @@ class Client(ScheduleMethods):
         with producer_spans(request) as spans:
             with _rpc():
                 wait = request.wait_results.ToMilliseconds() / 1000
+                send = self._submitter(spans.metadata)
                 if request.tasks[0].idempotency_key:  # safe to retry through an outage
-                    resp = call_with_retry(lambda left: self._stub.Submit(
-                        request, timeout=wait + left, metadata=spans.metadata), self.timeout)
+                    resp = call_with_retry(lambda left: send(request, wait + left),
+                                                                                        self.timeout)
                 else:
-                    resp = self._stub.Submit(request, timeout=wait + self.timeout, metadata=spans.metadata)
+                    resp = send(request, wait + self.timeout)
             spans.sent(resp)
         if TaskState(resp.results[0].state).terminal:
             return outcome(resp.results[0])
@@ -111,8 +131,8 @@ class Client(ScheduleMethods):
                 remaining = MAX_WAIT_CHUNK if deadline is None else min(MAX_WAIT_CHUNK, deadline - time.monotonic())
                 req = task_service_pb2.GetResultsRequest(task_ids=chunk, wait=duration(max(remaining, 0.001)))
                 with _rpc():
-                    resp = call_with_retry(lambda left, req=req: self._stub.GetResults(
-                        req, timeout=req.wait.ToMilliseconds() / 1000 + left), self.timeout)
+                    resp = call_with_retry(lambda left, req=req: self._get_results(
+                        req, req.wait.ToMilliseconds() / 1000 + left), self.timeout)
                 if all(TaskState(r.state).terminal or r.state == 0 for r in resp.results):
                     out += resp.results
                     break
@@ -122,9 +142,20 @@ class Client(ScheduleMethods):
         return out
 
     def get_result(self, task_id: str, wait: float | None = None) -> task_service_pb2.GetResultResponse:
+        if self._pipeline is not None:  # GetResults of one id, on the stream
+            many = task_service_pb2.GetResultsRequest(task_ids=[task_id])
+            if wait:
+                many.wait.CopyFrom(duration(wait))
+            with _rpc():
+                resp = call_with_retry(lambda left: self._pipeline.get_results(  # type: ignore[union-attr]
+                    many, (wait or 0) + left), self.timeout).results[0]
+                if resp.state == 0:  # what GetResult answers with NOT_FOUND
+                    raise PipelineCallError(grpc.StatusCode.NOT_FOUND,
+                                            f"no task {task_id} (it never existed, or its record expired)")
+            return resp
         req = task_service_pb2.GetResultRequest(task_id=task_id)
         if wait:
-            req.wait.CopyFrom(Duration(seconds=int(wait), nanos=int(wait % 1 * 1e9)))
+            req.wait.CopyFrom(duration(wait))
         with _rpc():
             return call_with_retry(lambda left: self._stub.GetResult(req, timeout=(wait or 0) + left), self.timeout)
 

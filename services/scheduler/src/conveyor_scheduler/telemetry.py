@@ -22,10 +22,11 @@ conveyor.queue.depth (by conveyor.task.state), conveyor.leases.active, conveyor.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -75,6 +76,37 @@ def enqueue(specs: Sequence[task_pb2.TaskSpec]) -> Enqueue | _NotEnqueuing:
     """Hook around storing new tasks: `with telemetry.enqueue(specs) as e: ...; e.stored(submitted)`."""
     tel = _active
     return NOT_ENQUEUING if tel is None else tel.start_enqueue(specs)
+
+
+@contextlib.contextmanager
+def pipelined_call(method: str) -> Iterator[Callable[[int, str], None]]:
+    """A SERVER span for one call on a Pipeline stream, as the interceptor makes for the unary
+    call (a pipelined caller is not tracing, so the span is a root). Yields a function that
+    records the call's status code (and message when it failed)."""
+    tel = _active
+    tracer = tel.tracer if tel is not None else None
+    if tracer is None:
+        yield _no_status
+        return
+    service, _, name = method.rpartition("/")
+    span = tracer.start_span(method, kind=SpanKind.SERVER,
+                             attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name})
+    token = otel_context.attach(trace.set_span_in_context(span))
+
+    def status(code: int, message: str) -> None:
+        span.set_attribute("rpc.grpc.status_code", code)
+        if code in SERVER_ERROR_CODES:
+            span.set_status(Status(StatusCode.ERROR, message))
+
+    try:
+        yield status
+    finally:
+        otel_context.detach(token)
+        span.end()
+
+
+def _no_status(code: int, message: str) -> None:
+    pass
 
 
 def dispatched(leased: Sequence[task_pb2.LeasedTask], worker_id: str) -> None:

@@ -249,7 +249,11 @@ class Worker:
             releases = [worker_service_pb2.LeaseRef(task_id=task_id, lease_token=leased.lease_token)
                         for task_id, leased in self.waiting.items()]
             self.waiting.clear()
-            for task_id, (token, runner) in list(self.running.items()):  # queued for a thread, not started
+            # Prefetched plain-function attempts queued for a thread, newest first, down to the
+            # slots (those within the slots were due to start now: they finish in the grace period).
+            for task_id, (token, runner) in reversed(list(self.running.items())):
+                if len(self.running) <= self.config.concurrency:
+                    break
                 if isinstance(runner, SyncAttempt) and self.threads.withdraw(runner):
                     releases.append(worker_service_pb2.LeaseRef(task_id=task_id, lease_token=token))
                     self._forget(task_id)

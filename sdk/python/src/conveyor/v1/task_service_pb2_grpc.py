@@ -81,6 +81,11 @@ class TaskServiceStub:
                 request_serializer=conveyor_dot_v1_dot_task__service__pb2.WatchTaskRequest.SerializeToString,
                 response_deserializer=conveyor_dot_v1_dot_task__service__pb2.WatchTaskResponse.FromString,
                 _registered_method=True)
+        self.Pipeline = channel.stream_stream(
+                '/conveyor.v1.TaskService/Pipeline',
+                request_serializer=conveyor_dot_v1_dot_task__service__pb2.PipelineRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_task__service__pb2.PipelineResponse.FromString,
+                _registered_method=True)
 
 
 class TaskServiceServicer:
@@ -152,6 +157,17 @@ class TaskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Pipeline(self, request_iterator, context):
+        """Submit and GetResults calls multiplexed over one long-lived stream: the same requests
+        and answers as the unary calls, without a call's set-up cost each time (what a
+        producer that submits one task at a time wants). Each request carries a call_id the
+        client chooses; each response answers one of them, in any order. A call that fails
+        gets an error response and the stream goes on; a malformed message ends the stream.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TaskServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -199,6 +215,11 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.WatchTask,
                     request_deserializer=conveyor_dot_v1_dot_task__service__pb2.WatchTaskRequest.FromString,
                     response_serializer=conveyor_dot_v1_dot_task__service__pb2.WatchTaskResponse.SerializeToString,
+            ),
+            'Pipeline': grpc.stream_stream_rpc_method_handler(
+                    servicer.Pipeline,
+                    request_deserializer=conveyor_dot_v1_dot_task__service__pb2.PipelineRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_task__service__pb2.PipelineResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -446,6 +467,33 @@ class TaskService:
             '/conveyor.v1.TaskService/WatchTask',
             conveyor_dot_v1_dot_task__service__pb2.WatchTaskRequest.SerializeToString,
             conveyor_dot_v1_dot_task__service__pb2.WatchTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Pipeline(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/conveyor.v1.TaskService/Pipeline',
+            conveyor_dot_v1_dot_task__service__pb2.PipelineRequest.SerializeToString,
+            conveyor_dot_v1_dot_task__service__pb2.PipelineResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -55,6 +55,13 @@ class TaskServiceStub:
     """
     WatchTask: _grpc.UnaryStreamMultiCallable[_task_service_pb2.WatchTaskRequest, _task_service_pb2.WatchTaskResponse]
     """Stream the task's state changes until it finishes."""
+    Pipeline: _grpc.StreamStreamMultiCallable[_task_service_pb2.PipelineRequest, _task_service_pb2.PipelineResponse]
+    """Submit and GetResults calls multiplexed over one long-lived stream: the same requests
+    and answers as the unary calls, without a call's set-up cost each time (what a
+    producer that submits one task at a time wants). Each request carries a call_id the
+    client chooses; each response answers one of them, in any order. A call that fails
+    gets an error response and the stream goes on; a malformed message ends the stream.
+    """
 
 @_typing.type_check_only
 class TaskServiceAsyncStub(TaskServiceStub):
@@ -83,6 +90,13 @@ class TaskServiceAsyncStub(TaskServiceStub):
     """
     WatchTask: _aio.UnaryStreamMultiCallable[_task_service_pb2.WatchTaskRequest, _task_service_pb2.WatchTaskResponse]  # type: ignore[assignment]
     """Stream the task's state changes until it finishes."""
+    Pipeline: _aio.StreamStreamMultiCallable[_task_service_pb2.PipelineRequest, _task_service_pb2.PipelineResponse]  # type: ignore[assignment]
+    """Submit and GetResults calls multiplexed over one long-lived stream: the same requests
+    and answers as the unary calls, without a call's set-up cost each time (what a
+    producer that submits one task at a time wants). Each request carries a call_id the
+    client chooses; each response answers one of them, in any order. A call that fails
+    gets an error response and the stream goes on; a malformed message ends the stream.
+    """
 
 class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
     """TaskService is the producer- and consumer-facing API: submit tasks, lease
@@ -162,5 +176,18 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_task_service_pb2.WatchTaskResponse], _abc.AsyncIterator[_task_service_pb2.WatchTaskResponse]]:
         """Stream the task's state changes until it finishes."""
+
+    @_abc_1.abstractmethod
+    def Pipeline(
+        self,
+        request_iterator: _MaybeAsyncIterator[_task_service_pb2.PipelineRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_task_service_pb2.PipelineResponse], _abc.AsyncIterator[_task_service_pb2.PipelineResponse]]:
+        """Submit and GetResults calls multiplexed over one long-lived stream: the same requests
+        and answers as the unary calls, without a call's set-up cost each time (what a
+        producer that submits one task at a time wants). Each request carries a call_id the
+        client chooses; each response answers one of them, in any order. A call that fails
+        gets an error response and the stream goes on; a malformed message ends the stream.
+        """
 
 def add_TaskServiceServicer_to_server(servicer: TaskServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

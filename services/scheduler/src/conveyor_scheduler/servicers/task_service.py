@@ -11,6 +11,7 @@ from conveyor_scheduler import telemetry
 from conveyor_scheduler.core import Core
 from conveyor_scheduler.errors import FailedPrecondition, InvalidArgument, NotFound
 from conveyor_scheduler.records import TERMINAL, to_leased, to_result, to_task
+from conveyor_scheduler.servicers import pipeline
 from conveyor_scheduler.signals import wait_any
 from conveyor_scheduler.store import AckEntry
 from conveyor_scheduler.submission import submit_specs
@@ -213,6 +214,11 @@ class TaskService:
         elif state in TERMINAL:
             raise FailedPrecondition(f"task {request.task_id} already finished as {STATE_NAMES[state]}")
         return task_service_pb2.CancelResponse(state=state)
+
+    async def Pipeline(self, requests: AsyncIterator[task_service_pb2.PipelineRequest],
+                       context: grpc.aio.ServicerContext) -> AsyncIterator[task_service_pb2.PipelineResponse]:
+        async for resp in pipeline.serve(requests, self.Submit, self.GetResults):
+            yield resp
 
     async def WatchTask(self, request: task_service_pb2.WatchTaskRequest, context: grpc.aio.ServicerContext
                         ) -> AsyncIterator[task_service_pb2.WatchTaskResponse]:

@@ -106,6 +106,9 @@ class WorkerService:
             for outcome in outcomes:
                 if outcome.status != 1:
                     log.info("worker %s: ack for %s refused (%s)", session.worker_id, outcome.task_id, outcome.status)
+        if report.draining:  # before the hand-back's awaits: nothing may be leased to it meanwhile
+            session.draining = True
+            session.credit = 0
         if report.releases:
             by_queue: dict[str, list[tuple[str, str]]] = {}
             for ref in report.releases:
@@ -119,10 +122,7 @@ class WorkerService:
                 if released:
                     self.core.tasks_ready(queue)
                     await self.core.bus.publish_wake(queue)
-        if report.draining:
-            session.draining = True
-            session.credit = 0
-        elif report.credit:
+        if report.credit and not session.draining:
             session.credit = min(session.credit + report.credit, MAX_CREDIT)
             self.core.dispatcher.credit_changed(session)
 

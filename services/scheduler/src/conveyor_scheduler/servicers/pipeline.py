@@ -1,0 +1,100 @@
+"""conveyor.v1.TaskService.Pipeline: Submit and GetResults calls over one stream.
+
+A unary call costs grpc.aio roughly twice what one message on an open stream does, and a
+producer submitting one task at a time pays it on every call. Each request runs as its own
+asyncio task (so a call that waits for results never holds up the ones behind it) through
+the same code as the unary handler, and its answer, or the status the unary call would have
+ended with, goes back tagged with the request's call_id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from conveyor.v1 import task_service_pb2
+from conveyor_scheduler import telemetry
+from conveyor_scheduler.errors import InvalidArgument, SchedulerError
+from conveyor_scheduler.grpc_glue import Malformed
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Any, Any], Awaitable[Any]]
+
+
+class _NoDeadline:
+    """The context a pipelined call's handler sees: calls on a stream have no deadline of
+    their own (waits are bounded by the wait fields)."""
+
+    @staticmethod
+    def time_remaining() -> None:
+        return None
+
+
+NO_DEADLINE = _NoDeadline()
+SUBMIT = "conveyor.v1.TaskService/Submit"
+GET_RESULTS = "conveyor.v1.TaskService/GetResults"
+"""Pipelined calls get the SERVER spans of the unary calls they stand for."""
+
+
+async def serve(requests: AsyncIterator[Any], submit: Handler, get_results: Handler
+                ) -> AsyncIterator[task_service_pb2.PipelineResponse]:
+    outbox: asyncio.Queue[task_service_pb2.PipelineResponse | BaseException | None] = asyncio.Queue()
+    calls: set[asyncio.Task[None]] = set()
+
+    async def run(call_id: int, handler: Handler, request: Any, field: str, method: str) -> None:
+        resp = task_service_pb2.PipelineResponse(call_id=call_id)
+        with telemetry.pipelined_call(method) as status:
+            try:
+                getattr(resp, field).CopyFrom(await handler(request, NO_DEADLINE))
+            except SchedulerError as exc:
+                resp.error.code, resp.error.message = exc.code.value[0], str(exc)
+            except (RedisConnectionError, RedisTimeoutError, ConnectionError) as exc:
+                resp.error.code = grpc.StatusCode.UNAVAILABLE.value[0]
+                resp.error.message = f"the scheduler cannot reach Redis: {exc}"
+            except Exception:  # one call's bug must not end the other calls' stream
+                log.exception("pipelined call %d failed", call_id)
+                resp.error.code, resp.error.message = grpc.StatusCode.INTERNAL.value[0], "internal error"
+            status(resp.error.code, resp.error.message)
+        outbox.put_nowait(resp)
+
+    async def read() -> None:
+        try:
+            async for msg in requests:
+                if isinstance(msg, Malformed):
+                    raise InvalidArgument("message", msg.message)
+                kind = msg.WhichOneof("call")
+                if kind == "submit":
+                    task = asyncio.create_task(run(msg.call_id, submit, msg.submit, "submit", SUBMIT))
+                elif kind == "get_results":
+                    task = asyncio.create_task(run(msg.call_id, get_results, msg.get_results, "get_results",
+                                                   GET_RESULTS))
+                else:
+                    raise InvalidArgument("call", f"call {msg.call_id} sets neither submit nor get_results")
+                calls.add(task)
+                task.add_done_callback(calls.discard)
+            if calls:  # the client half-closed: answer what is in flight, then end
+                await asyncio.gather(*calls, return_exceptions=True)
+            outbox.put_nowait(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the stream, which ends with it
+            outbox.put_nowait(exc)
+
+    reader = asyncio.create_task(read())
+    try:
+        while True:
+            item = await outbox.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        reader.cancel()
+        for task in list(calls):
+            task.cancel()
