@@ -22,7 +22,7 @@ def _text(rec: Record, field: bytes) -> str:
     return raw.decode() if raw else ""
 
 
-def _set_ms(ts: object, ms: int) -> None:
+def set_ms(ts: object, ms: int) -> None:
     ts.seconds, ts.nanos = divmod(ms, 1000)  # type: ignore[attr-defined]
     ts.nanos *= 1_000_000  # type: ignore[attr-defined]
 
@@ -38,10 +38,10 @@ def to_task(task_id: str, queue: str, rec: Record) -> task_pb2.Task:
     )
     if b"h" in rec:
         task.headers.update(json.loads(rec[b"h"]))
-    _set_ms(task.created_at, parse_task_id(task_id)[0])
+    set_ms(task.created_at, parse_task_id(task_id)[0])
     for field, ts in ((b"eta", task.eta), (b"x", task.expires_at), (b"sa", task.started_at), (b"fa", task.finished_at)):
         if field in rec:
-            _set_ms(ts, int(rec[field]))
+            set_ms(ts, int(rec[field]))
     task.timeout.FromMilliseconds(_int(rec, b"to"))
     if b"st2" in rec:
         task.soft_timeout.FromMilliseconds(_int(rec, b"st2"))
@@ -76,8 +76,8 @@ def to_leased(queue: str, rec: Record) -> task_pb2.LeasedTask:
     """A LeasedTask for a record returned by claim.lua (it carries its id)."""
     task_id = rec[b"id"].decode()
     leased = task_pb2.LeasedTask(task=to_task(task_id, queue, rec), lease_token=_text(rec, b"lt"))
-    _set_ms(leased.lease_expires_at, _int(rec, b"le"))
-    _set_ms(leased.deadline, _int(rec, b"dl"))
+    set_ms(leased.lease_expires_at, _int(rec, b"le"))
+    set_ms(leased.deadline, _int(rec, b"dl"))
     return leased
 
 
@@ -91,5 +91,5 @@ def to_result(task_id: str, rec: Record) -> task_service_pb2.GetResultResponse:
         resp.error.type, resp.error.message, resp.error.traceback = (
             _text(rec, b"et"), _text(rec, b"em"), _text(rec, b"eb"))
     if b"fa" in rec:
-        _set_ms(resp.finished_at, int(rec[b"fa"]))
+        set_ms(resp.finished_at, int(rec[b"fa"]))
     return resp

@@ -25,6 +25,9 @@ class WorkerSession:
     leases: dict[str, tuple[str, str]] = field(default_factory=dict)
     """task id -> (queue, lease token) of every lease pushed on this stream."""
     outbox: asyncio.Queue[worker_service_pb2.ConnectResponse | None] = field(default_factory=asyncio.Queue)
+    unsent_batch: worker_service_pb2.ConnectResponse | None = None
+    """The last TaskBatch put in the outbox while the stream has not taken it yet: later
+    pushes join it, so tasks that pile up while the stream is busy leave in one message."""
 
     @property
     def wants_work(self) -> bool:
@@ -33,7 +36,19 @@ class WorkerSession:
     def push(self, leased: list[task_pb2.LeasedTask]) -> None:
         for lt in leased:
             self.leases[lt.task.id] = (lt.task.queue, lt.lease_token)
-        self.outbox.put_nowait(worker_service_pb2.ConnectResponse(batch=worker_service_pb2.TaskBatch(tasks=leased)))
+        if self.unsent_batch is not None:
+            self.unsent_batch.batch.tasks.extend(leased)
+            return
+        msg = self.unsent_batch = worker_service_pb2.ConnectResponse()
+        msg.batch.tasks.extend(leased)
+        self.outbox.put_nowait(msg)
+
+    async def next_message(self) -> worker_service_pb2.ConnectResponse | None:
+        """The next message for the stream (None: end it)."""
+        msg = await self.outbox.get()
+        if msg is self.unsent_batch:
+            self.unsent_batch = None
+        return msg
 
     def leases_by_queue(self) -> dict[str, list[tuple[str, str]]]:
         grouped: dict[str, list[tuple[str, str]]] = {}

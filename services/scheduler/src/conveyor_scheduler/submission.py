@@ -47,7 +47,7 @@ async def submit_specs(core: Core, specs: Sequence[task_pb2.TaskSpec], at: str =
             raise
         enqueue.stored(submitted)
     if offers:
-        core.dispatcher.settle(offers, tasks, submitted)
+        core.dispatcher.settle(offers, specs, tasks, submitted)
     ready: set[str] = set()
     due: dict[str, int] = {}
     for task, sub in zip(tasks, submitted, strict=True):

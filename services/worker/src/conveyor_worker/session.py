@@ -56,6 +56,8 @@ class Worker:
         self.stopped = asyncio.Event()
         self._outbox: asyncio.Queue[worker_service_pb2.ConnectRequest | None] = asyncio.Queue()
         self._acks: list[task_pb2.TaskAck] = []
+        self._unsent_report: worker_service_pb2.ConnectRequest | None = None
+        """The last acks report in the outbox that the stream has not taken yet: later acks join it."""
         self._credit = 0
         self._flush_scheduled = False
         self._connected = False
@@ -93,6 +95,7 @@ class Worker:
 
     async def _session(self, target: str) -> None:
         self._outbox = asyncio.Queue()
+        self._unsent_report = None  # it was in the old outbox
         async with grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) as channel:
             stub = worker_service_pb2_grpc.WorkerServiceStub(channel)
             self._call = stub.Connect(self._requests())
@@ -139,6 +142,8 @@ class Worker:
             msg = await outbox.get()
             if msg is None:
                 return
+            if msg is self._unsent_report:
+                self._unsent_report = None
             yield msg
 
     async def _heartbeats(self) -> None:
@@ -231,11 +236,15 @@ class Worker:
         self._flush_scheduled = False
         if not self._connected or not (self._acks or self._credit):
             return
-        request = worker_service_pb2.ConnectRequest()  # filled in place: WorkerReport(acks=...) would copy twice
+        request = self._unsent_report
+        fresh = request is None
+        if request is None:  # filled in place: WorkerReport(acks=...) would copy twice
+            request = self._unsent_report = worker_service_pb2.ConnectRequest()
         request.report.acks.extend(self._acks)
-        request.report.credit = self._credit
+        request.report.credit += self._credit
         self._acks, self._credit = [], 0
-        self._outbox.put_nowait(request)
+        if fresh:
+            self._outbox.put_nowait(request)
 
     def _send(self, report: worker_service_pb2.WorkerReport) -> None:
         self._outbox.put_nowait(worker_service_pb2.ConnectRequest(report=report))

@@ -50,7 +50,7 @@ class WorkerService:
         self.core.dispatcher.attach(session)
         try:
             while True:
-                msg = await session.outbox.get()
+                msg = await session.next_message()
                 if msg is None:
                     break
                 yield msg
