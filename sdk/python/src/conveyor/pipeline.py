@@ -105,6 +105,7 @@ class _SyncStream:
         for slot in pending.values():
             slot.failure = failure
             slot.event.set()
+        self.requests.put(None)  # ends the request iterator, so grpc's sending thread exits too
 
     def close(self) -> None:
         self.requests.put(None)
