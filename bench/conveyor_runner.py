@@ -89,15 +89,15 @@ class ConveyorRunner:
         if not sched.alive():
             raise RuntimeError(f"scheduler died:\n{sched.output()[-3000:]}")
 
-    def _start_workers(self, label: str, queue: str = QUEUE) -> None:
+    def _start_workers(self, label: str, queue: str = QUEUE, prefetch: int | None = None) -> None:
         procs = []
+        prefetch = self.prefetch if prefetch is None else prefetch
         for i in range(self.workers):
             self._serial += 1
             procs.append(start(f"{label}-worker-{self._serial}", [
                 sys.executable, "-m", "conveyor_worker", "bench.tasks:app", "--scheduler", self.target,
-                "--queues", queue, "--concurrency", str(self.concurrency), "--prefetch", str(self.prefetch),
-                "--worker-id", f"bench-{self._serial}-{i}",
-                "--log-level", "INFO"], self.ctx.work_dir))
+                "--queues", queue, "--concurrency", str(self.concurrency), "--prefetch", str(prefetch),
+                "--worker-id", f"bench-{self._serial}-{i}", "--log-level", "INFO"], self.ctx.work_dir))
         for proc in procs:
             wait_log(proc, " connected to ")
         self.worker_procs += procs
@@ -129,11 +129,11 @@ class ConveyorRunner:
         self._calls = RedisCalls(self.redis).start()
         return CpuMeter(pids).start()
 
-    def _fresh(self, label: str, workers: bool = True, queue: str = QUEUE) -> None:
+    def _fresh(self, label: str, workers: bool = True, queue: str = QUEUE, prefetch: int | None = None) -> None:
         self._stop_all()
         self._start_scheduler(label)
         if workers:
-            self._start_workers(label, queue)
+            self._start_workers(label, queue, prefetch)
             self._warm_up()
 
     def _warm_up(self) -> None:
@@ -245,7 +245,9 @@ class ConveyorRunner:
         alike, with the same mechanics: the queue's worker, paused (SIGSTOP) meanwhile, is resumed
         and `timed` completions after its first `skip` are timed; the other worker stays paused.
         """
-        self._fresh("depth")  # worker A on `default`, warmed up
+        # Workers without prefetch: every timed task is claimed from Redis at its depth (leases
+        # prefetched while a worker is paused would be served from its memory instead).
+        self._fresh("depth", prefetch=0)  # worker A on `default`, warmed up
         sched = self.scheduler
         assert sched is not None
         skip = small // 10
@@ -277,7 +279,7 @@ class ConveyorRunner:
         warm_up = max(skip, min(LARGE_WARMUP, large // 4))
         done = Completions(self.redis_url, DONE_CHANNEL, warm_up, self.ctx.sizes.timeout, self.ctx.work_dir)
         try:
-            self._start_workers("depth-deep", queue=DEEP_QUEUE)
+            self._start_workers("depth-deep", queue=DEEP_QUEUE, prefetch=0)
             done.wait()
         finally:
             done.close()
