@@ -251,8 +251,12 @@ class TaskThreads:
     earliest limit of the attempts in progress (a timer per attempt cost more than the task).
     """
 
-    def __init__(self, concurrency: int, on_done: Callable[[SyncAttempt, task_pb2.TaskAck], None]) -> None:
+    def __init__(self, concurrency: int, on_done: Callable[[SyncAttempt, task_pb2.TaskAck], None],
+                 after_drain: Callable[[], None] = lambda: None) -> None:
         self._concurrency = concurrency
+        self._after_drain = after_drain
+        """Called once a wake-up's finished attempts were handed to on_done (the worker sends
+        their acks at once, not an event-loop iteration later)."""
         self._stuck = 0
         """Threads abandoned at a hard limit whose handler still runs (each has a replacement)."""
         self._stuck_lock = threading.Lock()
@@ -348,6 +352,7 @@ class TaskThreads:
                 log.error("task %s: handler raised %r; no outcome reported", attempt.task_id, attempt.error)
                 continue
             self._on_done(attempt, attempt.ack)  # type: ignore[arg-type]
+        self._after_drain()
 
     def _arm(self, when: float) -> None:
         if self._timer is not None:

@@ -42,7 +42,7 @@ class Worker:
         self.config = config
         # Headroom over concurrency: threads abandoned at their hard time limit keep running.
         self.pool = ContextThreadPool(max_workers=config.concurrency * 2, thread_name_prefix="conveyor-task")
-        self.threads = TaskThreads(config.concurrency, self._sync_done)
+        self.threads = TaskThreads(config.concurrency, self._sync_done, self._flush)
         """Plain-function handlers while telemetry is off (`pool` serves them when it is on)."""
         self.running: dict[str, tuple[str, asyncio.Task[None] | SyncAttempt]] = {}
         """task id -> (lease token, asyncio task or SyncAttempt) of attempts in progress."""
