@@ -119,6 +119,18 @@ def _pings(client: redis.Redis) -> bool:
         return False
 
 
+def worker_id(proc: Proc) -> str:
+    """The --worker-id a worker process was started with."""
+    args = list(proc.popen.args)  # type: ignore[arg-type]
+    return str(args[args.index("--worker-id") + 1])
+
+
+def connected(scheduler: Proc, worker: Proc) -> None:
+    """Waits until `scheduler` attached the worker's stream (its hello credit is usable)."""
+    wid = worker_id(worker)
+    wait_for(lambda: f"worker {wid} connected" in scheduler.output(), what=f"{wid} to connect")
+
+
 def serving(target: str) -> bool:
     try:
         with grpc.insecure_channel(target) as ch:

@@ -19,21 +19,11 @@ import pytest
 from conveyor import Call, Client, TaskCancelled, TaskState
 from conveyor.common import submit_request
 from conveyor.v1 import task_pb2
-from tests.harness import Cluster, CompletionCounter, Proc, wait_for
+from tests.harness import Cluster, CompletionCounter, Proc, connected, wait_for, worker_id
 
 APP = "tests.apps.prefetch:app"
 HANDLERS = [pytest.param("pf.track", id="sync"), pytest.param("pf.atrack", id="async")]
 ACTIVE, QUEUED = task_pb2.TASK_STATE_ACTIVE, task_pb2.TASK_STATE_QUEUED
-
-
-def worker_id(proc: Proc) -> str:
-    args = list(proc.popen.args)  # type: ignore[arg-type]
-    return str(args[args.index("--worker-id") + 1])
-
-
-def connected(scheduler: Proc, worker: Proc) -> None:
-    wid = worker_id(worker)
-    wait_for(lambda: f"worker {wid} connected" in scheduler.output(), what=f"{wid} to connect")
 
 
 def entered(folder: Path, worker: Proc) -> list[tuple[str, int]]:

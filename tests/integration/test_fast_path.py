@@ -27,21 +27,10 @@ from conveyor_scheduler.config import SchedulerConfig
 from conveyor_scheduler.core import Core
 from conveyor_scheduler.store import Match
 from conveyor_scheduler.submission import check_specs
-from tests.harness import Cluster, Proc, wait_for
+from tests.harness import Cluster, connected, worker_id
 
 SCHEDULED, QUEUED, ACTIVE = (task_pb2.TASK_STATE_SCHEDULED, task_pb2.TASK_STATE_QUEUED,
                              task_pb2.TASK_STATE_ACTIVE)
-
-
-def worker_id(proc: Proc) -> str:
-    args = list(proc.popen.args)  # type: ignore[arg-type]
-    return str(args[args.index("--worker-id") + 1])
-
-
-def connected(scheduler: Proc, worker: Proc) -> None:
-    """Waits until `scheduler` attached the worker's stream (its hello credit is usable)."""
-    wid = worker_id(worker)
-    wait_for(lambda: f"worker {wid} connected" in scheduler.output(), what=f"{wid} to connect")
 
 
 def submit_states(client: Client, calls: list[Call | task_pb2.TaskSpec]) -> tuple[list[str], list[int]]:

@@ -44,6 +44,7 @@ class EventBus:
         self.on_wake = on_wake
         self.on_reconnect = on_reconnect
         self.ready = asyncio.Event()
+        self._backoff = 0.1
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -77,50 +78,45 @@ class EventBus:
             self.on_cancel(task_id, worker)
 
     async def _run(self) -> None:
-        if self.fast:
-            await self._run_fast(self.fast)
-            return
-        backoff = 0.1
-        first = True
+        """Keeps one subscription up; after a reconnect, on_reconnect makes everyone re-read."""
+        listen = self._listen_fast if self.fast else self._listen
+        self._backoff, first = 0.1, True
         while True:
-            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(*CHANNELS)
-                self.ready.set()
-                if not first:
-                    self.on_reconnect()
-                first, backoff = False, 0.1
-                while True:
-                    msg = await pubsub.get_message(timeout=None)
-                    if msg is not None:
-                        self._message(msg["channel"], msg["data"])
+                await listen(first)
             except (RedisError, OSError) as exc:
-                log.warning("event bus lost Redis (%s); reconnecting in %.1fs", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                first = False
-            finally:
-                with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()
+                log.warning("event bus lost Redis (%s); reconnecting in %.1fs", exc, self._backoff)
+                await asyncio.sleep(self._backoff)
+                self._backoff = min(self._backoff * 2, 5.0)
+            first = False
 
-    async def _run_fast(self, fast: FastRedis) -> None:
-        backoff = 0.1
-        first = True
-        while True:
-            close: Callable[[], None] | None = None
-            try:
-                closed, close = await subscribe(fast, CHANNELS, self._message)
-                self.ready.set()
-                if not first:
-                    self.on_reconnect()
-                first, backoff = False, 0.1
-                exc = await closed
-                raise RedisConnectionError(f"subscription lost: {exc or 'closed'}")
-            except (RedisError, OSError) as exc:
-                log.warning("event bus lost Redis (%s); reconnecting in %.1fs", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                first = False
-            finally:
-                if close is not None:
-                    close()
+    def _subscribed(self, first: bool) -> None:
+        self.ready.set()
+        self._backoff = 0.1
+        if not first:
+            self.on_reconnect()
+
+    async def _listen(self, first: bool) -> None:
+        """redis-py's pub/sub (URLs FastRedis does not take); raises when the connection is lost."""
+        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(*CHANNELS)
+            self._subscribed(first)
+            while True:
+                msg = await pubsub.get_message(timeout=None)
+                if msg is not None:
+                    self._message(msg["channel"], msg["data"])
+        finally:
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.aclose()
+
+    async def _listen_fast(self, first: bool) -> None:
+        """A hiredis subscription whose messages are handled as parsed; raises when it is lost."""
+        assert self.fast is not None
+        closed, close = await subscribe(self.fast, CHANNELS, self._message)
+        try:
+            self._subscribed(first)
+            exc = await closed
+            raise RedisConnectionError(f"subscription lost: {exc or 'closed'}")
+        finally:
+            close()
