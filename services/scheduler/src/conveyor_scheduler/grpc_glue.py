@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -74,6 +75,18 @@ def _streaming(impl: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIt
     return handler
 
 
+def _writing(impl: Callable[..., Any]) -> Callable[..., Any]:
+    """A streaming handler that answers with context.write (a coroutine, not a generator)."""
+    @functools.wraps(impl)
+    async def handler(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> None:
+        try:
+            await impl(requests, context)
+        except Exception as exc:  # noqa: BLE001 - mapped or re-raised
+            await abort_for(exc, context)
+
+    return handler
+
+
 def add_servicer(server: grpc.aio.Server, servicer: object, service: descriptor.ServiceDescriptor) -> None:
     handlers = {}
     for method in service.methods:
@@ -83,7 +96,8 @@ def add_servicer(server: grpc.aio.Server, servicer: object, service: descriptor.
         kwargs = {"request_deserializer": _deserializer(request_cls),
                   "response_serializer": response_cls.SerializeToString}
         if method.client_streaming and method.server_streaming:
-            handlers[method.name] = grpc.stream_stream_rpc_method_handler(_streaming(impl), **kwargs)
+            wrap = _streaming if inspect.isasyncgenfunction(impl) else _writing
+            handlers[method.name] = grpc.stream_stream_rpc_method_handler(wrap(impl), **kwargs)
         elif not method.client_streaming and method.server_streaming:
             handlers[method.name] = grpc.unary_stream_rpc_method_handler(_streaming(impl), **kwargs)
         else:

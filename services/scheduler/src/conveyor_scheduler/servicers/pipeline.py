@@ -43,10 +43,12 @@ GET_RESULTS = "conveyor.v1.TaskService/GetResults"
 """Pipelined calls get the SERVER spans of the unary calls they stand for."""
 
 
-async def serve(requests: AsyncIterator[Any], submit: Handler, get_results: Handler
-                ) -> AsyncIterator[task_service_pb2.PipelineResponse]:
-    outbox: asyncio.Queue[task_service_pb2.PipelineResponse | BaseException | None] = asyncio.Queue()
+async def serve(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext, submit: Handler,
+                get_results: Handler) -> None:
+    """Runs until the client half-closes (then answers what is in flight) or the stream breaks.
+    Each call writes its own answer (context.write, one at a time): no queue, no extra hop."""
     calls: set[asyncio.Task[None]] = set()
+    writing = asyncio.Lock()
 
     async def run(call_id: int, handler: Handler, request: Any, field: str, method: str) -> None:
         resp = task_service_pb2.PipelineResponse(call_id=call_id)
@@ -62,39 +64,28 @@ async def serve(requests: AsyncIterator[Any], submit: Handler, get_results: Hand
                 log.exception("pipelined call %d failed", call_id)
                 resp.error.code, resp.error.message = grpc.StatusCode.INTERNAL.value[0], "internal error"
             status(resp.error.code, resp.error.message)
-        outbox.put_nowait(resp)
+        async with writing:
+            try:
+                await context.write(resp)
+            except Exception as exc:  # noqa: BLE001 - the stream is gone; the reader ends with it
+                log.debug("pipelined call %d: answer not sent (%s)", call_id, exc)
 
-    async def read() -> None:
-        try:
-            async for msg in requests:
-                if isinstance(msg, Malformed):
-                    raise InvalidArgument("message", msg.message)
-                kind = msg.WhichOneof("call")
-                if kind == "submit":
-                    task = asyncio.create_task(run(msg.call_id, submit, msg.submit, "submit", SUBMIT))
-                elif kind == "get_results":
-                    task = asyncio.create_task(run(msg.call_id, get_results, msg.get_results, "get_results",
-                                                   GET_RESULTS))
-                else:
-                    raise InvalidArgument("call", f"call {msg.call_id} sets neither submit nor get_results")
-                calls.add(task)
-                task.add_done_callback(calls.discard)
-            if calls:  # the client half-closed: answer what is in flight, then end
-                await asyncio.gather(*calls, return_exceptions=True)
-            outbox.put_nowait(None)
-        except BaseException as exc:  # noqa: BLE001 - handed to the stream, which ends with it
-            outbox.put_nowait(exc)
-
-    reader = asyncio.create_task(read())
     try:
-        while True:
-            item = await outbox.get()
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+        async for msg in requests:
+            if isinstance(msg, Malformed):
+                raise InvalidArgument("message", msg.message)
+            kind = msg.WhichOneof("call")
+            if kind == "submit":
+                task = asyncio.create_task(run(msg.call_id, submit, msg.submit, "submit", SUBMIT))
+            elif kind == "get_results":
+                task = asyncio.create_task(run(msg.call_id, get_results, msg.get_results, "get_results",
+                                               GET_RESULTS))
+            else:
+                raise InvalidArgument("call", f"call {msg.call_id} sets neither submit nor get_results")
+            calls.add(task)
+            task.add_done_callback(calls.discard)
+        if calls:  # the client half-closed: answer what is in flight, then end
+            await asyncio.gather(*calls, return_exceptions=True)
     finally:
-        reader.cancel()
         for task in list(calls):
             task.cancel()

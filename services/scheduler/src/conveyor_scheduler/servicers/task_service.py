@@ -216,9 +216,8 @@ class TaskService:
         return task_service_pb2.CancelResponse(state=state)
 
     async def Pipeline(self, requests: AsyncIterator[task_service_pb2.PipelineRequest],
-                       context: grpc.aio.ServicerContext) -> AsyncIterator[task_service_pb2.PipelineResponse]:
-        async for resp in pipeline.serve(requests, self.Submit, self.GetResults):
-            yield resp
+                       context: grpc.aio.ServicerContext) -> None:
+        await pipeline.serve(requests, context, self.Submit, self.GetResults)
 
     async def WatchTask(self, request: task_service_pb2.WatchTaskRequest, context: grpc.aio.ServicerContext
                         ) -> AsyncIterator[task_service_pb2.WatchTaskResponse]:
