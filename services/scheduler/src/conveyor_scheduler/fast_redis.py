@@ -11,7 +11,8 @@ A lost connection fails the commands in flight with redis-py's ConnectionError (
 map it to UNAVAILABLE as before) and the next command reconnects. Like the redis-py client
 it replaces here, a command that met a broken connection is sent again, at most twice:
 the scripts are safe to resend (ids are chosen before the call; see server.py).
-Everything else (pub/sub, beat, admin reads) stays on redis-py.
+`subscribe` opens the event bus's pub/sub connection the same way. Everything else (beat,
+admin reads, URLs this client does not take) stays on redis-py.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import hashlib
 import logging
 import socket
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
 
 import hiredis
@@ -32,6 +33,7 @@ from redis.exceptions import NoScriptError, ResponseError
 
 log = logging.getLogger(__name__)
 RETRIES = 2
+P = TypeVar("P", bound=asyncio.BaseProtocol)
 
 
 class _Protocol(asyncio.Protocol):
@@ -93,23 +95,27 @@ class FastRedis:
         async with self._connecting:
             if self._protocol is not None:
                 return self._protocol
-            loop = asyncio.get_running_loop()
-            try:
-                if self._unix:
-                    _, protocol = await loop.create_unix_connection(lambda: _Protocol(self), self._unix)
-                else:
-                    _, protocol = await loop.create_connection(lambda: _Protocol(self), self._host, self._port)
-            except OSError as exc:
-                raise RedisConnectionError(f"cannot connect to Redis: {exc}") from exc
+            _, protocol = await self._open(lambda: _Protocol(self))
             self._protocol = protocol
-            setup: list[tuple[Any, ...]] = []
-            if self._password is not None:
-                setup.append(("AUTH", self._username, self._password) if self._username else ("AUTH", self._password))
+            setup = [self._auth()] if self._password is not None else []
             if self._db:
                 setup.append(("SELECT", self._db))
             for command in setup:
                 await self._send(protocol, command)
             return protocol
+
+    async def _open(self, factory: Callable[[], P]) -> tuple[asyncio.BaseTransport, P]:
+        """A new connection to the server, speaking `factory`'s protocol."""
+        loop = asyncio.get_running_loop()
+        try:
+            if self._unix:
+                return await loop.create_unix_connection(factory, self._unix)
+            return await loop.create_connection(factory, self._host, self._port)
+        except OSError as exc:
+            raise RedisConnectionError(f"cannot connect to Redis: {exc}") from exc
+
+    def _auth(self) -> tuple[Any, ...]:
+        return ("AUTH", self._username, self._password) if self._username else ("AUTH", self._password)
 
     def _send(self, protocol: _Protocol, args: tuple[Any, ...]) -> asyncio.Future[Any]:
         assert protocol.transport is not None
@@ -209,18 +215,9 @@ async def subscribe(conn: FastRedis, channels: Sequence[str], on_message: Callab
     """Subscribes a new connection of `conn`'s server to `channels`; returns once Redis
     confirmed them, with a future that completes when the connection is lost and a close
     function."""
-    loop = asyncio.get_running_loop()
-    factory = functools.partial(_Subscriber, len(channels), on_message)
-    try:
-        if conn._unix:
-            transport, protocol = await loop.create_unix_connection(factory, conn._unix)
-        else:
-            transport, protocol = await loop.create_connection(factory, conn._host, conn._port)
-    except OSError as exc:
-        raise RedisConnectionError(f"cannot connect to Redis: {exc}") from exc
+    transport, protocol = await conn._open(functools.partial(_Subscriber, len(channels), on_message))
     if conn._password is not None:  # replies before SUBSCRIBE's are not messages: skipped
-        auth = ("AUTH", conn._username, conn._password) if conn._username else ("AUTH", conn._password)
-        transport.write(hiredis.pack_command(auth))
+        transport.write(hiredis.pack_command(conn._auth()))
     transport.write(hiredis.pack_command(("SUBSCRIBE", *channels)))
     try:
         await protocol.subscribed
