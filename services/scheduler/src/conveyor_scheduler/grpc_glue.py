@@ -41,12 +41,20 @@ def _deserializer(cls: Any) -> Callable[[bytes], Any]:
     return parse
 
 
+def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
+    """The gRPC status a call that raised `exc` ends with; None for what is not ours."""
+    if isinstance(exc, SchedulerError):
+        return exc.code, str(exc)
+    if isinstance(exc, (RedisConnectionError, RedisTimeoutError, ConnectionError)):
+        return grpc.StatusCode.UNAVAILABLE, f"the scheduler cannot reach Redis: {exc}"
+    return None
+
+
 async def abort_for(exc: BaseException, context: grpc.aio.ServicerContext) -> None:
     """Aborts the call with the status that fits `exc` (re-raises what is not ours)."""
-    if isinstance(exc, SchedulerError):
-        await context.abort(exc.code, str(exc))
-    if isinstance(exc, (RedisConnectionError, RedisTimeoutError, ConnectionError)):
-        await context.abort(grpc.StatusCode.UNAVAILABLE, f"the scheduler cannot reach Redis: {exc}")
+    status = status_for(exc)
+    if status is not None:
+        await context.abort(*status)
     raise exc
 
 

@@ -15,13 +15,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from conveyor.v1 import task_service_pb2
 from conveyor_scheduler import telemetry
-from conveyor_scheduler.errors import InvalidArgument, SchedulerError
-from conveyor_scheduler.grpc_glue import Malformed
+from conveyor_scheduler.errors import InvalidArgument
+from conveyor_scheduler.grpc_glue import Malformed, status_for
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +53,12 @@ async def serve(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext,
         with telemetry.pipelined_call(method) as status:
             try:
                 getattr(resp, field).CopyFrom(await handler(request, NO_DEADLINE))
-            except SchedulerError as exc:
-                resp.error.code, resp.error.message = exc.code.value[0], str(exc)
-            except (RedisConnectionError, RedisTimeoutError, ConnectionError) as exc:
-                resp.error.code = grpc.StatusCode.UNAVAILABLE.value[0]
-                resp.error.message = f"the scheduler cannot reach Redis: {exc}"
-            except Exception:  # one call's bug must not end the other calls' stream
-                log.exception("pipelined call %d failed", call_id)
-                resp.error.code, resp.error.message = grpc.StatusCode.INTERNAL.value[0], "internal error"
+            except Exception as exc:  # one call's failure must not end the other calls' stream
+                code, message = status_for(exc) or (None, "")  # what the unary call would have ended with
+                if code is None:
+                    log.exception("pipelined call %d failed", call_id)
+                    code, message = grpc.StatusCode.INTERNAL, "internal error"
+                resp.error.code, resp.error.message = code.value[0], message
             status(resp.error.code, resp.error.message)
         async with writing:
             try:
