@@ -47,18 +47,15 @@ while i <= #ARGV do
     if due > NOW then
       state = SCHEDULED
       redis.call('ZADD', KEYS[11], due, id)
-      redis.call('HSET', key, 'st', state, unpack(ARGV, first, first + 2 * nfields - 1))
     elseif can_match and credit > 0 and timeout > 0 then
       state = ACTIVE
       credit = credit - 1
       token = base .. '.' .. credit .. '.1'
-      redis.call('HSET', key, 'st', state, unpack(ARGV, first, first + 2 * nfields - 1))
       deadline = NOW + timeout
       expiry = deadline
       if lease > 0 and NOW + lease < deadline then
         expiry = NOW + lease
       end
-      redis.call('HSET', key, 'at', 1, 'lt', token, 'sa', NOW, 'dl', deadline, 'le', expiry, 'w', worker)
       redis.call('ZADD', KEYS[12], expiry, id)
     else
       can_match = false
@@ -69,7 +66,10 @@ while i <= #ARGV do
         ready[prio] = list
       end
       list[#list + 1] = id
-      redis.call('HSET', key, 'st', state, unpack(ARGV, first, first + 2 * nfields - 1))
+    end
+    redis.call('HSET', key, 'st', state, unpack(ARGV, first, first + 2 * nfields - 1))
+    if token ~= '' then
+      redis.call('HSET', key, 'at', 1, 'lt', token, 'sa', NOW, 'dl', deadline, 'le', expiry, 'w', worker)
     end
     out[#out + 1] = id
     out[#out + 1] = state
