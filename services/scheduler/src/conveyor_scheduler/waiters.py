@@ -1,5 +1,5 @@
 """Result waiters: GetResult(wait), GetResults(wait) and Submit(wait_results) sleep until
-a completion wakes them.
+a completion wakes them (all through `wait_many`).
 
 Completions arrive in-process (an ack handled by this replica, which hands over the
 finished record so the waiter answers without reading Redis again) or from Redis pub/sub
@@ -50,14 +50,6 @@ class ResultWaiters:
             for waiter in waiters:
                 waiter.stale = True
                 waiter.event.set()
-
-    async def wait(self, task_id: str, timeout: float, fetch: Callable[[], Awaitable[Record]]) -> Record:
-        """Returns the task record once it is terminal, gone, or the timeout passes."""
-
-        async def fetch_one(_: Sequence[str]) -> list[Record]:
-            return [await fetch()]
-
-        return (await self.wait_many([task_id], timeout, fetch_one))[0]
 
     async def wait_many(self, task_ids: Sequence[str], timeout: float, fetch: FetchMany,
                         unfinished: Sequence[bool] | None = None) -> list[Record]:

@@ -55,8 +55,9 @@ class TaskService:
 
     async def _wait(self, tasks: list[tuple[str, str]], wait_ms: int, unfinished: list[bool] | None = None
                     ) -> list[dict[bytes, bytes]]:
+        queues = {task_id: queue for queue, task_id in tasks}
+
         async def fetch(ids: Sequence[str]) -> list[dict[bytes, bytes]]:
-            queues = {task_id: queue for queue, task_id in tasks}
             return await self.core.store.get_many([(queues[i], i) for i in ids])
 
         if not wait_ms:
