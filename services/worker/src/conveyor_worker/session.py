@@ -1,9 +1,9 @@
 """The worker's life: one stream at a time to a scheduler, credits, heartbeats, reconnects
 and graceful shutdown.
 
-Credit equals free slots: the hello grants the free slots, and each finished attempt
-returns one credit with its ack, so the scheduler never pushes more than the worker can
-start at once and nothing waits in this process's memory.
+Credit equals free slots plus free prefetch room: the hello grants them, and each finished
+attempt returns one credit with its ack, so the scheduler never pushes more than the worker
+can start at once, plus at most `prefetch` tasks that wait here for a slot (none by default).
 """
 
 from __future__ import annotations
@@ -48,8 +48,6 @@ class Worker:
         """task id -> (lease token, asyncio task or SyncAttempt) of attempts in progress."""
         self.waiting: collections.OrderedDict[str, task_pb2.LeasedTask] = collections.OrderedDict()
         """task id -> prefetched lease waiting for a free slot (at most config.prefetch)."""
-        self._direct = True
-        """Whether waiting tasks may take the plain-function fast path (telemetry off)."""
         self.contexts: dict[str, TaskContext] = {}
         """task id -> the handler-visible context of attempts in progress."""
         self.stopping = False
@@ -111,7 +109,7 @@ class Worker:
                                  msg.accepted.scheduler_id)
                         self._flush()  # acks that finished while we were disconnected
                     elif kind == "batch":
-                        direct = self._direct = not telemetry.enabled()
+                        direct = not telemetry.enabled()
                         for leased in msg.batch.tasks:
                             self._start(leased, direct, may_wait=True)
                     elif kind == "cancel":
@@ -215,7 +213,7 @@ class Worker:
         self.running.pop(task_id, None)
         self.contexts.pop(task_id, None)
         while self.waiting and len(self.running) < self.config.concurrency and not self.stopping:
-            self._start(self.waiting.popitem(last=False)[1], self._direct)
+            self._start(self.waiting.popitem(last=False)[1], not telemetry.enabled())
         if self._drained is not None and not self.running and not self._drained.done():
             self._drained.set_result(None)
 
