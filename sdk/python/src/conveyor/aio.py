@@ -11,6 +11,7 @@ import grpc
 from conveyor.common import (
     CHANNEL_OPTIONS,
     DEFAULT_TARGET,
+    MAX_IDS,
     MAX_WAIT_CHUNK,
     Call,
     TaskEvent,
@@ -30,8 +31,6 @@ from conveyor.telemetry import producer_spans
 from conveyor.v1 import task_pb2, task_service_pb2, task_service_pb2_grpc
 
 R = TypeVar("R")
-MAX_IDS = 10_000
-"""Most ids in one GetResults call."""
 
 
 class AsyncClient(AsyncScheduleMethods):
@@ -67,8 +66,7 @@ class AsyncClient(AsyncScheduleMethods):
             async with _rpc():
                 send = self._submitter(spans.metadata)
                 if all(spec.idempotency_key for spec in request.tasks):  # safe to retry through an outage
-                    resp = await acall_with_retry(lambda left: send(request, left),
-                                                                                        self.timeout)
+                    resp = await acall_with_retry(lambda left: send(request, left), self.timeout)
                 else:
                     resp = await send(request, self.timeout)
             spans.sent(resp)
@@ -99,8 +97,7 @@ class AsyncClient(AsyncScheduleMethods):
                 wait = request.wait_results.ToMilliseconds() / 1000
                 send = self._submitter(spans.metadata)
                 if request.tasks[0].idempotency_key:  # safe to retry through an outage
-                    resp = await acall_with_retry(lambda left: send(request, wait + left),
-                                                                                        self.timeout)
+                    resp = await acall_with_retry(lambda left: send(request, wait + left), self.timeout)
                 else:
                     resp = await send(request, wait + self.timeout)
             spans.sent(resp)

@@ -11,6 +11,7 @@ import grpc
 from conveyor.common import (
     CHANNEL_OPTIONS,
     DEFAULT_TARGET,
+    MAX_IDS,
     MAX_WAIT_CHUNK,
     Call,
     TaskEvent,
@@ -30,8 +31,6 @@ from conveyor.telemetry import producer_spans
 from conveyor.v1 import admin_service_pb2, admin_service_pb2_grpc, task_pb2, task_service_pb2, task_service_pb2_grpc
 
 R = TypeVar("R")
-MAX_IDS = 10_000
-"""Most ids in one GetResults call."""
 
 
 class Client(ScheduleMethods):
@@ -71,8 +70,7 @@ class Client(ScheduleMethods):
             with _rpc():
                 send = self._submitter(spans.metadata)
                 if all(spec.idempotency_key for spec in request.tasks):  # safe to retry through an outage
-                    resp = call_with_retry(lambda left: send(request, left),
-                                                                                        self.timeout)
+                    resp = call_with_retry(lambda left: send(request, left), self.timeout)
                 else:
                     resp = send(request, self.timeout)
             spans.sent(resp)
@@ -103,8 +101,7 @@ class Client(ScheduleMethods):
                 wait = request.wait_results.ToMilliseconds() / 1000
                 send = self._submitter(spans.metadata)
                 if request.tasks[0].idempotency_key:  # safe to retry through an outage
-                    resp = call_with_retry(lambda left: send(request, wait + left),
-                                                                                        self.timeout)
+                    resp = call_with_retry(lambda left: send(request, wait + left), self.timeout)
                 else:
                     resp = send(request, wait + self.timeout)
             spans.sent(resp)

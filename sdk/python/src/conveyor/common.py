@@ -15,6 +15,8 @@ from conveyor.serialization import decode_result
 from conveyor.v1 import task_pb2, task_service_pb2
 
 DEFAULT_TARGET = "127.0.0.1:50051"
+MAX_IDS = 10_000
+"""Most ids in one GetResults call (the scheduler's batch limit)."""
 MAX_WAIT_CHUNK = 60.0
 """Longest single GetResult wait; longer waits are re-issued (each one is a push, not a poll)."""
 
