@@ -411,6 +411,21 @@ def test_the_async_client_traces_its_submits_too(otel: Otel, cluster: Cluster, r
     assert _one(spans, f"process {queue}").parent_span_id == send.span_id
 
 
+def test_a_send_while_tracing_is_a_traced_submit(otel: Otel, cluster: Cluster, redis_url: str) -> None:
+    """send() waits like submit() while tracing, so its producer span parents the whole trace."""
+    queue = "tel-send"
+    target = _start(cluster, redis_url, queue)
+    with Client(target) as client:
+        handle = client.send("tel.add", [4, 5], queue=queue)
+        assert handle._pending is None  # answered before send returned
+        assert handle.result(timeout=30) == 9
+    otel.producer.force_flush()
+    send = wait_for(lambda: [s for s in otel.spans() if s.name == f"send {queue}"], what="the producer span")[0]
+    assert (send.kind, send.attributes["messaging.message.id"]) == ("PRODUCER", handle.id)
+    spans = otel.wait_trace(send.trace_id, {"conveyor.v1.TaskService/Submit", f"process {queue}"})
+    assert _one(spans, f"process {queue}").parent_span_id == send.span_id
+
+
 def test_metrics_arrive_with_their_names_and_counts(otel: Otel, cluster: Cluster, redis_url: str,
                                                     tmp_path: Path) -> None:
     queue = "tel-metrics"

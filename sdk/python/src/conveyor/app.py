@@ -50,6 +50,10 @@ class Task(Generic[P, R]):
     def submit(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[R]:
         return self.app.client.submit_many([self.s(*args, **kwargs)])[0]
 
+    def send(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[R]:
+        """Like submit, without waiting for the scheduler's answer (see Client.send)."""
+        return self.app.client.send_call(self.s(*args, **kwargs))
+
     async def asubmit(self, *args: P.args, **kwargs: P.kwargs) -> AsyncTaskHandle[R]:
         return (await self.app.aclient.submit_many([self.s(*args, **kwargs)]))[0]
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Generic, TypeVar
 
 import grpc
@@ -27,7 +29,7 @@ from conveyor.options import SubmitOptions
 from conveyor.pipeline import PipelineCallError, SyncPipeline
 from conveyor.resilience import call_with_retry, channel_options, channel_target
 from conveyor.schedules import ScheduleMethods
-from conveyor.telemetry import producer_spans
+from conveyor.telemetry import producer_spans, tracer
 from conveyor.v1 import admin_service_pb2, admin_service_pb2_grpc, task_pb2, task_service_pb2, task_service_pb2_grpc
 
 R = TypeVar("R")
@@ -45,6 +47,8 @@ class Client(ScheduleMethods):
         """Submit and result reads go over one Pipeline stream (not while tracing: a traced call
         stays a unary call, so its server span has the caller's context)."""
         self._admin = admin_service_pb2_grpc.AdminServiceStub(self._channel)
+        self._sends: set[Future[task_service_pb2.SubmitResponse]] = set()
+        """Sends not yet answered, and refused ones flush() has not reported yet."""
         self.timeout = timeout
 
     def __enter__(self) -> Client:
@@ -75,6 +79,46 @@ class Client(ScheduleMethods):
                     resp = send(request, self.timeout)
             spans.sent(resp)
         return [TaskHandle(self, t.id, t.queue) for t in resp.tasks]
+
+    def send(self, name: str, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None,
+             **options: Any) -> TaskHandle[Any]:
+        """Submits one task without waiting for the scheduler's answer (like a Kafka producer's
+        send): sends that queue up behind each other go out merged into one batch. The task is
+        stored once the handle's `id` (or `result()`) returns, which raises the submit's error
+        if it failed; `flush()` waits for every send. A send is not retried. While tracing,
+        and with pipeline=False, it waits like `submit`."""
+        return self.send_call(Call(name, args, kwargs or {}, SubmitOptions(**options)))
+
+    def send_call(self, call: Call | task_pb2.TaskSpec) -> TaskHandle[Any]:
+        """`send` of a prepared Call (what `task.s(...)` makes) or TaskSpec."""
+        if self._pipeline is None or tracer() is not None:
+            return self.submit_many([call])[0]
+        request = submit_request([call])
+        future = self._pipeline.send(request)
+        self._sends.add(future)
+        future.add_done_callback(self._answered)
+        return TaskHandle(self, pending=future)
+
+    def _answered(self, future: Future[task_service_pb2.SubmitResponse]) -> None:
+        if future.exception() is None:  # a refusal stays until flush() reports it
+            self._sends.discard(future)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Waits until every task `send` so far is stored or refused; raises the first refusal
+        not yet reported (each refused handle also raises its own from `id` and `result()`)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        first: BaseException | None = None
+        for future in list(self._sends):
+            left = None if deadline is None else max(deadline - time.monotonic(), 0)
+            try:
+                failure = future.exception(left)
+            except FutureTimeout:
+                raise ResultTimeout(f"{len(self._sends)} sends were not answered within {timeout}s") from None
+            self._sends.discard(future)
+            first = first or failure
+        if first is not None:
+            with _rpc():
+                raise first
 
     def _submitter(self, metadata: Any) -> Callable[[task_service_pb2.SubmitRequest, float],
                                                     task_service_pb2.SubmitResponse]:
@@ -212,10 +256,34 @@ class Client(ScheduleMethods):
 class TaskHandle(Generic[R]):
     """A submitted task: its id, state, result and cancellation."""
 
-    def __init__(self, client: Client, task_id: str, queue: str = "") -> None:
+    def __init__(self, client: Client, task_id: str = "", queue: str = "", *,
+                 pending: Future[task_service_pb2.SubmitResponse] | None = None) -> None:
         self.client = client
-        self.id = task_id
-        self.queue = queue
+        self._id = task_id
+        self._queue = queue
+        self._pending = pending
+        """A `send` not yet answered: `id` and `queue` wait for it."""
+
+    @property
+    def id(self) -> str:
+        if self._pending is not None:
+            self._confirm(self._pending)
+        return self._id
+
+    @property
+    def queue(self) -> str:
+        if self._pending is not None:
+            self._confirm(self._pending)
+        return self._queue
+
+    def _confirm(self, pending: Future[task_service_pb2.SubmitResponse]) -> None:
+        with _rpc():
+            try:
+                task = pending.result(self.client.timeout).tasks[0]
+            except FutureTimeout:
+                raise PipelineCallError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                        f"the scheduler did not answer a send within {self.client.timeout}s") from None
+        self._id, self._queue, self._pending = task.id, task.queue, None
 
     def __repr__(self) -> str:
         return f"TaskHandle({self.id!r}, queue={self.queue!r})"

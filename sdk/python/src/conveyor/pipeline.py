@@ -14,6 +14,9 @@ import asyncio
 import itertools
 import queue
 import threading
+from collections.abc import Iterator
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 import grpc
@@ -21,6 +24,12 @@ import grpc
 from conveyor.v1 import task_service_pb2, task_service_pb2_grpc
 
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
+_REJECTED_UNSTORED = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED}
+"""Codes the scheduler answers a Submit with before it stores anything (validation)."""
+MERGE_MAX_TASKS = 1000
+MERGE_MAX_BYTES = 1024 * 1024
+MAX_UNCONFIRMED = 10_000
+"""Most `send`s waiting for their answer; the next one blocks until one is answered."""
 
 
 class PipelineCallError(grpc.RpcError):
@@ -54,85 +63,187 @@ def _timed_out(timeout: float) -> PipelineCallError:
     return PipelineCallError(grpc.StatusCode.DEADLINE_EXCEEDED, f"no answer within {timeout:.3f}s")
 
 
-class _Slot:
-    __slots__ = ("event", "failure", "response")
+class _Call:
+    """One call on a sync stream: its request (kept until answered, so a rejected merged
+    submit can be sent again on its own) and the future its caller waits on."""
 
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self.response: task_service_pb2.PipelineResponse | None = None
-        self.failure: grpc.RpcError | None = None
+    __slots__ = ("call_id", "field", "future", "mergeable", "msg")
+
+    def __init__(self, call_id: int, field: str, msg: Any) -> None:
+        self.call_id = call_id
+        self.field = field
+        self.msg = msg
+        self.future: Future[Any] = Future()
+        self.mergeable = field == "submit" and not msg.HasField("wait_results")
+
+    def answer(self, resp: task_service_pb2.PipelineResponse) -> None:
+        try:
+            self.future.set_result(_outcome(resp, self.field))
+        except PipelineCallError as exc:
+            self.future.set_exception(exc)
+
+
+class _Merged:
+    """Consecutive queued submits sent as one SubmitRequest, answered back to each caller."""
+
+    __slots__ = ("members",)
+
+    def __init__(self, members: list[_Call]) -> None:
+        self.members = members
 
 
 class _SyncStream:
-    """One open Pipeline stream: grpc's thread sends the queued requests, ours reads answers."""
+    """One open Pipeline stream: grpc's thread sends the queued requests, ours reads answers.
 
-    def __init__(self, stub: task_service_pb2_grpc.TaskServiceStub) -> None:
-        self.requests: queue.SimpleQueue[task_service_pb2.PipelineRequest | None] = queue.SimpleQueue()
-        self.pending: dict[int, _Slot] = {}
+    Submits that queue up while grpc's thread is still sending (several threads, or `send`)
+    go out merged into one SubmitRequest of up to MERGE_MAX_TASKS tasks, answered back to
+    each caller in order, so the scheduler stores them in one script call per queue. A
+    merged request rejected before anything was stored (INVALID_ARGUMENT, RESOURCE_EXHAUSTED)
+    is sent again call by call, so each caller gets its own answer and nobody else's error.
+    """
+
+    def __init__(self, stub: task_service_pb2_grpc.TaskServiceStub, ids: Iterator[int]) -> None:
+        self.requests: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        self.pending: dict[int, _Call | _Merged] = {}
         self.broken: grpc.RpcError | None = None
         self.lock = threading.Lock()
-        self.call = stub.Pipeline(iter(self.requests.get, None))
+        self.ids = ids
+        self.merged = self.resent = 0
+        """Merged requests sent, and those rejected and sent again call by call (for tests)."""
+        self.call = stub.Pipeline(self._outgoing())
         threading.Thread(target=self._read, name="conveyor-pipeline", daemon=True).start()
 
-    def call_(self, call_id: int, field: str, msg: Any, timeout: float) -> Any:
-        slot = _Slot()
+    def start(self, call: _Call) -> Future[Any]:
         with self.lock:
             if self.broken is not None:
                 raise self.broken
-            self.pending[call_id] = slot
-        self.requests.put(_request(call_id, field, msg))
-        if not slot.event.wait(timeout):
-            self.pending.pop(call_id, None)
-            raise _timed_out(timeout)
-        if slot.failure is not None:
-            raise slot.failure
-        return _outcome(slot.response, field)  # type: ignore[arg-type]
+            self.pending[call.call_id] = call
+        self.requests.put(call)
+        return call.future
+
+    def _outgoing(self) -> Iterator[task_service_pb2.PipelineRequest]:
+        """The request iterator grpc's sending thread consumes; merges what has queued up."""
+        held: list[_Call | None] = []
+        while True:
+            call = held.pop() if held else self.requests.get()
+            if call is None:
+                return
+            if not call.mergeable:
+                yield _request(call.call_id, call.field, call.msg)
+                continue
+            group, tasks, size = [call], len(call.msg.tasks), _payload(call.msg)
+            while size < MERGE_MAX_BYTES:
+                try:
+                    more = self.requests.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None or not more.mergeable or tasks + len(more.msg.tasks) > MERGE_MAX_TASKS:
+                    held.append(more)
+                    break
+                group.append(more)
+                tasks, size = tasks + len(more.msg.tasks), size + _payload(more.msg)
+            if len(group) == 1:
+                yield _request(call.call_id, call.field, call.msg)
+                continue
+            merged_id = next(self.ids)
+            with self.lock:
+                if self.broken is not None:
+                    return
+                for member in group:
+                    self.pending.pop(member.call_id, None)
+                self.pending[merged_id] = _Merged(group)
+            self.merged += 1
+            yield task_service_pb2.PipelineRequest(call_id=merged_id, submit=task_service_pb2.SubmitRequest(
+                tasks=[spec for member in group for spec in member.msg.tasks]))
 
     def _read(self) -> None:
         failure: grpc.RpcError
         try:
             for resp in self.call:
-                slot = self.pending.pop(resp.call_id, None)
-                if slot is not None:  # None: its caller gave up waiting
-                    slot.response = resp
-                    slot.event.set()
+                entry = self.pending.pop(resp.call_id, None)
+                if isinstance(entry, _Merged):
+                    self._split(entry, resp)
+                elif entry is not None:  # None: its caller gave up waiting
+                    entry.answer(resp)
             failure = PipelineCallError(grpc.StatusCode.UNAVAILABLE, "the scheduler ended the pipeline stream")
         except grpc.RpcError as exc:
             failure = exc
         with self.lock:
             self.broken = failure
             pending, self.pending = self.pending, {}
-        for slot in pending.values():
-            slot.failure = failure
-            slot.event.set()
+        for entry in pending.values():
+            for call in entry.members if isinstance(entry, _Merged) else [entry]:
+                call.future.set_exception(failure)
         self.requests.put(None)  # ends the request iterator, so grpc's sending thread exits too
+
+    def _split(self, merged: _Merged, resp: task_service_pb2.PipelineResponse) -> None:
+        if resp.HasField("error") and _CODES.get(resp.error.code) in _REJECTED_UNSTORED:
+            self.resent += 1
+            for call in merged.members:
+                call.mergeable = False
+                self.start(call)  # the stream is not broken: we are reading from it
+            return
+        at = 0
+        for call in merged.members:
+            n = len(call.msg.tasks)
+            if resp.HasField("error"):
+                call.answer(resp)
+            else:
+                call.future.set_result(task_service_pb2.SubmitResponse(tasks=resp.submit.tasks[at:at + n]))
+            at += n
 
     def close(self) -> None:
         self.requests.put(None)
         self.call.cancel()
 
 
+def _payload(request: task_service_pb2.SubmitRequest) -> int:
+    return sum(len(spec.payload) for spec in request.tasks)
+
+
 class SyncPipeline:
     """Pipelined Submit/GetResults for the sync Client; thread-safe."""
 
-    def __init__(self, channel: grpc.Channel) -> None:
+    def __init__(self, channel: grpc.Channel, max_unconfirmed: int = MAX_UNCONFIRMED) -> None:
         self._stub = task_service_pb2_grpc.TaskServiceStub(channel)
         self._stream: _SyncStream | None = None
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
+        self._unconfirmed = threading.BoundedSemaphore(max_unconfirmed)
 
     def _open(self) -> _SyncStream:
         with self._lock:
             if self._stream is None or self._stream.broken is not None:
-                self._stream = _SyncStream(self._stub)
+                self._stream = _SyncStream(self._stub, self._ids)
             return self._stream
 
+    def _call(self, field: str, msg: Any, timeout: float) -> Any:
+        call = _Call(next(self._ids), field, msg)
+        stream = self._open()
+        try:
+            return stream.start(call).result(timeout)
+        except FutureTimeout:
+            stream.pending.pop(call.call_id, None)
+            raise _timed_out(timeout) from None
+
     def submit(self, request: task_service_pb2.SubmitRequest, timeout: float) -> task_service_pb2.SubmitResponse:
-        return self._open().call_(next(self._ids), "submit", request, timeout)  # type: ignore[no-any-return]
+        return self._call("submit", request, timeout)  # type: ignore[no-any-return]
+
+    def send(self, request: task_service_pb2.SubmitRequest) -> Future[task_service_pb2.SubmitResponse]:
+        """Queues a Submit and returns at once; the future holds the answer. Blocks only while
+        `max_unconfirmed` sends are already waiting for theirs."""
+        self._unconfirmed.acquire()
+        call = _Call(next(self._ids), "submit", request)
+        call.future.add_done_callback(lambda _: self._unconfirmed.release())
+        try:
+            return self._open().start(call)
+        except grpc.RpcError as exc:  # the stream broke just now; the next call opens a new one
+            call.future.set_exception(exc)
+            return call.future
 
     def get_results(self, request: task_service_pb2.GetResultsRequest, timeout: float
                     ) -> task_service_pb2.GetResultsResponse:
-        return self._open().call_(next(self._ids), "get_results", request, timeout)  # type: ignore[no-any-return]
+        return self._call("get_results", request, timeout)  # type: ignore[no-any-return]
 
     def close(self) -> None:
         with self._lock:

@@ -1,0 +1,150 @@
+"""Client.send: submits that do not wait for their answer, merged on the Pipeline stream.
+
+Real scheduler, real Redis, real worker processes. Each test checks that every send ends
+as exactly one stored task with the right result, or as an error on its own handle, and
+that a merged batch rejected for one bad task costs its neighbours nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+import pytest
+import redis
+
+from conveyor import App, Client, Unavailable
+from conveyor.errors import InvalidArgument
+from conveyor.pipeline import SyncPipeline
+from conveyor.v1 import task_pb2, task_service_pb2
+from tests.harness import Cluster, wait_for
+
+TASK_KEYS = "cv:{q:default}:t:*"
+
+
+@pytest.fixture
+def db(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+def stored(db: redis.Redis) -> int:
+    return sum(1 for _ in db.scan_iter(TASK_KEYS, count=1000))
+
+
+def merged(client: Client) -> int:
+    stream = client._pipeline._stream  # type: ignore[union-attr]
+    return 0 if stream is None else stream.merged
+
+
+def test_every_send_becomes_one_task_with_its_result(cluster: Cluster, scheduler: str, db: redis.Redis) -> None:
+    cluster.worker(scheduler, concurrency=8)
+    n = 3000
+    with Client(scheduler) as client:
+        handles = [client.send("t.add", [i, i]) for i in range(n)]
+        client.flush(timeout=60)
+        assert merged(client) > 0, "sends queued behind each other should have gone out merged"
+        ids = [h.id for h in handles]
+        assert len(set(ids)) == n and all(h.queue == "default" for h in handles)
+        assert client.results(handles, timeout=60) == [2 * i for i in range(n)]
+    assert stored(db) == n
+
+
+def test_a_bad_send_in_a_merged_batch_fails_alone(cluster: Cluster, scheduler: str, db: redis.Redis) -> None:
+    """The scheduler rejects a merged batch whole; the client sends its calls again one by one."""
+    cluster.worker(scheduler, concurrency=8)
+    rounds: list[int] = []
+    with Client(scheduler) as client:
+
+        def one_round() -> bool:
+            base = 1000 * len(rounds)
+            handles = [client.send("t.add" if i != 50 else "", [base + i, 1]) for i in range(100)]
+            with pytest.raises(InvalidArgument, match="name"):
+                client.flush(timeout=60)
+            with pytest.raises(InvalidArgument, match=r"tasks\[0\]\.name"):  # its own index, not the batch's
+                assert handles[50].id
+            good = handles[:50] + handles[51:]
+            assert client.results(good, timeout=60) == [base + i + 1 for i in range(100) if i != 50]
+            rounds.append(len(good))
+            return client._pipeline._stream.resent > 0  # type: ignore[union-attr]
+
+        wait_for(one_round, 120, interval=0, what="a merged batch holding the bad send")
+    assert stored(db) == sum(rounds)
+
+
+def test_flush_waits_for_every_send_and_raises_the_first_refusal(scheduler: str, db: redis.Redis) -> None:
+    with Client(scheduler) as client:
+        client.flush()  # nothing sent: returns at once
+        good = [client.send("t.add", [i, i], countdown=3600) for i in range(20)]
+        bad = client.send("t.add", [0, 0], priority=99)
+        client.send("t.add", [1, 1], countdown=3600)
+        with pytest.raises(InvalidArgument, match="priority"):
+            client.flush(timeout=30)
+        assert all(h.id for h in good)
+        with pytest.raises(InvalidArgument, match="priority"):
+            bad.result(timeout=5)
+        assert not client._sends
+        client.flush()  # a refusal is reported once
+    assert stored(db) == 21
+
+
+def test_sends_beyond_the_unconfirmed_limit_wait_their_turn(scheduler: str, db: redis.Redis) -> None:
+    limit, n = 3, 200
+    with grpc.insecure_channel(scheduler) as channel:
+        pipe = SyncPipeline(channel, max_unconfirmed=limit)
+        try:
+            futures = []
+            for i in range(n):
+                spec = task_pb2.TaskSpec(name="t.add", payload=f'{{"args": [{i}, 0]}}'.encode())
+                futures.append(pipe.send(task_service_pb2.SubmitRequest(tasks=[spec])))
+                assert sum(not f.done() for f in futures) <= limit
+            ids = [f.result(30).tasks[0].id for f in futures]
+        finally:
+            pipe.close()
+    assert len(set(ids)) == n
+    assert stored(db) == n
+
+
+def test_sends_fail_with_unavailable_when_the_scheduler_is_gone(cluster: Cluster, redis_url: str,
+                                                               db: redis.Redis) -> None:
+    proc, target = cluster.scheduler(redis_url)
+    with Client(target, timeout=5) as client:
+        first = [client.send("t.add", [i, i], countdown=3600) for i in range(50)]
+        client.flush(timeout=30)
+        proc.kill()
+        wait_for(lambda: not proc.alive(), 10, what="the scheduler to die")
+        lost = [client.send("t.add", [i, i]) for i in range(5)]
+        with pytest.raises(Unavailable):
+            client.flush(timeout=30)
+        for h in lost:
+            with pytest.raises(Unavailable):
+                assert h.id
+        port = int(target.rsplit(":", 1)[1])
+        cluster.scheduler(redis_url, port=port, name="scheduler-2")
+        again = wait_for(lambda: _sent(client), 30, what="a send on a new stream")
+        assert len({h.id for h in first} | {again}) == 51
+    assert stored(db) == 51
+
+
+def _sent(client: Client) -> str | None:
+    try:
+        return client.send("t.add", [7, 7], countdown=3600).id
+    except Unavailable:
+        return None
+
+
+def test_a_task_definition_sends_too(cluster: Cluster, scheduler: str) -> None:
+    cluster.worker(scheduler)
+    app = App("producer", scheduler=scheduler)
+
+    @app.task(name="t.add")
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    try:
+        handles = [add.send(i, 1) for i in range(50)]
+        assert app.client.results(handles, timeout=30) == [i + 1 for i in range(50)]
+        assert all(h.queue == "default" for h in handles)
+    finally:
+        app.client.close()
