@@ -7,13 +7,14 @@ that a merged batch rejected for one bad task costs its neighbours nothing.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import grpc
 import pytest
 import redis
 
-from conveyor import App, Client, Unavailable
+from conveyor import App, AsyncClient, Client, Unavailable
 from conveyor.errors import InvalidArgument
 from conveyor.pipeline import SyncPipeline
 from conveyor.v1 import task_pb2, task_service_pb2
@@ -148,3 +149,91 @@ def test_a_task_definition_sends_too(cluster: Cluster, scheduler: str) -> None:
         assert all(h.queue == "default" for h in handles)
     finally:
         app.client.close()
+
+
+# -- AsyncClient ------------------------------------------------------------------------------
+
+
+def test_async_sends_are_merged_and_each_gets_its_task(cluster: Cluster, scheduler: str, db: redis.Redis) -> None:
+    cluster.worker(scheduler, concurrency=8)
+    n = 2000
+
+    async def main() -> None:
+        async with AsyncClient(scheduler) as client:
+            handles = [await client.send("t.add", [i, i]) for i in range(n)]
+            with pytest.raises(RuntimeError, match="not answered yet"):
+                handles[-1].id  # noqa: B018 - nothing has been awaited since it was queued
+            assert "not answered yet" in repr(handles[-1])
+            await client.flush(timeout=60)
+            assert client._pipeline._stream.merged > 0  # type: ignore[union-attr]
+            assert len({h.id for h in handles}) == n and {h.queue for h in handles} == {"default"}
+            assert await client.results(handles, timeout=60) == [2 * i for i in range(n)]
+
+    asyncio.run(main())
+    assert stored(db) == n
+
+
+def test_an_async_bad_send_fails_alone(cluster: Cluster, scheduler: str, db: redis.Redis) -> None:
+    cluster.worker(scheduler, concurrency=8)
+    good = 0
+
+    async def main() -> None:
+        nonlocal good
+        async with AsyncClient(scheduler) as client:
+            for rnd in range(50):
+                base = 1000 * rnd
+                handles = [await client.send("t.add", [base + i, 1],
+                                             priority=99 if i == 50 else 0) for i in range(100)]
+                with pytest.raises(InvalidArgument, match=r"tasks\[0\]\.priority"):
+                    await handles[50].sent()  # its own index, not the merged batch's
+                with pytest.raises(InvalidArgument, match="priority"):
+                    await client.flush(timeout=60)
+                rest = handles[:50] + handles[51:]
+                assert await client.results(rest, timeout=60) == [base + i + 1 for i in range(100) if i != 50]
+                good += len(rest)
+                if client._pipeline._stream.resent:  # type: ignore[union-attr]
+                    return
+            raise AssertionError("no merged batch held the bad send in 50 rounds")
+
+    asyncio.run(main())
+    assert stored(db) == good
+
+
+def test_an_async_task_definition_sends_too(cluster: Cluster, scheduler: str) -> None:
+    cluster.worker(scheduler)
+    app = App("producer", scheduler=scheduler)
+
+    @app.task(name="t.add")
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    async def main() -> list[int]:
+        try:
+            handles = [await add.asend(i, 2) for i in range(20)]
+            await app.aclient.flush()
+            return [await h.result(timeout=30) for h in handles]
+        finally:
+            await app.aclient.close()
+
+    assert asyncio.run(main()) == [i + 2 for i in range(20)]
+
+
+def test_async_sends_fail_with_unavailable_when_the_scheduler_is_gone(cluster: Cluster, redis_url: str,
+                                                                     db: redis.Redis) -> None:
+    proc, target = cluster.scheduler(redis_url)
+
+    async def main() -> None:
+        async with AsyncClient(target, timeout=5) as client:
+            kept = [await client.send("t.add", [i, i], countdown=3600) for i in range(30)]
+            await client.flush(timeout=30)
+            proc.kill()
+            lost = [await client.send("t.add", [i, i]) for i in range(5)]
+            with pytest.raises(Unavailable):
+                await client.flush(timeout=30)
+            for h in lost:
+                with pytest.raises(Unavailable):
+                    await h.sent()
+            assert len({h.id for h in kept}) == 30
+
+    asyncio.run(main())
+    assert stored(db) == 30

@@ -17,17 +17,16 @@ from conveyor.common import (
     TaskEvent,
     TaskState,
     duration,
-    ids_of,
     outcome,
     submit_request,
 )
-from conveyor.errors import ResultTimeout
+from conveyor.errors import DeadlineExceeded, ResultTimeout, mapped_rpc_errors
 from conveyor.errors import amapped_rpc_errors as _rpc
 from conveyor.options import SubmitOptions
 from conveyor.pipeline import AsyncPipeline, PipelineCallError
 from conveyor.resilience import acall_with_retry, channel_options, channel_target
 from conveyor.schedules import AsyncScheduleMethods
-from conveyor.telemetry import producer_spans
+from conveyor.telemetry import producer_spans, tracer
 from conveyor.v1 import task_pb2, task_service_pb2, task_service_pb2_grpc
 
 R = TypeVar("R")
@@ -43,6 +42,8 @@ class AsyncClient(AsyncScheduleMethods):
         self._stub = task_service_pb2_grpc.TaskServiceStub(self._channel)
         self._pipeline = AsyncPipeline(self._channel) if pipeline else None
         """See Client._pipeline."""
+        self._sends: set[asyncio.Future[task_service_pb2.SubmitResponse]] = set()
+        """See Client._sends."""
         self.timeout = timeout
 
     async def __aenter__(self) -> AsyncClient:
@@ -71,6 +72,41 @@ class AsyncClient(AsyncScheduleMethods):
                     resp = await send(request, self.timeout)
             spans.sent(resp)
         return [AsyncTaskHandle(self, t.id, t.queue) for t in resp.tasks]
+
+    async def send(self, name: str, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None,
+                   **options: Any) -> AsyncTaskHandle[Any]:
+        """Submits one task without waiting for the scheduler's answer (see Client.send): returns
+        once the submit is queued on the stream. `await handle.sent()` (or any of the handle's
+        calls) waits for the answer; `flush()` waits for every send."""
+        return await self.send_call(Call(name, args, kwargs or {}, SubmitOptions(**options)))
+
+    async def send_call(self, call: Call | task_pb2.TaskSpec) -> AsyncTaskHandle[Any]:
+        """`send` of a prepared Call or TaskSpec."""
+        if self._pipeline is None or tracer() is not None:
+            return (await self.submit_many([call]))[0]
+        future = await self._pipeline.send(submit_request([call]))
+        self._sends.add(future)
+        future.add_done_callback(self._answered)
+        return AsyncTaskHandle(self, pending=future)
+
+    def _answered(self, future: asyncio.Future[task_service_pb2.SubmitResponse]) -> None:
+        if future.cancelled() or future.exception() is None:  # a refusal stays until flush() reports it
+            self._sends.discard(future)
+
+    async def flush(self, timeout: float | None = None) -> None:
+        """See Client.flush."""
+        futures = list(self._sends)
+        if futures:
+            _, late = await asyncio.wait(futures, timeout=timeout)
+            if late:
+                raise ResultTimeout(f"{len(late)} sends were not answered within {timeout}s")
+        first: BaseException | None = None
+        for future in futures:
+            self._sends.discard(future)
+            first = first or future.exception()
+        if first is not None:
+            async with _rpc():
+                raise first
 
     def _submitter(self, metadata: Any) -> Callable[[task_service_pb2.SubmitRequest, float],
                                                     Awaitable[task_service_pb2.SubmitResponse]]:
@@ -113,7 +149,7 @@ class AsyncClient(AsyncScheduleMethods):
     async def wait_many(self, tasks: Sequence[AsyncTaskHandle[Any] | str], timeout: float | None = None
                         ) -> list[task_service_pb2.GetResultResponse]:
         """Waits until every task is terminal (or raises ResultTimeout); see Client.wait_many."""
-        ids = ids_of(tasks)
+        ids = [t if isinstance(t, str) else await t.sent() for t in tasks]
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         out: list[task_service_pb2.GetResultResponse] = []
@@ -188,26 +224,63 @@ class AsyncClient(AsyncScheduleMethods):
 
 
 class AsyncTaskHandle(Generic[R]):
-    def __init__(self, client: AsyncClient, task_id: str, queue: str = "") -> None:
+    def __init__(self, client: AsyncClient, task_id: str = "", queue: str = "", *,
+                 pending: asyncio.Future[task_service_pb2.SubmitResponse] | None = None) -> None:
         self.client = client
-        self.id = task_id
-        self.queue = queue
+        self._id = task_id
+        self._queue = queue
+        self._pending = pending
+        """A `send` not yet answered: every call awaits it; `id` and `queue` need it answered."""
 
     def __repr__(self) -> str:
+        if self._pending is not None and not self._pending.done():
+            return "AsyncTaskHandle(<sent, not answered yet>)"
         return f"AsyncTaskHandle({self.id!r}, queue={self.queue!r})"
 
+    @property
+    def id(self) -> str:
+        self._answered()
+        return self._id
+
+    @property
+    def queue(self) -> str:
+        self._answered()
+        return self._queue
+
+    def _answered(self) -> None:
+        if self._pending is None:
+            return
+        if not self._pending.done():
+            raise RuntimeError("this send is not answered yet: await handle.sent() or client.flush() first")
+        with mapped_rpc_errors():
+            task = self._pending.result().tasks[0]
+        self._id, self._queue, self._pending = task.id, task.queue, None
+
+    async def sent(self) -> str:
+        """Waits for a `send`'s answer and returns the task's id (raises the submit's error)."""
+        if self._pending is not None:
+            try:
+                async with asyncio.timeout(self.client.timeout):
+                    await asyncio.shield(self._pending)
+            except TimeoutError:
+                raise DeadlineExceeded(f"the scheduler did not answer a send within {self.client.timeout}s") from None
+            except grpc.RpcError:
+                pass  # _answered raises it, mapped
+        return self.id
+
     async def state(self) -> TaskState:
-        return TaskState((await self.client.get_result(self.id)).state)
+        return TaskState((await self.client.get_result(await self.sent())).state)
 
     async def result(self, timeout: float | None = None) -> R:
-        return outcome(await self.client.wait(self.id, timeout))  # type: ignore[no-any-return]
+        return outcome(await self.client.wait(await self.sent(), timeout))  # type: ignore[no-any-return]
 
     async def cancel(self) -> TaskState:
-        return await self.client.cancel(self.id)
+        return await self.client.cancel(await self.sent())
 
-    def watch(self, timeout: float | None = None) -> AsyncIterator[TaskEvent]:
+    async def watch(self, timeout: float | None = None) -> AsyncIterator[TaskEvent]:
         """Yields every state change until the task finishes."""
-        return self.client.watch(self.id, timeout)
+        async for event in self.client.watch(await self.sent(), timeout):
+            yield event
 
     async def info(self) -> task_pb2.Task:
-        return await self.client.get_task(self.id)
+        return await self.client.get_task(await self.sent())

@@ -57,6 +57,10 @@ class Task(Generic[P, R]):
     async def asubmit(self, *args: P.args, **kwargs: P.kwargs) -> AsyncTaskHandle[R]:
         return (await self.app.aclient.submit_many([self.s(*args, **kwargs)]))[0]
 
+    async def asend(self, *args: P.args, **kwargs: P.kwargs) -> AsyncTaskHandle[R]:
+        """Like asubmit, without waiting for the scheduler's answer (see AsyncClient.send)."""
+        return await self.app.aclient.send_call(self.s(*args, **kwargs))
+
 
 class App(Periodic):
     """A set of task definitions plus the scheduler address to submit them to."""

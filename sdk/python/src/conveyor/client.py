@@ -286,6 +286,8 @@ class TaskHandle(Generic[R]):
         self._id, self._queue, self._pending = task.id, task.queue, None
 
     def __repr__(self) -> str:
+        if self._pending is not None and not self._pending.done():
+            return "TaskHandle(<sent, not answered yet>)"
         return f"TaskHandle({self.id!r}, queue={self.queue!r})"
 
     @property

@@ -11,6 +11,7 @@ details()) as the unary call would; a broken stream fails the calls in flight wi
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import queue
 import threading
@@ -69,18 +70,25 @@ class _Call:
 
     __slots__ = ("call_id", "field", "future", "mergeable", "msg")
 
-    def __init__(self, call_id: int, field: str, msg: Any) -> None:
+    def __init__(self, call_id: int, field: str, msg: Any, future: Future[Any] | asyncio.Future[Any]) -> None:
         self.call_id = call_id
         self.field = field
         self.msg = msg
-        self.future: Future[Any] = Future()
+        self.future = future
+        """A concurrent.futures.Future on the sync stream, an asyncio one on the async stream."""
         self.mergeable = field == "submit" and not msg.HasField("wait_results")
 
     def answer(self, resp: task_service_pb2.PipelineResponse) -> None:
+        if self.future.done():
+            return
         try:
             self.future.set_result(_outcome(resp, self.field))
         except PipelineCallError as exc:
             self.future.set_exception(exc)
+
+    def fail(self, failure: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(failure)
 
 
 class _Merged:
@@ -90,6 +98,30 @@ class _Merged:
 
     def __init__(self, members: list[_Call]) -> None:
         self.members = members
+
+    def request(self, call_id: int) -> task_service_pb2.PipelineRequest:
+        return task_service_pb2.PipelineRequest(call_id=call_id, submit=task_service_pb2.SubmitRequest(
+            tasks=[spec for member in self.members for spec in member.msg.tasks]))
+
+    def answer(self, resp: task_service_pb2.PipelineResponse) -> bool:
+        """Answers every member from the one answer; False (nobody answered) when the merged
+        request was refused before anything was stored, so the members must go again alone."""
+        if resp.HasField("error") and _CODES.get(resp.error.code) in _REJECTED_UNSTORED:
+            return False
+        at = 0
+        for call in self.members:
+            n = len(call.msg.tasks)
+            if resp.HasField("error"):
+                call.answer(resp)
+            elif not call.future.done():
+                call.future.set_result(task_service_pb2.SubmitResponse(tasks=resp.submit.tasks[at:at + n]))
+            at += n
+        return True
+
+
+def _merges(tasks: int, size: int, more: _Call) -> bool:
+    """Whether `more` may join a merged submit that holds `tasks` tasks and `size` payload bytes."""
+    return more.mergeable and tasks + len(more.msg.tasks) <= MERGE_MAX_TASKS and size < MERGE_MAX_BYTES
 
 
 class _SyncStream:
@@ -132,12 +164,12 @@ class _SyncStream:
                 yield _request(call.call_id, call.field, call.msg)
                 continue
             group, tasks, size = [call], len(call.msg.tasks), _payload(call.msg)
-            while size < MERGE_MAX_BYTES:
+            while True:
                 try:
                     more = self.requests.get_nowait()
                 except queue.Empty:
                     break
-                if more is None or not more.mergeable or tasks + len(more.msg.tasks) > MERGE_MAX_TASKS:
+                if more is None or not _merges(tasks, size, more):
                     held.append(more)
                     break
                 group.append(more)
@@ -145,16 +177,15 @@ class _SyncStream:
             if len(group) == 1:
                 yield _request(call.call_id, call.field, call.msg)
                 continue
-            merged_id = next(self.ids)
+            merged_id, merged = next(self.ids), _Merged(group)
             with self.lock:
                 if self.broken is not None:
                     return
                 for member in group:
                     self.pending.pop(member.call_id, None)
-                self.pending[merged_id] = _Merged(group)
+                self.pending[merged_id] = merged
             self.merged += 1
-            yield task_service_pb2.PipelineRequest(call_id=merged_id, submit=task_service_pb2.SubmitRequest(
-                tasks=[spec for member in group for spec in member.msg.tasks]))
+            yield merged.request(merged_id)
 
     def _read(self) -> None:
         failure: grpc.RpcError
@@ -162,7 +193,8 @@ class _SyncStream:
             for resp in self.call:
                 entry = self.pending.pop(resp.call_id, None)
                 if isinstance(entry, _Merged):
-                    self._split(entry, resp)
+                    if not entry.answer(resp):
+                        self._resend(entry)
                 elif entry is not None:  # None: its caller gave up waiting
                     entry.answer(resp)
             failure = PipelineCallError(grpc.StatusCode.UNAVAILABLE, "the scheduler ended the pipeline stream")
@@ -173,24 +205,14 @@ class _SyncStream:
             pending, self.pending = self.pending, {}
         for entry in pending.values():
             for call in entry.members if isinstance(entry, _Merged) else [entry]:
-                call.future.set_exception(failure)
+                call.fail(failure)
         self.requests.put(None)  # ends the request iterator, so grpc's sending thread exits too
 
-    def _split(self, merged: _Merged, resp: task_service_pb2.PipelineResponse) -> None:
-        if resp.HasField("error") and _CODES.get(resp.error.code) in _REJECTED_UNSTORED:
-            self.resent += 1
-            for call in merged.members:
-                call.mergeable = False
-                self.start(call)  # the stream is not broken: we are reading from it
-            return
-        at = 0
+    def _resend(self, merged: _Merged) -> None:
+        self.resent += 1
         for call in merged.members:
-            n = len(call.msg.tasks)
-            if resp.HasField("error"):
-                call.answer(resp)
-            else:
-                call.future.set_result(task_service_pb2.SubmitResponse(tasks=resp.submit.tasks[at:at + n]))
-            at += n
+            call.mergeable = False
+            self.start(call)  # the stream is not broken: we are reading from it
 
     def close(self) -> None:
         self.requests.put(None)
@@ -218,7 +240,7 @@ class SyncPipeline:
             return self._stream
 
     def _call(self, field: str, msg: Any, timeout: float) -> Any:
-        call = _Call(next(self._ids), field, msg)
+        call = _Call(next(self._ids), field, msg, Future())
         stream = self._open()
         try:
             return stream.start(call).result(timeout)
@@ -233,7 +255,7 @@ class SyncPipeline:
         """Queues a Submit and returns at once; the future holds the answer. Blocks only while
         `max_unconfirmed` sends are already waiting for theirs."""
         self._unconfirmed.acquire()
-        call = _Call(next(self._ids), "submit", request)
+        call = _Call(next(self._ids), "submit", request, Future())
         call.future.add_done_callback(lambda _: self._unconfirmed.release())
         try:
             return self._open().start(call)
@@ -253,13 +275,20 @@ class SyncPipeline:
 
 
 class _AsyncStream:
-    """One open Pipeline stream of an AsyncClient: a task reads the answers."""
+    """One open Pipeline stream of an AsyncClient: a task reads the answers, and `send`s are
+    written by one writer task that merges what has queued up (as the sync stream does)."""
 
-    def __init__(self, stub: task_service_pb2_grpc.TaskServiceStub) -> None:
-        self.pending: dict[int, asyncio.Future[task_service_pb2.PipelineResponse]] = {}
+    def __init__(self, stub: task_service_pb2_grpc.TaskServiceStub, ids: Iterator[int]) -> None:
+        self.pending: dict[int, asyncio.Future[task_service_pb2.PipelineResponse] | _Call | _Merged] = {}
         self.broken: grpc.RpcError | None = None
         self.writing = asyncio.Lock()
         """grpc.aio takes one write at a time."""
+        self.ids = ids
+        self.queued: collections.deque[_Call] = collections.deque()
+        """Sends not yet written."""
+        self.writer: asyncio.Task[None] | None = None
+        self.merged = self.resent = 0
+        """As on the sync stream (for tests)."""
         self.call = stub.Pipeline()
         self.reader = asyncio.get_running_loop().create_task(self._read())
 
@@ -285,22 +314,74 @@ class _AsyncStream:
             self.pending.pop(call_id, None)
         return _outcome(resp, field)
 
+    def send(self, call: _Call) -> None:
+        if self.broken is not None:
+            raise self.broken
+        self.queued.append(call)
+        if self.writer is None or self.writer.done():
+            self.writer = asyncio.get_running_loop().create_task(self._write_queued())
+
+    async def _write_queued(self) -> None:
+        while self.queued and self.broken is None:
+            first = self.queued.popleft()
+            group, tasks, size = [first], len(first.msg.tasks), _payload(first.msg)
+            while self.queued and first.mergeable and _merges(tasks, size, self.queued[0]):
+                more = self.queued.popleft()
+                group.append(more)
+                tasks, size = tasks + len(more.msg.tasks), size + _payload(more.msg)
+            entry: _Call | _Merged
+            if len(group) == 1:
+                call_id, entry, request = first.call_id, first, _request(first.call_id, "submit", first.msg)
+            else:
+                call_id, entry = next(self.ids), _Merged(group)
+                request = entry.request(call_id)
+                self.merged += 1
+            self.pending[call_id] = entry
+            try:
+                async with self.writing:
+                    await self.call.write(request)
+            except (grpc.RpcError, asyncio.InvalidStateError):  # the stream ended under the write
+                self.pending.pop(call_id, None)
+                failure = self.broken or PipelineCallError(grpc.StatusCode.UNAVAILABLE, "the pipeline stream ended")
+                for call in group:
+                    call.fail(failure)
+                break
+        self._fail_queued()
+
+    def _fail_queued(self) -> None:
+        if self.broken is None:
+            return
+        while self.queued:
+            self.queued.popleft().fail(self.broken)
+
     async def _read(self) -> None:
         failure: grpc.RpcError
         try:
             async for resp in self.call:
-                fut = self.pending.pop(resp.call_id, None)
-                if fut is not None and not fut.done():
-                    fut.set_result(resp)
+                entry = self.pending.pop(resp.call_id, None)
+                if isinstance(entry, _Merged):
+                    if not entry.answer(resp):
+                        self.resent += 1
+                        for call in entry.members:
+                            call.mergeable = False
+                            self.send(call)
+                elif isinstance(entry, _Call):
+                    entry.answer(resp)
+                elif entry is not None and not entry.done():
+                    entry.set_result(resp)
             failure = PipelineCallError(grpc.StatusCode.UNAVAILABLE, "the scheduler ended the pipeline stream")
         except grpc.RpcError as exc:
             failure = exc
         except asyncio.CancelledError:
             failure = PipelineCallError(grpc.StatusCode.CANCELLED, "the client closed the pipeline stream")
         self.broken = failure
-        for fut in self.pending.values():
-            if not fut.done():
-                fut.set_exception(failure)
+        for entry in self.pending.values():
+            if isinstance(entry, _Merged | _Call):
+                for call in entry.members if isinstance(entry, _Merged) else [entry]:
+                    call.fail(failure)
+            elif not entry.done():
+                entry.set_exception(failure)
+        self._fail_queued()
 
     async def close(self) -> None:
         self.call.cancel()
@@ -311,15 +392,27 @@ class _AsyncStream:
 class AsyncPipeline:
     """Pipelined Submit/GetResults for the AsyncClient."""
 
-    def __init__(self, channel: grpc.aio.Channel) -> None:
+    def __init__(self, channel: grpc.aio.Channel, max_unconfirmed: int = MAX_UNCONFIRMED) -> None:
         self._stub = task_service_pb2_grpc.TaskServiceStub(channel)
         self._stream: _AsyncStream | None = None
         self._ids = itertools.count(1)
+        self._unconfirmed = asyncio.Semaphore(max_unconfirmed)
 
     def _open(self) -> _AsyncStream:
         if self._stream is None or self._stream.broken is not None:
-            self._stream = _AsyncStream(self._stub)
+            self._stream = _AsyncStream(self._stub, self._ids)
         return self._stream
+
+    async def send(self, request: task_service_pb2.SubmitRequest) -> asyncio.Future[task_service_pb2.SubmitResponse]:
+        """See SyncPipeline.send: returns once the submit is queued."""
+        await self._unconfirmed.acquire()
+        call = _Call(next(self._ids), "submit", request, asyncio.get_running_loop().create_future())
+        call.future.add_done_callback(lambda _: self._unconfirmed.release())
+        try:
+            self._open().send(call)
+        except grpc.RpcError as exc:  # the stream broke just now; the next call opens a new one
+            call.fail(exc)
+        return call.future  # type: ignore[return-value]
 
     async def submit(self, request: task_service_pb2.SubmitRequest, timeout: float
                      ) -> task_service_pb2.SubmitResponse:
