@@ -237,3 +237,15 @@ def test_async_sends_fail_with_unavailable_when_the_scheduler_is_gone(cluster: C
 
     asyncio.run(main())
     assert stored(db) == 30
+
+
+def test_a_send_on_a_closed_client_raises_and_holds_no_slot(scheduler: str) -> None:
+    with grpc.insecure_channel(scheduler) as channel:
+        pipe = SyncPipeline(channel, max_unconfirmed=2)
+        request = task_service_pb2.SubmitRequest(tasks=[task_pb2.TaskSpec(name="t.add", payload=b'{"args": [1, 1]}')])
+        assert pipe.send(request).result(30).tasks[0].id
+        pipe.close()
+    with pytest.raises(ValueError, match="Channel closed"):
+        pipe.send(request)
+    # Both slots are free again: the answered send's and the refused one's.
+    assert pipe._unconfirmed.acquire(timeout=5) and pipe._unconfirmed.acquire(timeout=5)

@@ -260,8 +260,11 @@ class SyncPipeline:
         try:
             return self._open().start(call)
         except grpc.RpcError as exc:  # the stream broke just now; the next call opens a new one
-            call.future.set_exception(exc)
+            call.fail(exc)
             return call.future
+        except BaseException:  # a closed channel, say: nothing was queued
+            call.future.cancel()
+            raise
 
     def get_results(self, request: task_service_pb2.GetResultsRequest, timeout: float
                     ) -> task_service_pb2.GetResultsResponse:
@@ -412,6 +415,9 @@ class AsyncPipeline:
             self._open().send(call)
         except grpc.RpcError as exc:  # the stream broke just now; the next call opens a new one
             call.fail(exc)
+        except BaseException:  # a closed channel, say: nothing was queued
+            call.future.cancel()
+            raise
         return call.future  # type: ignore[return-value]
 
     async def submit(self, request: task_service_pb2.SubmitRequest, timeout: float
