@@ -249,3 +249,24 @@ def test_a_send_on_a_closed_client_raises_and_holds_no_slot(scheduler: str) -> N
         pipe.send(request)
     # Both slots are free again: the answered send's and the refused one's.
     assert pipe._unconfirmed.acquire(timeout=5) and pipe._unconfirmed.acquire(timeout=5)
+
+
+def test_closing_a_client_waits_for_its_sends(scheduler: str, db: redis.Redis) -> None:
+    n = 2000
+    with Client(scheduler) as client:
+        handles = [client.send("t.add", [i, i], countdown=3600) for i in range(n)]
+    # No flush: leaving the block closed the client, which let every send be answered first.
+    assert all(not h._pending or h._pending.done() for h in handles)
+    assert stored(db) == n
+
+
+def test_closing_an_async_client_waits_for_its_sends(scheduler: str, db: redis.Redis) -> None:
+    n = 2000
+
+    async def main() -> None:
+        async with AsyncClient(scheduler) as client:
+            for i in range(n):
+                await client.send("t.add", [i, i], countdown=3600)
+
+    asyncio.run(main())
+    assert stored(db) == n

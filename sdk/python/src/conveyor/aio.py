@@ -53,7 +53,10 @@ class AsyncClient(AsyncScheduleMethods):
         await self.close()
 
     async def close(self) -> None:
+        """See Client.close."""
         if self._pipeline is not None:
+            if self._sends:
+                await asyncio.wait(list(self._sends), timeout=self.timeout)
             await self._pipeline.close()
         await self._channel.close()
 

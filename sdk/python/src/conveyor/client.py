@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
@@ -58,7 +59,10 @@ class Client(ScheduleMethods):
         self.close()
 
     def close(self) -> None:
+        """Closes the channel, after waiting (up to `timeout`) for sends still unanswered, so
+        none is cut off in flight. Refusals are not raised here: flush() reports them."""
         if self._pipeline is not None:
+            concurrent.futures.wait(list(self._sends), self.timeout)
             self._pipeline.close()
         self._channel.close()
 

@@ -65,8 +65,8 @@ def _timed_out(timeout: float) -> PipelineCallError:
 
 
 class _Call:
-    """One call on a sync stream: its request (kept until answered, so a rejected merged
-    submit can be sent again on its own) and the future its caller waits on."""
+    """One pipelined call: its request (kept until answered, so a rejected merged submit can
+    be sent again on its own) and the future its caller waits on."""
 
     __slots__ = ("call_id", "field", "future", "mergeable", "msg")
 
