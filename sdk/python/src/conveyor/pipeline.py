@@ -78,6 +78,9 @@ class _Call:
         """A concurrent.futures.Future on the sync stream, an asyncio one on the async stream."""
         self.mergeable = field == "submit" and not msg.HasField("wait_results")
 
+    def request(self) -> task_service_pb2.PipelineRequest:
+        return _request(self.call_id, self.field, self.msg)
+
     def answer(self, resp: task_service_pb2.PipelineResponse) -> None:
         if self.future.done():
             return
@@ -118,10 +121,30 @@ class _Merged:
             at += n
         return True
 
+    def alone(self) -> list[_Call]:
+        """The members, each to be sent again on its own (never merged again)."""
+        for call in self.members:
+            call.mergeable = False
+        return self.members
 
-def _merges(tasks: int, size: int, more: _Call) -> bool:
-    """Whether `more` may join a merged submit that holds `tasks` tasks and `size` payload bytes."""
-    return more.mergeable and tasks + len(more.msg.tasks) <= MERGE_MAX_TASKS and size < MERGE_MAX_BYTES
+    def fail(self, failure: BaseException) -> None:
+        for call in self.members:
+            call.fail(failure)
+
+
+def _next_request(queued: collections.deque[_Call]) -> _Call | _Merged:
+    """Takes the next call off `queued`; a submit takes the submits behind it that fit into
+    one merged request (MERGE_MAX_TASKS tasks, MERGE_MAX_BYTES of payload) along."""
+    first = queued.popleft()
+    if not first.mergeable:
+        return first
+    group, tasks, size = [first], len(first.msg.tasks), _payload(first.msg)
+    while queued and queued[0].mergeable and tasks + len(queued[0].msg.tasks) <= MERGE_MAX_TASKS \
+            and size < MERGE_MAX_BYTES:
+        more = queued.popleft()
+        group.append(more)
+        tasks, size = tasks + len(more.msg.tasks), size + _payload(more.msg)
+    return first if len(group) == 1 else _Merged(group)
 
 
 class _SyncStream:
@@ -155,37 +178,33 @@ class _SyncStream:
 
     def _outgoing(self) -> Iterator[task_service_pb2.PipelineRequest]:
         """The request iterator grpc's sending thread consumes; merges what has queued up."""
-        held: list[_Call | None] = []
+        queued: collections.deque[_Call] = collections.deque()
+        ended = False
         while True:
-            call = held.pop() if held else self.requests.get()
-            if call is None:
-                return
-            if not call.mergeable:
-                yield _request(call.call_id, call.field, call.msg)
+            if not queued:  # wait for one call, then take whatever else has queued meanwhile
+                call = None if ended else self.requests.get()
+                while call is not None:
+                    queued.append(call)
+                    try:
+                        call = self.requests.get_nowait()
+                    except queue.Empty:
+                        break
+                ended = call is None  # the calls before the end still go out
+                if not queued:
+                    return
+            entry = _next_request(queued)
+            if isinstance(entry, _Call):
+                yield entry.request()
                 continue
-            group, tasks, size = [call], len(call.msg.tasks), _payload(call.msg)
-            while True:
-                try:
-                    more = self.requests.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None or not _merges(tasks, size, more):
-                    held.append(more)
-                    break
-                group.append(more)
-                tasks, size = tasks + len(more.msg.tasks), size + _payload(more.msg)
-            if len(group) == 1:
-                yield _request(call.call_id, call.field, call.msg)
-                continue
-            merged_id, merged = next(self.ids), _Merged(group)
+            merged_id = next(self.ids)
             with self.lock:
                 if self.broken is not None:
                     return
-                for member in group:
+                for member in entry.members:
                     self.pending.pop(member.call_id, None)
-                self.pending[merged_id] = merged
+                self.pending[merged_id] = entry
             self.merged += 1
-            yield merged.request(merged_id)
+            yield entry.request(merged_id)
 
     def _read(self) -> None:
         failure: grpc.RpcError
@@ -204,14 +223,12 @@ class _SyncStream:
             self.broken = failure
             pending, self.pending = self.pending, {}
         for entry in pending.values():
-            for call in entry.members if isinstance(entry, _Merged) else [entry]:
-                call.fail(failure)
+            entry.fail(failure)
         self.requests.put(None)  # ends the request iterator, so grpc's sending thread exits too
 
     def _resend(self, merged: _Merged) -> None:
         self.resent += 1
-        for call in merged.members:
-            call.mergeable = False
+        for call in merged.alone():
             self.start(call)  # the stream is not broken: we are reading from it
 
     def close(self) -> None:
@@ -326,17 +343,11 @@ class _AsyncStream:
 
     async def _write_queued(self) -> None:
         while self.queued and self.broken is None:
-            first = self.queued.popleft()
-            group, tasks, size = [first], len(first.msg.tasks), _payload(first.msg)
-            while self.queued and first.mergeable and _merges(tasks, size, self.queued[0]):
-                more = self.queued.popleft()
-                group.append(more)
-                tasks, size = tasks + len(more.msg.tasks), size + _payload(more.msg)
-            entry: _Call | _Merged
-            if len(group) == 1:
-                call_id, entry, request = first.call_id, first, _request(first.call_id, "submit", first.msg)
+            entry = _next_request(self.queued)
+            if isinstance(entry, _Call):
+                call_id, request = entry.call_id, entry.request()
             else:
-                call_id, entry = next(self.ids), _Merged(group)
+                call_id = next(self.ids)
                 request = entry.request(call_id)
                 self.merged += 1
             self.pending[call_id] = entry
@@ -345,9 +356,7 @@ class _AsyncStream:
                     await self.call.write(request)
             except (grpc.RpcError, asyncio.InvalidStateError):  # the stream ended under the write
                 self.pending.pop(call_id, None)
-                failure = self.broken or PipelineCallError(grpc.StatusCode.UNAVAILABLE, "the pipeline stream ended")
-                for call in group:
-                    call.fail(failure)
+                entry.fail(self.broken or PipelineCallError(grpc.StatusCode.UNAVAILABLE, "the pipeline stream ended"))
                 break
         self._fail_queued()
 
@@ -365,8 +374,7 @@ class _AsyncStream:
                 if isinstance(entry, _Merged):
                     if not entry.answer(resp):
                         self.resent += 1
-                        for call in entry.members:
-                            call.mergeable = False
+                        for call in entry.alone():
                             self.send(call)
                 elif isinstance(entry, _Call):
                     entry.answer(resp)
@@ -380,8 +388,7 @@ class _AsyncStream:
         self.broken = failure
         for entry in self.pending.values():
             if isinstance(entry, _Merged | _Call):
-                for call in entry.members if isinstance(entry, _Merged) else [entry]:
-                    call.fail(failure)
+                entry.fail(failure)
             elif not entry.done():
                 entry.set_exception(failure)
         self._fail_queued()
