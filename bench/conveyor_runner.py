@@ -190,7 +190,7 @@ class ConveyorRunner:
             t4 = time.monotonic()
             sent = client.results(handles, timeout=600)
             t5 = time.monotonic()
-        verified = sum(1 for i, v in enumerate(values) if v == 2 * i) + sum(1 for i, v in enumerate(sent) if v == 2 * i)
+        verified = sum(1 for got in (values, sent) for i, v in enumerate(got) if v == 2 * i)
         return {"throughput": n / (t2 - t0), "enqueue_rate": n / (t1 - t0), "tasks": 2 * n, "verified": verified,
                 "send_throughput": n / (t5 - t3), "send_enqueue_rate": n / (t4 - t3),
                 **cpu_fields(cpu, n), **calls, **_profile(prof), **grpc_floor.measure(n)}

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import concurrent.futures
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import wait as wait_all
 from typing import Any, Generic, TypeVar
 
 import grpc
@@ -62,7 +62,7 @@ class Client(ScheduleMethods):
         """Closes the channel, after waiting (up to `timeout`) for sends still unanswered, so
         none is cut off in flight. Refusals are not raised here: flush() reports them."""
         if self._pipeline is not None:
-            concurrent.futures.wait(list(self._sends), self.timeout)
+            wait_all(list(self._sends), self.timeout)
             self._pipeline.close()
         self._channel.close()
 
@@ -117,7 +117,8 @@ class Client(ScheduleMethods):
             try:
                 failure = future.exception(left)
             except FutureTimeout:
-                raise ResultTimeout(f"{len(self._sends)} sends were not answered within {timeout}s") from None
+                late = sum(not f.done() for f in self._sends)
+                raise ResultTimeout(f"{late} sends were not answered within {timeout}s") from None
             self._sends.discard(future)
             first = first or failure
         if first is not None:
@@ -270,20 +271,20 @@ class TaskHandle(Generic[R]):
 
     @property
     def id(self) -> str:
-        if self._pending is not None:
-            self._confirm(self._pending)
+        self._confirm()
         return self._id
 
     @property
     def queue(self) -> str:
-        if self._pending is not None:
-            self._confirm(self._pending)
+        self._confirm()
         return self._queue
 
-    def _confirm(self, pending: Future[task_service_pb2.SubmitResponse]) -> None:
+    def _confirm(self) -> None:
+        if self._pending is None:
+            return
         with _rpc():
             try:
-                task = pending.result(self.client.timeout).tasks[0]
+                task = self._pending.result(self.client.timeout).tasks[0]
             except FutureTimeout:
                 raise PipelineCallError(grpc.StatusCode.DEADLINE_EXCEEDED,
                                         f"the scheduler did not answer a send within {self.client.timeout}s") from None
