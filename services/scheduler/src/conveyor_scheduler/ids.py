@@ -12,7 +12,12 @@ import os
 import time
 
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-_DECODE = {c: i for i, c in enumerate(ALPHABET)} | {c.lower(): i for i, c in enumerate(ALPHABET)}
+_DIGITS = frozenset(ALPHABET + ALPHABET.lower())
+_PAIRS = [a + b for a in ALPHABET for b in ALPHABET]
+"""Every two-character run, indexed by the 10 bits it encodes: ids are minted 10 bits a step."""
+_TO_BASE32HEX = str.maketrans(ALPHABET + ALPHABET.lower() + "ILOUilou",
+                              "0123456789abcdefghijklmnopqrstuv" * 2 + "!" * 8)
+"""Crockford's digits to the ones int(_, 32) reads; letters outside the alphabet to '!'."""
 ID_LENGTH = 26
 MAX_QUEUE_CODE = 0xFFFF
 
@@ -31,29 +36,37 @@ def new_task_id(queue_code: int, now_ms: int | None = None) -> str:
 def new_task_ids(queue_code: int, count: int, now_ms: int | None = None) -> list[str]:
     """`count` fresh ids sharing one timestamp (one urandom call for the batch)."""
     ms = int(time.time() * 1000) if now_ms is None else now_ms
-    head = (ms << 80) | (queue_code << 64)
+    prefix = _encode(ms << 80)[:10]  # the first 10 characters hold only the time
+    code = queue_code << 64
     noise = os.urandom(8 * count)
-    return [_encode(head | int.from_bytes(noise[i * 8 : i * 8 + 8], "big")) for i in range(count)]
+    p = _PAIRS
+    out = []
+    for i in range(count):
+        v = code | int.from_bytes(noise[i * 8 : i * 8 + 8], "big")  # the last 80 bits, 10 at a time
+        out.append(prefix + p[v >> 70] + p[(v >> 60) & 1023] + p[(v >> 50) & 1023] + p[(v >> 40) & 1023]
+                   + p[(v >> 30) & 1023] + p[(v >> 20) & 1023] + p[(v >> 10) & 1023] + p[v & 1023])
+    return out
 
 
 def parse_task_id(task_id: str) -> tuple[int, int]:
     """Returns (creation ms, queue code) of a task id, or raises BadTaskId."""
     if len(task_id) != ID_LENGTH:
         raise BadTaskId(f"a task id has {ID_LENGTH} characters, got {len(task_id)}")
-    value = 0
-    for ch in task_id:
-        digit = _DECODE.get(ch)
-        if digit is None:
-            raise BadTaskId(f"a task id has only Crockford base32 characters, got {ch!r}")
-        value = (value << 5) | digit
+    digits = task_id.translate(_TO_BASE32HEX)
+    if not (digits.isascii() and digits.isalnum()):  # int() would take signs, spaces, "_"
+        bad = next(ch for ch in task_id if ch not in _DIGITS)
+        raise BadTaskId(f"a task id has only Crockford base32 characters, got {bad!r}")
+    value = int(digits, 32)
     if value >> 128:
         raise BadTaskId("a task id encodes 128 bits; this one overflows")
     return value >> 80, (value >> 64) & MAX_QUEUE_CODE
 
 
+def created_ms(task_id: str) -> int:
+    """The creation ms of an id already checked (one the store holds): its first 10 characters."""
+    return int(task_id[:10].translate(_TO_BASE32HEX), 32)
+
+
 def _encode(value: int) -> str:
-    chars = []
-    for _ in range(ID_LENGTH):
-        chars.append(ALPHABET[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
+    p = _PAIRS
+    return "".join([p[(value >> shift) & 1023] for shift in range(120, -1, -10)])
