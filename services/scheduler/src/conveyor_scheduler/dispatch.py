@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 
 from conveyor.v1 import task_pb2, worker_service_pb2
 from conveyor_scheduler import telemetry
-from conveyor_scheduler.ids import parse_task_id
+from conveyor_scheduler.ids import created_ms
 from conveyor_scheduler.records import set_ms, to_leased
 from conveyor_scheduler.sessions import WorkerSession
 from conveyor_scheduler.signals import Signal
@@ -236,7 +236,7 @@ def _leased(spec: task_pb2.TaskSpec, task: NewTask, sub: Submitted, worker_id: s
     t.idempotency_key = spec.idempotency_key
     if spec.headers:
         t.headers.update(spec.headers)
-    set_ms(t.created_at, parse_task_id(sub.id)[0])
+    set_ms(t.created_at, created_ms(sub.id))
     set_ms(t.started_at, sub.started_ms)
     if spec.HasField("expires_at"):
         t.expires_at.CopyFrom(spec.expires_at)

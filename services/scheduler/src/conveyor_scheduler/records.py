@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+from google.protobuf import duration_pb2, timestamp_pb2
+
 from conveyor.v1 import task_pb2, task_service_pb2
-from conveyor_scheduler.ids import parse_task_id
+from conveyor_scheduler.ids import created_ms
 from conveyor_scheduler.store import Record
+from conveyor_scheduler.validation import JSON_TYPE
 
 TERMINAL = frozenset({4, 5, 6, 7, 8})
 FAILED_STATES = frozenset({5, 8})
@@ -22,48 +25,77 @@ def _text(rec: Record, field: bytes) -> str:
     return raw.decode() if raw else ""
 
 
-def set_ms(ts: object, ms: int) -> None:
-    ts.seconds, ts.nanos = divmod(ms, 1000)  # type: ignore[attr-defined]
-    ts.nanos *= 1_000_000  # type: ignore[attr-defined]
+def set_ms(ts: timestamp_pb2.Timestamp, ms: int) -> None:
+    seconds, millis = divmod(ms, 1000)
+    ts.seconds, ts.nanos = seconds, millis * 1_000_000
+
+
+def set_duration_ms(d: duration_pb2.Duration, ms: int) -> None:
+    """Duration.FromMilliseconds without its Python-level checks (ms is never negative here)."""
+    seconds, millis = divmod(ms, 1000)
+    d.seconds, d.nanos = seconds, millis * 1_000_000
 
 
 def to_task(task_id: str, queue: str, rec: Record) -> task_pb2.Task:
     """The full Task message of one task hash."""
-    state = _int(rec, b"st")
-    task = task_pb2.Task(
-        id=task_id, name=_text(rec, b"n"), queue=queue, payload=rec.get(b"d", b""),
-        content_type=_text(rec, b"ct") or "application/json", priority=_int(rec, b"p"),
-        state=state, attempt=_int(rec, b"at"), worker_id=_text(rec, b"w"),
-        idempotency_key=_text(rec, b"k"),
-    )
-    if b"h" in rec:
-        task.headers.update(json.loads(rec[b"h"]))
-    set_ms(task.created_at, parse_task_id(task_id)[0])
-    for field, ts in ((b"eta", task.eta), (b"x", task.expires_at), (b"sa", task.started_at), (b"fa", task.finished_at)):
-        if field in rec:
-            set_ms(ts, int(rec[field]))
-    task.timeout.FromMilliseconds(_int(rec, b"to"))
-    if b"st2" in rec:
-        task.soft_timeout.FromMilliseconds(_int(rec, b"st2"))
-    if b"rl" in rec:
-        task.rate_limit = format_rate(_text(rec, b"rl"))
-    task.cancel_requested = rec.get(b"cx") == b"1"
-    if b"mr" in rec:
-        task.retry.max_retries = _int(rec, b"mr")
-        if b"ib" in rec:
-            task.retry.initial_backoff.FromMilliseconds(_int(rec, b"ib"))
-        if b"mb" in rec:
-            task.retry.max_backoff.FromMilliseconds(_int(rec, b"mb"))
-        if b"mu" in rec:
-            task.retry.multiplier = float(rec[b"mu"])
-        task.retry.no_jitter = rec.get(b"nj") == b"1"
+    task = task_pb2.Task()
+    fill_task(task, task_id, queue, rec)
+    return task
+
+
+def fill_task(task: task_pb2.Task, task_id: str, queue: str, rec: Record) -> None:
+    """Sets `task` from one task hash. Dispatch runs this for every claimed task, so it sets
+    fields one by one: upb copies a sub-message passed to a constructor, which costs twice as much."""
+    get = rec.get
+    state = int(get(b"st", 0))
+    task.id, task.queue, task.state = task_id, queue, state
+    if (raw := get(b"n")) is not None:
+        task.name = raw.decode()
+    if (raw := get(b"d")) is not None:
+        task.payload = raw
+    task.content_type = get(b"ct", b"").decode() or JSON_TYPE
+    if (raw := get(b"p")) is not None:
+        task.priority = int(raw)
+    if (raw := get(b"at")) is not None:
+        task.attempt = int(raw)
+    if (raw := get(b"w")) is not None:
+        task.worker_id = raw.decode()
+    if (raw := get(b"k")) is not None:
+        task.idempotency_key = raw.decode()
+    if (raw := get(b"h")) is not None:
+        task.headers.update(json.loads(raw))
+    set_ms(task.created_at, created_ms(task_id))
+    if (raw := get(b"eta")) is not None:
+        set_ms(task.eta, int(raw))
+    if (raw := get(b"x")) is not None:
+        set_ms(task.expires_at, int(raw))
+    if (raw := get(b"sa")) is not None:
+        set_ms(task.started_at, int(raw))
+    if (raw := get(b"fa")) is not None:
+        set_ms(task.finished_at, int(raw))
+    set_duration_ms(task.timeout, int(get(b"to", 0)))
+    if (raw := get(b"st2")) is not None:
+        set_duration_ms(task.soft_timeout, int(raw))
+    if (raw := get(b"rl")) is not None:
+        task.rate_limit = format_rate(raw.decode())
+    if get(b"cx") == b"1":
+        task.cancel_requested = True
+    if (raw := get(b"mr")) is not None:
+        retry = task.retry
+        retry.max_retries = int(raw)
+        if (raw := get(b"ib")) is not None:
+            set_duration_ms(retry.initial_backoff, int(raw))
+        if (raw := get(b"mb")) is not None:
+            set_duration_ms(retry.max_backoff, int(raw))
+        if (raw := get(b"mu")) is not None:
+            retry.multiplier = float(raw)
+        retry.no_jitter = get(b"nj") == b"1"
     if state == 4:
-        task.result.data = rec.get(b"r", b"")
-        task.result.content_type = _text(rec, b"rc") or "application/json"
+        task.result.data = get(b"r", b"")
+        task.result.content_type = get(b"rc", b"").decode() or JSON_TYPE
     if b"et" in rec:
         task.error.type, task.error.message, task.error.traceback = (
             _text(rec, b"et"), _text(rec, b"em"), _text(rec, b"eb"))
-    return task
 
 
 def format_rate(stored: str) -> str:
@@ -74,8 +106,8 @@ def format_rate(stored: str) -> str:
 
 def to_leased(queue: str, rec: Record) -> task_pb2.LeasedTask:
     """A LeasedTask for a record returned by claim.lua (it carries its id)."""
-    task_id = rec[b"id"].decode()
-    leased = task_pb2.LeasedTask(task=to_task(task_id, queue, rec), lease_token=_text(rec, b"lt"))
+    leased = task_pb2.LeasedTask(lease_token=_text(rec, b"lt"))
+    fill_task(leased.task, rec[b"id"].decode(), queue, rec)
     set_ms(leased.lease_expires_at, _int(rec, b"le"))
     set_ms(leased.deadline, _int(rec, b"dl"))
     return leased
