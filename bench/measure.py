@@ -70,15 +70,17 @@ class CpuMeter:
 
 
 class RedisCalls:
-    """Redis commands run between start() and stop(), from INFO commandstats (INFO itself left out)."""
+    """Redis commands run between start() and stop(), and the time Redis spent in them, from
+    INFO commandstats (INFO itself left out). A script's time (evalsha) includes the commands
+    it ran, which are also counted under their own names."""
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
-        self._start: dict[str, int] = {}
+        self._start: dict[str, tuple[int, int]] = {}
 
-    def _now(self) -> dict[str, int]:
+    def _now(self) -> dict[str, tuple[int, int]]:
         stats = self.client.info("commandstats")
-        return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()
+        return {name.removeprefix("cmdstat_"): (int(v["calls"]), int(v["usec"])) for name, v in stats.items()
                 if name != "cmdstat_info"}
 
     def start(self) -> RedisCalls:
@@ -87,9 +89,14 @@ class RedisCalls:
 
     def per_task(self, n: int) -> dict[str, object]:
         end = self._now()
-        calls = {name: end[name] - self._start.get(name, 0) for name in end}
-        calls = {name: round(c / n, 2) for name, c in sorted(calls.items(), key=lambda kv: -kv[1]) if c}
-        return {"redis_calls_per_task": calls, "redis_calls_per_task_total": round(sum(calls.values()), 2)}
+        zero = (0, 0)
+        delta = {name: (c - self._start.get(name, zero)[0], us - self._start.get(name, zero)[1])
+                 for name, (c, us) in end.items()}
+        ranked = sorted(delta.items(), key=lambda kv: -kv[1][0])
+        calls = {name: round(c / n, 2) for name, (c, _) in ranked if c}
+        usec = {name: round(us / n, 2) for name, (c, us) in ranked if c}
+        return {"redis_calls_per_task": calls, "redis_calls_per_task_total": round(sum(calls.values()), 2),
+                "redis_usec_per_task": usec}
 
 
 def cpu_fields(cpu: dict[str, float], n: int) -> dict[str, object]:
