@@ -7,10 +7,11 @@
 -- A task with a cancel request ends CANCELLED whatever the outcome.
 -- Returns per ack: status (1 accepted, 2 stale lease, 3 not found), state after, attempt.
 local out = {}
+local succeeded = {}  -- members for one ZREM of the active set per call
 for i = 5, #ARGV, 8 do
   local id, token, kind = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local key = task_key(id)
-  local f = redis.call('HMGET', key, 'st', 'lt', 'cx', 'at')
+  local f = redis.call('HMGET', key, 'st', 'lt', 'cx', 'at', 'wt')
   local state = tonumber(f[1])
   if not state then
     out[#out + 1] = 3
@@ -23,15 +24,15 @@ for i = 5, #ARGV, 8 do
   else
     if kind == 'c' or f[3] == '1' then
       redis.call('ZREM', KEYS[12], id)
-      finish(id, key, CANCELLED)
+      finish(id, key, CANCELLED, f[5] == '1')
       state = CANCELLED
     elseif kind == 's' then
-      redis.call('ZREM', KEYS[12], id)
-      redis.call('HSET', key, 'r', ARGV[i + 3])
+      succeeded[#succeeded + 1] = id
       if ARGV[i + 4] ~= '' then
-        redis.call('HSET', key, 'rc', ARGV[i + 4])
+        finish(id, key, SUCCEEDED, f[5] == '1', 'r', ARGV[i + 3], 'rc', ARGV[i + 4])
+      else
+        finish(id, key, SUCCEEDED, f[5] == '1', 'r', ARGV[i + 3])
       end
-      finish(id, key, SUCCEEDED)
       state = SUCCEEDED
     else
       state = fail_attempt(id, key, ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], kind == 'r',
@@ -41,5 +42,8 @@ for i = 5, #ARGV, 8 do
     out[#out + 1] = state
     out[#out + 1] = tonumber(f[4]) or 0
   end
+end
+for j = 1, #succeeded, 1000 do
+  redis.call('ZREM', KEYS[12], unpack(succeeded, j, math.min(j + 999, #succeeded)))
 end
 return out

@@ -39,20 +39,25 @@ local function ready_key(priority)
   return KEYS[(tonumber(priority) or 0) + 1]
 end
 
--- Tells watchers (WatchTask) about a state change; costs one HEXISTS when unwatched.
+-- Tells watchers (WatchTask) about a state change. `watched` is whether the task's 'wt'
+-- field is set, when the caller has read it already; nil costs one HEXISTS to find out.
 -- Payload "id|state|attempt|seq": seq (field ev) orders the changes of one task.
-local function announce(id, key, state)
-  if redis.call('HEXISTS', key, 'wt') == 1 then
+local function announce(id, key, state, watched)
+  if watched == nil then
+    watched = redis.call('HEXISTS', key, 'wt') == 1
+  end
+  if watched then
     local seq = redis.call('HINCRBY', key, 'ev', 1)
     redis.call('PUBLISH', STATE_CHANNEL,
       id .. '|' .. state .. '|' .. (redis.call('HGET', key, 'at') or '0') .. '|' .. seq)
   end
 end
 
--- Ends a task: record the state, keep it for the result TTL (dead letters are kept
--- until requeued or purged) and announce it to result waiters on every replica.
-local function finish(id, key, state)
-  redis.call('HSET', key, 'st', state, 'fa', NOW)
+-- Ends a task: record the state (with any further field/value pairs given), keep it for
+-- the result TTL (dead letters are kept until requeued or purged) and announce it to
+-- result waiters on every replica. `watched`: see announce.
+local function finish(id, key, state, watched, ...)
+  redis.call('HSET', key, 'st', state, 'fa', NOW, ...)
   redis.call('HDEL', key, 'lt')
   if state == DEAD then
     redis.call('ZADD', KEYS[13], NOW, id)
@@ -60,7 +65,7 @@ local function finish(id, key, state)
     redis.call('PEXPIRE', key, RESULT_TTL)
   end
   redis.call('PUBLISH', DONE_CHANNEL, id)
-  announce(id, key, state)
+  announce(id, key, state, watched)
 end
 
 -- Puts an active task back at the front of its priority list (it keeps its place),
