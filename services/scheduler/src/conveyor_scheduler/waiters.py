@@ -38,6 +38,10 @@ class ResultWaiters:
     def __init__(self) -> None:
         self._waiting: dict[str, set[_Waiter]] = {}
 
+    def waiting(self, task_id: str) -> bool:
+        """Someone on this replica waits for `task_id` (so its final record is worth building)."""
+        return task_id in self._waiting
+
     def notify(self, task_id: str, record: Record | None = None) -> None:
         """`task_id` finished; `record` is its final record when the caller knows it."""
         for waiter in self._waiting.get(task_id, ()):

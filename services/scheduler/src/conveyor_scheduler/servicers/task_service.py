@@ -114,19 +114,20 @@ class TaskService:
         entries = [(await self.core.queue_of(a.task_id, f"{field}[{i}].task_id"), self._entry(a, f"{field}[{i}]"))
                    for i, a in enumerate(acks)]
         results, finished_ms = await self.core.store.ack(entries)
+        waiters = self.core.waiters
         outcomes = []
         for (queue, entry), (status, state, attempt) in zip(entries, results, strict=True):
-            if status == 1:
+            if status == 1 and waiters.waiting(entry.task_id):
                 if state == task_pb2.TASK_STATE_SUCCEEDED and entry.kind == "s":  # waiters need not re-read it
                     rec = {b"st": b"4", b"at": str(attempt).encode(), b"fa": str(finished_ms).encode(),
                            b"r": entry.a if isinstance(entry.a, bytes) else entry.a.encode()}
                     if entry.b:
                         rec[b"rc"] = entry.b.encode()
-                    self.core.waiters.notify(entry.task_id, rec)
+                    waiters.notify(entry.task_id, rec)
                 elif state in TERMINAL:
-                    self.core.waiters.notify(entry.task_id)
-                elif state == task_pb2.TASK_STATE_SCHEDULED:
-                    self.core.maintenance.schedule(queue, self.core.store.clock())
+                    waiters.notify(entry.task_id)
+            if status == 1 and state == task_pb2.TASK_STATE_SCHEDULED:
+                self.core.maintenance.schedule(queue, self.core.store.clock())
             outcomes.append(task_pb2.AckOutcome(task_id=entry.task_id, status=ACK_STATUS[status], state=state))
         telemetry.acked(entries, outcomes)
         return outcomes
