@@ -45,6 +45,27 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
+class StealMeter:
+    """The share of the machine's CPU time the hypervisor gave to other guests (/proc/stat
+    "steal") between start() and stop(). A noisy neighbour slows every process here, and
+    thread and process wake-ups most; the report shows it so that runs can be compared."""
+
+    @staticmethod
+    def _now() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            ticks = [int(v) for v in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+        return ticks[7], sum(ticks)
+
+    def start(self) -> StealMeter:
+        self._start = self._now()
+        return self
+
+    def stop(self) -> float:
+        steal, total = self._now()
+        spent = total - self._start[1]
+        return round(100 * (steal - self._start[0]) / spent, 1) if spent else 0.0
+
+
 class CpuMeter:
     """CPU seconds each named process (tree) used between start() and stop(); this process too."""
 

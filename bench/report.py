@@ -100,6 +100,8 @@ ROWS = [
     ("fan_in", "cpu_pct", "scheduler CPU %, idle workers", "{:.2f}", False),
     ("fan_in", "baseline_cpu_pct", "scheduler CPU %, no workers", "{:.2f}", False),
     ("fan_in", "rss_mib", "scheduler RSS MiB, idle workers", "{:.1f}", False),
+    *((scenario, "cpu_steal_pct", "machine: CPU % stolen by host", "{:.1f}", False)
+      for scenario in ("single_producer", "batch", "latency", "depth", "fan_in")),
 ]
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bench.common import Context
+from bench.measure import StealMeter
 
 SCENARIOS = ("single_producer", "batch", "latency", "depth", "fan_in")
 CONVEYOR_ONLY = {"depth", "fan_in"}
@@ -43,12 +44,14 @@ def run_system(ctx: Context, runner: Any, scenarios: list[str]) -> dict[str, dic
             continue
         ctx.log(f"[{runner.name}] {name}: {DESCRIPTIONS[name]}")
         t0 = time.monotonic()
+        steal = StealMeter().start()
         try:
             res = calls[name]()
         except Exception as exc:
             ctx.log(traceback.format_exc())
             res = {"error": f"{type(exc).__name__}: {exc}"[:500]}
         res["elapsed_s"] = round(time.monotonic() - t0, 1)
+        res["cpu_steal_pct"] = steal.stop()
         ctx.log(f"[{runner.name}] {name}: {_brief(res)}")
         out[name] = res
     return out

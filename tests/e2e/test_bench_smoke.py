@@ -14,11 +14,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 FIELDS = {
-    "single_producer": ("throughput", "enqueue_rate", "send_throughput", "send_enqueue_rate"),
-    "batch": ("throughput",),
-    "latency": ("p50_ms", "p99_ms"),
-    "depth": ("rate_1k", "rate_1m", "redis_bytes_per_task", "rss_mib_1k", "rss_mib_1m"),
-    "fan_in": ("cpu_pct", "rss_mib"),
+    "single_producer": ("throughput", "enqueue_rate", "send_throughput", "send_enqueue_rate", "cpu_steal_pct"),
+    "batch": ("throughput", "cpu_steal_pct"),
+    "latency": ("p50_ms", "p99_ms", "cpu_steal_pct"),
+    "depth": ("rate_1k", "rate_1m", "redis_bytes_per_task", "rss_mib_1k", "rss_mib_1m", "cpu_steal_pct"),
+    "fan_in": ("cpu_pct", "rss_mib", "cpu_steal_pct"),
 }
 
 
@@ -45,3 +45,12 @@ def test_bench_quick_runs_conveyor_and_verifies_every_task(tmp_path: Path) -> No
     assert all(result in ("PASS", "FAIL") for target, result in judged.items() if "celery" not in target)
     assert "conv/cel" in done.stdout  # the table was printed
     assert "every task's result checked: all right" in done.stdout
+
+
+def test_script_cost_measures_each_hot_path_script() -> None:
+    done = subprocess.run([sys.executable, "-m", "bench.script_cost", "-n", "2000", "--batch", "500", "--rounds", "1"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    cost = json.loads(done.stdout.strip().splitlines()[-1])["redis_usec_per_task"]
+    assert set(cost) == {"submit", "claim", "ack", "total"}
+    assert all(cost[phase] > 0 for phase in ("submit", "claim", "ack")), cost
