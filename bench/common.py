@@ -38,6 +38,9 @@ class Sizes:
     fan_in_seconds: float = 10.0
     warmup: int = 300
     celery_calibration: int = 2_000
+    celery_batch_seconds: float = 150.0
+    """Celery's batch gets about this long at its calibrated rate (but at least a fifth of
+    `batch` tasks), so that a slow machine cannot push the run past 10 minutes."""
     timeout: float = 600.0
     """Longest wait for one scenario's tasks to finish."""
     quick: bool = False

@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench.celery_runner import budgeted_batch  # importable without Celery installed
+
 ROOT = Path(__file__).resolve().parents[2]
 FIELDS = {
     "single_producer": ("throughput", "enqueue_rate", "send_throughput", "send_enqueue_rate", "cpu_steal_pct"),
@@ -54,3 +56,10 @@ def test_script_cost_measures_each_hot_path_script() -> None:
     cost = json.loads(done.stdout.strip().splitlines()[-1])["redis_usec_per_task"]
     assert set(cost) == {"submit", "claim", "ack", "total"}
     assert all(cost[phase] > 0 for phase in ("submit", "claim", "ack")), cost
+
+
+def test_celery_batch_keeps_to_its_time_budget() -> None:
+    assert budgeted_batch(100_000, 1000, 0.0, 150) == 100_000  # --celery-pool: no calibration
+    assert budgeted_batch(100_000, 1000, 900.0, 150) == 100_000  # fast enough for all of it
+    assert budgeted_batch(100_000, 1000, 356.0, 150) == 53_000  # 150 s' worth, whole batches
+    assert budgeted_batch(100_000, 1000, 50.0, 150) == 20_000  # never under a fifth
