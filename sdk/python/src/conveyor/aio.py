@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Any, Generic, TypeVar
 
 import grpc
@@ -68,11 +68,7 @@ class AsyncClient(AsyncScheduleMethods):
         request = submit_request(calls)
         with producer_spans(request) as spans:  # no-op unless an OpenTelemetry SDK is installed
             async with _rpc():
-                send = self._submitter(spans.metadata)
-                if all(spec.idempotency_key for spec in request.tasks):  # safe to retry through an outage
-                    resp = await acall_with_retry(lambda left: send(request, left), self.timeout)
-                else:
-                    resp = await send(request, self.timeout)
+                resp = await self._submit(request, spans.metadata)
             spans.sent(resp)
         return [AsyncTaskHandle(self, t.id, t.queue) for t in resp.tasks]
 
@@ -111,12 +107,18 @@ class AsyncClient(AsyncScheduleMethods):
             async with _rpc():
                 raise first
 
-    def _submitter(self, metadata: Any) -> Callable[[task_service_pb2.SubmitRequest, float],
-                                                    Awaitable[task_service_pb2.SubmitResponse]]:
-        """See Client._submitter."""
+    async def _submit(self, request: task_service_pb2.SubmitRequest, metadata: Any, wait: float = 0.0
+                      ) -> task_service_pb2.SubmitResponse:
+        """See Client._submit."""
         if self._pipeline is not None and metadata is None:
-            return self._pipeline.submit
-        return lambda request, timeout: self._stub.Submit(request, timeout=timeout, metadata=metadata)
+            send = self._pipeline.submit
+        else:
+            def send(request: task_service_pb2.SubmitRequest, timeout: float
+                     ) -> Awaitable[task_service_pb2.SubmitResponse]:
+                return self._stub.Submit(request, timeout=timeout, metadata=metadata)
+        if all(spec.idempotency_key for spec in request.tasks):  # safe to retry
+            return await acall_with_retry(lambda left: send(request, wait + left), self.timeout)
+        return await send(request, wait + self.timeout)
 
     async def _get_results(self, request: task_service_pb2.GetResultsRequest, timeout: float
                            ) -> task_service_pb2.GetResultsResponse:
@@ -133,12 +135,7 @@ class AsyncClient(AsyncScheduleMethods):
         request.wait_results.CopyFrom(duration(MAX_WAIT_CHUNK if timeout is None else min(timeout, MAX_WAIT_CHUNK)))
         with producer_spans(request) as spans:
             async with _rpc():
-                wait = request.wait_results.ToMilliseconds() / 1000
-                send = self._submitter(spans.metadata)
-                if request.tasks[0].idempotency_key:  # safe to retry through an outage
-                    resp = await acall_with_retry(lambda left: send(request, wait + left), self.timeout)
-                else:
-                    resp = await send(request, wait + self.timeout)
+                resp = await self._submit(request, spans.metadata, request.wait_results.ToMilliseconds() / 1000)
             spans.sent(resp)
         if TaskState(resp.results[0].state).terminal:
             return outcome(resp.results[0])

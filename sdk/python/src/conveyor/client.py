@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures import wait as wait_all
@@ -76,11 +76,7 @@ class Client(ScheduleMethods):
         request = submit_request(calls)
         with producer_spans(request) as spans:  # no-op unless an OpenTelemetry SDK is installed
             with _rpc():
-                send = self._submitter(spans.metadata)
-                if all(spec.idempotency_key for spec in request.tasks):  # safe to retry through an outage
-                    resp = call_with_retry(lambda left: send(request, left), self.timeout)
-                else:
-                    resp = send(request, self.timeout)
+                resp = self._submit(request, spans.metadata)
             spans.sent(resp)
         return [TaskHandle(self, t.id, t.queue) for t in resp.tasks]
 
@@ -125,12 +121,19 @@ class Client(ScheduleMethods):
             with _rpc():
                 raise first
 
-    def _submitter(self, metadata: Any) -> Callable[[task_service_pb2.SubmitRequest, float],
-                                                    task_service_pb2.SubmitResponse]:
-        """Submit over the pipeline, or as a unary call when tracing (metadata carries the context)."""
+    def _submit(self, request: task_service_pb2.SubmitRequest, metadata: Any, wait: float = 0.0
+                ) -> task_service_pb2.SubmitResponse:
+        """Submit over the pipeline, or as a unary call when tracing (metadata carries the
+        context); retried through an outage only when every task has an idempotency key.
+        `wait` (the request's wait_results) is added to each attempt's timeout."""
         if self._pipeline is not None and metadata is None:
-            return self._pipeline.submit
-        return lambda request, timeout: self._stub.Submit(request, timeout=timeout, metadata=metadata)
+            send = self._pipeline.submit
+        else:
+            def send(request: task_service_pb2.SubmitRequest, timeout: float) -> task_service_pb2.SubmitResponse:
+                return self._stub.Submit(request, timeout=timeout, metadata=metadata)
+        if all(spec.idempotency_key for spec in request.tasks):  # safe to retry
+            return call_with_retry(lambda left: send(request, wait + left), self.timeout)
+        return send(request, wait + self.timeout)
 
     def _get_results(self, request: task_service_pb2.GetResultsRequest, timeout: float
                      ) -> task_service_pb2.GetResultsResponse:
@@ -147,12 +150,7 @@ class Client(ScheduleMethods):
         request.wait_results.CopyFrom(duration(MAX_WAIT_CHUNK if timeout is None else min(timeout, MAX_WAIT_CHUNK)))
         with producer_spans(request) as spans:
             with _rpc():
-                wait = request.wait_results.ToMilliseconds() / 1000
-                send = self._submitter(spans.metadata)
-                if request.tasks[0].idempotency_key:  # safe to retry through an outage
-                    resp = call_with_retry(lambda left: send(request, wait + left), self.timeout)
-                else:
-                    resp = send(request, wait + self.timeout)
+                resp = self._submit(request, spans.metadata, request.wait_results.ToMilliseconds() / 1000)
             spans.sent(resp)
         if TaskState(resp.results[0].state).terminal:
             return outcome(resp.results[0])

@@ -16,7 +16,7 @@ _decode = json.JSONDecoder().decode
 
 
 def encode_call(args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None) -> bytes:
-    return json.dumps({"args": list(args), "kwargs": dict(kwargs or {})}, separators=(",", ":")).encode()
+    return _encode({"args": list(args), "kwargs": dict(kwargs or {})}).encode()
 
 
 def decode_call(payload: bytes, content_type: str = JSON) -> tuple[list[Any], dict[str, Any]]:
