@@ -11,6 +11,7 @@ import socket
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from conveyor_scheduler.background import Background
 from conveyor_scheduler.beat import Beat
 from conveyor_scheduler.bus import EventBus
 from conveyor_scheduler.config import SchedulerConfig
@@ -48,7 +49,7 @@ class Core:
                             on_state=self.watchers.on_message, on_cancel=self.dispatcher.cancel,
                             on_reconnect=self._on_reconnect)
         self.beat = Beat(self)
-        self._pending: set[asyncio.Task[None]] = set()
+        self._background = Background()
 
     async def start(self) -> None:
         await self.redis.ping()
@@ -91,9 +92,7 @@ class Core:
             except (RedisError, OSError) as exc:  # their periodic sweep and rescan cover it
                 log.info("could not tell the other replicas about queue %s: %s", queue, exc)
 
-        task = asyncio.get_running_loop().create_task(publish())
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        self._background.spawn(publish())
 
     def _on_wake(self, queue: str, due_ms: int) -> None:
         if due_ms:

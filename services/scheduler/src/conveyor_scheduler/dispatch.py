@@ -21,8 +21,9 @@ from redis.exceptions import RedisError
 
 from conveyor.v1 import task_pb2, worker_service_pb2
 from conveyor_scheduler import telemetry
+from conveyor_scheduler.background import Background
 from conveyor_scheduler.ids import created_ms
-from conveyor_scheduler.records import set_ms, to_leased
+from conveyor_scheduler.records import set_duration_ms, set_ms, to_leased
 from conveyor_scheduler.sessions import WorkerSession
 from conveyor_scheduler.signals import Signal
 from conveyor_scheduler.store import Match, Store, Submitted
@@ -57,7 +58,7 @@ class Dispatcher:
         """Called with the earliest start a claim reserved for rate-limited tasks."""
         self._queues: dict[str, QueueDispatch] = {}
         self._sessions: dict[str, WorkerSession] = {}
-        self._background: set[asyncio.Task[None]] = set()
+        self._background = Background()
 
     def queue(self, name: str) -> QueueDispatch:
         qd = self._queues.get(name)
@@ -151,10 +152,7 @@ class Dispatcher:
             if not batch:
                 continue
             if session.closed:  # the stream ended meanwhile: hand them back
-                task = asyncio.get_running_loop().create_task(
-                    self._hand_back(queue, [(lt.task.id, lt.lease_token) for lt in batch]))
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
+                self._background.spawn(self._hand_back(queue, [(lt.task.id, lt.lease_token) for lt in batch]))
                 continue
             telemetry.dispatched(batch, session.worker_id)
             session.push(batch)
@@ -240,7 +238,7 @@ def _leased(spec: task_pb2.TaskSpec, task: NewTask, sub: Submitted, worker_id: s
     set_ms(t.started_at, sub.started_ms)
     if spec.HasField("expires_at"):
         t.expires_at.CopyFrom(spec.expires_at)
-    t.timeout.FromMilliseconds(task.timeout_ms)
+    set_duration_ms(t.timeout, task.timeout_ms)
     if spec.HasField("soft_timeout"):
         t.soft_timeout.CopyFrom(spec.soft_timeout)
     if spec.HasField("retry"):

@@ -18,6 +18,7 @@ import grpc
 
 from conveyor.v1 import task_service_pb2
 from conveyor_scheduler import telemetry
+from conveyor_scheduler.background import Background
 from conveyor_scheduler.errors import InvalidArgument
 from conveyor_scheduler.grpc_glue import Malformed, status_for
 
@@ -45,7 +46,7 @@ async def serve(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext,
                 get_results: Handler) -> None:
     """Runs until the client half-closes (then answers what is in flight) or the stream breaks.
     Each call writes its own answer (context.write, one at a time): no queue, no extra hop."""
-    calls: set[asyncio.Task[None]] = set()
+    calls = Background()
     writing = asyncio.Lock()
 
     async def run(call_id: int, handler: Handler, request: Any, field: str, method: str) -> None:
@@ -72,16 +73,13 @@ async def serve(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext,
                 raise InvalidArgument("message", msg.message)
             kind = msg.WhichOneof("call")
             if kind == "submit":
-                task = asyncio.create_task(run(msg.call_id, submit, msg.submit, "submit", SUBMIT))
+                calls.spawn(run(msg.call_id, submit, msg.submit, "submit", SUBMIT))
             elif kind == "get_results":
-                task = asyncio.create_task(run(msg.call_id, get_results, msg.get_results, "get_results",
-                                               GET_RESULTS))
+                calls.spawn(run(msg.call_id, get_results, msg.get_results, "get_results", GET_RESULTS))
             else:
                 raise InvalidArgument("call", f"call {msg.call_id} sets neither submit nor get_results")
-            calls.add(task)
-            task.add_done_callback(calls.discard)
-        if calls:  # the client half-closed: answer what is in flight, then end
-            await asyncio.gather(*calls, return_exceptions=True)
+        if calls.tasks:  # the client half-closed: answer what is in flight, then end
+            await asyncio.gather(*calls.tasks, return_exceptions=True)
     finally:
-        for task in list(calls):
+        for task in list(calls.tasks):
             task.cancel()
