@@ -63,10 +63,7 @@ for prio = 9, 0, -1 do
           local started = math.max(NOW, tonumber(f.eta) or 0)
           local attempt = (tonumber(f.at) or 0) + 1
           local deadline = started + (tonumber(f.to) or default_timeout)
-          local expiry = deadline
-          if lease > 0 and started + lease < deadline then
-            expiry = started + lease
-          end
+          local expiry = lease_expiry(started, deadline, lease)
           local token = base .. '.' .. attempt
           redis.call('HSET', key, 'st', ACTIVE, 'at', attempt, 'lt', token, 'sa', started, 'dl', deadline,
             'le', expiry, 'w', worker)

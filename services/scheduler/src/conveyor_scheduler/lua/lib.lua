@@ -39,6 +39,15 @@ local function ready_key(priority)
   return KEYS[(tonumber(priority) or 0) + 1]
 end
 
+-- When the lease of an attempt started at `started` lapses: `lease` ms later (0 = at the
+-- attempt's deadline), never past the deadline.
+local function lease_expiry(started, deadline, lease)
+  if lease > 0 and started + lease < deadline then
+    return started + lease
+  end
+  return deadline
+end
+
 -- Tells watchers (WatchTask) about a state change. `watched` is whether the task's 'wt'
 -- field is set, when the caller has read it already; nil costs one HEXISTS to find out.
 -- Payload "id|state|attempt|seq": seq (field ev) orders the changes of one task.

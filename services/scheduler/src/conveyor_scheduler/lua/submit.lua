@@ -52,10 +52,7 @@ while i <= #ARGV do
       credit = credit - 1
       token = base .. '.' .. credit .. '.1'
       deadline = NOW + timeout
-      expiry = deadline
-      if lease > 0 and NOW + lease < deadline then
-        expiry = NOW + lease
-      end
+      expiry = lease_expiry(NOW, deadline, lease)
       redis.call('ZADD', KEYS[12], expiry, id)
     else
       can_match = false
