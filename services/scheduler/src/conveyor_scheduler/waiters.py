@@ -65,15 +65,17 @@ class ResultWaiters:
             self._waiting.setdefault(task_id, set()).add(waiter)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        records: list[Record] = [{b"st": b"2"} for _ in task_ids]  # stands in until read or finished
+
+        async def read(indexes: Sequence[int]) -> None:
+            """Reads the tasks at `indexes` into `records`, in one fetch."""
+            if indexes:
+                for i, rec in zip(indexes, await fetch([task_ids[i] for i in indexes]), strict=True):
+                    records[i] = rec
+
         try:
-            if unfinished is None:
-                records = await fetch(task_ids)
-            else:
-                records = [{b"st": b"2"} for _ in task_ids]  # stands in until read or finished
-                unknown = [i for i, fresh in enumerate(unfinished) if not fresh]
-                if unknown:
-                    for i, rec in zip(unknown, await fetch([task_ids[i] for i in unknown]), strict=True):
-                        records[i] = rec
+            await read(range(len(task_ids)) if unfinished is None
+                       else [i for i, fresh in enumerate(unfinished) if not fresh])
             pending = {i for i, rec in enumerate(records) if rec and not _terminal(rec)}
             while pending:
                 remaining = deadline - loop.time()
@@ -98,15 +100,9 @@ class ResultWaiters:
                             records[i] = rec
                             pending.discard(i)
                 reread = sorted(set(reread))
-                if reread:
-                    for i, rec in zip(reread, await fetch([task_ids[i] for i in reread]), strict=True):
-                        records[i] = rec
-                        if not rec or _terminal(rec):
-                            pending.discard(i)
-            if pending:  # timed out: report each as it is now
-                left = sorted(pending)
-                for i, rec in zip(left, await fetch([task_ids[i] for i in left]), strict=True):
-                    records[i] = rec
+                await read(reread)
+                pending -= {i for i in reread if not records[i] or _terminal(records[i])}
+            await read(sorted(pending))  # timed out: report each as it is now
             return records
         finally:
             for task_id in task_ids:
