@@ -15,7 +15,10 @@ import json
 import tempfile
 from pathlib import Path
 
+import redis
+
 from bench.common import private_redis
+from bench.measure import RedisCalls
 from conveyor.v1 import task_pb2
 from conveyor_scheduler.config import Limits
 from conveyor_scheduler.fast_redis import FastRedis
@@ -26,13 +29,7 @@ from conveyor_scheduler.validation import check_spec
 QUEUE = "default"
 
 
-def _usec(client: object) -> tuple[int, int]:
-    stats = client.info("commandstats")  # type: ignore[attr-defined]
-    row = stats.get("cmdstat_evalsha", {"calls": 0, "usec": 0})
-    return int(row["calls"]), int(row["usec"])
-
-
-async def _phases(url: str, client: object, n: int, batch: int) -> dict[str, float]:
+async def _phases(url: str, client: redis.Redis, n: int, batch: int) -> dict[str, float]:
     fast = FastRedis(url)
     store = Store(None, result_ttl_ms=3_600_000, default_timeout_ms=300_000, fast=fast)  # type: ignore[arg-type]
     now = store.clock()
@@ -40,23 +37,24 @@ async def _phases(url: str, client: object, n: int, batch: int) -> dict[str, flo
     tasks = [check_spec(s, "t", limits=Limits(), router=Router(), now_ms=now, default_timeout_ms=300_000,
                         default_window_ms=0) for s in specs]
     out: dict[str, float] = {}
-    before = _usec(client)
+
+    def script_usec(calls: RedisCalls) -> float:
+        return float(calls.per_task(n)["redis_usec_per_task"].get("evalsha", 0.0))  # type: ignore[attr-defined]
+
+    calls = RedisCalls(client).start()
     for i in range(0, n, batch):
         await store.submit(tasks[i:i + batch])
-    after = _usec(client)
-    out["submit"] = (after[1] - before[1]) / n
+    out["submit"] = script_usec(calls)
     leased: list[tuple[str, str]] = []
-    before = after
+    calls.start()
     while len(leased) < n:
         records, _ = await store.claim(QUEUE, batch, "w1", 30_000)
         leased += [(r[b"id"].decode(), r[b"lt"].decode()) for r in records]
-    after = _usec(client)
-    out["claim"] = (after[1] - before[1]) / n
-    before = after
+    out["claim"] = script_usec(calls)
+    calls.start()
     for i in range(0, n, batch):
         await store.ack([(QUEUE, AckEntry(tid, tok, "s", b"42", "")) for tid, tok in leased[i:i + batch]])
-    after = _usec(client)
-    out["ack"] = (after[1] - before[1]) / n
+    out["ack"] = script_usec(calls)
     out["total"] = out["submit"] + out["claim"] + out["ack"]
     await store.aclose()
     return {k: round(v, 2) for k, v in out.items()}
