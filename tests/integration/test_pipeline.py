@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import gc
 import queue
 import re
@@ -310,19 +311,27 @@ def test_a_request_with_no_call_ends_the_stream(stream: RawPipeline, db: redis.R
     assert task_keys(db) == before
 
 
-def test_malformed_bytes_end_the_stream(channel: grpc.Channel, db: redis.Redis) -> None:
-    before = task_keys(db)
+@contextlib.contextmanager
+def bytes_pipeline(channel: grpc.Channel) -> Iterator[tuple[queue.SimpleQueue[bytes | None], Any]]:
+    """A Pipeline stream of raw bytes (RawPipeline sends messages), so a test can send what no
+    client would: (requests, call)."""
     raw = channel.stream_stream(PIPELINE, request_serializer=None, response_deserializer=None)
     requests: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
     call = raw(iter(requests.get, None), timeout=STREAM_DEADLINE)
     try:
+        yield requests, call
+    finally:
+        requests.put(None)
+        call.cancel()
+
+
+def test_malformed_bytes_end_the_stream(channel: grpc.Channel, db: redis.Redis) -> None:
+    before = task_keys(db)
+    with bytes_pipeline(channel) as (requests, call):
         requests.put(b"\xff\xff\xff\xff garbage")  # the stream stays open: the server ends it on its own
         with pytest.raises(grpc.RpcError) as info:
             for answer in call:
                 pytest.fail(f"garbage was answered: {answer!r}")
-    finally:
-        requests.put(None)
-        call.cancel()
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value
     assert names(info.value.details() or "", "conveyor.v1.PipelineRequest"), info.value.details()
     assert task_keys(db) == before
@@ -330,10 +339,7 @@ def test_malformed_bytes_end_the_stream(channel: grpc.Channel, db: redis.Redis) 
 
 def test_malformed_bytes_after_good_calls(channel: grpc.Channel, db: redis.Redis) -> None:
     """Answers already given stand; the garbage ends the stream; no task is half-stored."""
-    raw = channel.stream_stream(PIPELINE, request_serializer=None, response_deserializer=None)
-    requests: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
-    call = raw(iter(requests.get, None), timeout=STREAM_DEADLINE)
-    try:
+    with bytes_pipeline(channel) as (requests, call):
         requests.put(PipelineRequest(call_id=1, submit=task_service_pb2.SubmitRequest(
             tasks=[add_spec(1, 1)])).SerializeToString())
         first = PipelineResponse.FromString(next(call))
@@ -343,9 +349,6 @@ def test_malformed_bytes_after_good_calls(channel: grpc.Channel, db: redis.Redis
         with pytest.raises(grpc.RpcError) as info:
             for answer in call:
                 pytest.fail(f"garbage was answered: {PipelineResponse.FromString(answer)}")
-    finally:
-        requests.put(None)
-        call.cancel()
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value
     assert "conveyor.v1.PipelineRequest" in (info.value.details() or "")
     assert task_keys(db) == before
