@@ -25,6 +25,7 @@ from conveyor.common import submit_request
 from conveyor.v1 import task_pb2, task_service_pb2, task_service_pb2_grpc
 from conveyor_scheduler.config import SchedulerConfig
 from conveyor_scheduler.core import Core
+from conveyor_scheduler.sessions import WorkerSession
 from conveyor_scheduler.store import Match
 from conveyor_scheduler.submission import check_specs
 from tests.harness import Cluster, connected, worker_id
@@ -211,6 +212,35 @@ def test_submit_lua_matches_only_while_every_ready_list_is_empty(redis_url: str)
         assert db.zcard("cv:{q:qa}:a") == 2
     finally:
         db.close()
+
+
+def test_attach_returns_once_the_hello_credit_is_settled(redis_url: str) -> None:
+    """attach() (after which the scheduler logs "connected") waits for the dispatch round its
+    wake began, so a submit right after it is matched even when that round's claim is slow."""
+
+    async def scenario() -> None:
+        conn = AsyncRedis.from_url(redis_url)
+        core = Core(SchedulerConfig(redis_url=redis_url, scheduler_id="inproc"), conn)
+        real_claim, claims = core.store.claim, []
+
+        async def slow_claim(*args: object, **kwargs: object) -> object:
+            claims.append(args)
+            await asyncio.sleep(0.3)  # the claim holds the session's credit meanwhile
+            return await real_claim(*args, **kwargs)  # type: ignore[arg-type]
+
+        core.store.claim = slow_claim  # type: ignore[method-assign]
+        session = WorkerSession("w-1", ("qa",), credit=1)
+        try:
+            await core.dispatcher.attach(session)
+            assert len(claims) == 1 and session.credit == 1  # the round ran, found nothing, gave it back
+            offers = core.dispatcher.offers(check_specs(core, [_with_queue(_spec(), "qa")]))
+            assert [(m.worker_id, m.credit) for m, _ in offers.values()] == [("w-1", 1)]
+        finally:
+            await core.dispatcher.close()
+            await core.store.aclose()
+            await conn.aclose()
+
+    asyncio.run(scenario())
 
 
 def _with_queue(spec: task_pb2.TaskSpec, queue: str) -> task_pb2.TaskSpec:

@@ -45,6 +45,9 @@ class QueueDispatch:
         """False once a claim came back short, until a wake says tasks may be ready."""
         self.ready_gen = 0
         """Counts wakes, so a wake that lands during a claim is never lost."""
+        self.rounds_started = 0
+        self.rounds_done = Signal()
+        """Its gen counts dispatch rounds finished (failed ones too)."""
 
 
 class Dispatcher:
@@ -85,14 +88,22 @@ class Dispatcher:
             session.outbox.put_nowait(worker_service_pb2.ConnectResponse(
                 cancel=worker_service_pb2.CancelTask(task_id=task_id, reason="cancel requested")))
 
-    def attach(self, session: WorkerSession) -> None:
+    async def attach(self, session: WorkerSession) -> None:
+        """Adds a worker's stream; returns once each of its queues finished a dispatch round
+        begun after that. Until then a claim may hold the hello's credit, and a submit in
+        between would not be sync-matched; from then on the credit is settled."""
         self._sessions[session.worker_id] = session
+        rounds: list[tuple[QueueDispatch, int]] = []
         for name in session.queues:
             qd = self.queue(name)
             qd.sessions.append(session)
             if qd.task is None or qd.task.done():
                 qd.task = asyncio.create_task(self._run(qd), name=f"dispatch:{name}")
             self.wake(name)
+            rounds.append((qd, qd.rounds_started + 1))  # the wake makes the loop start that round
+        for qd, round_no in rounds:
+            while qd.rounds_done.gen < round_no:
+                await qd.rounds_done.wait_change(qd.rounds_done.gen)
 
     def detach(self, session: WorkerSession) -> None:
         session.closed = True
@@ -174,11 +185,16 @@ class Dispatcher:
         backoff = 0.05
         while True:
             seen = qd.signal.gen
+            qd.rounds_started += 1
             try:
                 more = await self._dispatch_round(qd)
                 backoff = 0.05
             except RedisError as exc:
                 log.warning("dispatch on queue %s failed: %s; retrying in %.2fs", qd.queue, exc, backoff)
+                more = None
+            finally:
+                qd.rounds_done.notify()  # however the round ended: attach() must not wait forever
+            if more is None:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 continue

@@ -44,11 +44,11 @@ class WorkerService:
                                         nanos=cfg.heartbeat_interval_ms % 1000 * 1_000_000),
             lease_ttl=Duration(seconds=cfg.lease_ttl_ms // 1000, nanos=cfg.lease_ttl_ms % 1000 * 1_000_000))
         yield worker_service_pb2.ConnectResponse(accepted=accepted)
-        log.info("worker %s connected (queues %s, credit %d)", session.worker_id, ",".join(session.queues),
-                 session.credit)
         reader = asyncio.create_task(self._read(requests, session))
-        self.core.dispatcher.attach(session)
         try:
+            await self.core.dispatcher.attach(session)
+            log.info("worker %s connected (queues %s, credit %d)", session.worker_id, ",".join(session.queues),
+                     session.credit)
             while True:
                 msg = await session.next_message()
                 if msg is None:
