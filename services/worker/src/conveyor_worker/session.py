@@ -184,14 +184,17 @@ class Worker:
         prefetched one is reported cancelled without running."""
         leased = self.waiting.pop(task_id, None)
         if leased is not None:
-            ack = task_pb2.TaskAck(task_id=task_id, lease_token=leased.lease_token)
-            ack.cancelled.reason = "cancel requested"
-            self._done(ack)
+            self._done(_cancelled(task_id, leased.lease_token))
             return
         ctx, held = self.contexts.get(task_id), self.running.get(task_id)
         if ctx is None or held is None:
             return
         ctx._cancel.set()
+        token, runner = held
+        if isinstance(runner, SyncAttempt) and self.threads.withdraw(runner):  # queued for a thread: never runs
+            self._forget(task_id)
+            self._done(_cancelled(task_id, token))
+            return
         definition = self.app.tasks.get(ctx.name)
         if definition is not None and definition.is_async:
             held[1].cancel("cancel requested")
@@ -290,3 +293,10 @@ class Worker:
         except TimeoutError:
             if self._call:
                 self._call.cancel()
+
+
+def _cancelled(task_id: str, lease_token: str) -> task_pb2.TaskAck:
+    """The ack of an attempt cancelled before it started."""
+    ack = task_pb2.TaskAck(task_id=task_id, lease_token=lease_token)
+    ack.cancelled.reason = "cancel requested"
+    return ack
