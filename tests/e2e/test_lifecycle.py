@@ -136,6 +136,25 @@ def test_dedup_returns_the_existing_task(client: Client) -> None:
 
 
 def test_time_limits(client: Client) -> None:
+    check_time_limits(client)
+
+
+def test_asyncio_loop_runs_the_services_too(cluster: Cluster, redis_url: str) -> None:
+    """Every other test runs the services on uvloop (the default where installed); the
+    standard loop stays supported, timers included."""
+    default, _ = cluster.scheduler(redis_url, name="default-loop")
+    sched, target = cluster.scheduler(redis_url, "--loop", "asyncio")
+    worker = cluster.worker(target, APP, "--loop", "asyncio", concurrency=16)
+    with Client(target) as client:
+        check_time_limits(client)
+        delayed = client.submit("life.noop", [7], countdown=0.3)
+        assert delayed.result(timeout=30) == 7
+    assert "event loop: uvloop" in default.output()
+    assert "event loop: asyncio" in sched.output()
+    assert "event loop: asyncio" in worker.output()
+
+
+def check_time_limits(client: Client) -> None:
     soft_async = client.submit("life.async_slow", [5], soft_timeout=0.2, timeout=10)
     soft_sync = client.submit("life.sync_soft", soft_timeout=0.2, timeout=10)
     hard_sync = client.submit("life.sync_stuck", [30], timeout=0.5)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import logging
 import sys
@@ -12,6 +11,7 @@ import click
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from conveyor import event_loop
 from conveyor.telemetry import configure_from_env
 from conveyor_scheduler.config import SchedulerConfig
 from conveyor_scheduler.embedded_redis import EmbeddedRedis
@@ -87,13 +87,19 @@ def _rate_limits(texts: tuple[str, ...]) -> tuple[dict[str, str], dict[str, str]
               help="Allow binding a non-loopback address without authentication.")
 @click.option("--check", "check_only", is_flag=True, help="Exit 0 if a scheduler at --host/--port is serving, else 1.")
 @click.option("--log-level", default="INFO", show_default=True, envvar=P + "LOG_LEVEL")
+@click.option("--loop", "loop", type=click.Choice(event_loop.CHOICES), default="auto", show_default=True,
+              envvar=P + "LOOP", help="Event loop: uvloop when installed (auto), or asyncio's own.")
 def main(host: str, port: int, redis_url: str | None, data_dir: Path, routes: tuple[str, ...], result_ttl: float,
          lease_ttl: float, heartbeat_interval: float, reaper_interval: float, default_timeout: float,
          rate_limits: tuple[str, ...], scheduler_id: str, insecure: bool, check_only: bool, log_level: str,
-         beat_lease: float) -> None:
+         beat_lease: float, loop: str) -> None:
     """Run a Conveyor scheduler replica."""
     if check_only:
         sys.exit(0 if check(host, port) else 1)
+    try:
+        loop = event_loop.resolve(loop)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--loop") from None
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     configure_from_env("conveyor-scheduler")  # exports traces/metrics only when OTEL_* says so
     if not _is_loopback(host):
@@ -120,7 +126,7 @@ def main(host: str, port: int, redis_url: str | None, data_dir: Path, routes: tu
         heartbeat_interval_ms=int(heartbeat_interval * 1000), reaper_interval_ms=int(reaper_interval * 1000),
         default_timeout_ms=int(default_timeout * 1000), task_rate_limits=task_rates, queue_rate_limits=queue_rates)
     try:
-        asyncio.run(serve(config))
+        event_loop.run(serve(config), loop)
     finally:
         if embedded:
             embedded.stop()

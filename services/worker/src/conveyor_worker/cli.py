@@ -9,6 +9,7 @@ import signal
 
 import click
 
+from conveyor import event_loop
 from conveyor.telemetry import configure_from_env
 from conveyor_worker.config import WorkerConfig, default_worker_id
 from conveyor_worker.executor import busy_threads
@@ -60,9 +61,15 @@ async def _main(worker: Worker) -> None:
 @click.option("--grace-period", default=30.0, show_default=True, type=float, envvar=P + "GRACE_PERIOD",
               help="Seconds to finish in-flight tasks after SIGTERM.")
 @click.option("--log-level", default="INFO", show_default=True, envvar=P + "LOG_LEVEL")
+@click.option("--loop", "loop", type=click.Choice(event_loop.CHOICES), default="auto", show_default=True,
+              envvar=P + "LOOP", help="Event loop: uvloop when installed (auto), or asyncio's own.")
 def main(app_ref: str, queues: str, concurrency: int, prefetch: int, scheduler: str, worker_id: str,
-         grace_period: float, log_level: str) -> None:
+         grace_period: float, log_level: str, loop: str) -> None:
     """Run tasks of APP_MODULE:app from a Conveyor scheduler."""
+    try:
+        loop = event_loop.resolve(loop)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--loop") from None
     if concurrency + prefetch > 10_000:  # the scheduler's cap on one stream's credit
         raise click.UsageError("--concurrency plus --prefetch must be at most 10000")
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -73,7 +80,7 @@ def main(app_ref: str, queues: str, concurrency: int, prefetch: int, scheduler: 
                           worker_id=worker_id or default_worker_id(), grace_period=grace_period)
     logging.info("worker %s: %d tasks, queues %s, concurrency %d, prefetch %d", config.worker_id, len(app.tasks),
                  ",".join(names), concurrency, prefetch)
-    asyncio.run(_main(Worker(app, config)))
+    event_loop.run(_main(Worker(app, config)), loop)
     stuck = busy_threads()
     if stuck:  # handlers that outlived their time limit or the grace period: do not wait for them
         logging.warning("abandoning %d handler threads that are still running", stuck)

@@ -236,7 +236,9 @@ class SyncAttempt:
         self.abandoned = True
 
 
-_CLOCK_RESOLUTION = time.get_clock_info("monotonic").resolution  # as asyncio's loop allows its timers
+_TIMER_SLACK = 0.001
+"""How early a limit may be seen as reached: uvloop's timers count whole milliseconds and
+fire up to half of one early (asyncio's own loop allows its clock's resolution)."""
 
 
 class TaskThreads:
@@ -362,7 +364,7 @@ class TaskThreads:
     def _check_limits(self) -> None:
         """The limits timer: flags soft limits, expires hard ones, re-arms for the next limit."""
         self._timer = None
-        horizon = self._loop.time() + _CLOCK_RESOLUTION  # type: ignore[union-attr]
+        horizon = self._loop.time() + _TIMER_SLACK  # type: ignore[union-attr]
         first = None
         for attempt in list(self._limited):
             if attempt.abandoned:

@@ -1,0 +1,38 @@
+"""Which event loop the services run on (conveyor.event_loop)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+
+import pytest
+
+from conveyor import event_loop
+
+
+async def _loop_module() -> str:
+    return type(asyncio.get_running_loop()).__module__
+
+
+def test_auto_picks_uvloop_where_installed() -> None:
+    assert importlib.util.find_spec("uvloop") is not None  # a dependency of the services on Linux
+    assert event_loop.resolve("auto") == "uvloop"
+    assert event_loop.run(_loop_module()).startswith("uvloop")
+
+
+def test_asyncio_runs_the_standard_loop() -> None:
+    assert event_loop.resolve("asyncio") == "asyncio"
+    assert event_loop.run(_loop_module(), "asyncio").startswith("asyncio")
+
+
+def test_without_uvloop_auto_falls_back_and_uvloop_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "uvloop" else real(name, *a))
+    assert event_loop.resolve("auto") == "asyncio"
+    with pytest.raises(ValueError, match="uvloop is not installed"):
+        event_loop.resolve("uvloop")
+
+
+def test_an_unknown_loop_is_refused() -> None:
+    with pytest.raises(ValueError, match="must be one of auto, uvloop, asyncio"):
+        event_loop.resolve("trio")
