@@ -91,6 +91,7 @@ ROWS = [
     ("latency", "two_calls_p50_ms", "p50 ms as submit() then result()", "{:.2f}", False),
     ("single_producer", "grpc_floor_p50_ms", "p50 ms, no-op Pipeline call", "{:.2f}", False),
     ("single_producer", "grpc_unary_floor_p50_ms", "p50 ms, no-op unary call", "{:.2f}", False),
+    ("single_producer", "grpc_relay_floor_p50_ms", "p50 ms, no-op relay via a worker", "{:.2f}", False),
     ("depth", "rate_1k", "dispatch tasks/s, 1k queued", "{:,.0f}", True),
     ("depth", "rate_1m", "dispatch tasks/s, large queue", "{:,.0f}", True),
     ("depth", "redis_bytes_per_task", "Redis bytes / queued task", "{:,.0f}", False),

@@ -16,7 +16,8 @@ from bench.celery_runner import budgeted_batch  # importable without Celery inst
 
 ROOT = Path(__file__).resolve().parents[2]
 FIELDS = {
-    "single_producer": ("throughput", "enqueue_rate", "send_throughput", "send_enqueue_rate", "cpu_steal_pct"),
+    "single_producer": ("throughput", "enqueue_rate", "send_throughput", "send_enqueue_rate", "cpu_steal_pct",
+                        "grpc_floor_p50_ms", "grpc_relay_floor_p50_ms"),
     "batch": ("throughput", "cpu_steal_pct"),
     "latency": ("p50_ms", "p99_ms", "cpu_steal_pct"),
     "depth": ("rate_1k", "rate_1m", "redis_bytes_per_task", "rss_mib_1k", "rss_mib_1m", "cpu_steal_pct"),
