@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 
+import click
 import pytest
+from click.testing import CliRunner
 
 from conveyor import event_loop
 
@@ -36,3 +38,18 @@ def test_without_uvloop_auto_falls_back_and_uvloop_is_refused(monkeypatch: pytes
 def test_an_unknown_loop_is_refused() -> None:
     with pytest.raises(ValueError, match="must be one of auto, uvloop, asyncio"):
         event_loop.resolve("trio")
+
+
+def test_the_loop_option_resolves_and_names_itself_in_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    @click.command()
+    @event_loop.option(envvar="TEST_LOOP")
+    def cmd(loop: str) -> None:
+        click.echo(f"loop={loop}")
+
+    runner = CliRunner()
+    assert runner.invoke(cmd, []).output == "loop=uvloop\n"
+    assert runner.invoke(cmd, [], env={"TEST_LOOP": "asyncio"}).output == "loop=asyncio\n"
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "uvloop" else real(name, *a))
+    refused = runner.invoke(cmd, ["--loop", "uvloop"])
+    assert refused.exit_code == 2 and "--loop" in refused.output and "uvloop is not installed" in refused.output

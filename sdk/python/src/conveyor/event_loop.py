@@ -11,10 +11,13 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+import click
+
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 CHOICES = ("auto", "uvloop", "asyncio")
 
 log = logging.getLogger(__name__)
@@ -40,3 +43,18 @@ def run(main: Coroutine[Any, Any, T], choice: str = "auto") -> T:
 
         return uvloop.run(main)
     return asyncio.run(main)
+
+
+def option(envvar: str) -> Callable[[F], F]:
+    """The services' `--loop` option. The command gets the loop resolved; a choice this
+    machine cannot honour (uvloop not installed) is a usage error naming the flag."""
+
+    def resolved(ctx: click.Context, param: click.Parameter, value: str) -> str:
+        try:
+            return resolve(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+
+    return click.option("--loop", "loop", type=click.Choice(CHOICES), default="auto", show_default=True,
+                        envvar=envvar, callback=resolved,
+                        help="Event loop: uvloop when installed (auto), or asyncio's own.")

@@ -87,8 +87,7 @@ def _rate_limits(texts: tuple[str, ...]) -> tuple[dict[str, str], dict[str, str]
               help="Allow binding a non-loopback address without authentication.")
 @click.option("--check", "check_only", is_flag=True, help="Exit 0 if a scheduler at --host/--port is serving, else 1.")
 @click.option("--log-level", default="INFO", show_default=True, envvar=P + "LOG_LEVEL")
-@click.option("--loop", "loop", type=click.Choice(event_loop.CHOICES), default="auto", show_default=True,
-              envvar=P + "LOOP", help="Event loop: uvloop when installed (auto), or asyncio's own.")
+@event_loop.option(envvar=P + "LOOP")
 def main(host: str, port: int, redis_url: str | None, data_dir: Path, routes: tuple[str, ...], result_ttl: float,
          lease_ttl: float, heartbeat_interval: float, reaper_interval: float, default_timeout: float,
          rate_limits: tuple[str, ...], scheduler_id: str, insecure: bool, check_only: bool, log_level: str,
@@ -96,10 +95,6 @@ def main(host: str, port: int, redis_url: str | None, data_dir: Path, routes: tu
     """Run a Conveyor scheduler replica."""
     if check_only:
         sys.exit(0 if check(host, port) else 1)
-    try:
-        loop = event_loop.resolve(loop)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--loop") from None
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     configure_from_env("conveyor-scheduler")  # exports traces/metrics only when OTEL_* says so
     if not _is_loopback(host):

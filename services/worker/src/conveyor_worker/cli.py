@@ -61,15 +61,10 @@ async def _main(worker: Worker) -> None:
 @click.option("--grace-period", default=30.0, show_default=True, type=float, envvar=P + "GRACE_PERIOD",
               help="Seconds to finish in-flight tasks after SIGTERM.")
 @click.option("--log-level", default="INFO", show_default=True, envvar=P + "LOG_LEVEL")
-@click.option("--loop", "loop", type=click.Choice(event_loop.CHOICES), default="auto", show_default=True,
-              envvar=P + "LOOP", help="Event loop: uvloop when installed (auto), or asyncio's own.")
+@event_loop.option(envvar=P + "LOOP")
 def main(app_ref: str, queues: str, concurrency: int, prefetch: int, scheduler: str, worker_id: str,
          grace_period: float, log_level: str, loop: str) -> None:
     """Run tasks of APP_MODULE:app from a Conveyor scheduler."""
-    try:
-        loop = event_loop.resolve(loop)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--loop") from None
     if concurrency + prefetch > 10_000:  # the scheduler's cap on one stream's credit
         raise click.UsageError("--concurrency plus --prefetch must be at most 10000")
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

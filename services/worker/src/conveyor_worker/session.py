@@ -197,7 +197,7 @@ class Worker:
             return
         definition = self.app.tasks.get(ctx.name)
         if definition is not None and definition.is_async:
-            held[1].cancel("cancel requested")
+            runner.cancel("cancel requested")
 
     async def _run_one(self, leased: task_pb2.LeasedTask, ctx: TaskContext) -> None:
         try:
