@@ -353,6 +353,7 @@ class Task(_message.Message):
     SOFT_TIMEOUT_FIELD_NUMBER: _builtins.int
     RATE_LIMIT_FIELD_NUMBER: _builtins.int
     CANCEL_REQUESTED_FIELD_NUMBER: _builtins.int
+    WAITING_REASON_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned, time-ordered (a ULID)."""
     name: _builtins.str
@@ -369,6 +370,11 @@ class Task(_message.Message):
     rate_limit: _builtins.str
     cancel_requested: _builtins.bool
     """A cancel was requested while the task was running."""
+    waiting_reason: _builtins.str
+    """Why a QUEUED task is not running, when the scheduler knows: e.g. the workers that
+    took from its queue do not declare its name (WorkerHello.task_names), so it waits
+    for one that does. Empty otherwise.
+    """
     @_builtins.property
     def headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
@@ -421,10 +427,11 @@ class Task(_message.Message):
         soft_timeout: _duration_pb2.Duration | None = ...,
         rate_limit: _builtins.str = ...,
         cancel_requested: _builtins.bool = ...,
+        waiting_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "error", b"error", "eta", b"eta", "expires_at", b"expires_at", "finished_at", b"finished_at", "result", b"result", "retry", b"retry", "soft_timeout", b"soft_timeout", "started_at", b"started_at", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cancel_requested", b"cancel_requested", "content_type", b"content_type", "created_at", b"created_at", "error", b"error", "eta", b"eta", "expires_at", b"expires_at", "finished_at", b"finished_at", "headers", b"headers", "id", b"id", "idempotency_key", b"idempotency_key", "name", b"name", "payload", b"payload", "priority", b"priority", "queue", b"queue", "rate_limit", b"rate_limit", "result", b"result", "retry", b"retry", "soft_timeout", b"soft_timeout", "started_at", b"started_at", "state", b"state", "timeout", b"timeout", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cancel_requested", b"cancel_requested", "content_type", b"content_type", "created_at", b"created_at", "error", b"error", "eta", b"eta", "expires_at", b"expires_at", "finished_at", b"finished_at", "headers", b"headers", "id", b"id", "idempotency_key", b"idempotency_key", "name", b"name", "payload", b"payload", "priority", b"priority", "queue", b"queue", "rate_limit", b"rate_limit", "result", b"result", "retry", b"retry", "soft_timeout", b"soft_timeout", "started_at", b"started_at", "state", b"state", "timeout", b"timeout", "waiting_reason", b"waiting_reason", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -117,6 +117,7 @@ class PollRequest(_message.Message):
     MAX_TASKS_FIELD_NUMBER: _builtins.int
     WAIT_FIELD_NUMBER: _builtins.int
     WORKER_ID_FIELD_NUMBER: _builtins.int
+    TASK_NAMES_FIELD_NUMBER: _builtins.int
     max_tasks: _builtins.int
     """1 to 1,000."""
     worker_id: _builtins.str
@@ -129,6 +130,13 @@ class PollRequest(_message.Message):
     def wait(self) -> _duration_pb2.Duration:
         """Long-poll up to this long when nothing is ready (at most 60s)."""
 
+    @_builtins.property
+    def task_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Task names this client can run (at most 1,000): only tasks of these names are
+        leased; others wait in the queue for a worker that declares them, without blocking
+        the tasks behind them. Empty means any name.
+        """
+
     def __init__(
         self,
         *,
@@ -136,10 +144,11 @@ class PollRequest(_message.Message):
         max_tasks: _builtins.int = ...,
         wait: _duration_pb2.Duration | None = ...,
         worker_id: _builtins.str = ...,
+        task_names: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["wait", b"wait"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_tasks", b"max_tasks", "queues", b"queues", "wait", b"wait", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_tasks", b"max_tasks", "queues", b"queues", "task_names", b"task_names", "wait", b"wait", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -66,6 +66,7 @@ class ConnectResponse(_message.Message):
     BATCH_FIELD_NUMBER: _builtins.int
     CANCEL_FIELD_NUMBER: _builtins.int
     DRAIN_FIELD_NUMBER: _builtins.int
+    REPORT_DONE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def accepted(self) -> Global___ConnectAccepted:
         """Answer to the hello."""
@@ -76,6 +77,12 @@ class ConnectResponse(_message.Message):
     def cancel(self) -> Global___CancelTask: ...
     @_builtins.property
     def drain(self) -> Global___DrainWorker: ...
+    @_builtins.property
+    def report_done(self) -> Global___ReportDone:
+        """Answer to a WorkerReport that carried acks: sent once the report is recorded, in
+        the order the reports were sent.
+        """
+
     def __init__(
         self,
         *,
@@ -83,12 +90,13 @@ class ConnectResponse(_message.Message):
         batch: Global___TaskBatch | None = ...,
         cancel: Global___CancelTask | None = ...,
         drain: Global___DrainWorker | None = ...,
+        report_done: Global___ReportDone | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "batch", b"batch", "cancel", b"cancel", "drain", b"drain", "kind", b"kind"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "batch", b"batch", "cancel", b"cancel", "drain", b"drain", "kind", b"kind", "report_done", b"report_done"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "batch", b"batch", "cancel", b"cancel", "drain", b"drain", "kind", b"kind"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "batch", b"batch", "cancel", b"cancel", "drain", b"drain", "kind", b"kind", "report_done", b"report_done"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["accepted", "batch", "cancel", "drain"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["accepted", "batch", "cancel", "drain", "report_done"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -123,13 +131,21 @@ class WorkerHello(_message.Message):
 
     @_builtins.property
     def task_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Task names this worker can run."""
+        """Task names this worker can run (at most 1,000, each a valid task name). Only tasks
+        of these names are leased to this stream; a task no connected worker declares waits
+        in its queue (Task.waiting_reason says so) without blocking the tasks behind it,
+        and strict priority and FIFO hold among the tasks a worker can take. Empty means
+        the worker takes any name (a generic worker).
+        """
 
     @_builtins.property
     def held(self) -> _containers.RepeatedCompositeFieldContainer[Global___LeaseRef]:
         """Leases the worker still runs from an earlier stream (after a reconnect or a
         failover): this stream adopts them, so heartbeats extend them and they are handed
-        back if this stream breaks.
+        back if this stream breaks. A lease is owned by one stream at a time, on any
+        replica: once adopted here, the earlier stream's close or heartbeats no longer touch
+        it. Leases that cannot be adopted (the task was handed back, finished or leased
+        anew meanwhile) are listed in ConnectAccepted.lost. At most 10,000.
         """
 
     def __init__(
@@ -161,13 +177,23 @@ class WorkerReport(_message.Message):
     CREDIT_FIELD_NUMBER: _builtins.int
     RELEASES_FIELD_NUMBER: _builtins.int
     DRAINING_FIELD_NUMBER: _builtins.int
+    SEQ_FIELD_NUMBER: _builtins.int
     credit: _builtins.int
     """Additional credit granted (normally one per finished task)."""
     draining: _builtins.bool
     """The worker takes no new work from now on: outstanding credit is void."""
+    seq: _builtins.int
+    """Chosen by the worker, increasing per stream (0 = not numbered). A report with acks
+    is answered by a ReportDone carrying this number once its acks are recorded, so the
+    worker knows which outcomes it need not send again after a reconnect. A report
+    without a number gets a ReportDone only when one of its acks was refused.
+    """
     @_builtins.property
     def acks(self) -> _containers.RepeatedCompositeFieldContainer[_task_pb2.TaskAck]:
-        """Outcomes of finished attempts."""
+        """Outcomes of finished attempts. Acks are idempotent by lease token: sending one again
+        (e.g. after a reconnect, when the worker cannot know whether the first one was
+        recorded) records nothing twice; the repeat is answered as a stale lease.
+        """
 
     @_builtins.property
     def releases(self) -> _containers.RepeatedCompositeFieldContainer[Global___LeaseRef]:
@@ -180,14 +206,46 @@ class WorkerReport(_message.Message):
         credit: _builtins.int = ...,
         releases: _abc.Iterable[Global___LeaseRef] | None = ...,
         draining: _builtins.bool = ...,
+        seq: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks", "credit", b"credit", "draining", b"draining", "releases", b"releases"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks", "credit", b"credit", "draining", b"draining", "releases", b"releases", "seq", b"seq"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WorkerReport: _TypeAlias = WorkerReport  # noqa: Y015
+
+@_typing.final
+class ReportDone(_message.Message):
+    """ReportDone answers one WorkerReport that carried acks."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQ_FIELD_NUMBER: _builtins.int
+    REFUSED_FIELD_NUMBER: _builtins.int
+    seq: _builtins.int
+    """The report's WorkerReport.seq."""
+    @_builtins.property
+    def refused(self) -> _containers.RepeatedCompositeFieldContainer[_task_pb2.AckOutcome]:
+        """The acks of that report that were not recorded (ACK_STATUS_STALE_LEASE: the lease
+        was lost or the outcome was already recorded; ACK_STATUS_NOT_FOUND). Accepted acks
+        are not listed.
+        """
+
+    def __init__(
+        self,
+        *,
+        seq: _builtins.int = ...,
+        refused: _abc.Iterable[_task_pb2.AckOutcome] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["refused", b"refused", "seq", b"seq"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportDone: _TypeAlias = ReportDone  # noqa: Y015
 
 @_typing.final
 class LeaseRef(_message.Message):
@@ -246,6 +304,7 @@ class ConnectAccepted(_message.Message):
     SCHEDULER_ID_FIELD_NUMBER: _builtins.int
     HEARTBEAT_INTERVAL_FIELD_NUMBER: _builtins.int
     LEASE_TTL_FIELD_NUMBER: _builtins.int
+    LOST_FIELD_NUMBER: _builtins.int
     scheduler_id: _builtins.str
     """Scheduler replica serving this stream."""
     @_builtins.property
@@ -256,16 +315,24 @@ class ConnectAccepted(_message.Message):
     def lease_ttl(self) -> _duration_pb2.Duration:
         """A lease lapses this long after the last heartbeat."""
 
+    @_builtins.property
+    def lost(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Task ids of WorkerHello.held leases this stream could not adopt: the task was handed
+        back, finished or leased anew meanwhile. Their acks will be refused; a worker should
+        stop running them.
+        """
+
     def __init__(
         self,
         *,
         scheduler_id: _builtins.str = ...,
         heartbeat_interval: _duration_pb2.Duration | None = ...,
         lease_ttl: _duration_pb2.Duration | None = ...,
+        lost: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval", b"heartbeat_interval", "lease_ttl", b"lease_ttl"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval", b"heartbeat_interval", "lease_ttl", b"lease_ttl", "scheduler_id", b"scheduler_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval", b"heartbeat_interval", "lease_ttl", b"lease_ttl", "lost", b"lost", "scheduler_id", b"scheduler_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
