@@ -44,12 +44,14 @@ class Core:
         self.maintenance = Maintenance(self.store, reaper_interval_ms=config.reaper_interval_ms,
                                        on_ready=self._promoted, on_sweep=self.dispatcher.wake_all)
         self.dispatcher.on_reserved = self.maintenance.schedule  # rate-limited tasks wait for a slot
+        self.dispatcher.on_parked = self._parked
         self.bus = EventBus(redis, origin=self.scheduler_id, fast=self.fast_redis,
                             on_done=self.waiters.notify, on_wake=self._on_wake,
                             on_state=self.watchers.on_message, on_cancel=self.dispatcher.cancel,
                             on_reconnect=self._on_reconnect)
         self.beat = Beat(self)
         self._background = Background()
+        self._parked_logged: set[tuple[str, str]] = set()
 
     async def start(self) -> None:
         await self.redis.ping()
@@ -93,6 +95,16 @@ class Core:
                 log.info("could not tell the other replicas about queue %s: %s", queue, exc)
 
         self._background.spawn(publish())
+
+    def _parked(self, queue: str, names: list[str]) -> None:
+        """A claim parked tasks its worker does not run: say so once per name, and let the other
+        replicas' workers look (one of them may declare the name)."""
+        for name in names:
+            if (queue, name) not in self._parked_logged and len(self._parked_logged) < 10_000:
+                self._parked_logged.add((queue, name))
+                log.warning("queue %s: tasks named %s wait: the workers taking from it do not declare that name",
+                            queue, name)
+        self.publish_wake_soon(queue)
 
     def _on_wake(self, queue: str, due_ms: int) -> None:
         if due_ms:

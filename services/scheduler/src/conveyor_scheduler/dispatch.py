@@ -59,6 +59,8 @@ class Dispatcher:
         self.queue_rates = queue_rates or {}
         self.on_reserved: Callable[[str, int], None] = lambda queue, due_ms: None
         """Called with the earliest start a claim reserved for rate-limited tasks."""
+        self.on_parked: Callable[[str, list[str]], None] = lambda queue, names: None
+        """Called with the task names a claim parked: the worker it claimed for does not run them."""
         self._queues: dict[str, QueueDispatch] = {}
         self._sessions: dict[str, WorkerSession] = {}
         self._background = Background()
@@ -123,24 +125,27 @@ class Dispatcher:
     # -- the sync-match fast path ------------------------------------------------------
 
     def offers(self, tasks: list[NewTask]) -> dict[str, tuple[Match, WorkerSession]]:
-        """Reserves credit of one local worker per queue for the matchable tasks of a submit."""
-        wanted: dict[str, int] = {}
+        """Reserves credit of one local worker per queue for the matchable tasks of a submit
+        whose names it declares (Match.takes says which)."""
+        wanted: dict[str, list[str]] = {}
         for t in tasks:
             if t.matchable:
-                wanted[t.queue] = wanted.get(t.queue, 0) + 1
+                wanted.setdefault(t.queue, []).append(t.name)
         out: dict[str, tuple[Match, WorkerSession]] = {}
-        for queue, count in wanted.items():
+        for queue, names in wanted.items():
             qd = self._queues.get(queue)
             if qd is None or not qd.sessions or queue in self.queue_rates:
                 continue
             sessions = qd.sessions
             for k in range(len(sessions)):
                 session = sessions[(qd.next + k) % len(sessions)]
-                if session.wants_work:
+                count = sum(1 for name in names if session.takes(name)) if session.wants_work else 0
+                if count:
                     qd.next += k + 1
                     take = min(count, session.credit)
                     session.credit -= take
-                    out[queue] = (Match(queue, session.worker_id, take, self.lease_ttl_ms), session)
+                    out[queue] = (Match(queue, session.worker_id, take, self.lease_ttl_ms, session.owner,
+                                        session.takes), session)
                     break
         return out
 
@@ -163,14 +168,15 @@ class Dispatcher:
             if not batch:
                 continue
             if session.closed:  # the stream ended meanwhile: hand them back
-                self._background.spawn(self._hand_back(queue, [(lt.task.id, lt.lease_token) for lt in batch]))
+                self._background.spawn(self._hand_back(queue, [(lt.task.id, lt.lease_token) for lt in batch],
+                                                       session.owner))
                 continue
             telemetry.dispatched(batch, session.worker_id)
             session.push(batch)
 
-    async def _hand_back(self, queue: str, leases: list[tuple[str, str]]) -> None:
+    async def _hand_back(self, queue: str, leases: list[tuple[str, str]], owner: str) -> None:
         try:
-            await self.store.release(queue, leases)
+            await self.store.release(queue, leases, owner)
         except RedisError as exc:
             log.warning("could not hand back %d leases of queue %s (the reaper will): %s", len(leases), queue, exc)
         self.wake(queue)
@@ -202,40 +208,50 @@ class Dispatcher:
                 await qd.signal.wait_change(seen)
 
     async def _dispatch_round(self, qd: QueueDispatch) -> bool:
-        """Claims once for each worker with credit; True when the queue may hold more."""
+        """Claims once for each worker with credit; True when the queue may hold more.
+
+        A short claim means the queue holds nothing more for that worker; it is known empty
+        only when every worker's claim came back short (with name-aware dispatch, tasks one
+        worker cannot run may wait, parked, for another)."""
         sessions = qd.sessions
         if not sessions:
             return False
         start = qd.next % len(sessions)
         qd.next += 1
-        served = False
+        gen = qd.ready_gen
+        more = False
         for session in sessions[start:] + sessions[:start]:
             if not session.wants_work:
                 continue
             want = min(session.credit, self.batch)
             session.credit -= want
-            gen = qd.ready_gen
             try:
-                records, reserved = await self.store.claim(qd.queue, want, session.worker_id, self.lease_ttl_ms,
-                                                           self.queue_rates.get(qd.queue, ""))
+                claimed = await self.store.claim(qd.queue, want, session.worker_id, self.lease_ttl_ms,
+                                                 self.queue_rates.get(qd.queue, ""), session.owner,
+                                                 session.task_names)
             finally:
                 session.credit += want
-            if reserved >= 0:
-                self.on_reserved(qd.queue, reserved)
+            if claimed.reserved_ms >= 0:
+                self.on_reserved(qd.queue, claimed.reserved_ms)
+            if claimed.parked:
+                self.on_parked(qd.queue, claimed.parked)
+            records = claimed.records
             session.credit -= len(records)
             if records:
                 leased = [to_leased(qd.queue, rec) for rec in records]
                 if session.closed:  # the stream ended while we claimed: hand them back
-                    await self.store.release(qd.queue, [(lt.task.id, lt.lease_token) for lt in leased])
+                    await self.store.release(qd.queue, [(lt.task.id, lt.lease_token) for lt in leased],
+                                             session.owner)
                     return True
                 telemetry.dispatched(leased, session.worker_id)
                 session.push(leased)
-                served = True
-            if len(records) < want:
-                if qd.ready_gen == gen:
-                    qd.maybe_ready = False
-                return False
-        return served
+            if claimed.cut or len(records) >= want:
+                more = True
+            elif not claimed.parked_left:
+                break  # the queue holds nothing ready for anyone
+        if not more and qd.ready_gen == gen:
+            qd.maybe_ready = False
+        return more
 
 
 def _leased(spec: task_pb2.TaskSpec, task: NewTask, sub: Submitted, worker_id: str) -> task_pb2.LeasedTask:

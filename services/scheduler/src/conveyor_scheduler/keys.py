@@ -48,7 +48,7 @@ class QueueKeys:
     def of(cls, queue: str) -> QueueKeys:
         prefix = f"cv:{{q:{queue}}}:"
         ready = tuple(f"{prefix}r:{p}" for p in range(PRIORITY_LEVELS))
-        return cls(queue, prefix, (*ready, f"{prefix}s", f"{prefix}a", f"{prefix}d"))
+        return cls(queue, prefix, (*ready, f"{prefix}s", f"{prefix}a", f"{prefix}d", f"{prefix}pn"))
 
     def task(self, task_id: str) -> str:
         return f"{self.prefix}t:{task_id}"
@@ -68,3 +68,12 @@ class QueueKeys:
     @property
     def dead(self) -> str:
         return self.script_keys[PRIORITY_LEVELS + 2]
+
+    @property
+    def parked_names(self) -> str:
+        """Set of the task names that have parked tasks (name-aware dispatch, lib.lua)."""
+        return self.script_keys[PRIORITY_LEVELS + 3]
+
+    def parked(self, task_name: str) -> str:
+        """Zset of the parked tasks of one name, scored 9 - priority."""
+        return f"{self.prefix}p:{task_name}"

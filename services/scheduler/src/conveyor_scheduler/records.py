@@ -80,6 +80,9 @@ def fill_task(task: task_pb2.Task, task_id: str, queue: str, rec: Record) -> Non
         task.rate_limit = format_rate(raw.decode())
     if get(b"cx") == b"1":
         task.cancel_requested = True
+    if get(b"pk") == b"1" and state == 2:
+        task.waiting_reason = (f"parked: the workers that took from queue {queue!r} do not declare task name "
+                               f"{task.name!r}; it waits for a worker that does")
     if (raw := get(b"mr")) is not None:
         retry = task.retry
         retry.max_retries = int(raw)

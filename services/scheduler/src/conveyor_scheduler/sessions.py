@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -19,6 +20,9 @@ class WorkerSession:
     concurrency: int = 0
     task_names: tuple[str, ...] = ()
     credit: int = 0
+    owner: str = field(default_factory=lambda: os.urandom(8).hex())
+    """This stream's identity in Redis (field o of the leases it owns): unique per stream, on
+    every replica, so a lease adopted by a newer stream is never touched by this one again."""
     draining: bool = False
     closed: bool = False
     last_seen: float = field(default_factory=time.monotonic)
@@ -28,6 +32,13 @@ class WorkerSession:
     unsent_batch: worker_service_pb2.ConnectResponse | None = None
     """The last TaskBatch put in the outbox while the stream has not taken it yet: later
     pushes join it, so tasks that pile up while the stream is busy leave in one message."""
+
+    def __post_init__(self) -> None:
+        self._names = frozenset(self.task_names)
+
+    def takes(self, name: str) -> bool:
+        """Whether the worker declared this task name (one that declares none takes any)."""
+        return not self._names or name in self._names
 
     @property
     def wants_work(self) -> bool:

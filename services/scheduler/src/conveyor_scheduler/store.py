@@ -43,12 +43,31 @@ class Submitted:
 @dataclass(frozen=True, slots=True)
 class Match:
     """The sync-match offer of one submit: lease up to `credit` ready-now tasks of `queue`
-    straight to `worker_id` if the queue has nothing ready they would overtake."""
+    straight to `worker_id` (its stream `owner`) if the queue has nothing ready they would
+    overtake."""
 
     queue: str
     worker_id: str
     credit: int
     lease_ms: int
+    owner: str = ""
+    takes: Callable[[str], bool] = lambda name: True
+    """Whether the worker declares a task name: a task it does not is never matched."""
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """What one claim.lua call did."""
+
+    records: list[Record]
+    reserved_ms: int
+    """The earliest start reserved for rate-limited tasks that must wait (-1 for none)."""
+    parked: list[str]
+    """Task names this call parked: the worker does not declare them."""
+    cut: bool
+    """The call stopped at its parking budget: more tasks may be ready."""
+    parked_left: bool
+    """The queue still holds parked tasks (that other workers may take)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +94,8 @@ def _script_text(name: str) -> str:
 class Store:
     """All scheduler state lives behind this class, in Redis."""
 
-    SCRIPTS = ("submit", "claim", "ack", "release", "extend", "reap", "promote", "cancel", "watch", "requeue_dead",
-               "purge_dead", "register_queue")
+    SCRIPTS = ("submit", "claim", "ack", "release", "extend", "adopt", "reap", "promote", "cancel", "watch",
+               "requeue_dead", "purge_dead", "register_queue")
 
     def __init__(self, redis: Redis, *, result_ttl_ms: int, default_timeout_ms: int,
                  clock: Callable[[], int] = wall_clock_ms, fast: FastRedis | None = None) -> None:
@@ -158,11 +177,11 @@ class Store:
             keys, args = self._head(queue, now)
             offer = offers.get(queue)
             args += [offer.worker_id, offer.credit, offer.lease_ms, os.urandom(6).hex()] if offer else ["", 0, 0, ""]
-            args.append(f"{queue}|0|{wake_origin}" if wake_origin else "")
+            args += [f"{queue}|0|{wake_origin}" if wake_origin else "", offer.owner if offer else ""]
             for index in indexes:
                 t = tasks[index]
                 args += [ids[index], t.priority, t.due_ms, t.idempotency_key, t.idempotency_window_ms,
-                         t.timeout_ms if t.matchable and offer else 0, len(t.fields) // 2,
+                         t.timeout_ms if t.matchable and offer and offer.takes(t.name) else 0, len(t.fields) // 2,
                          *t.fields]
             calls.append((keys, args))
         replies = await self._run("submit", calls)
@@ -187,14 +206,15 @@ class Store:
                 await self._scripts[script](keys=keys, args=args, client=pipe)
             return list(await pipe.execute())
 
-    async def claim(self, queue: str, count: int, worker_id: str, lease_ms: int, queue_rate: str = ""
-                    ) -> tuple[list[Record], int]:
-        """Leases up to `count` ready tasks of `queue` to `worker_id`. Also returns the earliest
-        start reserved for rate-limited tasks that must wait (-1 for none)."""
+    async def claim(self, queue: str, count: int, worker_id: str, lease_ms: int, queue_rate: str = "",
+                    owner: str = "", names: Sequence[str] = ()) -> Claimed:
+        """Leases up to `count` ready tasks of `queue` to `worker_id` (held by the stream
+        `owner`; '' for a polled lease), of the task `names` it declares (none: any name)."""
         keys, args = self._head(queue, self.clock())
-        args += [count, lease_ms, os.urandom(6).hex(), worker_id, self.default_timeout_ms, queue_rate]
-        soonest, reply = await self._scripts["claim"](keys=keys, args=args)
-        return [_pairs(rec) for rec in reply], int(soonest)
+        args += [count, lease_ms, os.urandom(6).hex(), worker_id, self.default_timeout_ms, queue_rate, owner, *names]
+        soonest, reply, parked, cut, parked_left = await self._scripts["claim"](keys=keys, args=args)
+        return Claimed([_pairs(rec) for rec in reply], int(soonest), [n.decode() for n in parked], cut == 1,
+                       parked_left == 1)
 
     async def ack(self, entries: Sequence[tuple[str, AckEntry]]) -> tuple[list[tuple[int, int, int]], int]:
         """Records (queue, entry) outcomes; returns (status, state, attempt) per entry in
@@ -217,17 +237,31 @@ class Store:
                 out[index] = (int(reply[3 * n]), int(reply[3 * n + 1]), int(reply[3 * n + 2]))
         return out, now
 
-    async def release(self, queue: str, leases: Iterable[tuple[str, str]]) -> int:
+    async def release(self, queue: str, leases: Iterable[tuple[str, str]], owner: str = "") -> int:
+        """Hands back the leases that the stream `owner` ('' for polled ones) still owns."""
         keys, args = self._head(queue, self.clock())
+        args.append(owner)
         for task_id, token in reversed(list(leases)):  # each goes to the front: keep their order
             args += [task_id, token]
         return int(await self._scripts["release"](keys=keys, args=args))
 
-    async def extend(self, queue: str, leases: Iterable[tuple[str, str, int]]) -> list[int]:
+    async def extend(self, queue: str, leases: Iterable[tuple[str, str, int]], owner: str = "") -> list[int]:
+        """Pushes expiries out (never shortens them); with `owner`, only that stream's leases."""
         keys, args = self._head(queue, self.clock())
+        args.append(owner)
         for task_id, token, extend_ms in leases:
             args += [task_id, token, extend_ms]
         return [int(v) for v in await self._scripts["extend"](keys=keys, args=args)]
+
+    async def adopt(self, queue: str, leases: Sequence[tuple[str, str]], owner: str, worker_id: str,
+                    lease_ms: int) -> list[bool]:
+        """Makes the stream `owner` the one owner of leases its worker still holds; per lease,
+        whether it was still current."""
+        keys, args = self._head(queue, self.clock())
+        args += [owner, worker_id, lease_ms]
+        for task_id, token in leases:
+            args += [task_id, token]
+        return [v == 1 for v in await self._scripts["adopt"](keys=keys, args=args)]
 
     async def reap(self, queue: str, limit: int = 500) -> tuple[int, int]:
         keys, args = self._head(queue, self.clock())

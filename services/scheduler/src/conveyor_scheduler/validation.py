@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from conveyor.v1 import task_pb2
@@ -40,12 +41,24 @@ class NewTask:
     timeout_ms: int = 0
     matchable: bool = True
     """May be leased straight to a waiting worker (no rate limit, not delayed, not expired)."""
+    name: str = ""
+    """The task name (sync match offers only a worker that declares it)."""
 
 
 def check_name(value: str, field: str) -> str:
     if not NAME_RE.fullmatch(value):
         raise InvalidArgument(field, _pattern_problem(value, 200, "letters, digits and _.:-"))
     return value
+
+
+MAX_TASK_NAMES = 1000
+
+
+def check_task_names(names: Sequence[str], field: str) -> tuple[str, ...]:
+    """The task names a worker or Poll client declares (name-aware dispatch)."""
+    if len(names) > MAX_TASK_NAMES:
+        raise InvalidArgument(field, f"must hold at most {MAX_TASK_NAMES} names, got {len(names)}")
+    return tuple(dict.fromkeys(check_name(n, f"{field}[{i}]") for i, n in enumerate(names)))
 
 
 def check_queue(value: str, field: str) -> str:
@@ -153,7 +166,7 @@ def check_spec(
     elif spec.HasField("idempotency_window"):
         raise InvalidArgument(f"{at}.idempotency_window", "is set without an idempotency_key")
     matchable = due <= now_ms and "rl" not in fields[::2] and not 0 < expires <= now_ms
-    return NewTask(queue, spec.priority, due, spec.idempotency_key, window, fields, timeout, matchable)
+    return NewTask(queue, spec.priority, due, spec.idempotency_key, window, fields, timeout, matchable, name)
 
 
 def _due_ms(spec: task_pb2.TaskSpec, at: str, now_ms: int) -> int:

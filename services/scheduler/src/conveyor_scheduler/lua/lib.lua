@@ -5,9 +5,11 @@
 --   KEYS[11]     scheduled zset, score = due ms    cv:{q:NAME}:s
 --   KEYS[12]     active zset, score = lease expiry cv:{q:NAME}:a
 --   KEYS[13]     dead-letter zset, score = ms      cv:{q:NAME}:d
+--   KEYS[14]     parked-names set                  cv:{q:NAME}:pn
+--                (task names that have parked tasks, see park below)
 -- and the same first ARGV:
---   ARGV[1] key prefix "cv:{q:NAME}:"; task hashes are PREFIX.."t:"..id and idempotency
---           keys PREFIX.."k:"..key. They are derived here because their ids are only known
+--   ARGV[1] key prefix "cv:{q:NAME}:"; task hashes are PREFIX.."t:"..id, idempotency
+--           keys PREFIX.."k:"..key and parked-task zsets PREFIX.."p:"..task-name. They are derived here because their ids are only known
 --           inside the script, but they share the queue's hash tag, so every script still
 --           touches a single cluster slot.
 --   ARGV[2] now (ms)   ARGV[3] result TTL (ms)   ARGV[4] pub/sub channel prefix ("cv"):
@@ -21,7 +23,8 @@
 -- w worker, lt lease token, fa finished ms, r/rc result, et/em/eb last error,
 -- st2 soft timeout ms, rl rate limit ("count/period-ms"), rs 1 while holding a reserved
 -- rate-limit slot, cx 1 when a cancel was requested while running, wt 1 while watched,
--- ev the count of state changes published for watchers.
+-- ev the count of state changes published for watchers, o the stream (session) that owns
+-- the current lease (absent for polled leases), pk 1 while the task is parked.
 local PREFIX = ARGV[1]
 local NOW = tonumber(ARGV[2])
 local RESULT_TTL = tonumber(ARGV[3])
@@ -33,6 +36,25 @@ local SCHEDULED, QUEUED, ACTIVE, SUCCEEDED, FAILED, CANCELLED, EXPIRED, DEAD = 1
 
 local function task_key(id)
   return PREFIX .. 't:' .. id
+end
+
+-- Name-aware dispatch: a QUEUED task that a claim popped for a worker that does not
+-- declare its name is parked in PREFIX..'p:'..name, a zset scored 9 - priority (so one
+-- priority's members sort by id, which is creation order), and its name is added to
+-- KEYS[14]. A claim for a worker that takes the name reads parked tasks of each
+-- priority before that priority's ready list, so parking never reorders what a worker
+-- can take.
+local function parked_key(name)
+  return PREFIX .. 'p:' .. name
+end
+
+-- Takes a task out of its parked zset (cancel, or a claim leasing it).
+local function unpark(id, name)
+  local pkey = parked_key(name)
+  redis.call('ZREM', pkey, id)
+  if redis.call('EXISTS', pkey) == 0 then
+    redis.call('SREM', KEYS[14], name)
+  end
 end
 
 local function ready_key(priority)
@@ -67,7 +89,7 @@ end
 -- result waiters on every replica. `watched`: see announce.
 local function finish(id, key, state, watched, ...)
   redis.call('HSET', key, 'st', state, 'fa', NOW, ...)
-  redis.call('HDEL', key, 'lt')
+  redis.call('HDEL', key, 'lt', 'o')
   if state == DEAD then
     redis.call('ZADD', KEYS[13], NOW, id)
   else
@@ -86,7 +108,7 @@ local function requeue_front(id, key)
     return
   end
   redis.call('HSET', key, 'st', QUEUED)
-  redis.call('HDEL', key, 'lt', 'w', 'le')
+  redis.call('HDEL', key, 'lt', 'w', 'le', 'o')
   redis.call('LPUSH', ready_key(redis.call('HGET', key, 'p')), id)
   announce(id, key, QUEUED)
 end
@@ -123,7 +145,7 @@ local function fail_attempt(id, key, etype, emsg, etb, want_retry, delay_ms, jit
   end
   local due = math.floor(NOW + delay_ms)
   redis.call('HSET', key, 'st', SCHEDULED, 'eta', due)
-  redis.call('HDEL', key, 'lt', 'w', 'le')
+  redis.call('HDEL', key, 'lt', 'w', 'le', 'o')
   redis.call('ZADD', KEYS[11], due, id)
   announce(id, key, SCHEDULED)
   return SCHEDULED

@@ -1,12 +1,14 @@
 -- submit.lua: store a batch of new tasks of one queue; each becomes QUEUED (appended to
 -- its priority list), SCHEDULED (due in the future) or, by the sync-match fast path,
 -- ACTIVE: leased at once to a worker with free credit on the calling replica, in the
--- same atomic step, while the queue holds no ready task it would overtake.
+-- same atomic step, while the queue holds no ready task it would overtake (nor a parked
+-- task of the same name). The caller offers only a worker that declares the tasks' names.
 -- KEYS, ARGV[1..4]: see lib.lua.
 -- ARGV[5] match worker id ('' = no match)   ARGV[6] match credit (most tasks to lease)
 -- ARGV[7] lease ms   ARGV[8] token base (random per call)
 -- ARGV[9] wake payload published on the wake channel when a task became QUEUED ('' = none)
--- ARGV[10..]: per task: id, priority, due ms (0 = now), idempotency key ('' = none),
+-- ARGV[10] the matched stream (owner of the leases made here)
+-- ARGV[11..]: per task: id, priority, due ms (0 = now), idempotency key ('' = none),
 --            idempotency window ms, timeout ms if it may be leased here (0 = not: rate
 --            limited, delayed or expired), field count N, then N field/value pairs.
 -- Returns per task: id, state, duplicate (1 when the idempotency key matched an
@@ -18,7 +20,9 @@ local worker, credit, lease, base = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]
 local queued = false
 -- A match must not overtake ready tasks: only while every ready list is empty.
 local can_match = worker ~= '' and credit > 0 and redis.call('EXISTS', unpack(KEYS, 1, 10)) == 0
-local i = 10
+local owner = ARGV[10]
+local any_parked = can_match and redis.call('EXISTS', KEYS[14]) == 1
+local i = 11
 while i <= #ARGV do
   local id, prio, due = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
   local ikey, iwindow, timeout, nfields = ARGV[i + 3], ARGV[i + 4], tonumber(ARGV[i + 5]), tonumber(ARGV[i + 6])
@@ -47,7 +51,8 @@ while i <= #ARGV do
     if due > NOW then
       state = SCHEDULED
       redis.call('ZADD', KEYS[11], due, id)
-    elseif can_match and credit > 0 and timeout > 0 then
+    elseif can_match and credit > 0 and timeout > 0
+        and not (any_parked and redis.call('SISMEMBER', KEYS[14], ARGV[first + 1]) == 1) then
       state = ACTIVE
       credit = credit - 1
       token = base .. '.' .. credit .. '.1'
@@ -66,7 +71,8 @@ while i <= #ARGV do
     end
     redis.call('HSET', key, 'st', state, unpack(ARGV, first, first + 2 * nfields - 1))
     if token ~= '' then
-      redis.call('HSET', key, 'at', 1, 'lt', token, 'sa', NOW, 'dl', deadline, 'le', expiry, 'w', worker)
+      redis.call('HSET', key, 'at', 1, 'lt', token, 'sa', NOW, 'dl', deadline, 'le', expiry, 'w', worker,
+        'o', owner)
     end
     out[#out + 1] = id
     out[#out + 1] = state

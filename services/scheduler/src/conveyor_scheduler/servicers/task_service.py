@@ -15,7 +15,7 @@ from conveyor_scheduler.servicers import pipeline
 from conveyor_scheduler.signals import wait_any
 from conveyor_scheduler.store import AckEntry
 from conveyor_scheduler.submission import submit_specs
-from conveyor_scheduler.validation import check_name, check_queue, duration_ms
+from conveyor_scheduler.validation import check_name, check_queue, check_task_names, duration_ms
 
 STATE_NAMES = {v.number: v.name.removeprefix("TASK_STATE_") for v in task_pb2.TaskState.DESCRIPTOR.values}
 MAX_TEXT = 64 * 1024
@@ -76,6 +76,7 @@ class TaskService:
         if request.HasField("wait"):
             wait_ms = duration_ms(request.wait, "wait", minimum=0, maximum=self.limits.max_poll_wait_ms)
         worker = check_name(request.worker_id, "worker_id") if request.worker_id else "poll"
+        names = check_task_names(request.task_names, "task_names")
         store, loop_deadline = self.core.store, store_now_s(self) + wait_ms / 1000
         signals = [self.core.dispatcher.queue(q).signal for q in queues]
         while True:
@@ -86,10 +87,12 @@ class TaskService:
                 if want <= 0:
                     break
                 rate = self.core.config.queue_rate_limits.get(queue, "")
-                records, reserved = await store.claim(queue, want, worker, 0, rate)
-                if reserved >= 0:
-                    self.core.maintenance.schedule(queue, reserved)
-                leased += [to_leased(queue, rec) for rec in records]
+                claimed = await store.claim(queue, want, worker, 0, rate, names=names)
+                if claimed.reserved_ms >= 0:
+                    self.core.maintenance.schedule(queue, claimed.reserved_ms)
+                if claimed.parked:
+                    self.core.dispatcher.on_parked(queue, claimed.parked)
+                leased += [to_leased(queue, rec) for rec in claimed.records]
             telemetry.dispatched(leased, worker)
             remaining = loop_deadline - store_now_s(self)
             if leased or remaining <= 0 or not await wait_any(seen, remaining):

@@ -5,18 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
 
-from conveyor.v1 import worker_service_pb2
+from conveyor.v1 import task_pb2, worker_service_pb2
 from conveyor_scheduler.core import Core
 from conveyor_scheduler.errors import InvalidArgument
 from conveyor_scheduler.grpc_glue import Malformed
 from conveyor_scheduler.servicers.task_service import TaskService
 from conveyor_scheduler.sessions import WorkerSession
-from conveyor_scheduler.validation import check_name, check_queue
+from conveyor_scheduler.validation import check_name, check_queue, check_task_names
 
 log = logging.getLogger(__name__)
 MAX_CREDIT = 10_000
@@ -34,15 +34,14 @@ class WorkerService:
         except StopAsyncIteration:
             return
         session = self._hello(first)
-        for i, ref in enumerate(first.hello.held[:MAX_CREDIT]):  # leases from an earlier stream
-            queue = await self.core.queue_of(ref.task_id, f"hello.held[{i}].task_id")
-            session.leases[ref.task_id] = (queue, ref.lease_token)
+        lost = await self._adopt(session, first.hello.held)
         cfg = self.core.config
         accepted = worker_service_pb2.ConnectAccepted(
             scheduler_id=self.core.scheduler_id,
             heartbeat_interval=Duration(seconds=cfg.heartbeat_interval_ms // 1000,
                                         nanos=cfg.heartbeat_interval_ms % 1000 * 1_000_000),
-            lease_ttl=Duration(seconds=cfg.lease_ttl_ms // 1000, nanos=cfg.lease_ttl_ms % 1000 * 1_000_000))
+            lease_ttl=Duration(seconds=cfg.lease_ttl_ms // 1000, nanos=cfg.lease_ttl_ms % 1000 * 1_000_000),
+            lost=lost)
         yield worker_service_pb2.ConnectResponse(accepted=accepted)
         reader = asyncio.create_task(self._read(requests, session))
         try:
@@ -73,11 +72,36 @@ class WorkerService:
             raise InvalidArgument("hello.queues", "name 1 to 32 queues")
         if h.credit > MAX_CREDIT:
             raise InvalidArgument("hello.credit", f"must be at most {MAX_CREDIT}")
+        if len(h.held) > MAX_CREDIT:
+            raise InvalidArgument("hello.held", f"must hold at most {MAX_CREDIT} leases")
         return WorkerSession(
             worker_id=check_name(h.worker_id, "hello.worker_id"),
             queues=tuple(dict.fromkeys(check_queue(q, f"hello.queues[{i}]") for i, q in enumerate(h.queues))),
-            hostname=h.hostname[:200], concurrency=h.concurrency, task_names=tuple(h.task_names)[:1000],
-            credit=h.credit)
+            hostname=h.hostname[:200], concurrency=h.concurrency,
+            task_names=check_task_names(h.task_names, "hello.task_names"), credit=h.credit)
+
+    async def _adopt(self, session: WorkerSession, held: Sequence[worker_service_pb2.LeaseRef]) -> list[str]:
+        """Makes this stream the one owner of the leases its worker still runs from an earlier
+        stream; returns the ids of those that are no longer current (lost)."""
+        by_queue: dict[str, list[tuple[str, str]]] = {}
+        for i, ref in enumerate(held):
+            queue = await self.core.queue_of(ref.task_id, f"hello.held[{i}].task_id")
+            if not 1 <= len(ref.lease_token) <= 64:
+                raise InvalidArgument(f"hello.held[{i}].lease_token", "must be 1 to 64 characters")
+            by_queue.setdefault(queue, []).append((ref.task_id, ref.lease_token))
+        lost = []
+        for queue, leases in by_queue.items():
+            adopted = await self.core.store.adopt(queue, leases, session.owner, session.worker_id,
+                                                  self.core.config.lease_ttl_ms)
+            for (task_id, token), ok in zip(leases, adopted, strict=True):
+                if ok:
+                    session.leases[task_id] = (queue, token)
+                else:
+                    lost.append(task_id)
+        if lost:
+            log.info("worker %s: %d held leases are no longer current (handed back, finished or leased anew)",
+                     session.worker_id, len(lost))
+        return lost
 
     async def _read(self, requests: AsyncIterator[worker_service_pb2.ConnectRequest], session: WorkerSession) -> None:
         """Handles the worker's messages; ends the stream (outbox None) when they end."""
@@ -103,9 +127,13 @@ class WorkerService:
             outcomes = await self.tasks.ack(report.acks, "report.acks")
             for ack in report.acks:
                 session.leases.pop(ack.task_id, None)
-            for outcome in outcomes:
-                if outcome.status != 1:
-                    log.info("worker %s: ack for %s refused (%s)", session.worker_id, outcome.task_id, outcome.status)
+            refused = [o for o in outcomes if o.status != task_pb2.ACK_STATUS_ACCEPTED]
+            for outcome in refused:
+                log.info("worker %s: ack for %s refused (%s)", session.worker_id, outcome.task_id,
+                         task_pb2.AckStatus.Name(outcome.status))
+            if report.seq or refused:  # the worker learns its acks are recorded (or why not)
+                session.outbox.put_nowait(worker_service_pb2.ConnectResponse(
+                    report_done=worker_service_pb2.ReportDone(seq=report.seq, refused=refused)))
         if report.draining:  # before the hand-back's awaits: nothing may be leased to it meanwhile
             session.draining = True
             session.credit = 0
@@ -116,7 +144,7 @@ class WorkerService:
                 if held:
                     by_queue.setdefault(held[0], []).append((ref.task_id, ref.lease_token))
             for queue, leases in by_queue.items():
-                released = await self.core.store.release(queue, leases)
+                released = await self.core.store.release(queue, leases, session.owner)
                 for task_id, _ in leases:
                     session.leases.pop(task_id, None)
                 if released:
@@ -129,7 +157,7 @@ class WorkerService:
     async def _heartbeat(self, session: WorkerSession) -> None:
         ttl = self.core.config.lease_ttl_ms
         for queue, leases in session.leases_by_queue().items():
-            expiries = await self.core.store.extend(queue, [(tid, tok, ttl) for tid, tok in leases])
+            expiries = await self.core.store.extend(queue, [(tid, tok, ttl) for tid, tok in leases], session.owner)
             for (task_id, _), expiry in zip(leases, expiries, strict=True):
                 if expiry < 0:
                     session.leases.pop(task_id, None)
@@ -145,7 +173,7 @@ class WorkerService:
         released = 0
         for queue, leases in session.leases_by_queue().items():
             try:
-                count = await self.core.store.release(queue, leases)
+                count = await self.core.store.release(queue, leases, session.owner)
             except Exception as exc:  # noqa: BLE001 - the reaper returns them when their lease lapses
                 log.warning("could not hand back %d leases of %s: %s", len(leases), session.worker_id, exc)
                 continue
