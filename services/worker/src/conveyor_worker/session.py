@@ -63,6 +63,16 @@ class Worker:
         self._heartbeat_interval = 10.0
         self._drained: asyncio.Future[None] | None = None
         """Set by shutdown(): resolved when the last attempt in progress finishes."""
+        self._seq = 0
+        """The number of the last report made (WorkerReport.seq), increasing across streams."""
+        self._unconfirmed: dict[int, list[task_pb2.TaskAck]] = {}
+        """report seq -> acks sent (or queued to send) in it that no ReportDone has confirmed:
+        sent again on the next stream, since the scheduler that got them may have died first."""
+        self._settled = asyncio.Event()
+        """Set whenever every finished attempt's ack is confirmed recorded."""
+        self._finished = False
+        """shutdown() has half-closed (or given up on) the stream: do not reconnect."""
+        self._shutdown: asyncio.Task[None] | None = None
 
     @property
     def free_slots(self) -> int:
@@ -72,7 +82,7 @@ class Worker:
     async def run(self) -> None:
         """Holds a stream until stop(); reconnects with backoff when it breaks."""
         backoff, attempt = 0.1, 0
-        while not (self.stopping and not self.running):
+        while not self._finished_all():
             target = self.config.targets[attempt % len(self.config.targets)]
             try:
                 await self._session(target)
@@ -82,7 +92,7 @@ class Worker:
                 if self._connected:  # that stream worked: reconnect promptly
                     backoff = 0.1
                 self._connected = False
-            if self.stopping and not self.running:
+            if self._finished_all():
                 break
             attempt += 1
             await asyncio.sleep(backoff)
@@ -90,6 +100,13 @@ class Worker:
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.threads.shutdown()
         self.stopped.set()
+
+    def _finished_all(self) -> bool:
+        """Nothing left for a stream to do: stopped, nothing running, every ack confirmed."""
+        return self._finished or (self.stopping and not self.running and self._all_confirmed())
+
+    def _all_confirmed(self) -> bool:
+        return not self._acks and not self._unconfirmed
 
     async def _session(self, target: str) -> None:
         self._outbox = asyncio.Queue()
@@ -107,7 +124,12 @@ class Worker:
                         heartbeats = asyncio.create_task(self._heartbeats())
                         log.info("worker %s connected to %s (%s)", self.config.worker_id, target,
                                  msg.accepted.scheduler_id)
+                        for task_id in msg.accepted.lost:
+                            self._lost(task_id)
+                        self._resend_unconfirmed()
                         self._flush()  # acks that finished while we were disconnected
+                    elif kind == "report_done":
+                        self._report_done(msg.report_done)
                     elif kind == "batch":
                         direct = not telemetry.enabled()
                         for leased in msg.batch.tasks:
@@ -116,9 +138,8 @@ class Worker:
                         self._cancel(msg.cancel.task_id)
                     elif kind == "drain":
                         log.info("scheduler asked to drain: %s", msg.drain.reason)
-                        self.stop()
-                    if self.stopping and not self.running:
-                        break
+                        if self._shutdown is None:
+                            self._shutdown = asyncio.create_task(self.shutdown())
             finally:
                 if heartbeats:
                     heartbeats.cancel()
@@ -178,6 +199,42 @@ class Worker:
                 return
         runner = asyncio.create_task(self._run_one(leased, ctx), name=f"task:{task_id}")
         self.running[task_id] = (leased.lease_token, runner)
+
+    def _report_done(self, done: worker_service_pb2.ReportDone) -> None:
+        """The scheduler recorded the acks of every report up to `done.seq` (it answers in order)."""
+        for seq in [s for s in self._unconfirmed if s <= done.seq]:
+            del self._unconfirmed[seq]
+        for outcome in done.refused:
+            log.info("ack for task %s not recorded: %s (the task is %s)", outcome.task_id,
+                     task_pb2.AckStatus.Name(outcome.status), task_pb2.TaskState.Name(outcome.state))
+        if self._all_confirmed():
+            self._settled.set()
+
+    def _resend_unconfirmed(self) -> None:
+        """On a new stream: acks whose recording no scheduler confirmed go out again (acks are
+        idempotent by lease token, so one that was recorded is only answered as stale)."""
+        if self._unconfirmed:
+            resend = [ack for acks in self._unconfirmed.values() for ack in acks]
+            self._unconfirmed.clear()
+            log.info("sending %d acks again: their recording was not confirmed", len(resend))
+            self._acks[:0] = resend
+
+    def _lost(self, task_id: str) -> None:
+        """A held lease the new stream could not adopt: its ack would be refused, so it stops."""
+        log.warning("lease of task %s was lost while reconnecting (handed back, finished or leased anew); "
+                    "stopping its attempt", task_id)
+        if self.waiting.pop(task_id, None) is not None:
+            return
+        ctx, held = self.contexts.get(task_id), self.running.get(task_id)
+        if ctx is None or held is None:
+            return
+        ctx._cancel.set()
+        _, runner = held
+        if isinstance(runner, SyncAttempt):
+            if self.threads.withdraw(runner):
+                self._forget(task_id)
+        elif self.app.tasks.get(ctx.name) is not None and self.app.tasks[ctx.name].is_async:
+            runner.cancel("lease lost")
 
     def _cancel(self, task_id: str) -> None:
         """A cancel request: an async handler is cancelled, a sync one sees the flag, a
@@ -241,7 +298,12 @@ class Worker:
         fresh = request is None
         if request is None:  # filled in place: WorkerReport(acks=...) would copy twice
             request = self._unsent_report = worker_service_pb2.ConnectRequest()
-        request.report.acks.extend(self._acks)
+            self._seq += 1
+            request.report.seq = self._seq
+        if self._acks:
+            self._settled.clear()
+            request.report.acks.extend(self._acks)
+            self._unconfirmed.setdefault(request.report.seq, []).extend(self._acks)
         request.report.credit += self._credit
         self._acks, self._credit = [], 0
         if fresh:
@@ -287,6 +349,14 @@ class Worker:
                     self.contexts.pop(task_id, None)
             self.running.clear()
         self._flush()
+        if not self._all_confirmed():  # a drain ends only once the scheduler has recorded every outcome
+            self._settled.clear()
+            try:
+                await asyncio.wait_for(self._settled.wait(), 10)
+            except TimeoutError:
+                log.warning("%d acks were not confirmed recorded; their leases lapse and the tasks run again",
+                            len(self._acks) + sum(map(len, self._unconfirmed.values())))
+        self._finished = True
         self._outbox.put_nowait(None)  # half-close: the scheduler ends the stream after our last report
         try:
             await asyncio.wait_for(self.stopped.wait(), 10)
