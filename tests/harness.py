@@ -91,14 +91,18 @@ class RedisServer:
         self.proc: subprocess.Popen[bytes] | None = None
         self._next_db = 0
 
-    def start(self) -> RedisServer:
+    def start(self, *config: str, answering: bool = True) -> RedisServer:
+        """Starts redis-server (`config`: more options, e.g. "--key-load-delay", "1000") and waits
+        until it answers; answering=False returns once it is started (a server replaying a large
+        AOF refuses commands with LOADING until it is done)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [find_redis_server(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                 "--databases", "4096", "--dir", str(self.data_dir), "--logfile", "redis.log",
-                "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", self.fsync]
+                "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", self.fsync, *config]
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port)
-        wait_for(lambda: _pings(client), 15, what="redis-server to answer")
+        if answering:
+            with redis.Redis(port=self.port) as client:
+                wait_for(lambda: _pings(client), 15, what="redis-server to answer")
         return self
 
     def stop(self, hard: bool = False) -> None:

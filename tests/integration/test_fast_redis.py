@@ -5,6 +5,7 @@ connections or restarts the server (so nothing else loses its connections)."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from conveyor_scheduler.fast_redis import FastRedis, Script, subscribe
+from conveyor_scheduler.fast_redis import FastRedis, Script, TransientRedisError, subscribe
 from tests.harness import RedisServer
 
 
@@ -158,6 +159,41 @@ def test_commands_in_flight_fail_when_the_server_goes_away(own_redis: RedisServe
         await conn.execute("SET", "fr:k", "after")
         with redis.Redis(port=own_redis.port, db=2) as db2:
             assert db2.get("fr:k") == b"after"  # and SELECTed its database again
+
+    run(scenario, url)
+
+
+def test_a_busy_server_is_an_outage_reported_at_once(own_redis: RedisServer, admin: redis.Redis) -> None:
+    """BUSY (a script past its time limit) raises TransientRedisError, a ConnectionError, so it
+    ends calls UNAVAILABLE; the command is not resent (Redis answered), and the connection stays."""
+    url = f"redis://127.0.0.1:{own_redis.port}/4"
+    admin.config_set("lua-time-limit", 10)  # busy-reply-threshold since Redis 7
+    outcome: list[BaseException] = []
+
+    def spin() -> None:
+        with redis.Redis(port=own_redis.port) as blocker:
+            try:
+                blocker.eval("while true do end", 0)
+            except ResponseError as exc:  # killed
+                outcome.append(exc)
+
+    async def scenario(conn: FastRedis) -> None:
+        await conn.execute("SET", "fr:k", "v")
+        spinner = threading.Thread(target=spin, daemon=True)
+        spinner.start()
+        async with asyncio.timeout(10):
+            while True:  # until the script runs: before it does, GET simply answers
+                try:
+                    await conn.execute("GET", "fr:k")
+                except TransientRedisError as exc:
+                    busy = exc
+                    break
+        assert isinstance(busy, RedisConnectionError) and str(busy).startswith("BUSY")
+        admin.script_kill()
+        await asyncio.to_thread(spinner.join, 10)
+        assert outcome and "killed" in str(outcome[0]).lower()
+        assert admin.info("commandstats")["cmdstat_get"]["rejected_calls"] == 1  # sent once, not resent
+        assert await conn.execute("GET", "fr:k") == b"v"  # the same connection serves again
 
     run(scenario, url)
 

@@ -8,7 +8,12 @@ so commands issued in the same loop tick leave in one write and their replies co
 in order (Redis answers each connection's commands in sequence).
 
 A lost connection fails the commands in flight with redis-py's ConnectionError (so callers
-map it to UNAVAILABLE as before) and the next command reconnects. Like the redis-py client
+map it to UNAVAILABLE as before) and the next command reconnects. An error reply that says
+Redis cannot serve now but will by itself (TRANSIENT_REPLIES: replaying its AOF, failing
+over, ...) is raised as TransientRedisError, a ConnectionError too: every caller that rides
+out a lost connection (the gRPC status mapping, the background loops' `except RedisError`)
+rides out these the same way, and `transient()` recognises the same replies as redis-py
+raises them, so both clients map to one status. Like the redis-py client
 it replaces here, a command that met a broken connection is sent again, at most twice:
 the scripts are safe to resend (ids are chosen before the call; see server.py).
 `subscribe` opens the event bus's pub/sub connection the same way. Everything else (beat,
@@ -28,12 +33,52 @@ from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
 
 import hiredis
+from redis.exceptions import (
+    BusyLoadingError,
+    ClusterDownError,
+    NoScriptError,
+    ReadOnlyError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
 
 log = logging.getLogger(__name__)
 RETRIES = 2
 P = TypeVar("P", bound=asyncio.BaseProtocol)
+
+TRANSIENT_REPLIES = frozenset({"LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "READONLY", "NOREPLICAS"})
+"""Error codes of replies that mean "not now" rather than "no": replaying the dataset after a
+restart (LOADING), a script past its time limit (BUSY), a replica cut off from its master
+(MASTERDOWN), a slot moving or uncovered (TRYAGAIN, CLUSTERDOWN), a master demoted by a
+failover the client has not followed yet (READONLY), too few replicas for
+min-replicas-to-write (NOREPLICAS). Redis refused the command before it wrote anything, so
+sending it again later is safe."""
+
+_REDIS_PY_TRANSIENT = (BusyLoadingError, ReadOnlyError, TryAgainError, ClusterDownError)
+"""redis-py's classes for some of those replies (it strips the code from their message)."""
+
+
+class TransientRedisError(RedisConnectionError):
+    """A TRANSIENT_REPLIES error reply. A ConnectionError, as redis-py's BusyLoadingError is,
+    because callers should treat it as an outage: UNAVAILABLE, back off, retry."""
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether `exc` is a TRANSIENT_REPLIES reply, as raised by FastRedis or by redis-py."""
+    if isinstance(exc, (TransientRedisError, *_REDIS_PY_TRANSIENT)):
+        return True
+    return isinstance(exc, ResponseError) and str(exc).split(" ", 1)[0] in TRANSIENT_REPLIES
+
+
+def reply_error(reply: ResponseError) -> Exception:
+    """The exception an error reply is raised as: NoScriptError, TransientRedisError, or itself."""
+    code = str(reply).split(" ", 1)[0]
+    if code == "NOSCRIPT":
+        return NoScriptError(str(reply))
+    if code in TRANSIENT_REPLIES:
+        return TransientRedisError(str(reply))
+    return reply
 
 
 class _Protocol(asyncio.Protocol):
@@ -60,7 +105,7 @@ class _Protocol(asyncio.Protocol):
             if fut.done():  # its caller was cancelled; the reply still had to be consumed
                 continue
             if isinstance(reply, ResponseError):
-                fut.set_exception(NoScriptError(str(reply)) if str(reply).startswith("NOSCRIPT") else reply)
+                fut.set_exception(reply_error(reply))
             else:
                 fut.set_result(reply)
 
@@ -138,6 +183,8 @@ class FastRedis:
             protocol = self._protocol or await self._connect()
             try:
                 return await self._send(protocol, args)
+            except TransientRedisError:  # Redis answered "not now": the caller backs off, not us
+                raise
             except RedisConnectionError:
                 if attempt == RETRIES:
                     raise
@@ -190,7 +237,7 @@ class _Subscriber(asyncio.Protocol):
                 return
             if isinstance(reply, ResponseError):
                 if not self.subscribed.done():
-                    self.subscribed.set_exception(reply)
+                    self.subscribed.set_exception(reply_error(reply))
                 continue
             kind = reply[0]
             if kind == b"message":

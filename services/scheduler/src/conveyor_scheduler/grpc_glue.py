@@ -2,7 +2,10 @@
 
 - A request that does not parse as its message gets INVALID_ARGUMENT naming the message
   (grpc's default would be INTERNAL).
-- Domain errors become their gRPC status; Redis outages become UNAVAILABLE.
+- Domain errors become their gRPC status; Redis outages become UNAVAILABLE: a lost or
+  refused connection, and an error reply that means "not now" (Redis replaying its AOF after
+  a restart, failing over, ...; fast_redis.transient), from either Redis client. status_for
+  is the one mapping: unary and streaming handlers, and each pipelined call, end with it.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from conveyor_scheduler.errors import SchedulerError
+from conveyor_scheduler.fast_redis import transient
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,8 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
     """The gRPC status a call that raised `exc` ends with; None for what is not ours."""
     if isinstance(exc, SchedulerError):
         return exc.code, str(exc)
+    if transient(exc):
+        return grpc.StatusCode.UNAVAILABLE, f"Redis cannot serve the scheduler right now: {exc}"
     if isinstance(exc, (RedisConnectionError, RedisTimeoutError, ConnectionError)):
         return grpc.StatusCode.UNAVAILABLE, f"the scheduler cannot reach Redis: {exc}"
     return None
