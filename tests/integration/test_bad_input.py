@@ -23,6 +23,7 @@ from conveyor.v1 import (
     worker_service_pb2,
     worker_service_pb2_grpc,
 )
+from tests.harness import unknown_id_like
 
 MIB = 1024 * 1024
 RPC_TIMEOUT = 30.0
@@ -191,15 +192,9 @@ def test_malformed_task_id(stub: task_service_pb2_grpc.TaskServiceStub, db: redi
     assert "nope" in details
 
 
-def _sibling_id(task_id: str) -> str:
-    """The same id with another last character: same time and queue number, other random bits."""
-    last = "0" if task_id[-1] != "0" else "1"
-    return task_id[:-1] + last
-
-
 def test_get_task_unknown_id_is_not_found(stub: task_service_pb2_grpc.TaskServiceStub, db: redis.Redis) -> None:
     real = submit(stub, Spec(name="t")).tasks[0].id
-    unknown = _sibling_id(real)
+    unknown = unknown_id_like(real)
     details = expect_error(db, lambda: stub.GetTask(task_service_pb2.GetTaskRequest(task_id=unknown),
                                                     timeout=RPC_TIMEOUT), grpc.StatusCode.NOT_FOUND, unknown)
     assert "no task" in details
@@ -299,7 +294,7 @@ def test_get_results_rejects(stub: task_service_pb2_grpc.TaskServiceStub, db: re
 
 def test_get_results_of_unknown_ids_reports_unspecified(stub: task_service_pb2_grpc.TaskServiceStub) -> None:
     real = submit(stub, Spec(name="t")).tasks[0].id
-    unknown = [_sibling_id(real), "7ZZZZZZZZZZZZZZZZZZZZZZZZZ"]  # a known queue's number, and an unregistered one
+    unknown = [unknown_id_like(real), "7ZZZZZZZZZZZZZZZZZZZZZZZZZ"]  # a known queue's number, and an unregistered one
     resp = stub.GetResults(task_service_pb2.GetResultsRequest(task_ids=[unknown[0], real, unknown[1]]),
                            timeout=RPC_TIMEOUT)
     assert [r.task_id for r in resp.results] == [unknown[0], real, unknown[1]]
