@@ -17,6 +17,8 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from conveyor.v1 import (
+    schedule_service_pb2,
+    schedule_service_pb2_grpc,
     task_pb2,
     task_service_pb2,
     task_service_pb2_grpc,
@@ -117,6 +119,12 @@ BAD_SPECS = [
                  id="expires-before-eta"),
     pytest.param(Spec(name="t", idempotency_window=Duration(seconds=60)), "tasks[0].idempotency_window",
                  id="window-without-key"),
+    pytest.param(Spec(name="t", timeout=Duration(seconds=1, nanos=1_999_999_999)), "tasks[0].timeout",
+                 id="timeout-nanos-over-a-second"),
+    pytest.param(Spec(name="t", countdown=Duration(nanos=1_000_000_000)), "tasks[0].countdown",
+                 id="countdown-nanos-one-second"),
+    pytest.param(Spec(name="t", retry=task_pb2.RetryPolicy(max_retries=2, initial_backoff=Duration(
+        seconds=1, nanos=2_000_000_000))), "tasks[0].retry.initial_backoff", id="backoff-nanos-two-seconds"),
 ]
 
 
@@ -132,6 +140,16 @@ def test_eta_and_countdown_message_names_both(stub: task_service_pb2_grpc.TaskSe
     details = expect_error(db, lambda: submit(stub, Spec(name="t", eta=ts(FUTURE), countdown=Duration(seconds=5))),
                            INVALID, "tasks[0].countdown")
     assert "eta" in details
+
+
+def test_duration_with_out_of_range_nanos_names_the_field(stub: task_service_pb2_grpc.TaskServiceStub,
+                                                          db: redis.Redis) -> None:
+    """A Duration's nanos must be 0 to 999,999,999: 1 s + 1,999,999,999 ns is refused, not read as 2.999 s."""
+    specs = [Spec(name="t"), Spec(name="t", retry=task_pb2.RetryPolicy(
+        max_retries=1, max_backoff=Duration(seconds=3, nanos=1_000_000_000)))]
+    details = expect_error(db, lambda: submit(stub, *specs), INVALID, "tasks[1].retry.max_backoff")
+    assert "nanos must be 0 to 999,999,999, got 1,000,000,000" in details
+    assert task_keys(db) == set()
 
 
 def test_payload_at_the_limit_is_accepted(stub: task_service_pb2_grpc.TaskServiceStub) -> None:
@@ -216,6 +234,9 @@ def test_get_task_id_of_unregistered_queue_is_not_found(stub: task_service_pb2_g
 @pytest.mark.parametrize(("request_kwargs", "field"), [
     pytest.param({"queues": ["default"], "max_tasks": 0}, "max_tasks", id="max-tasks-0"),
     pytest.param({"queues": [], "max_tasks": 1}, "queues", id="no-queues"),
+    pytest.param({"queues": ["default"], "max_tasks": 1, "wait": Duration(nanos=1_000_000_000)}, "wait",
+                 id="wait-nanos"),
+    pytest.param({"queues": ["default"], "max_tasks": 1, "wait": Duration(seconds=-1)}, "wait", id="wait-negative"),
 ])
 def test_poll_rejects(stub: task_service_pb2_grpc.TaskServiceStub, db: redis.Redis, request_kwargs: dict[str, Any],
                       field: str) -> None:
@@ -238,6 +259,32 @@ def test_single_ack_with_wrong_lease_token(stub: task_service_pb2_grpc.TaskServi
     assert "lease" in details
     task = stub.GetTask(task_service_pb2.GetTaskRequest(task_id=task_id), timeout=RPC_TIMEOUT).task
     assert task.state == task_pb2.TASK_STATE_ACTIVE  # the bad ack changed nothing
+
+
+@pytest.mark.parametrize("bad", [Duration(seconds=1, nanos=1_000_000_000), Duration(seconds=-1)],
+                         ids=["nanos-over", "negative"])
+def test_lease_durations_name_the_field(stub: task_service_pb2_grpc.TaskServiceStub, db: redis.Redis,
+                                        bad: Duration) -> None:
+    """ExtendLease.extend_by and an ack's retry_delay are validated before the lease is touched."""
+    task_id = submit(stub, Spec(name="t", retry=task_pb2.RetryPolicy(max_retries=3))).tasks[0].id
+    leased = lease_one(stub)
+    extend = task_service_pb2.ExtendLeaseRequest(task_id=task_id, lease_token=leased.lease_token, extend_by=bad)
+    expect_error(db, lambda: stub.ExtendLease(extend, timeout=RPC_TIMEOUT), INVALID, "extend_by")
+    ack = task_pb2.TaskAck(task_id=task_id, lease_token=leased.lease_token, failure=task_pb2.TaskFailure(
+        error=task_pb2.TaskError(type="E"), retry=True, retry_delay=bad))
+    expect_error(db, lambda: stub.Ack(task_service_pb2.AckRequest(acks=[ack]), timeout=RPC_TIMEOUT), INVALID,
+                 "acks[0].failure.retry_delay")
+    wait = task_service_pb2.GetResultRequest(task_id=task_id, wait=bad)
+    expect_error(db, lambda: stub.GetResult(wait, timeout=RPC_TIMEOUT), INVALID, "wait")
+    task = stub.GetTask(task_service_pb2.GetTaskRequest(task_id=task_id), timeout=RPC_TIMEOUT).task
+    assert (task.state, task.attempt) == (task_pb2.TASK_STATE_ACTIVE, 1)  # the refused calls changed nothing
+
+
+def test_get_result_checks_wait_before_looking_the_task_up(stub: task_service_pb2_grpc.TaskServiceStub,
+                                                           db: redis.Redis) -> None:
+    """An unknown task with a bad wait is INVALID_ARGUMENT (the request is wrong), not NOT_FOUND."""
+    request = task_service_pb2.GetResultRequest(task_id=WELL_FORMED, wait=Duration(nanos=1_000_000_000))
+    expect_error(db, lambda: stub.GetResult(request, timeout=RPC_TIMEOUT), INVALID, "wait")
 
 
 def test_cancel_of_finished_task(stub: task_service_pb2_grpc.TaskServiceStub, db: redis.Redis) -> None:
@@ -283,6 +330,8 @@ WELL_FORMED = "0" * 26  # a valid id (time 0, queue number 0)
     pytest.param({"task_ids": [WELL_FORMED], "wait": Duration(seconds=-1)}, "wait", "negative", id="negative-wait"),
     pytest.param({"task_ids": [WELL_FORMED], "wait": Duration(seconds=3600, nanos=1_000_000)}, "wait", "at most",
                  id="wait-over-an-hour"),
+    pytest.param({"task_ids": [WELL_FORMED], "wait": Duration(seconds=1, nanos=1_999_999_999)}, "wait", "nanos",
+                 id="wait-nanos-over"),
 ])
 def test_get_results_rejects(stub: task_service_pb2_grpc.TaskServiceStub, db: redis.Redis,
                              request_kwargs: dict[str, Any], field: str, named: str) -> None:
@@ -306,6 +355,7 @@ def test_get_results_of_unknown_ids_reports_unspecified(stub: task_service_pb2_g
     pytest.param(Duration(seconds=-1), "negative", id="negative"),
     pytest.param(Duration(nanos=-5), "negative", id="negative-nanos"),
     pytest.param(Duration(seconds=3601), "at most", id="over-an-hour"),
+    pytest.param(Duration(nanos=1_000_000_000), "nanos", id="nanos-one-second"),
 ])
 def test_submit_rejects_bad_wait_results(stub: task_service_pb2_grpc.TaskServiceStub, db: redis.Redis,
                                          wait: Duration, named: str) -> None:
@@ -323,3 +373,25 @@ def test_submit_with_zero_wait_results_answers_at_once(stub: task_service_pb2_gr
     assert [r.state for r in resp.results] == [task_pb2.TASK_STATE_QUEUED, task_pb2.TASK_STATE_SCHEDULED]
     plain = stub.Submit(task_service_pb2.SubmitRequest(tasks=[Spec(name="t")]), timeout=RPC_TIMEOUT)
     assert len(plain.results) == 0  # results only when asked for
+
+
+# -- the schedule service -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("schedule", "field"), [
+    pytest.param(schedule_service_pb2.Schedule(id="s", interval=Duration(seconds=60, nanos=1_000_000_000),
+                                               template=Spec(name="t")), "schedule.interval", id="interval-nanos"),
+    pytest.param(schedule_service_pb2.Schedule(id="s", interval=Duration(seconds=60), template=Spec(
+        name="t", timeout=Duration(seconds=10), soft_timeout=Duration(seconds=1, nanos=1_999_999_999))),
+                 "schedule.template.soft_timeout", id="template-soft-timeout-nanos"),
+    pytest.param(schedule_service_pb2.Schedule(id="s", interval=Duration(seconds=60), template=Spec(
+        name="t", retry=task_pb2.RetryPolicy(max_retries=1, initial_backoff=Duration(nanos=-1)))),
+                 "schedule.template.retry.initial_backoff", id="template-backoff-negative"),
+])
+def test_schedule_durations_name_the_field(channel: grpc.Channel, db: redis.Redis,
+                                           schedule: schedule_service_pb2.Schedule, field: str) -> None:
+    stub = schedule_service_pb2_grpc.ScheduleServiceStub(channel)
+    create = schedule_service_pb2.CreateScheduleRequest(schedule=schedule)
+    expect_error(db, lambda: stub.CreateSchedule(create, timeout=RPC_TIMEOUT), INVALID, field)
+    update = schedule_service_pb2.UpdateScheduleRequest(schedule=schedule, allow_missing=True)
+    expect_error(db, lambda: stub.UpdateSchedule(update, timeout=RPC_TIMEOUT), INVALID, field)

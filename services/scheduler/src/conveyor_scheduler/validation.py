@@ -25,6 +25,7 @@ RATE_RE = re.compile(r"(\d{1,7})\s*/\s*(s|sec|second|m|min|minute|h|hour)")
 RATE_PERIOD_MS = {"s": 1000, "sec": 1000, "second": 1000, "m": 60_000, "min": 60_000, "minute": 60_000,
                   "h": 3_600_000, "hour": 3_600_000}
 MAX_WINDOW_MS = 30 * 24 * 3600 * 1000
+MAX_NANOS = 999_999_999
 
 
 @dataclass(slots=True)
@@ -70,11 +71,20 @@ def parse_rate(value: str, field: str) -> str:
     return f"{int(match.group(1))}/{RATE_PERIOD_MS[match.group(2)]}"
 
 
-def duration_ms(msg: object, field: str, *, minimum: int, maximum: int) -> int:
+def check_duration(msg: object, field: str) -> None:
+    """Refuses a Duration that is negative or not normalized: protobuf allows nanos only in
+    -999,999,999..999,999,999, and a larger value would silently add whole seconds."""
     seconds, nanos = msg.seconds, msg.nanos  # type: ignore[attr-defined]
     if seconds < 0 or nanos < 0:
         raise InvalidArgument(field, "must not be negative")
-    ms = seconds * 1000 + nanos // 1_000_000
+    if nanos > MAX_NANOS:
+        raise InvalidArgument(field, f"nanos must be 0 to {MAX_NANOS:,}, got {nanos:,}")
+
+
+def duration_ms(msg: object, field: str, *, minimum: int, maximum: int) -> int:
+    """A request's Duration in whole ms (sub-ms parts are dropped), within [minimum, maximum]."""
+    check_duration(msg, field)
+    ms = msg.seconds * 1000 + msg.nanos // 1_000_000  # type: ignore[attr-defined]
     if ms < minimum:
         raise InvalidArgument(field, f"must be at least {minimum} ms")
     if ms > maximum:

@@ -157,8 +157,8 @@ class TaskService:
 
     async def ExtendLease(self, request: task_service_pb2.ExtendLeaseRequest, context: grpc.aio.ServicerContext
                           ) -> task_service_pb2.ExtendLeaseResponse:
-        queue = await self.core.queue_of(request.task_id)
         extend = duration_ms(request.extend_by, "extend_by", minimum=1, maximum=self.limits.max_timeout_ms)
+        queue = await self.core.queue_of(request.task_id)
         (expiry,) = await self.core.store.extend(queue, [(request.task_id, request.lease_token, extend)])
         if expiry == -2:
             raise NotFound(f"no task {request.task_id}")
@@ -170,10 +170,10 @@ class TaskService:
 
     async def GetResult(self, request: task_service_pb2.GetResultRequest, context: grpc.aio.ServicerContext
                         ) -> task_service_pb2.GetResultResponse:
-        queue = await self.core.queue_of(request.task_id)
         wait_ms = 0
         if request.HasField("wait"):
             wait_ms = duration_ms(request.wait, "wait", minimum=0, maximum=self.limits.max_result_wait_ms)
+        queue = await self.core.queue_of(request.task_id)
         (rec,) = await self._wait([(queue, request.task_id)], self._capped(wait_ms, context))
         if not rec:
             raise NotFound(f"no task {request.task_id} (it never existed, or its record expired)")
@@ -184,6 +184,9 @@ class TaskService:
         count = len(request.task_ids)
         if not 1 <= count <= self.limits.max_batch:
             raise InvalidArgument("task_ids", f"must hold 1 to {self.limits.max_batch} ids, got {count}")
+        wait_ms = 0
+        if request.HasField("wait"):
+            wait_ms = duration_ms(request.wait, "wait", minimum=0, maximum=self.limits.max_result_wait_ms)
         tasks = []
         for i, task_id in enumerate(request.task_ids):
             try:
@@ -191,9 +194,6 @@ class TaskService:
             except NotFound:  # a well-formed id of a queue nobody knows: no such task
                 queue = ""  # no queue is named "": its keys hold nothing
             tasks.append((queue, task_id))
-        wait_ms = 0
-        if request.HasField("wait"):
-            wait_ms = duration_ms(request.wait, "wait", minimum=0, maximum=self.limits.max_result_wait_ms)
         records = await self._wait(tasks, self._capped(wait_ms, context))
         # A task that does not exist (any more) is reported with state UNSPECIFIED.
         return task_service_pb2.GetResultsResponse(results=[
