@@ -232,7 +232,7 @@ def test_get_task_id_of_unregistered_queue_is_not_found(stub: task_service_pb2_g
 
 
 @pytest.mark.parametrize(("request_kwargs", "field"), [
-    pytest.param({"queues": ["default"], "max_tasks": 0}, "max_tasks", id="max-tasks-0"),
+    pytest.param({"queues": ["default"], "max_tasks": 1001}, "max_tasks", id="max-tasks-1001"),
     pytest.param({"queues": [], "max_tasks": 1}, "queues", id="no-queues"),
     pytest.param({"queues": ["default"], "max_tasks": 1, "wait": Duration(nanos=1_000_000_000)}, "wait",
                  id="wait-nanos"),
@@ -242,6 +242,27 @@ def test_poll_rejects(stub: task_service_pb2_grpc.TaskServiceStub, db: redis.Red
                       field: str) -> None:
     request = task_service_pb2.PollRequest(**request_kwargs)
     expect_error(db, lambda: stub.Poll(request, timeout=RPC_TIMEOUT), INVALID, field)
+
+
+def test_poll_max_tasks_zero_means_one(stub: task_service_pb2_grpc.TaskServiceStub) -> None:
+    """0 (unset) is the default, as for ListDeadLetters.limit and ListSchedules.page_size."""
+    submit(stub, Spec(name="t"), Spec(name="t"), Spec(name="t"))
+    first = stub.Poll(task_service_pb2.PollRequest(queues=["default"]), timeout=RPC_TIMEOUT)
+    assert len(first.tasks) == 1
+    rest = stub.Poll(task_service_pb2.PollRequest(queues=["default"], max_tasks=1000), timeout=RPC_TIMEOUT)
+    assert len(rest.tasks) == 2
+
+
+@pytest.mark.parametrize("token", ["", "t" * 65], ids=["empty", "65-chars"])
+def test_lease_token_length(stub: task_service_pb2_grpc.TaskServiceStub, db: redis.Redis, token: str) -> None:
+    task_id = submit(stub, Spec(name="t")).tasks[0].id
+    leased = lease_one(stub)
+    assert 1 <= len(leased.lease_token) <= 64
+    extend = task_service_pb2.ExtendLeaseRequest(task_id=task_id, lease_token=token, extend_by=Duration(seconds=5))
+    expect_error(db, lambda: stub.ExtendLease(extend, timeout=RPC_TIMEOUT), INVALID, "lease_token")
+    ack = task_pb2.TaskAck(task_id=task_id, lease_token=token, result=task_pb2.TaskResult(data=b"1"))
+    expect_error(db, lambda: stub.Ack(task_service_pb2.AckRequest(acks=[ack]), timeout=RPC_TIMEOUT), INVALID,
+                 "acks[0].lease_token")
 
 
 def test_ack_with_no_acks(stub: task_service_pb2_grpc.TaskServiceStub, db: redis.Redis) -> None:

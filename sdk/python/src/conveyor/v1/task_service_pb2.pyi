@@ -118,7 +118,7 @@ class PollRequest(_message.Message):
     WAIT_FIELD_NUMBER: _builtins.int
     WORKER_ID_FIELD_NUMBER: _builtins.int
     max_tasks: _builtins.int
-    """1 to 1,000."""
+    """Most tasks to lease, 0 to 1,000; 0 (unset) means 1."""
     worker_id: _builtins.str
     """Who holds the leases (shown in inspection)."""
     @_builtins.property
