@@ -7,6 +7,7 @@ offending field, and no change at all to Redis (checked with DBSIZE around the c
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -95,7 +96,7 @@ def ts(seconds: int) -> Timestamp:
     return Timestamp(seconds=seconds)
 
 
-FUTURE = 4_000_000_000  # 2096-10-02, a safely future timestamp in seconds
+FUTURE = int(time.time()) + 30 * 86_400  # seconds: safely future, within the 360 days an eta may be ahead
 
 
 # -- Submit: one bad TaskSpec ------------------------------------------------------------
@@ -119,6 +120,8 @@ BAD_SPECS = [
                  id="expires-before-eta"),
     pytest.param(Spec(name="t", idempotency_window=Duration(seconds=60)), "tasks[0].idempotency_window",
                  id="window-without-key"),
+    pytest.param(Spec(name="t", eta=Timestamp(seconds=253402300799)), "tasks[0].eta", id="eta-year-9999"),
+    pytest.param(Spec(name="t", countdown=Duration(seconds=361 * 86_400)), "tasks[0].countdown", id="countdown-361d"),
     pytest.param(Spec(name="t", timeout=Duration(seconds=1, nanos=1_999_999_999)), "tasks[0].timeout",
                  id="timeout-nanos-over-a-second"),
     pytest.param(Spec(name="t", countdown=Duration(nanos=1_000_000_000)), "tasks[0].countdown",

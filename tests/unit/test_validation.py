@@ -14,6 +14,7 @@ from conveyor_scheduler.errors import InvalidArgument
 from conveyor_scheduler.ids import new_task_id
 from conveyor_scheduler.routing import Router
 from conveyor_scheduler.validation import (
+    MAX_DELAY_MS,
     NewTask,
     check_name,
     check_queue,
@@ -115,6 +116,16 @@ def test_zero_countdown_runs_now() -> None:
     task = check(Spec(name="t", countdown=Duration()))
     assert task.due_ms == NOW
     assert "eta" not in as_dict(task)
+
+
+def test_eta_and_countdown_share_one_maximum() -> None:
+    check(Spec(name="t", eta=ts(NOW + MAX_DELAY_MS)))
+    check(Spec(name="t", countdown=dur(MAX_DELAY_MS)))
+    assert MAX_DELAY_MS == 360 * 86_400_000
+    err = fails(Spec(name="t", eta=ts(NOW + MAX_DELAY_MS + 1)), "tasks[0].eta")
+    assert "at most 360 days in the future" in str(err)
+    fails(Spec(name="t", countdown=dur(MAX_DELAY_MS + 1)), "tasks[0].countdown")
+    fails(Spec(name="t", eta=Timestamp(seconds=253402300799)), "tasks[0].eta")  # year 9999
 
 
 def test_past_eta_runs_now() -> None:

@@ -25,6 +25,8 @@ RATE_RE = re.compile(r"(\d{1,7})\s*/\s*(s|sec|second|m|min|minute|h|hour)")
 RATE_PERIOD_MS = {"s": 1000, "sec": 1000, "second": 1000, "m": 60_000, "min": 60_000, "minute": 60_000,
                   "h": 3_600_000, "hour": 3_600_000}
 MAX_WINDOW_MS = 30 * 24 * 3600 * 1000
+MAX_DELAY_MS = 12 * MAX_WINDOW_MS
+"""How far in the future a task may be due (360 days): the bound of countdown and eta alike."""
 MAX_NANOS = 999_999_999
 
 
@@ -170,9 +172,13 @@ def _due_ms(spec: task_pb2.TaskSpec, at: str, now_ms: int) -> int:
     if spec.HasField("eta") and spec.HasField("countdown"):
         raise InvalidArgument(f"{at}.countdown", "set either eta or countdown, not both")
     if spec.HasField("eta"):
-        return timestamp_ms(spec.eta, f"{at}.eta")  # a past eta simply runs now
+        eta = timestamp_ms(spec.eta, f"{at}.eta")  # a past eta simply runs now
+        if eta > now_ms + MAX_DELAY_MS:
+            raise InvalidArgument(f"{at}.eta", f"must be at most {MAX_DELAY_MS // 86_400_000} days in the future "
+                                  f"(as countdown), got {(eta - now_ms) / 86_400_000:,.1f} days")
+        return eta
     if spec.HasField("countdown"):
-        return now_ms + duration_ms(spec.countdown, f"{at}.countdown", minimum=0, maximum=MAX_WINDOW_MS * 12)
+        return now_ms + duration_ms(spec.countdown, f"{at}.countdown", minimum=0, maximum=MAX_DELAY_MS)
     return 0
 
 
