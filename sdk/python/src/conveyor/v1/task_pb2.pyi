@@ -89,7 +89,14 @@ Global___AckStatus: _TypeAlias = AckStatus  # noqa: Y015
 
 @_typing.final
 class RetryPolicy(_message.Message):
-    """RetryPolicy says how often and how soon a failed task runs again."""
+    """RetryPolicy says how often and how soon a failed task runs again.
+
+    The delay after failed attempt k (k = 1 for the first attempt) is
+    d = min(max_backoff, initial_backoff * multiplier^(k-1)). Unless no_jitter is
+    set, equal jitter is applied: d becomes d/2 + r * d/2 with r uniform in [0, 1),
+    so the delay lies in [d/2, d). A worker's TaskFailure.retry_delay, when set,
+    is used instead, as given (no jitter).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -99,18 +106,20 @@ class RetryPolicy(_message.Message):
     MULTIPLIER_FIELD_NUMBER: _builtins.int
     NO_JITTER_FIELD_NUMBER: _builtins.int
     max_retries: _builtins.int
-    """Retries after the first attempt; 0 means the task runs once."""
+    """Retries after the first attempt, 0 to 1,000; 0 means the task runs once."""
     multiplier: _builtins.float
-    """Growth factor between retries (default 2.0)."""
+    """Growth factor between retries, 1.0 to 100.0; 0 (unset) means 2.0."""
     no_jitter: _builtins.bool
-    """When true, delays are used as they are instead of full jitter."""
+    """When true, computed delays are used as they are, without equal jitter."""
     @_builtins.property
     def initial_backoff(self) -> _duration_pb2.Duration:
-        """Delay before the first retry (default 1s)."""
+        """Delay before the first retry, 0 to 30 days (default 1s)."""
 
     @_builtins.property
     def max_backoff(self) -> _duration_pb2.Duration:
-        """Upper bound for any retry delay (default 10m)."""
+        """Upper bound for every computed retry delay, 0 to 30 days and not below
+        initial_backoff when both are set (default 10m).
+        """
 
     def __init__(
         self,
