@@ -311,6 +311,27 @@ def test_get_result_checks_wait_before_looking_the_task_up(stub: task_service_pb
     expect_error(db, lambda: stub.GetResult(request, timeout=RPC_TIMEOUT), INVALID, "wait")
 
 
+def test_long_error_texts_are_cut_not_refused(stub: task_service_pb2_grpc.TaskServiceStub) -> None:
+    """What task.proto promises: type 200, message and traceback 65,536 characters; "" becomes "Error"."""
+    ids = [t.id for t in submit(stub, Spec(name="t"), Spec(name="t"), Spec(name="t")).tasks]
+    leases = {t.task.id: t.lease_token for t in stub.Poll(task_service_pb2.PollRequest(
+        queues=["default"], max_tasks=3), timeout=RPC_TIMEOUT).tasks}
+    long_error = task_pb2.TaskError(type="T" * 300, message="m" * 70_000, traceback="é" * 70_000)
+    acks = [task_pb2.TaskAck(task_id=ids[0], lease_token=leases[ids[0]],
+                             failure=task_pb2.TaskFailure(error=long_error)),
+            task_pb2.TaskAck(task_id=ids[1], lease_token=leases[ids[1]], failure=task_pb2.TaskFailure()),
+            task_pb2.TaskAck(task_id=ids[2], lease_token=leases[ids[2]],
+                             result=task_pb2.TaskResult(data=b"1", content_type="x/" + "y" * 200))]
+    outcomes = stub.Ack(task_service_pb2.AckRequest(acks=acks), timeout=RPC_TIMEOUT).outcomes
+    assert [o.state for o in outcomes] == [task_pb2.TASK_STATE_FAILED, task_pb2.TASK_STATE_FAILED,
+                                           task_pb2.TASK_STATE_SUCCEEDED]
+    results = stub.GetResults(task_service_pb2.GetResultsRequest(task_ids=ids), timeout=RPC_TIMEOUT).results
+    error = results[0].error
+    assert (error.type, error.message, error.traceback) == ("T" * 200, "m" * 65_536, "é" * 65_536)
+    assert results[1].error.type == "Error"
+    assert results[2].result.content_type == ("x/" + "y" * 200)[:100]
+
+
 def test_cancel_of_finished_task(stub: task_service_pb2_grpc.TaskServiceStub, db: redis.Redis) -> None:
     task_id = submit(stub, Spec(name="t")).tasks[0].id
     leased = lease_one(stub)
