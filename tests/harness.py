@@ -33,6 +33,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def unknown_id_like(task_id: str) -> str:
+    """A well-formed id of the same queue and millisecond that no task has: the 15th
+    character (bits 59..55 of the counter) changes, 2**55 ids away. Changing the last
+    character is not enough: ids minted in one millisecond count up by 1."""
+    return task_id[:14] + ("0" if task_id[14] != "0" else "1") + task_id[15:]
+
+
 def wait_for(predicate: Callable[[], T], timeout: float = 30.0, interval: float = 0.02, what: str = "condition") -> T:
     """Returns the first truthy value of predicate(), or fails after `timeout` seconds."""
     deadline = time.monotonic() + timeout

@@ -7,6 +7,7 @@ offending field, and no change at all to Redis (checked with DBSIZE around the c
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -17,12 +18,15 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from conveyor.v1 import (
+    schedule_service_pb2,
+    schedule_service_pb2_grpc,
     task_pb2,
     task_service_pb2,
     task_service_pb2_grpc,
     worker_service_pb2,
     worker_service_pb2_grpc,
 )
+from tests.harness import unknown_id_like
 
 MIB = 1024 * 1024
 RPC_TIMEOUT = 30.0
@@ -92,7 +96,7 @@ def ts(seconds: int) -> Timestamp:
     return Timestamp(seconds=seconds)
 
 
-FUTURE = 4_000_000_000  # 2096-10-02, a safely future timestamp in seconds
+FUTURE = int(time.time()) + 30 * 86_400  # seconds: safely future, within the 360 days an eta may be ahead
 
 
 # -- Submit: one bad TaskSpec ------------------------------------------------------------
@@ -116,6 +120,14 @@ BAD_SPECS = [
                  id="expires-before-eta"),
     pytest.param(Spec(name="t", idempotency_window=Duration(seconds=60)), "tasks[0].idempotency_window",
                  id="window-without-key"),
+    pytest.param(Spec(name="t", eta=Timestamp(seconds=253402300799)), "tasks[0].eta", id="eta-year-9999"),
+    pytest.param(Spec(name="t", countdown=Duration(seconds=361 * 86_400)), "tasks[0].countdown", id="countdown-361d"),
+    pytest.param(Spec(name="t", timeout=Duration(seconds=1, nanos=1_999_999_999)), "tasks[0].timeout",
+                 id="timeout-nanos-over-a-second"),
+    pytest.param(Spec(name="t", countdown=Duration(nanos=1_000_000_000)), "tasks[0].countdown",
+                 id="countdown-nanos-one-second"),
+    pytest.param(Spec(name="t", retry=task_pb2.RetryPolicy(max_retries=2, initial_backoff=Duration(
+        seconds=1, nanos=2_000_000_000))), "tasks[0].retry.initial_backoff", id="backoff-nanos-two-seconds"),
 ]
 
 
@@ -131,6 +143,16 @@ def test_eta_and_countdown_message_names_both(stub: task_service_pb2_grpc.TaskSe
     details = expect_error(db, lambda: submit(stub, Spec(name="t", eta=ts(FUTURE), countdown=Duration(seconds=5))),
                            INVALID, "tasks[0].countdown")
     assert "eta" in details
+
+
+def test_duration_with_out_of_range_nanos_names_the_field(stub: task_service_pb2_grpc.TaskServiceStub,
+                                                          db: redis.Redis) -> None:
+    """A Duration's nanos must be 0 to 999,999,999: 1 s + 1,999,999,999 ns is refused, not read as 2.999 s."""
+    specs = [Spec(name="t"), Spec(name="t", retry=task_pb2.RetryPolicy(
+        max_retries=1, max_backoff=Duration(seconds=3, nanos=1_000_000_000)))]
+    details = expect_error(db, lambda: submit(stub, *specs), INVALID, "tasks[1].retry.max_backoff")
+    assert "nanos must be 0 to 999,999,999, got 1,000,000,000" in details
+    assert task_keys(db) == set()
 
 
 def test_payload_at_the_limit_is_accepted(stub: task_service_pb2_grpc.TaskServiceStub) -> None:
@@ -191,15 +213,9 @@ def test_malformed_task_id(stub: task_service_pb2_grpc.TaskServiceStub, db: redi
     assert "nope" in details
 
 
-def _sibling_id(task_id: str) -> str:
-    """The same id with another last character: same time and queue number, other random bits."""
-    last = "0" if task_id[-1] != "0" else "1"
-    return task_id[:-1] + last
-
-
 def test_get_task_unknown_id_is_not_found(stub: task_service_pb2_grpc.TaskServiceStub, db: redis.Redis) -> None:
     real = submit(stub, Spec(name="t")).tasks[0].id
-    unknown = _sibling_id(real)
+    unknown = unknown_id_like(real)
     details = expect_error(db, lambda: stub.GetTask(task_service_pb2.GetTaskRequest(task_id=unknown),
                                                     timeout=RPC_TIMEOUT), grpc.StatusCode.NOT_FOUND, unknown)
     assert "no task" in details
@@ -219,13 +235,37 @@ def test_get_task_id_of_unregistered_queue_is_not_found(stub: task_service_pb2_g
 
 
 @pytest.mark.parametrize(("request_kwargs", "field"), [
-    pytest.param({"queues": ["default"], "max_tasks": 0}, "max_tasks", id="max-tasks-0"),
+    pytest.param({"queues": ["default"], "max_tasks": 1001}, "max_tasks", id="max-tasks-1001"),
     pytest.param({"queues": [], "max_tasks": 1}, "queues", id="no-queues"),
+    pytest.param({"queues": ["default"], "max_tasks": 1, "wait": Duration(nanos=1_000_000_000)}, "wait",
+                 id="wait-nanos"),
+    pytest.param({"queues": ["default"], "max_tasks": 1, "wait": Duration(seconds=-1)}, "wait", id="wait-negative"),
 ])
 def test_poll_rejects(stub: task_service_pb2_grpc.TaskServiceStub, db: redis.Redis, request_kwargs: dict[str, Any],
                       field: str) -> None:
     request = task_service_pb2.PollRequest(**request_kwargs)
     expect_error(db, lambda: stub.Poll(request, timeout=RPC_TIMEOUT), INVALID, field)
+
+
+def test_poll_max_tasks_zero_means_one(stub: task_service_pb2_grpc.TaskServiceStub) -> None:
+    """0 (unset) is the default, as for ListDeadLetters.limit and ListSchedules.page_size."""
+    submit(stub, Spec(name="t"), Spec(name="t"), Spec(name="t"))
+    first = stub.Poll(task_service_pb2.PollRequest(queues=["default"]), timeout=RPC_TIMEOUT)
+    assert len(first.tasks) == 1
+    rest = stub.Poll(task_service_pb2.PollRequest(queues=["default"], max_tasks=1000), timeout=RPC_TIMEOUT)
+    assert len(rest.tasks) == 2
+
+
+@pytest.mark.parametrize("token", ["", "t" * 65], ids=["empty", "65-chars"])
+def test_lease_token_length(stub: task_service_pb2_grpc.TaskServiceStub, db: redis.Redis, token: str) -> None:
+    task_id = submit(stub, Spec(name="t")).tasks[0].id
+    leased = lease_one(stub)
+    assert 1 <= len(leased.lease_token) <= 64
+    extend = task_service_pb2.ExtendLeaseRequest(task_id=task_id, lease_token=token, extend_by=Duration(seconds=5))
+    expect_error(db, lambda: stub.ExtendLease(extend, timeout=RPC_TIMEOUT), INVALID, "lease_token")
+    ack = task_pb2.TaskAck(task_id=task_id, lease_token=token, result=task_pb2.TaskResult(data=b"1"))
+    expect_error(db, lambda: stub.Ack(task_service_pb2.AckRequest(acks=[ack]), timeout=RPC_TIMEOUT), INVALID,
+                 "acks[0].lease_token")
 
 
 def test_ack_with_no_acks(stub: task_service_pb2_grpc.TaskServiceStub, db: redis.Redis) -> None:
@@ -243,6 +283,53 @@ def test_single_ack_with_wrong_lease_token(stub: task_service_pb2_grpc.TaskServi
     assert "lease" in details
     task = stub.GetTask(task_service_pb2.GetTaskRequest(task_id=task_id), timeout=RPC_TIMEOUT).task
     assert task.state == task_pb2.TASK_STATE_ACTIVE  # the bad ack changed nothing
+
+
+@pytest.mark.parametrize("bad", [Duration(seconds=1, nanos=1_000_000_000), Duration(seconds=-1)],
+                         ids=["nanos-over", "negative"])
+def test_lease_durations_name_the_field(stub: task_service_pb2_grpc.TaskServiceStub, db: redis.Redis,
+                                        bad: Duration) -> None:
+    """ExtendLease.extend_by and an ack's retry_delay are validated before the lease is touched."""
+    task_id = submit(stub, Spec(name="t", retry=task_pb2.RetryPolicy(max_retries=3))).tasks[0].id
+    leased = lease_one(stub)
+    extend = task_service_pb2.ExtendLeaseRequest(task_id=task_id, lease_token=leased.lease_token, extend_by=bad)
+    expect_error(db, lambda: stub.ExtendLease(extend, timeout=RPC_TIMEOUT), INVALID, "extend_by")
+    ack = task_pb2.TaskAck(task_id=task_id, lease_token=leased.lease_token, failure=task_pb2.TaskFailure(
+        error=task_pb2.TaskError(type="E"), retry=True, retry_delay=bad))
+    expect_error(db, lambda: stub.Ack(task_service_pb2.AckRequest(acks=[ack]), timeout=RPC_TIMEOUT), INVALID,
+                 "acks[0].failure.retry_delay")
+    wait = task_service_pb2.GetResultRequest(task_id=task_id, wait=bad)
+    expect_error(db, lambda: stub.GetResult(wait, timeout=RPC_TIMEOUT), INVALID, "wait")
+    task = stub.GetTask(task_service_pb2.GetTaskRequest(task_id=task_id), timeout=RPC_TIMEOUT).task
+    assert (task.state, task.attempt) == (task_pb2.TASK_STATE_ACTIVE, 1)  # the refused calls changed nothing
+
+
+def test_get_result_checks_wait_before_looking_the_task_up(stub: task_service_pb2_grpc.TaskServiceStub,
+                                                           db: redis.Redis) -> None:
+    """An unknown task with a bad wait is INVALID_ARGUMENT (the request is wrong), not NOT_FOUND."""
+    request = task_service_pb2.GetResultRequest(task_id=WELL_FORMED, wait=Duration(nanos=1_000_000_000))
+    expect_error(db, lambda: stub.GetResult(request, timeout=RPC_TIMEOUT), INVALID, "wait")
+
+
+def test_long_error_texts_are_cut_not_refused(stub: task_service_pb2_grpc.TaskServiceStub) -> None:
+    """What task.proto promises: type 200, message and traceback 65,536 characters; "" becomes "Error"."""
+    ids = [t.id for t in submit(stub, Spec(name="t"), Spec(name="t"), Spec(name="t")).tasks]
+    leases = {t.task.id: t.lease_token for t in stub.Poll(task_service_pb2.PollRequest(
+        queues=["default"], max_tasks=3), timeout=RPC_TIMEOUT).tasks}
+    long_error = task_pb2.TaskError(type="T" * 300, message="m" * 70_000, traceback="é" * 70_000)
+    acks = [task_pb2.TaskAck(task_id=ids[0], lease_token=leases[ids[0]],
+                             failure=task_pb2.TaskFailure(error=long_error)),
+            task_pb2.TaskAck(task_id=ids[1], lease_token=leases[ids[1]], failure=task_pb2.TaskFailure()),
+            task_pb2.TaskAck(task_id=ids[2], lease_token=leases[ids[2]],
+                             result=task_pb2.TaskResult(data=b"1", content_type="x/" + "y" * 200))]
+    outcomes = stub.Ack(task_service_pb2.AckRequest(acks=acks), timeout=RPC_TIMEOUT).outcomes
+    assert [o.state for o in outcomes] == [task_pb2.TASK_STATE_FAILED, task_pb2.TASK_STATE_FAILED,
+                                           task_pb2.TASK_STATE_SUCCEEDED]
+    results = stub.GetResults(task_service_pb2.GetResultsRequest(task_ids=ids), timeout=RPC_TIMEOUT).results
+    error = results[0].error
+    assert (error.type, error.message, error.traceback) == ("T" * 200, "m" * 65_536, "é" * 65_536)
+    assert results[1].error.type == "Error"
+    assert results[2].result.content_type == ("x/" + "y" * 200)[:100]
 
 
 def test_cancel_of_finished_task(stub: task_service_pb2_grpc.TaskServiceStub, db: redis.Redis) -> None:
@@ -288,6 +375,8 @@ WELL_FORMED = "0" * 26  # a valid id (time 0, queue number 0)
     pytest.param({"task_ids": [WELL_FORMED], "wait": Duration(seconds=-1)}, "wait", "negative", id="negative-wait"),
     pytest.param({"task_ids": [WELL_FORMED], "wait": Duration(seconds=3600, nanos=1_000_000)}, "wait", "at most",
                  id="wait-over-an-hour"),
+    pytest.param({"task_ids": [WELL_FORMED], "wait": Duration(seconds=1, nanos=1_999_999_999)}, "wait", "nanos",
+                 id="wait-nanos-over"),
 ])
 def test_get_results_rejects(stub: task_service_pb2_grpc.TaskServiceStub, db: redis.Redis,
                              request_kwargs: dict[str, Any], field: str, named: str) -> None:
@@ -299,7 +388,7 @@ def test_get_results_rejects(stub: task_service_pb2_grpc.TaskServiceStub, db: re
 
 def test_get_results_of_unknown_ids_reports_unspecified(stub: task_service_pb2_grpc.TaskServiceStub) -> None:
     real = submit(stub, Spec(name="t")).tasks[0].id
-    unknown = [_sibling_id(real), "7ZZZZZZZZZZZZZZZZZZZZZZZZZ"]  # a known queue's number, and an unregistered one
+    unknown = [unknown_id_like(real), "7ZZZZZZZZZZZZZZZZZZZZZZZZZ"]  # a known queue's number, and an unregistered one
     resp = stub.GetResults(task_service_pb2.GetResultsRequest(task_ids=[unknown[0], real, unknown[1]]),
                            timeout=RPC_TIMEOUT)
     assert [r.task_id for r in resp.results] == [unknown[0], real, unknown[1]]
@@ -311,6 +400,7 @@ def test_get_results_of_unknown_ids_reports_unspecified(stub: task_service_pb2_g
     pytest.param(Duration(seconds=-1), "negative", id="negative"),
     pytest.param(Duration(nanos=-5), "negative", id="negative-nanos"),
     pytest.param(Duration(seconds=3601), "at most", id="over-an-hour"),
+    pytest.param(Duration(nanos=1_000_000_000), "nanos", id="nanos-one-second"),
 ])
 def test_submit_rejects_bad_wait_results(stub: task_service_pb2_grpc.TaskServiceStub, db: redis.Redis,
                                          wait: Duration, named: str) -> None:
@@ -328,3 +418,25 @@ def test_submit_with_zero_wait_results_answers_at_once(stub: task_service_pb2_gr
     assert [r.state for r in resp.results] == [task_pb2.TASK_STATE_QUEUED, task_pb2.TASK_STATE_SCHEDULED]
     plain = stub.Submit(task_service_pb2.SubmitRequest(tasks=[Spec(name="t")]), timeout=RPC_TIMEOUT)
     assert len(plain.results) == 0  # results only when asked for
+
+
+# -- the schedule service -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("schedule", "field"), [
+    pytest.param(schedule_service_pb2.Schedule(id="s", interval=Duration(seconds=60, nanos=1_000_000_000),
+                                               template=Spec(name="t")), "schedule.interval", id="interval-nanos"),
+    pytest.param(schedule_service_pb2.Schedule(id="s", interval=Duration(seconds=60), template=Spec(
+        name="t", timeout=Duration(seconds=10), soft_timeout=Duration(seconds=1, nanos=1_999_999_999))),
+                 "schedule.template.soft_timeout", id="template-soft-timeout-nanos"),
+    pytest.param(schedule_service_pb2.Schedule(id="s", interval=Duration(seconds=60), template=Spec(
+        name="t", retry=task_pb2.RetryPolicy(max_retries=1, initial_backoff=Duration(nanos=-1)))),
+                 "schedule.template.retry.initial_backoff", id="template-backoff-negative"),
+])
+def test_schedule_durations_name_the_field(channel: grpc.Channel, db: redis.Redis,
+                                           schedule: schedule_service_pb2.Schedule, field: str) -> None:
+    stub = schedule_service_pb2_grpc.ScheduleServiceStub(channel)
+    create = schedule_service_pb2.CreateScheduleRequest(schedule=schedule)
+    expect_error(db, lambda: stub.CreateSchedule(create, timeout=RPC_TIMEOUT), INVALID, field)
+    update = schedule_service_pb2.UpdateScheduleRequest(schedule=schedule, allow_missing=True)
+    expect_error(db, lambda: stub.UpdateSchedule(update, timeout=RPC_TIMEOUT), INVALID, field)

@@ -30,7 +30,7 @@ from conveyor import AsyncClient, Call, Client, NotFound, ResultTimeout, TaskSta
 from conveyor.errors import DeadlineExceeded, InvalidArgument, RPCError, mapped_rpc_errors
 from conveyor.pipeline import PipelineCallError, SyncPipeline
 from conveyor.v1 import task_pb2, task_service_pb2, task_service_pb2_grpc
-from tests.harness import Cluster, wait_for
+from tests.harness import Cluster, unknown_id_like, wait_for
 
 Spec = task_pb2.TaskSpec
 PipelineRequest = task_service_pb2.PipelineRequest
@@ -446,7 +446,7 @@ def test_sdk_calls_and_errors_are_the_same_on_both_paths(cluster: Cluster, sched
 
         with pytest.raises(ResultTimeout):
             client.run("t.wait_file", [str(gate), "slow"], timeout=0.3)
-        unknown = handles[0].id[:-1] + ("0" if handles[0].id[-1] != "0" else "1")
+        unknown = unknown_id_like(handles[0].id)
         with pytest.raises(NotFound, match=unknown):
             client.get_result(unknown)
         with pytest.raises(NotFound):
@@ -612,7 +612,7 @@ def test_async_client_many_concurrent_calls_on_one_stream(cluster: Cluster, sche
             # the same stream still serves a batch and an unknown id
             handles = await client.submit_many([Call("t.add", [i, 1]) for i in range(5)])
             assert await client.results(handles, timeout=30) == [1, 2, 3, 4, 5]
-            unknown = handles[0].id[:-1] + ("0" if handles[0].id[-1] != "0" else "1")
+            unknown = unknown_id_like(handles[0].id)
             with pytest.raises(NotFound):
                 await client.get_result(unknown)
             with pytest.raises(InvalidArgument, match=r"tasks\[0\]\.priority"):

@@ -13,7 +13,7 @@ from google.protobuf.duration_pb2 import Duration
 
 from conveyor import AsyncClient, Call, Client, NotFound, ResultTimeout, TaskFailed, TaskState
 from conveyor.v1 import task_pb2, task_service_pb2, task_service_pb2_grpc
-from tests.harness import Cluster, wait_for
+from tests.harness import Cluster, unknown_id_like, wait_for
 
 
 def test_wait_returns_when_the_task_completes(cluster: Cluster, scheduler: str, client: Client, tmp_path: Path) -> None:
@@ -140,7 +140,7 @@ def test_results_raises_the_first_failure_in_order(cluster: Cluster, scheduler: 
 
 def test_results_of_an_unknown_id_raise_not_found(scheduler: str, client: Client) -> None:
     real = client.submit("t.add", [1, 2])  # nobody runs it: it stays QUEUED
-    unknown = real.id[:-1] + ("0" if real.id[-1] != "0" else "1")
+    unknown = unknown_id_like(real.id)
     responses = client.wait_many([unknown], timeout=5)  # an unknown task counts as settled: no waiting
     assert [(r.task_id, r.state) for r in responses] == [(unknown, task_pb2.TASK_STATE_UNSPECIFIED)]
     with pytest.raises(NotFound, match=unknown):
@@ -175,7 +175,7 @@ def test_async_run_results_and_wait_many(cluster: Cluster, scheduler: str, tmp_p
             assert await client.results(handles, timeout=30) == [2 * i for i in range(20)]
             responses = await client.wait_many([h.id for h in handles[:3]], timeout=30)
             assert [r.task_id for r in responses] == [h.id for h in handles[:3]]
-            unknown = handles[0].id[:-1] + ("0" if handles[0].id[-1] != "0" else "1")
+            unknown = unknown_id_like(handles[0].id)
             with pytest.raises(NotFound):
                 await client.results([unknown])
             gate.touch()

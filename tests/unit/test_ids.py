@@ -14,6 +14,7 @@ from conveyor_scheduler.ids import (
     MAX_QUEUE_CODE,
     BadTaskId,
     _encode,
+    _mint,
     new_task_id,
     new_task_ids,
     parse_task_id,
@@ -42,9 +43,46 @@ def test_default_time_is_now() -> None:
     assert before <= ms <= after
 
 
-def test_ids_are_random_within_one_millisecond() -> None:
+def test_ids_are_unique_within_one_millisecond() -> None:
     ids = {new_task_id(1, 1000) for _ in range(1000)}
     assert len(ids) == 1000
+
+
+def test_a_batch_in_one_millisecond_is_in_request_order() -> None:
+    ids = new_task_ids(3, 10_000, 1_700_000_000_000)
+    assert ids == sorted(ids)
+    assert len(set(ids)) == 10_000
+    assert {parse_task_id(i) for i in ids} == {(1_700_000_000_000, 3)}
+
+
+def test_later_calls_in_the_same_millisecond_sort_after_earlier_ones() -> None:
+    ms = 1_700_000_000_500
+    calls = [new_task_ids(8, n, ms) for n in (1, 1500, 1, 700)] + [[new_task_id(8, ms)]]
+    ids = [i for call in calls for i in call]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids) == 2203
+    later = new_task_ids(8, 5, ms + 1)  # a new millisecond starts at a fresh random point
+    assert min(later) > max(ids)
+
+
+def test_queues_count_up_independently() -> None:
+    ms = 1_700_000_000_900
+    a1, b, a2 = new_task_ids(10, 3, ms), new_task_ids(11, 3, ms), new_task_ids(10, 3, ms)
+    assert a1 + a2 == sorted(a1 + a2)
+    assert b == sorted(b)
+    assert {parse_task_id(i)[1] for i in a1 + a2} == {10}
+
+
+@pytest.mark.parametrize("low", [0, 1023, 1024 - 5, (1 << 20) - 3, (1 << 63) - 2, (1 << 64) - 2000])
+def test_counting_across_character_boundaries(low: int) -> None:
+    """A carry out of the last 10 bits changes earlier characters: every id still matches
+    the per-character definition, and the run stays sorted."""
+    for ms, code in ((1_700_000_000_000, 5), (MAX_MS, MAX_QUEUE_CODE)):
+        ids = _mint(ms, code, low, 1999)  # ends at most at the largest 64-bit value
+        assert ids == sorted(ids)
+        assert [parse_task_id(i) for i in ids] == [(ms, code)] * 1999
+        for i, task_id in enumerate(ids):
+            assert task_id == _reference_encode((ms << 80) | (code << 64) | (low + i))
 
 
 def test_ids_sort_by_time_whatever_the_queue() -> None:

@@ -14,6 +14,7 @@ from conveyor_scheduler.errors import InvalidArgument
 from conveyor_scheduler.ids import new_task_id
 from conveyor_scheduler.routing import Router
 from conveyor_scheduler.validation import (
+    MAX_DELAY_MS,
     NewTask,
     check_name,
     check_queue,
@@ -117,6 +118,16 @@ def test_zero_countdown_runs_now() -> None:
     assert "eta" not in as_dict(task)
 
 
+def test_eta_and_countdown_share_one_maximum() -> None:
+    check(Spec(name="t", eta=ts(NOW + MAX_DELAY_MS)))
+    check(Spec(name="t", countdown=dur(MAX_DELAY_MS)))
+    assert MAX_DELAY_MS == 360 * 86_400_000
+    err = fails(Spec(name="t", eta=ts(NOW + MAX_DELAY_MS + 1)), "tasks[0].eta")
+    assert "at most 360 days in the future" in str(err)
+    fails(Spec(name="t", countdown=dur(MAX_DELAY_MS + 1)), "tasks[0].countdown")
+    fails(Spec(name="t", eta=Timestamp(seconds=253402300799)), "tasks[0].eta")  # year 9999
+
+
 def test_past_eta_runs_now() -> None:
     task = check(Spec(name="t", eta=ts(NOW - 1_000)))
     assert task.due_ms == NOW - 1_000
@@ -176,6 +187,16 @@ def test_limits_at_the_edges_are_accepted() -> None:
      "tasks[0].retry.max_backoff"),
     (Spec(name="t", retry=task_pb2.RetryPolicy(initial_backoff=Duration(seconds=-1))),
      "tasks[0].retry.initial_backoff"),
+    (Spec(name="t", timeout=Duration(seconds=1, nanos=1_999_999_999)), "tasks[0].timeout"),
+    (Spec(name="t", timeout=Duration(seconds=1, nanos=-1)), "tasks[0].timeout"),
+    (Spec(name="t", soft_timeout=Duration(nanos=1_000_000_000)), "tasks[0].soft_timeout"),
+    (Spec(name="t", countdown=Duration(nanos=1_000_000_000)), "tasks[0].countdown"),
+    (Spec(name="t", idempotency_key="k", idempotency_window=Duration(seconds=5, nanos=2**31 - 1)),
+     "tasks[0].idempotency_window"),
+    (Spec(name="t", retry=task_pb2.RetryPolicy(initial_backoff=Duration(nanos=1_000_000_000))),
+     "tasks[0].retry.initial_backoff"),
+    (Spec(name="t", retry=task_pb2.RetryPolicy(max_backoff=Duration(seconds=-1, nanos=5))),
+     "tasks[0].retry.max_backoff"),
     (Spec(name="t", headers={"": "v"}), "tasks[0].headers"),
     (Spec(name="t", headers={"k" * 129: "v"}), "tasks[0].headers"),
     (Spec(name="t", headers={f"h{i}": "v" for i in range(65)}), "tasks[0].headers"),
@@ -236,6 +257,18 @@ def test_duration_ms() -> None:
         duration_ms(Duration(nanos=11_000_000), "d", minimum=0, maximum=10)
     with pytest.raises(InvalidArgument, match="negative"):
         duration_ms(Duration(nanos=-1), "d", minimum=0, maximum=10)
+    with pytest.raises(InvalidArgument, match="negative"):
+        duration_ms(Duration(seconds=2, nanos=-1), "d", minimum=0, maximum=10_000)
+
+
+@pytest.mark.parametrize("nanos", [1_000_000_000, 1_999_999_999, 2**31 - 1])
+def test_duration_nanos_out_of_range_are_refused(nanos: int) -> None:
+    """Not normalized: 1 s + 1,999,999,999 ns would otherwise be read as 2.999 s."""
+    with pytest.raises(InvalidArgument) as info:
+        duration_ms(Duration(seconds=1, nanos=nanos), "tasks[0].timeout", minimum=0, maximum=10**9)
+    assert info.value.field == "tasks[0].timeout"
+    assert str(info.value) == f"tasks[0].timeout: nanos must be 0 to 999,999,999, got {nanos:,}"
+    assert duration_ms(Duration(seconds=1, nanos=999_999_999), "d", minimum=0, maximum=10**9) == 1_999
 
 
 def test_timestamp_ms() -> None:

@@ -22,7 +22,7 @@ from croniter import CroniterBadDateError, CroniterError, croniter
 
 from conveyor.v1 import schedule_service_pb2, task_pb2
 from conveyor_scheduler.errors import InvalidArgument
-from conveyor_scheduler.validation import timestamp_ms
+from conveyor_scheduler.validation import check_duration, timestamp_ms
 
 Schedule = schedule_service_pb2.Schedule
 ID_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
@@ -229,6 +229,7 @@ def check_schedule(msg: Schedule, at: str, *, now_ms: int) -> ScheduleDef:
         iv = msg.interval
         if iv.seconds < 0 or iv.nanos < 0 or (iv.seconds == 0 and iv.nanos == 0):
             raise InvalidArgument(f"{at}.interval", f"must be positive, got {iv.seconds + iv.nanos / 1e9:g}s")
+        check_duration(iv, f"{at}.interval")
         interval_ms = iv.seconds * 1000 + iv.nanos // 1_000_000
         if interval_ms < 1:
             raise InvalidArgument(f"{at}.interval", "must be at least 1 ms")

@@ -8,7 +8,6 @@ import signal
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -20,6 +19,7 @@ from conveyor_scheduler import telemetry
 from conveyor_scheduler.config import SchedulerConfig
 from conveyor_scheduler.core import Core
 from conveyor_scheduler.grpc_glue import add_servicer
+from conveyor_scheduler.reflection import enable_reflection
 from conveyor_scheduler.servicers.admin_service import AdminService
 from conveyor_scheduler.servicers.schedule_service import ScheduleService
 from conveyor_scheduler.servicers.task_service import TaskService
@@ -61,8 +61,7 @@ class SchedulerServer:
         add_servicer(self.server, ScheduleService(self.core),
                      schedule_service_pb2.DESCRIPTOR.services_by_name["ScheduleService"])
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME),
-                                            self.server)
+        enable_reflection(self.server, (*SERVICE_NAMES, health.SERVICE_NAME))  # as grpc.reflection.v1 and v1alpha
         self.port = self.server.add_insecure_port(f"{config.host}:{config.port}")
 
     async def start(self) -> None:

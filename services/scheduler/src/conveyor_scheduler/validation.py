@@ -26,6 +26,9 @@ RATE_RE = re.compile(r"(\d{1,7})\s*/\s*(s|sec|second|m|min|minute|h|hour)")
 RATE_PERIOD_MS = {"s": 1000, "sec": 1000, "second": 1000, "m": 60_000, "min": 60_000, "minute": 60_000,
                   "h": 3_600_000, "hour": 3_600_000}
 MAX_WINDOW_MS = 30 * 24 * 3600 * 1000
+MAX_DELAY_MS = 12 * MAX_WINDOW_MS
+"""How far in the future a task may be due (360 days): the bound of countdown and eta alike."""
+MAX_NANOS = 999_999_999
 
 
 @dataclass(slots=True)
@@ -83,11 +86,20 @@ def parse_rate(value: str, field: str) -> str:
     return f"{int(match.group(1))}/{RATE_PERIOD_MS[match.group(2)]}"
 
 
-def duration_ms(msg: object, field: str, *, minimum: int, maximum: int) -> int:
+def check_duration(msg: object, field: str) -> None:
+    """Refuses a Duration that is negative or not normalized: protobuf allows nanos only in
+    -999,999,999..999,999,999, and a larger value would silently add whole seconds."""
     seconds, nanos = msg.seconds, msg.nanos  # type: ignore[attr-defined]
     if seconds < 0 or nanos < 0:
         raise InvalidArgument(field, "must not be negative")
-    ms = seconds * 1000 + nanos // 1_000_000
+    if nanos > MAX_NANOS:
+        raise InvalidArgument(field, f"nanos must be 0 to {MAX_NANOS:,}, got {nanos:,}")
+
+
+def duration_ms(msg: object, field: str, *, minimum: int, maximum: int) -> int:
+    """A request's Duration in whole ms (sub-ms parts are dropped), within [minimum, maximum]."""
+    check_duration(msg, field)
+    ms = msg.seconds * 1000 + msg.nanos // 1_000_000  # type: ignore[attr-defined]
     if ms < minimum:
         raise InvalidArgument(field, f"must be at least {minimum} ms")
     if ms > maximum:
@@ -173,9 +185,13 @@ def _due_ms(spec: task_pb2.TaskSpec, at: str, now_ms: int) -> int:
     if spec.HasField("eta") and spec.HasField("countdown"):
         raise InvalidArgument(f"{at}.countdown", "set either eta or countdown, not both")
     if spec.HasField("eta"):
-        return timestamp_ms(spec.eta, f"{at}.eta")  # a past eta simply runs now
+        eta = timestamp_ms(spec.eta, f"{at}.eta")  # a past eta simply runs now
+        if eta > now_ms + MAX_DELAY_MS:
+            raise InvalidArgument(f"{at}.eta", f"must be at most {MAX_DELAY_MS // 86_400_000} days in the future "
+                                  f"(as countdown), got {(eta - now_ms) / 86_400_000:,.1f} days")
+        return eta
     if spec.HasField("countdown"):
-        return now_ms + duration_ms(spec.countdown, f"{at}.countdown", minimum=0, maximum=MAX_WINDOW_MS * 12)
+        return now_ms + duration_ms(spec.countdown, f"{at}.countdown", minimum=0, maximum=MAX_DELAY_MS)
     return 0
 
 

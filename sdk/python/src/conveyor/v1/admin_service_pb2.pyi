@@ -27,8 +27,9 @@ class ListDeadLettersRequest(_message.Message):
     LIMIT_FIELD_NUMBER: _builtins.int
     OFFSET_FIELD_NUMBER: _builtins.int
     queue: _builtins.str
+    """1-64 chars of [A-Za-z0-9_.-]; a queue without dead letters lists none."""
     limit: _builtins.int
-    """1 to 1,000 (default 100)."""
+    """0 to 1,000; 0 (unset) means 100."""
     offset: _builtins.int
     """Number of dead letters to skip."""
     def __init__(
@@ -81,7 +82,10 @@ class RequeueDeadLettersRequest(_message.Message):
     all: _builtins.bool
     @_builtins.property
     def task_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """The dead letters to requeue; empty with all=true means every one."""
+        """The dead letters to requeue: 1 to 10,000 ids of tasks of this queue; ids that
+        are not dead letters (any more) are skipped. Empty with all=true means every
+        one; set exactly one of the two.
+        """
 
     def __init__(
         self,
@@ -104,6 +108,7 @@ class RequeueDeadLettersResponse(_message.Message):
 
     REQUEUED_FIELD_NUMBER: _builtins.int
     requeued: _builtins.int
+    """Dead letters requeued by this call."""
     def __init__(
         self,
         *,
@@ -128,7 +133,9 @@ class PurgeDeadLettersRequest(_message.Message):
     all: _builtins.bool
     @_builtins.property
     def task_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """The dead letters to delete; empty with all=true means every one."""
+        """The dead letters to delete, as RequeueDeadLettersRequest.task_ids (1 to
+        10,000 ids, or empty with all=true for every one).
+        """
 
     def __init__(
         self,
@@ -151,6 +158,7 @@ class PurgeDeadLettersResponse(_message.Message):
 
     PURGED_FIELD_NUMBER: _builtins.int
     purged: _builtins.int
+    """Dead letters deleted by this call."""
     def __init__(
         self,
         *,

@@ -28,6 +28,15 @@ if _version_not_supported:
 class AdminServiceStub:
     """AdminService is inspection and repair: dead letters now; queue stats, workers
     and task search join it later.
+
+    Errors:
+    - INVALID_ARGUMENT: a field breaks its rule (the message starts with the
+    field's path, e.g. "task_ids[2]: ..."), including a task id of another queue.
+    - NOT_FOUND (Requeue, Purge): a task id names a queue this scheduler has
+    never known.
+    - UNAVAILABLE: the scheduler cannot reach Redis (down, restarting, or still
+    loading its data), or is gone. Retry with backoff: every RPC here is safe to
+    repeat (a dead letter already requeued or purged is skipped).
     """
 
     def __init__(self, channel):
@@ -56,17 +65,28 @@ class AdminServiceStub:
 class AdminServiceServicer:
     """AdminService is inspection and repair: dead letters now; queue stats, workers
     and task search join it later.
+
+    Errors:
+    - INVALID_ARGUMENT: a field breaks its rule (the message starts with the
+    field's path, e.g. "task_ids[2]: ..."), including a task id of another queue.
+    - NOT_FOUND (Requeue, Purge): a task id names a queue this scheduler has
+    never known.
+    - UNAVAILABLE: the scheduler cannot reach Redis (down, restarting, or still
+    loading its data), or is gone. Retry with backoff: every RPC here is safe to
+    repeat (a dead letter already requeued or purged is skipped).
     """
 
     def ListDeadLetters(self, request, context):
-        """List a queue's dead letters, oldest first.
+        """List a queue's dead letters, oldest first (by the time they died).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RequeueDeadLetters(self, request, context):
-        """Send dead letters back to their queue for a fresh set of attempts.
+        """Send dead letters back to the back of their priority list, QUEUED, for a fresh
+        set of attempts: attempt restarts at 0 (the next lease is attempt 1, with all
+        of max_retries ahead) and the last error, worker and times are cleared.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -108,6 +128,15 @@ def add_AdminServiceServicer_to_server(servicer, server):
 class AdminService:
     """AdminService is inspection and repair: dead letters now; queue stats, workers
     and task search join it later.
+
+    Errors:
+    - INVALID_ARGUMENT: a field breaks its rule (the message starts with the
+    field's path, e.g. "task_ids[2]: ..."), including a task id of another queue.
+    - NOT_FOUND (Requeue, Purge): a task id names a queue this scheduler has
+    never known.
+    - UNAVAILABLE: the scheduler cannot reach Redis (down, restarting, or still
+    loading its data), or is gone. Retry with backoff: every RPC here is safe to
+    repeat (a dead letter already requeued or purged is skipped).
     """
 
     @staticmethod

@@ -29,6 +29,15 @@ GRPC_VERSION: str
 class AdminServiceStub:
     """AdminService is inspection and repair: dead letters now; queue stats, workers
     and task search join it later.
+
+    Errors:
+    - INVALID_ARGUMENT: a field breaks its rule (the message starts with the
+      field's path, e.g. "task_ids[2]: ..."), including a task id of another queue.
+    - NOT_FOUND (Requeue, Purge): a task id names a queue this scheduler has
+      never known.
+    - UNAVAILABLE: the scheduler cannot reach Redis (down, restarting, or still
+      loading its data), or is gone. Retry with backoff: every RPC here is safe to
+      repeat (a dead letter already requeued or purged is skipped).
     """
 
     @_typing.overload
@@ -36,9 +45,12 @@ class AdminServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> AdminServiceAsyncStub: ...
     ListDeadLetters: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListDeadLettersRequest, _admin_service_pb2.ListDeadLettersResponse]
-    """List a queue's dead letters, oldest first."""
+    """List a queue's dead letters, oldest first (by the time they died)."""
     RequeueDeadLetters: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.RequeueDeadLettersRequest, _admin_service_pb2.RequeueDeadLettersResponse]
-    """Send dead letters back to their queue for a fresh set of attempts."""
+    """Send dead letters back to the back of their priority list, QUEUED, for a fresh
+    set of attempts: attempt restarts at 0 (the next lease is attempt 1, with all
+    of max_retries ahead) and the last error, worker and times are cleared.
+    """
     PurgeDeadLetters: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.PurgeDeadLettersRequest, _admin_service_pb2.PurgeDeadLettersResponse]
     """Delete dead letters for good."""
 
@@ -46,19 +58,40 @@ class AdminServiceStub:
 class AdminServiceAsyncStub(AdminServiceStub):
     """AdminService is inspection and repair: dead letters now; queue stats, workers
     and task search join it later.
+
+    Errors:
+    - INVALID_ARGUMENT: a field breaks its rule (the message starts with the
+      field's path, e.g. "task_ids[2]: ..."), including a task id of another queue.
+    - NOT_FOUND (Requeue, Purge): a task id names a queue this scheduler has
+      never known.
+    - UNAVAILABLE: the scheduler cannot reach Redis (down, restarting, or still
+      loading its data), or is gone. Retry with backoff: every RPC here is safe to
+      repeat (a dead letter already requeued or purged is skipped).
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     ListDeadLetters: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListDeadLettersRequest, _admin_service_pb2.ListDeadLettersResponse]  # type: ignore[assignment]
-    """List a queue's dead letters, oldest first."""
+    """List a queue's dead letters, oldest first (by the time they died)."""
     RequeueDeadLetters: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.RequeueDeadLettersRequest, _admin_service_pb2.RequeueDeadLettersResponse]  # type: ignore[assignment]
-    """Send dead letters back to their queue for a fresh set of attempts."""
+    """Send dead letters back to the back of their priority list, QUEUED, for a fresh
+    set of attempts: attempt restarts at 0 (the next lease is attempt 1, with all
+    of max_retries ahead) and the last error, worker and times are cleared.
+    """
     PurgeDeadLetters: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.PurgeDeadLettersRequest, _admin_service_pb2.PurgeDeadLettersResponse]  # type: ignore[assignment]
     """Delete dead letters for good."""
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """AdminService is inspection and repair: dead letters now; queue stats, workers
     and task search join it later.
+
+    Errors:
+    - INVALID_ARGUMENT: a field breaks its rule (the message starts with the
+      field's path, e.g. "task_ids[2]: ..."), including a task id of another queue.
+    - NOT_FOUND (Requeue, Purge): a task id names a queue this scheduler has
+      never known.
+    - UNAVAILABLE: the scheduler cannot reach Redis (down, restarting, or still
+      loading its data), or is gone. Retry with backoff: every RPC here is safe to
+      repeat (a dead letter already requeued or purged is skipped).
     """
 
     @_abc_1.abstractmethod
@@ -67,7 +100,7 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_service_pb2.ListDeadLettersRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_service_pb2.ListDeadLettersResponse, _abc.Awaitable[_admin_service_pb2.ListDeadLettersResponse]]:
-        """List a queue's dead letters, oldest first."""
+        """List a queue's dead letters, oldest first (by the time they died)."""
 
     @_abc_1.abstractmethod
     def RequeueDeadLetters(
@@ -75,7 +108,10 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_service_pb2.RequeueDeadLettersRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_service_pb2.RequeueDeadLettersResponse, _abc.Awaitable[_admin_service_pb2.RequeueDeadLettersResponse]]:
-        """Send dead letters back to their queue for a fresh set of attempts."""
+        """Send dead letters back to the back of their priority list, QUEUED, for a fresh
+        set of attempts: attempt restarts at 0 (the next lease is attempt 1, with all
+        of max_retries ahead) and the last error, worker and times are cleared.
+        """
 
     @_abc_1.abstractmethod
     def PurgeDeadLetters(

@@ -86,10 +86,12 @@ class CronTrigger(_message.Message):
     expression: _builtins.str
     """Five fields "minute hour day-of-month month day-of-week", or six with
     seconds first ("*/10 * * * * *"); names (mon, jan), ranges, steps, L, W
-    and # as croniter parses them, or @hourly/@daily/@weekly/@monthly/@yearly.
+    and # as croniter parses them, or @hourly/@daily/@weekly/@monthly/@yearly
+    (also @annually, @midnight). At most 256 characters; one that never fires is
+    refused.
     """
     time_zone: _builtins.str
-    """IANA time zone, e.g. "Europe/Berlin"; empty means UTC. Daylight-saving
+    """IANA time zone, e.g. "Europe/Berlin", at most 64 characters; empty means UTC. Daylight-saving
     transitions follow croniter: a wall time skipped by a spring-forward fires
     at the end of the gap, one repeated by a fall-back fires at both instants.
     """
@@ -146,8 +148,8 @@ class Schedule(_message.Message):
     """Why the last firing could not be submitted, if it could not."""
     @_builtins.property
     def interval(self) -> _duration_pb2.Duration:
-        """Every interval (> 0), at start_time + k * interval; without start_time
-        the first firing is one interval after creation.
+        """Every interval, 1 ms to 3,660 days, at start_time + k * interval;
+        without start_time the first firing is one interval after creation.
         """
 
     @_builtins.property
@@ -163,9 +165,11 @@ class Schedule(_message.Message):
     @_builtins.property
     def template(self) -> _task_pb2.TaskSpec:
         """The task each firing submits. It goes through the normal submit path
-        (validation, routing). idempotency_key, idempotency_window, eta and
-        expires_at must be unset: every firing sets its own key. Each firing
-        also carries the headers conveyor-schedule-id and conveyor-fire-time.
+        (validation, routing) and is validated as such on create and update.
+        idempotency_key, idempotency_window, eta and expires_at must be unset:
+        every firing sets its own key and runs at its fire time. Each firing
+        also carries the headers conveyor-schedule-id and conveyor-fire-time
+        (they count toward TaskSpec.headers' limits).
         """
 
     @_builtins.property
@@ -459,7 +463,7 @@ class ListSchedulesRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
-    """1 to 1000; 0 means 100."""
+    """0 to 1,000; 0 (unset) means 100."""
     page_token: _builtins.str
     """next_page_token of the previous page; empty for the first page."""
     def __init__(

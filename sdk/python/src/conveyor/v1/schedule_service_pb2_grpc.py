@@ -32,6 +32,16 @@ class ScheduleServiceStub:
     key "SCHEDULE_ID@FIRE_TIME" (fire time in UTC, e.g.
     "nightly@2026-03-29T01:00:00.000Z"), so a leader failover never submits the
     same fire time twice.
+
+    Errors every RPC can return, besides those listed per RPC:
+    - INVALID_ARGUMENT: a field breaks its rule; the message starts with the
+    field's path, e.g. "schedule.interval: ..." or "schedule.template.timeout:
+    ..." (the template is checked as Submit checks a task). Nothing is changed.
+    - NOT_FOUND: no schedule has the given id (all RPCs but Create and List).
+    - UNAVAILABLE: the scheduler cannot reach Redis (down, restarting, or still
+    loading its data), or is gone. Retry with backoff; every RPC here is safe to
+    retry (a Create or Delete whose first try went through then reports
+    ALREADY_EXISTS or NOT_FOUND).
     """
 
     def __init__(self, channel):
@@ -84,6 +94,16 @@ class ScheduleServiceServicer:
     key "SCHEDULE_ID@FIRE_TIME" (fire time in UTC, e.g.
     "nightly@2026-03-29T01:00:00.000Z"), so a leader failover never submits the
     same fire time twice.
+
+    Errors every RPC can return, besides those listed per RPC:
+    - INVALID_ARGUMENT: a field breaks its rule; the message starts with the
+    field's path, e.g. "schedule.interval: ..." or "schedule.template.timeout:
+    ..." (the template is checked as Submit checks a task). Nothing is changed.
+    - NOT_FOUND: no schedule has the given id (all RPCs but Create and List).
+    - UNAVAILABLE: the scheduler cannot reach Redis (down, restarting, or still
+    loading its data), or is gone. Retry with backoff; every RPC here is safe to
+    retry (a Create or Delete whose first try went through then reports
+    ALREADY_EXISTS or NOT_FOUND).
     """
 
     def CreateSchedule(self, request, context):
@@ -95,6 +115,7 @@ class ScheduleServiceServicer:
 
     def UpdateSchedule(self, request, context):
         """Replace a schedule's definition; the change applies from the next firing.
+        ABORTED when concurrent changes to the same schedule kept winning (retry).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -108,7 +129,7 @@ class ScheduleServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def PauseSchedule(self, request, context):
-        """Stop firing until resumed (idempotent).
+        """Stop firing until resumed (idempotent). ABORTED as for UpdateSchedule.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -116,6 +137,7 @@ class ScheduleServiceServicer:
 
     def ResumeSchedule(self, request, context):
         """Fire again from the next fire time after now; the paused time is not caught up.
+        Idempotent. ABORTED as for UpdateSchedule.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -188,6 +210,16 @@ class ScheduleService:
     key "SCHEDULE_ID@FIRE_TIME" (fire time in UTC, e.g.
     "nightly@2026-03-29T01:00:00.000Z"), so a leader failover never submits the
     same fire time twice.
+
+    Errors every RPC can return, besides those listed per RPC:
+    - INVALID_ARGUMENT: a field breaks its rule; the message starts with the
+    field's path, e.g. "schedule.interval: ..." or "schedule.template.timeout:
+    ..." (the template is checked as Submit checks a task). Nothing is changed.
+    - NOT_FOUND: no schedule has the given id (all RPCs but Create and List).
+    - UNAVAILABLE: the scheduler cannot reach Redis (down, restarting, or still
+    loading its data), or is gone. Retry with backoff; every RPC here is safe to
+    retry (a Create or Delete whose first try went through then reports
+    ALREADY_EXISTS or NOT_FOUND).
     """
 
     @staticmethod

@@ -33,6 +33,16 @@ class ScheduleServiceStub:
     key "SCHEDULE_ID@FIRE_TIME" (fire time in UTC, e.g.
     "nightly@2026-03-29T01:00:00.000Z"), so a leader failover never submits the
     same fire time twice.
+
+    Errors every RPC can return, besides those listed per RPC:
+    - INVALID_ARGUMENT: a field breaks its rule; the message starts with the
+      field's path, e.g. "schedule.interval: ..." or "schedule.template.timeout:
+      ..." (the template is checked as Submit checks a task). Nothing is changed.
+    - NOT_FOUND: no schedule has the given id (all RPCs but Create and List).
+    - UNAVAILABLE: the scheduler cannot reach Redis (down, restarting, or still
+      loading its data), or is gone. Retry with backoff; every RPC here is safe to
+      retry (a Create or Delete whose first try went through then reports
+      ALREADY_EXISTS or NOT_FOUND).
     """
 
     @_typing.overload
@@ -42,13 +52,17 @@ class ScheduleServiceStub:
     CreateSchedule: _grpc.UnaryUnaryMultiCallable[_schedule_service_pb2.CreateScheduleRequest, _schedule_service_pb2.CreateScheduleResponse]
     """Create a schedule (ALREADY_EXISTS when the id is taken)."""
     UpdateSchedule: _grpc.UnaryUnaryMultiCallable[_schedule_service_pb2.UpdateScheduleRequest, _schedule_service_pb2.UpdateScheduleResponse]
-    """Replace a schedule's definition; the change applies from the next firing."""
+    """Replace a schedule's definition; the change applies from the next firing.
+    ABORTED when concurrent changes to the same schedule kept winning (retry).
+    """
     DeleteSchedule: _grpc.UnaryUnaryMultiCallable[_schedule_service_pb2.DeleteScheduleRequest, _schedule_service_pb2.DeleteScheduleResponse]
     """Delete a schedule; it never fires again."""
     PauseSchedule: _grpc.UnaryUnaryMultiCallable[_schedule_service_pb2.PauseScheduleRequest, _schedule_service_pb2.PauseScheduleResponse]
-    """Stop firing until resumed (idempotent)."""
+    """Stop firing until resumed (idempotent). ABORTED as for UpdateSchedule."""
     ResumeSchedule: _grpc.UnaryUnaryMultiCallable[_schedule_service_pb2.ResumeScheduleRequest, _schedule_service_pb2.ResumeScheduleResponse]
-    """Fire again from the next fire time after now; the paused time is not caught up."""
+    """Fire again from the next fire time after now; the paused time is not caught up.
+    Idempotent. ABORTED as for UpdateSchedule.
+    """
     GetSchedule: _grpc.UnaryUnaryMultiCallable[_schedule_service_pb2.GetScheduleRequest, _schedule_service_pb2.GetScheduleResponse]
     """Read one schedule with its next and last fire times."""
     ListSchedules: _grpc.UnaryUnaryMultiCallable[_schedule_service_pb2.ListSchedulesRequest, _schedule_service_pb2.ListSchedulesResponse]
@@ -62,19 +76,33 @@ class ScheduleServiceAsyncStub(ScheduleServiceStub):
     key "SCHEDULE_ID@FIRE_TIME" (fire time in UTC, e.g.
     "nightly@2026-03-29T01:00:00.000Z"), so a leader failover never submits the
     same fire time twice.
+
+    Errors every RPC can return, besides those listed per RPC:
+    - INVALID_ARGUMENT: a field breaks its rule; the message starts with the
+      field's path, e.g. "schedule.interval: ..." or "schedule.template.timeout:
+      ..." (the template is checked as Submit checks a task). Nothing is changed.
+    - NOT_FOUND: no schedule has the given id (all RPCs but Create and List).
+    - UNAVAILABLE: the scheduler cannot reach Redis (down, restarting, or still
+      loading its data), or is gone. Retry with backoff; every RPC here is safe to
+      retry (a Create or Delete whose first try went through then reports
+      ALREADY_EXISTS or NOT_FOUND).
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateSchedule: _aio.UnaryUnaryMultiCallable[_schedule_service_pb2.CreateScheduleRequest, _schedule_service_pb2.CreateScheduleResponse]  # type: ignore[assignment]
     """Create a schedule (ALREADY_EXISTS when the id is taken)."""
     UpdateSchedule: _aio.UnaryUnaryMultiCallable[_schedule_service_pb2.UpdateScheduleRequest, _schedule_service_pb2.UpdateScheduleResponse]  # type: ignore[assignment]
-    """Replace a schedule's definition; the change applies from the next firing."""
+    """Replace a schedule's definition; the change applies from the next firing.
+    ABORTED when concurrent changes to the same schedule kept winning (retry).
+    """
     DeleteSchedule: _aio.UnaryUnaryMultiCallable[_schedule_service_pb2.DeleteScheduleRequest, _schedule_service_pb2.DeleteScheduleResponse]  # type: ignore[assignment]
     """Delete a schedule; it never fires again."""
     PauseSchedule: _aio.UnaryUnaryMultiCallable[_schedule_service_pb2.PauseScheduleRequest, _schedule_service_pb2.PauseScheduleResponse]  # type: ignore[assignment]
-    """Stop firing until resumed (idempotent)."""
+    """Stop firing until resumed (idempotent). ABORTED as for UpdateSchedule."""
     ResumeSchedule: _aio.UnaryUnaryMultiCallable[_schedule_service_pb2.ResumeScheduleRequest, _schedule_service_pb2.ResumeScheduleResponse]  # type: ignore[assignment]
-    """Fire again from the next fire time after now; the paused time is not caught up."""
+    """Fire again from the next fire time after now; the paused time is not caught up.
+    Idempotent. ABORTED as for UpdateSchedule.
+    """
     GetSchedule: _aio.UnaryUnaryMultiCallable[_schedule_service_pb2.GetScheduleRequest, _schedule_service_pb2.GetScheduleResponse]  # type: ignore[assignment]
     """Read one schedule with its next and last fire times."""
     ListSchedules: _aio.UnaryUnaryMultiCallable[_schedule_service_pb2.ListSchedulesRequest, _schedule_service_pb2.ListSchedulesResponse]  # type: ignore[assignment]
@@ -87,6 +115,16 @@ class ScheduleServiceServicer(metaclass=_abc_1.ABCMeta):
     key "SCHEDULE_ID@FIRE_TIME" (fire time in UTC, e.g.
     "nightly@2026-03-29T01:00:00.000Z"), so a leader failover never submits the
     same fire time twice.
+
+    Errors every RPC can return, besides those listed per RPC:
+    - INVALID_ARGUMENT: a field breaks its rule; the message starts with the
+      field's path, e.g. "schedule.interval: ..." or "schedule.template.timeout:
+      ..." (the template is checked as Submit checks a task). Nothing is changed.
+    - NOT_FOUND: no schedule has the given id (all RPCs but Create and List).
+    - UNAVAILABLE: the scheduler cannot reach Redis (down, restarting, or still
+      loading its data), or is gone. Retry with backoff; every RPC here is safe to
+      retry (a Create or Delete whose first try went through then reports
+      ALREADY_EXISTS or NOT_FOUND).
     """
 
     @_abc_1.abstractmethod
@@ -103,7 +141,9 @@ class ScheduleServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _schedule_service_pb2.UpdateScheduleRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_schedule_service_pb2.UpdateScheduleResponse, _abc.Awaitable[_schedule_service_pb2.UpdateScheduleResponse]]:
-        """Replace a schedule's definition; the change applies from the next firing."""
+        """Replace a schedule's definition; the change applies from the next firing.
+        ABORTED when concurrent changes to the same schedule kept winning (retry).
+        """
 
     @_abc_1.abstractmethod
     def DeleteSchedule(
@@ -119,7 +159,7 @@ class ScheduleServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _schedule_service_pb2.PauseScheduleRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_schedule_service_pb2.PauseScheduleResponse, _abc.Awaitable[_schedule_service_pb2.PauseScheduleResponse]]:
-        """Stop firing until resumed (idempotent)."""
+        """Stop firing until resumed (idempotent). ABORTED as for UpdateSchedule."""
 
     @_abc_1.abstractmethod
     def ResumeSchedule(
@@ -127,7 +167,9 @@ class ScheduleServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _schedule_service_pb2.ResumeScheduleRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_schedule_service_pb2.ResumeScheduleResponse, _abc.Awaitable[_schedule_service_pb2.ResumeScheduleResponse]]:
-        """Fire again from the next fire time after now; the paused time is not caught up."""
+        """Fire again from the next fire time after now; the paused time is not caught up.
+        Idempotent. ABORTED as for UpdateSchedule.
+        """
 
     @_abc_1.abstractmethod
     def GetSchedule(

@@ -28,37 +28,83 @@ class _TaskState:
 class _TaskStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TaskState.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     TASK_STATE_UNSPECIFIED: _TaskState.ValueType  # 0
+    """Not a state: GetResults reports an unknown (or expired) task with it."""
     TASK_STATE_SCHEDULED: _TaskState.ValueType  # 1
-    """Waiting for its eta or a retry backoff to pass."""
+    """Waiting for a time: its eta or countdown, a retry backoff, or a free slot
+    of its rate limit. It becomes QUEUED then (or EXPIRED past expires_at).
+    """
     TASK_STATE_QUEUED: _TaskState.ValueType  # 2
-    """Ready to be leased."""
+    """Ready to be leased, in its queue's priority list."""
     TASK_STATE_ACTIVE: _TaskState.ValueType  # 3
-    """Leased to a worker."""
+    """Leased to a worker (a stream's or a Poll's); attempt counts the leases."""
     TASK_STATE_SUCCEEDED: _TaskState.ValueType  # 4
+    """An attempt returned a result."""
     TASK_STATE_FAILED: _TaskState.ValueType  # 5
+    """An attempt failed and no retry followed: the failure did not ask for one
+    (TaskFailure.retry false), or the task has no retries (no RetryPolicy, or
+    max_retries 0). A retry policy that is used up ends in DEAD instead.
+    """
     TASK_STATE_CANCELLED: _TaskState.ValueType  # 6
+    """Cancelled (Cancel) before it finished; a running attempt's outcome is
+    then ignored.
+    """
     TASK_STATE_EXPIRED: _TaskState.ValueType  # 7
+    """Not started by expires_at; it never ran (or never ran again)."""
     TASK_STATE_DEAD: _TaskState.ValueType  # 8
-    """Out of retries; kept in its queue's dead-letter set."""
+    """Out of retries: an attempt failed asking for a retry (or ran past its
+    deadline) while attempt > max_retries > 0. Kept in its queue's dead-letter
+    set (AdminService) until requeued or purged.
+    """
 
 class TaskState(_TaskState, metaclass=_TaskStateEnumTypeWrapper):
-    """TaskState is where a task is in its life. SUCCEEDED, FAILED, CANCELLED,
-    EXPIRED and DEAD are terminal.
+    """Rules for every request field of conveyor.v1:
+    - A google.protobuf.Duration must have nanos 0 to 999,999,999 and no negative
+      part; it is read in whole milliseconds (a sub-millisecond rest is dropped).
+    - A google.protobuf.Timestamp must lie in 1970-01-01 .. 9999-12-31 with nanos
+      0 to 999,999,999.
+    - "Characters" are Unicode code points; sizes in bytes say bytes.
+    - A number field whose 0 (unset) has a meaning says so; a repeated field gives
+      the number of entries it accepts.
+    - A field outside its rule fails the whole call with INVALID_ARGUMENT, whose
+      message starts with the field's path as written in the request, e.g.
+      "tasks[3].timeout: must be at most 604800000 ms"; nothing is stored.
+    - The scheduler accepts gRPC messages of up to 256 MiB (larger ones fail with
+      RESOURCE_EXHAUSTED) and sends up to 256 MiB.
+
+    TaskState is where a task is in its life. SUCCEEDED, FAILED, CANCELLED,
+    EXPIRED and DEAD are terminal. Terminal records are kept for the scheduler's
+    result TTL (24h by default, --result-ttl), then deleted; DEAD ones are kept
+    until requeued or purged (AdminService).
     """
 
 TASK_STATE_UNSPECIFIED: TaskState.ValueType  # 0
+"""Not a state: GetResults reports an unknown (or expired) task with it."""
 TASK_STATE_SCHEDULED: TaskState.ValueType  # 1
-"""Waiting for its eta or a retry backoff to pass."""
+"""Waiting for a time: its eta or countdown, a retry backoff, or a free slot
+of its rate limit. It becomes QUEUED then (or EXPIRED past expires_at).
+"""
 TASK_STATE_QUEUED: TaskState.ValueType  # 2
-"""Ready to be leased."""
+"""Ready to be leased, in its queue's priority list."""
 TASK_STATE_ACTIVE: TaskState.ValueType  # 3
-"""Leased to a worker."""
+"""Leased to a worker (a stream's or a Poll's); attempt counts the leases."""
 TASK_STATE_SUCCEEDED: TaskState.ValueType  # 4
+"""An attempt returned a result."""
 TASK_STATE_FAILED: TaskState.ValueType  # 5
+"""An attempt failed and no retry followed: the failure did not ask for one
+(TaskFailure.retry false), or the task has no retries (no RetryPolicy, or
+max_retries 0). A retry policy that is used up ends in DEAD instead.
+"""
 TASK_STATE_CANCELLED: TaskState.ValueType  # 6
+"""Cancelled (Cancel) before it finished; a running attempt's outcome is
+then ignored.
+"""
 TASK_STATE_EXPIRED: TaskState.ValueType  # 7
+"""Not started by expires_at; it never ran (or never ran again)."""
 TASK_STATE_DEAD: TaskState.ValueType  # 8
-"""Out of retries; kept in its queue's dead-letter set."""
+"""Out of retries: an attempt failed asking for a retry (or ran past its
+deadline) while attempt > max_retries > 0. Kept in its queue's dead-letter
+set (AdminService) until requeued or purged.
+"""
 Global___TaskState: _TypeAlias = TaskState  # noqa: Y015
 
 class _AckStatus:
@@ -71,7 +117,10 @@ class _AckStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AckStatus.V
     ACK_STATUS_ACCEPTED: _AckStatus.ValueType  # 1
     """Recorded."""
     ACK_STATUS_STALE_LEASE: _AckStatus.ValueType  # 2
-    """The lease token is not the current one (lease lost, task already recorded)."""
+    """Not recorded: the task is not ACTIVE under this lease token (the lease
+    lapsed or was handed back, or this attempt's outcome was recorded already,
+    e.g. by an earlier try of the same ack).
+    """
     ACK_STATUS_NOT_FOUND: _AckStatus.ValueType  # 3
     """No such task."""
 
@@ -82,14 +131,24 @@ ACK_STATUS_UNSPECIFIED: AckStatus.ValueType  # 0
 ACK_STATUS_ACCEPTED: AckStatus.ValueType  # 1
 """Recorded."""
 ACK_STATUS_STALE_LEASE: AckStatus.ValueType  # 2
-"""The lease token is not the current one (lease lost, task already recorded)."""
+"""Not recorded: the task is not ACTIVE under this lease token (the lease
+lapsed or was handed back, or this attempt's outcome was recorded already,
+e.g. by an earlier try of the same ack).
+"""
 ACK_STATUS_NOT_FOUND: AckStatus.ValueType  # 3
 """No such task."""
 Global___AckStatus: _TypeAlias = AckStatus  # noqa: Y015
 
 @_typing.final
 class RetryPolicy(_message.Message):
-    """RetryPolicy says how often and how soon a failed task runs again."""
+    """RetryPolicy says how often and how soon a failed task runs again.
+
+    The delay after failed attempt k (k = 1 for the first attempt) is
+    d = min(max_backoff, initial_backoff * multiplier^(k-1)). Unless no_jitter is
+    set, equal jitter is applied: d becomes d/2 + r * d/2 with r uniform in [0, 1),
+    so the delay lies in [d/2, d). A worker's TaskFailure.retry_delay, when set,
+    is used instead, as given (no jitter).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -99,18 +158,20 @@ class RetryPolicy(_message.Message):
     MULTIPLIER_FIELD_NUMBER: _builtins.int
     NO_JITTER_FIELD_NUMBER: _builtins.int
     max_retries: _builtins.int
-    """Retries after the first attempt; 0 means the task runs once."""
+    """Retries after the first attempt, 0 to 1,000; 0 means the task runs once."""
     multiplier: _builtins.float
-    """Growth factor between retries (default 2.0)."""
+    """Growth factor between retries, 1.0 to 100.0; 0 (unset) means 2.0."""
     no_jitter: _builtins.bool
-    """When true, delays are used as they are instead of full jitter."""
+    """When true, computed delays are used as they are, without equal jitter."""
     @_builtins.property
     def initial_backoff(self) -> _duration_pb2.Duration:
-        """Delay before the first retry (default 1s)."""
+        """Delay before the first retry, 0 to 30 days (default 1s)."""
 
     @_builtins.property
     def max_backoff(self) -> _duration_pb2.Duration:
-        """Upper bound for any retry delay (default 10m)."""
+        """Upper bound for every computed retry delay, 0 to 30 days and not below
+        initial_backoff when both are set (default 10m).
+        """
 
     def __init__(
         self,
@@ -174,41 +235,58 @@ class TaskSpec(_message.Message):
     """Dotted task name, e.g. "billing.charge". 1-200 chars of [A-Za-z0-9_.:-]."""
     queue: _builtins.str
     """Explicit queue; empty means the scheduler's routing rules decide.
-    1-64 chars of [A-Za-z0-9_.-].
+    1-64 chars of [A-Za-z0-9_.-]. A scheduler knows at most 65,535 queues
+    (RESOURCE_EXHAUSTED for a new one after that).
     """
     payload: _builtins.bytes
-    """Arguments. For application/json: {"args": [...], "kwargs": {...}}."""
+    """Arguments, at most 1 MiB (1,048,576 bytes).
+    For application/json: {"args": [...], "kwargs": {...}}.
+    """
     content_type: _builtins.str
-    """Media type of payload; empty means "application/json"."""
+    """Media type of payload, at most 100 characters; empty means "application/json"."""
     priority: _builtins.int
     """0 (default, lowest) to 9 (highest). Higher runs first; FIFO among equals."""
     idempotency_key: _builtins.str
     """A repeat submit with the same key (per queue, within the window)
-    returns the existing task id and creates nothing.
+    returns the existing task's id and state (SubmittedTask.duplicate) and
+    creates nothing. 1-200 printable ASCII characters without spaces (0x21-0x7E).
     """
     rate_limit: _builtins.str
-    """Global rate limit for tasks of this name in this queue, e.g. "100/s", "5000/m",
-    "10/h"; enforced at dispatch across every worker and scheduler replica.
+    """Global rate limit for tasks of this name in this queue: "N/s", "N/m" or "N/h"
+    (also sec/second, min/minute, hour) with N 1 to 9,999,999, e.g. "100/s";
+    enforced at dispatch across every worker and scheduler replica. A task over
+    the limit reserves the next free slot and waits for it as SCHEDULED.
     """
     @_builtins.property
     def headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """Free-form headers; W3C trace context (traceparent, tracestate) lives here."""
+        """Free-form headers; W3C trace context (traceparent, tracestate) lives here.
+        At most 64 entries; keys 1-128 characters; keys and values together at most
+        16,384 characters. A schedule's firing adds two (see Schedule.template).
+        """
 
     @_builtins.property
     def eta(self) -> _timestamp_pb2.Timestamp:
-        """Do not run before this time. Mutually exclusive with countdown."""
+        """Do not run before this time; at most 360 days from now (as countdown), and
+        a past eta runs now. Mutually exclusive with countdown.
+        """
 
     @_builtins.property
     def countdown(self) -> _duration_pb2.Duration:
-        """Do not run before now + countdown. Mutually exclusive with eta."""
+        """Do not run before now + countdown, 0 to 360 days. Mutually exclusive with eta."""
 
     @_builtins.property
     def expires_at(self) -> _timestamp_pb2.Timestamp:
-        """A task not started by this time ends EXPIRED and never runs."""
+        """A task not started by this time ends EXPIRED and never runs. Must be after
+        the eta or countdown when one is set.
+        """
 
     @_builtins.property
     def timeout(self) -> _duration_pb2.Duration:
-        """Hard time limit of one attempt; also the lease length (default 5m)."""
+        """Hard time limit of one attempt, 1 ms to 7 days; unset means the scheduler's
+        default (5m, --default-timeout). An attempt past started_at + timeout (its
+        deadline) is failed with TaskError.type "TimeLimitExceeded" and retried per
+        policy. Also the length of a Poll lease (see LeasedTask.lease_expires_at).
+        """
 
     @_builtins.property
     def retry(self) -> Global___RetryPolicy:
@@ -216,12 +294,15 @@ class TaskSpec(_message.Message):
 
     @_builtins.property
     def idempotency_window(self) -> _duration_pb2.Duration:
-        """How long an idempotency key is remembered (default 24h)."""
+        """How long an idempotency key is remembered, from the first submit: 1 ms to
+        30 days; unset means 24h. Only with an idempotency_key.
+        """
 
     @_builtins.property
     def soft_timeout(self) -> _duration_pb2.Duration:
-        """Soft time limit of one attempt: the handler is told (an async handler gets an
-        exception, a sync one sees a flag) and may clean up before the hard limit (timeout).
+        """Soft time limit of one attempt, 1 ms to 7 days and below timeout: the handler
+        is told (an async handler gets an exception, a sync one sees a flag) and may
+        clean up before the hard limit (timeout).
         """
 
     def __init__(
@@ -260,8 +341,9 @@ class TaskResult(_message.Message):
     DATA_FIELD_NUMBER: _builtins.int
     CONTENT_TYPE_FIELD_NUMBER: _builtins.int
     data: _builtins.bytes
+    """At most 1 MiB (1,048,576 bytes); more fails the ack with INVALID_ARGUMENT."""
     content_type: _builtins.str
-    """Media type of data; empty means "application/json"."""
+    """Media type of data; empty means "application/json". Cut to 100 characters."""
     def __init__(
         self,
         *,
@@ -278,7 +360,9 @@ Global___TaskResult: _TypeAlias = TaskResult  # noqa: Y015
 
 @_typing.final
 class TaskError(_message.Message):
-    """TaskError describes why an attempt failed."""
+    """TaskError describes why an attempt failed. The scheduler stores the texts a
+    worker reports cut to the lengths below (longer ones are not refused).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -286,9 +370,14 @@ class TaskError(_message.Message):
     MESSAGE_FIELD_NUMBER: _builtins.int
     TRACEBACK_FIELD_NUMBER: _builtins.int
     type: _builtins.str
-    """Exception or error class name, e.g. "ValueError"."""
+    """Exception or error class name, e.g. "ValueError"; cut to 200 characters,
+    empty becomes "Error". "TimeLimitExceeded" when the scheduler failed an
+    attempt that ran past its deadline.
+    """
     message: _builtins.str
+    """Cut to 65,536 characters."""
     traceback: _builtins.str
+    """Cut to 65,536 characters."""
     def __init__(
         self,
         *,
@@ -355,7 +444,11 @@ class Task(_message.Message):
     CANCEL_REQUESTED_FIELD_NUMBER: _builtins.int
     WAITING_REASON_FIELD_NUMBER: _builtins.int
     id: _builtins.str
-    """Server-assigned, time-ordered (a ULID)."""
+    """Server-assigned: 26 Crockford base32 characters (a ULID: the first 10
+    encode the creation time in ms, so ids sort by time; 16 of the random bits
+    carry the queue's number). The ids one Submit gets for one queue increase in
+    request order (ids of one queue minted in the same millisecond count up).
+    """
     name: _builtins.str
     queue: _builtins.str
     payload: _builtins.bytes
@@ -363,9 +456,12 @@ class Task(_message.Message):
     priority: _builtins.int
     state: Global___TaskState.ValueType
     attempt: _builtins.int
-    """1 for the first attempt; raised on every lease."""
+    """0 until first leased, 1 for the first attempt; raised by 1 on every lease,
+    so a lease handed back unfinished (a worker's stream closed, a stream lease
+    lapsed) counts as an attempt too. A requeued dead letter starts again at 0.
+    """
     worker_id: _builtins.str
-    """Worker holding the current lease, if ACTIVE."""
+    """Worker holding the current lease, if ACTIVE ("poll" for a Poll without worker_id)."""
     idempotency_key: _builtins.str
     rate_limit: _builtins.str
     cancel_requested: _builtins.bool
@@ -439,7 +535,21 @@ Global___Task: _TypeAlias = Task  # noqa: Y015
 
 @_typing.final
 class LeasedTask(_message.Message):
-    """LeasedTask is a task handed to a worker, with the token that proves the lease."""
+    """LeasedTask is a task handed to a worker, with the token that proves the lease.
+
+    There are two kinds of lease. A stream lease (WorkerService) lasts the
+    stream's lease_ttl (ConnectAccepted) and every heartbeat renews it; closing
+    the stream hands it back at once. A Poll lease lasts until the attempt's
+    deadline. Either way the lease never outlasts the deadline. When a lease
+    passes its expiry (the reaper looks every second by default):
+    - at or past the deadline, the attempt is failed with TaskError.type
+      "TimeLimitExceeded" and retried per policy (SCHEDULED, FAILED or DEAD as for
+      a failure that asks for a retry);
+    - before the deadline (a stream lease whose worker stopped heartbeating), the
+      task silently goes back to the front of its priority list as QUEUED; the
+      next lease raises attempt.
+    A task with a cancel request ends CANCELLED instead in both cases.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -448,16 +558,22 @@ class LeasedTask(_message.Message):
     LEASE_EXPIRES_AT_FIELD_NUMBER: _builtins.int
     DEADLINE_FIELD_NUMBER: _builtins.int
     lease_token: _builtins.str
-    """Fencing token: only an ack carrying the current token counts."""
+    """Fencing token: only an ack carrying the current token counts. Opaque: send
+    it back as received and compare it only for equality. The scheduler issues
+    printable ASCII of about 20 characters and accepts 1 to 64 characters in
+    requests (INVALID_ARGUMENT otherwise).
+    """
     @_builtins.property
     def task(self) -> Global___Task: ...
     @_builtins.property
     def lease_expires_at(self) -> _timestamp_pb2.Timestamp:
-        """The lease lapses at this time unless extended (heartbeats extend it)."""
+        """The lease lapses at this time unless extended: by the stream's heartbeats,
+        or by ExtendLease. A Poll lease expires at the deadline.
+        """
 
     @_builtins.property
     def deadline(self) -> _timestamp_pb2.Timestamp:
-        """The attempt's hard time limit (started_at + timeout)."""
+        """The attempt's hard time limit (started_at + timeout); never extended."""
 
     def __init__(
         self,
@@ -485,12 +601,18 @@ class TaskFailure(_message.Message):
     RETRY_FIELD_NUMBER: _builtins.int
     RETRY_DELAY_FIELD_NUMBER: _builtins.int
     retry: _builtins.bool
-    """Ask for another attempt (honoured while retries remain)."""
+    """Ask for another attempt. Honoured while retries remain (attempt <=
+    max_retries): the task waits SCHEDULED for the delay. A task whose retries
+    are used up ends DEAD; one without retries (max_retries 0, or no policy)
+    ends FAILED, as does any failure with retry false.
+    """
     @_builtins.property
     def error(self) -> Global___TaskError: ...
     @_builtins.property
     def retry_delay(self) -> _duration_pb2.Duration:
-        """Delay before the retry; unset means the task's backoff policy decides."""
+        """Delay before the retry, 0 to 7 days, used as given; unset means the task's
+        RetryPolicy backoff decides.
+        """
 
     def __init__(
         self,

@@ -34,8 +34,10 @@ class SubmitRequest(_message.Message):
     @_builtins.property
     def wait_results(self) -> _duration_pb2.Duration:
         """Submit and wait in one call: when set, the response also carries every task's
-        result (SubmitResponse.results), waiting up to this long (at most 1h) for them to
-        finish; a task still running then is reported in its current state.
+        result (SubmitResponse.results), waiting up to this long (0 to 1h; 0 answers
+        at once) for them to finish, and never past the call's own deadline (the wait
+        ends 50 ms before it); a task still unfinished then is reported in its current
+        state.
         """
 
     def __init__(
@@ -63,10 +65,19 @@ class SubmittedTask(_message.Message):
     STATE_FIELD_NUMBER: _builtins.int
     DUPLICATE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """See Task.id: the ids of one queue's tasks increase in request order."""
     queue: _builtins.str
+    """The queue it went to (explicit, or chosen by the routing rules)."""
     state: _task_pb2.TaskState.ValueType
+    """QUEUED (ready), SCHEDULED (due later: eta or countdown), or ACTIVE: leased
+    already, in the same step, to a worker connected to this scheduler with free
+    credit (its queue had nothing ready to overtake). For a duplicate, the
+    existing task's state, terminal ones included.
+    """
     duplicate: _builtins.bool
-    """True when an idempotency key matched an existing task; nothing was created."""
+    """True when an idempotency key matched an existing task; nothing was created,
+    and id is that task's.
+    """
     def __init__(
         self,
         *,
@@ -119,16 +130,20 @@ class PollRequest(_message.Message):
     WORKER_ID_FIELD_NUMBER: _builtins.int
     TASK_NAMES_FIELD_NUMBER: _builtins.int
     max_tasks: _builtins.int
-    """1 to 1,000."""
+    """Most tasks to lease, 0 to 1,000; 0 (unset) means 1."""
     worker_id: _builtins.str
-    """Who holds the leases (shown in inspection)."""
+    """Who holds the leases (Task.worker_id): 1-200 chars of [A-Za-z0-9_.:-];
+    empty means "poll".
+    """
     @_builtins.property
     def queues(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Queues to lease from, in order of preference."""
+        """Queues to lease from, in order of preference: 1 to 32 queue names."""
 
     @_builtins.property
     def wait(self) -> _duration_pb2.Duration:
-        """Long-poll up to this long when nothing is ready (at most 60s)."""
+        """Long-poll up to this long when nothing is ready, 0 to 60s; unset or 0
+        answers at once.
+        """
 
     @_builtins.property
     def task_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -181,7 +196,12 @@ class AckRequest(_message.Message):
     ACKS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def acks(self) -> _containers.RepeatedCompositeFieldContainer[_task_pb2.TaskAck]:
-        """1 to 10,000 acks."""
+        """1 to 10,000 acks. Every ack is validated before any is recorded: one
+        invalid ack (lease_token not 1-64 characters, result data over 1 MiB,
+        retry_delay out of range, no outcome set) fails the whole call with
+        INVALID_ARGUMENT naming it, e.g. "acks[2].lease_token". Error texts are cut,
+        not refused (see TaskError).
+        """
 
     def __init__(
         self,
@@ -230,9 +250,14 @@ class ExtendLeaseRequest(_message.Message):
     EXTEND_BY_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     lease_token: _builtins.str
+    """1 to 64 characters, as issued (LeasedTask.lease_token)."""
     @_builtins.property
     def extend_by(self) -> _duration_pb2.Duration:
-        """New expiry is now + extend_by, capped at the attempt's deadline."""
+        """1 ms to 7 days. The new expiry is max(current expiry, min(now + extend_by,
+        deadline)): a lease is never shortened and never outlasts the attempt's
+        deadline. A Poll lease already lasts until the deadline, so extending it
+        changes nothing; the deadline itself (the timeout) cannot be extended.
+        """
 
     def __init__(
         self,
@@ -255,7 +280,9 @@ class ExtendLeaseResponse(_message.Message):
 
     LEASE_EXPIRES_AT_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def lease_expires_at(self) -> _timestamp_pb2.Timestamp: ...
+    def lease_expires_at(self) -> _timestamp_pb2.Timestamp:
+        """The lease's expiry after the call."""
+
     def __init__(
         self,
         *,
@@ -278,7 +305,10 @@ class GetResultRequest(_message.Message):
     task_id: _builtins.str
     @_builtins.property
     def wait(self) -> _duration_pb2.Duration:
-        """Wait up to this long for a terminal state (at most 1h); unset returns at once."""
+        """Wait up to this long for a terminal state, 0 to 1h, never past the call's own
+        deadline (the wait ends 50 ms before it); unset or 0 returns at once. A task
+        still unfinished then is reported in its current state (not an error).
+        """
 
     def __init__(
         self,
@@ -296,8 +326,6 @@ Global___GetResultRequest: _TypeAlias = GetResultRequest  # noqa: Y015
 
 @_typing.final
 class GetResultsRequest(_message.Message):
-    """GetResultResponse carries the state; result or error when it is terminal."""
-
     DESCRIPTOR: _descriptor.Descriptor
 
     TASK_IDS_FIELD_NUMBER: _builtins.int
@@ -308,7 +336,9 @@ class GetResultsRequest(_message.Message):
 
     @_builtins.property
     def wait(self) -> _duration_pb2.Duration:
-        """Wait up to this long (at most 1h) for all of them to be terminal; unset returns at once."""
+        """Wait up to this long (0 to 1h, as GetResultRequest.wait) for all of them to
+        be terminal; unset or 0 returns at once.
+        """
 
     def __init__(
         self,
@@ -348,6 +378,8 @@ Global___GetResultsResponse: _TypeAlias = GetResultsResponse  # noqa: Y015
 
 @_typing.final
 class GetResultResponse(_message.Message):
+    """GetResultResponse carries the state; result or error when it is terminal."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TASK_ID_FIELD_NUMBER: _builtins.int
@@ -424,6 +456,11 @@ Global___GetTaskResponse: _TypeAlias = GetTaskResponse  # noqa: Y015
 
 @_typing.final
 class CancelRequest(_message.Message):
+    """CancelRequest cancels one task. Safe to repeat: a second cancel answers the
+    same (CANCELLED, or ACTIVE while the attempt is still stopping). A task that
+    finished otherwise gives FAILED_PRECONDITION; an unknown one NOT_FOUND.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TASK_ID_FIELD_NUMBER: _builtins.int
@@ -447,7 +484,12 @@ class CancelResponse(_message.Message):
 
     STATE_FIELD_NUMBER: _builtins.int
     state: _task_pb2.TaskState.ValueType
-    """CANCELLED, or ACTIVE when the running attempt was asked to stop."""
+    """CANCELLED: it was scheduled or queued (or already cancelled) and is now
+    CANCELLED. ACTIVE: it is running; its worker was asked to stop, and the task
+    ends CANCELLED whatever the attempt reports (also when its lease lapses or
+    is handed back). The cancel request is kept in Redis, so it survives a
+    worker or scheduler restart.
+    """
     def __init__(
         self,
         *,

@@ -28,6 +28,18 @@ if _version_not_supported:
 class TaskServiceStub:
     """TaskService is the producer- and consumer-facing API: submit tasks, lease
     them without a stream (Poll/Ack), and read their state and results.
+
+    Errors every RPC can return, besides those listed per RPC:
+    - INVALID_ARGUMENT: a field breaks its rule (see task.proto); the message
+    starts with the field's path, e.g. "tasks[3].priority: ...". Also for a
+    request whose bytes do not parse. A malformed task id is INVALID_ARGUMENT.
+    - RESOURCE_EXHAUSTED: the request is over the 256 MiB message limit.
+    - UNAVAILABLE: the scheduler cannot reach Redis (down, restarting, or still
+    loading its data), or the scheduler itself is gone. Retry with backoff: safe
+    for reads (GetResult, GetResults, GetTask, WatchTask), for Cancel, and for a
+    Submit whose tasks all carry an idempotency_key; an unkeyed Submit retried
+    this way may store its tasks twice. A retried Ack that was recorded the
+    first time reports a stale lease.
     """
 
     def __init__(self, channel):
@@ -91,52 +103,75 @@ class TaskServiceStub:
 class TaskServiceServicer:
     """TaskService is the producer- and consumer-facing API: submit tasks, lease
     them without a stream (Poll/Ack), and read their state and results.
+
+    Errors every RPC can return, besides those listed per RPC:
+    - INVALID_ARGUMENT: a field breaks its rule (see task.proto); the message
+    starts with the field's path, e.g. "tasks[3].priority: ...". Also for a
+    request whose bytes do not parse. A malformed task id is INVALID_ARGUMENT.
+    - RESOURCE_EXHAUSTED: the request is over the 256 MiB message limit.
+    - UNAVAILABLE: the scheduler cannot reach Redis (down, restarting, or still
+    loading its data), or the scheduler itself is gone. Retry with backoff: safe
+    for reads (GetResult, GetResults, GetTask, WatchTask), for Cancel, and for a
+    Submit whose tasks all carry an idempotency_key; an unkeyed Submit retried
+    this way may store its tasks twice. A retried Ack that was recorded the
+    first time reports a stale lease.
     """
 
     def Submit(self, request, context):
-        """Submit one task or a batch. The batch is accepted or rejected whole.
+        """Submit one task or a batch (1 to 10,000). The batch is validated whole:
+        one invalid task fails the call with INVALID_ARGUMENT and nothing is
+        stored. RESOURCE_EXHAUSTED when a new queue would exceed 65,535 queues.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Poll(self, request, context):
-        """Lease up to max_tasks tasks from the given queues, waiting up to wait.
+        """Lease up to max_tasks tasks from the given queues, waiting up to wait for
+        one to be ready; an empty response when none was. A Poll lease lasts until
+        the attempt's deadline (see LeasedTask); report its outcome with Ack.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Ack(self, request, context):
-        """Report outcomes of leased attempts, one or many.
+        """Report outcomes of leased attempts, one or many (see AckResponse for a
+        refused ack). NOT_FOUND when a task id names a queue this scheduler has
+        never known (for a batch too).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ExtendLease(self, request, context):
-        """Push a lease's expiry further out (not past the attempt's deadline).
+        """Push a lease's expiry out to now + extend_by, capped at the attempt's
+        deadline; a lease is never shortened (see ExtendLeaseRequest). NOT_FOUND
+        for an unknown task; FAILED_PRECONDITION for a stale lease (the task is not
+        ACTIVE under this token).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetResult(self, request, context):
-        """Read a task's outcome, optionally waiting for it to finish.
+        """Read a task's outcome, optionally waiting for it to finish. NOT_FOUND for a
+        task that never existed or whose record passed the result TTL.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetResults(self, request, context):
-        """GetResult for many tasks in one call (what a producer that submitted a batch waits on).
+        """GetResult for many tasks in one call (what a producer that submitted a batch
+        waits on). An unknown task is reported with state UNSPECIFIED, not NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetTask(self, request, context):
-        """Read a task's full record.
+        """Read a task's full record. NOT_FOUND as for GetResult.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -144,14 +179,17 @@ class TaskServiceServicer:
 
     def Cancel(self, request, context):
         """Cancel a task that has not finished: a queued or scheduled task at once, a
-        running one through its worker's stream.
+        running one through its worker's stream (see CancelResponse). Cancelling a
+        cancelled task is OK (CANCELLED again); a task that ended otherwise
+        (SUCCEEDED, FAILED, EXPIRED, DEAD) gives FAILED_PRECONDITION naming its
+        state; an unknown task gives NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def WatchTask(self, request, context):
-        """Stream the task's state changes until it finishes.
+        """Stream the task's state changes until it finishes. NOT_FOUND as for GetResult.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -162,7 +200,10 @@ class TaskServiceServicer:
         and answers as the unary calls, without a call's set-up cost each time (what a
         producer that submits one task at a time wants). Each request carries a call_id the
         client chooses; each response answers one of them, in any order. A call that fails
-        gets an error response and the stream goes on; a malformed message ends the stream.
+        gets an error response (CallError, with the unary call's code) and the stream goes
+        on; a malformed message, or one that sets neither call, ends the stream with
+        INVALID_ARGUMENT. Calls on the stream have no deadline of their own: their wait
+        fields bound them.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -232,6 +273,18 @@ def add_TaskServiceServicer_to_server(servicer, server):
 class TaskService:
     """TaskService is the producer- and consumer-facing API: submit tasks, lease
     them without a stream (Poll/Ack), and read their state and results.
+
+    Errors every RPC can return, besides those listed per RPC:
+    - INVALID_ARGUMENT: a field breaks its rule (see task.proto); the message
+    starts with the field's path, e.g. "tasks[3].priority: ...". Also for a
+    request whose bytes do not parse. A malformed task id is INVALID_ARGUMENT.
+    - RESOURCE_EXHAUSTED: the request is over the 256 MiB message limit.
+    - UNAVAILABLE: the scheduler cannot reach Redis (down, restarting, or still
+    loading its data), or the scheduler itself is gone. Retry with backoff: safe
+    for reads (GetResult, GetResults, GetTask, WatchTask), for Cancel, and for a
+    Submit whose tasks all carry an idempotency_key; an unkeyed Submit retried
+    this way may store its tasks twice. A retried Ack that was recorded the
+    first time reports a stale lease.
     """
 
     @staticmethod

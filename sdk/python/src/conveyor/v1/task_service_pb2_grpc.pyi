@@ -29,6 +29,18 @@ GRPC_VERSION: str
 class TaskServiceStub:
     """TaskService is the producer- and consumer-facing API: submit tasks, lease
     them without a stream (Poll/Ack), and read their state and results.
+
+    Errors every RPC can return, besides those listed per RPC:
+    - INVALID_ARGUMENT: a field breaks its rule (see task.proto); the message
+      starts with the field's path, e.g. "tasks[3].priority: ...". Also for a
+      request whose bytes do not parse. A malformed task id is INVALID_ARGUMENT.
+    - RESOURCE_EXHAUSTED: the request is over the 256 MiB message limit.
+    - UNAVAILABLE: the scheduler cannot reach Redis (down, restarting, or still
+      loading its data), or the scheduler itself is gone. Retry with backoff: safe
+      for reads (GetResult, GetResults, GetTask, WatchTask), for Cancel, and for a
+      Submit whose tasks all carry an idempotency_key; an unkeyed Submit retried
+      this way may store its tasks twice. A retried Ack that was recorded the
+      first time reports a stale lease.
     """
 
     @_typing.overload
@@ -36,71 +48,141 @@ class TaskServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> TaskServiceAsyncStub: ...
     Submit: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.SubmitRequest, _task_service_pb2.SubmitResponse]
-    """Submit one task or a batch. The batch is accepted or rejected whole."""
+    """Submit one task or a batch (1 to 10,000). The batch is validated whole:
+    one invalid task fails the call with INVALID_ARGUMENT and nothing is
+    stored. RESOURCE_EXHAUSTED when a new queue would exceed 65,535 queues.
+    """
     Poll: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.PollRequest, _task_service_pb2.PollResponse]
-    """Lease up to max_tasks tasks from the given queues, waiting up to wait."""
+    """Lease up to max_tasks tasks from the given queues, waiting up to wait for
+    one to be ready; an empty response when none was. A Poll lease lasts until
+    the attempt's deadline (see LeasedTask); report its outcome with Ack.
+    """
     Ack: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.AckRequest, _task_service_pb2.AckResponse]
-    """Report outcomes of leased attempts, one or many."""
+    """Report outcomes of leased attempts, one or many (see AckResponse for a
+    refused ack). NOT_FOUND when a task id names a queue this scheduler has
+    never known (for a batch too).
+    """
     ExtendLease: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.ExtendLeaseRequest, _task_service_pb2.ExtendLeaseResponse]
-    """Push a lease's expiry further out (not past the attempt's deadline)."""
+    """Push a lease's expiry out to now + extend_by, capped at the attempt's
+    deadline; a lease is never shortened (see ExtendLeaseRequest). NOT_FOUND
+    for an unknown task; FAILED_PRECONDITION for a stale lease (the task is not
+    ACTIVE under this token).
+    """
     GetResult: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.GetResultRequest, _task_service_pb2.GetResultResponse]
-    """Read a task's outcome, optionally waiting for it to finish."""
+    """Read a task's outcome, optionally waiting for it to finish. NOT_FOUND for a
+    task that never existed or whose record passed the result TTL.
+    """
     GetResults: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.GetResultsRequest, _task_service_pb2.GetResultsResponse]
-    """GetResult for many tasks in one call (what a producer that submitted a batch waits on)."""
+    """GetResult for many tasks in one call (what a producer that submitted a batch
+    waits on). An unknown task is reported with state UNSPECIFIED, not NOT_FOUND.
+    """
     GetTask: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.GetTaskRequest, _task_service_pb2.GetTaskResponse]
-    """Read a task's full record."""
+    """Read a task's full record. NOT_FOUND as for GetResult."""
     Cancel: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.CancelRequest, _task_service_pb2.CancelResponse]
     """Cancel a task that has not finished: a queued or scheduled task at once, a
-    running one through its worker's stream.
+    running one through its worker's stream (see CancelResponse). Cancelling a
+    cancelled task is OK (CANCELLED again); a task that ended otherwise
+    (SUCCEEDED, FAILED, EXPIRED, DEAD) gives FAILED_PRECONDITION naming its
+    state; an unknown task gives NOT_FOUND.
     """
     WatchTask: _grpc.UnaryStreamMultiCallable[_task_service_pb2.WatchTaskRequest, _task_service_pb2.WatchTaskResponse]
-    """Stream the task's state changes until it finishes."""
+    """Stream the task's state changes until it finishes. NOT_FOUND as for GetResult."""
     Pipeline: _grpc.StreamStreamMultiCallable[_task_service_pb2.PipelineRequest, _task_service_pb2.PipelineResponse]
     """Submit and GetResults calls multiplexed over one long-lived stream: the same requests
     and answers as the unary calls, without a call's set-up cost each time (what a
     producer that submits one task at a time wants). Each request carries a call_id the
     client chooses; each response answers one of them, in any order. A call that fails
-    gets an error response and the stream goes on; a malformed message ends the stream.
+    gets an error response (CallError, with the unary call's code) and the stream goes
+    on; a malformed message, or one that sets neither call, ends the stream with
+    INVALID_ARGUMENT. Calls on the stream have no deadline of their own: their wait
+    fields bound them.
     """
 
 @_typing.type_check_only
 class TaskServiceAsyncStub(TaskServiceStub):
     """TaskService is the producer- and consumer-facing API: submit tasks, lease
     them without a stream (Poll/Ack), and read their state and results.
+
+    Errors every RPC can return, besides those listed per RPC:
+    - INVALID_ARGUMENT: a field breaks its rule (see task.proto); the message
+      starts with the field's path, e.g. "tasks[3].priority: ...". Also for a
+      request whose bytes do not parse. A malformed task id is INVALID_ARGUMENT.
+    - RESOURCE_EXHAUSTED: the request is over the 256 MiB message limit.
+    - UNAVAILABLE: the scheduler cannot reach Redis (down, restarting, or still
+      loading its data), or the scheduler itself is gone. Retry with backoff: safe
+      for reads (GetResult, GetResults, GetTask, WatchTask), for Cancel, and for a
+      Submit whose tasks all carry an idempotency_key; an unkeyed Submit retried
+      this way may store its tasks twice. A retried Ack that was recorded the
+      first time reports a stale lease.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Submit: _aio.UnaryUnaryMultiCallable[_task_service_pb2.SubmitRequest, _task_service_pb2.SubmitResponse]  # type: ignore[assignment]
-    """Submit one task or a batch. The batch is accepted or rejected whole."""
+    """Submit one task or a batch (1 to 10,000). The batch is validated whole:
+    one invalid task fails the call with INVALID_ARGUMENT and nothing is
+    stored. RESOURCE_EXHAUSTED when a new queue would exceed 65,535 queues.
+    """
     Poll: _aio.UnaryUnaryMultiCallable[_task_service_pb2.PollRequest, _task_service_pb2.PollResponse]  # type: ignore[assignment]
-    """Lease up to max_tasks tasks from the given queues, waiting up to wait."""
+    """Lease up to max_tasks tasks from the given queues, waiting up to wait for
+    one to be ready; an empty response when none was. A Poll lease lasts until
+    the attempt's deadline (see LeasedTask); report its outcome with Ack.
+    """
     Ack: _aio.UnaryUnaryMultiCallable[_task_service_pb2.AckRequest, _task_service_pb2.AckResponse]  # type: ignore[assignment]
-    """Report outcomes of leased attempts, one or many."""
+    """Report outcomes of leased attempts, one or many (see AckResponse for a
+    refused ack). NOT_FOUND when a task id names a queue this scheduler has
+    never known (for a batch too).
+    """
     ExtendLease: _aio.UnaryUnaryMultiCallable[_task_service_pb2.ExtendLeaseRequest, _task_service_pb2.ExtendLeaseResponse]  # type: ignore[assignment]
-    """Push a lease's expiry further out (not past the attempt's deadline)."""
+    """Push a lease's expiry out to now + extend_by, capped at the attempt's
+    deadline; a lease is never shortened (see ExtendLeaseRequest). NOT_FOUND
+    for an unknown task; FAILED_PRECONDITION for a stale lease (the task is not
+    ACTIVE under this token).
+    """
     GetResult: _aio.UnaryUnaryMultiCallable[_task_service_pb2.GetResultRequest, _task_service_pb2.GetResultResponse]  # type: ignore[assignment]
-    """Read a task's outcome, optionally waiting for it to finish."""
+    """Read a task's outcome, optionally waiting for it to finish. NOT_FOUND for a
+    task that never existed or whose record passed the result TTL.
+    """
     GetResults: _aio.UnaryUnaryMultiCallable[_task_service_pb2.GetResultsRequest, _task_service_pb2.GetResultsResponse]  # type: ignore[assignment]
-    """GetResult for many tasks in one call (what a producer that submitted a batch waits on)."""
+    """GetResult for many tasks in one call (what a producer that submitted a batch
+    waits on). An unknown task is reported with state UNSPECIFIED, not NOT_FOUND.
+    """
     GetTask: _aio.UnaryUnaryMultiCallable[_task_service_pb2.GetTaskRequest, _task_service_pb2.GetTaskResponse]  # type: ignore[assignment]
-    """Read a task's full record."""
+    """Read a task's full record. NOT_FOUND as for GetResult."""
     Cancel: _aio.UnaryUnaryMultiCallable[_task_service_pb2.CancelRequest, _task_service_pb2.CancelResponse]  # type: ignore[assignment]
     """Cancel a task that has not finished: a queued or scheduled task at once, a
-    running one through its worker's stream.
+    running one through its worker's stream (see CancelResponse). Cancelling a
+    cancelled task is OK (CANCELLED again); a task that ended otherwise
+    (SUCCEEDED, FAILED, EXPIRED, DEAD) gives FAILED_PRECONDITION naming its
+    state; an unknown task gives NOT_FOUND.
     """
     WatchTask: _aio.UnaryStreamMultiCallable[_task_service_pb2.WatchTaskRequest, _task_service_pb2.WatchTaskResponse]  # type: ignore[assignment]
-    """Stream the task's state changes until it finishes."""
+    """Stream the task's state changes until it finishes. NOT_FOUND as for GetResult."""
     Pipeline: _aio.StreamStreamMultiCallable[_task_service_pb2.PipelineRequest, _task_service_pb2.PipelineResponse]  # type: ignore[assignment]
     """Submit and GetResults calls multiplexed over one long-lived stream: the same requests
     and answers as the unary calls, without a call's set-up cost each time (what a
     producer that submits one task at a time wants). Each request carries a call_id the
     client chooses; each response answers one of them, in any order. A call that fails
-    gets an error response and the stream goes on; a malformed message ends the stream.
+    gets an error response (CallError, with the unary call's code) and the stream goes
+    on; a malformed message, or one that sets neither call, ends the stream with
+    INVALID_ARGUMENT. Calls on the stream have no deadline of their own: their wait
+    fields bound them.
     """
 
 class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
     """TaskService is the producer- and consumer-facing API: submit tasks, lease
     them without a stream (Poll/Ack), and read their state and results.
+
+    Errors every RPC can return, besides those listed per RPC:
+    - INVALID_ARGUMENT: a field breaks its rule (see task.proto); the message
+      starts with the field's path, e.g. "tasks[3].priority: ...". Also for a
+      request whose bytes do not parse. A malformed task id is INVALID_ARGUMENT.
+    - RESOURCE_EXHAUSTED: the request is over the 256 MiB message limit.
+    - UNAVAILABLE: the scheduler cannot reach Redis (down, restarting, or still
+      loading its data), or the scheduler itself is gone. Retry with backoff: safe
+      for reads (GetResult, GetResults, GetTask, WatchTask), for Cancel, and for a
+      Submit whose tasks all carry an idempotency_key; an unkeyed Submit retried
+      this way may store its tasks twice. A retried Ack that was recorded the
+      first time reports a stale lease.
     """
 
     @_abc_1.abstractmethod
@@ -109,7 +191,10 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _task_service_pb2.SubmitRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_task_service_pb2.SubmitResponse, _abc.Awaitable[_task_service_pb2.SubmitResponse]]:
-        """Submit one task or a batch. The batch is accepted or rejected whole."""
+        """Submit one task or a batch (1 to 10,000). The batch is validated whole:
+        one invalid task fails the call with INVALID_ARGUMENT and nothing is
+        stored. RESOURCE_EXHAUSTED when a new queue would exceed 65,535 queues.
+        """
 
     @_abc_1.abstractmethod
     def Poll(
@@ -117,7 +202,10 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _task_service_pb2.PollRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_task_service_pb2.PollResponse, _abc.Awaitable[_task_service_pb2.PollResponse]]:
-        """Lease up to max_tasks tasks from the given queues, waiting up to wait."""
+        """Lease up to max_tasks tasks from the given queues, waiting up to wait for
+        one to be ready; an empty response when none was. A Poll lease lasts until
+        the attempt's deadline (see LeasedTask); report its outcome with Ack.
+        """
 
     @_abc_1.abstractmethod
     def Ack(
@@ -125,7 +213,10 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _task_service_pb2.AckRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_task_service_pb2.AckResponse, _abc.Awaitable[_task_service_pb2.AckResponse]]:
-        """Report outcomes of leased attempts, one or many."""
+        """Report outcomes of leased attempts, one or many (see AckResponse for a
+        refused ack). NOT_FOUND when a task id names a queue this scheduler has
+        never known (for a batch too).
+        """
 
     @_abc_1.abstractmethod
     def ExtendLease(
@@ -133,7 +224,11 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _task_service_pb2.ExtendLeaseRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_task_service_pb2.ExtendLeaseResponse, _abc.Awaitable[_task_service_pb2.ExtendLeaseResponse]]:
-        """Push a lease's expiry further out (not past the attempt's deadline)."""
+        """Push a lease's expiry out to now + extend_by, capped at the attempt's
+        deadline; a lease is never shortened (see ExtendLeaseRequest). NOT_FOUND
+        for an unknown task; FAILED_PRECONDITION for a stale lease (the task is not
+        ACTIVE under this token).
+        """
 
     @_abc_1.abstractmethod
     def GetResult(
@@ -141,7 +236,9 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _task_service_pb2.GetResultRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_task_service_pb2.GetResultResponse, _abc.Awaitable[_task_service_pb2.GetResultResponse]]:
-        """Read a task's outcome, optionally waiting for it to finish."""
+        """Read a task's outcome, optionally waiting for it to finish. NOT_FOUND for a
+        task that never existed or whose record passed the result TTL.
+        """
 
     @_abc_1.abstractmethod
     def GetResults(
@@ -149,7 +246,9 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _task_service_pb2.GetResultsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_task_service_pb2.GetResultsResponse, _abc.Awaitable[_task_service_pb2.GetResultsResponse]]:
-        """GetResult for many tasks in one call (what a producer that submitted a batch waits on)."""
+        """GetResult for many tasks in one call (what a producer that submitted a batch
+        waits on). An unknown task is reported with state UNSPECIFIED, not NOT_FOUND.
+        """
 
     @_abc_1.abstractmethod
     def GetTask(
@@ -157,7 +256,7 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _task_service_pb2.GetTaskRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_task_service_pb2.GetTaskResponse, _abc.Awaitable[_task_service_pb2.GetTaskResponse]]:
-        """Read a task's full record."""
+        """Read a task's full record. NOT_FOUND as for GetResult."""
 
     @_abc_1.abstractmethod
     def Cancel(
@@ -166,7 +265,10 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_task_service_pb2.CancelResponse, _abc.Awaitable[_task_service_pb2.CancelResponse]]:
         """Cancel a task that has not finished: a queued or scheduled task at once, a
-        running one through its worker's stream.
+        running one through its worker's stream (see CancelResponse). Cancelling a
+        cancelled task is OK (CANCELLED again); a task that ended otherwise
+        (SUCCEEDED, FAILED, EXPIRED, DEAD) gives FAILED_PRECONDITION naming its
+        state; an unknown task gives NOT_FOUND.
         """
 
     @_abc_1.abstractmethod
@@ -175,7 +277,7 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _task_service_pb2.WatchTaskRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_task_service_pb2.WatchTaskResponse], _abc.AsyncIterator[_task_service_pb2.WatchTaskResponse]]:
-        """Stream the task's state changes until it finishes."""
+        """Stream the task's state changes until it finishes. NOT_FOUND as for GetResult."""
 
     @_abc_1.abstractmethod
     def Pipeline(
@@ -187,7 +289,10 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         and answers as the unary calls, without a call's set-up cost each time (what a
         producer that submits one task at a time wants). Each request carries a call_id the
         client chooses; each response answers one of them, in any order. A call that fails
-        gets an error response and the stream goes on; a malformed message ends the stream.
+        gets an error response (CallError, with the unary call's code) and the stream goes
+        on; a malformed message, or one that sets neither call, ends the stream with
+        INVALID_ARGUMENT. Calls on the stream have no deadline of their own: their wait
+        fields bound them.
         """
 
 def add_TaskServiceServicer_to_server(servicer: TaskServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

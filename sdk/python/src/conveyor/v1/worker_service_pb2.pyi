@@ -116,13 +116,16 @@ class WorkerHello(_message.Message):
     SDK_FIELD_NUMBER: _builtins.int
     HELD_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
-    """Unique per worker process, e.g. "host-1234-ab12"."""
+    """Unique per worker process, e.g. "host-1234-ab12"; 1-200 chars of [A-Za-z0-9_.:-]."""
     hostname: _builtins.str
+    """Cut to 200 characters."""
     pid: _builtins.int
     concurrency: _builtins.int
     """Slots the worker runs at once (informational; credits govern dispatch)."""
     credit: _builtins.int
-    """Initial credit: how many tasks the scheduler may push before more credit."""
+    """Initial credit: how many tasks the scheduler may push before more credit.
+    At most 10,000.
+    """
     sdk: _builtins.str
     """SDK name and version, e.g. "conveyor-python/0.1.0"."""
     @_builtins.property
@@ -179,7 +182,9 @@ class WorkerReport(_message.Message):
     DRAINING_FIELD_NUMBER: _builtins.int
     SEQ_FIELD_NUMBER: _builtins.int
     credit: _builtins.int
-    """Additional credit granted (normally one per finished task)."""
+    """Additional credit granted (normally one per finished task); the outstanding
+    credit is capped at 10,000.
+    """
     draining: _builtins.bool
     """The worker takes no new work from now on: outstanding credit is void."""
     seq: _builtins.int
@@ -190,7 +195,8 @@ class WorkerReport(_message.Message):
     """
     @_builtins.property
     def acks(self) -> _containers.RepeatedCompositeFieldContainer[_task_pb2.TaskAck]:
-        """Outcomes of finished attempts. Acks are idempotent by lease token: sending one again
+        """Outcomes of finished attempts, recorded as TaskService.Ack records them (at most
+        10,000 a report). Acks are idempotent by lease token: sending one again
         (e.g. after a reconnect, when the worker cannot know whether the first one was
         recorded) records nothing twice; the repeat is answered as a stale lease.
         """
@@ -273,8 +279,9 @@ Global___LeaseRef: _TypeAlias = LeaseRef  # noqa: Y015
 
 @_typing.final
 class WorkerHeartbeat(_message.Message):
-    """WorkerHeartbeat keeps the stream's leases alive: every lease held by this
-    stream is extended by lease_ttl on each heartbeat.
+    """WorkerHeartbeat keeps the stream's leases alive: on each heartbeat every lease
+    held by this stream is extended to now + lease_ttl, never past its attempt's
+    deadline (as ExtendLease does).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -309,11 +316,15 @@ class ConnectAccepted(_message.Message):
     """Scheduler replica serving this stream."""
     @_builtins.property
     def heartbeat_interval(self) -> _duration_pb2.Duration:
-        """Send a heartbeat at least this often."""
+        """Send a heartbeat at least this often (10s unless the scheduler is configured
+        otherwise).
+        """
 
     @_builtins.property
     def lease_ttl(self) -> _duration_pb2.Duration:
-        """A lease lapses this long after the last heartbeat."""
+        """A lease lapses this long after the last heartbeat (30s unless configured
+        otherwise); LeasedTask says what a lapse does.
+        """
 
     @_builtins.property
     def lost(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:

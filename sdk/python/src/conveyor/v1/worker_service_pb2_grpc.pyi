@@ -31,6 +31,15 @@ class WorkerServiceStub:
     The worker says hello, grants credits (free slots), acks and heartbeats; the
     scheduler pushes task batches never larger than the outstanding credit, and
     asks for cancels or a drain. Closing the stream hands its leases back.
+
+    Errors end the stream, and its leases are handed back: INVALID_ARGUMENT for a
+    first message that is not a valid hello, a later hello, or a message that
+    does not parse, or an ack a report carries that TaskService.Ack would refuse
+    as a whole (same rules and messages, e.g. "report.acks[0].lease_token: ...");
+    NOT_FOUND for an ack or held lease whose task id names an unknown queue;
+    UNAVAILABLE when the scheduler cannot reach Redis or is gone: reconnect with
+    backoff (to another replica if there is one), naming the leases still running
+    in WorkerHello.held.
     """
 
     @_typing.overload
@@ -45,6 +54,15 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     The worker says hello, grants credits (free slots), acks and heartbeats; the
     scheduler pushes task batches never larger than the outstanding credit, and
     asks for cancels or a drain. Closing the stream hands its leases back.
+
+    Errors end the stream, and its leases are handed back: INVALID_ARGUMENT for a
+    first message that is not a valid hello, a later hello, or a message that
+    does not parse, or an ack a report carries that TaskService.Ack would refuse
+    as a whole (same rules and messages, e.g. "report.acks[0].lease_token: ...");
+    NOT_FOUND for an ack or held lease whose task id names an unknown queue;
+    UNAVAILABLE when the scheduler cannot reach Redis or is gone: reconnect with
+    backoff (to another replica if there is one), naming the leases still running
+    in WorkerHello.held.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -55,6 +73,15 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
     The worker says hello, grants credits (free slots), acks and heartbeats; the
     scheduler pushes task batches never larger than the outstanding credit, and
     asks for cancels or a drain. Closing the stream hands its leases back.
+
+    Errors end the stream, and its leases are handed back: INVALID_ARGUMENT for a
+    first message that is not a valid hello, a later hello, or a message that
+    does not parse, or an ack a report carries that TaskService.Ack would refuse
+    as a whole (same rules and messages, e.g. "report.acks[0].lease_token: ...");
+    NOT_FOUND for an ack or held lease whose task id names an unknown queue;
+    UNAVAILABLE when the scheduler cannot reach Redis or is gone: reconnect with
+    backoff (to another replica if there is one), naming the leases still running
+    in WorkerHello.held.
     """
 
     @_abc_1.abstractmethod

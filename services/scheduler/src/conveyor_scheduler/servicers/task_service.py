@@ -19,6 +19,10 @@ from conveyor_scheduler.validation import check_name, check_queue, check_task_na
 
 STATE_NAMES = {v.number: v.name.removeprefix("TASK_STATE_") for v in task_pb2.TaskState.DESCRIPTOR.values}
 MAX_TEXT = 64 * 1024
+"""An ack's error message and traceback are cut to this many characters (the type to 200)."""
+MAX_POLL_TASKS = 1000
+MAX_LEASE_TOKEN = 64
+"""The longest lease token accepted; the scheduler's own are about 20 characters."""
 ACK_STATUS = {1: task_pb2.ACK_STATUS_ACCEPTED, 2: task_pb2.ACK_STATUS_STALE_LEASE, 3: task_pb2.ACK_STATUS_NOT_FOUND}
 
 
@@ -70,8 +74,9 @@ class TaskService:
         if not 1 <= len(request.queues) <= 32:
             raise InvalidArgument("queues", "name 1 to 32 queues")
         queues = [check_queue(q, f"queues[{i}]") for i, q in enumerate(request.queues)]
-        if not 1 <= request.max_tasks <= 1000:
-            raise InvalidArgument("max_tasks", f"must be 1 to 1000, got {request.max_tasks}")
+        max_tasks = request.max_tasks or 1  # 0 (unset) means the default, as limit/page_size do elsewhere
+        if max_tasks > MAX_POLL_TASKS:
+            raise InvalidArgument("max_tasks", f"must be 0 to {MAX_POLL_TASKS} (0 means 1), got {max_tasks}")
         wait_ms = 0
         if request.HasField("wait"):
             wait_ms = duration_ms(request.wait, "wait", minimum=0, maximum=self.limits.max_poll_wait_ms)
@@ -83,7 +88,7 @@ class TaskService:
             seen = [(sig, sig.gen) for sig in signals]
             leased: list[task_pb2.LeasedTask] = []
             for queue in queues:
-                want = request.max_tasks - len(leased)
+                want = max_tasks - len(leased)
                 if want <= 0:
                     break
                 rate = self.core.config.queue_rate_limits.get(queue, "")
@@ -136,8 +141,7 @@ class TaskService:
         return outcomes
 
     def _entry(self, ack: task_pb2.TaskAck, at: str) -> AckEntry:
-        if not 1 <= len(ack.lease_token) <= 64:
-            raise InvalidArgument(f"{at}.lease_token", "must be 1 to 64 characters")
+        check_lease_token(ack.lease_token, f"{at}.lease_token")
         which = ack.WhichOneof("outcome")
         if which == "result":
             if len(ack.result.data) > self.limits.max_payload_bytes:
@@ -160,8 +164,9 @@ class TaskService:
 
     async def ExtendLease(self, request: task_service_pb2.ExtendLeaseRequest, context: grpc.aio.ServicerContext
                           ) -> task_service_pb2.ExtendLeaseResponse:
-        queue = await self.core.queue_of(request.task_id)
         extend = duration_ms(request.extend_by, "extend_by", minimum=1, maximum=self.limits.max_timeout_ms)
+        check_lease_token(request.lease_token, "lease_token")
+        queue = await self.core.queue_of(request.task_id)
         (expiry,) = await self.core.store.extend(queue, [(request.task_id, request.lease_token, extend)])
         if expiry == -2:
             raise NotFound(f"no task {request.task_id}")
@@ -173,10 +178,10 @@ class TaskService:
 
     async def GetResult(self, request: task_service_pb2.GetResultRequest, context: grpc.aio.ServicerContext
                         ) -> task_service_pb2.GetResultResponse:
-        queue = await self.core.queue_of(request.task_id)
         wait_ms = 0
         if request.HasField("wait"):
             wait_ms = duration_ms(request.wait, "wait", minimum=0, maximum=self.limits.max_result_wait_ms)
+        queue = await self.core.queue_of(request.task_id)
         (rec,) = await self._wait([(queue, request.task_id)], self._capped(wait_ms, context))
         if not rec:
             raise NotFound(f"no task {request.task_id} (it never existed, or its record expired)")
@@ -187,6 +192,9 @@ class TaskService:
         count = len(request.task_ids)
         if not 1 <= count <= self.limits.max_batch:
             raise InvalidArgument("task_ids", f"must hold 1 to {self.limits.max_batch} ids, got {count}")
+        wait_ms = 0
+        if request.HasField("wait"):
+            wait_ms = duration_ms(request.wait, "wait", minimum=0, maximum=self.limits.max_result_wait_ms)
         tasks = []
         for i, task_id in enumerate(request.task_ids):
             try:
@@ -194,9 +202,6 @@ class TaskService:
             except NotFound:  # a well-formed id of a queue nobody knows: no such task
                 queue = ""  # no queue is named "": its keys hold nothing
             tasks.append((queue, task_id))
-        wait_ms = 0
-        if request.HasField("wait"):
-            wait_ms = duration_ms(request.wait, "wait", minimum=0, maximum=self.limits.max_result_wait_ms)
         records = await self._wait(tasks, self._capped(wait_ms, context))
         # A task that does not exist (any more) is reported with state UNSPECIFIED.
         return task_service_pb2.GetResultsResponse(results=[
@@ -265,6 +270,11 @@ class TaskService:
         resp = self._event(task_id, int(rec[b"st"]), int(rec.get(b"at", 0)))
         resp.task.CopyFrom(to_task(task_id, queue, rec))
         return resp
+
+
+def check_lease_token(token: str, field: str) -> None:
+    if not 1 <= len(token) <= MAX_LEASE_TOKEN:
+        raise InvalidArgument(field, f"must be 1 to {MAX_LEASE_TOKEN} characters, got {len(token)}")
 
 
 def store_now_s(service: TaskService) -> float:
