@@ -1,5 +1,6 @@
 """One legend for the Redis model: conveyor_scheduler.keys (KEY_PATTERNS, TASK_FIELDS,
-SCHEDULE_FIELDS) is the source; the Lua scripts and the Python code are held to it.
+SCHEDULE_FIELDS) is the source; the Lua scripts, the Python code and docs/ARCHITECTURE.md
+are held to it.
 
 - Every hash field the Lua scripts read or write (field-name literals of HSET, HGET, HMGET,
   HDEL, HEXISTS, HINCRBY and finish(); `f.xx` reads of a record map) and every field the
@@ -9,6 +10,7 @@ SCHEDULE_FIELDS) is the source; the Lua scripts and the Python code are held to 
   for a script. Modules beat.py, schedules.py and schedule_store.py handle schedule hashes.
 - Every key and channel keys.py builds, or a script derives from its prefix, is a
   KEY_PATTERNS entry, and every entry is built somewhere; the Lua comments name only those.
+- docs/ARCHITECTURE.md's three legend tables hold exactly the legend's rows.
 
 A failure names the field or key, where it was found, and the file to add it to.
 """
@@ -27,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "services/scheduler/src/conveyor_scheduler"
 LUA = PACKAGE / "lua"
 KEYS_PY = "services/scheduler/src/conveyor_scheduler/keys.py"
+DOC = ROOT / "docs/ARCHITECTURE.md"
 SCHEDULE_SCRIPTS = "beat_"
 """Scripts whose hash is a schedule hash (cv:{beat}:s:ID), not a task hash."""
 NO_TASK_HASH_SCRIPTS = {"register_queue.lua"}
@@ -34,6 +37,12 @@ SCHEDULE_MODULES = {"beat.py", "schedules.py", "schedule_store.py"}
 """Python modules whose hash records are schedule hashes."""
 FIELD_RE = re.compile(r"[a-z][a-z0-9]{0,3}")
 HASH_COMMANDS = {"hset", "hget", "hmget", "hdel", "hexists", "hincrby"}
+TABLES = {
+    "### Keys and channels": "keys",
+    "### Task hash fields": "task",
+    "### Schedule hash fields": "schedule",
+}
+"""Headings of docs/ARCHITECTURE.md's legend tables."""
 
 Uses = dict[str, set[str]]
 """name -> the places it was found ("claim.lua", "records.py", ...)."""
@@ -232,6 +241,45 @@ def lua_comment_keys() -> Uses:
     return uses
 
 
+# -- docs/ARCHITECTURE.md -----------------------------------------------------------------------
+
+def _cells(row: str) -> list[str]:
+    cells = re.split(r"(?<!\\)\|", row.strip())[1:-1]
+    return [c.strip().replace("\\|", "|") for c in cells]
+
+
+def doc_tables() -> dict[str, dict[str, list[str]]]:
+    """table -> first cell (backticks removed) -> the other cells."""
+    lines = DOC.read_text(encoding="utf-8").splitlines()
+    tables: dict[str, dict[str, list[str]]] = {}
+    for heading, table in TABLES.items():
+        assert heading in lines, f"docs/ARCHITECTURE.md has no heading {heading!r} for its legend table"
+        rows: dict[str, list[str]] = {}
+        i = lines.index(heading) + 1
+        while i < len(lines) and not lines[i].startswith("|"):
+            i += 1
+        i += 2  # header and separator
+        while i < len(lines) and lines[i].startswith("|"):
+            first, *rest = _cells(lines[i])
+            rows[first.strip("`")] = rest
+            i += 1
+        tables[table] = rows
+    return tables
+
+
+def _row(*cells: str) -> str:
+    first, *rest = cells
+    return "| " + " | ".join([f"`{first}`", *(c.replace("|", "\\|") for c in rest)]) + " |"
+
+
+def expected_rows() -> dict[str, dict[str, list[str]]]:
+    return {
+        "keys": {k: [t, m] for k, (t, m) in keys.KEY_PATTERNS.items()},
+        "task": {f: [m] for f, m in keys.TASK_FIELDS.items()},
+        "schedule": {f: [m] for f, m in keys.SCHEDULE_FIELDS.items()},
+    }
+
+
 # -- the tests ----------------------------------------------------------------------------------
 
 def _places(uses: Uses, name: str) -> str:
@@ -244,11 +292,11 @@ def _fields_in_legend(kind: str, legend: dict[str, str], lua: Uses, py: Uses) ->
         if name not in legend:
             places = _places({name: lua.get(name, set()) | py.get(name, set())}, name)
             problems.append(f"{kind} field {name!r} is used ({places}) but missing from {KEYS_PY}; "
-                            "add its meaning there")
+                            "add its meaning there, then its row to docs/ARCHITECTURE.md")
     for name in sorted(legend):
         if name not in lua and name not in py:
             problems.append(f"{kind} field {name!r} is listed in {KEYS_PY} but no Lua script or Python "
-                            "code uses it; remove it from keys.py")
+                            "code uses it; remove it from keys.py and docs/ARCHITECTURE.md")
     return problems
 
 
@@ -270,10 +318,10 @@ def test_keys_match_the_legend() -> None:
     built = built_keys()
     legend = {normalize(p): p for p in keys.KEY_PATTERNS}
     problems = [f"key {key!r} is built ({_places(built, key)}) but missing from KEY_PATTERNS in {KEYS_PY}; "
-                "add it there (placeholders in upper case)"
+                "add it there (placeholders in upper case), then its row to docs/ARCHITECTURE.md"
                 for key in sorted(set(built) - set(legend))]
     problems += [f"key {legend[key]!r} is listed in KEY_PATTERNS ({KEYS_PY}) but neither keys.py nor a Lua "
-                 "script builds it; remove it from keys.py"
+                 "script builds it; remove it from keys.py and docs/ARCHITECTURE.md"
                  for key in sorted(set(legend) - set(built))]
     assert not problems, "\n".join(problems)
 
@@ -296,6 +344,24 @@ def test_lua_comments_point_to_the_legend() -> None:
         text = path.read_text(encoding="utf-8")
         assert not re.search(r"hash fields:\s*[a-z][a-z0-9]{0,3} [a-z]", text), \
             f"{path.name} lists hash fields in a comment; point to keys.py (TASK_FIELDS/SCHEDULE_FIELDS) instead"
+
+
+def test_architecture_doc_tables_match_the_legend() -> None:
+    docs, expected = doc_tables(), expected_rows()
+    names = {"keys": "Keys and channels", "task": "Task hash fields", "schedule": "Schedule hash fields"}
+    problems = []
+    for table, rows in expected.items():
+        got = docs[table]
+        for name, cells in rows.items():
+            if name not in got:
+                problems.append(f"docs/ARCHITECTURE.md, table {names[table]!r}: {name!r} is missing; "
+                                f"add the row: {_row(name, *cells)}")
+            elif got[name] != cells:
+                problems.append(f"docs/ARCHITECTURE.md, table {names[table]!r}: the row of {name!r} differs "
+                                f"from {KEYS_PY}; make it: {_row(name, *cells)}")
+        problems += [f"docs/ARCHITECTURE.md, table {names[table]!r}: {name!r} is not in {KEYS_PY}; "
+                     "add it there or remove the row" for name in got if name not in rows]
+    assert not problems, "\n".join(problems)
 
 
 def test_the_readers_find_what_they_look_for() -> None:
