@@ -1,7 +1,12 @@
-"""Every Redis key name Conveyor uses, built in one place.
+"""Every Redis key name Conveyor uses, built in one place, and the legend of the Redis model.
 
 All state of one queue shares the hash tag ``{q:NAME}`` so each queue lives in one
-Redis Cluster slot; the queue registry shares the tag ``{cv}``.
+Redis Cluster slot; the queue registry shares the tag ``{cv}``, the beat ``{beat}``.
+
+KEY_PATTERNS, TASK_FIELDS and SCHEDULE_FIELDS below are the one source for what each key,
+channel and hash field is. tests/unit/test_key_legend.py holds the Lua scripts, the Python
+code and docs/ARCHITECTURE.md to them: a key or field used anywhere must be listed here and
+in that page's tables, and everything listed here must be used.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ CHANNEL_PREFIX = "cv"
 DONE_CHANNEL = "cv:done"
 """Payload: the id of a task that finished (published by the Lua scripts)."""
 STATE_CHANNEL = "cv:state"
-"""Payload: "id|state|attempt" for every state change of a watched task."""
+"""Payload: "id|state|attempt|seq" for every state change of a watched task (seq: its field ev)."""
 CANCEL_CHANNEL = "cv:cancel"
 """Payload: "id|worker id" when a running task is asked to stop."""
 WAKE_CHANNEL = "cv:wake"
@@ -77,3 +82,101 @@ class QueueKeys:
     def parked(self, task_name: str) -> str:
         """Zset of the parked tasks of one name, scored 9 - priority."""
         return f"{self.prefix}p:{task_name}"
+
+# -- the legend ----------------------------------------------------------------------------
+# Placeholders are upper case: QUEUE (a queue name), P (a priority 0-9), ID (a task or
+# schedule id), KEY (an idempotency key), NAME (a task name). Times are Unix ms.
+
+KEY_PATTERNS: dict[str, tuple[str, str]] = {
+    # One queue: every key under its hash tag, so each script touches one cluster slot.
+    "cv:{q:QUEUE}:r:P": ("list", "ready task ids of priority P, FIFO (RPUSH in, LPOP out; a returned lease "
+                                 "goes back to the front with LPUSH)"),
+    "cv:{q:QUEUE}:s": ("zset", "scheduled: task id -> due ms (eta, retry backoff, rate-limit wait)"),
+    "cv:{q:QUEUE}:a": ("zset", "active: task id -> lease expiry ms (the reaper's index)"),
+    "cv:{q:QUEUE}:d": ("zset", "dead letters: task id -> ms it ended DEAD"),
+    "cv:{q:QUEUE}:t:ID": ("hash", "one task (fields: TASK_FIELDS); expires a result TTL after it finished"),
+    "cv:{q:QUEUE}:k:KEY": ("string", "idempotency key -> task id, for the dedup window"),
+    "cv:{q:QUEUE}:rl:NAME": ("string", "GCRA state (next free slot ms) of task NAME's rate limit"),
+    "cv:{q:QUEUE}:rlq": ("string", "GCRA state (next free slot ms) of the queue's rate limit"),
+    "cv:{q:QUEUE}:pn": ("set", "names of tasks parked in this queue (name-aware dispatch)"),
+    "cv:{q:QUEUE}:p:NAME": ("zset", "parked QUEUED task ids of task NAME -> 9 - priority (members of one "
+                                    "priority in id order); read before each priority's ready list"),
+    # The queue registry: a stable number per queue, embedded in its task ids.
+    "cv:{cv}:queues": ("hash", "queue name -> queue number"),
+    "cv:{cv}:queue-names": ("hash", "queue number -> queue name"),
+    "cv:{cv}:queue-seq": ("string", "the last queue number given out"),
+    # The beat.
+    "cv:{beat}:s:ID": ("hash", "one schedule (fields: SCHEDULE_FIELDS)"),
+    "cv:{beat}:due": ("zset", "schedule id -> next fire ms, active schedules only"),
+    "cv:{beat}:ids": ("zset", "every schedule id, all scored 0 (listed in id order)"),
+    "cv:{beat}:leader": ("string", "the beat leader's lease token SCHEDULER_ID/RANDOM, the lease as its TTL"),
+    # Pub/sub channels (not keys; every replica subscribes).
+    "cv:done": ("channel", "the id of every task that finished"),
+    "cv:state": ("channel", "id|state|attempt|seq for each state change of a watched task"),
+    "cv:cancel": ("channel", "id|worker id when a running task is asked to stop"),
+    "cv:wake": ("channel", "queue|0|replica (tasks are ready) or queue|due ms|replica (one is due then)"),
+    "cv:beat": ("channel", "a schedule id whose definition changed, or released when the leader steps down"),
+}
+"""Key (or channel) pattern -> (Redis type, meaning)."""
+
+TASK_FIELDS: dict[str, str] = {
+    # Written at submit (validation.check_spec builds them), never changed after.
+    "n": "task name",
+    "d": "payload bytes",
+    "ct": "payload content type (absent: application/json)",
+    "h": "headers as a JSON object (trace context lives here)",
+    "p": "priority 0-9 (absent: 0)",
+    "to": "timeout ms: the hard time limit of one attempt",
+    "st2": "soft timeout ms",
+    "x": "expires_at ms: not started by then, it ends EXPIRED",
+    "mr": "max retries",
+    "ib": "initial retry backoff ms",
+    "mb": "max retry backoff ms",
+    "mu": "retry backoff multiplier",
+    "nj": "1: no jitter on the retry backoff",
+    "k": "idempotency key",
+    "rl": "rate limit, count/period-ms",
+    # The life cycle.
+    "st": "state: 1 SCHEDULED, 2 QUEUED, 3 ACTIVE, 4 SUCCEEDED, 5 FAILED, 6 CANCELLED, 7 EXPIRED, 8 DEAD",
+    "eta": "due ms (delayed submit, retry backoff, rate-limit wait)",
+    "rs": "1 while it holds a reserved rate-limit slot",
+    "at": "attempt number (absent or 0 before the first lease)",
+    "sa": "started ms of the current attempt",
+    "dl": "deadline ms of the current attempt (started + timeout)",
+    "le": "lease expiry ms",
+    "lt": "lease token (fencing): only an ack carrying it counts; absent when not leased",
+    "w": "worker id of the current lease (kept once the task finished)",
+    "cx": "1 when a cancel was requested while it ran",
+    "fa": "finished ms",
+    "r": "result bytes",
+    "rc": "result content type (absent: application/json)",
+    "et": "last error type",
+    "em": "last error message",
+    "eb": "last error traceback",
+    "wt": "1 once watched (WatchTask): its state changes are published",
+    "ev": "count of state changes published for watchers (orders them)",
+    "o": "the stream (WorkerSession.owner) that owns the current lease; absent for a polled lease",
+    "pk": "1 while the task is parked: the workers that claimed it do not declare its name",
+}
+"""Task hash (cv:{q:QUEUE}:t:ID) field -> meaning."""
+
+CLAIM_REPLY_FIELDS: dict[str, str] = {
+    "id": "the task id, appended by claim.lua to each leased task's record; never stored",
+}
+"""Names that appear in a task record as the scripts return it, but not in the hash."""
+
+SCHEDULE_FIELDS: dict[str, str] = {
+    "def": "the definition: a serialized conveyor.v1.Schedule",
+    "v": "version, raised by every save (optimistic concurrency)",
+    "pz": "1 while paused",
+    "a": "interval anchor ms",
+    "ca": "created ms",
+    "ua": "updated ms",
+    "nx": "next fire ms (absent: paused or ended)",
+    "lf": "last fire ms",
+    "lt": "id of the task of the last firing",
+    "fc": "firings submitted",
+    "ms": "fire times missed",
+    "le": "last error (a firing the submit path refused)",
+}
+"""Schedule hash (cv:{beat}:s:ID) field -> meaning."""

@@ -1,4 +1,4 @@
-"""Conversion of task hashes (see lua/lib.lua for the field names) to protobuf messages."""
+"""Conversion of task hashes (keys.TASK_FIELDS lists the fields) to protobuf messages."""
 
 from __future__ import annotations
 

@@ -6,9 +6,7 @@
 -- ARGV[1] id   ARGV[2] expected version (0: the schedule must not exist)
 -- ARGV[3] next fire ms ('' = none: paused or ended)   ARGV[4] change channel
 -- ARGV[5..] field/value pairs to set
--- Schedule hash fields: def definition (serialized conveyor.v1.Schedule), v version,
--- pz paused ('1'), a interval anchor ms, ca/ua created/updated ms, nx next fire ms,
--- lf last fire ms, lt last task id, fc firings, ms missed fire times, le last error.
+-- Schedule hash fields: SCHEDULE_FIELDS in ../keys.py.
 -- Returns the new version, or 0 when the version did not match (re-read and retry).
 local current = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
 if current ~= tonumber(ARGV[2]) then

@@ -1,30 +1,23 @@
 -- lib.lua: shared prelude, prepended to every queue script when it is loaded.
 --
--- Every queue script receives the same KEYS, all inside the queue's hash tag {q:NAME}:
---   KEYS[1..10]  ready lists, priority 0..9       cv:{q:NAME}:r:P   (RPUSH in, LPOP out)
---   KEYS[11]     scheduled zset, score = due ms    cv:{q:NAME}:s
---   KEYS[12]     active zset, score = lease expiry cv:{q:NAME}:a
---   KEYS[13]     dead-letter zset, score = ms      cv:{q:NAME}:d
---   KEYS[14]     parked-names set                  cv:{q:NAME}:pn
---                (task names that have parked tasks, see park below)
--- and the same first ARGV:
---   ARGV[1] key prefix "cv:{q:NAME}:"; task hashes are PREFIX.."t:"..id, idempotency
---           keys PREFIX.."k:"..key and parked-task zsets PREFIX.."p:"..task-name. They are derived here because their ids are only known
---           inside the script, but they share the queue's hash tag, so every script still
---           touches a single cluster slot.
---   ARGV[2] now (ms)   ARGV[3] result TTL (ms)   ARGV[4] pub/sub channel prefix ("cv"):
---           PREFIX:done gets the id of every finished task, PREFIX:state gets
---           "id|state|attempt|seq" for watched tasks, PREFIX:cancel gets "id|worker",
---           PREFIX:wake gets "queue|0|replica" when submit.lua queued a task.
+-- What each key, channel and task hash field is: KEY_PATTERNS and TASK_FIELDS in
+-- ../keys.py (the one legend; tests/unit/test_key_legend.py fails when a script uses a
+-- key or field missing there).
 --
--- Task hash fields: n name, d payload, ct content type, h headers (JSON), p priority,
--- st state, at attempt, to timeout ms, eta due ms, x expires ms, mr/ib/mb/mu/nj retry
--- policy, k idempotency key, sa started ms, dl deadline ms, le lease expiry ms,
--- w worker, lt lease token, fa finished ms, r/rc result, et/em/eb last error,
--- st2 soft timeout ms, rl rate limit ("count/period-ms"), rs 1 while holding a reserved
--- rate-limit slot, cx 1 when a cancel was requested while running, wt 1 while watched,
--- ev the count of state changes published for watchers, o the stream (session) that owns
--- the current lease (absent for polled leases), pk 1 while the task is parked.
+-- Every queue script receives the same KEYS, all inside the queue's hash tag {q:QUEUE}:
+--   KEYS[1..10]  ready lists, priority 0..9       cv:{q:QUEUE}:r:P
+--   KEYS[11]     scheduled zset                    cv:{q:QUEUE}:s
+--   KEYS[12]     active zset                       cv:{q:QUEUE}:a
+--   KEYS[13]     dead-letter zset                  cv:{q:QUEUE}:d
+--   KEYS[14]     parked-names set                  cv:{q:QUEUE}:pn
+-- and the same first ARGV:
+--   ARGV[1] key prefix "cv:{q:QUEUE}:"; task hashes (PREFIX.."t:"..id), idempotency keys
+--           (PREFIX.."k:"..key), parked-task zsets (PREFIX.."p:"..name) and rate-limit
+--           buckets are derived here because their names are only known inside the
+--           script, but they share the queue's hash tag, so every script still touches
+--           a single cluster slot.
+--   ARGV[2] now (ms)   ARGV[3] result TTL (ms)   ARGV[4] pub/sub channel prefix ("cv"):
+--           PREFIX:done, PREFIX:state, PREFIX:cancel and PREFIX:wake (payloads: keys.py).
 local PREFIX = ARGV[1]
 local NOW = tonumber(ARGV[2])
 local RESULT_TTL = tonumber(ARGV[3])
