@@ -219,10 +219,11 @@ class Dispatcher:
         start = qd.next % len(sessions)
         qd.next += 1
         gen = qd.ready_gen
-        more = False
+        more = claimed_any = False
         for session in sessions[start:] + sessions[:start]:
             if not session.wants_work:
                 continue
+            claimed_any = True
             want = min(session.credit, self.batch)
             session.credit -= want
             try:
@@ -249,8 +250,8 @@ class Dispatcher:
                 more = True
             elif not claimed.parked_left:
                 break  # the queue holds nothing ready for anyone
-        if not more and qd.ready_gen == gen:
-            qd.maybe_ready = False
+        if claimed_any and not more and qd.ready_gen == gen:
+            qd.maybe_ready = False  # every worker that asked found nothing it can run
         return more
 
 
