@@ -539,7 +539,7 @@ class LeasedTask(_message.Message):
 
     There are two kinds of lease. A stream lease (WorkerService) lasts the
     stream's lease_ttl (ConnectAccepted) and every heartbeat renews it; closing
-    the stream hands it back at once. A Poll lease lasts until the attempt's
+    the stream that owns it hands it back at once. A Poll lease lasts until the attempt's
     deadline. Either way the lease never outlasts the deadline. When a lease
     passes its expiry (the reaper looks every second by default):
     - at or past the deadline, the attempt is failed with TaskError.type

@@ -30,16 +30,20 @@ class WorkerServiceStub:
     """WorkerService carries one long-lived bidirectional stream per worker process.
     The worker says hello, grants credits (free slots), acks and heartbeats; the
     scheduler pushes task batches never larger than the outstanding credit, and
-    asks for cancels or a drain. Closing the stream hands its leases back.
+    asks for cancels or a drain. Closing the stream hands back the leases it still
+    owns (a lease another stream adopted through WorkerHello.held is no longer its).
 
-    Errors end the stream, and its leases are handed back: INVALID_ARGUMENT for a
+    Errors end the stream, and its leases are handed back (except on UNAVAILABLE,
+    below): INVALID_ARGUMENT for a
     first message that is not a valid hello, a later hello, or a message that
     does not parse, or an ack a report carries that TaskService.Ack would refuse
     as a whole (same rules and messages, e.g. "report.acks[0].lease_token: ...");
     NOT_FOUND for an ack or held lease whose task id names an unknown queue;
     UNAVAILABLE when the scheduler cannot reach Redis or is gone: reconnect with
     backoff (to another replica if there is one), naming the leases still running
-    in WorkerHello.held.
+    in WorkerHello.held and sending again the acks no ReportDone confirmed. A stream
+    ended because the scheduler could not reach Redis keeps its leases for that
+    reconnect (they lapse after lease_ttl if the worker does not come back).
     """
 
     @_typing.overload
@@ -53,16 +57,20 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     """WorkerService carries one long-lived bidirectional stream per worker process.
     The worker says hello, grants credits (free slots), acks and heartbeats; the
     scheduler pushes task batches never larger than the outstanding credit, and
-    asks for cancels or a drain. Closing the stream hands its leases back.
+    asks for cancels or a drain. Closing the stream hands back the leases it still
+    owns (a lease another stream adopted through WorkerHello.held is no longer its).
 
-    Errors end the stream, and its leases are handed back: INVALID_ARGUMENT for a
+    Errors end the stream, and its leases are handed back (except on UNAVAILABLE,
+    below): INVALID_ARGUMENT for a
     first message that is not a valid hello, a later hello, or a message that
     does not parse, or an ack a report carries that TaskService.Ack would refuse
     as a whole (same rules and messages, e.g. "report.acks[0].lease_token: ...");
     NOT_FOUND for an ack or held lease whose task id names an unknown queue;
     UNAVAILABLE when the scheduler cannot reach Redis or is gone: reconnect with
     backoff (to another replica if there is one), naming the leases still running
-    in WorkerHello.held.
+    in WorkerHello.held and sending again the acks no ReportDone confirmed. A stream
+    ended because the scheduler could not reach Redis keeps its leases for that
+    reconnect (they lapse after lease_ttl if the worker does not come back).
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -72,16 +80,20 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
     """WorkerService carries one long-lived bidirectional stream per worker process.
     The worker says hello, grants credits (free slots), acks and heartbeats; the
     scheduler pushes task batches never larger than the outstanding credit, and
-    asks for cancels or a drain. Closing the stream hands its leases back.
+    asks for cancels or a drain. Closing the stream hands back the leases it still
+    owns (a lease another stream adopted through WorkerHello.held is no longer its).
 
-    Errors end the stream, and its leases are handed back: INVALID_ARGUMENT for a
+    Errors end the stream, and its leases are handed back (except on UNAVAILABLE,
+    below): INVALID_ARGUMENT for a
     first message that is not a valid hello, a later hello, or a message that
     does not parse, or an ack a report carries that TaskService.Ack would refuse
     as a whole (same rules and messages, e.g. "report.acks[0].lease_token: ...");
     NOT_FOUND for an ack or held lease whose task id names an unknown queue;
     UNAVAILABLE when the scheduler cannot reach Redis or is gone: reconnect with
     backoff (to another replica if there is one), naming the leases still running
-    in WorkerHello.held.
+    in WorkerHello.held and sending again the acks no ReportDone confirmed. A stream
+    ended because the scheduler could not reach Redis keeps its leases for that
+    reconnect (they lapse after lease_ttl if the worker does not come back).
     """
 
     @_abc_1.abstractmethod

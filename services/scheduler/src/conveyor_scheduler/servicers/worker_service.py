@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Sequence
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
+from redis.exceptions import RedisError
 
 from conveyor.v1 import task_pb2, worker_service_pb2
 from conveyor_scheduler.core import Core
@@ -165,6 +166,14 @@ class WorkerService:
     async def _close(self, session: WorkerSession, reader: asyncio.Task[None]) -> None:
         await asyncio.gather(reader, return_exceptions=True)
         held = len(session.leases)
+        failure = reader.exception() if reader.done() and not reader.cancelled() else None
+        if held and isinstance(failure, RedisError):
+            # Our outage, not the worker's: it reconnects and adopts them (WorkerHello.held).
+            # Handed back now, just as Redis returns, they would run twice; if the worker does
+            # not come back they lapse after the lease TTL and the reaper returns them.
+            log.info("worker %s disconnected on a Redis error; its %d leases wait for it to reconnect",
+                     session.worker_id, held)
+            return
         released = await self._release_all(session)
         log.info("worker %s disconnected; %d of %d leases handed back", session.worker_id, released, held)
 
