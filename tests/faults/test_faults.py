@@ -1,7 +1,8 @@
 """Fault suite (issue 3): real processes, 2,000 tasks in flight, one fault each.
 
 1. a worker killed with SIGKILL mid-task;
-2. a scheduler replica killed with SIGKILL while a producer is submitting batches;
+2. a scheduler replica killed with SIGKILL while a producer is submitting batches (no task
+   runs twice: workers adopt their leases on another replica and re-send unconfirmed acks);
 3. Redis (AOF on, appendfsync always) killed with SIGKILL mid-run and restarted.
 
 In each, every submitted task must end in exactly one terminal state (SUCCEEDED) with its own
@@ -167,6 +168,13 @@ def _execution_lines(exec_dir: Path) -> dict[str, list[tuple[int, int]]]:
     return runs
 
 
+def started_since(exec_dir: Path, worker: Proc, since: float) -> int:
+    """How many executions `worker` began after the wall time `since`."""
+    log = exec_dir / f"exec-{worker.popen.pid}.log"
+    lines = log.read_text().splitlines()[-64:] if log.exists() else []
+    return sum(1 for line in lines if line.strip() and float(line.split()[3]) > since)
+
+
 def executions(exec_dir: Path) -> collections.Counter[str]:
     """How many times each task id started executing."""
     return collections.Counter({task_id: len(r) for task_id, r in _execution_lines(exec_dir).items()})
@@ -285,12 +293,16 @@ def test_worker_sigkill_mid_task(cluster: Cluster, redis_url: str, tmp_path: Pat
     names: dict[int, str] = {}
     with Client(target) as client:
         started = time.monotonic()
-        ids = [h.id for h in client.submit_many(calls(exec_dir, range(N)))]
+        ids = [h.id for h in client.submit_many(calls(exec_dir, range(N), seconds=0.03))]
         victim = start_worker(cluster, target, "victim", names)
         start_worker(cluster, target, "steady", names)
         at_strike = wait_for(lambda: (c := observer.census(ids, "victim"))[TaskState.SUCCEEDED] >= 300
                              and c.active_on >= CONCURRENCY // 2 and c, 30, interval=0.005,
                              what="some hundreds done and the victim busy")
+        # Strike while the victim is inside handlers: several of its executions began less than
+        # 10 ms ago (each sleeps 30 ms), so the kill surely cuts them short.
+        wait_for(lambda: started_since(exec_dir, victim, time.time() - 0.01) >= 4, 30, interval=0.001,
+                 what="the victim to be mid-task")
         victim.kill()
         start_worker(cluster, target, "replacement", names)
         wait_all_terminal(observer, ids, 30, exec_dir, dead_worker=names[victim.popen.pid])
@@ -425,6 +437,9 @@ def test_scheduler_replica_sigkill_mid_batch(cluster: Cluster, redis_url: str, t
     assert {i: n for i, n in announced.items() if n != 1} == {}, "tasks announced other than exactly once"
     assert set(runs) == set(ids)
     assert leases_run_twice(exec_dir) == []
+    # The workers re-announce the leases they hold and re-send the acks the dead replica never
+    # confirmed: nothing that ran, or had finished, runs again.
+    assert {i: n for i, n in runs.items() if n > 1} == {}, "tasks ran again after the replica died"
 
 
 # -- 3. Redis killed with SIGKILL and restarted ----------------------------------------------
