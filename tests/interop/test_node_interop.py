@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conveyor import Call, Client, SubmitOptions, TaskFailed
+from conveyor import Call, Client, SubmitOptions, TaskFailed, TaskState
 from tests.harness import ROOT, Cluster, Proc, spawn, wait_for
 
 INTEROP = Path(__file__).resolve().parent
@@ -75,14 +75,21 @@ def test_node_worker_reports_failures(cluster: Cluster, scheduler: str, client: 
     start_node_worker(node, cluster, scheduler)
 
     with pytest.raises(TaskFailed) as failed:
-        client.submit("interop.missing", [1], queue=QUEUE).result(timeout=30)
+        client.submit("interop.fail", ["from a node handler"], queue=QUEUE).result(timeout=30)
     assert failed.value.state == "FAILED"
-    assert failed.value.error_type == "Error"
-    assert failed.value.error_message == "unknown task interop.missing"
+    assert failed.value.error_type == "TypeError"
+    assert failed.value.error_message == "from a node handler"
     assert "worker.js" in failed.value.traceback
 
     # the worker keeps going after a failure (its credit came back with the failed ack)
     assert client.submit("interop.add", [1, 1], queue=QUEUE).result(timeout=30) == 2
+
+    # A name the node worker does not declare is never leased to it: it waits, and says why.
+    missing = client.submit("interop.missing", [1], queue=QUEUE)
+    wait_for(lambda: "interop.missing" in client.get_task(missing.id).waiting_reason, 15,
+             what="the unknown task to be parked")
+    assert client.submit("interop.add", [2, 2], queue=QUEUE).result(timeout=30) == 4  # not blocked by it
+    assert missing.cancel() == TaskState.CANCELLED
 
 
 def test_node_producer_python_worker(cluster: Cluster, scheduler: str, client: Client) -> None:

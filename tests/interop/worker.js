@@ -24,6 +24,7 @@ const CONCURRENCY = 4;
 const HANDLERS = {
   'interop.add': (args) => args[0] + args[1],
   'interop.upper': (args) => args[0].toUpperCase(),
+  'interop.fail': (args) => { throw new TypeError(args[0]); },
 };
 
 function log(message) {
