@@ -99,7 +99,7 @@ class SchedulerServer:
         await self.core.close()
         await self.redis.aclose()
         if self.metrics is not None:
-            self.metrics.stop()
+            await asyncio.to_thread(self.metrics.stop)  # shutdown() waits out the server's poll
 
 
 async def serve(config: SchedulerConfig, ready: asyncio.Event | None = None) -> None:
