@@ -16,6 +16,7 @@ from conveyor.telemetry import configure_from_env
 from conveyor_scheduler.config import SchedulerConfig
 from conveyor_scheduler.embedded_redis import EmbeddedRedis
 from conveyor_scheduler.errors import InvalidArgument
+from conveyor_scheduler.exposition import MetricsPortError
 from conveyor_scheduler.routing import parse_route
 from conveyor_scheduler.server import serve
 from conveyor_scheduler.validation import check_name, check_queue, parse_rate
@@ -63,6 +64,10 @@ def _rate_limits(texts: tuple[str, ...]) -> tuple[dict[str, str], dict[str, str]
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--host", default="127.0.0.1", show_default=True, envvar=P + "HOST", help="Address to bind.")
 @click.option("--port", default=50051, show_default=True, envvar=P + "PORT", type=int, help="gRPC port (0: any).")
+@click.option("--metrics-port", default=9464, show_default=True, envvar=P + "METRICS_PORT",
+              type=click.IntRange(0, 65535),
+              help="Port of the Prometheus /metrics endpoint, on --host (0: off). The default port, when in use, "
+                   "is skipped with a warning.")
 @click.option("--redis-url", envvar="CONVEYOR_REDIS_URL", default=None,
               help="Redis/Valkey URL. Unset: start a private embedded Redis.")
 @click.option("--data-dir", default=".conveyor", show_default=True, envvar="CONVEYOR_DATA_DIR",
@@ -88,7 +93,9 @@ def _rate_limits(texts: tuple[str, ...]) -> tuple[dict[str, str], dict[str, str]
 @click.option("--check", "check_only", is_flag=True, help="Exit 0 if a scheduler at --host/--port is serving, else 1.")
 @click.option("--log-level", default="INFO", show_default=True, envvar=P + "LOG_LEVEL")
 @event_loop.option(envvar=P + "LOOP")
-def main(host: str, port: int, redis_url: str | None, data_dir: Path, routes: tuple[str, ...], result_ttl: float,
+@click.pass_context
+def main(ctx: click.Context, host: str, port: int, metrics_port: int, redis_url: str | None, data_dir: Path,
+         routes: tuple[str, ...], result_ttl: float,
          lease_ttl: float, heartbeat_interval: float, reaper_interval: float, default_timeout: float,
          rate_limits: tuple[str, ...], scheduler_id: str, insecure: bool, check_only: bool, log_level: str,
          beat_lease: float, loop: str) -> None:
@@ -115,13 +122,16 @@ def main(host: str, port: int, redis_url: str | None, data_dir: Path, routes: tu
         embedded.start()
         redis_url = embedded.url
     config = SchedulerConfig(
-        beat_lease_ms=int(beat_lease * 1000),
+        beat_lease_ms=int(beat_lease * 1000), metrics_port=metrics_port,
+        metrics_optional=ctx.get_parameter_source("metrics_port") == click.core.ParameterSource.DEFAULT,
         redis_url=redis_url, host=host, port=port, scheduler_id=scheduler_id, routes=rules,
         result_ttl_ms=int(result_ttl * 1000), lease_ttl_ms=int(lease_ttl * 1000),
         heartbeat_interval_ms=int(heartbeat_interval * 1000), reaper_interval_ms=int(reaper_interval * 1000),
         default_timeout_ms=int(default_timeout * 1000), task_rate_limits=task_rates, queue_rate_limits=queue_rates)
     try:
         event_loop.run(serve(config), loop)
+    except MetricsPortError as exc:
+        raise click.BadParameter(str(exc), param_hint="--metrics-port") from None
     finally:
         if embedded:
             embedded.stop()

@@ -18,6 +18,7 @@ from conveyor.v1 import admin_service_pb2, schedule_service_pb2, task_service_pb
 from conveyor_scheduler import telemetry
 from conveyor_scheduler.config import SchedulerConfig
 from conveyor_scheduler.core import Core
+from conveyor_scheduler.exposition import FleetCollector, MetricsEndpoint, MetricsPortError
 from conveyor_scheduler.grpc_glue import add_servicer
 from conveyor_scheduler.reflection import enable_reflection
 from conveyor_scheduler.servicers.admin_service import AdminService
@@ -50,6 +51,7 @@ class SchedulerServer:
             retry=Retry(ExponentialBackoff(cap=0.1, base=0.01), retries=2),
             retry_on_error=[RedisConnectionError, RedisTimeoutError])
         self.core = Core(config, self.redis)
+        self.metrics = self._open_metrics()  # before telemetry.setup: it installs the meter provider
         self.server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=telemetry.setup(self.core))
         self.health = health.aio.HealthServicer()
         tasks = TaskService(self.core)
@@ -70,12 +72,34 @@ class SchedulerServer:
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("scheduler %s serving on %s:%d", self.core.scheduler_id, self.config.host, self.port)
+        if self.metrics is not None:
+            log.info("metrics on %s", self.metrics.url)
+
+    def _open_metrics(self) -> MetricsEndpoint | None:
+        """Serves /metrics when a port is set; an optional (default) port in use is skipped."""
+        config, core = self.config, self.core
+        if not config.metrics_port:
+            return None
+        beat = core.beat
+        endpoint = MetricsEndpoint(config.metrics_host or config.host, config.metrics_port,
+                                   FleetCollector(core.scheduler_id, lambda: beat.is_leader, config.redis_url))
+        try:
+            endpoint.start()
+        except MetricsPortError as exc:
+            if not config.metrics_optional:
+                raise
+            log.warning("%s; no /metrics on this replica (set --metrics-port)", exc)
+            return None
+        endpoint.install_reader()
+        return endpoint
 
     async def stop(self, grace: float = 5.0) -> None:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
         await self.core.close()
         await self.redis.aclose()
+        if self.metrics is not None:
+            await asyncio.to_thread(self.metrics.stop)  # shutdown() waits out the server's poll
 
 
 async def serve(config: SchedulerConfig, ready: asyncio.Event | None = None) -> None:

@@ -22,6 +22,7 @@ conveyor.queue.depth (by conveyor.task.state), conveyor.leases.active, conveyor.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import logging
@@ -189,13 +190,15 @@ class SchedulerTelemetry:
                 span.end(end_time=now_ns)
 
     def on_ack(self, entries: Sequence[tuple[str, Any]], outcomes: Sequence[task_pb2.AckOutcome]) -> None:
-        for (queue, _), outcome in zip(entries, outcomes, strict=False):
-            if outcome.status != ACCEPTED:
-                continue
-            if outcome.state == SCHEDULED:
-                self.retried.add(1, self.attrs(t.DESTINATION, queue))
-            elif outcome.state in TERMINAL:
-                self.completed.add(1, self.attrs(t.DESTINATION, queue, t.TASK_OUTCOME, STATE_NAMES[outcome.state]))
+        # Counted per (queue, state) first: one SDK call (~20 us) per group, not per ack.
+        counts: collections.Counter[tuple[str, int]] = collections.Counter(
+            (queue, outcome.state) for (queue, _), outcome in zip(entries, outcomes, strict=False)
+            if outcome.status == ACCEPTED and (outcome.state == SCHEDULED or outcome.state in TERMINAL))
+        for (queue, state), n in counts.items():
+            if state == SCHEDULED:
+                self.retried.add(n, self.attrs(t.DESTINATION, queue))
+            else:
+                self.completed.add(n, self.attrs(t.DESTINATION, queue, t.TASK_OUTCOME, STATE_NAMES[state]))
 
     # -- submit -------------------------------------------------------------------------------
 
@@ -329,9 +332,14 @@ class Enqueue:
     def stored(self, submitted: Sequence[Submitted]) -> None:
         """Records what the store made of each task: id, queue, state, duplicate."""
         tel = self.tel
+        if tel.metrics:  # one SDK call per (queue, name) of the batch, not per task
+            counts = collections.Counter((sub.queue, self.specs[i].name)
+                                         for i, sub in enumerate(submitted) if not sub.duplicate)
+            for (queue, name), n in counts.items():
+                tel.submitted.add(n, tel.attrs(t.DESTINATION, queue, t.TASK_NAME, name))
+        if not self.spans:
+            return
         for i, sub in enumerate(submitted):
-            if tel.metrics and not sub.duplicate:
-                tel.submitted.add(1, tel.attrs(t.DESTINATION, sub.queue, t.TASK_NAME, self.specs[i].name))
             if i < len(self.spans) and self.spans[i].is_recording():
                 span = self.spans[i]
                 span.update_name(t.span_name("enqueue", sub.queue))

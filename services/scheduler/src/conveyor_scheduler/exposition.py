@@ -1,0 +1,194 @@
+"""Prometheus `/metrics` of one scheduler replica, served from a thread beside the event loop.
+
+Three parts, one private `CollectorRegistry`:
+
+- the OpenTelemetry instruments of `telemetry.py` (submitted, completed, retried, wait time,
+  leases, workers, per-replica queue depth), through the OTel `PrometheusMetricReader`. It is
+  added to the meter provider `configure_from_env` installed (OTLP export keeps working), or to
+  a new one when OTEL_* asked for none: metrics are then recorded for Prometheus alone.
+- `conveyor_scheduler_beat_leader{replica}`: 1 on the replica that holds the beat lease.
+- `conveyor_fleet_*`: gauges of the whole fleet read from Redis at scrape time. Only the beat
+  leader exports them, so `sum()` over every replica's scrape counts each queue once.
+
+Everything here runs on the HTTP server's threads, never on the event loop, so Redis is read
+with a synchronous client of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Protocol
+
+import redis
+from opentelemetry import metrics
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from conveyor.telemetry import metrics_enabled
+from conveyor_scheduler.ids import created_ms
+from conveyor_scheduler.keys import PRIORITY_LEVELS, REGISTRY_KEYS, QueueKeys
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
+log = logging.getLogger(__name__)
+
+MAX_QUEUES_PER_SCRAPE = 1_000
+"""Most queues one scrape reads; `conveyor_fleet_queues` still counts them all."""
+REDIS_TIMEOUT_S = 2.0
+SERVICE_NAME = "conveyor-scheduler"
+
+
+class MetricsPortError(Exception):
+    """The metrics port cannot be bound (in use, or not allowed)."""
+
+
+class FleetSource(Protocol):
+    """One group of fleet-wide gauges read from Redis. Add one to `FleetCollector.sources`
+    (the planned `conveyor_fleet_workers_online` / `..._in_flight` from the worker registry)."""
+
+    def collect(self, client: redis.Redis) -> Iterable[Metric]: ...
+
+
+class QueueDepth:
+    """Tasks per queue and state, queued tasks per priority, the age of the oldest queued task."""
+
+    def __init__(self, max_queues: int = MAX_QUEUES_PER_SCRAPE, clock: Callable[[], float] = time.time) -> None:
+        self.max_queues = max_queues
+        self.clock = clock
+
+    def collect(self, client: redis.Redis) -> Iterable[Metric]:
+        registry = REGISTRY_KEYS[0]
+        queues: list[str] = []
+        for name, _ in client.hscan_iter(registry, count=self.max_queues):
+            queues.append(name.decode() if isinstance(name, bytes) else str(name))
+            if len(queues) >= self.max_queues:
+                break
+        queues.sort()
+        pipe = client.pipeline(transaction=False)
+        pipe.hlen(registry)
+        for queue in queues:
+            keys = QueueKeys.of(queue)
+            for key in keys.ready:
+                pipe.llen(key)
+                pipe.lindex(key, 0)
+            pipe.zcard(keys.scheduled)
+            pipe.zcard(keys.active)
+            pipe.zcard(keys.dead)
+        replies = pipe.execute()
+        now_ms = self.clock() * 1000
+        count = GaugeMetricFamily("conveyor_fleet_queues", "Queues in the registry (a scrape reads at most "
+                                  f"{self.max_queues} of them).", value=int(replies[0]))
+        tasks = GaugeMetricFamily("conveyor_fleet_queue_tasks", "Tasks per queue and state (queued: in the ready "
+                                  "lists; scheduled; active: leased; dead: dead letters).", labels=["queue", "state"])
+        ready = GaugeMetricFamily("conveyor_fleet_queue_ready_tasks", "Queued tasks per queue and priority "
+                                  "(priorities with none are left out).", labels=["queue", "priority"])
+        oldest = GaugeMetricFamily("conveyor_fleet_queue_oldest_age_seconds", "Age of the oldest queued task "
+                                   "(since it was submitted), per queue with queued tasks.", labels=["queue"])
+        per_queue = 2 * PRIORITY_LEVELS + 3
+        for n, queue in enumerate(queues):
+            r = replies[1 + n * per_queue:1 + (n + 1) * per_queue]
+            queued = 0
+            first_ms: int | None = None
+            for p in range(PRIORITY_LEVELS):
+                length, head = int(r[2 * p]), r[2 * p + 1]
+                if length:
+                    queued += length
+                    ready.add_metric([queue, str(p)], length)
+                if head:
+                    ms = created_ms(head.decode() if isinstance(head, bytes) else str(head))
+                    first_ms = ms if first_ms is None else min(first_ms, ms)
+            for state, value in (("queued", queued), ("scheduled", r[-3]), ("active", r[-2]), ("dead", r[-1])):
+                tasks.add_metric([queue, state], int(value))
+            if first_ms is not None:
+                oldest.add_metric([queue], max(0.0, (now_ms - first_ms) / 1000))
+        return (count, tasks, ready, oldest)
+
+
+class FleetCollector(Collector):
+    """`conveyor_scheduler_beat_leader` always; the fleet gauges only while `is_leader()`."""
+
+    def __init__(self, replica: str, is_leader: Callable[[], bool], redis_url: str,
+                 sources: Iterable[FleetSource] = (QueueDepth(),)) -> None:
+        self.replica = replica
+        self.is_leader = is_leader
+        self.redis_url = redis_url
+        self.sources = tuple(sources)
+        self._client: redis.Redis | None = None
+
+    def _redis(self) -> redis.Redis:
+        if self._client is None:  # a race makes two; both work (redis-py clients are thread-safe)
+            self._client = redis.Redis.from_url(self.redis_url, socket_timeout=REDIS_TIMEOUT_S,
+                                                socket_connect_timeout=REDIS_TIMEOUT_S)
+        return self._client
+
+    def collect(self) -> Iterator[Metric]:
+        leader = self.is_leader()
+        beat = GaugeMetricFamily("conveyor_scheduler_beat_leader", "1 on the replica holding the beat lease; only "
+                                 "it exports the conveyor_fleet_* gauges.", labels=["replica"])
+        beat.add_metric([self.replica], 1 if leader else 0)
+        yield beat
+        if not leader:
+            return
+        for source in self.sources:
+            try:
+                yield from source.collect(self._redis())
+            except redis.RedisError as exc:  # a scrape without fleet gauges, not a failed scrape
+                log.warning("fleet metrics from %s not read: %s", type(source).__name__, exc)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+
+
+class MetricsEndpoint:
+    """The `/metrics` HTTP server of one replica (prometheus_client's threaded WSGI server)."""
+
+    def __init__(self, host: str, port: int, collector: FleetCollector) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.collector = collector
+        self.registry.register(collector)
+        self._server: WSGIServer | None = None
+        self.host = host
+        self.port = port
+
+    def install_reader(self) -> None:
+        """Exports the OTel instruments here: through the SDK meter provider `configure_from_env`
+        installed, else through a new global one. Call before `telemetry.setup`, which records
+        metrics only when it finds a provider."""
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader  # noqa: PLC0415 - loaded only when on
+        from opentelemetry.sdk.metrics import MeterProvider  # noqa: PLC0415
+        from opentelemetry.sdk.resources import OTELResourceDetector, Resource  # noqa: PLC0415
+
+        reader = PrometheusMetricReader(scope_info_enabled=False, registry=self.registry)
+        current = metrics.get_meter_provider()
+        if metrics_enabled() and isinstance(current, MeterProvider):
+            current.add_metric_reader(reader)
+            return
+        named = OTELResourceDetector().detect().attributes.get("service.name")
+        resource = Resource.create({} if named else {"service.name": SERVICE_NAME})
+        metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=[reader]))
+
+    def start(self) -> None:
+        """Binds and serves on a daemon thread (MetricsPortError when the port cannot be bound)."""
+        try:
+            self._server, _ = start_http_server(self.port, addr=self.host, registry=self.registry)
+        except OSError as exc:
+            raise MetricsPortError(f"cannot serve metrics on {self.host}:{self.port}: {exc.strerror or exc}") from exc
+        self.port = int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/metrics"
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        self.collector.close()
