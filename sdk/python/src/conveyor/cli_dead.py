@@ -23,7 +23,7 @@ def dead() -> None:
 def list_(ctx: click.Context, queue: str, limit: int, offset: int) -> None:
     """List QUEUE's dead letters, oldest first."""
     with client_of(ctx) as client:
-        tasks, total = client.dead_letters(queue, limit, offset)
+        tasks, total = client.admin.list_dead_letters(queue, limit, offset)
     click.echo(f"{total} dead letters in {queue}")
     for t in tasks:
         click.echo(f"{t.id}  {t.name}  attempts={t.attempt}  {t.error.type}: {t.error.message[:80]}")
@@ -48,7 +48,7 @@ def requeue(ctx: click.Context, queue: str, task_ids: tuple[str, ...], everythin
     if everything == bool(task_ids):
         raise click.UsageError("name the dead letters, or pass --all")
     with client_of(ctx) as client:
-        click.echo(f"requeued {client.requeue_dead(queue, task_ids)}")
+        click.echo(f"requeued {client.admin.requeue_dead_letters(queue, task_ids)}")
 
 
 @dead.command()
@@ -61,4 +61,4 @@ def purge(ctx: click.Context, queue: str, task_ids: tuple[str, ...], everything:
     if everything == bool(task_ids):
         raise click.UsageError("name the dead letters, or pass --all")
     with client_of(ctx) as client:
-        click.echo(f"purged {client.purge_dead(queue, task_ids)}")
+        click.echo(f"purged {client.admin.purge_dead_letters(queue, task_ids)}")

@@ -56,8 +56,8 @@ def schedules() -> None:
 def list_(ctx: click.Context, as_json: bool) -> None:
     """List every schedule with its next and last fire times (UTC)."""
     with client_of(ctx) as client:
-        found = client.list_schedules()
-        leader = client.beat_leader()
+        found = client.schedules.list()
+        leader = client.schedules.beat_leader()
     if as_json:
         click.echo(json.dumps({"beat_leader": leader, "schedules": [
             MessageToDict(s, preserving_proto_field_name=True) for s in found]}, indent=2))
@@ -101,7 +101,7 @@ def add(ctx: click.Context, schedule_id: str, task: str, every: float | None, cr
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     with client_of(ctx) as client:
-        made = client.update_schedule(msg, allow_missing=True) if replace else client.create_schedule(msg)
+        made = client.schedules.update(msg, allow_missing=True) if replace else client.schedules.create(msg)
     click.echo(_line(made))
 
 
@@ -111,7 +111,7 @@ def add(ctx: click.Context, schedule_id: str, task: str, every: float | None, cr
 def rm(ctx: click.Context, schedule_id: str) -> None:
     """Delete SCHEDULE_ID; it never fires again."""
     with client_of(ctx) as client:
-        client.delete_schedule(schedule_id)
+        client.schedules.delete(schedule_id)
     click.echo(f"deleted {schedule_id}")
 
 
@@ -121,7 +121,7 @@ def rm(ctx: click.Context, schedule_id: str) -> None:
 def pause(ctx: click.Context, schedule_id: str) -> None:
     """Stop firing SCHEDULE_ID until it is resumed."""
     with client_of(ctx) as client:
-        click.echo(_line(client.pause_schedule(schedule_id)))
+        click.echo(_line(client.schedules.pause(schedule_id)))
 
 
 @schedules.command()
@@ -130,7 +130,7 @@ def pause(ctx: click.Context, schedule_id: str) -> None:
 def resume(ctx: click.Context, schedule_id: str) -> None:
     """Fire SCHEDULE_ID again from its next fire time (the paused time is not caught up)."""
     with client_of(ctx) as client:
-        click.echo(_line(client.resume_schedule(schedule_id)))
+        click.echo(_line(client.schedules.resume(schedule_id)))
 
 
 @schedules.command()
@@ -139,5 +139,5 @@ def resume(ctx: click.Context, schedule_id: str) -> None:
 def show(ctx: click.Context, schedule_id: str) -> None:
     """Print SCHEDULE_ID as JSON."""
     with client_of(ctx) as client:
-        click.echo(json.dumps(MessageToDict(client.get_schedule(schedule_id), preserving_proto_field_name=True),
+        click.echo(json.dumps(MessageToDict(client.schedules.get(schedule_id), preserving_proto_field_name=True),
                               indent=2))
