@@ -29,7 +29,8 @@ from conveyor.schedules import Schedule
 __version__ = "0.1.0"
 __all__ = [
     "AlreadyExists", "App", "AsyncClient", "AsyncTaskHandle", "Call", "Client", "ConveyorError", "DeadLetters",
-    "FailedPrecondition", "InvalidArgument", "NotFound", "RPCError", "ResultTimeout", "Retry", "Schedule", "SoftTimeLimitExceeded",
+    "FailedPrecondition", "InvalidArgument", "NotFound", "RPCError", "ResultTimeout", "Retry", "Schedule",
+    "SoftTimeLimitExceeded",
     "SubmitOptions", "Task", "TaskCancelled", "TaskContext", "TaskError", "TaskEvent", "TaskExpired", "TaskFailed",
     "TaskHandle", "TaskState", "TimeLimitExceeded", "Unavailable", "__version__", "current_task",
 ]
