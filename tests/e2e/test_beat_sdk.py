@@ -3,6 +3,7 @@ and the `conveyor schedules` command line."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -46,11 +47,16 @@ def test_schedules_cli(scheduler: str, client: Client) -> None:
     assert added.returncode == 0, added.stderr
     assert added.stdout.startswith("report  active  cron '*/5 * * * *' Europe/Berlin  next 20")
     assert conveyor(scheduler, "add", "fast", "t.add", "--every", "0.5").returncode == 0
-    listed = conveyor(scheduler, "list")
+    listed = conveyor(scheduler, "list", "--json")
     assert listed.returncode == 0, listed.stderr
-    lines = listed.stdout.splitlines()
-    assert [line.split()[0] for line in lines[:2]] == ["fast", "report"]
-    assert lines[-1].startswith("2 schedule(s); beat leader: ")
+    doc = json.loads(listed.stdout)
+    assert [s["id"] for s in doc["schedules"]] == ["fast", "report"] and "beat_leader" in doc
+    assert doc["schedules"][1]["cron"] == {"expression": "*/5 * * * *", "time_zone": "Europe/Berlin"}
+    table = conveyor(scheduler, "list")
+    assert table.returncode == 0, table.stderr
+    rows = [line.split()[1] for line in table.stdout.splitlines() if line.split()[1:2] in (["fast"], ["report"])]
+    assert rows == ["fast", "report"] and "2 schedule(s); beat leader: " in table.stdout
+    assert conveyor(scheduler, "add", "neither", "t.add").returncode == 2  # usage: no --every or --cron
     assert "paused" in conveyor(scheduler, "pause", "report").stdout
     assert client.schedules.get("report").state == pb.SCHEDULE_STATE_PAUSED
     assert "active" in conveyor(scheduler, "resume", "report").stdout
@@ -65,5 +71,5 @@ def test_schedules_cli(scheduler: str, client: Client) -> None:
     assert unknown_tz.returncode == 1 and "schedule.cron.time_zone" in unknown_tz.stderr
     assert conveyor(scheduler, "rm", "report").stdout.strip() == "deleted report"
     gone = conveyor(scheduler, "rm", "report")
-    assert gone.returncode == 1 and "no schedule 'report'" in gone.stderr
+    assert gone.returncode == 1 and gone.stderr.startswith("error: NOT_FOUND: no schedule 'report'")
     assert [s.id for s in client.schedules.list()] == ["fast"]
