@@ -59,9 +59,9 @@ def test_leader_sigkill_fires_every_time_once_and_gaps_follow_the_catchup_policy
     policies = {"tick-skip": "skip", "tick-once": "fire_once"}
     with Client(targets[follower]) as client:  # created on the follower: the leader hears of it by pub/sub
         for sid, policy in policies.items():
-            client.create_schedule(sid, "t.add", [1, 1], every=1, start=start,
-                                   end=start + dt.timedelta(seconds=RUN - 1), catchup=policy)
-        wait_for(lambda: client.get_schedule("tick-skip").fire_count >= KILL_AFTER, KILL_AFTER + 15,
+            client.schedules.create(sid, "t.add", [1, 1], every=1, start=start,
+                                    end=start + dt.timedelta(seconds=RUN - 1), catchup=policy)
+        wait_for(lambda: client.schedules.get("tick-skip").fire_count >= KILL_AFTER, KILL_AFTER + 15,
                  what=f"{KILL_AFTER} firings")
         # kill half way between two fire times: with the lease above, the next fire time is at least
         # 1.5 s late when the follower takes over, so both catch-up policies really get exercised
@@ -69,10 +69,10 @@ def test_leader_sigkill_fires_every_time_once_and_gaps_follow_the_catchup_policy
         assert db.get("cv:{beat}:leader").decode().startswith(leader + "/")
         procs[leader].kill()  # SIGKILL: no lease hand-over, the follower must wait for it to lapse
         kill_ms = int(time.time() * 1000)
-        wait_for(lambda: all(client.get_schedule(s).state == pb.SCHEDULE_STATE_ENDED for s in policies),
+        wait_for(lambda: all(client.schedules.get(s).state == pb.SCHEDULE_STATE_ENDED for s in policies),
                  RUN - KILL_AFTER + 30, what="both schedules to reach their end time")
-        assert client.beat_leader() == follower
-        stored = {s: client.get_schedule(s) for s in policies}
+        assert client.schedules.beat_leader() == follower
+        stored = {s: client.schedules.get(s) for s in policies}
 
     fired = {sid: tasks_by_fire_time(db, sid) for sid in policies}
     after_kill = [c for by_time in fired.values() for created in by_time.values() for c in created if c > kill_ms]

@@ -3,6 +3,7 @@ cancellation, dedup, time limits, watching, rate limits and the handler's contex
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import time
 from pathlib import Path
@@ -10,7 +11,18 @@ from pathlib import Path
 import grpc
 import pytest
 
-from conveyor import Call, Client, FailedPrecondition, SubmitOptions, TaskCancelled, TaskExpired, TaskFailed, TaskState
+from conveyor import (
+    AsyncClient,
+    Call,
+    Client,
+    DeadLetters,
+    FailedPrecondition,
+    SubmitOptions,
+    TaskCancelled,
+    TaskExpired,
+    TaskFailed,
+    TaskState,
+)
 from conveyor.v1 import task_pb2, task_service_pb2, task_service_pb2_grpc
 from tests.harness import Cluster, wait_for
 
@@ -58,11 +70,11 @@ def test_retries_follow_the_backoff_then_dead_letter_then_requeue(client: Client
     with pytest.raises(TaskFailed) as err:
         handle.result(timeout=5)
     assert (err.value.state, err.value.error_type) == ("DEAD", "ConnectionError")
-    dead, total = client.dead_letters("default")
+    dead, total = client.admin.list_dead_letters("default")
     assert total == 1 and dead[0].id == handle.id and dead[0].attempt == 3
-    assert client.requeue_dead("default", [handle.id]) == 1
+    assert client.admin.requeue_dead_letters("default", [handle.id]) == 1
     assert handle.result(timeout=30) == 4  # the fourth call succeeds
-    assert client.dead_letters("default")[1] == 0
+    assert client.admin.list_dead_letters("default").total == 0
 
 
 def test_retry_for_and_explicit_retry(client: Client, tmp_path: Path) -> None:
@@ -75,16 +87,25 @@ def test_retry_for_and_explicit_retry(client: Client, tmp_path: Path) -> None:
     assert later.info().attempt == 2
 
 
-def test_purge_dead_letters(client: Client) -> None:
+def test_purge_dead_letters(client: Client, scheduler: str) -> None:
     handles = client.submit_many([Call("life.always_fails", [], {}, SubmitOptions(max_retries=1, retry_backoff=0))
-                                  for _ in range(3)])
+                                  for _ in range(4)])
     for h in handles:
         with pytest.raises(TaskFailed):
             h.result(timeout=30)
-    assert client.dead_letters("default")[1] == 3
-    assert client.purge_dead("default", [handles[0].id]) == 1
-    assert client.purge_dead("default") == 2
-    assert client.dead_letters("default") == ([], 0)
+    every = client.admin.list_dead_letters("default")
+    assert every.total == 4 and {t.id for t in every.tasks} == {h.id for h in handles}
+    assert client.admin.list_dead_letters("default", limit=2, offset=1) == DeadLetters(every.tasks[1:3], 4)
+    assert client.admin.purge_dead_letters("default", [handles[0].id]) == 1
+    with pytest.warns(DeprecationWarning, match=r"Client.purge_dead is deprecated: use .admin.purge_dead_letters"):
+        assert client.purge_dead("default", [handles[1].id]) == 1  # the old name still works
+
+    async def the_rest() -> DeadLetters:  # the async client's admin: the same calls, awaited
+        async with AsyncClient(scheduler) as aclient:
+            assert await aclient.admin.purge_dead_letters("default") == 2
+            return await aclient.admin.list_dead_letters("default")
+
+    assert asyncio.run(the_rest()) == DeadLetters([], 0)
 
 
 def test_expired_tasks_never_run(cluster: Cluster, scheduler: str, tmp_path: Path) -> None:

@@ -66,16 +66,16 @@ def payload(rec: dict[bytes, bytes]) -> Any:
 
 
 def fired_more(client: Client, schedule_id: str, count: int) -> Callable[[], bool]:
-    start = client.get_schedule(schedule_id).fire_count
-    return lambda: client.get_schedule(schedule_id).fire_count >= start + count
+    start = client.schedules.get(schedule_id).fire_count
+    return lambda: client.schedules.get(schedule_id).fire_count >= start + count
 
 
 def test_a_schedule_fires_through_the_submit_path(cluster: Cluster, scheduler: str, client: Client,
                                                   db: redis.Redis) -> None:
-    created = client.create_schedule("tick", "t.add", [20, 22], every=0.2)
+    created = client.schedules.create("tick", "t.add", [20, 22], every=0.2)
     assert created.state == ACTIVE and created.HasField("next_fire_time") and created.fire_count == 0
-    wait_for(lambda: client.get_schedule("tick").fire_count >= 3, 15, what="three firings")
-    got = client.get_schedule("tick")
+    wait_for(lambda: client.schedules.get("tick").fire_count >= 3, 15, what="three firings")
+    got = client.schedules.get("tick")
     assert got.next_fire_time.ToMilliseconds() > got.last_fire_time.ToMilliseconds()
     fired = firings(db, "tick")
     times = sorted(ms_of(t) for t in fired)
@@ -88,40 +88,40 @@ def test_a_schedule_fires_through_the_submit_path(cluster: Cluster, scheduler: s
     assert got.last_fire_time.ToMilliseconds() >= ms_of(max(fired)) - 200
     # the tasks are ordinary tasks: a worker runs them
     cluster.worker(scheduler)
-    assert client.handle(client.get_schedule("tick").last_task_id).result(timeout=30) == 42
-    listed = client.list_schedules()
-    assert [s.id for s in listed] == ["tick"] and client.beat_leader()
+    assert client.handle(client.schedules.get("tick").last_task_id).result(timeout=30) == 42
+    listed = client.schedules.list()
+    assert [s.id for s in listed] == ["tick"] and client.schedules.beat_leader()
     with pytest.raises(AlreadyExists):
-        client.create_schedule("tick", "t.add", every=1)
+        client.schedules.create("tick", "t.add", every=1)
     with pytest.raises(NotFound):
-        client.get_schedule("nope")
+        client.schedules.get("nope")
     with pytest.raises(NotFound):
-        client.delete_schedule("nope")
+        client.schedules.delete("nope")
 
 
 def test_pause_and_resume(client: Client, db: redis.Redis) -> None:
-    client.create_schedule("witness", "t.add", [0, 0], every=0.1)
-    client.create_schedule("napper", "t.add", [1, 1], every=0.1)
-    wait_for(lambda: client.get_schedule("napper").fire_count >= 2, 15, what="napper firing")
-    paused = client.pause_schedule("napper")
+    client.schedules.create("witness", "t.add", [0, 0], every=0.1)
+    client.schedules.create("napper", "t.add", [1, 1], every=0.1)
+    wait_for(lambda: client.schedules.get("napper").fire_count >= 2, 15, what="napper firing")
+    paused = client.schedules.pause("napper")
     assert paused.state == PAUSED and not paused.HasField("next_fire_time")
-    assert client.pause_schedule("napper").update_time == paused.update_time  # pausing again changes nothing
+    assert client.schedules.pause("napper").update_time == paused.update_time  # pausing again changes nothing
     pause_ms = paused.update_time.ToMilliseconds()
     count = len(firings(db, "napper"))
     wait_for(fired_more(client, "witness", 8), 15, what="the witness to fire 8 more times")
-    assert len(firings(db, "napper")) == count == client.get_schedule("napper").fire_count
-    resumed = client.resume_schedule("napper")
+    assert len(firings(db, "napper")) == count == client.schedules.get("napper").fire_count
+    resumed = client.schedules.resume("napper")
     resume_ms = resumed.update_time.ToMilliseconds()
     assert resumed.state == ACTIVE and resumed.next_fire_time.ToMilliseconds() >= resume_ms
     wait_for(lambda: len(firings(db, "napper")) >= count + 3, 15, what="napper firing again")
     times = sorted(ms_of(t) for t in firings(db, "napper"))
     assert not [t for t in times if pause_ms < t < resume_ms]  # the paused time is not caught up
-    assert client.get_schedule("napper").missed_count == 0
+    assert client.schedules.get("napper").missed_count == 0
 
 
 def test_update_takes_effect_at_the_next_firing(client: Client, db: redis.Redis) -> None:
-    client.create_schedule("upd", "t.add", [1, 1], every=3600)  # would first fire in an hour
-    updated = client.update_schedule("upd", "t.add", [2, 2], every=0.2)
+    client.schedules.create("upd", "t.add", [1, 1], every=3600)  # would first fire in an hour
+    updated = client.schedules.update("upd", "t.add", [2, 2], every=0.2)
     first = updated.next_fire_time.ToMilliseconds()
     assert first - updated.update_time.ToMilliseconds() <= 200
     # the leader slept towards the old fire time; the change notification wakes it at once
@@ -129,7 +129,7 @@ def test_update_takes_effect_at_the_next_firing(client: Client, db: redis.Redis)
     assert {json.dumps(payload(r)) for recs in firings(db, "upd").values() for r in recs} == {"[2, 2]"}
     assert min(ms_of(t) for t in firings(db, "upd")) == first
     # change only the arguments while it fires: every fire time after the update's next one has them
-    again = client.update_schedule("upd", "t.add", [3, 3], every=0.2)
+    again = client.schedules.update("upd", "t.add", [3, 3], every=0.2)
     switch = again.next_fire_time.ToMilliseconds()
     wait_for(lambda: max(ms_of(t) for t in firings(db, "upd")) >= switch + 600, 15, what="firings after the update")
     for fire_time, recs in firings(db, "upd").items():
@@ -140,23 +140,23 @@ def test_update_takes_effect_at_the_next_firing(client: Client, db: redis.Redis)
     # the phase is kept: still on the 200 ms grid of the first definition
     assert {(ms_of(t) - first) % 200 for t in firings(db, "upd")} == {0}
     # applying the same definition again is a no-op
-    same = client.update_schedule("upd", "t.add", [3, 3], every=0.2, allow_missing=True)
+    same = client.schedules.update("upd", "t.add", [3, 3], every=0.2, allow_missing=True)
     assert same.update_time == again.update_time
     with pytest.raises(NotFound):
-        client.update_schedule("ghost", "t.add", every=1)
-    assert client.update_schedule("ghost", "t.add", every=60, allow_missing=True).state == ACTIVE
+        client.schedules.update("ghost", "t.add", every=1)
+    assert client.schedules.update("ghost", "t.add", every=60, allow_missing=True).state == ACTIVE
 
 
 def test_delete_stops_it_and_end_time_ends_it(client: Client, db: redis.Redis) -> None:
-    client.create_schedule("witness", "t.add", [0, 0], every=0.1)
-    client.create_schedule("doomed", "t.add", [1, 1], every=0.1)
+    client.schedules.create("witness", "t.add", [0, 0], every=0.1)
+    client.schedules.create("doomed", "t.add", [1, 1], every=0.1)
     end = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=0.6)
-    client.create_schedule("ending", "t.add", [2, 2], every=0.1, end=end)
+    client.schedules.create("ending", "t.add", [2, 2], every=0.1, end=end)
     wait_for(lambda: len(firings(db, "doomed")) >= 2, 15, what="doomed firing")
-    client.delete_schedule("doomed")
+    client.schedules.delete("doomed")
     doomed = len(firings(db, "doomed"))
-    wait_for(lambda: client.get_schedule("ending").state == ENDED, 15, what="the end time to pass")
-    ended = client.get_schedule("ending")
+    wait_for(lambda: client.schedules.get("ending").state == ENDED, 15, what="the end time to pass")
+    ended = client.schedules.get("ending")
     assert not ended.HasField("next_fire_time") and ended.fire_count >= 3
     wait_for(fired_more(client, "witness", 8), 15, what="the witness to fire 8 more times")
     assert len(firings(db, "doomed")) == doomed
@@ -164,8 +164,8 @@ def test_delete_stops_it_and_end_time_ends_it(client: Client, db: redis.Redis) -
     ending = sorted(ms_of(t) for t in firings(db, "ending"))
     assert len(ending) == ended.fire_count and ending[-1] <= end_ms < ending[-1] + 100
     with pytest.raises(NotFound):
-        client.get_schedule("doomed")
-    assert [s.id for s in client.list_schedules()] == ["ending", "witness"]
+        client.schedules.get("doomed")
+    assert [s.id for s in client.schedules.list()] == ["ending", "witness"]
 
 
 # -- bad input: INVALID_ARGUMENT naming the field, nothing written --------------------------------
@@ -241,8 +241,8 @@ def expect_invalid(db: redis.Redis, call: Callable[[], Any], field: str) -> None
 def test_schedules_page_in_id_order(scheduler: str, client: Client) -> None:
     ids = [f"s{i:03d}" for i in range(250)]
     for i in ids:
-        client.create_schedule(i, "t.add", every=3600)
-    assert [s.id for s in client.list_schedules()] == ids  # 1000 per page: one page
+        client.schedules.create(i, "t.add", every=3600)
+    assert [s.id for s in client.schedules.list()] == ids  # 1000 per page: one page
     with grpc.insecure_channel(scheduler) as channel:
         stub = pb_grpc.ScheduleServiceStub(channel)
         seen, token = [], ""

@@ -359,10 +359,10 @@ def test_a_beat_firing_starts_a_trace_at_the_scheduler(otel: Otel, cluster: Clus
     queue = "tel-beat"
     target = _start(cluster, redis_url, queue)
     with Client(target) as client:
-        client.create_schedule("tel-tick", "tel.add", [1, 1], every=0.5, queue=queue)
-        wait_for(lambda: client.get_schedule("tel-tick").fire_count >= 1, 15, what="a firing")
-        task_id = client.get_schedule("tel-tick").last_task_id
-        client.delete_schedule("tel-tick")
+        client.schedules.create("tel-tick", "tel.add", [1, 1], every=0.5, queue=queue)
+        wait_for(lambda: client.schedules.get("tel-tick").fire_count >= 1, 15, what="a firing")
+        task_id = client.schedules.get("tel-tick").last_task_id
+        client.schedules.delete("tel-tick")
         assert client.handle(task_id).result(timeout=30) == 2
         traceparent = client.get_task(task_id).headers["traceparent"]
     trace_id, enqueue_id = traceparent.split("-")[1:3]

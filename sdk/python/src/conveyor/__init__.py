@@ -1,5 +1,6 @@
 """Conveyor Python SDK: submit tasks to a Conveyor scheduler and define them with `@app.task`."""
 
+from conveyor.admin import DeadLetters
 from conveyor.aio import AsyncClient, AsyncTaskHandle
 from conveyor.app import App, Task
 from conveyor.client import Client, TaskHandle
@@ -27,8 +28,9 @@ from conveyor.schedules import Schedule
 
 __version__ = "0.1.0"
 __all__ = [
-    "AlreadyExists", "App", "AsyncClient", "AsyncTaskHandle", "Call", "Client", "ConveyorError", "FailedPrecondition",
-    "InvalidArgument", "NotFound", "RPCError", "ResultTimeout", "Retry", "Schedule", "SoftTimeLimitExceeded",
+    "AlreadyExists", "App", "AsyncClient", "AsyncTaskHandle", "Call", "Client", "ConveyorError", "DeadLetters",
+    "FailedPrecondition", "InvalidArgument", "NotFound", "RPCError", "ResultTimeout", "Retry", "Schedule",
+    "SoftTimeLimitExceeded",
     "SubmitOptions", "Task", "TaskCancelled", "TaskContext", "TaskError", "TaskEvent", "TaskExpired", "TaskFailed",
     "TaskHandle", "TaskState", "TimeLimitExceeded", "Unavailable", "__version__", "current_task",
 ]

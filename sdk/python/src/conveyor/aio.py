@@ -8,6 +8,8 @@ from typing import Any, Generic, TypeVar
 
 import grpc
 
+from conveyor.admin import AsyncAdmin
+from conveyor.calls import renamed
 from conveyor.common import (
     CHANNEL_OPTIONS,
     DEFAULT_TARGET,
@@ -25,15 +27,20 @@ from conveyor.errors import amapped_rpc_errors as _rpc
 from conveyor.options import SubmitOptions
 from conveyor.pipeline import AsyncPipeline, PipelineCallError
 from conveyor.resilience import acall_with_retry, channel_options, channel_target
-from conveyor.schedules import AsyncScheduleMethods
+from conveyor.schedules import AsyncSchedules
 from conveyor.telemetry import producer_spans, tracer
 from conveyor.v1 import task_pb2, task_service_pb2, task_service_pb2_grpc
 
 R = TypeVar("R")
 
 
-class AsyncClient(AsyncScheduleMethods):
-    """Talks to a scheduler from asyncio code."""
+class AsyncClient:
+    """Talks to a scheduler from asyncio code: Client's surface, awaitable."""
+
+    admin: AsyncAdmin
+    """Dead letters (AdminService)."""
+    schedules: AsyncSchedules
+    """Periodic schedules (ScheduleService)."""
 
     def __init__(self, target: str = DEFAULT_TARGET, *, channel: grpc.aio.Channel | None = None,
                  timeout: float = 30.0, pipeline: bool = True) -> None:
@@ -42,6 +49,8 @@ class AsyncClient(AsyncScheduleMethods):
         self._stub = task_service_pb2_grpc.TaskServiceStub(self._channel)
         self._pipeline = AsyncPipeline(self._channel) if pipeline else None
         """See Client._pipeline."""
+        self.admin = AsyncAdmin(self._channel, self)
+        self.schedules = AsyncSchedules(self._channel, self)
         self._sends: set[asyncio.Future[task_service_pb2.SubmitResponse]] = set()
         """See Client._sends."""
         self.timeout = timeout
@@ -221,6 +230,20 @@ class AsyncClient(AsyncScheduleMethods):
             if deadline is not None and loop.time() >= deadline:
                 raise ResultTimeout(f"task {task_id} did not finish within {timeout}s "
                                     f"(it is {TaskState(resp.state).name})")
+
+    # Deprecated names from before the sub-clients (issue 14): they warn and delegate.
+    dead_letters = renamed("admin", AsyncAdmin.list_dead_letters)
+    requeue_dead = renamed("admin", AsyncAdmin.requeue_dead_letters)
+    purge_dead = renamed("admin", AsyncAdmin.purge_dead_letters)
+    create_schedule = renamed("schedules", AsyncSchedules.create)
+    update_schedule = renamed("schedules", AsyncSchedules.update)
+    apply_schedule = renamed("schedules", AsyncSchedules.apply)
+    delete_schedule = renamed("schedules", AsyncSchedules.delete)
+    pause_schedule = renamed("schedules", AsyncSchedules.pause)
+    resume_schedule = renamed("schedules", AsyncSchedules.resume)
+    get_schedule = renamed("schedules", AsyncSchedules.get)
+    list_schedules = renamed("schedules", AsyncSchedules.list)
+    beat_leader = renamed("schedules", AsyncSchedules.beat_leader)
 
 
 class AsyncTaskHandle(Generic[R]):

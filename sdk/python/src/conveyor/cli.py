@@ -3,32 +3,37 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from typing import Any
 
 import click
-from google.protobuf.json_format import MessageToDict
 
-from conveyor.cli_common import call_args, client_of
+from conveyor.cli_common import call_args, client_of, emit_json
 from conveyor.cli_dead import dead
 from conveyor.cli_schedules import schedules
+from conveyor.cli_task import task
 from conveyor.common import DEFAULT_TARGET, TaskState, outcome
-from conveyor.errors import ConveyorError, TaskError
+from conveyor.errors import ConveyorError, RPCError, TaskError
 from conveyor.options import SubmitOptions
 from conveyor.telemetry import configure_from_env
 from conveyor.v1.task_service_pb2 import GetResultResponse
 
+EXIT_CODES = """\b
+Exit codes:
+  0  done
+  1  a call to the scheduler failed: "error: STATUS: message" on stderr
+     (STATUS is the gRPC status, e.g. NOT_FOUND, UNAVAILABLE); or, for
+     `submit --wait` and `result`, the task failed (its error on stderr)
+  2  usage error (bad option or argument)
+  3  `result`: the task has not finished yet
 
-def _echo_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, default=str))
+Listings take --json: one JSON document on stdout, for scripts."""
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES)
 @click.option("--scheduler", "-s", default=DEFAULT_TARGET, show_default=True, envvar="CONVEYOR_SCHEDULER",
               help="Scheduler address.")
 @click.pass_context
@@ -40,6 +45,7 @@ def main(ctx: click.Context, scheduler: str) -> None:
 
 main.add_command(schedules)
 main.add_command(dead)
+main.add_command(task)
 
 
 @main.command()
@@ -69,7 +75,7 @@ def submit(ctx: click.Context, name: str, args_json: str, kwargs_json: str, queu
 def _print_outcome(resp: GetResultResponse) -> None:
     """Prints a terminal task's value, or its error and exit 1."""
     try:
-        _echo_json(outcome(resp))
+        emit_json(outcome(resp))
     except TaskError as exc:
         click.echo(str(exc), err=True)
         sys.exit(1)
@@ -80,22 +86,13 @@ def _print_outcome(resp: GetResultResponse) -> None:
 @click.option("--wait", "wait", type=float, default=None, help="Seconds to wait for the task to finish.")
 @click.pass_context
 def result(ctx: click.Context, task_id: str, wait: float | None) -> None:
-    """Print the result of TASK_ID (exit 1 if it failed)."""
+    """Print the result of TASK_ID (exit 1 if it failed, 3 if it has not finished)."""
     with client_of(ctx) as client:
         resp = client.get_result(task_id, wait=wait)
         if not TaskState(resp.state).terminal:
             click.echo(f"task {task_id} is {TaskState(resp.state).name}", err=True)
-            sys.exit(2)
+            sys.exit(3)
         _print_outcome(resp)
-
-
-@main.command()
-@click.argument("task_id")
-@click.pass_context
-def task(ctx: click.Context, task_id: str) -> None:
-    """Print the full record of TASK_ID."""
-    with client_of(ctx) as client:
-        _echo_json(MessageToDict(client.get_task(task_id), preserving_proto_field_name=True))
 
 
 @main.command()
@@ -181,8 +178,12 @@ def _wait_serving(target: str, proc: subprocess.Popen[bytes], timeout: float = 3
 
 
 def run() -> None:
+    """The `conveyor` entry point: a failed call exits 1 with its status (see EXIT_CODES)."""
     try:
         main()
+    except RPCError as exc:
+        click.echo(f"error: {exc.code.name}: {exc}", err=True)
+        sys.exit(1)
     except ConveyorError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)

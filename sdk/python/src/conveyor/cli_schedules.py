@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
-from typing import Any
 
 import click
 from google.protobuf.json_format import MessageToDict
 
-from conveyor.cli_common import call_args, client_of
+from conveyor.cli_common import call_args, client_of, emit_json, json_option, table, when
 from conveyor.options import SubmitOptions
 from conveyor.schedules import build_schedule
 from conveyor.v1 import schedule_service_pb2 as pb
@@ -23,16 +21,14 @@ def _when(s: pb.Schedule) -> str:
     return f"every {s.interval.ToTimedelta().total_seconds():g}s"
 
 
-def _time(ts: Any, present: bool) -> str:
-    if not present:
-        return "-"
-    return str(ts.ToDatetime(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"))
+def _row(s: pb.Schedule) -> tuple[str, ...]:
+    return (s.id, STATES.get(s.state, "?"), _when(s), when(s.next_fire_time, s.HasField("next_fire_time")),
+            when(s.last_fire_time, s.HasField("last_fire_time")), s.template.name)
 
 
 def _line(s: pb.Schedule) -> str:
-    nxt = _time(s.next_fire_time, s.HasField("next_fire_time"))
-    last = _time(s.last_fire_time, s.HasField("last_fire_time"))
-    return f"{s.id}  {STATES.get(s.state, '?')}  {_when(s)}  next {nxt}  last {last}  -> {s.template.name}"
+    sid, state, trigger, nxt, last, task = _row(s)
+    return f"{sid}  {state}  {trigger}  next {nxt}  last {last}  -> {task}"
 
 
 def _datetime(value: str | None, option: str) -> dt.datetime | None:
@@ -51,20 +47,21 @@ def schedules() -> None:
 
 
 @schedules.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print the schedules as JSON.")
+@json_option
 @click.pass_context
 def list_(ctx: click.Context, as_json: bool) -> None:
-    """List every schedule with its next and last fire times (UTC)."""
+    """List every schedule with its next and last fire times (UTC).
+
+    --json prints {"beat_leader", "schedules": [Schedule messages as proto JSON]}."""
     with client_of(ctx) as client:
-        found = client.list_schedules()
-        leader = client.beat_leader()
+        found = client.schedules.list()
+        leader = client.schedules.beat_leader()
     if as_json:
-        click.echo(json.dumps({"beat_leader": leader, "schedules": [
-            MessageToDict(s, preserving_proto_field_name=True) for s in found]}, indent=2))
+        emit_json({"beat_leader": leader, "schedules": [MessageToDict(s, preserving_proto_field_name=True)
+                                                        for s in found]})
         return
-    for s in found:
-        click.echo(_line(s))
-    click.echo(f"{len(found)} schedule(s); beat leader: {leader or 'none'}")
+    table("Schedules", ["ID", "STATE", "WHEN", "NEXT (UTC)", "LAST (UTC)", "TASK"], [_row(s) for s in found],
+          f"{len(found)} schedule(s); beat leader: {leader or 'none'}")
 
 
 @schedules.command()
@@ -101,7 +98,7 @@ def add(ctx: click.Context, schedule_id: str, task: str, every: float | None, cr
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     with client_of(ctx) as client:
-        made = client.update_schedule(msg, allow_missing=True) if replace else client.create_schedule(msg)
+        made = client.schedules.update(msg, allow_missing=True) if replace else client.schedules.create(msg)
     click.echo(_line(made))
 
 
@@ -111,7 +108,7 @@ def add(ctx: click.Context, schedule_id: str, task: str, every: float | None, cr
 def rm(ctx: click.Context, schedule_id: str) -> None:
     """Delete SCHEDULE_ID; it never fires again."""
     with client_of(ctx) as client:
-        client.delete_schedule(schedule_id)
+        client.schedules.delete(schedule_id)
     click.echo(f"deleted {schedule_id}")
 
 
@@ -121,7 +118,7 @@ def rm(ctx: click.Context, schedule_id: str) -> None:
 def pause(ctx: click.Context, schedule_id: str) -> None:
     """Stop firing SCHEDULE_ID until it is resumed."""
     with client_of(ctx) as client:
-        click.echo(_line(client.pause_schedule(schedule_id)))
+        click.echo(_line(client.schedules.pause(schedule_id)))
 
 
 @schedules.command()
@@ -130,7 +127,7 @@ def pause(ctx: click.Context, schedule_id: str) -> None:
 def resume(ctx: click.Context, schedule_id: str) -> None:
     """Fire SCHEDULE_ID again from its next fire time (the paused time is not caught up)."""
     with client_of(ctx) as client:
-        click.echo(_line(client.resume_schedule(schedule_id)))
+        click.echo(_line(client.schedules.resume(schedule_id)))
 
 
 @schedules.command()
@@ -139,5 +136,4 @@ def resume(ctx: click.Context, schedule_id: str) -> None:
 def show(ctx: click.Context, schedule_id: str) -> None:
     """Print SCHEDULE_ID as JSON."""
     with client_of(ctx) as client:
-        click.echo(json.dumps(MessageToDict(client.get_schedule(schedule_id), preserving_proto_field_name=True),
-                              indent=2))
+        emit_json(MessageToDict(client.schedules.get(schedule_id), preserving_proto_field_name=True))

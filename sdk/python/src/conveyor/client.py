@@ -11,6 +11,8 @@ from typing import Any, Generic, TypeVar
 
 import grpc
 
+from conveyor.admin import Admin
+from conveyor.calls import renamed
 from conveyor.common import (
     CHANNEL_OPTIONS,
     DEFAULT_TARGET,
@@ -29,15 +31,21 @@ from conveyor.errors import mapped_rpc_errors as _rpc
 from conveyor.options import SubmitOptions
 from conveyor.pipeline import PipelineCallError, SyncPipeline
 from conveyor.resilience import call_with_retry, channel_options, channel_target
-from conveyor.schedules import ScheduleMethods
+from conveyor.schedules import Schedules
 from conveyor.telemetry import producer_spans, tracer
-from conveyor.v1 import admin_service_pb2, admin_service_pb2_grpc, task_pb2, task_service_pb2, task_service_pb2_grpc
+from conveyor.v1 import task_pb2, task_service_pb2, task_service_pb2_grpc
 
 R = TypeVar("R")
 
 
-class Client(ScheduleMethods):
-    """Talks to a scheduler: submit tasks and read their state and results."""
+class Client:
+    """Talks to a scheduler: submit tasks and read their state and results; operator calls
+    under `admin`, periodic schedules under `schedules`. AsyncClient has the same surface."""
+
+    admin: Admin
+    """Dead letters (AdminService)."""
+    schedules: Schedules
+    """Periodic schedules (ScheduleService)."""
 
     def __init__(self, target: str = DEFAULT_TARGET, *, channel: grpc.Channel | None = None,
                  timeout: float = 30.0, pipeline: bool = True) -> None:
@@ -47,7 +55,8 @@ class Client(ScheduleMethods):
         self._pipeline = SyncPipeline(self._channel) if pipeline else None
         """Submit and result reads go over one Pipeline stream (not while tracing: a traced call
         stays a unary call, so its server span has the caller's context)."""
-        self._admin = admin_service_pb2_grpc.AdminServiceStub(self._channel)
+        self.admin = Admin(self._channel, self)
+        self.schedules = Schedules(self._channel, self)
         self._sends: set[Future[task_service_pb2.SubmitResponse]] = set()
         """Sends not yet answered, and refused ones flush() has not reported yet."""
         self.timeout = timeout
@@ -220,25 +229,6 @@ class Client(ScheduleMethods):
             for resp in self._stub.WatchTask(task_service_pb2.WatchTaskRequest(task_id=task_id), timeout=timeout):
                 yield TaskEvent.of(resp)
 
-    def dead_letters(self, queue: str, limit: int = 100, offset: int = 0) -> tuple[list[task_pb2.Task], int]:
-        """A page of `queue`'s dead letters, oldest first, and how many there are."""
-        req = admin_service_pb2.ListDeadLettersRequest(queue=queue, limit=limit, offset=offset)
-        with _rpc():
-            resp = self._admin.ListDeadLetters(req, timeout=self.timeout)
-        return list(resp.tasks), resp.total
-
-    def requeue_dead(self, queue: str, task_ids: Sequence[str] = ()) -> int:
-        """Requeues the named dead letters of `queue`, or all of them when none are named."""
-        req = admin_service_pb2.RequeueDeadLettersRequest(queue=queue, task_ids=task_ids, all=not task_ids)
-        with _rpc():
-            return self._admin.RequeueDeadLetters(req, timeout=self.timeout).requeued
-
-    def purge_dead(self, queue: str, task_ids: Sequence[str] = ()) -> int:
-        """Deletes the named dead letters of `queue`, or all of them when none are named."""
-        req = admin_service_pb2.PurgeDeadLettersRequest(queue=queue, task_ids=task_ids, all=not task_ids)
-        with _rpc():
-            return self._admin.PurgeDeadLetters(req, timeout=self.timeout).purged
-
     def handle(self, task_id: str) -> TaskHandle[Any]:
         """A handle for a task submitted elsewhere."""
         return TaskHandle(self, task_id)
@@ -254,6 +244,20 @@ class Client(ScheduleMethods):
             if deadline is not None and time.monotonic() >= deadline:
                 raise ResultTimeout(f"task {task_id} did not finish within {timeout}s "
                                     f"(it is {TaskState(resp.state).name})")
+
+    # Deprecated names from before the sub-clients (issue 14): they warn and delegate.
+    dead_letters = renamed("admin", Admin.list_dead_letters)
+    requeue_dead = renamed("admin", Admin.requeue_dead_letters)
+    purge_dead = renamed("admin", Admin.purge_dead_letters)
+    create_schedule = renamed("schedules", Schedules.create)
+    update_schedule = renamed("schedules", Schedules.update)
+    apply_schedule = renamed("schedules", Schedules.apply)
+    delete_schedule = renamed("schedules", Schedules.delete)
+    pause_schedule = renamed("schedules", Schedules.pause)
+    resume_schedule = renamed("schedules", Schedules.resume)
+    get_schedule = renamed("schedules", Schedules.get)
+    list_schedules = renamed("schedules", Schedules.list)
+    beat_leader = renamed("schedules", Schedules.beat_leader)
 
 
 class TaskHandle(Generic[R]):
@@ -292,6 +296,11 @@ class TaskHandle(Generic[R]):
         if self._pending is not None and not self._pending.done():
             return "TaskHandle(<sent, not answered yet>)"
         return f"TaskHandle({self.id!r}, queue={self.queue!r})"
+
+    def sent(self) -> str:
+        """Waits for a `send`'s answer and returns the task's id (raises the submit's error);
+        the same as reading `id`, named as on AsyncTaskHandle."""
+        return self.id
 
     @property
     def state(self) -> TaskState:

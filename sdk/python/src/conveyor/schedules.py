@@ -7,20 +7,19 @@ firing is a normal task submitted with the idempotency key ``SCHEDULE_ID@FIRE_TI
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, overload
 
-import grpc
-
-from conveyor.errors import amapped_rpc_errors as _arpc
-from conveyor.errors import mapped_rpc_errors as _rpc
+from conveyor.calls import AsyncCalls, Rpc, Steps, SyncCalls
 from conveyor.options import Seconds, SubmitOptions, _duration, _timestamp, build_spec
 from conveyor.v1 import schedule_service_pb2 as pb
 from conveyor.v1 import schedule_service_pb2_grpc as pb_grpc
 
 if TYPE_CHECKING:
     from conveyor.app import Task
+    from conveyor.client import Client
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -76,156 +75,147 @@ def _schedule_of(schedule: str | pb.Schedule, task: str | None, args: Sequence[A
     return build_schedule(schedule, task, args, kwargs, options=SubmitOptions(**fields), **trigger)
 
 
-class ScheduleMethods:
-    """Schedule calls of `Client` (a mixin: it uses the client's channel and timeout)."""
+class ScheduleCalls:
+    """Request builders and result parsers of the schedule calls; no I/O. Only reads are
+    retried through an outage (a retried create could answer AlreadyExists for itself)."""
 
-    _channel: grpc.Channel
-    timeout: float
-    _schedule_stub: pb_grpc.ScheduleServiceStub | None = None
+    @staticmethod
+    def create(schedule: str | pb.Schedule, task: str | None, args: Sequence[Any],
+               kwargs: Mapping[str, Any] | None, fields: dict[str, Any]) -> Rpc[pb.Schedule]:
+        msg = _schedule_of(schedule, task, args, kwargs, fields)
+        return Rpc("CreateSchedule", pb.CreateScheduleRequest(schedule=msg), _schedule)
 
-    @property
-    def _schedules(self) -> pb_grpc.ScheduleServiceStub:
-        if self._schedule_stub is None:
-            self._schedule_stub = pb_grpc.ScheduleServiceStub(self._channel)
-        return self._schedule_stub
+    @staticmethod
+    def update(schedule: str | pb.Schedule, task: str | None, args: Sequence[Any],
+               kwargs: Mapping[str, Any] | None, allow_missing: bool, fields: dict[str, Any]) -> Rpc[pb.Schedule]:
+        msg = _schedule_of(schedule, task, args, kwargs, fields)
+        req = pb.UpdateScheduleRequest(schedule=msg, allow_missing=allow_missing)
+        return Rpc("UpdateSchedule", req, _schedule)
 
-    def create_schedule(self, schedule: str | pb.Schedule, task: str | None = None, args: Sequence[Any] = (),
-                        kwargs: Mapping[str, Any] | None = None, **fields: Any) -> pb.Schedule:
-        """Creates a schedule: `create_schedule("nightly", "reports.build", cron="0 2 * * *",
+    @staticmethod
+    def delete(schedule_id: str) -> Rpc[None]:
+        return Rpc("DeleteSchedule", pb.DeleteScheduleRequest(schedule_id=schedule_id), lambda _: None)
+
+    @staticmethod
+    def pause(schedule_id: str) -> Rpc[pb.Schedule]:
+        return Rpc("PauseSchedule", pb.PauseScheduleRequest(schedule_id=schedule_id), _schedule)
+
+    @staticmethod
+    def resume(schedule_id: str) -> Rpc[pb.Schedule]:
+        return Rpc("ResumeSchedule", pb.ResumeScheduleRequest(schedule_id=schedule_id), _schedule)
+
+    @staticmethod
+    def get(schedule_id: str) -> Rpc[pb.Schedule]:
+        return Rpc("GetSchedule", pb.GetScheduleRequest(schedule_id=schedule_id), _schedule, idempotent=True)
+
+    @staticmethod
+    def beat_leader() -> Rpc[str]:
+        return Rpc("ListSchedules", pb.ListSchedulesRequest(page_size=1), lambda r: r.beat_leader, idempotent=True)
+
+    @staticmethod
+    def list() -> Steps[list[pb.Schedule]]:
+        """Every page, 1,000 schedules each."""
+        out: list[pb.Schedule] = []
+        token = ""
+        while True:
+            resp: pb.ListSchedulesResponse = yield Rpc(
+                "ListSchedules", pb.ListSchedulesRequest(page_size=1000, page_token=token), idempotent=True)
+            out += resp.schedules
+            token = resp.next_page_token
+            if not token:
+                return out
+
+
+def _schedule(resp: Any) -> pb.Schedule:
+    return resp.schedule  # type: ignore[no-any-return]
+
+
+class Schedules(SyncCalls):
+    """`Client.schedules`: create, change and read periodic schedules."""
+
+    stub_type = pb_grpc.ScheduleServiceStub
+
+    def create(self, /, schedule: str | pb.Schedule, task: str | None = None, args: Sequence[Any] = (),
+               kwargs: Mapping[str, Any] | None = None, **fields: Any) -> pb.Schedule:
+        """Creates a schedule: `create("nightly", "reports.build", cron="0 2 * * *",
         tz="Europe/Berlin")`, or from a Schedule message. Fields are build_schedule's keyword
         arguments plus the task options queue, priority, timeout, max_retries, retry_backoff,
         retry_backoff_max and headers. Raises AlreadyExists when the id is taken."""
-        msg = _schedule_of(schedule, task, args, kwargs, fields)
-        with _rpc():
-            resp: pb.CreateScheduleResponse = self._schedules.CreateSchedule(pb.CreateScheduleRequest(schedule=msg),
-                                                                             timeout=self.timeout)
-        return resp.schedule
+        return self._call(ScheduleCalls.create(schedule, task, args, kwargs, fields))
 
-    def update_schedule(self, schedule: str | pb.Schedule, task: str | None = None, args: Sequence[Any] = (),
-                        kwargs: Mapping[str, Any] | None = None, *, allow_missing: bool = False,
-                        **fields: Any) -> pb.Schedule:
-        """Replaces a schedule's definition (same arguments as create_schedule); it applies from
-        the next firing. With allow_missing it creates a missing schedule."""
-        msg = _schedule_of(schedule, task, args, kwargs, fields)
-        req = pb.UpdateScheduleRequest(schedule=msg, allow_missing=allow_missing)
-        with _rpc():
-            resp: pb.UpdateScheduleResponse = self._schedules.UpdateSchedule(req, timeout=self.timeout)
-        return resp.schedule
+    def update(self, /, schedule: str | pb.Schedule, task: str | None = None, args: Sequence[Any] = (),
+               kwargs: Mapping[str, Any] | None = None, *, allow_missing: bool = False, **fields: Any) -> pb.Schedule:
+        """Replaces a schedule's definition (same arguments as create); it applies from the
+        next firing. With allow_missing it creates a missing schedule."""
+        return self._call(ScheduleCalls.update(schedule, task, args, kwargs, allow_missing, fields))
 
-    def apply_schedule(self, schedule: pb.Schedule) -> pb.Schedule:
+    def apply(self, schedule: pb.Schedule) -> pb.Schedule:
         """Creates or updates; a no-op when the stored definition is the same."""
-        return self.update_schedule(schedule, allow_missing=True)
+        return self._call(ScheduleCalls.update(schedule, None, (), None, True, {}))
 
-    def delete_schedule(self, schedule_id: str) -> None:
-        with _rpc():
-            self._schedules.DeleteSchedule(pb.DeleteScheduleRequest(schedule_id=schedule_id), timeout=self.timeout)
+    def delete(self, schedule_id: str) -> None:
+        """Deletes a schedule; it never fires again."""
+        return self._call(ScheduleCalls.delete(schedule_id))
 
-    def pause_schedule(self, schedule_id: str) -> pb.Schedule:
-        with _rpc():
-            resp: pb.PauseScheduleResponse = self._schedules.PauseSchedule(
-                pb.PauseScheduleRequest(schedule_id=schedule_id), timeout=self.timeout)
-        return resp.schedule
+    def pause(self, schedule_id: str) -> pb.Schedule:
+        """Stops firing until resumed."""
+        return self._call(ScheduleCalls.pause(schedule_id))
 
-    def resume_schedule(self, schedule_id: str) -> pb.Schedule:
-        with _rpc():
-            resp: pb.ResumeScheduleResponse = self._schedules.ResumeSchedule(
-                pb.ResumeScheduleRequest(schedule_id=schedule_id), timeout=self.timeout)
-        return resp.schedule
+    def resume(self, schedule_id: str) -> pb.Schedule:
+        """Fires again from the next fire time (the paused time is not caught up)."""
+        return self._call(ScheduleCalls.resume(schedule_id))
 
-    def get_schedule(self, schedule_id: str) -> pb.Schedule:
-        with _rpc():
-            resp: pb.GetScheduleResponse = self._schedules.GetSchedule(
-                pb.GetScheduleRequest(schedule_id=schedule_id), timeout=self.timeout)
-        return resp.schedule
-
-    def list_schedules(self) -> list[pb.Schedule]:
-        """Every schedule, in id order."""
-        out: list[pb.Schedule] = []
-        token = ""
-        while True:
-            with _rpc():
-                resp: pb.ListSchedulesResponse = self._schedules.ListSchedules(
-                    pb.ListSchedulesRequest(page_size=1000, page_token=token), timeout=self.timeout)
-            out += resp.schedules
-            token = resp.next_page_token
-            if not token:
-                return out
+    def get(self, schedule_id: str) -> pb.Schedule:
+        return self._call(ScheduleCalls.get(schedule_id))
 
     def beat_leader(self) -> str:
         """The scheduler replica firing schedules now ('' when none holds the beat lease)."""
-        with _rpc():
-            resp: pb.ListSchedulesResponse = self._schedules.ListSchedules(pb.ListSchedulesRequest(page_size=1),
-                                                                           timeout=self.timeout)
-        return resp.beat_leader
+        return self._call(ScheduleCalls.beat_leader())
+
+    def list(self) -> builtins.list[pb.Schedule]:
+        """Every schedule, in id order."""
+        return self._run(ScheduleCalls.list())
 
 
-class AsyncScheduleMethods:
-    """Schedule calls of `AsyncClient` (same surface as ScheduleMethods, awaitable)."""
+class AsyncSchedules(AsyncCalls):
+    """`AsyncClient.schedules`: see Schedules."""
 
-    _channel: grpc.aio.Channel
-    timeout: float
-    _schedule_stub: pb_grpc.ScheduleServiceStub | None = None
+    stub_type = pb_grpc.ScheduleServiceStub
 
-    @property
-    def _schedules(self) -> pb_grpc.ScheduleServiceStub:
-        if self._schedule_stub is None:
-            self._schedule_stub = pb_grpc.ScheduleServiceStub(self._channel)
-        return self._schedule_stub
+    async def create(self, /, schedule: str | pb.Schedule, task: str | None = None, args: Sequence[Any] = (),
+                     kwargs: Mapping[str, Any] | None = None, **fields: Any) -> pb.Schedule:
+        """See Schedules.create."""
+        return await self._call(ScheduleCalls.create(schedule, task, args, kwargs, fields))
 
-    async def create_schedule(self, schedule: str | pb.Schedule, task: str | None = None, args: Sequence[Any] = (),
-                              kwargs: Mapping[str, Any] | None = None, **fields: Any) -> pb.Schedule:
-        msg = _schedule_of(schedule, task, args, kwargs, fields)
-        async with _arpc():
-            resp: pb.CreateScheduleResponse = await self._schedules.CreateSchedule(
-                pb.CreateScheduleRequest(schedule=msg), timeout=self.timeout)
-        return resp.schedule
+    async def update(self, /, schedule: str | pb.Schedule, task: str | None = None, args: Sequence[Any] = (),
+                     kwargs: Mapping[str, Any] | None = None, *, allow_missing: bool = False,
+                     **fields: Any) -> pb.Schedule:
+        """See Schedules.update."""
+        return await self._call(ScheduleCalls.update(schedule, task, args, kwargs, allow_missing, fields))
 
-    async def update_schedule(self, schedule: str | pb.Schedule, task: str | None = None, args: Sequence[Any] = (),
-                              kwargs: Mapping[str, Any] | None = None, *, allow_missing: bool = False,
-                              **fields: Any) -> pb.Schedule:
-        msg = _schedule_of(schedule, task, args, kwargs, fields)
-        req = pb.UpdateScheduleRequest(schedule=msg, allow_missing=allow_missing)
-        async with _arpc():
-            resp: pb.UpdateScheduleResponse = await self._schedules.UpdateSchedule(req, timeout=self.timeout)
-        return resp.schedule
+    async def apply(self, schedule: pb.Schedule) -> pb.Schedule:
+        """See Schedules.apply."""
+        return await self._call(ScheduleCalls.update(schedule, None, (), None, True, {}))
 
-    async def apply_schedule(self, schedule: pb.Schedule) -> pb.Schedule:
-        return await self.update_schedule(schedule, allow_missing=True)
+    async def delete(self, schedule_id: str) -> None:
+        return await self._call(ScheduleCalls.delete(schedule_id))
 
-    async def delete_schedule(self, schedule_id: str) -> None:
-        async with _arpc():
-            await self._schedules.DeleteSchedule(pb.DeleteScheduleRequest(schedule_id=schedule_id),
-                                                 timeout=self.timeout)
+    async def pause(self, schedule_id: str) -> pb.Schedule:
+        return await self._call(ScheduleCalls.pause(schedule_id))
 
-    async def pause_schedule(self, schedule_id: str) -> pb.Schedule:
-        async with _arpc():
-            resp: pb.PauseScheduleResponse = await self._schedules.PauseSchedule(
-                pb.PauseScheduleRequest(schedule_id=schedule_id), timeout=self.timeout)
-        return resp.schedule
+    async def resume(self, schedule_id: str) -> pb.Schedule:
+        return await self._call(ScheduleCalls.resume(schedule_id))
 
-    async def resume_schedule(self, schedule_id: str) -> pb.Schedule:
-        async with _arpc():
-            resp: pb.ResumeScheduleResponse = await self._schedules.ResumeSchedule(
-                pb.ResumeScheduleRequest(schedule_id=schedule_id), timeout=self.timeout)
-        return resp.schedule
+    async def get(self, schedule_id: str) -> pb.Schedule:
+        return await self._call(ScheduleCalls.get(schedule_id))
 
-    async def get_schedule(self, schedule_id: str) -> pb.Schedule:
-        async with _arpc():
-            resp: pb.GetScheduleResponse = await self._schedules.GetSchedule(
-                pb.GetScheduleRequest(schedule_id=schedule_id), timeout=self.timeout)
-        return resp.schedule
+    async def beat_leader(self) -> str:
+        """See Schedules.beat_leader."""
+        return await self._call(ScheduleCalls.beat_leader())
 
-    async def list_schedules(self) -> list[pb.Schedule]:
-        out: list[pb.Schedule] = []
-        token = ""
-        while True:
-            async with _arpc():
-                resp: pb.ListSchedulesResponse = await self._schedules.ListSchedules(
-                    pb.ListSchedulesRequest(page_size=1000, page_token=token), timeout=self.timeout)
-            out += resp.schedules
-            token = resp.next_page_token
-            if not token:
-                return out
+    async def list(self) -> builtins.list[pb.Schedule]:
+        """Every schedule, in id order."""
+        return await self._run(ScheduleCalls.list())
 
 
 class Periodic:
@@ -246,7 +236,7 @@ class Periodic:
                  retry_backoff_max: Seconds | None = ...) -> Any: ...
 
         @property
-        def client(self) -> ScheduleMethods: ...
+        def client(self) -> Client: ...
 
     def add_schedule(self, schedule_id: str, task: str | Task[Any, Any], args: Sequence[Any] = (),
                      kwargs: Mapping[str, Any] | None = None, *, every: Seconds | None = None, cron: str | None = None,
@@ -292,10 +282,10 @@ class Periodic:
 
         return _PeriodicDecorator(register)
 
-    def apply_schedules(self, client: ScheduleMethods | None = None) -> list[pb.Schedule]:
+    def apply_schedules(self, client: Client | None = None) -> list[pb.Schedule]:
         """Creates or updates every declared schedule (idempotent), via `client` or the app's own."""
-        via = client or self.client
-        return [via.apply_schedule(s) for s in self.schedules.values()]
+        via = (client or self.client).schedules
+        return [via.apply(s) for s in self.schedules.values()]
 
 
 class _PeriodicDecorator:
