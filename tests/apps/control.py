@@ -14,9 +14,10 @@ app = App("control")
 @app.task(name="ctl.hold")
 def hold(folder: str, label: str) -> str:
     """Writes FOLDER/LABEL.started (the worker's pid) on entry, then blocks until
-    FOLDER/release exists: the started files count the attempts running at once."""
+    FOLDER/release or FOLDER/LABEL.release exists: the started files count the attempts
+    that began."""
     Path(folder, f"{label}.started").write_text(str(os.getpid()))
-    release = Path(folder, "release")
-    while not release.exists():
+    release, mine = Path(folder, "release"), Path(folder, f"{label}.release")
+    while not release.exists() and not mine.exists():
         time.sleep(0.01)
     return label
