@@ -1,5 +1,5 @@
 """One legend for the Redis model: conveyor_scheduler.keys (KEY_PATTERNS, TASK_FIELDS,
-SCHEDULE_FIELDS) is the source; the Lua scripts, the Python code and docs/ARCHITECTURE.md
+SCHEDULE_FIELDS, WORKER_FIELDS) is the source; the Lua scripts, the Python code and docs/ARCHITECTURE.md
 are held to it.
 
 - Every hash field the Lua scripts read or write (field-name literals of HSET, HGET, HMGET,
@@ -7,10 +7,11 @@ are held to it.
   Python code reads or writes is in the legend, and every legend field is used somewhere.
   Python: any short lower-case bytes literal (records are dict[bytes, bytes]: rec[b"st"],
   rec.get(b"st")), field literals of redis-py hash calls, and the `fields` lists/dicts built
-  for a script. Modules beat.py, schedules.py and schedule_store.py handle schedule hashes.
+  for a script. Modules beat.py, schedules.py and schedule_store.py handle schedule hashes,
+  registry.py and the worker_*.lua scripts worker hashes.
 - Every key and channel keys.py builds, or a script derives from its prefix, is a
   KEY_PATTERNS entry, and every entry is built somewhere; the Lua comments name only those.
-- docs/ARCHITECTURE.md's three legend tables hold exactly the legend's rows.
+- docs/ARCHITECTURE.md's four legend tables hold exactly the legend's rows.
 
 A failure names the field or key, where it was found, and the file to add it to.
 """
@@ -35,12 +36,17 @@ SCHEDULE_SCRIPTS = "beat_"
 NO_TASK_HASH_SCRIPTS = {"register_queue.lua"}
 SCHEDULE_MODULES = {"beat.py", "schedules.py", "schedule_store.py"}
 """Python modules whose hash records are schedule hashes."""
+WORKER_SCRIPTS = "worker_"
+"""Scripts whose hash is a worker registry hash (cv:{workers}:w:ID)."""
+WORKER_MODULES = {"registry.py"}
+"""Python modules whose hash records are worker registry hashes."""
 FIELD_RE = re.compile(r"[a-z][a-z0-9]{0,3}")
 HASH_COMMANDS = {"hset", "hget", "hmget", "hdel", "hexists", "hincrby"}
 TABLES = {
     "### Keys and channels": "keys",
     "### Task hash fields": "task",
     "### Schedule hash fields": "schedule",
+    "### Worker hash fields": "worker",
 }
 """Headings of docs/ARCHITECTURE.md's legend tables."""
 
@@ -107,14 +113,16 @@ def _field_positions(command: str, rest: list) -> list:
     return []
 
 
-def lua_fields() -> tuple[Uses, Uses]:
-    """(task hash fields, schedule hash fields) the scripts read or write."""
+def lua_fields() -> tuple[Uses, Uses, Uses]:
+    """(task, schedule, worker hash fields) the scripts read or write."""
     task: Uses = defaultdict(set)
     schedule: Uses = defaultdict(set)
+    worker: Uses = defaultdict(set)
     for path in sorted(LUA.glob("*.lua")):
         if path.name in NO_TASK_HASH_SCRIPTS:
             continue
-        uses = schedule if path.name.startswith(SCHEDULE_SCRIPTS) else task
+        uses = schedule if path.name.startswith(SCHEDULE_SCRIPTS) else \
+            worker if path.name.startswith(WORKER_SCRIPTS) else task
         code = _strip_lua_comments(path.read_text(encoding="utf-8"))
         for m in re.finditer(r"redis\.call\s*\(", code):
             args = _call_args(code, m.end() - 1)
@@ -130,7 +138,7 @@ def lua_fields() -> tuple[Uses, Uses]:
                     uses[name].add(f"{path.name} (finish)")
         for m in re.finditer(r"\bf\.([A-Za-z_]\w*)", code):  # reads of a HGETALL record map
             uses[m.group(1)].add(f"{path.name} (f.{m.group(1)})")
-    return task, schedule
+    return task, schedule, worker
 
 
 # -- reading the Python code --------------------------------------------------------------------
@@ -175,15 +183,17 @@ def _python_fields(path: Path, uses: Uses) -> None:
                     add_built(arg)
 
 
-def python_fields() -> tuple[Uses, Uses]:
-    """(task hash fields, schedule hash fields) the scheduler package and the bench use."""
+def python_fields() -> tuple[Uses, Uses, Uses]:
+    """(task, schedule, worker hash fields) the scheduler package and the bench use."""
     task: Uses = defaultdict(set)
     schedule: Uses = defaultdict(set)
+    worker: Uses = defaultdict(set)
     for path in sorted([*PACKAGE.rglob("*.py"), *(ROOT / "bench").glob("*.py")]):
-        _python_fields(path, schedule if path.name in SCHEDULE_MODULES else task)
+        _python_fields(path, schedule if path.name in SCHEDULE_MODULES else
+                       worker if path.name in WORKER_MODULES else task)
     for name in keys.CLAIM_REPLY_FIELDS:
         task.pop(name, None)
-    return task, schedule
+    return task, schedule, worker
 
 
 # -- keys ---------------------------------------------------------------------------------------
@@ -277,6 +287,7 @@ def expected_rows() -> dict[str, dict[str, list[str]]]:
         "keys": {k: [t, m] for k, (t, m) in keys.KEY_PATTERNS.items()},
         "task": {f: [m] for f, m in keys.TASK_FIELDS.items()},
         "schedule": {f: [m] for f, m in keys.SCHEDULE_FIELDS.items()},
+        "worker": {f: [m] for f, m in keys.WORKER_FIELDS.items()},
     }
 
 
@@ -301,16 +312,23 @@ def _fields_in_legend(kind: str, legend: dict[str, str], lua: Uses, py: Uses) ->
 
 
 def test_task_hash_fields_match_the_legend() -> None:
-    lua, _ = lua_fields()
-    py, _ = python_fields()
+    lua, _, _ = lua_fields()
+    py, _, _ = python_fields()
     problems = _fields_in_legend("task hash (TASK_FIELDS)", keys.TASK_FIELDS, lua, py)
     assert not problems, "\n".join(problems)
 
 
 def test_schedule_hash_fields_match_the_legend() -> None:
-    _, lua = lua_fields()
-    _, py = python_fields()
+    _, lua, _ = lua_fields()
+    _, py, _ = python_fields()
     problems = _fields_in_legend("schedule hash (SCHEDULE_FIELDS)", keys.SCHEDULE_FIELDS, lua, py)
+    assert not problems, "\n".join(problems)
+
+
+def test_worker_hash_fields_match_the_legend() -> None:
+    _, _, lua = lua_fields()
+    _, _, py = python_fields()
+    problems = _fields_in_legend("worker hash (WORKER_FIELDS)", keys.WORKER_FIELDS, lua, py)
     assert not problems, "\n".join(problems)
 
 
@@ -348,7 +366,8 @@ def test_lua_comments_point_to_the_legend() -> None:
 
 def test_architecture_doc_tables_match_the_legend() -> None:
     docs, expected = doc_tables(), expected_rows()
-    names = {"keys": "Keys and channels", "task": "Task hash fields", "schedule": "Schedule hash fields"}
+    names = {"keys": "Keys and channels", "task": "Task hash fields", "schedule": "Schedule hash fields",
+             "worker": "Worker hash fields"}
     problems = []
     for table, rows in expected.items():
         got = docs[table]
@@ -366,8 +385,8 @@ def test_architecture_doc_tables_match_the_legend() -> None:
 
 def test_the_readers_find_what_they_look_for() -> None:
     """Guards the parsers themselves: each kind of use is found where it is known to be."""
-    lua_task, lua_schedule = lua_fields()
-    py_task, py_schedule = python_fields()
+    lua_task, lua_schedule, lua_worker = lua_fields()
+    py_task, py_schedule, py_worker = python_fields()
     assert "finish" in " ".join(lua_task["r"])  # finish(..., 'r', data)
     assert any("f.rs" in p for p in lua_task["rs"])  # claim.lua's record map
     assert any("HINCRBY" in p for p in lua_task["ev"])
@@ -376,6 +395,8 @@ def test_the_readers_find_what_they_look_for() -> None:
     assert any("telemetry.py" in p for p in py_task["h"])  # redis.hget(key, "h")
     assert any("records.py" in p for p in py_task["et"])
     assert any("beat.py" in p for p in py_schedule["ua"])  # the fields dict given to save()
+    assert "worker_leave.lua (HGET)" in lua_worker["o"]
+    assert any("registry.py" in p for p in py_worker["hb"])
     assert "lt" not in lua_task or not any(p.startswith("beat_") for p in lua_task["lt"])
     built = built_keys()
     assert normalize("cv:{q:QUEUE}:rl:NAME") in built and normalize("cv:{q:QUEUE}:r:P") in built

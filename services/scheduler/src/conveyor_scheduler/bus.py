@@ -1,4 +1,5 @@
-"""Cross-replica events over Redis pub/sub: completions, state changes, cancels, wake-ups.
+"""Cross-replica events over Redis pub/sub: completions, state changes, cancels, wake-ups,
+worker control.
 
 The Lua scripts publish completions, watched tasks' state changes and cancel requests; the
 servicers publish wake-ups after a submit. keys.py documents each channel's payload.
@@ -18,10 +19,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from conveyor_scheduler.fast_redis import FastRedis, subscribe
-from conveyor_scheduler.keys import CANCEL_CHANNEL, DONE_CHANNEL, STATE_CHANNEL, WAKE_CHANNEL
+from conveyor_scheduler.keys import CANCEL_CHANNEL, CONTROL_CHANNEL, DONE_CHANNEL, STATE_CHANNEL, WAKE_CHANNEL
 
-CHANNELS = (DONE_CHANNEL, WAKE_CHANNEL, STATE_CHANNEL, CANCEL_CHANNEL)
-DONE, WAKE, STATE, CANCEL = (c.encode() for c in CHANNELS)
+CHANNELS = (DONE_CHANNEL, WAKE_CHANNEL, STATE_CHANNEL, CANCEL_CHANNEL, CONTROL_CHANNEL)
+DONE, WAKE, STATE, CANCEL, CONTROL = (c.encode() for c in CHANNELS)
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ class EventBus:
         self, redis: Redis, *, origin: str, fast: FastRedis | None = None,
         on_done: Callable[[str], None], on_wake: Callable[[str, int], None],
         on_state: Callable[[str], None], on_cancel: Callable[[str, str], None], on_reconnect: Callable[[], None],
+        on_control: Callable[[str], None] = lambda payload: None,
     ) -> None:
         self.redis = redis
         self.fast = fast
@@ -43,6 +45,8 @@ class EventBus:
         self.on_cancel = on_cancel
         self.on_wake = on_wake
         self.on_reconnect = on_reconnect
+        self.on_control = on_control
+        """A worker control request (control.py): "worker id|owner|action|arg"."""
         self.ready = asyncio.Event()
         self._backoff = 0.1
         self._task: asyncio.Task[None] | None = None
@@ -76,6 +80,8 @@ class EventBus:
         elif channel == CANCEL:
             task_id, _, worker = data.partition("|")
             self.on_cancel(task_id, worker)
+        elif channel == CONTROL:
+            self.on_control(data)
 
     async def _run(self) -> None:
         """Keeps one subscription up; after a reconnect, on_reconnect makes everyone re-read."""

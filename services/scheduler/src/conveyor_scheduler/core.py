@@ -15,10 +15,12 @@ from conveyor_scheduler.background import Background
 from conveyor_scheduler.beat import Beat
 from conveyor_scheduler.bus import EventBus
 from conveyor_scheduler.config import SchedulerConfig
+from conveyor_scheduler.control import WorkerControl
 from conveyor_scheduler.dispatch import Dispatcher
 from conveyor_scheduler.errors import NotFound
 from conveyor_scheduler.fast_redis import FastRedis
 from conveyor_scheduler.maintenance import Maintenance
+from conveyor_scheduler.registry import WorkerRegistry
 from conveyor_scheduler.routing import Router
 from conveyor_scheduler.store import Store, wall_clock_ms
 from conveyor_scheduler.validation import check_task_id
@@ -39,6 +41,9 @@ class Core:
                            default_timeout_ms=config.default_timeout_ms, clock=clock, fast=self.fast_redis)
         self.dispatcher = Dispatcher(self.store, lease_ttl_ms=config.lease_ttl_ms, batch=config.dispatch_batch,
                                      queue_rates=config.queue_rate_limits)
+        self.registry = WorkerRegistry(redis, scheduler_id=self.scheduler_id, lease_ttl_ms=config.lease_ttl_ms,
+                                       clock=clock)
+        self.control = WorkerControl(redis, self.dispatcher.session)
         self.waiters = ResultWaiters()
         self.watchers = Watchers()
         self.maintenance = Maintenance(self.store, reaper_interval_ms=config.reaper_interval_ms,
@@ -48,7 +53,7 @@ class Core:
         self.bus = EventBus(redis, origin=self.scheduler_id, fast=self.fast_redis,
                             on_done=self.waiters.notify, on_wake=self._on_wake,
                             on_state=self.watchers.on_message, on_cancel=self.dispatcher.cancel,
-                            on_reconnect=self._on_reconnect)
+                            on_reconnect=self._on_reconnect, on_control=self.control.on_message)
         self.beat = Beat(self)
         self._background = Background()
         self._parked_logged: set[tuple[str, str]] = set()

@@ -90,6 +90,10 @@ class Dispatcher:
             session.outbox.put_nowait(worker_service_pb2.ConnectResponse(
                 cancel=worker_service_pb2.CancelTask(task_id=task_id, reason="cancel requested")))
 
+    def session(self, worker_id: str) -> WorkerSession | None:
+        """The stream of `worker_id` attached on this replica, if any."""
+        return self._sessions.get(worker_id)
+
     async def attach(self, session: WorkerSession) -> None:
         """Adds a worker's stream; returns once each of its queues finished a dispatch round
         begun after that. Until then a claim may hold the hello's credit, and a submit in

@@ -1,9 +1,10 @@
 """Every Redis key name Conveyor uses, built in one place, and the legend of the Redis model.
 
 All state of one queue shares the hash tag ``{q:NAME}`` so each queue lives in one
-Redis Cluster slot; the queue registry shares the tag ``{cv}``, the beat ``{beat}``.
+Redis Cluster slot; the queue registry shares the tag ``{cv}``, the beat ``{beat}``, the
+worker registry ``{workers}``.
 
-KEY_PATTERNS, TASK_FIELDS and SCHEDULE_FIELDS below are the one source for what each key,
+KEY_PATTERNS, TASK_FIELDS, SCHEDULE_FIELDS and WORKER_FIELDS below are the one source for what each key,
 channel and hash field is. tests/unit/test_key_legend.py holds the Lua scripts, the Python
 code and docs/ARCHITECTURE.md to them: a key or field used anywhere must be listed here and
 in that page's tables, and everything listed here must be used.
@@ -24,6 +25,13 @@ CANCEL_CHANNEL = "cv:cancel"
 WAKE_CHANNEL = "cv:wake"
 """Payload: "queue|0|replica" (tasks are ready) or "queue|due-ms|replica" (a task is due then),
 published by `replica` (the publisher ignores its own); plain "queue" and "queue|due-ms" are read too."""
+CONTROL_CHANNEL = "cv:control"
+"""Payload: "worker id|owner|action|arg": a worker control request (control.py) for the
+stream `owner` (WorkerSession.owner); action drain, shutdown (arg: reason) or concurrency (arg: slots)."""
+WORKERS_PREFIX = "cv:{workers}:"
+"""The worker registry shares the tag {workers}: worker hashes WORKERS_PREFIX + "w:" + id and the index."""
+WORKERS_INDEX = WORKERS_PREFIX + "seen"
+"""Sorted set: worker id -> ms its registry entry lapses (pruned on read)."""
 REGISTRY_KEYS = ("cv:{cv}:queues", "cv:{cv}:queue-names", "cv:{cv}:queue-seq")
 BEAT_CHANNEL = "cv:beat"
 """Payload: a schedule id whose definition changed, or "released" when the beat leader steps down."""
@@ -39,6 +47,10 @@ BEAT_LEADER = BEAT_PREFIX + "leader"
 
 def schedule_key(schedule_id: str) -> str:
     return f"{BEAT_PREFIX}s:{schedule_id}"
+
+
+def worker_key(worker_id: str) -> str:
+    return f"{WORKERS_PREFIX}w:{worker_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,12 +122,18 @@ KEY_PATTERNS: dict[str, tuple[str, str]] = {
     "cv:{beat}:due": ("zset", "schedule id -> next fire ms, active schedules only"),
     "cv:{beat}:ids": ("zset", "every schedule id, all scored 0 (listed in id order)"),
     "cv:{beat}:leader": ("string", "the beat leader's lease token SCHEDULER_ID/RANDOM, the lease as its TTL"),
+    # The worker registry, kept by the replica holding each worker's stream.
+    "cv:{workers}:w:ID": ("hash", "one connected worker, ID its worker id (fields: WORKER_FIELDS); expires a "
+                                  "lease TTL after its last heartbeat"),
+    "cv:{workers}:seen": ("zset", "worker id -> ms its entry lapses (the list's index; lapsed ids pruned on read)"),
     # Pub/sub channels (not keys; every replica subscribes).
     "cv:done": ("channel", "the id of every task that finished"),
     "cv:state": ("channel", "id|state|attempt|seq for each state change of a watched task"),
     "cv:cancel": ("channel", "id|worker id when a running task is asked to stop"),
     "cv:wake": ("channel", "queue|0|replica (tasks are ready) or queue|due ms|replica (one is due then)"),
     "cv:beat": ("channel", "a schedule id whose definition changed, or released when the leader steps down"),
+    "cv:control": ("channel", "worker id|owner|action|arg: drain, shutdown (arg: reason) or concurrency (arg: "
+                              "slots) for the worker's stream owner, relayed by its replica"),
 }
 """Key (or channel) pattern -> (Redis type, meaning)."""
 
@@ -180,3 +198,24 @@ SCHEDULE_FIELDS: dict[str, str] = {
     "le": "last error (a firing the submit path refused)",
 }
 """Schedule hash (cv:{beat}:s:ID) field -> meaning."""
+
+WORKER_FIELDS: dict[str, str] = {
+    "h": "hostname",
+    "pid": "process id",
+    "sdk": "SDK name/version",
+    "q": "queues, comma-separated",
+    "n": "declared task names, comma-separated (empty: any)",
+    "c": "slots (concurrency), as of the hello or the last heartbeat",
+    "pf": "prefetch",
+    "sa": "ms the worker process started (absent: not told)",
+    "r": "scheduler id of the replica holding its stream",
+    "o": "the stream (WorkerSession.owner) that registered it: only that stream refreshes or removes it",
+    "ca": "ms the stream was accepted",
+    "hb": "ms of the last heartbeat",
+    "ex": "ms the entry lapses (its hash TTL; the score in cv:{workers}:seen)",
+    "dr": "1 while it takes no new work (drained or shutting down)",
+    "ok": "attempts succeeded since the worker started",
+    "ko": "attempts failed since the worker started",
+    "at": "ids of the tasks it runs, comma-separated, as of the last heartbeat",
+}
+"""Worker hash (cv:{workers}:w:ID) field -> meaning."""

@@ -20,6 +20,16 @@ class WorkerSession:
     concurrency: int = 0
     task_names: tuple[str, ...] = ()
     credit: int = 0
+    pid: int = 0
+    sdk: str = ""
+    prefetch: int = 0
+    started_ms: int = 0
+    """When the worker process started (WorkerHello.started_at; 0: not told)."""
+    connected_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+    succeeded: int = 0
+    failed: int = 0
+    active_task_ids: tuple[str, ...] = ()
+    """As of the last heartbeat: what the worker registry shows (registry.py)."""
     owner: str = field(default_factory=lambda: os.urandom(8).hex())
     """This stream's identity in Redis (field o of the leases it owns): unique per stream, on
     every replica, so a lease adopted by a newer stream is never touched by this one again."""

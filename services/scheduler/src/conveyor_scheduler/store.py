@@ -86,7 +86,7 @@ class AckEntry:
 def _script_text(name: str) -> str:
     folder = resources.files("conveyor_scheduler") / "lua"
     body = (folder / f"{name}.lua").read_text()
-    if name == "register_queue" or name.startswith("beat_"):  # not queue scripts: no lib.lua prelude
+    if name == "register_queue" or name.startswith(("beat_", "worker_")):  # not queue scripts: no prelude
         return body
     return (folder / "lib.lua").read_text() + "\n" + body
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import contextvars
 import functools
 import logging
@@ -268,6 +269,10 @@ class TaskThreads:
         self._finished: collections.deque[SyncAttempt] = collections.deque()
         self._wakeup_pending = False
         self._threads = 0
+        self._excess = 0
+        """Threads to retire after a shrink (resize): each leaves before taking its next
+        attempt. Guarded by _stuck_lock (threads read it)."""
+        self._closing = False
         self._busy = 0
         """Attempts handed to threads and not yet seen finished (abandoned ones included)."""
         self._limited: set[SyncAttempt] = set()
@@ -292,18 +297,46 @@ class TaskThreads:
             self._arm(first)
         _busy_threads += 1  # from now until the loop sees it finish, abandoned or not
         self._busy += 1
-        if self._busy > self._threads and self._threads - self._stuck < self._concurrency:
+        live = self._threads - self._excess
+        if self._busy > live and live - self._stuck < self._concurrency:
             self._spawn()
         self._jobs.put(attempt)
+
+    def resize(self, concurrency: int) -> None:
+        """Grows or shrinks the threads to `concurrency` (SetConcurrency): new threads start
+        for attempts already waiting for one; surplus threads finish their attempt and leave
+        before taking another, so the attempts queued meanwhile wait for the new number."""
+        with self._stuck_lock:
+            self._concurrency = concurrency
+            live = self._threads - self._stuck - self._excess
+            surplus = max(live - concurrency, 0)
+            self._excess += surplus - min(self._excess, max(concurrency - live, 0))
+        for _ in range(surplus):  # wakes idle threads to look at _excess
+            self._jobs.put(None)
+        while self._threads - self._stuck - self._excess < min(concurrency, self._busy - self._stuck):
+            self._spawn()
 
     def _spawn(self) -> None:
         self._threads += 1
         threading.Thread(target=self._work, name=f"conveyor-task_{self._threads}", daemon=True).start()
 
     def _work(self) -> None:
-        """A pool thread: runs attempts until shutdown() sends None."""
+        """A pool thread: runs attempts until shutdown() sends None, or resize() retires it."""
         jobs, finished = self._jobs, self._finished
-        while (attempt := jobs.get()) is not None:
+        while True:
+            with self._stuck_lock:
+                retire = self._excess > 0
+                if retire:
+                    self._excess -= 1
+            if retire:
+                with contextlib.suppress(RuntimeError):  # the loop is closed: the worker has stopped
+                    self._loop.call_soon_threadsafe(self._retired)  # type: ignore[union-attr]
+                return
+            attempt = jobs.get()
+            if attempt is None:
+                if self._closing:
+                    return
+                continue  # resize() woke us to look at _excess
             with self._stuck_lock:
                 attempt.started = True
                 skip = attempt.abandoned  # handed back (or timed out) before a thread was free
@@ -330,6 +363,10 @@ class TaskThreads:
                 return False
             attempt.abandoned = True
             return True
+
+    def _retired(self) -> None:
+        """On the loop: a thread retired by resize() ended."""
+        self._threads -= 1
 
     def _left(self) -> None:
         """On the loop: an abandoned thread's handler returned and the thread ended."""
@@ -405,6 +442,7 @@ class TaskThreads:
     def shutdown(self) -> None:
         """Drops attempts still waiting for a thread and lets idle threads exit."""
         global _busy_threads  # noqa: PLW0603 - touched only on the event loop
+        self._closing = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

@@ -16,6 +16,7 @@ import socket
 from collections.abc import AsyncIterator
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from conveyor import App
 from conveyor.context import TaskContext
@@ -40,6 +41,17 @@ class Worker:
     def __init__(self, app: App, config: WorkerConfig) -> None:
         self.app = app
         self.config = config
+        self.concurrency = config.concurrency
+        """Slots: attempts run at once (config.concurrency until a SetConcurrency)."""
+        self.started_at = Timestamp()
+        self.started_at.GetCurrentTime()
+        self.succeeded = 0
+        self.failed = 0
+        """Attempts finished with a result / a failure since the process started (heartbeats)."""
+        self.drained = False
+        """Drained but connected (DrainWorker.stay_connected): no new work, for good."""
+        self._withheld = 0
+        """Credits still to withhold after a shrink: running attempts beyond the new slots."""
         # Headroom over concurrency: threads abandoned at their hard time limit keep running.
         self.pool = ContextThreadPool(max_workers=config.concurrency * 2, thread_name_prefix="conveyor-task")
         self.threads = TaskThreads(config.concurrency, self._sync_done, self._flush)
@@ -76,8 +88,13 @@ class Worker:
 
     @property
     def free_slots(self) -> int:
-        """Credit the worker can grant: free slots plus free prefetch room."""
-        return self.config.concurrency + self.config.prefetch - len(self.running) - len(self.waiting)
+        """Credit the worker can grant: free slots plus free prefetch room (negative after a
+        shrink, while more attempts run than the new slots)."""
+        return self.concurrency + self.config.prefetch - len(self.running) - len(self.waiting)
+
+    @property
+    def taking_work(self) -> bool:
+        return not self.stopping and not self.drained
 
     async def run(self) -> None:
         """Holds a stream until stop(); reconnects with backoff when it breaks."""
@@ -136,10 +153,15 @@ class Worker:
                             self._start(leased, direct, may_wait=True)
                     elif kind == "cancel":
                         self._cancel(msg.cancel.task_id)
+                    elif kind == "drain" and msg.drain.stay_connected:
+                        log.info("scheduler asked to drain and stay connected: %s", msg.drain.reason)
+                        self.drain()
                     elif kind == "drain":
                         log.info("scheduler asked to drain: %s", msg.drain.reason)
                         if self._shutdown is None:
                             self._shutdown = asyncio.create_task(self.shutdown())
+                    elif kind == "set_concurrency":
+                        self.set_concurrency(msg.set_concurrency.concurrency)
             finally:
                 if heartbeats:
                     heartbeats.cancel()
@@ -150,13 +172,15 @@ class Worker:
         outbox = self._outbox
         yield worker_service_pb2.ConnectRequest(hello=worker_service_pb2.WorkerHello(
             worker_id=self.config.worker_id, hostname=socket.gethostname(), pid=os.getpid(),
-            queues=self.config.queues, concurrency=self.config.concurrency, task_names=sorted(self.app.tasks),
-            credit=0 if self.stopping else self.free_slots, sdk=f"conveyor-python/{__version__}",
+            queues=self.config.queues, concurrency=self.concurrency, task_names=sorted(self.app.tasks),
+            credit=max(self.free_slots, 0) if self.taking_work else 0, sdk=f"conveyor-python/{__version__}",
+            prefetch=self.config.prefetch, started_at=self.started_at, draining=self.drained,
             held=[*(worker_service_pb2.LeaseRef(task_id=task_id, lease_token=token)
                     for task_id, (token, _) in self.running.items()),
                   *(worker_service_pb2.LeaseRef(task_id=task_id, lease_token=leased.lease_token)
                     for task_id, leased in self.waiting.items())]))
         self._credit = 0  # the hello granted every free slot
+        self._withheld = max(-self.free_slots, 0)  # more running than slots: the next finishes return none
         while True:
             msg = await outbox.get()
             if msg is None:
@@ -168,8 +192,12 @@ class Worker:
     async def _heartbeats(self) -> None:
         while True:
             await asyncio.sleep(self._heartbeat_interval)
-            self._outbox.put_nowait(worker_service_pb2.ConnectRequest(
-                heartbeat=worker_service_pb2.WorkerHeartbeat(active_task_ids=list(self.running))))
+            self._heartbeat()
+
+    def _heartbeat(self) -> None:
+        self._outbox.put_nowait(worker_service_pb2.ConnectRequest(heartbeat=worker_service_pb2.WorkerHeartbeat(
+            active_task_ids=list(self.running), succeeded=self.succeeded, failed=self.failed,
+            concurrency=self.concurrency)))
 
     def _start(self, leased: task_pb2.LeasedTask, direct: bool = False, may_wait: bool = False) -> None:
         """Starts one attempt. `direct` (telemetry off): a plain function whose payload decodes
@@ -178,12 +206,12 @@ class Worker:
         in `waiting` (prefetched) until one frees."""
         task = leased.task
         task_id = task.id
-        if self.stopping:  # arrived after we said we were draining: hand it straight back
+        if not self.taking_work:  # arrived after we said we were draining: hand it straight back
             self._send(worker_service_pb2.WorkerReport(releases=[
                 worker_service_pb2.LeaseRef(task_id=task_id, lease_token=leased.lease_token)]))
             return
         definition = self.app.tasks.get(task.name) if direct else None
-        if may_wait and len(self.running) >= self.config.concurrency and (definition is None or definition.is_async):
+        if may_wait and len(self.running) >= self.concurrency and (definition is None or definition.is_async):
             self.waiting[task_id] = leased
             return
         ctx = self.contexts[task_id] = context_for(leased)
@@ -272,7 +300,7 @@ class Worker:
     def _forget(self, task_id: str) -> None:
         self.running.pop(task_id, None)
         self.contexts.pop(task_id, None)
-        while self.waiting and len(self.running) < self.config.concurrency and not self.stopping:
+        while self.waiting and len(self.running) < self.concurrency and self.taking_work:
             self._start(self.waiting.popitem(last=False)[1], not telemetry.enabled())
         if self._drained is not None and not self.running and not self._drained.done():
             self._drained.set_result(None)
@@ -280,7 +308,14 @@ class Worker:
     def _done(self, ack: task_pb2.TaskAck) -> None:
         """Queues a finished attempt's ack and its credit for the next report."""
         self._acks.append(ack)
-        if not self.stopping:
+        outcome = ack.WhichOneof("outcome")
+        if outcome == "result":
+            self.succeeded += 1
+        elif outcome == "failure":
+            self.failed += 1
+        if self.taking_work and self._withheld:  # after a shrink: this slot is gone
+            self._withheld -= 1
+        elif self.taking_work:
             self._credit += 1
         self._schedule_flush()
 
@@ -316,20 +351,58 @@ class Worker:
         """Take no new work; in-flight attempts get the grace period (see shutdown) and
         prefetched ones are handed back at once."""
         if not self.stopping:
+            was_taking = self.taking_work
             self.stopping = True
-            self._credit = 0
-            releases = [worker_service_pb2.LeaseRef(task_id=task_id, lease_token=leased.lease_token)
-                        for task_id, leased in self.waiting.items()]
-            self.waiting.clear()
-            # Prefetched plain-function attempts queued for a thread, newest first, down to the
-            # slots (those within the slots were due to start now: they finish in the grace period).
-            for task_id, (token, runner) in reversed(list(self.running.items())):
-                if len(self.running) <= self.config.concurrency:
-                    break
-                if isinstance(runner, SyncAttempt) and self.threads.withdraw(runner):
-                    releases.append(worker_service_pb2.LeaseRef(task_id=task_id, lease_token=token))
-                    self._forget(task_id)
-            self._send(worker_service_pb2.WorkerReport(draining=True, releases=releases))
+            if was_taking:
+                self._take_no_more()
+
+    def drain(self) -> None:
+        """Take no new work but stay connected (DrainWorker.stay_connected): in-flight
+        attempts finish and are acked, prefetched ones are handed back at once."""
+        if self.taking_work:
+            self.drained = True
+            self._take_no_more()
+
+    def _take_no_more(self) -> None:
+        """Voids the credit and hands back what has not started, in one draining report."""
+        self._credit = self._withheld = 0
+        releases = [worker_service_pb2.LeaseRef(task_id=task_id, lease_token=leased.lease_token)
+                    for task_id, leased in self.waiting.items()]
+        self.waiting.clear()
+        # Prefetched plain-function attempts queued for a thread, newest first, down to the
+        # slots (those within the slots were due to start now: they finish).
+        for task_id, (token, runner) in reversed(list(self.running.items())):
+            if len(self.running) <= self.concurrency:
+                break
+            if isinstance(runner, SyncAttempt) and self.threads.withdraw(runner):
+                releases.append(worker_service_pb2.LeaseRef(task_id=task_id, lease_token=token))
+                self._forget(task_id)
+        self._send(worker_service_pb2.WorkerReport(draining=True, releases=releases))
+
+    def set_concurrency(self, concurrency: int) -> None:
+        """Grows or shrinks the slots (SetConcurrency). Growing starts prefetched tasks in the
+        new slots and grants the new credit; shrinking lets running attempts finish and
+        withholds the credit of as many as the slots shrank by."""
+        if not 1 <= concurrency <= 10_000 or concurrency == self.concurrency:
+            return
+        old, self.concurrency = self.concurrency, concurrency
+        log.info("concurrency %d -> %d", old, concurrency)
+        self.threads.resize(concurrency)
+        # The telemetry path's pool (ThreadPoolExecutor starts threads up to _max_workers on demand).
+        self.pool._max_workers = max(self.pool._max_workers, concurrency * 2)
+        if concurrency < old:
+            self._withheld += old - concurrency
+        else:
+            grown = concurrency - old
+            repaid = min(self._withheld, grown)
+            self._withheld -= repaid
+            if self.taking_work:
+                self._credit += grown - repaid
+            while self.waiting and len(self.running) < self.concurrency and self.taking_work:
+                self._start(self.waiting.popitem(last=False)[1], not telemetry.enabled())
+            self._schedule_flush()
+        if self._connected:
+            self._heartbeat()  # the registry shows the new slots now
 
     async def shutdown(self) -> None:
         """Graceful stop: finish within the grace period, hand back the rest, close."""

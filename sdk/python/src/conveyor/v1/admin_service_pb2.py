@@ -23,27 +23,50 @@ _sym_db = _symbol_database.Default()
 
 
 from conveyor.v1 import task_pb2 as conveyor_dot_v1_dot_task__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63onveyor/v1/admin_service.proto\x12\x0b\x63onveyor.v1\x1a\x16\x63onveyor/v1/task.proto\"F\n\x16ListDeadLettersRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\x12\x0e\n\x06offset\x18\x03 \x01(\r\"J\n\x17ListDeadLettersResponse\x12 \n\x05tasks\x18\x01 \x03(\x0b\x32\x11.conveyor.v1.Task\x12\r\n\x05total\x18\x02 \x01(\x04\"I\n\x19RequeueDeadLettersRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x10\n\x08task_ids\x18\x02 \x03(\t\x12\x0b\n\x03\x61ll\x18\x03 \x01(\x08\".\n\x1aRequeueDeadLettersResponse\x12\x10\n\x08requeued\x18\x01 \x01(\x04\"G\n\x17PurgeDeadLettersRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x10\n\x08task_ids\x18\x02 \x03(\t\x12\x0b\n\x03\x61ll\x18\x03 \x01(\x08\"*\n\x18PurgeDeadLettersResponse\x12\x0e\n\x06purged\x18\x01 \x01(\x04\x32\xb4\x02\n\x0c\x41\x64minService\x12\\\n\x0fListDeadLetters\x12#.conveyor.v1.ListDeadLettersRequest\x1a$.conveyor.v1.ListDeadLettersResponse\x12\x65\n\x12RequeueDeadLetters\x12&.conveyor.v1.RequeueDeadLettersRequest\x1a\'.conveyor.v1.RequeueDeadLettersResponse\x12_\n\x10PurgeDeadLetters\x12$.conveyor.v1.PurgeDeadLettersRequest\x1a%.conveyor.v1.PurgeDeadLettersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63onveyor/v1/admin_service.proto\x12\x0b\x63onveyor.v1\x1a\x16\x63onveyor/v1/task.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbc\x03\n\x06Worker\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12\x0b\n\x03pid\x18\x03 \x01(\r\x12\x0b\n\x03sdk\x18\x04 \x01(\t\x12\x0e\n\x06queues\x18\x05 \x03(\t\x12\x12\n\ntask_names\x18\x06 \x03(\t\x12\x13\n\x0b\x63oncurrency\x18\x07 \x01(\r\x12\x10\n\x08prefetch\x18\x08 \x01(\r\x12\x17\n\x0f\x61\x63tive_task_ids\x18\t \x03(\t\x12\x11\n\tsucceeded\x18\n \x01(\x04\x12\x0e\n\x06\x66\x61iled\x18\x0b \x01(\x04\x12.\n\nstarted_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cscheduler_id\x18\r \x01(\t\x12\x30\n\x0c\x63onnected_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_heartbeat\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x64raining\x18\x10 \x01(\x08\x12.\n\nexpires_at\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"#\n\x12ListWorkersRequest\x12\r\n\x05queue\x18\x01 \x01(\t\";\n\x13ListWorkersResponse\x12$\n\x07workers\x18\x01 \x03(\x0b\x32\x13.conveyor.v1.Worker\"%\n\x10GetWorkerRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\"8\n\x11GetWorkerResponse\x12#\n\x06worker\x18\x01 \x01(\x0b\x32\x13.conveyor.v1.Worker\"7\n\x12\x44rainWorkerRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\":\n\x13\x44rainWorkerResponse\x12#\n\x06worker\x18\x01 \x01(\x0b\x32\x13.conveyor.v1.Worker\":\n\x15ShutdownWorkerRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"=\n\x16ShutdownWorkerResponse\x12#\n\x06worker\x18\x01 \x01(\x0b\x32\x13.conveyor.v1.Worker\"?\n\x15SetConcurrencyRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63oncurrency\x18\x02 \x01(\r\"=\n\x16SetConcurrencyResponse\x12#\n\x06worker\x18\x01 \x01(\x0b\x32\x13.conveyor.v1.Worker\"F\n\x16ListDeadLettersRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\x12\x0e\n\x06offset\x18\x03 \x01(\r\"J\n\x17ListDeadLettersResponse\x12 \n\x05tasks\x18\x01 \x03(\x0b\x32\x11.conveyor.v1.Task\x12\r\n\x05total\x18\x02 \x01(\x04\"I\n\x19RequeueDeadLettersRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x10\n\x08task_ids\x18\x02 \x03(\t\x12\x0b\n\x03\x61ll\x18\x03 \x01(\x08\".\n\x1aRequeueDeadLettersResponse\x12\x10\n\x08requeued\x18\x01 \x01(\x04\"G\n\x17PurgeDeadLettersRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x10\n\x08task_ids\x18\x02 \x03(\t\x12\x0b\n\x03\x61ll\x18\x03 \x01(\x08\"*\n\x18PurgeDeadLettersResponse\x12\x0e\n\x06purged\x18\x01 \x01(\x04\x32\xda\x05\n\x0c\x41\x64minService\x12\\\n\x0fListDeadLetters\x12#.conveyor.v1.ListDeadLettersRequest\x1a$.conveyor.v1.ListDeadLettersResponse\x12\x65\n\x12RequeueDeadLetters\x12&.conveyor.v1.RequeueDeadLettersRequest\x1a\'.conveyor.v1.RequeueDeadLettersResponse\x12_\n\x10PurgeDeadLetters\x12$.conveyor.v1.PurgeDeadLettersRequest\x1a%.conveyor.v1.PurgeDeadLettersResponse\x12P\n\x0bListWorkers\x12\x1f.conveyor.v1.ListWorkersRequest\x1a .conveyor.v1.ListWorkersResponse\x12J\n\tGetWorker\x12\x1d.conveyor.v1.GetWorkerRequest\x1a\x1e.conveyor.v1.GetWorkerResponse\x12P\n\x0b\x44rainWorker\x12\x1f.conveyor.v1.DrainWorkerRequest\x1a .conveyor.v1.DrainWorkerResponse\x12Y\n\x0eShutdownWorker\x12\".conveyor.v1.ShutdownWorkerRequest\x1a#.conveyor.v1.ShutdownWorkerResponse\x12Y\n\x0eSetConcurrency\x12\".conveyor.v1.SetConcurrencyRequest\x1a#.conveyor.v1.SetConcurrencyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'conveyor.v1.admin_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=72
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=142
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=144
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=218
-  _globals['_REQUEUEDEADLETTERSREQUEST']._serialized_start=220
-  _globals['_REQUEUEDEADLETTERSREQUEST']._serialized_end=293
-  _globals['_REQUEUEDEADLETTERSRESPONSE']._serialized_start=295
-  _globals['_REQUEUEDEADLETTERSRESPONSE']._serialized_end=341
-  _globals['_PURGEDEADLETTERSREQUEST']._serialized_start=343
-  _globals['_PURGEDEADLETTERSREQUEST']._serialized_end=414
-  _globals['_PURGEDEADLETTERSRESPONSE']._serialized_start=416
-  _globals['_PURGEDEADLETTERSRESPONSE']._serialized_end=458
-  _globals['_ADMINSERVICE']._serialized_start=461
-  _globals['_ADMINSERVICE']._serialized_end=769
+  _globals['_WORKER']._serialized_start=106
+  _globals['_WORKER']._serialized_end=550
+  _globals['_LISTWORKERSREQUEST']._serialized_start=552
+  _globals['_LISTWORKERSREQUEST']._serialized_end=587
+  _globals['_LISTWORKERSRESPONSE']._serialized_start=589
+  _globals['_LISTWORKERSRESPONSE']._serialized_end=648
+  _globals['_GETWORKERREQUEST']._serialized_start=650
+  _globals['_GETWORKERREQUEST']._serialized_end=687
+  _globals['_GETWORKERRESPONSE']._serialized_start=689
+  _globals['_GETWORKERRESPONSE']._serialized_end=745
+  _globals['_DRAINWORKERREQUEST']._serialized_start=747
+  _globals['_DRAINWORKERREQUEST']._serialized_end=802
+  _globals['_DRAINWORKERRESPONSE']._serialized_start=804
+  _globals['_DRAINWORKERRESPONSE']._serialized_end=862
+  _globals['_SHUTDOWNWORKERREQUEST']._serialized_start=864
+  _globals['_SHUTDOWNWORKERREQUEST']._serialized_end=922
+  _globals['_SHUTDOWNWORKERRESPONSE']._serialized_start=924
+  _globals['_SHUTDOWNWORKERRESPONSE']._serialized_end=985
+  _globals['_SETCONCURRENCYREQUEST']._serialized_start=987
+  _globals['_SETCONCURRENCYREQUEST']._serialized_end=1050
+  _globals['_SETCONCURRENCYRESPONSE']._serialized_start=1052
+  _globals['_SETCONCURRENCYRESPONSE']._serialized_end=1113
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=1115
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=1185
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=1187
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=1261
+  _globals['_REQUEUEDEADLETTERSREQUEST']._serialized_start=1263
+  _globals['_REQUEUEDEADLETTERSREQUEST']._serialized_end=1336
+  _globals['_REQUEUEDEADLETTERSRESPONSE']._serialized_start=1338
+  _globals['_REQUEUEDEADLETTERSRESPONSE']._serialized_end=1384
+  _globals['_PURGEDEADLETTERSREQUEST']._serialized_start=1386
+  _globals['_PURGEDEADLETTERSREQUEST']._serialized_end=1457
+  _globals['_PURGEDEADLETTERSRESPONSE']._serialized_start=1459
+  _globals['_PURGEDEADLETTERSRESPONSE']._serialized_end=1501
+  _globals['_ADMINSERVICE']._serialized_start=1504
+  _globals['_ADMINSERVICE']._serialized_end=2234
 # @@protoc_insertion_point(module_scope)

@@ -26,14 +26,15 @@ if _version_not_supported:
 
 
 class AdminServiceStub:
-    """AdminService is inspection and repair: dead letters now; queue stats, workers
-    and task search join it later.
+    """AdminService is inspection and repair: dead letters, the worker registry and
+    worker control; queue stats and task search join it later.
 
     Errors:
     - INVALID_ARGUMENT: a field breaks its rule (the message starts with the
     field's path, e.g. "task_ids[2]: ..."), including a task id of another queue.
     - NOT_FOUND (Requeue, Purge): a task id names a queue this scheduler has
-    never known.
+    never known. (GetWorker and the worker control calls): no worker of that id is
+    in the registry; the message names worker_id.
     - UNAVAILABLE: the scheduler cannot reach Redis (down, restarting, or still
     loading its data), or is gone. Retry with backoff: every RPC here is safe to
     repeat (a dead letter already requeued or purged is skipped).
@@ -60,17 +61,43 @@ class AdminServiceStub:
                 request_serializer=conveyor_dot_v1_dot_admin__service__pb2.PurgeDeadLettersRequest.SerializeToString,
                 response_deserializer=conveyor_dot_v1_dot_admin__service__pb2.PurgeDeadLettersResponse.FromString,
                 _registered_method=True)
+        self.ListWorkers = channel.unary_unary(
+                '/conveyor.v1.AdminService/ListWorkers',
+                request_serializer=conveyor_dot_v1_dot_admin__service__pb2.ListWorkersRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_admin__service__pb2.ListWorkersResponse.FromString,
+                _registered_method=True)
+        self.GetWorker = channel.unary_unary(
+                '/conveyor.v1.AdminService/GetWorker',
+                request_serializer=conveyor_dot_v1_dot_admin__service__pb2.GetWorkerRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_admin__service__pb2.GetWorkerResponse.FromString,
+                _registered_method=True)
+        self.DrainWorker = channel.unary_unary(
+                '/conveyor.v1.AdminService/DrainWorker',
+                request_serializer=conveyor_dot_v1_dot_admin__service__pb2.DrainWorkerRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_admin__service__pb2.DrainWorkerResponse.FromString,
+                _registered_method=True)
+        self.ShutdownWorker = channel.unary_unary(
+                '/conveyor.v1.AdminService/ShutdownWorker',
+                request_serializer=conveyor_dot_v1_dot_admin__service__pb2.ShutdownWorkerRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_admin__service__pb2.ShutdownWorkerResponse.FromString,
+                _registered_method=True)
+        self.SetConcurrency = channel.unary_unary(
+                '/conveyor.v1.AdminService/SetConcurrency',
+                request_serializer=conveyor_dot_v1_dot_admin__service__pb2.SetConcurrencyRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_admin__service__pb2.SetConcurrencyResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
-    """AdminService is inspection and repair: dead letters now; queue stats, workers
-    and task search join it later.
+    """AdminService is inspection and repair: dead letters, the worker registry and
+    worker control; queue stats and task search join it later.
 
     Errors:
     - INVALID_ARGUMENT: a field breaks its rule (the message starts with the
     field's path, e.g. "task_ids[2]: ..."), including a task id of another queue.
     - NOT_FOUND (Requeue, Purge): a task id names a queue this scheduler has
-    never known.
+    never known. (GetWorker and the worker control calls): no worker of that id is
+    in the registry; the message names worker_id.
     - UNAVAILABLE: the scheduler cannot reach Redis (down, restarting, or still
     loading its data), or is gone. Retry with backoff: every RPC here is safe to
     repeat (a dead letter already requeued or purged is skipped).
@@ -99,6 +126,61 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListWorkers(self, request, context):
+        """The worker registry. Every connected worker is listed, whichever replica holds
+        its stream; every replica answers the same (the registry lives in Redis). An
+        entry is written when the worker's stream is accepted, refreshed by each
+        WorkerHeartbeat, replaced when the worker reconnects (to any replica), and
+        removed when its stream closes. A worker that vanishes without closing (killed,
+        network lost, or its replica died too) drops out lease_ttl after its last
+        heartbeat. Workers that use TaskService.Poll are not listed.
+
+        List the connected workers, ordered by worker id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetWorker(self, request, context):
+        """One worker's entry.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DrainWorker(self, request, context):
+        """Worker control. Each request reaches the worker over its stream, from whichever
+        replica receives the call: it is relayed (Redis pub/sub) to the replica holding
+        the stream registered for worker_id, which sends it to the worker. The call
+        returns once the request is relayed, not once the worker acted: read the effect
+        in GetWorker (draining, concurrency) or see the worker leave the registry. A
+        request relayed while that stream is closing, or while the replica holding it is
+        cut off from Redis, is lost; repeating a control call is safe.
+
+        Drain: the worker takes no new work and finishes what it runs, and stays
+        connected (shown draining). Its prefetched tasks go back to the queue at once.
+        See DrainWorker.stay_connected in worker_service.proto.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ShutdownWorker(self, request, context):
+        """Graceful shutdown: as a drain, then the worker process exits, as on SIGTERM
+        (attempts still running at the end of its grace period are handed back).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetConcurrency(self, request, context):
+        """Grow or shrink a running worker's slots (see SetConcurrency in
+        worker_service.proto: a shrink lets running attempts finish).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -117,6 +199,31 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     request_deserializer=conveyor_dot_v1_dot_admin__service__pb2.PurgeDeadLettersRequest.FromString,
                     response_serializer=conveyor_dot_v1_dot_admin__service__pb2.PurgeDeadLettersResponse.SerializeToString,
             ),
+            'ListWorkers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWorkers,
+                    request_deserializer=conveyor_dot_v1_dot_admin__service__pb2.ListWorkersRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_admin__service__pb2.ListWorkersResponse.SerializeToString,
+            ),
+            'GetWorker': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWorker,
+                    request_deserializer=conveyor_dot_v1_dot_admin__service__pb2.GetWorkerRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_admin__service__pb2.GetWorkerResponse.SerializeToString,
+            ),
+            'DrainWorker': grpc.unary_unary_rpc_method_handler(
+                    servicer.DrainWorker,
+                    request_deserializer=conveyor_dot_v1_dot_admin__service__pb2.DrainWorkerRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_admin__service__pb2.DrainWorkerResponse.SerializeToString,
+            ),
+            'ShutdownWorker': grpc.unary_unary_rpc_method_handler(
+                    servicer.ShutdownWorker,
+                    request_deserializer=conveyor_dot_v1_dot_admin__service__pb2.ShutdownWorkerRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_admin__service__pb2.ShutdownWorkerResponse.SerializeToString,
+            ),
+            'SetConcurrency': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetConcurrency,
+                    request_deserializer=conveyor_dot_v1_dot_admin__service__pb2.SetConcurrencyRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_admin__service__pb2.SetConcurrencyResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'conveyor.v1.AdminService', rpc_method_handlers)
@@ -126,14 +233,15 @@ def add_AdminServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class AdminService:
-    """AdminService is inspection and repair: dead letters now; queue stats, workers
-    and task search join it later.
+    """AdminService is inspection and repair: dead letters, the worker registry and
+    worker control; queue stats and task search join it later.
 
     Errors:
     - INVALID_ARGUMENT: a field breaks its rule (the message starts with the
     field's path, e.g. "task_ids[2]: ..."), including a task id of another queue.
     - NOT_FOUND (Requeue, Purge): a task id names a queue this scheduler has
-    never known.
+    never known. (GetWorker and the worker control calls): no worker of that id is
+    in the registry; the message names worker_id.
     - UNAVAILABLE: the scheduler cannot reach Redis (down, restarting, or still
     loading its data), or is gone. Retry with backoff: every RPC here is safe to
     repeat (a dead letter already requeued or purged is skipped).
@@ -210,6 +318,141 @@ class AdminService:
             '/conveyor.v1.AdminService/PurgeDeadLetters',
             conveyor_dot_v1_dot_admin__service__pb2.PurgeDeadLettersRequest.SerializeToString,
             conveyor_dot_v1_dot_admin__service__pb2.PurgeDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWorkers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.AdminService/ListWorkers',
+            conveyor_dot_v1_dot_admin__service__pb2.ListWorkersRequest.SerializeToString,
+            conveyor_dot_v1_dot_admin__service__pb2.ListWorkersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWorker(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.AdminService/GetWorker',
+            conveyor_dot_v1_dot_admin__service__pb2.GetWorkerRequest.SerializeToString,
+            conveyor_dot_v1_dot_admin__service__pb2.GetWorkerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DrainWorker(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.AdminService/DrainWorker',
+            conveyor_dot_v1_dot_admin__service__pb2.DrainWorkerRequest.SerializeToString,
+            conveyor_dot_v1_dot_admin__service__pb2.DrainWorkerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ShutdownWorker(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.AdminService/ShutdownWorker',
+            conveyor_dot_v1_dot_admin__service__pb2.ShutdownWorkerRequest.SerializeToString,
+            conveyor_dot_v1_dot_admin__service__pb2.ShutdownWorkerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetConcurrency(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.AdminService/SetConcurrency',
+            conveyor_dot_v1_dot_admin__service__pb2.SetConcurrencyRequest.SerializeToString,
+            conveyor_dot_v1_dot_admin__service__pb2.SetConcurrencyResponse.FromString,
             options,
             channel_credentials,
             insecure,

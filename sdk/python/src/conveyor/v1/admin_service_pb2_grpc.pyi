@@ -27,14 +27,15 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class AdminServiceStub:
-    """AdminService is inspection and repair: dead letters now; queue stats, workers
-    and task search join it later.
+    """AdminService is inspection and repair: dead letters, the worker registry and
+    worker control; queue stats and task search join it later.
 
     Errors:
     - INVALID_ARGUMENT: a field breaks its rule (the message starts with the
       field's path, e.g. "task_ids[2]: ..."), including a task id of another queue.
     - NOT_FOUND (Requeue, Purge): a task id names a queue this scheduler has
-      never known.
+      never known. (GetWorker and the worker control calls): no worker of that id is
+      in the registry; the message names worker_id.
     - UNAVAILABLE: the scheduler cannot reach Redis (down, restarting, or still
       loading its data), or is gone. Retry with backoff: every RPC here is safe to
       repeat (a dead letter already requeued or purged is skipped).
@@ -53,17 +54,52 @@ class AdminServiceStub:
     """
     PurgeDeadLetters: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.PurgeDeadLettersRequest, _admin_service_pb2.PurgeDeadLettersResponse]
     """Delete dead letters for good."""
+    ListWorkers: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListWorkersRequest, _admin_service_pb2.ListWorkersResponse]
+    """The worker registry. Every connected worker is listed, whichever replica holds
+    its stream; every replica answers the same (the registry lives in Redis). An
+    entry is written when the worker's stream is accepted, refreshed by each
+    WorkerHeartbeat, replaced when the worker reconnects (to any replica), and
+    removed when its stream closes. A worker that vanishes without closing (killed,
+    network lost, or its replica died too) drops out lease_ttl after its last
+    heartbeat. Workers that use TaskService.Poll are not listed.
+
+    List the connected workers, ordered by worker id.
+    """
+    GetWorker: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.GetWorkerRequest, _admin_service_pb2.GetWorkerResponse]
+    """One worker's entry."""
+    DrainWorker: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.DrainWorkerRequest, _admin_service_pb2.DrainWorkerResponse]
+    """Worker control. Each request reaches the worker over its stream, from whichever
+    replica receives the call: it is relayed (Redis pub/sub) to the replica holding
+    the stream registered for worker_id, which sends it to the worker. The call
+    returns once the request is relayed, not once the worker acted: read the effect
+    in GetWorker (draining, concurrency) or see the worker leave the registry. A
+    request relayed while that stream is closing, or while the replica holding it is
+    cut off from Redis, is lost; repeating a control call is safe.
+
+    Drain: the worker takes no new work and finishes what it runs, and stays
+    connected (shown draining). Its prefetched tasks go back to the queue at once.
+    See DrainWorker.stay_connected in worker_service.proto.
+    """
+    ShutdownWorker: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ShutdownWorkerRequest, _admin_service_pb2.ShutdownWorkerResponse]
+    """Graceful shutdown: as a drain, then the worker process exits, as on SIGTERM
+    (attempts still running at the end of its grace period are handed back).
+    """
+    SetConcurrency: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.SetConcurrencyRequest, _admin_service_pb2.SetConcurrencyResponse]
+    """Grow or shrink a running worker's slots (see SetConcurrency in
+    worker_service.proto: a shrink lets running attempts finish).
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
-    """AdminService is inspection and repair: dead letters now; queue stats, workers
-    and task search join it later.
+    """AdminService is inspection and repair: dead letters, the worker registry and
+    worker control; queue stats and task search join it later.
 
     Errors:
     - INVALID_ARGUMENT: a field breaks its rule (the message starts with the
       field's path, e.g. "task_ids[2]: ..."), including a task id of another queue.
     - NOT_FOUND (Requeue, Purge): a task id names a queue this scheduler has
-      never known.
+      never known. (GetWorker and the worker control calls): no worker of that id is
+      in the registry; the message names worker_id.
     - UNAVAILABLE: the scheduler cannot reach Redis (down, restarting, or still
       loading its data), or is gone. Retry with backoff: every RPC here is safe to
       repeat (a dead letter already requeued or purged is skipped).
@@ -79,16 +115,51 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """
     PurgeDeadLetters: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.PurgeDeadLettersRequest, _admin_service_pb2.PurgeDeadLettersResponse]  # type: ignore[assignment]
     """Delete dead letters for good."""
+    ListWorkers: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListWorkersRequest, _admin_service_pb2.ListWorkersResponse]  # type: ignore[assignment]
+    """The worker registry. Every connected worker is listed, whichever replica holds
+    its stream; every replica answers the same (the registry lives in Redis). An
+    entry is written when the worker's stream is accepted, refreshed by each
+    WorkerHeartbeat, replaced when the worker reconnects (to any replica), and
+    removed when its stream closes. A worker that vanishes without closing (killed,
+    network lost, or its replica died too) drops out lease_ttl after its last
+    heartbeat. Workers that use TaskService.Poll are not listed.
+
+    List the connected workers, ordered by worker id.
+    """
+    GetWorker: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.GetWorkerRequest, _admin_service_pb2.GetWorkerResponse]  # type: ignore[assignment]
+    """One worker's entry."""
+    DrainWorker: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.DrainWorkerRequest, _admin_service_pb2.DrainWorkerResponse]  # type: ignore[assignment]
+    """Worker control. Each request reaches the worker over its stream, from whichever
+    replica receives the call: it is relayed (Redis pub/sub) to the replica holding
+    the stream registered for worker_id, which sends it to the worker. The call
+    returns once the request is relayed, not once the worker acted: read the effect
+    in GetWorker (draining, concurrency) or see the worker leave the registry. A
+    request relayed while that stream is closing, or while the replica holding it is
+    cut off from Redis, is lost; repeating a control call is safe.
+
+    Drain: the worker takes no new work and finishes what it runs, and stays
+    connected (shown draining). Its prefetched tasks go back to the queue at once.
+    See DrainWorker.stay_connected in worker_service.proto.
+    """
+    ShutdownWorker: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ShutdownWorkerRequest, _admin_service_pb2.ShutdownWorkerResponse]  # type: ignore[assignment]
+    """Graceful shutdown: as a drain, then the worker process exits, as on SIGTERM
+    (attempts still running at the end of its grace period are handed back).
+    """
+    SetConcurrency: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.SetConcurrencyRequest, _admin_service_pb2.SetConcurrencyResponse]  # type: ignore[assignment]
+    """Grow or shrink a running worker's slots (see SetConcurrency in
+    worker_service.proto: a shrink lets running attempts finish).
+    """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
-    """AdminService is inspection and repair: dead letters now; queue stats, workers
-    and task search join it later.
+    """AdminService is inspection and repair: dead letters, the worker registry and
+    worker control; queue stats and task search join it later.
 
     Errors:
     - INVALID_ARGUMENT: a field breaks its rule (the message starts with the
       field's path, e.g. "task_ids[2]: ..."), including a task id of another queue.
     - NOT_FOUND (Requeue, Purge): a task id names a queue this scheduler has
-      never known.
+      never known. (GetWorker and the worker control calls): no worker of that id is
+      in the registry; the message names worker_id.
     - UNAVAILABLE: the scheduler cannot reach Redis (down, restarting, or still
       loading its data), or is gone. Retry with backoff: every RPC here is safe to
       repeat (a dead letter already requeued or purged is skipped).
@@ -120,5 +191,69 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_service_pb2.PurgeDeadLettersResponse, _abc.Awaitable[_admin_service_pb2.PurgeDeadLettersResponse]]:
         """Delete dead letters for good."""
+
+    @_abc_1.abstractmethod
+    def ListWorkers(
+        self,
+        request: _admin_service_pb2.ListWorkersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.ListWorkersResponse, _abc.Awaitable[_admin_service_pb2.ListWorkersResponse]]:
+        """The worker registry. Every connected worker is listed, whichever replica holds
+        its stream; every replica answers the same (the registry lives in Redis). An
+        entry is written when the worker's stream is accepted, refreshed by each
+        WorkerHeartbeat, replaced when the worker reconnects (to any replica), and
+        removed when its stream closes. A worker that vanishes without closing (killed,
+        network lost, or its replica died too) drops out lease_ttl after its last
+        heartbeat. Workers that use TaskService.Poll are not listed.
+
+        List the connected workers, ordered by worker id.
+        """
+
+    @_abc_1.abstractmethod
+    def GetWorker(
+        self,
+        request: _admin_service_pb2.GetWorkerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.GetWorkerResponse, _abc.Awaitable[_admin_service_pb2.GetWorkerResponse]]:
+        """One worker's entry."""
+
+    @_abc_1.abstractmethod
+    def DrainWorker(
+        self,
+        request: _admin_service_pb2.DrainWorkerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.DrainWorkerResponse, _abc.Awaitable[_admin_service_pb2.DrainWorkerResponse]]:
+        """Worker control. Each request reaches the worker over its stream, from whichever
+        replica receives the call: it is relayed (Redis pub/sub) to the replica holding
+        the stream registered for worker_id, which sends it to the worker. The call
+        returns once the request is relayed, not once the worker acted: read the effect
+        in GetWorker (draining, concurrency) or see the worker leave the registry. A
+        request relayed while that stream is closing, or while the replica holding it is
+        cut off from Redis, is lost; repeating a control call is safe.
+
+        Drain: the worker takes no new work and finishes what it runs, and stays
+        connected (shown draining). Its prefetched tasks go back to the queue at once.
+        See DrainWorker.stay_connected in worker_service.proto.
+        """
+
+    @_abc_1.abstractmethod
+    def ShutdownWorker(
+        self,
+        request: _admin_service_pb2.ShutdownWorkerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.ShutdownWorkerResponse, _abc.Awaitable[_admin_service_pb2.ShutdownWorkerResponse]]:
+        """Graceful shutdown: as a drain, then the worker process exits, as on SIGTERM
+        (attempts still running at the end of its grace period are handed back).
+        """
+
+    @_abc_1.abstractmethod
+    def SetConcurrency(
+        self,
+        request: _admin_service_pb2.SetConcurrencyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.SetConcurrencyResponse, _abc.Awaitable[_admin_service_pb2.SetConcurrencyResponse]]:
+        """Grow or shrink a running worker's slots (see SetConcurrency in
+        worker_service.proto: a shrink lets running attempts finish).
+        """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -24,37 +24,40 @@ _sym_db = _symbol_database.Default()
 
 from conveyor.v1 import task_pb2 as conveyor_dot_v1_dot_task__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n conveyor/v1/worker_service.proto\x12\x0b\x63onveyor.v1\x1a\x16\x63onveyor/v1/task.proto\x1a\x1egoogle/protobuf/duration.proto\"\xa3\x01\n\x0e\x43onnectRequest\x12)\n\x05hello\x18\x01 \x01(\x0b\x32\x18.conveyor.v1.WorkerHelloH\x00\x12+\n\x06report\x18\x02 \x01(\x0b\x32\x19.conveyor.v1.WorkerReportH\x00\x12\x31\n\theartbeat\x18\x03 \x01(\x0b\x32\x1c.conveyor.v1.WorkerHeartbeatH\x00\x42\x06\n\x04kind\"\xfa\x01\n\x0f\x43onnectResponse\x12\x30\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x0b\x32\x1c.conveyor.v1.ConnectAcceptedH\x00\x12\'\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x16.conveyor.v1.TaskBatchH\x00\x12)\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x17.conveyor.v1.CancelTaskH\x00\x12)\n\x05\x64rain\x18\x04 \x01(\x0b\x32\x18.conveyor.v1.DrainWorkerH\x00\x12.\n\x0breport_done\x18\x05 \x01(\x0b\x32\x17.conveyor.v1.ReportDoneH\x00\x42\x06\n\x04kind\"\xba\x01\n\x0bWorkerHello\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12\x0b\n\x03pid\x18\x03 \x01(\r\x12\x0e\n\x06queues\x18\x04 \x03(\t\x12\x13\n\x0b\x63oncurrency\x18\x05 \x01(\r\x12\x12\n\ntask_names\x18\x06 \x03(\t\x12\x0e\n\x06\x63redit\x18\x07 \x01(\r\x12\x0b\n\x03sdk\x18\x08 \x01(\t\x12#\n\x04held\x18\t \x03(\x0b\x32\x15.conveyor.v1.LeaseRef\"\x8a\x01\n\x0cWorkerReport\x12\"\n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32\x14.conveyor.v1.TaskAck\x12\x0e\n\x06\x63redit\x18\x02 \x01(\r\x12\'\n\x08releases\x18\x03 \x03(\x0b\x32\x15.conveyor.v1.LeaseRef\x12\x10\n\x08\x64raining\x18\x04 \x01(\x08\x12\x0b\n\x03seq\x18\x05 \x01(\x04\"C\n\nReportDone\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12(\n\x07refused\x18\x02 \x03(\x0b\x32\x17.conveyor.v1.AckOutcome\"0\n\x08LeaseRef\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x13\n\x0blease_token\x18\x02 \x01(\t\"*\n\x0fWorkerHeartbeat\x12\x17\n\x0f\x61\x63tive_task_ids\x18\x01 \x03(\t\"\x9a\x01\n\x0f\x43onnectAccepted\x12\x14\n\x0cscheduler_id\x18\x01 \x01(\t\x12\x35\n\x12heartbeat_interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12,\n\tlease_ttl\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0c\n\x04lost\x18\x04 \x03(\t\"3\n\tTaskBatch\x12&\n\x05tasks\x18\x01 \x03(\x0b\x32\x17.conveyor.v1.LeasedTask\"-\n\nCancelTask\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x1d\n\x0b\x44rainWorker\x12\x0e\n\x06reason\x18\x01 \x01(\t2Y\n\rWorkerService\x12H\n\x07\x43onnect\x12\x1b.conveyor.v1.ConnectRequest\x1a\x1c.conveyor.v1.ConnectResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n conveyor/v1/worker_service.proto\x12\x0b\x63onveyor.v1\x1a\x16\x63onveyor/v1/task.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa3\x01\n\x0e\x43onnectRequest\x12)\n\x05hello\x18\x01 \x01(\x0b\x32\x18.conveyor.v1.WorkerHelloH\x00\x12+\n\x06report\x18\x02 \x01(\x0b\x32\x19.conveyor.v1.WorkerReportH\x00\x12\x31\n\theartbeat\x18\x03 \x01(\x0b\x32\x1c.conveyor.v1.WorkerHeartbeatH\x00\x42\x06\n\x04kind\"\xb2\x02\n\x0f\x43onnectResponse\x12\x30\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x0b\x32\x1c.conveyor.v1.ConnectAcceptedH\x00\x12\'\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x16.conveyor.v1.TaskBatchH\x00\x12)\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x17.conveyor.v1.CancelTaskH\x00\x12)\n\x05\x64rain\x18\x04 \x01(\x0b\x32\x18.conveyor.v1.DrainWorkerH\x00\x12.\n\x0breport_done\x18\x05 \x01(\x0b\x32\x17.conveyor.v1.ReportDoneH\x00\x12\x36\n\x0fset_concurrency\x18\x06 \x01(\x0b\x32\x1b.conveyor.v1.SetConcurrencyH\x00\x42\x06\n\x04kind\"\x8e\x02\n\x0bWorkerHello\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12\x0b\n\x03pid\x18\x03 \x01(\r\x12\x0e\n\x06queues\x18\x04 \x03(\t\x12\x13\n\x0b\x63oncurrency\x18\x05 \x01(\r\x12\x12\n\ntask_names\x18\x06 \x03(\t\x12\x0e\n\x06\x63redit\x18\x07 \x01(\r\x12\x0b\n\x03sdk\x18\x08 \x01(\t\x12#\n\x04held\x18\t \x03(\x0b\x32\x15.conveyor.v1.LeaseRef\x12\x10\n\x08prefetch\x18\n \x01(\r\x12.\n\nstarted_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x64raining\x18\x0c \x01(\x08\"\x8a\x01\n\x0cWorkerReport\x12\"\n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32\x14.conveyor.v1.TaskAck\x12\x0e\n\x06\x63redit\x18\x02 \x01(\r\x12\'\n\x08releases\x18\x03 \x03(\x0b\x32\x15.conveyor.v1.LeaseRef\x12\x10\n\x08\x64raining\x18\x04 \x01(\x08\x12\x0b\n\x03seq\x18\x05 \x01(\x04\"C\n\nReportDone\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12(\n\x07refused\x18\x02 \x03(\x0b\x32\x17.conveyor.v1.AckOutcome\"0\n\x08LeaseRef\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x13\n\x0blease_token\x18\x02 \x01(\t\"b\n\x0fWorkerHeartbeat\x12\x17\n\x0f\x61\x63tive_task_ids\x18\x01 \x03(\t\x12\x11\n\tsucceeded\x18\x02 \x01(\x04\x12\x0e\n\x06\x66\x61iled\x18\x03 \x01(\x04\x12\x13\n\x0b\x63oncurrency\x18\x04 \x01(\r\"\x9a\x01\n\x0f\x43onnectAccepted\x12\x14\n\x0cscheduler_id\x18\x01 \x01(\t\x12\x35\n\x12heartbeat_interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12,\n\tlease_ttl\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0c\n\x04lost\x18\x04 \x03(\t\"3\n\tTaskBatch\x12&\n\x05tasks\x18\x01 \x03(\x0b\x32\x17.conveyor.v1.LeasedTask\"-\n\nCancelTask\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"5\n\x0b\x44rainWorker\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x16\n\x0estay_connected\x18\x02 \x01(\x08\"%\n\x0eSetConcurrency\x12\x13\n\x0b\x63oncurrency\x18\x01 \x01(\r2Y\n\rWorkerService\x12H\n\x07\x43onnect\x12\x1b.conveyor.v1.ConnectRequest\x1a\x1c.conveyor.v1.ConnectResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'conveyor.v1.worker_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CONNECTREQUEST']._serialized_start=106
-  _globals['_CONNECTREQUEST']._serialized_end=269
-  _globals['_CONNECTRESPONSE']._serialized_start=272
-  _globals['_CONNECTRESPONSE']._serialized_end=522
-  _globals['_WORKERHELLO']._serialized_start=525
-  _globals['_WORKERHELLO']._serialized_end=711
-  _globals['_WORKERREPORT']._serialized_start=714
-  _globals['_WORKERREPORT']._serialized_end=852
-  _globals['_REPORTDONE']._serialized_start=854
-  _globals['_REPORTDONE']._serialized_end=921
-  _globals['_LEASEREF']._serialized_start=923
-  _globals['_LEASEREF']._serialized_end=971
-  _globals['_WORKERHEARTBEAT']._serialized_start=973
-  _globals['_WORKERHEARTBEAT']._serialized_end=1015
-  _globals['_CONNECTACCEPTED']._serialized_start=1018
-  _globals['_CONNECTACCEPTED']._serialized_end=1172
-  _globals['_TASKBATCH']._serialized_start=1174
-  _globals['_TASKBATCH']._serialized_end=1225
-  _globals['_CANCELTASK']._serialized_start=1227
-  _globals['_CANCELTASK']._serialized_end=1272
-  _globals['_DRAINWORKER']._serialized_start=1274
-  _globals['_DRAINWORKER']._serialized_end=1303
-  _globals['_WORKERSERVICE']._serialized_start=1305
-  _globals['_WORKERSERVICE']._serialized_end=1394
+  _globals['_CONNECTREQUEST']._serialized_start=139
+  _globals['_CONNECTREQUEST']._serialized_end=302
+  _globals['_CONNECTRESPONSE']._serialized_start=305
+  _globals['_CONNECTRESPONSE']._serialized_end=611
+  _globals['_WORKERHELLO']._serialized_start=614
+  _globals['_WORKERHELLO']._serialized_end=884
+  _globals['_WORKERREPORT']._serialized_start=887
+  _globals['_WORKERREPORT']._serialized_end=1025
+  _globals['_REPORTDONE']._serialized_start=1027
+  _globals['_REPORTDONE']._serialized_end=1094
+  _globals['_LEASEREF']._serialized_start=1096
+  _globals['_LEASEREF']._serialized_end=1144
+  _globals['_WORKERHEARTBEAT']._serialized_start=1146
+  _globals['_WORKERHEARTBEAT']._serialized_end=1244
+  _globals['_CONNECTACCEPTED']._serialized_start=1247
+  _globals['_CONNECTACCEPTED']._serialized_end=1401
+  _globals['_TASKBATCH']._serialized_start=1403
+  _globals['_TASKBATCH']._serialized_end=1454
+  _globals['_CANCELTASK']._serialized_start=1456
+  _globals['_CANCELTASK']._serialized_end=1501
+  _globals['_DRAINWORKER']._serialized_start=1503
+  _globals['_DRAINWORKER']._serialized_end=1556
+  _globals['_SETCONCURRENCY']._serialized_start=1558
+  _globals['_SETCONCURRENCY']._serialized_end=1595
+  _globals['_WORKERSERVICE']._serialized_start=1597
+  _globals['_WORKERSERVICE']._serialized_end=1686
 # @@protoc_insertion_point(module_scope)

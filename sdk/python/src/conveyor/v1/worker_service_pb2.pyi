@@ -8,6 +8,7 @@ from conveyor.v1 import task_pb2 as _task_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
@@ -67,6 +68,7 @@ class ConnectResponse(_message.Message):
     CANCEL_FIELD_NUMBER: _builtins.int
     DRAIN_FIELD_NUMBER: _builtins.int
     REPORT_DONE_FIELD_NUMBER: _builtins.int
+    SET_CONCURRENCY_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def accepted(self) -> Global___ConnectAccepted:
         """Answer to the hello."""
@@ -83,6 +85,10 @@ class ConnectResponse(_message.Message):
         the order the reports were sent.
         """
 
+    @_builtins.property
+    def set_concurrency(self) -> Global___SetConcurrency:
+        """Change the worker's slots while it runs (AdminService.SetConcurrency)."""
+
     def __init__(
         self,
         *,
@@ -91,12 +97,13 @@ class ConnectResponse(_message.Message):
         cancel: Global___CancelTask | None = ...,
         drain: Global___DrainWorker | None = ...,
         report_done: Global___ReportDone | None = ...,
+        set_concurrency: Global___SetConcurrency | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "batch", b"batch", "cancel", b"cancel", "drain", b"drain", "kind", b"kind", "report_done", b"report_done"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "batch", b"batch", "cancel", b"cancel", "drain", b"drain", "kind", b"kind", "report_done", b"report_done", "set_concurrency", b"set_concurrency"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "batch", b"batch", "cancel", b"cancel", "drain", b"drain", "kind", b"kind", "report_done", b"report_done"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "batch", b"batch", "cancel", b"cancel", "drain", b"drain", "kind", b"kind", "report_done", b"report_done", "set_concurrency", b"set_concurrency"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["accepted", "batch", "cancel", "drain", "report_done"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["accepted", "batch", "cancel", "drain", "report_done", "set_concurrency"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -115,6 +122,9 @@ class WorkerHello(_message.Message):
     CREDIT_FIELD_NUMBER: _builtins.int
     SDK_FIELD_NUMBER: _builtins.int
     HELD_FIELD_NUMBER: _builtins.int
+    PREFETCH_FIELD_NUMBER: _builtins.int
+    STARTED_AT_FIELD_NUMBER: _builtins.int
+    DRAINING_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     """Unique per worker process, e.g. "host-1234-ab12"; 1-200 chars of [A-Za-z0-9_.:-]."""
     hostname: _builtins.str
@@ -128,6 +138,15 @@ class WorkerHello(_message.Message):
     """
     sdk: _builtins.str
     """SDK name and version, e.g. "conveyor-python/0.1.0"."""
+    prefetch: _builtins.int
+    """Leases the worker holds beyond `concurrency`, waiting for a slot (informational,
+    shown by AdminService; credits govern dispatch).
+    """
+    draining: _builtins.bool
+    """The worker was drained (DrainWorker with stay_connected) on an earlier stream and
+    still takes no new work: this stream counts as draining from its start, as if a
+    WorkerReport with draining = true had come first (its credit must be 0).
+    """
     @_builtins.property
     def queues(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """1 to 32 queues to consume."""
@@ -151,6 +170,12 @@ class WorkerHello(_message.Message):
         anew meanwhile) are listed in ConnectAccepted.lost. At most 10,000.
         """
 
+    @_builtins.property
+    def started_at(self) -> _timestamp_pb2.Timestamp:
+        """When the worker process started (informational; unset: unknown). Its
+        WorkerHeartbeat counts run from then.
+        """
+
     def __init__(
         self,
         *,
@@ -163,10 +188,13 @@ class WorkerHello(_message.Message):
         credit: _builtins.int = ...,
         sdk: _builtins.str = ...,
         held: _abc.Iterable[Global___LeaseRef] | None = ...,
+        prefetch: _builtins.int = ...,
+        started_at: _timestamp_pb2.Timestamp | None = ...,
+        draining: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency", b"concurrency", "credit", b"credit", "held", b"held", "hostname", b"hostname", "pid", b"pid", "queues", b"queues", "sdk", b"sdk", "task_names", b"task_names", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency", b"concurrency", "credit", b"credit", "draining", b"draining", "held", b"held", "hostname", b"hostname", "pid", b"pid", "prefetch", b"prefetch", "queues", b"queues", "sdk", b"sdk", "started_at", b"started_at", "task_names", b"task_names", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -282,23 +310,47 @@ class WorkerHeartbeat(_message.Message):
     """WorkerHeartbeat keeps the stream's leases alive: on each heartbeat every lease
     held by this stream is extended to now + lease_ttl, never past its attempt's
     deadline (as ExtendLease does).
+
+    A heartbeat also refreshes the worker's entry in the worker registry
+    (AdminService.ListWorkers): the entry lapses lease_ttl after the last heartbeat,
+    so a worker that vanishes leaves the registry within lease_ttl.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     ACTIVE_TASK_IDS_FIELD_NUMBER: _builtins.int
+    SUCCEEDED_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_FIELD_NUMBER: _builtins.int
+    succeeded: _builtins.int
+    """Attempts this worker process finished with a result since it started
+    (WorkerHello.started_at), across streams (informational).
+    """
+    failed: _builtins.int
+    """Attempts this worker process finished with a failure since it started, retried or
+    not, time limits included; cancelled attempts count in neither (informational).
+    """
+    concurrency: _builtins.int
+    """The slots the worker runs at once now, after any SetConcurrency (0: as in
+    WorkerHello.concurrency). Informational: shown by AdminService.
+    """
     @_builtins.property
     def active_task_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Task ids the worker is running (informational, for inspection)."""
+        """Task ids the worker is running (informational, for inspection). At most 10,000,
+        each a valid task id (else INVALID_ARGUMENT naming heartbeat.active_task_ids).
+        """
 
     def __init__(
         self,
         *,
         active_task_ids: _abc.Iterable[_builtins.str] | None = ...,
+        succeeded: _builtins.int = ...,
+        failed: _builtins.int = ...,
+        concurrency: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_task_ids", b"active_task_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_task_ids", b"active_task_ids", "concurrency", b"concurrency", "failed", b"failed", "succeeded", b"succeeded"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -393,21 +445,72 @@ Global___CancelTask: _TypeAlias = CancelTask  # noqa: Y015
 
 @_typing.final
 class DrainWorker(_message.Message):
-    """DrainWorker asks the worker to finish what it holds, take nothing new, and close."""
+    """DrainWorker asks the worker to finish what it holds and take nothing new.
+
+    With stay_connected false (the default, AdminService.ShutdownWorker) the worker
+    then closes: it hands back the leases it has not started (prefetched), lets the
+    attempts in progress finish (within its own grace period, handing back what is
+    left), waits for the ReportDone of its last acks, half-closes the stream and exits,
+    as on SIGTERM.
+
+    With stay_connected true (AdminService.DrainWorker) the worker hands back its
+    prefetched leases at once, in a WorkerReport with draining = true, lets the
+    attempts in progress finish and acks them, but grants no credit (a batch that
+    crosses the drain is handed back unstarted). It keeps the stream open and keeps
+    sending heartbeats, and after a reconnect says WorkerHello.draining = true. There
+    is no undrain: restart the worker to take work again.
+
+    The scheduler stops pushing tasks to the stream as soon as it sends either kind:
+    the outstanding credit is void.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     REASON_FIELD_NUMBER: _builtins.int
+    STAY_CONNECTED_FIELD_NUMBER: _builtins.int
     reason: _builtins.str
+    stay_connected: _builtins.bool
+    """Finish in-flight work but do not close (see above)."""
     def __init__(
         self,
         *,
         reason: _builtins.str = ...,
+        stay_connected: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "stay_connected", b"stay_connected"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DrainWorker: _TypeAlias = DrainWorker  # noqa: Y015
+
+@_typing.final
+class SetConcurrency(_message.Message):
+    """SetConcurrency changes the slots (tasks run at once) of a running worker; the
+    prefetch room is unchanged.
+
+    Growing by N: the worker starts prefetched tasks in the new slots and grants N more
+    credit in its next WorkerReport. Shrinking by N: attempts in progress run on; the
+    worker withholds the next N credits it would return, so no more than `concurrency`
+    attempts run once as many have finished. The worker reports its slots in
+    WorkerHeartbeat.concurrency (it sends a heartbeat right after the change).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONCURRENCY_FIELD_NUMBER: _builtins.int
+    concurrency: _builtins.int
+    """1 to 10,000; concurrency plus the worker's prefetch is at most 10,000."""
+    def __init__(
+        self,
+        *,
+        concurrency: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency", b"concurrency"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetConcurrency: _TypeAlias = SetConcurrency  # noqa: Y015

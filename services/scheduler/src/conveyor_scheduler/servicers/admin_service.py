@@ -1,14 +1,20 @@
-"""conveyor.v1.AdminService: inspection and repair (dead letters)."""
+"""conveyor.v1.AdminService: inspection and repair (dead letters), the worker registry and
+worker control."""
 
 from __future__ import annotations
 
 import grpc
 
 from conveyor.v1 import admin_service_pb2
+from conveyor_scheduler import control
 from conveyor_scheduler.core import Core
-from conveyor_scheduler.errors import InvalidArgument
+from conveyor_scheduler.errors import InvalidArgument, NotFound
 from conveyor_scheduler.records import to_task
-from conveyor_scheduler.validation import check_queue, check_task_id
+from conveyor_scheduler.registry import Registered
+from conveyor_scheduler.validation import check_name, check_queue, check_task_id
+
+MAX_SLOTS = 10_000
+"""A worker's concurrency plus prefetch: the cap on one stream's credit."""
 
 
 class AdminService:
@@ -49,3 +55,52 @@ class AdminService:
             if await self.core.store.queue_name(check_task_id(task_id, f"task_ids[{i}]")) != queue:
                 raise InvalidArgument(f"task_ids[{i}]", f"task {task_id} is not in queue {queue!r}")
         return queue, list(task_ids)
+
+    async def ListWorkers(self, request: admin_service_pb2.ListWorkersRequest,
+                          context: grpc.aio.ServicerContext) -> admin_service_pb2.ListWorkersResponse:
+        queue = check_queue(request.queue, "queue") if request.queue else ""
+        return admin_service_pb2.ListWorkersResponse(workers=await self.core.registry.list(queue))
+
+    async def GetWorker(self, request: admin_service_pb2.GetWorkerRequest,
+                        context: grpc.aio.ServicerContext) -> admin_service_pb2.GetWorkerResponse:
+        return admin_service_pb2.GetWorkerResponse(worker=(await self._worker(request.worker_id)).worker)
+
+    async def DrainWorker(self, request: admin_service_pb2.DrainWorkerRequest,
+                          context: grpc.aio.ServicerContext) -> admin_service_pb2.DrainWorkerResponse:
+        found = await self._control(request.worker_id, control.DRAIN, _reason(request.reason))
+        return admin_service_pb2.DrainWorkerResponse(worker=found.worker)
+
+    async def ShutdownWorker(self, request: admin_service_pb2.ShutdownWorkerRequest,
+                             context: grpc.aio.ServicerContext) -> admin_service_pb2.ShutdownWorkerResponse:
+        found = await self._control(request.worker_id, control.SHUTDOWN, _reason(request.reason))
+        return admin_service_pb2.ShutdownWorkerResponse(worker=found.worker)
+
+    async def SetConcurrency(self, request: admin_service_pb2.SetConcurrencyRequest,
+                             context: grpc.aio.ServicerContext) -> admin_service_pb2.SetConcurrencyResponse:
+        slots = request.concurrency
+        if not 1 <= slots <= MAX_SLOTS:
+            raise InvalidArgument("concurrency", f"must be 1 to {MAX_SLOTS:,}, got {slots}")
+        check_name(request.worker_id, "worker_id")
+        found = await self._worker(request.worker_id)
+        if slots + found.worker.prefetch > MAX_SLOTS:
+            raise InvalidArgument("concurrency", f"plus the worker's prefetch ({found.worker.prefetch}) must be "
+                                                 f"at most {MAX_SLOTS:,}, got {slots}")
+        await self.core.control.send(request.worker_id, found.owner, control.CONCURRENCY, slots)
+        return admin_service_pb2.SetConcurrencyResponse(worker=found.worker)
+
+    async def _worker(self, worker_id: str) -> Registered:
+        found = await self.core.registry.get(check_name(worker_id, "worker_id"))
+        if found is None:
+            raise NotFound(f"worker_id: no worker {worker_id!r} is connected (it is not in the worker registry)")
+        return found
+
+    async def _control(self, worker_id: str, action: str, arg: str) -> Registered:
+        found = await self._worker(worker_id)
+        await self.core.control.send(worker_id, found.owner, action, arg)
+        return found
+
+
+def _reason(reason: str) -> str:
+    if len(reason) > 200:
+        raise InvalidArgument("reason", f"must be at most 200 characters, got {len(reason)}")
+    return reason

@@ -17,7 +17,7 @@ from conveyor_scheduler.errors import InvalidArgument
 from conveyor_scheduler.grpc_glue import Malformed
 from conveyor_scheduler.servicers.task_service import TaskService
 from conveyor_scheduler.sessions import WorkerSession
-from conveyor_scheduler.validation import check_name, check_queue, check_task_names
+from conveyor_scheduler.validation import check_name, check_queue, check_task_id, check_task_names
 
 log = logging.getLogger(__name__)
 MAX_CREDIT = 10_000
@@ -36,6 +36,7 @@ class WorkerService:
             return
         session = self._hello(first)
         lost = await self._adopt(session, first.hello.held)
+        await self.core.registry.join(session)
         cfg = self.core.config
         accepted = worker_service_pb2.ConnectAccepted(
             scheduler_id=self.core.scheduler_id,
@@ -75,11 +76,15 @@ class WorkerService:
             raise InvalidArgument("hello.credit", f"must be at most {MAX_CREDIT}")
         if len(h.held) > MAX_CREDIT:
             raise InvalidArgument("hello.held", f"must hold at most {MAX_CREDIT} leases")
+        if h.draining and h.credit:
+            raise InvalidArgument("hello.credit", "must be 0 when hello.draining is set")
         return WorkerSession(
             worker_id=check_name(h.worker_id, "hello.worker_id"),
             queues=tuple(dict.fromkeys(check_queue(q, f"hello.queues[{i}]") for i, q in enumerate(h.queues))),
             hostname=h.hostname[:200], concurrency=h.concurrency,
-            task_names=check_task_names(h.task_names, "hello.task_names"), credit=h.credit)
+            task_names=check_task_names(h.task_names, "hello.task_names"), credit=h.credit,
+            pid=h.pid, sdk=h.sdk[:200], prefetch=h.prefetch, draining=h.draining,
+            started_ms=h.started_at.ToMilliseconds() if h.HasField("started_at") else 0)
 
     async def _adopt(self, session: WorkerSession, held: Sequence[worker_service_pb2.LeaseRef]) -> list[str]:
         """Makes this stream the one owner of the leases its worker still runs from an earlier
@@ -114,7 +119,7 @@ class WorkerService:
                 if kind == "report":
                     await self._report(session, msg.report)
                 elif kind == "heartbeat":
-                    await self._heartbeat(session)
+                    await self._heartbeat(session, msg.heartbeat)
                 else:
                     raise InvalidArgument(kind or "kind", "only the first message may be a hello")
         finally:
@@ -138,6 +143,7 @@ class WorkerService:
         if report.draining:  # before the hand-back's awaits: nothing may be leased to it meanwhile
             session.draining = True
             session.credit = 0
+            await self.core.registry.beat(session)
         if report.releases:
             by_queue: dict[str, list[tuple[str, str]]] = {}
             for ref in report.releases:
@@ -155,16 +161,29 @@ class WorkerService:
             session.credit = min(session.credit + report.credit, MAX_CREDIT)
             self.core.dispatcher.credit_changed(session)
 
-    async def _heartbeat(self, session: WorkerSession) -> None:
+    async def _heartbeat(self, session: WorkerSession, beat: worker_service_pb2.WorkerHeartbeat) -> None:
+        if len(beat.active_task_ids) > MAX_CREDIT:
+            raise InvalidArgument("heartbeat.active_task_ids", f"must name at most {MAX_CREDIT} tasks")
+        for i, task_id in enumerate(beat.active_task_ids):
+            check_task_id(task_id, f"heartbeat.active_task_ids[{i}]")
         ttl = self.core.config.lease_ttl_ms
         for queue, leases in session.leases_by_queue().items():
             expiries = await self.core.store.extend(queue, [(tid, tok, ttl) for tid, tok in leases], session.owner)
             for (task_id, _), expiry in zip(leases, expiries, strict=True):
                 if expiry < 0:
                     session.leases.pop(task_id, None)
+        session.active_task_ids = tuple(beat.active_task_ids)
+        session.succeeded, session.failed = beat.succeeded, beat.failed
+        if beat.concurrency:
+            session.concurrency = beat.concurrency
+        await self.core.registry.beat(session)  # what AdminService.ListWorkers shows
 
     async def _close(self, session: WorkerSession, reader: asyncio.Task[None]) -> None:
         await asyncio.gather(reader, return_exceptions=True)
+        try:
+            await self.core.registry.leave(session)
+        except Exception as exc:  # noqa: BLE001 - the entry lapses after the lease TTL
+            log.info("could not remove worker %s from the registry: %s", session.worker_id, exc)
         held = len(session.leases)
         failure = reader.exception() if reader.done() and not reader.cancelled() else None
         if held and isinstance(failure, RedisError):
