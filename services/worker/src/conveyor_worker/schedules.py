@@ -27,7 +27,7 @@ async def apply_schedules(app: App, targets: Sequence[str], max_backoff: float =
             async with AsyncClient(target, timeout=10.0) as client:
                 for schedule_id, schedule in list(pending.items()):
                     try:
-                        stored = await client.apply_schedule(schedule)
+                        stored = await client.schedules.apply(schedule)
                     except (Unavailable, DeadlineExceeded):
                         raise
                     except RPCError as exc:
