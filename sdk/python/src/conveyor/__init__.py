@@ -1,6 +1,6 @@
 """Conveyor Python SDK: submit tasks to a Conveyor scheduler and define them with `@app.task`."""
 
-from conveyor.admin import DeadLetters
+from conveyor.admin import DeadLetters, WorkerInfo
 from conveyor.aio import AsyncClient, AsyncTaskHandle
 from conveyor.app import App, Task
 from conveyor.client import Client, TaskHandle
@@ -32,5 +32,5 @@ __all__ = [
     "FailedPrecondition", "InvalidArgument", "NotFound", "RPCError", "ResultTimeout", "Retry", "Schedule",
     "SoftTimeLimitExceeded",
     "SubmitOptions", "Task", "TaskCancelled", "TaskContext", "TaskError", "TaskEvent", "TaskExpired", "TaskFailed",
-    "TaskHandle", "TaskState", "TimeLimitExceeded", "Unavailable", "__version__", "current_task",
+    "TaskHandle", "TaskState", "TimeLimitExceeded", "Unavailable", "WorkerInfo", "__version__", "current_task",
 ]

@@ -38,7 +38,7 @@ class AsyncClient:
     """Talks to a scheduler from asyncio code: Client's surface, awaitable."""
 
     admin: AsyncAdmin
-    """Dead letters (AdminService)."""
+    """Dead letters, the worker registry and worker control (AdminService)."""
     schedules: AsyncSchedules
     """Periodic schedules (ScheduleService)."""
 

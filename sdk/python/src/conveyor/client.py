@@ -43,7 +43,7 @@ class Client:
     under `admin`, periodic schedules under `schedules`. AsyncClient has the same surface."""
 
     admin: Admin
-    """Dead letters (AdminService)."""
+    """Dead letters, the worker registry and worker control (AdminService)."""
     schedules: Schedules
     """Periodic schedules (ScheduleService)."""
 
