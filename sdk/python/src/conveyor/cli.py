@@ -15,6 +15,7 @@ from conveyor.cli_common import call_args, client_of, emit_json
 from conveyor.cli_dead import dead
 from conveyor.cli_schedules import schedules
 from conveyor.cli_task import task
+from conveyor.cli_workers import worker, workers
 from conveyor.common import DEFAULT_TARGET, TaskState, outcome
 from conveyor.errors import ConveyorError, RPCError, TaskError
 from conveyor.options import SubmitOptions
@@ -46,6 +47,8 @@ def main(ctx: click.Context, scheduler: str) -> None:
 main.add_command(schedules)
 main.add_command(dead)
 main.add_command(task)
+main.add_command(workers)
+main.add_command(worker)
 
 
 @main.command()
