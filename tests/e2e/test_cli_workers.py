@@ -72,11 +72,14 @@ def test_both_clients_list_the_same_workers(cluster: Cluster, redis_url: str) ->
 
     with Client(target) as client:
         wait_for(lambda: {w.id for w in client.admin.list_workers()} == ids, 20, what="both workers registered")
-        # A heartbeat landing between the two calls changes last_heartbeat: wait for a quiet pair.
-        pair = wait_for(lambda: (s, a) if (s := client.admin.list_workers()) == (a := asyncio.run(async_list()))
-                        else None, 10, what="the same list from both clients")
-        workers = pair[0]
-        assert [w.id for w in workers] == sorted(ids) and all(isinstance(w, WorkerInfo) for w in workers)
+
+        def same() -> list[WorkerInfo] | None:
+            """Both lists when equal (a heartbeat landing between the two calls changes last_heartbeat)."""
+            sync = client.admin.list_workers()
+            return sync if sync == asyncio.run(async_list()) else None
+
+        workers = wait_for(same, 10, what="the same list from both clients")
+        assert workers and [w.id for w in workers] == sorted(ids) and all(isinstance(w, WorkerInfo) for w in workers)
         emails = client.admin.get_worker(workers[1].id)
         assert (emails.queues, emails.concurrency, emails.draining, emails.in_flight) == (("emails",), 4, False, 0)
         assert emails.connected_at <= emails.last_heartbeat < emails.expires_at and emails.started_at is not None
