@@ -32,9 +32,10 @@ def named(samples: Samples, name: str) -> list[float]:
     return [v for (n, _), v in samples.items() if n == name]
 
 
-def start(cluster: Cluster, redis_url: str, name: str) -> tuple[Proc, str, int]:
+def start(cluster: Cluster, redis_url: str, name: str, *args: str) -> tuple[Proc, str, int]:
     port = free_port()
-    proc, target = cluster.scheduler(redis_url, "--metrics-port", str(port), "--scheduler-id", name, name=name)
+    proc, target = cluster.scheduler(redis_url, "--metrics-port", str(port), "--scheduler-id", name, *args,
+                                     name=name)
     wait_for(lambda: f"metrics on http://127.0.0.1:{port}/metrics" in proc.output(), what="the metrics line")
     return proc, target, port
 
@@ -64,6 +65,26 @@ def test_depth_gauges_and_otel_counters(cluster: Cluster, redis_url: str) -> Non
     common = {"messaging_system": "conveyor", "messaging_destination_name": "default"}
     assert value(s, "conveyor_tasks_submitted_total", conveyor_task_name="m.queued", **common) == 4
     assert value(s, "conveyor_tasks_submitted_total", conveyor_task_name="m.later", **common) == 2
+
+
+def test_workers_online_and_in_flight_come_from_the_registry(cluster: Cluster, redis_url: str,
+                                                              tmp_path: Path) -> None:
+    _, target, port = start(cluster, redis_url, "m1", "--heartbeat-interval", "0.5")
+    for _ in range(2):
+        cluster.worker(target, concurrency=2)
+    gate = tmp_path / "gate"
+    with Client(target) as client:
+        held = [client.submit("t.wait_file", [str(gate), i]) for i in range(3)]
+        wait_for(lambda: all(h.state.name == "ACTIVE" for h in held), what="three tasks running")
+
+        def reported() -> Samples | None:  # in flight as of the workers' heartbeats
+            s = scrape(port)
+            return s if value(s, "conveyor_fleet_tasks_in_flight") == 3 else None
+
+        s = wait_for(reported, what="the heartbeats to report three tasks running")
+        assert value(s, "conveyor_fleet_workers_online") == 2
+        gate.touch()
+        assert client.results(held, timeout=30) == [0, 1, 2]
 
 
 def test_two_replicas_export_fleet_gauges_once(cluster: Cluster, redis_url: str) -> None:

@@ -29,7 +29,7 @@ from prometheus_client.registry import Collector
 
 from conveyor.telemetry import metrics_enabled
 from conveyor_scheduler.ids import created_ms
-from conveyor_scheduler.keys import PRIORITY_LEVELS, REGISTRY_KEYS, QueueKeys
+from conveyor_scheduler.keys import PRIORITY_LEVELS, REGISTRY_KEYS, WORKERS_INDEX, QueueKeys, worker_key
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -47,8 +47,7 @@ class MetricsPortError(Exception):
 
 
 class FleetSource(Protocol):
-    """One group of fleet-wide gauges read from Redis. Add one to `FleetCollector.sources`
-    (the planned `conveyor_fleet_workers_online` / `..._in_flight` from the worker registry)."""
+    """One group of fleet-wide gauges read from Redis: add one to `FleetCollector.sources`."""
 
     def collect(self, client: redis.Redis) -> Iterable[Metric]: ...
 
@@ -108,11 +107,33 @@ class QueueDepth:
         return (count, tasks, ready, oldest)
 
 
+class WorkersOnline:
+    """Workers in the registry (connected, not lapsed) and the tasks they report running."""
+
+    def __init__(self, max_workers: int = 10_000, clock: Callable[[], float] = time.time) -> None:
+        self.max_workers = max_workers
+        self.clock = clock
+
+    def collect(self, client: redis.Redis) -> Iterable[Metric]:
+        now_ms = int(self.clock() * 1000)
+        ids = client.zrangebyscore(WORKERS_INDEX, now_ms, "+inf", start=0, num=self.max_workers)
+        pipe = client.pipeline(transaction=False)
+        for worker_id in ids:
+            pipe.hget(worker_key(worker_id.decode()), "at")
+        running = pipe.execute() if ids else []
+        online = GaugeMetricFamily("conveyor_fleet_workers_online", "Workers connected to any replica (the "
+                                   "registry's live entries).", value=len(ids))
+        in_flight = GaugeMetricFamily("conveyor_fleet_tasks_in_flight", "Tasks the connected workers report "
+                                      "running (as of their last heartbeat).",
+                                      value=sum(len(r.split(b",")) for r in running if r))
+        return (online, in_flight)
+
+
 class FleetCollector(Collector):
     """`conveyor_scheduler_beat_leader` always; the fleet gauges only while `is_leader()`."""
 
     def __init__(self, replica: str, is_leader: Callable[[], bool], redis_url: str,
-                 sources: Iterable[FleetSource] = (QueueDepth(),)) -> None:
+                 sources: Iterable[FleetSource] = (QueueDepth(), WorkersOnline())) -> None:
         self.replica = replica
         self.is_leader = is_leader
         self.redis_url = redis_url
