@@ -127,14 +127,17 @@ def watch(ctx: click.Context, task_id: str, timeout: float | None) -> None:
 @click.option("--concurrency", default=8, show_default=True, type=int)
 @click.option("--data-dir", default=".conveyor", show_default=True, help="Embedded Redis data folder.")
 @click.option("--demo", is_flag=True, help="Submit the example tasks and print their results once up.")
-def dev(app_ref: str, port: int, concurrency: int, data_dir: str, demo: bool) -> None:
+@click.option("--metrics-port", default=9464, show_default=True, type=click.IntRange(0, 65535),
+              help="The scheduler's Prometheus /metrics port (0: off).")
+def dev(app_ref: str, port: int, concurrency: int, data_dir: str, demo: bool, metrics_port: int) -> None:
     """Run a scheduler (embedded Redis) and a worker in one command, until Ctrl-C."""
     for module in ("conveyor_scheduler", "conveyor_worker"):
         if importlib.util.find_spec(module) is None:
             raise click.ClickException(f"{module} is not installed (pip install conveyor-scheduler conveyor-worker)")
     target = f"127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if k != "CONVEYOR_REDIS_URL"}
-    scheduler = [sys.executable, "-m", "conveyor_scheduler", "--port", str(port), "--data-dir", data_dir]
+    scheduler = [sys.executable, "-m", "conveyor_scheduler", "--port", str(port), "--data-dir", data_dir,
+                 "--metrics-port", str(metrics_port)]
     procs = [subprocess.Popen(scheduler, env=env)]
     try:
         _wait_serving(target, procs[0])
@@ -144,7 +147,8 @@ def dev(app_ref: str, port: int, concurrency: int, data_dir: str, demo: bool) ->
             from conveyor.demo import run_demo  # noqa: PLC0415
 
             run_demo(target)
-        click.echo(f"conveyor dev: scheduler on {target}, worker running {app_ref}; Ctrl-C to stop")
+        metrics = f", metrics on http://127.0.0.1:{metrics_port}/metrics" if metrics_port else ""
+        click.echo(f"conveyor dev: scheduler on {target}{metrics}, worker running {app_ref}; Ctrl-C to stop")
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         while all(p.poll() is None for p in procs):
             time.sleep(0.5)

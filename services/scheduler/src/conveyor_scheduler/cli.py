@@ -64,10 +64,10 @@ def _rate_limits(texts: tuple[str, ...]) -> tuple[dict[str, str], dict[str, str]
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--host", default="127.0.0.1", show_default=True, envvar=P + "HOST", help="Address to bind.")
 @click.option("--port", default=50051, show_default=True, envvar=P + "PORT", type=int, help="gRPC port (0: any).")
-@click.option("--metrics-port", default=9464, show_default=True, envvar=P + "METRICS_PORT",
+@click.option("--metrics-port", default=0, show_default=True, envvar=P + "METRICS_PORT",
               type=click.IntRange(0, 65535),
-              help="Port of the Prometheus /metrics endpoint, on --host (0: off). The default port, when in use, "
-                   "is skipped with a warning.")
+              help="Port of the Prometheus /metrics endpoint, on --host, e.g. 9464 (0: off; on, the scheduler "
+                   "records per-task metrics, which costs CPU per task: see README).")
 @click.option("--redis-url", envvar="CONVEYOR_REDIS_URL", default=None,
               help="Redis/Valkey URL. Unset: start a private embedded Redis.")
 @click.option("--data-dir", default=".conveyor", show_default=True, envvar="CONVEYOR_DATA_DIR",
@@ -93,8 +93,7 @@ def _rate_limits(texts: tuple[str, ...]) -> tuple[dict[str, str], dict[str, str]
 @click.option("--check", "check_only", is_flag=True, help="Exit 0 if a scheduler at --host/--port is serving, else 1.")
 @click.option("--log-level", default="INFO", show_default=True, envvar=P + "LOG_LEVEL")
 @event_loop.option(envvar=P + "LOOP")
-@click.pass_context
-def main(ctx: click.Context, host: str, port: int, metrics_port: int, redis_url: str | None, data_dir: Path,
+def main(host: str, port: int, metrics_port: int, redis_url: str | None, data_dir: Path,
          routes: tuple[str, ...], result_ttl: float,
          lease_ttl: float, heartbeat_interval: float, reaper_interval: float, default_timeout: float,
          rate_limits: tuple[str, ...], scheduler_id: str, insecure: bool, check_only: bool, log_level: str,
@@ -123,7 +122,6 @@ def main(ctx: click.Context, host: str, port: int, metrics_port: int, redis_url:
         redis_url = embedded.url
     config = SchedulerConfig(
         beat_lease_ms=int(beat_lease * 1000), metrics_port=metrics_port,
-        metrics_optional=ctx.get_parameter_source("metrics_port") == click.core.ParameterSource.DEFAULT,
         redis_url=redis_url, host=host, port=port, scheduler_id=scheduler_id, routes=rules,
         result_ttl_ms=int(result_ttl * 1000), lease_ttl_ms=int(lease_ttl * 1000),
         heartbeat_interval_ms=int(heartbeat_interval * 1000), reaper_interval_ms=int(reaper_interval * 1000),

@@ -36,11 +36,9 @@ class SchedulerConfig:
     port: int = 50051
     """gRPC port; 0 picks a free one."""
     metrics_port: int = 0
-    """Port of the Prometheus /metrics endpoint; 0: none (the CLI's default is 9464)."""
+    """Port of the Prometheus /metrics endpoint; 0: none."""
     metrics_host: str = ""
     """Address /metrics binds; empty: `host`."""
-    metrics_optional: bool = False
-    """True: a metrics port that cannot be bound is logged and skipped, not a start-up error."""
     scheduler_id: str = ""
     """Name of this replica (shown to workers); defaults to host-pid."""
     routes: tuple[tuple[str, str], ...] = ()

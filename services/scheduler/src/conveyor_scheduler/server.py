@@ -18,7 +18,7 @@ from conveyor.v1 import admin_service_pb2, schedule_service_pb2, task_service_pb
 from conveyor_scheduler import telemetry
 from conveyor_scheduler.config import SchedulerConfig
 from conveyor_scheduler.core import Core
-from conveyor_scheduler.exposition import FleetCollector, MetricsEndpoint, MetricsPortError
+from conveyor_scheduler.exposition import FleetCollector, MetricsEndpoint
 from conveyor_scheduler.grpc_glue import add_servicer
 from conveyor_scheduler.reflection import enable_reflection
 from conveyor_scheduler.servicers.admin_service import AdminService
@@ -76,20 +76,14 @@ class SchedulerServer:
             log.info("metrics on %s", self.metrics.url)
 
     def _open_metrics(self) -> MetricsEndpoint | None:
-        """Serves /metrics when a port is set; an optional (default) port in use is skipped."""
+        """Serves /metrics when a port is set (a port that cannot be bound stops start-up)."""
         config, core = self.config, self.core
         if not config.metrics_port:
             return None
         beat = core.beat
         endpoint = MetricsEndpoint(config.metrics_host or config.host, config.metrics_port,
                                    FleetCollector(core.scheduler_id, lambda: beat.is_leader, config.redis_url))
-        try:
-            endpoint.start()
-        except MetricsPortError as exc:
-            if not config.metrics_optional:
-                raise
-            log.warning("%s; no /metrics on this replica (set --metrics-port)", exc)
-            return None
+        endpoint.start()
         endpoint.install_reader()
         return endpoint
 
