@@ -42,6 +42,8 @@ class WorkerSession:
     unsent_batch: worker_service_pb2.ConnectResponse | None = None
     """The last TaskBatch put in the outbox while the stream has not taken it yet: later
     pushes join it, so tasks that pile up while the stream is busy leave in one message."""
+    unsent_done: worker_service_pb2.ConnectResponse | None = None
+    """Likewise for the last ReportDone not yet taken by the stream."""
 
     def __post_init__(self) -> None:
         self._names = frozenset(self.task_names)
@@ -64,11 +66,26 @@ class WorkerSession:
         msg.batch.tasks.extend(leased)
         self.outbox.put_nowait(msg)
 
+    def report_done(self, seq: int, refused: list[task_pb2.AckOutcome]) -> None:
+        """Answers a report; answers that pile up while the stream is busy leave as one
+        ReportDone (reports are recorded in order, so the last seq covers the earlier ones)."""
+        if self.unsent_done is not None:
+            done = self.unsent_done.report_done
+            done.seq = max(done.seq, seq)
+            done.refused.extend(refused)
+            return
+        msg = self.unsent_done = worker_service_pb2.ConnectResponse()
+        msg.report_done.seq = seq
+        msg.report_done.refused.extend(refused)
+        self.outbox.put_nowait(msg)
+
     async def next_message(self) -> worker_service_pb2.ConnectResponse | None:
         """The next message for the stream (None: end it)."""
         msg = await self.outbox.get()
         if msg is self.unsent_batch:
             self.unsent_batch = None
+        elif msg is self.unsent_done:
+            self.unsent_done = None
         return msg
 
     def leases_by_queue(self) -> dict[str, list[tuple[str, str]]]:

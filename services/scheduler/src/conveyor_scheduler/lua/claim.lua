@@ -116,7 +116,8 @@ end
 
 -- The parked names this worker takes: their tasks come before each priority's list.
 local mine = {}
-for _, name in ipairs(redis.call('SMEMBERS', KEYS[14])) do
+local parked_names = redis.call('SMEMBERS', KEYS[14])
+for _, name in ipairs(parked_names) do
   if names == nil or names[name] then
     mine[#mine + 1] = name
   end
@@ -174,7 +175,9 @@ for j = 1, #active, 1000 do
   redis.call('ZADD', KEYS[12], unpack(active, j, math.min(j + 999, #active)))
 end
 local parked_left = 0
-if #parked_now > 0 or #mine > 0 or names then
+if #parked_now > 0 or #mine > 0 then
   parked_left = redis.call('EXISTS', KEYS[14])
+elseif #parked_names > 0 then
+  parked_left = 1
 end
 return {soonest, out, parked_now, cut, parked_left}

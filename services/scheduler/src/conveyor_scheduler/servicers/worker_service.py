@@ -138,8 +138,7 @@ class WorkerService:
                 log.info("worker %s: ack for %s refused (%s)", session.worker_id, outcome.task_id,
                          task_pb2.AckStatus.Name(outcome.status))
             if report.seq or refused:  # the worker learns its acks are recorded (or why not)
-                session.outbox.put_nowait(worker_service_pb2.ConnectResponse(
-                    report_done=worker_service_pb2.ReportDone(seq=report.seq, refused=refused)))
+                session.report_done(report.seq, refused)
         if report.draining:  # before the hand-back's awaits: nothing may be leased to it meanwhile
             session.draining = True
             session.credit = 0
