@@ -10,9 +10,11 @@ waiting_reason, and the sync match that skips a worker which does not declare th
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Iterator, Sequence
 
 import grpc
+import pytest
 import redis
 from redis.asyncio import Redis as AsyncRedis
 
@@ -33,19 +35,33 @@ def _spec(name: str, priority: int = 0, queue: str = "nq") -> task_pb2.TaskSpec:
     return task_pb2.TaskSpec(name=name, queue=queue, priority=priority, payload=b"[]")
 
 
+@contextlib.asynccontextmanager
+async def in_process(redis_url: str) -> AsyncIterator[tuple[Core, Store]]:
+    """A scheduler Core on real Redis, without a server: store calls with nothing racing them."""
+    conn = AsyncRedis.from_url(redis_url)
+    core = Core(SchedulerConfig(redis_url=redis_url, scheduler_id="inproc"), conn)
+    try:
+        yield core, core.store
+    finally:
+        await core.store.aclose()
+        await conn.aclose()
+
+
+@pytest.fixture
+def db(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
 async def _claim_ids(store: Store, names: Sequence[str], want: int = 100, queue: str = "nq") -> list[str]:
     claimed = await store.claim(queue, want, "w", 30_000, owner="s", names=names)
     return [rec[b"id"].decode() for rec in claimed.records]
 
 
-def test_claim_takes_only_declared_names_in_priority_then_fifo_order(redis_url: str) -> None:
-    db = redis.Redis.from_url(redis_url)
-
+def test_claim_takes_only_declared_names_in_priority_then_fifo_order(redis_url: str, db: redis.Redis) -> None:
     async def scenario() -> None:
-        conn = AsyncRedis.from_url(redis_url)
-        core = Core(SchedulerConfig(redis_url=redis_url, scheduler_id="inproc"), conn)
-        store = core.store
-        try:
+        async with in_process(redis_url) as (core, store):
             plan = [("a", 0), ("b", 0), ("a", 5), ("b", 5), ("c", 0), ("a", 0), ("b", 9)]
             subs = await store.submit(check_specs(core, [_spec(n, p) for n, p in plan]))
             ids = {(i, n, p): s.id for i, ((n, p), s) in enumerate(zip(plan, subs, strict=True))}
@@ -69,24 +85,13 @@ def test_claim_takes_only_declared_names_in_priority_then_fifo_order(redis_url: 
             # A generic worker (no names) takes anything, parked ones included.
             assert await _claim_ids(store, []) == [by[4]]
             assert db.exists("cv:{q:nq}:pn", "cv:{q:nq}:p:c") == 0
-        finally:
-            await store.aclose()
-            await conn.aclose()
 
-    try:
-        asyncio.run(scenario())
-    finally:
-        db.close()
+    asyncio.run(scenario())
 
 
-def test_parked_tasks_merge_across_names_by_age_and_leave_on_cancel(redis_url: str) -> None:
-    db = redis.Redis.from_url(redis_url)
-
+def test_parked_tasks_merge_across_names_by_age_and_leave_on_cancel(redis_url: str, db: redis.Redis) -> None:
     async def scenario() -> None:
-        conn = AsyncRedis.from_url(redis_url)
-        core = Core(SchedulerConfig(redis_url=redis_url, scheduler_id="inproc"), conn)
-        store = core.store
-        try:
+        async with in_process(redis_url) as (core, store):
             subs = await store.submit(check_specs(core, [_spec(n) for n in "xyxyz"]))
             ids = [s.id for s in subs]
             assert await _claim_ids(store, ["other"]) == []  # parks all five
@@ -96,22 +101,13 @@ def test_parked_tasks_merge_across_names_by_age_and_leave_on_cancel(redis_url: s
             assert await _claim_ids(store, ["x", "y"]) == [ids[0], ids[1], ids[3]]  # oldest first across names
             state, _ = await store.cancel("nq", ids[4])  # the last parked one of its name: its set goes too
             assert db.exists("cv:{q:nq}:pn", "cv:{q:nq}:p:z") == 0
-        finally:
-            await store.aclose()
-            await conn.aclose()
 
-    try:
-        asyncio.run(scenario())
-    finally:
-        db.close()
+    asyncio.run(scenario())
 
 
-def test_one_claim_parks_at_most_a_thousand_and_says_more_may_be_ready(redis_url: str) -> None:
+def test_one_claim_parks_at_most_a_thousand_and_says_more_may_be_ready(redis_url: str, db: redis.Redis) -> None:
     async def scenario() -> None:
-        conn = AsyncRedis.from_url(redis_url)
-        core = Core(SchedulerConfig(redis_url=redis_url, scheduler_id="inproc"), conn)
-        store = core.store
-        try:
+        async with in_process(redis_url) as (core, store):
             await store.submit(check_specs(core, [_spec("unknown")] * 2500))
             (mine,) = await store.submit(check_specs(core, [_spec("known")]))
             cuts = []
@@ -122,10 +118,7 @@ def test_one_claim_parks_at_most_a_thousand_and_says_more_may_be_ready(redis_url
                     break
             assert cuts == [True, True, False]
             assert [rec[b"id"].decode() for rec in claimed.records] == [mine.id]
-            assert await conn.zcard("cv:{q:nq}:p:unknown") == 2500
-        finally:
-            await store.aclose()
-            await conn.aclose()
+            assert db.zcard("cv:{q:nq}:p:unknown") == 2500
 
     asyncio.run(scenario())
 

@@ -251,25 +251,20 @@ class Worker:
         """A held lease the new stream could not adopt: its ack would be refused, so it stops."""
         log.warning("lease of task %s was lost while reconnecting (handed back, finished or leased anew); "
                     "stopping its attempt", task_id)
-        if self.waiting.pop(task_id, None) is not None:
-            return
-        ctx, held = self.contexts.get(task_id), self.running.get(task_id)
-        if ctx is None or held is None:
-            return
-        ctx._cancel.set()
-        _, runner = held
-        if isinstance(runner, SyncAttempt):
-            if self.threads.withdraw(runner):
-                self._forget(task_id)
-        elif self.app.tasks.get(ctx.name) is not None and self.app.tasks[ctx.name].is_async:
-            runner.cancel("lease lost")
+        self._stop(task_id, "lease lost", report=False)
 
     def _cancel(self, task_id: str) -> None:
-        """A cancel request: an async handler is cancelled, a sync one sees the flag, a
-        prefetched one is reported cancelled without running."""
+        """A cancel request: an attempt that has not started is reported cancelled unrun."""
+        self._stop(task_id, "cancel requested", report=True)
+
+    def _stop(self, task_id: str, reason: str, *, report: bool) -> None:
+        """Stops one attempt: a prefetched one, or a plain function still queued for a thread,
+        never runs (with `report`, it is reported cancelled); an async handler is cancelled; a
+        running plain function sees `current_task().cancelled`."""
         leased = self.waiting.pop(task_id, None)
         if leased is not None:
-            self._done(_cancelled(task_id, leased.lease_token))
+            if report:
+                self._done(_cancelled(task_id, leased.lease_token))
             return
         ctx, held = self.contexts.get(task_id), self.running.get(task_id)
         if ctx is None or held is None:
@@ -278,11 +273,12 @@ class Worker:
         token, runner = held
         if isinstance(runner, SyncAttempt) and self.threads.withdraw(runner):  # queued for a thread: never runs
             self._forget(task_id)
-            self._done(_cancelled(task_id, token))
+            if report:
+                self._done(_cancelled(task_id, token))
             return
         definition = self.app.tasks.get(ctx.name)
         if definition is not None and definition.is_async:
-            runner.cancel("cancel requested")
+            runner.cancel(reason)
 
     async def _run_one(self, leased: task_pb2.LeasedTask, ctx: TaskContext) -> None:
         try:
