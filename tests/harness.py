@@ -106,7 +106,21 @@ class RedisServer:
         args = [find_redis_server(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                 "--databases", "4096", "--dir", str(self.data_dir), "--logfile", "redis.log",
                 "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", self.fsync, *config]
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL)
+        for _ in range(20):
+            self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL)
+            proc = self.proc
+            wait_for(lambda proc=proc: _listening(self.port) or proc.poll() is not None, 15,
+                     what="redis-server to listen")
+            if proc.poll() is None:
+                break
+            log = (self.data_dir / "redis.log").read_text(errors="replace")[-2000:]
+            if "Address already in use" not in log:
+                raise AssertionError(f"redis-server exited at start ({proc.returncode}):\n{log}")
+            # Something took the port while it was down (a client reconnecting to it can be given
+            # that very port as its own, and connect to itself): start again once it is free.
+            wait_for(lambda: not _listening(self.port), 10, what=f"port {self.port} to be free again")
+        else:
+            raise AssertionError(f"redis-server could not bind port {self.port}")
         if answering:
             with redis.Redis(port=self.port) as client:
                 wait_for(lambda: _pings(client), 15, what="redis-server to answer")
@@ -121,6 +135,12 @@ class RedisServer:
         """A fresh logical database per call, so tests never share state."""
         self._next_db += 1
         return f"redis://127.0.0.1:{self.port}/{self._next_db}"
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _pings(client: redis.Redis) -> bool:

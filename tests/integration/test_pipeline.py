@@ -649,4 +649,14 @@ def test_async_close_with_a_call_waiting(cluster: Cluster, scheduler: str, tmp_p
     asyncio.run(main())
     gc.collect()  # a task destroyed while pending would be reported to the handler now
     gate.touch()
-    assert problems == [], f"the loop reported: {problems}"
+    assert [c for c in problems if not _grpc_poller_after_close(c)] == [], f"the loop reported: {problems}"
+
+
+def _grpc_poller_after_close(context: dict[str, Any]) -> bool:
+    """grpc.aio's own poller thread waking a loop that asyncio.run has just closed (it schedules
+    PollerCompletionQueue._handle_events for events still in flight): grpc's teardown, seen
+    under load, not a task or callback of the SDK."""
+    handle = repr(context.get("handle", ""))
+    exc = context.get("exception")
+    return ("PollerCompletionQueue._handle_events" in handle and isinstance(exc, RuntimeError)
+            and "Event loop is closed" in str(exc))
