@@ -4,12 +4,17 @@ vanishes leaves the registry within its lease TTL, even when its replica died to
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import grpc
 import pytest
+from redis.asyncio import Redis as AsyncRedis
 
 from conveyor.v1 import admin_service_pb2, admin_service_pb2_grpc
+from conveyor_scheduler.config import SchedulerConfig
+from conveyor_scheduler.core import Core
+from conveyor_scheduler.sessions import WorkerSession
 from tests.harness import Cluster, wait_for, worker_id
 
 FAST = ("--lease-ttl", "2", "--heartbeat-interval", "0.5")
@@ -106,3 +111,24 @@ def test_bad_input_and_unknown_workers(cluster: Cluster, redis_url: str) -> None
         assert err.value.code() == grpc.StatusCode.NOT_FOUND and err.value.details().startswith("worker_id:")
     entry = listed(target)[wid]  # nothing changed
     assert (entry.concurrency, entry.draining) == (4, False) and w.alive()
+
+
+
+def test_a_burst_of_registry_updates_is_served(redis_url: str) -> None:
+    """300 streams join and heartbeat at the same moment: every registry update goes through.
+    They once took a pooled Redis connection each, and past redis-py's 100 the pool refused
+    them, which broke those streams (the bench's 200 idle workers, at their first heartbeat)."""
+
+    async def scenario() -> None:
+        conn = AsyncRedis.from_url(redis_url)
+        core = Core(SchedulerConfig(redis_url=redis_url, scheduler_id="inproc"), conn)
+        sessions = [WorkerSession(f"w-{i}", ("burst",)) for i in range(300)]
+        try:
+            await asyncio.gather(*(core.registry.join(s) for s in sessions))
+            await asyncio.gather(*(core.registry.beat(s) for s in sessions))
+            assert len(await core.registry.list("burst")) == 300
+        finally:
+            await core.store.aclose()
+            await conn.aclose()
+
+    asyncio.run(scenario())

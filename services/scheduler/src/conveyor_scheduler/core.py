@@ -42,7 +42,7 @@ class Core:
         self.dispatcher = Dispatcher(self.store, lease_ttl_ms=config.lease_ttl_ms, batch=config.dispatch_batch,
                                      queue_rates=config.queue_rate_limits)
         self.registry = WorkerRegistry(redis, scheduler_id=self.scheduler_id, lease_ttl_ms=config.lease_ttl_ms,
-                                       clock=clock)
+                                       clock=clock, fast=self.fast_redis)
         self.control = WorkerControl(redis, self.dispatcher.session)
         self.waiters = ResultWaiters()
         self.watchers = Watchers()

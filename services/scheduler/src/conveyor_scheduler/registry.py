@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from conveyor.v1 import admin_service_pb2
+from conveyor_scheduler.fast_redis import FastRedis, Script
 from conveyor_scheduler.keys import WORKERS_INDEX, worker_key
 from conveyor_scheduler.sessions import WorkerSession
 from conveyor_scheduler.store import Record, _script_text, wall_clock_ms
@@ -36,13 +37,16 @@ class WorkerRegistry:
     SCRIPTS = ("worker_join", "worker_beat", "worker_leave")
 
     def __init__(self, redis: Redis, *, scheduler_id: str, lease_ttl_ms: int,
-                 clock: Callable[[], int] = wall_clock_ms) -> None:
+                 clock: Callable[[], int] = wall_clock_ms, fast: FastRedis | None = None) -> None:
         self.redis = redis
         self.scheduler_id = scheduler_id
         self.ttl_ms = lease_ttl_ms
         self.clock = clock
-        self._scripts: dict[str, AsyncScript] = {
-            name: redis.register_script(_script_text(name)) for name in self.SCRIPTS
+        # On the hot path's pipelined connection when there is one, like the queue scripts: a
+        # burst of heartbeats (hundreds of streams at once) must not need a pooled connection each.
+        self._scripts: dict[str, AsyncScript | Script] = {
+            name: Script(fast, _script_text(name)) if fast else redis.register_script(_script_text(name))
+            for name in self.SCRIPTS
         }
 
     async def join(self, session: WorkerSession) -> None:
