@@ -13,11 +13,7 @@ if owner ~= ARGV[2] then
 end
 local ttl = tonumber(ARGV[3])
 local expiry = tonumber(ARGV[4]) + ttl
-local fields = {}
-for i = 5, #ARGV do
-  fields[#fields + 1] = ARGV[i]
-end
-redis.call('HSET', KEYS[1], 'ex', expiry, unpack(fields))
+redis.call('HSET', KEYS[1], 'ex', expiry, unpack(ARGV, 5, #ARGV))
 redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('ZADD', KEYS[2], expiry, ARGV[1])
 return 1

@@ -6,11 +6,7 @@
 local ttl = tonumber(ARGV[2])
 local expiry = tonumber(ARGV[3]) + ttl
 redis.call('DEL', KEYS[1])
-local fields = {}
-for i = 4, #ARGV do
-  fields[#fields + 1] = ARGV[i]
-end
-redis.call('HSET', KEYS[1], 'ex', expiry, unpack(fields))
+redis.call('HSET', KEYS[1], 'ex', expiry, unpack(ARGV, 4, #ARGV))
 redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('ZADD', KEYS[2], expiry, ARGV[1])
 return 1
