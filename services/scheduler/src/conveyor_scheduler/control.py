@@ -37,8 +37,7 @@ class WorkerControl:
         if session is None or session.owner != owner or session.closed:
             return
         if action in (DRAIN, SHUTDOWN):
-            session.draining = True  # outstanding credit is void: nothing more is pushed
-            session.credit = 0
+            session.stop_work()  # nothing more is pushed, from now on
             msg = worker_service_pb2.ConnectResponse(drain=worker_service_pb2.DrainWorker(
                 reason=arg or "asked by an operator", stay_connected=action == DRAIN))
         elif action == CONCURRENCY and arg.isdigit():

@@ -48,6 +48,11 @@ class WorkerSession:
     def __post_init__(self) -> None:
         self._names = frozenset(self.task_names)
 
+    def stop_work(self) -> None:
+        """The worker takes nothing new (it drains): its outstanding credit is void."""
+        self.draining = True
+        self.credit = 0
+
     def takes(self, name: str) -> bool:
         """Whether the worker declared this task name (one that declares none takes any)."""
         return not self._names or name in self._names

@@ -296,10 +296,14 @@ class Worker:
     def _forget(self, task_id: str) -> None:
         self.running.pop(task_id, None)
         self.contexts.pop(task_id, None)
-        while self.waiting and len(self.running) < self.concurrency and self.taking_work:
-            self._start(self.waiting.popitem(last=False)[1], not telemetry.enabled())
+        self._start_waiting()
         if self._drained is not None and not self.running and not self._drained.done():
             self._drained.set_result(None)
+
+    def _start_waiting(self) -> None:
+        """Starts prefetched attempts in the slots that are free (after one finished, or grew)."""
+        while self.waiting and len(self.running) < self.concurrency and self.taking_work:
+            self._start(self.waiting.popitem(last=False)[1], not telemetry.enabled())
 
     def _done(self, ack: task_pb2.TaskAck) -> None:
         """Queues a finished attempt's ack and its credit for the next report."""
@@ -394,8 +398,7 @@ class Worker:
             self._withheld -= repaid
             if self.taking_work:
                 self._credit += grown - repaid
-            while self.waiting and len(self.running) < self.concurrency and self.taking_work:
-                self._start(self.waiting.popitem(last=False)[1], not telemetry.enabled())
+            self._start_waiting()
             self._schedule_flush()
         if self._connected:
             self._heartbeat()  # the registry shows the new slots now

@@ -140,8 +140,7 @@ class WorkerService:
             if report.seq or refused:  # the worker learns its acks are recorded (or why not)
                 session.report_done(report.seq, refused)
         if report.draining:  # before the hand-back's awaits: nothing may be leased to it meanwhile
-            session.draining = True
-            session.credit = 0
+            session.stop_work()
             await self.core.registry.beat(session)
         if report.releases:
             by_queue: dict[str, list[tuple[str, str]]] = {}
