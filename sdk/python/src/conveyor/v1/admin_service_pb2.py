@@ -23,50 +23,85 @@ _sym_db = _symbol_database.Default()
 
 
 from conveyor.v1 import task_pb2 as conveyor_dot_v1_dot_task__pb2
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63onveyor/v1/admin_service.proto\x12\x0b\x63onveyor.v1\x1a\x16\x63onveyor/v1/task.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbc\x03\n\x06Worker\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12\x0b\n\x03pid\x18\x03 \x01(\r\x12\x0b\n\x03sdk\x18\x04 \x01(\t\x12\x0e\n\x06queues\x18\x05 \x03(\t\x12\x12\n\ntask_names\x18\x06 \x03(\t\x12\x13\n\x0b\x63oncurrency\x18\x07 \x01(\r\x12\x10\n\x08prefetch\x18\x08 \x01(\r\x12\x17\n\x0f\x61\x63tive_task_ids\x18\t \x03(\t\x12\x11\n\tsucceeded\x18\n \x01(\x04\x12\x0e\n\x06\x66\x61iled\x18\x0b \x01(\x04\x12.\n\nstarted_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cscheduler_id\x18\r \x01(\t\x12\x30\n\x0c\x63onnected_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_heartbeat\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x64raining\x18\x10 \x01(\x08\x12.\n\nexpires_at\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"#\n\x12ListWorkersRequest\x12\r\n\x05queue\x18\x01 \x01(\t\";\n\x13ListWorkersResponse\x12$\n\x07workers\x18\x01 \x03(\x0b\x32\x13.conveyor.v1.Worker\"%\n\x10GetWorkerRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\"8\n\x11GetWorkerResponse\x12#\n\x06worker\x18\x01 \x01(\x0b\x32\x13.conveyor.v1.Worker\"7\n\x12\x44rainWorkerRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\":\n\x13\x44rainWorkerResponse\x12#\n\x06worker\x18\x01 \x01(\x0b\x32\x13.conveyor.v1.Worker\":\n\x15ShutdownWorkerRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"=\n\x16ShutdownWorkerResponse\x12#\n\x06worker\x18\x01 \x01(\x0b\x32\x13.conveyor.v1.Worker\"?\n\x15SetConcurrencyRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63oncurrency\x18\x02 \x01(\r\"=\n\x16SetConcurrencyResponse\x12#\n\x06worker\x18\x01 \x01(\x0b\x32\x13.conveyor.v1.Worker\"F\n\x16ListDeadLettersRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\x12\x0e\n\x06offset\x18\x03 \x01(\r\"J\n\x17ListDeadLettersResponse\x12 \n\x05tasks\x18\x01 \x03(\x0b\x32\x11.conveyor.v1.Task\x12\r\n\x05total\x18\x02 \x01(\x04\"I\n\x19RequeueDeadLettersRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x10\n\x08task_ids\x18\x02 \x03(\t\x12\x0b\n\x03\x61ll\x18\x03 \x01(\x08\".\n\x1aRequeueDeadLettersResponse\x12\x10\n\x08requeued\x18\x01 \x01(\x04\"G\n\x17PurgeDeadLettersRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x10\n\x08task_ids\x18\x02 \x03(\t\x12\x0b\n\x03\x61ll\x18\x03 \x01(\x08\"*\n\x18PurgeDeadLettersResponse\x12\x0e\n\x06purged\x18\x01 \x01(\x04\x32\xda\x05\n\x0c\x41\x64minService\x12\\\n\x0fListDeadLetters\x12#.conveyor.v1.ListDeadLettersRequest\x1a$.conveyor.v1.ListDeadLettersResponse\x12\x65\n\x12RequeueDeadLetters\x12&.conveyor.v1.RequeueDeadLettersRequest\x1a\'.conveyor.v1.RequeueDeadLettersResponse\x12_\n\x10PurgeDeadLetters\x12$.conveyor.v1.PurgeDeadLettersRequest\x1a%.conveyor.v1.PurgeDeadLettersResponse\x12P\n\x0bListWorkers\x12\x1f.conveyor.v1.ListWorkersRequest\x1a .conveyor.v1.ListWorkersResponse\x12J\n\tGetWorker\x12\x1d.conveyor.v1.GetWorkerRequest\x1a\x1e.conveyor.v1.GetWorkerResponse\x12P\n\x0b\x44rainWorker\x12\x1f.conveyor.v1.DrainWorkerRequest\x1a .conveyor.v1.DrainWorkerResponse\x12Y\n\x0eShutdownWorker\x12\".conveyor.v1.ShutdownWorkerRequest\x1a#.conveyor.v1.ShutdownWorkerResponse\x12Y\n\x0eSetConcurrency\x12\".conveyor.v1.SetConcurrencyRequest\x1a#.conveyor.v1.SetConcurrencyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63onveyor/v1/admin_service.proto\x12\x0b\x63onveyor.v1\x1a\x16\x63onveyor/v1/task.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbc\x03\n\x06Worker\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12\x0b\n\x03pid\x18\x03 \x01(\r\x12\x0b\n\x03sdk\x18\x04 \x01(\t\x12\x0e\n\x06queues\x18\x05 \x03(\t\x12\x12\n\ntask_names\x18\x06 \x03(\t\x12\x13\n\x0b\x63oncurrency\x18\x07 \x01(\r\x12\x10\n\x08prefetch\x18\x08 \x01(\r\x12\x17\n\x0f\x61\x63tive_task_ids\x18\t \x03(\t\x12\x11\n\tsucceeded\x18\n \x01(\x04\x12\x0e\n\x06\x66\x61iled\x18\x0b \x01(\x04\x12.\n\nstarted_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cscheduler_id\x18\r \x01(\t\x12\x30\n\x0c\x63onnected_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_heartbeat\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x64raining\x18\x10 \x01(\x08\x12.\n\nexpires_at\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"#\n\x12ListWorkersRequest\x12\r\n\x05queue\x18\x01 \x01(\t\";\n\x13ListWorkersResponse\x12$\n\x07workers\x18\x01 \x03(\x0b\x32\x13.conveyor.v1.Worker\"%\n\x10GetWorkerRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\"8\n\x11GetWorkerResponse\x12#\n\x06worker\x18\x01 \x01(\x0b\x32\x13.conveyor.v1.Worker\"7\n\x12\x44rainWorkerRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\":\n\x13\x44rainWorkerResponse\x12#\n\x06worker\x18\x01 \x01(\x0b\x32\x13.conveyor.v1.Worker\":\n\x15ShutdownWorkerRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"=\n\x16ShutdownWorkerResponse\x12#\n\x06worker\x18\x01 \x01(\x0b\x32\x13.conveyor.v1.Worker\"?\n\x15SetConcurrencyRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63oncurrency\x18\x02 \x01(\r\"=\n\x16SetConcurrencyResponse\x12#\n\x06worker\x18\x01 \x01(\x0b\x32\x13.conveyor.v1.Worker\"F\n\x16ListDeadLettersRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\x12\x0e\n\x06offset\x18\x03 \x01(\r\"J\n\x17ListDeadLettersResponse\x12 \n\x05tasks\x18\x01 \x03(\x0b\x32\x11.conveyor.v1.Task\x12\r\n\x05total\x18\x02 \x01(\x04\"I\n\x19RequeueDeadLettersRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x10\n\x08task_ids\x18\x02 \x03(\t\x12\x0b\n\x03\x61ll\x18\x03 \x01(\x08\".\n\x1aRequeueDeadLettersResponse\x12\x10\n\x08requeued\x18\x01 \x01(\x04\"G\n\x17PurgeDeadLettersRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x10\n\x08task_ids\x18\x02 \x03(\t\x12\x0b\n\x03\x61ll\x18\x03 \x01(\x08\"*\n\x18PurgeDeadLettersResponse\x12\x0e\n\x06purged\x18\x01 \x01(\x04\"\x81\x02\n\nQueueStats\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x1a\n\x12queued_by_priority\x18\x02 \x03(\x04\x12\x0e\n\x06queued\x18\x03 \x01(\x04\x12\x11\n\tscheduled\x18\x04 \x01(\x04\x12\x0e\n\x06\x61\x63tive\x18\x05 \x01(\x04\x12\x0c\n\x04\x64\x65\x61\x64\x18\x06 \x01(\x04\x12\x34\n\x11oldest_queued_age\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06paused\x18\x08 \x01(\x08\x12\x16\n\x0eunserved_names\x18\t \x03(\t\x12)\n\x07windows\x18\n \x03(\x0b\x32\x18.conveyor.v1.QueueWindow\"\x86\x03\n\x0bQueueWindow\x12\x0f\n\x07minutes\x18\x01 \x01(\r\x12*\n\x07\x63overed\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x11\n\tsubmitted\x18\x03 \x01(\x04\x12\x11\n\tsucceeded\x18\x04 \x01(\x04\x12\x0e\n\x06\x66\x61iled\x18\x05 \x01(\x04\x12\x0f\n\x07\x65xpired\x18\x06 \x01(\x04\x12\x11\n\tcancelled\x18\x07 \x01(\x04\x12\x0c\n\x04\x64\x65\x61\x64\x18\x08 \x01(\x04\x12\x0f\n\x07retried\x18\t \x01(\x04\x12\x0f\n\x07started\x18\n \x01(\x04\x12+\n\x08wait_p50\x18\x0b \x01(\x0b\x32\x19.google.protobuf.Duration\x12+\n\x08wait_p95\x18\x0c \x01(\x0b\x32\x19.google.protobuf.Duration\x12*\n\x07run_p50\x18\r \x01(\x0b\x32\x19.google.protobuf.Duration\x12*\n\x07run_p95\x18\x0e \x01(\x0b\x32\x19.google.protobuf.Duration\"\"\n\x11ListQueuesRequest\x12\r\n\x05queue\x18\x01 \x01(\t\"=\n\x12ListQueuesResponse\x12\'\n\x06queues\x18\x01 \x03(\x0b\x32\x17.conveyor.v1.QueueStats\"\"\n\x11PauseQueueRequest\x12\r\n\x05queue\x18\x01 \x01(\t\"(\n\x12PauseQueueResponse\x12\x12\n\nwas_paused\x18\x01 \x01(\x08\"#\n\x12ResumeQueueRequest\x12\r\n\x05queue\x18\x01 \x01(\t\")\n\x13ResumeQueueResponse\x12\x12\n\nwas_paused\x18\x01 \x01(\x08\"\"\n\x11PurgeQueueRequest\x12\r\n\x05queue\x18\x01 \x01(\t\"$\n\x12PurgeQueueResponse\x12\x0e\n\x06purged\x18\x01 \x01(\x04\"\xe4\x01\n\nTaskFilter\x12\r\n\x05queue\x18\x01 \x01(\t\x12&\n\x06states\x18\x02 \x03(\x0e\x32\x16.conveyor.v1.TaskState\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x13\n\x0bname_prefix\x18\x04 \x01(\t\x12\x11\n\tworker_id\x18\x05 \x01(\t\x12\x33\n\x0fsubmitted_after\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10submitted_before\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"u\n\x10ListTasksRequest\x12\'\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x17.conveyor.v1.TaskFilter\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x0e\n\x06\x63ursor\x18\x03 \x01(\t\x12\x15\n\rwith_payloads\x18\x04 \x01(\x08\"J\n\x11ListTasksResponse\x12 \n\x05tasks\x18\x01 \x03(\x0b\x32\x11.conveyor.v1.Task\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"N\n\x12\x43\x61ncelTasksRequest\x12\'\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x17.conveyor.v1.TaskFilter\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\"K\n\x13\x43\x61ncelTasksResponse\x12\x0f\n\x07matched\x18\x01 \x01(\x04\x12\x11\n\tcancelled\x18\x02 \x01(\x04\x12\x10\n\x08stopping\x18\x03 \x01(\x04\"M\n\x11RetryTasksRequest\x12\'\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x17.conveyor.v1.TaskFilter\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\"6\n\x12RetryTasksResponse\x12\x0f\n\x07matched\x18\x01 \x01(\x04\x12\x0f\n\x07retried\x18\x02 \x01(\x04\x32\x86\n\n\x0c\x41\x64minService\x12M\n\nListQueues\x12\x1e.conveyor.v1.ListQueuesRequest\x1a\x1f.conveyor.v1.ListQueuesResponse\x12M\n\nPauseQueue\x12\x1e.conveyor.v1.PauseQueueRequest\x1a\x1f.conveyor.v1.PauseQueueResponse\x12P\n\x0bResumeQueue\x12\x1f.conveyor.v1.ResumeQueueRequest\x1a .conveyor.v1.ResumeQueueResponse\x12M\n\nPurgeQueue\x12\x1e.conveyor.v1.PurgeQueueRequest\x1a\x1f.conveyor.v1.PurgeQueueResponse\x12J\n\tListTasks\x12\x1d.conveyor.v1.ListTasksRequest\x1a\x1e.conveyor.v1.ListTasksResponse\x12P\n\x0b\x43\x61ncelTasks\x12\x1f.conveyor.v1.CancelTasksRequest\x1a .conveyor.v1.CancelTasksResponse\x12M\n\nRetryTasks\x12\x1e.conveyor.v1.RetryTasksRequest\x1a\x1f.conveyor.v1.RetryTasksResponse\x12\\\n\x0fListDeadLetters\x12#.conveyor.v1.ListDeadLettersRequest\x1a$.conveyor.v1.ListDeadLettersResponse\x12\x65\n\x12RequeueDeadLetters\x12&.conveyor.v1.RequeueDeadLettersRequest\x1a\'.conveyor.v1.RequeueDeadLettersResponse\x12_\n\x10PurgeDeadLetters\x12$.conveyor.v1.PurgeDeadLettersRequest\x1a%.conveyor.v1.PurgeDeadLettersResponse\x12P\n\x0bListWorkers\x12\x1f.conveyor.v1.ListWorkersRequest\x1a .conveyor.v1.ListWorkersResponse\x12J\n\tGetWorker\x12\x1d.conveyor.v1.GetWorkerRequest\x1a\x1e.conveyor.v1.GetWorkerResponse\x12P\n\x0b\x44rainWorker\x12\x1f.conveyor.v1.DrainWorkerRequest\x1a .conveyor.v1.DrainWorkerResponse\x12Y\n\x0eShutdownWorker\x12\".conveyor.v1.ShutdownWorkerRequest\x1a#.conveyor.v1.ShutdownWorkerResponse\x12Y\n\x0eSetConcurrency\x12\".conveyor.v1.SetConcurrencyRequest\x1a#.conveyor.v1.SetConcurrencyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'conveyor.v1.admin_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_WORKER']._serialized_start=106
-  _globals['_WORKER']._serialized_end=550
-  _globals['_LISTWORKERSREQUEST']._serialized_start=552
-  _globals['_LISTWORKERSREQUEST']._serialized_end=587
-  _globals['_LISTWORKERSRESPONSE']._serialized_start=589
-  _globals['_LISTWORKERSRESPONSE']._serialized_end=648
-  _globals['_GETWORKERREQUEST']._serialized_start=650
-  _globals['_GETWORKERREQUEST']._serialized_end=687
-  _globals['_GETWORKERRESPONSE']._serialized_start=689
-  _globals['_GETWORKERRESPONSE']._serialized_end=745
-  _globals['_DRAINWORKERREQUEST']._serialized_start=747
-  _globals['_DRAINWORKERREQUEST']._serialized_end=802
-  _globals['_DRAINWORKERRESPONSE']._serialized_start=804
-  _globals['_DRAINWORKERRESPONSE']._serialized_end=862
-  _globals['_SHUTDOWNWORKERREQUEST']._serialized_start=864
-  _globals['_SHUTDOWNWORKERREQUEST']._serialized_end=922
-  _globals['_SHUTDOWNWORKERRESPONSE']._serialized_start=924
-  _globals['_SHUTDOWNWORKERRESPONSE']._serialized_end=985
-  _globals['_SETCONCURRENCYREQUEST']._serialized_start=987
-  _globals['_SETCONCURRENCYREQUEST']._serialized_end=1050
-  _globals['_SETCONCURRENCYRESPONSE']._serialized_start=1052
-  _globals['_SETCONCURRENCYRESPONSE']._serialized_end=1113
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=1115
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=1185
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=1187
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=1261
-  _globals['_REQUEUEDEADLETTERSREQUEST']._serialized_start=1263
-  _globals['_REQUEUEDEADLETTERSREQUEST']._serialized_end=1336
-  _globals['_REQUEUEDEADLETTERSRESPONSE']._serialized_start=1338
-  _globals['_REQUEUEDEADLETTERSRESPONSE']._serialized_end=1384
-  _globals['_PURGEDEADLETTERSREQUEST']._serialized_start=1386
-  _globals['_PURGEDEADLETTERSREQUEST']._serialized_end=1457
-  _globals['_PURGEDEADLETTERSRESPONSE']._serialized_start=1459
-  _globals['_PURGEDEADLETTERSRESPONSE']._serialized_end=1501
-  _globals['_ADMINSERVICE']._serialized_start=1504
-  _globals['_ADMINSERVICE']._serialized_end=2234
+  _globals['_WORKER']._serialized_start=138
+  _globals['_WORKER']._serialized_end=582
+  _globals['_LISTWORKERSREQUEST']._serialized_start=584
+  _globals['_LISTWORKERSREQUEST']._serialized_end=619
+  _globals['_LISTWORKERSRESPONSE']._serialized_start=621
+  _globals['_LISTWORKERSRESPONSE']._serialized_end=680
+  _globals['_GETWORKERREQUEST']._serialized_start=682
+  _globals['_GETWORKERREQUEST']._serialized_end=719
+  _globals['_GETWORKERRESPONSE']._serialized_start=721
+  _globals['_GETWORKERRESPONSE']._serialized_end=777
+  _globals['_DRAINWORKERREQUEST']._serialized_start=779
+  _globals['_DRAINWORKERREQUEST']._serialized_end=834
+  _globals['_DRAINWORKERRESPONSE']._serialized_start=836
+  _globals['_DRAINWORKERRESPONSE']._serialized_end=894
+  _globals['_SHUTDOWNWORKERREQUEST']._serialized_start=896
+  _globals['_SHUTDOWNWORKERREQUEST']._serialized_end=954
+  _globals['_SHUTDOWNWORKERRESPONSE']._serialized_start=956
+  _globals['_SHUTDOWNWORKERRESPONSE']._serialized_end=1017
+  _globals['_SETCONCURRENCYREQUEST']._serialized_start=1019
+  _globals['_SETCONCURRENCYREQUEST']._serialized_end=1082
+  _globals['_SETCONCURRENCYRESPONSE']._serialized_start=1084
+  _globals['_SETCONCURRENCYRESPONSE']._serialized_end=1145
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=1147
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=1217
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=1219
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=1293
+  _globals['_REQUEUEDEADLETTERSREQUEST']._serialized_start=1295
+  _globals['_REQUEUEDEADLETTERSREQUEST']._serialized_end=1368
+  _globals['_REQUEUEDEADLETTERSRESPONSE']._serialized_start=1370
+  _globals['_REQUEUEDEADLETTERSRESPONSE']._serialized_end=1416
+  _globals['_PURGEDEADLETTERSREQUEST']._serialized_start=1418
+  _globals['_PURGEDEADLETTERSREQUEST']._serialized_end=1489
+  _globals['_PURGEDEADLETTERSRESPONSE']._serialized_start=1491
+  _globals['_PURGEDEADLETTERSRESPONSE']._serialized_end=1533
+  _globals['_QUEUESTATS']._serialized_start=1536
+  _globals['_QUEUESTATS']._serialized_end=1793
+  _globals['_QUEUEWINDOW']._serialized_start=1796
+  _globals['_QUEUEWINDOW']._serialized_end=2186
+  _globals['_LISTQUEUESREQUEST']._serialized_start=2188
+  _globals['_LISTQUEUESREQUEST']._serialized_end=2222
+  _globals['_LISTQUEUESRESPONSE']._serialized_start=2224
+  _globals['_LISTQUEUESRESPONSE']._serialized_end=2285
+  _globals['_PAUSEQUEUEREQUEST']._serialized_start=2287
+  _globals['_PAUSEQUEUEREQUEST']._serialized_end=2321
+  _globals['_PAUSEQUEUERESPONSE']._serialized_start=2323
+  _globals['_PAUSEQUEUERESPONSE']._serialized_end=2363
+  _globals['_RESUMEQUEUEREQUEST']._serialized_start=2365
+  _globals['_RESUMEQUEUEREQUEST']._serialized_end=2400
+  _globals['_RESUMEQUEUERESPONSE']._serialized_start=2402
+  _globals['_RESUMEQUEUERESPONSE']._serialized_end=2443
+  _globals['_PURGEQUEUEREQUEST']._serialized_start=2445
+  _globals['_PURGEQUEUEREQUEST']._serialized_end=2479
+  _globals['_PURGEQUEUERESPONSE']._serialized_start=2481
+  _globals['_PURGEQUEUERESPONSE']._serialized_end=2517
+  _globals['_TASKFILTER']._serialized_start=2520
+  _globals['_TASKFILTER']._serialized_end=2748
+  _globals['_LISTTASKSREQUEST']._serialized_start=2750
+  _globals['_LISTTASKSREQUEST']._serialized_end=2867
+  _globals['_LISTTASKSRESPONSE']._serialized_start=2869
+  _globals['_LISTTASKSRESPONSE']._serialized_end=2943
+  _globals['_CANCELTASKSREQUEST']._serialized_start=2945
+  _globals['_CANCELTASKSREQUEST']._serialized_end=3023
+  _globals['_CANCELTASKSRESPONSE']._serialized_start=3025
+  _globals['_CANCELTASKSRESPONSE']._serialized_end=3100
+  _globals['_RETRYTASKSREQUEST']._serialized_start=3102
+  _globals['_RETRYTASKSREQUEST']._serialized_end=3179
+  _globals['_RETRYTASKSRESPONSE']._serialized_start=3181
+  _globals['_RETRYTASKSRESPONSE']._serialized_end=3235
+  _globals['_ADMINSERVICE']._serialized_start=3238
+  _globals['_ADMINSERVICE']._serialized_end=4524
 # @@protoc_insertion_point(module_scope)

@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from conveyor.v1 import task_pb2 as _task_pb2
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -493,3 +494,548 @@ class PurgeDeadLettersResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PurgeDeadLettersResponse: _TypeAlias = PurgeDeadLettersResponse  # noqa: Y015
+
+@_typing.final
+class QueueStats(_message.Message):
+    """QueueStats is one queue as ListQueues reports it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    QUEUED_BY_PRIORITY_FIELD_NUMBER: _builtins.int
+    QUEUED_FIELD_NUMBER: _builtins.int
+    SCHEDULED_FIELD_NUMBER: _builtins.int
+    ACTIVE_FIELD_NUMBER: _builtins.int
+    DEAD_FIELD_NUMBER: _builtins.int
+    OLDEST_QUEUED_AGE_FIELD_NUMBER: _builtins.int
+    PAUSED_FIELD_NUMBER: _builtins.int
+    UNSERVED_NAMES_FIELD_NUMBER: _builtins.int
+    WINDOWS_FIELD_NUMBER: _builtins.int
+    queue: _builtins.str
+    queued: _builtins.int
+    """Tasks by state: QUEUED (the sum of queued_by_priority), SCHEDULED, ACTIVE
+    and DEAD (dead letters).
+    """
+    scheduled: _builtins.int
+    active: _builtins.int
+    dead: _builtins.int
+    paused: _builtins.bool
+    """PauseQueue was called and ResumeQueue not since."""
+    @_builtins.property
+    def queued_by_priority(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Ready tasks per priority: queued_by_priority[p] is the count of priority p
+        (always 10 entries, 0-9).
+        """
+
+    @_builtins.property
+    def oldest_queued_age(self) -> _duration_pb2.Duration:
+        """How long the longest-waiting QUEUED task has been ready (since its submit,
+        eta or retry due time); unset when none is queued.
+        """
+
+    @_builtins.property
+    def unserved_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Names of QUEUED tasks that no connected worker can run: workers that took from
+        this queue did not declare them (see Task.waiting_reason), and no worker in
+        the registry that consumes the queue declares them or takes any name.
+        """
+
+    @_builtins.property
+    def windows(self) -> _containers.RepeatedCompositeFieldContainer[Global___QueueWindow]:
+        """Activity over the last 1, 5 and 15 minutes, in that order."""
+
+    def __init__(
+        self,
+        *,
+        queue: _builtins.str = ...,
+        queued_by_priority: _abc.Iterable[_builtins.int] | None = ...,
+        queued: _builtins.int = ...,
+        scheduled: _builtins.int = ...,
+        active: _builtins.int = ...,
+        dead: _builtins.int = ...,
+        oldest_queued_age: _duration_pb2.Duration | None = ...,
+        paused: _builtins.bool = ...,
+        unserved_names: _abc.Iterable[_builtins.str] | None = ...,
+        windows: _abc.Iterable[Global___QueueWindow] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["oldest_queued_age", b"oldest_queued_age"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "dead", b"dead", "oldest_queued_age", b"oldest_queued_age", "paused", b"paused", "queue", b"queue", "queued", b"queued", "queued_by_priority", b"queued_by_priority", "scheduled", b"scheduled", "unserved_names", b"unserved_names", "windows", b"windows"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueueStats: _TypeAlias = QueueStats  # noqa: Y015
+
+@_typing.final
+class QueueWindow(_message.Message):
+    """QueueWindow is a queue's activity over a recent window."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MINUTES_FIELD_NUMBER: _builtins.int
+    COVERED_FIELD_NUMBER: _builtins.int
+    SUBMITTED_FIELD_NUMBER: _builtins.int
+    SUCCEEDED_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    EXPIRED_FIELD_NUMBER: _builtins.int
+    CANCELLED_FIELD_NUMBER: _builtins.int
+    DEAD_FIELD_NUMBER: _builtins.int
+    RETRIED_FIELD_NUMBER: _builtins.int
+    STARTED_FIELD_NUMBER: _builtins.int
+    WAIT_P50_FIELD_NUMBER: _builtins.int
+    WAIT_P95_FIELD_NUMBER: _builtins.int
+    RUN_P50_FIELD_NUMBER: _builtins.int
+    RUN_P95_FIELD_NUMBER: _builtins.int
+    minutes: _builtins.int
+    """The window asked for: 1, 5 or 15."""
+    submitted: _builtins.int
+    """New tasks stored (duplicates excluded)."""
+    succeeded: _builtins.int
+    """Tasks that ended SUCCEEDED, FAILED, EXPIRED, CANCELLED and DEAD."""
+    failed: _builtins.int
+    expired: _builtins.int
+    cancelled: _builtins.int
+    dead: _builtins.int
+    retried: _builtins.int
+    """Failed attempts scheduled to run again (a retry)."""
+    started: _builtins.int
+    """Attempts leased (started)."""
+    @_builtins.property
+    def covered(self) -> _duration_pb2.Duration:
+        """The span the counts cover: whole 10-second buckets, so between
+        minutes*60 - 10 and minutes*60 seconds, plus the current bucket's elapsed
+        part. A rate per second is a count divided by this.
+        """
+
+    @_builtins.property
+    def wait_p50(self) -> _duration_pb2.Duration:
+        """Percentiles of the queue wait of the attempts started in the window (ready
+        since submit, eta or retry due time, until leased) and of the run time of the
+        attempts that ended in it (lease to ack), from log-scale buckets (each about
+        19% wide; the value reported is the bucket's geometric middle). Unset when the
+        window holds no attempt.
+        """
+
+    @_builtins.property
+    def wait_p95(self) -> _duration_pb2.Duration: ...
+    @_builtins.property
+    def run_p50(self) -> _duration_pb2.Duration: ...
+    @_builtins.property
+    def run_p95(self) -> _duration_pb2.Duration: ...
+    def __init__(
+        self,
+        *,
+        minutes: _builtins.int = ...,
+        covered: _duration_pb2.Duration | None = ...,
+        submitted: _builtins.int = ...,
+        succeeded: _builtins.int = ...,
+        failed: _builtins.int = ...,
+        expired: _builtins.int = ...,
+        cancelled: _builtins.int = ...,
+        dead: _builtins.int = ...,
+        retried: _builtins.int = ...,
+        started: _builtins.int = ...,
+        wait_p50: _duration_pb2.Duration | None = ...,
+        wait_p95: _duration_pb2.Duration | None = ...,
+        run_p50: _duration_pb2.Duration | None = ...,
+        run_p95: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["covered", b"covered", "run_p50", b"run_p50", "run_p95", b"run_p95", "wait_p50", b"wait_p50", "wait_p95", b"wait_p95"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancelled", b"cancelled", "covered", b"covered", "dead", b"dead", "expired", b"expired", "failed", b"failed", "minutes", b"minutes", "retried", b"retried", "run_p50", b"run_p50", "run_p95", b"run_p95", "started", b"started", "submitted", b"submitted", "succeeded", b"succeeded", "wait_p50", b"wait_p50", "wait_p95", b"wait_p95"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueueWindow: _TypeAlias = QueueWindow  # noqa: Y015
+
+@_typing.final
+class ListQueuesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    queue: _builtins.str
+    """Only this queue (1-64 chars of [A-Za-z0-9_.-], in the registry); empty: all."""
+    def __init__(
+        self,
+        *,
+        queue: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListQueuesRequest: _TypeAlias = ListQueuesRequest  # noqa: Y015
+
+@_typing.final
+class ListQueuesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def queues(self) -> _containers.RepeatedCompositeFieldContainer[Global___QueueStats]:
+        """Ordered by queue name."""
+
+    def __init__(
+        self,
+        *,
+        queues: _abc.Iterable[Global___QueueStats] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["queues", b"queues"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListQueuesResponse: _TypeAlias = ListQueuesResponse  # noqa: Y015
+
+@_typing.final
+class PauseQueueRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    queue: _builtins.str
+    """A queue in the registry (1-64 chars of [A-Za-z0-9_.-])."""
+    def __init__(
+        self,
+        *,
+        queue: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseQueueRequest: _TypeAlias = PauseQueueRequest  # noqa: Y015
+
+@_typing.final
+class PauseQueueResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WAS_PAUSED_FIELD_NUMBER: _builtins.int
+    was_paused: _builtins.bool
+    """It was paused already."""
+    def __init__(
+        self,
+        *,
+        was_paused: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["was_paused", b"was_paused"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseQueueResponse: _TypeAlias = PauseQueueResponse  # noqa: Y015
+
+@_typing.final
+class ResumeQueueRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    queue: _builtins.str
+    """As PauseQueueRequest.queue."""
+    def __init__(
+        self,
+        *,
+        queue: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeQueueRequest: _TypeAlias = ResumeQueueRequest  # noqa: Y015
+
+@_typing.final
+class ResumeQueueResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WAS_PAUSED_FIELD_NUMBER: _builtins.int
+    was_paused: _builtins.bool
+    """It was paused (false: the call changed nothing)."""
+    def __init__(
+        self,
+        *,
+        was_paused: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["was_paused", b"was_paused"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeQueueResponse: _TypeAlias = ResumeQueueResponse  # noqa: Y015
+
+@_typing.final
+class PurgeQueueRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    queue: _builtins.str
+    """As PauseQueueRequest.queue."""
+    def __init__(
+        self,
+        *,
+        queue: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["queue", b"queue"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PurgeQueueRequest: _TypeAlias = PurgeQueueRequest  # noqa: Y015
+
+@_typing.final
+class PurgeQueueResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PURGED_FIELD_NUMBER: _builtins.int
+    purged: _builtins.int
+    """Tasks this call ended CANCELLED."""
+    def __init__(
+        self,
+        *,
+        purged: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["purged", b"purged"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PurgeQueueResponse: _TypeAlias = PurgeQueueResponse  # noqa: Y015
+
+@_typing.final
+class TaskFilter(_message.Message):
+    """TaskFilter selects tasks for ListTasks and the bulk actions. Every field set
+    must match (AND); a repeated field matches any of its values (OR).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    STATES_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    NAME_PREFIX_FIELD_NUMBER: _builtins.int
+    WORKER_ID_FIELD_NUMBER: _builtins.int
+    SUBMITTED_AFTER_FIELD_NUMBER: _builtins.int
+    SUBMITTED_BEFORE_FIELD_NUMBER: _builtins.int
+    queue: _builtins.str
+    """A queue in the registry (1-64 chars of [A-Za-z0-9_.-]); empty: every queue."""
+    name: _builtins.str
+    """The exact task name (1-200 chars); empty: any name."""
+    name_prefix: _builtins.str
+    """A prefix of the task name (1-200 chars); set at most one of name and
+    name_prefix.
+    """
+    worker_id: _builtins.str
+    """The worker of the task's current or last lease (Task.worker_id, 1-200 chars);
+    empty: any.
+    """
+    @_builtins.property
+    def states(self) -> _containers.RepeatedScalarFieldContainer[_task_pb2.TaskState.ValueType]:
+        """Up to 8 states (no UNSPECIFIED); empty: any state."""
+
+    @_builtins.property
+    def submitted_after(self) -> _timestamp_pb2.Timestamp:
+        """Stored at or after this time (inclusive); unset: no lower bound."""
+
+    @_builtins.property
+    def submitted_before(self) -> _timestamp_pb2.Timestamp:
+        """Stored before this time (exclusive); unset: no upper bound. When both are
+        set, submitted_before must be after submitted_after.
+        """
+
+    def __init__(
+        self,
+        *,
+        queue: _builtins.str = ...,
+        states: _abc.Iterable[_task_pb2.TaskState.ValueType] | None = ...,
+        name: _builtins.str = ...,
+        name_prefix: _builtins.str = ...,
+        worker_id: _builtins.str = ...,
+        submitted_after: _timestamp_pb2.Timestamp | None = ...,
+        submitted_before: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["submitted_after", b"submitted_after", "submitted_before", b"submitted_before"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "name_prefix", b"name_prefix", "queue", b"queue", "states", b"states", "submitted_after", b"submitted_after", "submitted_before", b"submitted_before", "worker_id", b"worker_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskFilter: _TypeAlias = TaskFilter  # noqa: Y015
+
+@_typing.final
+class ListTasksRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILTER_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
+    WITH_PAYLOADS_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """1 to 1,000 tasks per page (0 is refused: say how many)."""
+    cursor: _builtins.str
+    """Empty for the first page; then the previous response's next_cursor, with the
+    same filter (a cursor made for another filter is refused).
+    """
+    with_payloads: _builtins.bool
+    """Include each task's payload and result bytes (off: Task.payload and
+    Task.result.data are left empty, to keep pages small).
+    """
+    @_builtins.property
+    def filter(self) -> Global___TaskFilter: ...
+    def __init__(
+        self,
+        *,
+        filter: Global___TaskFilter | None = ...,
+        page_size: _builtins.int = ...,
+        cursor: _builtins.str = ...,
+        with_payloads: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "filter", b"filter", "page_size", b"page_size", "with_payloads", b"with_payloads"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTasksRequest: _TypeAlias = ListTasksRequest  # noqa: Y015
+
+@_typing.final
+class ListTasksResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASKS_FIELD_NUMBER: _builtins.int
+    NEXT_CURSOR_FIELD_NUMBER: _builtins.int
+    next_cursor: _builtins.str
+    """Pass it to get the next page; empty when the walk is done."""
+    @_builtins.property
+    def tasks(self) -> _containers.RepeatedCompositeFieldContainer[_task_pb2.Task]:
+        """Newest first. Up to page_size; fewer when the call's scan budget ran out."""
+
+    def __init__(
+        self,
+        *,
+        tasks: _abc.Iterable[_task_pb2.Task] | None = ...,
+        next_cursor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_cursor", b"next_cursor", "tasks", b"tasks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTasksResponse: _TypeAlias = ListTasksResponse  # noqa: Y015
+
+@_typing.final
+class CancelTasksRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILTER_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    dry_run: _builtins.bool
+    """Count the matches, change nothing."""
+    @_builtins.property
+    def filter(self) -> Global___TaskFilter:
+        """filter.states is required and may name only SCHEDULED, QUEUED and ACTIVE."""
+
+    def __init__(
+        self,
+        *,
+        filter: Global___TaskFilter | None = ...,
+        dry_run: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "filter", b"filter"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelTasksRequest: _TypeAlias = CancelTasksRequest  # noqa: Y015
+
+@_typing.final
+class CancelTasksResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MATCHED_FIELD_NUMBER: _builtins.int
+    CANCELLED_FIELD_NUMBER: _builtins.int
+    STOPPING_FIELD_NUMBER: _builtins.int
+    matched: _builtins.int
+    """Tasks that matched the filter."""
+    cancelled: _builtins.int
+    """Of those, tasks this call ended CANCELLED."""
+    stopping: _builtins.int
+    """Of those, running tasks asked to stop (they end CANCELLED through their
+    worker, or finish first).
+    """
+    def __init__(
+        self,
+        *,
+        matched: _builtins.int = ...,
+        cancelled: _builtins.int = ...,
+        stopping: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancelled", b"cancelled", "matched", b"matched", "stopping", b"stopping"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelTasksResponse: _TypeAlias = CancelTasksResponse  # noqa: Y015
+
+@_typing.final
+class RetryTasksRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILTER_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    dry_run: _builtins.bool
+    """Count the matches, change nothing."""
+    @_builtins.property
+    def filter(self) -> Global___TaskFilter:
+        """filter.states is required and may name only FAILED, DEAD, CANCELLED and
+        EXPIRED.
+        """
+
+    def __init__(
+        self,
+        *,
+        filter: Global___TaskFilter | None = ...,
+        dry_run: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "filter", b"filter"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetryTasksRequest: _TypeAlias = RetryTasksRequest  # noqa: Y015
+
+@_typing.final
+class RetryTasksResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MATCHED_FIELD_NUMBER: _builtins.int
+    RETRIED_FIELD_NUMBER: _builtins.int
+    matched: _builtins.int
+    """Tasks that matched the filter."""
+    retried: _builtins.int
+    """Of those, tasks this call queued again."""
+    def __init__(
+        self,
+        *,
+        matched: _builtins.int = ...,
+        retried: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["matched", b"matched", "retried", b"retried"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetryTasksResponse: _TypeAlias = RetryTasksResponse  # noqa: Y015

@@ -26,15 +26,21 @@ if _version_not_supported:
 
 
 class AdminServiceStub:
-    """AdminService is inspection and repair: dead letters, the worker registry and
-    worker control; queue stats and task search join it later.
+    """AdminService is inspection and repair: queue stats and control, task search and
+    bulk actions, dead letters, the worker registry and worker control. Every replica
+    answers the same: the truth lives in Redis.
 
     Errors:
     - INVALID_ARGUMENT: a field breaks its rule (the message starts with the
-    field's path, e.g. "task_ids[2]: ..."), including a task id of another queue.
-    - NOT_FOUND (Requeue, Purge): a task id names a queue this scheduler has
-    never known. (GetWorker and the worker control calls): no worker of that id is
-    in the registry; the message names worker_id.
+    field's path, e.g. "task_ids[2]: ...", "filter.states[0]: ..."), including a
+    task id of another queue and a cursor that is malformed or was made for
+    other filters. Nothing is changed.
+    - NOT_FOUND (Requeue, Purge dead letters): a task id names a queue this
+    scheduler has never known. (ListQueues, the queue calls, ListTasks and the
+    bulk actions): the queue named is not in the registry (a queue enters it with
+    its first task); the message names the field. (GetWorker and the worker
+    control calls): no worker of that id is in the registry; the message names
+    worker_id.
     - UNAVAILABLE: the scheduler cannot reach Redis (down, restarting, or still
     loading its data), or is gone. Retry with backoff: every RPC here is safe to
     repeat (a dead letter already requeued or purged is skipped).
@@ -46,6 +52,41 @@ class AdminServiceStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.ListQueues = channel.unary_unary(
+                '/conveyor.v1.AdminService/ListQueues',
+                request_serializer=conveyor_dot_v1_dot_admin__service__pb2.ListQueuesRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_admin__service__pb2.ListQueuesResponse.FromString,
+                _registered_method=True)
+        self.PauseQueue = channel.unary_unary(
+                '/conveyor.v1.AdminService/PauseQueue',
+                request_serializer=conveyor_dot_v1_dot_admin__service__pb2.PauseQueueRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_admin__service__pb2.PauseQueueResponse.FromString,
+                _registered_method=True)
+        self.ResumeQueue = channel.unary_unary(
+                '/conveyor.v1.AdminService/ResumeQueue',
+                request_serializer=conveyor_dot_v1_dot_admin__service__pb2.ResumeQueueRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_admin__service__pb2.ResumeQueueResponse.FromString,
+                _registered_method=True)
+        self.PurgeQueue = channel.unary_unary(
+                '/conveyor.v1.AdminService/PurgeQueue',
+                request_serializer=conveyor_dot_v1_dot_admin__service__pb2.PurgeQueueRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_admin__service__pb2.PurgeQueueResponse.FromString,
+                _registered_method=True)
+        self.ListTasks = channel.unary_unary(
+                '/conveyor.v1.AdminService/ListTasks',
+                request_serializer=conveyor_dot_v1_dot_admin__service__pb2.ListTasksRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_admin__service__pb2.ListTasksResponse.FromString,
+                _registered_method=True)
+        self.CancelTasks = channel.unary_unary(
+                '/conveyor.v1.AdminService/CancelTasks',
+                request_serializer=conveyor_dot_v1_dot_admin__service__pb2.CancelTasksRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_admin__service__pb2.CancelTasksResponse.FromString,
+                _registered_method=True)
+        self.RetryTasks = channel.unary_unary(
+                '/conveyor.v1.AdminService/RetryTasks',
+                request_serializer=conveyor_dot_v1_dot_admin__service__pb2.RetryTasksRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_admin__service__pb2.RetryTasksResponse.FromString,
+                _registered_method=True)
         self.ListDeadLetters = channel.unary_unary(
                 '/conveyor.v1.AdminService/ListDeadLetters',
                 request_serializer=conveyor_dot_v1_dot_admin__service__pb2.ListDeadLettersRequest.SerializeToString,
@@ -89,19 +130,98 @@ class AdminServiceStub:
 
 
 class AdminServiceServicer:
-    """AdminService is inspection and repair: dead letters, the worker registry and
-    worker control; queue stats and task search join it later.
+    """AdminService is inspection and repair: queue stats and control, task search and
+    bulk actions, dead letters, the worker registry and worker control. Every replica
+    answers the same: the truth lives in Redis.
 
     Errors:
     - INVALID_ARGUMENT: a field breaks its rule (the message starts with the
-    field's path, e.g. "task_ids[2]: ..."), including a task id of another queue.
-    - NOT_FOUND (Requeue, Purge): a task id names a queue this scheduler has
-    never known. (GetWorker and the worker control calls): no worker of that id is
-    in the registry; the message names worker_id.
+    field's path, e.g. "task_ids[2]: ...", "filter.states[0]: ..."), including a
+    task id of another queue and a cursor that is malformed or was made for
+    other filters. Nothing is changed.
+    - NOT_FOUND (Requeue, Purge dead letters): a task id names a queue this
+    scheduler has never known. (ListQueues, the queue calls, ListTasks and the
+    bulk actions): the queue named is not in the registry (a queue enters it with
+    its first task); the message names the field. (GetWorker and the worker
+    control calls): no worker of that id is in the registry; the message names
+    worker_id.
     - UNAVAILABLE: the scheduler cannot reach Redis (down, restarting, or still
     loading its data), or is gone. Retry with backoff: every RPC here is safe to
     repeat (a dead letter already requeued or purged is skipped).
     """
+
+    def ListQueues(self, request, context):
+        """Every queue in the registry (or the one named), ordered by name: depth by
+        state, pause, names no worker takes, and counts and wait/run percentiles over
+        the last 1, 5 and 15 minutes. Counts come from per-queue 10-second buckets
+        that the scheduler's scripts keep in Redis (each bucket expires 16 minutes
+        after it starts), so they are fleet-wide and survive a replica restart.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseQueue(self, request, context):
+        """Stop dispatch from a queue: from the next claim on, on every replica, no task
+        of the queue is leased (to streams or Poll). Submits are still accepted and
+        queue up in order; running attempts go on. Pausing a paused queue is a no-op.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeQueue(self, request, context):
+        """Start dispatch again: every replica is woken and leases in priority, then
+        FIFO, order as before the pause.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PurgeQueue(self, request, context):
+        """Cancel every QUEUED and SCHEDULED task of a queue: each ends CANCELLED (result
+        waiters are told), in chunks of at most 500 tasks per Redis script call so
+        Redis keeps answering others throughout. Running attempts are not touched
+        (cancel them with CancelTasks). Tasks submitted while the purge runs may be
+        purged too. The call returns when the queue holds no queued or scheduled task.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTasks(self, request, context):
+        """Search tasks, newest first (by the time Redis stored them), with filters and
+        an opaque cursor. Served from a per-queue index kept by the scripts: every
+        task is listed from its submit until its record expires (result_ttl after it
+        finished; dead letters until requeued or purged). A page is cut short when a
+        call has examined 5,000 index entries per queue without filling it: follow
+        next_cursor until it is empty. Tasks stored after the first page are not
+        listed by the pages that follow it; a task is listed at most once per walk.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelTasks(self, request, context):
+        """Cancel every task that matches a filter, as TaskService.Cancel does for one:
+        SCHEDULED and QUEUED ones end CANCELLED, ACTIVE ones are asked to stop
+        (cancel_requested). filter.states must name only SCHEDULED, QUEUED and ACTIVE.
+        With dry_run, count the matches and change nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetryTasks(self, request, context):
+        """Run again every task that matches a filter: FAILED, DEAD, CANCELLED and EXPIRED
+        tasks go back to the back of their priority list, QUEUED, for a fresh set of
+        attempts, keeping their ids (as RequeueDeadLetters: attempt restarts at 0; the
+        last error, worker and times are cleared; the record no longer expires).
+        filter.states must name only those four states. With dry_run, count only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
     def ListDeadLetters(self, request, context):
         """List a queue's dead letters, oldest first (by the time they died).
@@ -184,6 +304,41 @@ class AdminServiceServicer:
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'ListQueues': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListQueues,
+                    request_deserializer=conveyor_dot_v1_dot_admin__service__pb2.ListQueuesRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_admin__service__pb2.ListQueuesResponse.SerializeToString,
+            ),
+            'PauseQueue': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseQueue,
+                    request_deserializer=conveyor_dot_v1_dot_admin__service__pb2.PauseQueueRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_admin__service__pb2.PauseQueueResponse.SerializeToString,
+            ),
+            'ResumeQueue': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeQueue,
+                    request_deserializer=conveyor_dot_v1_dot_admin__service__pb2.ResumeQueueRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_admin__service__pb2.ResumeQueueResponse.SerializeToString,
+            ),
+            'PurgeQueue': grpc.unary_unary_rpc_method_handler(
+                    servicer.PurgeQueue,
+                    request_deserializer=conveyor_dot_v1_dot_admin__service__pb2.PurgeQueueRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_admin__service__pb2.PurgeQueueResponse.SerializeToString,
+            ),
+            'ListTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTasks,
+                    request_deserializer=conveyor_dot_v1_dot_admin__service__pb2.ListTasksRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_admin__service__pb2.ListTasksResponse.SerializeToString,
+            ),
+            'CancelTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelTasks,
+                    request_deserializer=conveyor_dot_v1_dot_admin__service__pb2.CancelTasksRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_admin__service__pb2.CancelTasksResponse.SerializeToString,
+            ),
+            'RetryTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryTasks,
+                    request_deserializer=conveyor_dot_v1_dot_admin__service__pb2.RetryTasksRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_admin__service__pb2.RetryTasksResponse.SerializeToString,
+            ),
             'ListDeadLetters': grpc.unary_unary_rpc_method_handler(
                     servicer.ListDeadLetters,
                     request_deserializer=conveyor_dot_v1_dot_admin__service__pb2.ListDeadLettersRequest.FromString,
@@ -233,19 +388,214 @@ def add_AdminServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class AdminService:
-    """AdminService is inspection and repair: dead letters, the worker registry and
-    worker control; queue stats and task search join it later.
+    """AdminService is inspection and repair: queue stats and control, task search and
+    bulk actions, dead letters, the worker registry and worker control. Every replica
+    answers the same: the truth lives in Redis.
 
     Errors:
     - INVALID_ARGUMENT: a field breaks its rule (the message starts with the
-    field's path, e.g. "task_ids[2]: ..."), including a task id of another queue.
-    - NOT_FOUND (Requeue, Purge): a task id names a queue this scheduler has
-    never known. (GetWorker and the worker control calls): no worker of that id is
-    in the registry; the message names worker_id.
+    field's path, e.g. "task_ids[2]: ...", "filter.states[0]: ..."), including a
+    task id of another queue and a cursor that is malformed or was made for
+    other filters. Nothing is changed.
+    - NOT_FOUND (Requeue, Purge dead letters): a task id names a queue this
+    scheduler has never known. (ListQueues, the queue calls, ListTasks and the
+    bulk actions): the queue named is not in the registry (a queue enters it with
+    its first task); the message names the field. (GetWorker and the worker
+    control calls): no worker of that id is in the registry; the message names
+    worker_id.
     - UNAVAILABLE: the scheduler cannot reach Redis (down, restarting, or still
     loading its data), or is gone. Retry with backoff: every RPC here is safe to
     repeat (a dead letter already requeued or purged is skipped).
     """
+
+    @staticmethod
+    def ListQueues(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.AdminService/ListQueues',
+            conveyor_dot_v1_dot_admin__service__pb2.ListQueuesRequest.SerializeToString,
+            conveyor_dot_v1_dot_admin__service__pb2.ListQueuesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseQueue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.AdminService/PauseQueue',
+            conveyor_dot_v1_dot_admin__service__pb2.PauseQueueRequest.SerializeToString,
+            conveyor_dot_v1_dot_admin__service__pb2.PauseQueueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeQueue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.AdminService/ResumeQueue',
+            conveyor_dot_v1_dot_admin__service__pb2.ResumeQueueRequest.SerializeToString,
+            conveyor_dot_v1_dot_admin__service__pb2.ResumeQueueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PurgeQueue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.AdminService/PurgeQueue',
+            conveyor_dot_v1_dot_admin__service__pb2.PurgeQueueRequest.SerializeToString,
+            conveyor_dot_v1_dot_admin__service__pb2.PurgeQueueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.AdminService/ListTasks',
+            conveyor_dot_v1_dot_admin__service__pb2.ListTasksRequest.SerializeToString,
+            conveyor_dot_v1_dot_admin__service__pb2.ListTasksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.AdminService/CancelTasks',
+            conveyor_dot_v1_dot_admin__service__pb2.CancelTasksRequest.SerializeToString,
+            conveyor_dot_v1_dot_admin__service__pb2.CancelTasksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.AdminService/RetryTasks',
+            conveyor_dot_v1_dot_admin__service__pb2.RetryTasksRequest.SerializeToString,
+            conveyor_dot_v1_dot_admin__service__pb2.RetryTasksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def ListDeadLetters(request,

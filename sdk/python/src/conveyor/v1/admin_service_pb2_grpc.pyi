@@ -27,15 +27,21 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class AdminServiceStub:
-    """AdminService is inspection and repair: dead letters, the worker registry and
-    worker control; queue stats and task search join it later.
+    """AdminService is inspection and repair: queue stats and control, task search and
+    bulk actions, dead letters, the worker registry and worker control. Every replica
+    answers the same: the truth lives in Redis.
 
     Errors:
     - INVALID_ARGUMENT: a field breaks its rule (the message starts with the
-      field's path, e.g. "task_ids[2]: ..."), including a task id of another queue.
-    - NOT_FOUND (Requeue, Purge): a task id names a queue this scheduler has
-      never known. (GetWorker and the worker control calls): no worker of that id is
-      in the registry; the message names worker_id.
+      field's path, e.g. "task_ids[2]: ...", "filter.states[0]: ..."), including a
+      task id of another queue and a cursor that is malformed or was made for
+      other filters. Nothing is changed.
+    - NOT_FOUND (Requeue, Purge dead letters): a task id names a queue this
+      scheduler has never known. (ListQueues, the queue calls, ListTasks and the
+      bulk actions): the queue named is not in the registry (a queue enters it with
+      its first task); the message names the field. (GetWorker and the worker
+      control calls): no worker of that id is in the registry; the message names
+      worker_id.
     - UNAVAILABLE: the scheduler cannot reach Redis (down, restarting, or still
       loading its data), or is gone. Retry with backoff: every RPC here is safe to
       repeat (a dead letter already requeued or purged is skipped).
@@ -45,6 +51,51 @@ class AdminServiceStub:
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> AdminServiceAsyncStub: ...
+    ListQueues: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListQueuesRequest, _admin_service_pb2.ListQueuesResponse]
+    """Every queue in the registry (or the one named), ordered by name: depth by
+    state, pause, names no worker takes, and counts and wait/run percentiles over
+    the last 1, 5 and 15 minutes. Counts come from per-queue 10-second buckets
+    that the scheduler's scripts keep in Redis (each bucket expires 16 minutes
+    after it starts), so they are fleet-wide and survive a replica restart.
+    """
+    PauseQueue: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.PauseQueueRequest, _admin_service_pb2.PauseQueueResponse]
+    """Stop dispatch from a queue: from the next claim on, on every replica, no task
+    of the queue is leased (to streams or Poll). Submits are still accepted and
+    queue up in order; running attempts go on. Pausing a paused queue is a no-op.
+    """
+    ResumeQueue: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ResumeQueueRequest, _admin_service_pb2.ResumeQueueResponse]
+    """Start dispatch again: every replica is woken and leases in priority, then
+    FIFO, order as before the pause.
+    """
+    PurgeQueue: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.PurgeQueueRequest, _admin_service_pb2.PurgeQueueResponse]
+    """Cancel every QUEUED and SCHEDULED task of a queue: each ends CANCELLED (result
+    waiters are told), in chunks of at most 500 tasks per Redis script call so
+    Redis keeps answering others throughout. Running attempts are not touched
+    (cancel them with CancelTasks). Tasks submitted while the purge runs may be
+    purged too. The call returns when the queue holds no queued or scheduled task.
+    """
+    ListTasks: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListTasksRequest, _admin_service_pb2.ListTasksResponse]
+    """Search tasks, newest first (by the time Redis stored them), with filters and
+    an opaque cursor. Served from a per-queue index kept by the scripts: every
+    task is listed from its submit until its record expires (result_ttl after it
+    finished; dead letters until requeued or purged). A page is cut short when a
+    call has examined 5,000 index entries per queue without filling it: follow
+    next_cursor until it is empty. Tasks stored after the first page are not
+    listed by the pages that follow it; a task is listed at most once per walk.
+    """
+    CancelTasks: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.CancelTasksRequest, _admin_service_pb2.CancelTasksResponse]
+    """Cancel every task that matches a filter, as TaskService.Cancel does for one:
+    SCHEDULED and QUEUED ones end CANCELLED, ACTIVE ones are asked to stop
+    (cancel_requested). filter.states must name only SCHEDULED, QUEUED and ACTIVE.
+    With dry_run, count the matches and change nothing.
+    """
+    RetryTasks: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.RetryTasksRequest, _admin_service_pb2.RetryTasksResponse]
+    """Run again every task that matches a filter: FAILED, DEAD, CANCELLED and EXPIRED
+    tasks go back to the back of their priority list, QUEUED, for a fresh set of
+    attempts, keeping their ids (as RequeueDeadLetters: attempt restarts at 0; the
+    last error, worker and times are cleared; the record no longer expires).
+    filter.states must name only those four states. With dry_run, count only.
+    """
     ListDeadLetters: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListDeadLettersRequest, _admin_service_pb2.ListDeadLettersResponse]
     """List a queue's dead letters, oldest first (by the time they died)."""
     RequeueDeadLetters: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.RequeueDeadLettersRequest, _admin_service_pb2.RequeueDeadLettersResponse]
@@ -91,21 +142,72 @@ class AdminServiceStub:
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
-    """AdminService is inspection and repair: dead letters, the worker registry and
-    worker control; queue stats and task search join it later.
+    """AdminService is inspection and repair: queue stats and control, task search and
+    bulk actions, dead letters, the worker registry and worker control. Every replica
+    answers the same: the truth lives in Redis.
 
     Errors:
     - INVALID_ARGUMENT: a field breaks its rule (the message starts with the
-      field's path, e.g. "task_ids[2]: ..."), including a task id of another queue.
-    - NOT_FOUND (Requeue, Purge): a task id names a queue this scheduler has
-      never known. (GetWorker and the worker control calls): no worker of that id is
-      in the registry; the message names worker_id.
+      field's path, e.g. "task_ids[2]: ...", "filter.states[0]: ..."), including a
+      task id of another queue and a cursor that is malformed or was made for
+      other filters. Nothing is changed.
+    - NOT_FOUND (Requeue, Purge dead letters): a task id names a queue this
+      scheduler has never known. (ListQueues, the queue calls, ListTasks and the
+      bulk actions): the queue named is not in the registry (a queue enters it with
+      its first task); the message names the field. (GetWorker and the worker
+      control calls): no worker of that id is in the registry; the message names
+      worker_id.
     - UNAVAILABLE: the scheduler cannot reach Redis (down, restarting, or still
       loading its data), or is gone. Retry with backoff: every RPC here is safe to
       repeat (a dead letter already requeued or purged is skipped).
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
+    ListQueues: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListQueuesRequest, _admin_service_pb2.ListQueuesResponse]  # type: ignore[assignment]
+    """Every queue in the registry (or the one named), ordered by name: depth by
+    state, pause, names no worker takes, and counts and wait/run percentiles over
+    the last 1, 5 and 15 minutes. Counts come from per-queue 10-second buckets
+    that the scheduler's scripts keep in Redis (each bucket expires 16 minutes
+    after it starts), so they are fleet-wide and survive a replica restart.
+    """
+    PauseQueue: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.PauseQueueRequest, _admin_service_pb2.PauseQueueResponse]  # type: ignore[assignment]
+    """Stop dispatch from a queue: from the next claim on, on every replica, no task
+    of the queue is leased (to streams or Poll). Submits are still accepted and
+    queue up in order; running attempts go on. Pausing a paused queue is a no-op.
+    """
+    ResumeQueue: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ResumeQueueRequest, _admin_service_pb2.ResumeQueueResponse]  # type: ignore[assignment]
+    """Start dispatch again: every replica is woken and leases in priority, then
+    FIFO, order as before the pause.
+    """
+    PurgeQueue: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.PurgeQueueRequest, _admin_service_pb2.PurgeQueueResponse]  # type: ignore[assignment]
+    """Cancel every QUEUED and SCHEDULED task of a queue: each ends CANCELLED (result
+    waiters are told), in chunks of at most 500 tasks per Redis script call so
+    Redis keeps answering others throughout. Running attempts are not touched
+    (cancel them with CancelTasks). Tasks submitted while the purge runs may be
+    purged too. The call returns when the queue holds no queued or scheduled task.
+    """
+    ListTasks: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListTasksRequest, _admin_service_pb2.ListTasksResponse]  # type: ignore[assignment]
+    """Search tasks, newest first (by the time Redis stored them), with filters and
+    an opaque cursor. Served from a per-queue index kept by the scripts: every
+    task is listed from its submit until its record expires (result_ttl after it
+    finished; dead letters until requeued or purged). A page is cut short when a
+    call has examined 5,000 index entries per queue without filling it: follow
+    next_cursor until it is empty. Tasks stored after the first page are not
+    listed by the pages that follow it; a task is listed at most once per walk.
+    """
+    CancelTasks: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.CancelTasksRequest, _admin_service_pb2.CancelTasksResponse]  # type: ignore[assignment]
+    """Cancel every task that matches a filter, as TaskService.Cancel does for one:
+    SCHEDULED and QUEUED ones end CANCELLED, ACTIVE ones are asked to stop
+    (cancel_requested). filter.states must name only SCHEDULED, QUEUED and ACTIVE.
+    With dry_run, count the matches and change nothing.
+    """
+    RetryTasks: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.RetryTasksRequest, _admin_service_pb2.RetryTasksResponse]  # type: ignore[assignment]
+    """Run again every task that matches a filter: FAILED, DEAD, CANCELLED and EXPIRED
+    tasks go back to the back of their priority list, QUEUED, for a fresh set of
+    attempts, keeping their ids (as RequeueDeadLetters: attempt restarts at 0; the
+    last error, worker and times are cleared; the record no longer expires).
+    filter.states must name only those four states. With dry_run, count only.
+    """
     ListDeadLetters: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListDeadLettersRequest, _admin_service_pb2.ListDeadLettersResponse]  # type: ignore[assignment]
     """List a queue's dead letters, oldest first (by the time they died)."""
     RequeueDeadLetters: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.RequeueDeadLettersRequest, _admin_service_pb2.RequeueDeadLettersResponse]  # type: ignore[assignment]
@@ -151,19 +253,112 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
-    """AdminService is inspection and repair: dead letters, the worker registry and
-    worker control; queue stats and task search join it later.
+    """AdminService is inspection and repair: queue stats and control, task search and
+    bulk actions, dead letters, the worker registry and worker control. Every replica
+    answers the same: the truth lives in Redis.
 
     Errors:
     - INVALID_ARGUMENT: a field breaks its rule (the message starts with the
-      field's path, e.g. "task_ids[2]: ..."), including a task id of another queue.
-    - NOT_FOUND (Requeue, Purge): a task id names a queue this scheduler has
-      never known. (GetWorker and the worker control calls): no worker of that id is
-      in the registry; the message names worker_id.
+      field's path, e.g. "task_ids[2]: ...", "filter.states[0]: ..."), including a
+      task id of another queue and a cursor that is malformed or was made for
+      other filters. Nothing is changed.
+    - NOT_FOUND (Requeue, Purge dead letters): a task id names a queue this
+      scheduler has never known. (ListQueues, the queue calls, ListTasks and the
+      bulk actions): the queue named is not in the registry (a queue enters it with
+      its first task); the message names the field. (GetWorker and the worker
+      control calls): no worker of that id is in the registry; the message names
+      worker_id.
     - UNAVAILABLE: the scheduler cannot reach Redis (down, restarting, or still
       loading its data), or is gone. Retry with backoff: every RPC here is safe to
       repeat (a dead letter already requeued or purged is skipped).
     """
+
+    @_abc_1.abstractmethod
+    def ListQueues(
+        self,
+        request: _admin_service_pb2.ListQueuesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.ListQueuesResponse, _abc.Awaitable[_admin_service_pb2.ListQueuesResponse]]:
+        """Every queue in the registry (or the one named), ordered by name: depth by
+        state, pause, names no worker takes, and counts and wait/run percentiles over
+        the last 1, 5 and 15 minutes. Counts come from per-queue 10-second buckets
+        that the scheduler's scripts keep in Redis (each bucket expires 16 minutes
+        after it starts), so they are fleet-wide and survive a replica restart.
+        """
+
+    @_abc_1.abstractmethod
+    def PauseQueue(
+        self,
+        request: _admin_service_pb2.PauseQueueRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.PauseQueueResponse, _abc.Awaitable[_admin_service_pb2.PauseQueueResponse]]:
+        """Stop dispatch from a queue: from the next claim on, on every replica, no task
+        of the queue is leased (to streams or Poll). Submits are still accepted and
+        queue up in order; running attempts go on. Pausing a paused queue is a no-op.
+        """
+
+    @_abc_1.abstractmethod
+    def ResumeQueue(
+        self,
+        request: _admin_service_pb2.ResumeQueueRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.ResumeQueueResponse, _abc.Awaitable[_admin_service_pb2.ResumeQueueResponse]]:
+        """Start dispatch again: every replica is woken and leases in priority, then
+        FIFO, order as before the pause.
+        """
+
+    @_abc_1.abstractmethod
+    def PurgeQueue(
+        self,
+        request: _admin_service_pb2.PurgeQueueRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.PurgeQueueResponse, _abc.Awaitable[_admin_service_pb2.PurgeQueueResponse]]:
+        """Cancel every QUEUED and SCHEDULED task of a queue: each ends CANCELLED (result
+        waiters are told), in chunks of at most 500 tasks per Redis script call so
+        Redis keeps answering others throughout. Running attempts are not touched
+        (cancel them with CancelTasks). Tasks submitted while the purge runs may be
+        purged too. The call returns when the queue holds no queued or scheduled task.
+        """
+
+    @_abc_1.abstractmethod
+    def ListTasks(
+        self,
+        request: _admin_service_pb2.ListTasksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.ListTasksResponse, _abc.Awaitable[_admin_service_pb2.ListTasksResponse]]:
+        """Search tasks, newest first (by the time Redis stored them), with filters and
+        an opaque cursor. Served from a per-queue index kept by the scripts: every
+        task is listed from its submit until its record expires (result_ttl after it
+        finished; dead letters until requeued or purged). A page is cut short when a
+        call has examined 5,000 index entries per queue without filling it: follow
+        next_cursor until it is empty. Tasks stored after the first page are not
+        listed by the pages that follow it; a task is listed at most once per walk.
+        """
+
+    @_abc_1.abstractmethod
+    def CancelTasks(
+        self,
+        request: _admin_service_pb2.CancelTasksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.CancelTasksResponse, _abc.Awaitable[_admin_service_pb2.CancelTasksResponse]]:
+        """Cancel every task that matches a filter, as TaskService.Cancel does for one:
+        SCHEDULED and QUEUED ones end CANCELLED, ACTIVE ones are asked to stop
+        (cancel_requested). filter.states must name only SCHEDULED, QUEUED and ACTIVE.
+        With dry_run, count the matches and change nothing.
+        """
+
+    @_abc_1.abstractmethod
+    def RetryTasks(
+        self,
+        request: _admin_service_pb2.RetryTasksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.RetryTasksResponse, _abc.Awaitable[_admin_service_pb2.RetryTasksResponse]]:
+        """Run again every task that matches a filter: FAILED, DEAD, CANCELLED and EXPIRED
+        tasks go back to the back of their priority list, QUEUED, for a fresh set of
+        attempts, keeping their ids (as RequeueDeadLetters: attempt restarts at 0; the
+        last error, worker and times are cleared; the record no longer expires).
+        filter.states must name only those four states. With dry_run, count only.
+        """
 
     @_abc_1.abstractmethod
     def ListDeadLetters(
