@@ -29,6 +29,9 @@ ALLOWED: dict[tuple[str, str], tuple[str, str]] = {
     # async side (used with `async for`, not awaited).
     ("Client", "watch"): ("generator", "asyncgen"),
     ("TaskHandle", "watch"): ("sync", "asyncgen"),
+    # Every task a search matches, page after page (one paging loop, TaskCalls.walk_tasks,
+    # behind both): `for` on the sync side, `async for` on the async side.
+    ("Admin", "iter_tasks"): ("generator", "asyncgen"),
     # Reading the state needs a call: a property on TaskHandle (kept for compatibility), a
     # coroutine on AsyncTaskHandle (a property cannot be awaited).
     ("TaskHandle", "state"): ("property", "coroutine"),

@@ -1,6 +1,8 @@
 """Conveyor Python SDK: submit tasks to a Conveyor scheduler and define them with `@app.task`."""
 
 from conveyor.admin import DeadLetters, WorkerInfo
+from conveyor.admin_queues import QueueInfo, QueueWindow
+from conveyor.admin_tasks import BulkResult, TaskPage
 from conveyor.aio import AsyncClient, AsyncTaskHandle
 from conveyor.app import App, Task
 from conveyor.client import Client, TaskHandle
@@ -28,9 +30,9 @@ from conveyor.schedules import Schedule
 
 __version__ = "0.1.0"
 __all__ = [
-    "AlreadyExists", "App", "AsyncClient", "AsyncTaskHandle", "Call", "Client", "ConveyorError", "DeadLetters",
-    "FailedPrecondition", "InvalidArgument", "NotFound", "RPCError", "ResultTimeout", "Retry", "Schedule",
-    "SoftTimeLimitExceeded",
-    "SubmitOptions", "Task", "TaskCancelled", "TaskContext", "TaskError", "TaskEvent", "TaskExpired", "TaskFailed",
-    "TaskHandle", "TaskState", "TimeLimitExceeded", "Unavailable", "WorkerInfo", "__version__", "current_task",
+    "AlreadyExists", "App", "AsyncClient", "AsyncTaskHandle", "BulkResult", "Call", "Client", "ConveyorError",
+    "DeadLetters", "FailedPrecondition", "InvalidArgument", "NotFound", "QueueInfo", "QueueWindow", "RPCError",
+    "ResultTimeout", "Retry", "Schedule", "SoftTimeLimitExceeded", "SubmitOptions", "Task", "TaskCancelled",
+    "TaskContext", "TaskError", "TaskEvent", "TaskExpired", "TaskFailed", "TaskHandle", "TaskPage", "TaskState",
+    "TimeLimitExceeded", "Unavailable", "WorkerInfo", "__version__", "current_task",
 ]

@@ -3,6 +3,11 @@
 To add an AdminService call: a request builder and result parser in `AdminCalls` (one
 static method returning an `Rpc`), then one line in `Admin` and one in `AsyncAdmin`.
 `tests/unit/test_client_surface.py` fails until both transports have it.
+
+This file holds dead letters and the worker registry; the queue calls live in
+admin_queues.py and the task search and bulk actions in admin_tasks.py, each built the
+same way (a `*Calls` class, then a sync and an async mixin that `Admin` and `AsyncAdmin`
+inherit).
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from typing import NamedTuple
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from conveyor.admin_queues import AsyncQueueAdmin, QueueAdmin
+from conveyor.admin_tasks import AsyncTaskAdmin, TaskAdmin
 from conveyor.calls import AsyncCalls, Rpc, SyncCalls
 from conveyor.v1 import admin_service_pb2 as pb
 from conveyor.v1 import admin_service_pb2_grpc as pb_grpc
@@ -142,8 +149,9 @@ class AdminCalls:
         return Rpc("SetConcurrency", req, _worker, idempotent=True)
 
 
-class Admin(SyncCalls):
-    """`Client.admin`: dead letters, the worker registry and worker control.
+class Admin(QueueAdmin, TaskAdmin, SyncCalls):
+    """`Client.admin`: queues, task search and bulk actions, dead letters, the worker registry
+    and worker control.
 
     The control calls (drain, shutdown, set_concurrency) return once the scheduler relayed the
     request to the worker's stream, with the entry as it was before the worker acted: read the
@@ -189,7 +197,7 @@ class Admin(SyncCalls):
         return self._call(AdminCalls.set_concurrency(worker_id, concurrency))
 
 
-class AsyncAdmin(AsyncCalls):
+class AsyncAdmin(AsyncQueueAdmin, AsyncTaskAdmin, AsyncCalls):
     """`AsyncClient.admin`: see Admin."""
 
     stub_type = pb_grpc.AdminServiceStub

@@ -38,7 +38,8 @@ class AsyncClient:
     """Talks to a scheduler from asyncio code: Client's surface, awaitable."""
 
     admin: AsyncAdmin
-    """Dead letters, the worker registry and worker control (AdminService)."""
+    """Queues, task search and bulk actions, dead letters, the worker registry and worker control
+    (AdminService)."""
     schedules: AsyncSchedules
     """Periodic schedules (ScheduleService)."""
 

@@ -4,13 +4,14 @@ Its core builds each call as an `Rpc` (the stub method, the request, how to read
 response) and does no I/O; `SyncCalls` and `AsyncCalls` only send it. A call of several
 round trips (paging) is a generator of Rpcs that is sent each response and returns the
 result, so it is written once too (Hatchet's shared request builders, taken one step
-further: the parsing is shared as well).
+further: the parsing is shared as well). A listing that hands out items as it pages (a
+`Walk`) yields both: Rpcs, which are sent, and items, which go to the caller.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Generator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, overload
 
@@ -44,6 +45,11 @@ Steps = Generator[Rpc[Any], Any, T]
 """A call of several round trips: yields each Rpc, is sent its parsed result, returns the value."""
 
 
+Walk = Generator[Rpc[Any] | T, Any, None]
+"""A listing over several round trips: yields an Rpc (and is sent its parsed result) or an
+item for the caller (and is sent None), until it returns."""
+
+
 class HasTimeout(Protocol):
     timeout: float
 
@@ -75,6 +81,20 @@ class SyncCalls:
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
 
+    def _walk(self, walk: Walk[T]) -> Iterator[T]:
+        """Runs a Walk, yielding its items as they come (a page is fetched when needed)."""
+        reply: Any = None
+        while True:
+            try:
+                out = walk.send(reply)
+            except StopIteration:
+                return
+            if isinstance(out, Rpc):
+                reply = self._call(out)
+            else:
+                reply = None
+                yield out
+
 
 class AsyncCalls:
     """The asyncio transport: the same Rpcs, awaited on a grpc.aio channel."""
@@ -102,6 +122,20 @@ class AsyncCalls:
                 rpc = steps.send(await self._call(rpc))
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
+
+    async def _walk(self, walk: Walk[T]) -> AsyncIterator[T]:
+        """See SyncCalls._walk."""
+        reply: Any = None
+        while True:
+            try:
+                out = walk.send(reply)
+            except StopIteration:
+                return
+            if isinstance(out, Rpc):
+                reply = await self._call(out)
+            else:
+                reply = None
+                yield out
 
 
 class renamed(Generic[P, T]):  # noqa: N801 - used like a decorator-made function

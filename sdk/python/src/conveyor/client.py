@@ -43,7 +43,8 @@ class Client:
     under `admin`, periodic schedules under `schedules`. AsyncClient has the same surface."""
 
     admin: Admin
-    """Dead letters, the worker registry and worker control (AdminService)."""
+    """Queues, task search and bulk actions, dead letters, the worker registry and worker control
+    (AdminService)."""
     schedules: Schedules
     """Periodic schedules (ScheduleService)."""
 
