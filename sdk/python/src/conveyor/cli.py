@@ -13,8 +13,11 @@ import click
 
 from conveyor.cli_common import call_args, client_of, emit_json
 from conveyor.cli_dead import dead
+from conveyor.cli_queues import queue, queues
 from conveyor.cli_schedules import schedules
 from conveyor.cli_task import task
+from conveyor.cli_tasks import cancel, retry, tasks
+from conveyor.cli_top import top
 from conveyor.cli_workers import worker, workers
 from conveyor.common import DEFAULT_TARGET, TaskState, outcome
 from conveyor.errors import ConveyorError, RPCError, TaskError
@@ -28,7 +31,8 @@ Exit codes:
   1  a call to the scheduler failed: "error: STATUS: message" on stderr
      (STATUS is the gRPC status, e.g. NOT_FOUND, UNAVAILABLE); or, for
      `submit --wait` and `result`, the task failed (its error on stderr)
-  2  usage error (bad option or argument)
+  2  usage error (bad option or argument), or a queue the scheduler
+     does not know (`queue`, `queues`, `tasks`, `retry`, `cancel`, `top`)
   3  `result`: the task has not finished yet
 
 Listings take --json: one JSON document on stdout, for scripts."""
@@ -39,7 +43,10 @@ Listings take --json: one JSON document on stdout, for scripts."""
               help="Scheduler address.")
 @click.pass_context
 def main(ctx: click.Context, scheduler: str) -> None:
-    """Conveyor: submit tasks, read results, run a development stack."""
+    """Conveyor: submit tasks, read results, run a development stack, and operate it.
+
+    Operators: `queues`, `queue pause|resume|purge`, `tasks`, `retry`, `cancel`, `top`,
+    `workers`, `worker ...`, `dead ...`, `schedules ...`."""
     ctx.obj = {"scheduler": scheduler}
     configure_from_env("conveyor-cli")  # traces `conveyor submit` only when OTEL_* says so
 
@@ -49,6 +56,12 @@ main.add_command(dead)
 main.add_command(task)
 main.add_command(workers)
 main.add_command(worker)
+main.add_command(queues)
+main.add_command(queue)
+main.add_command(tasks)
+main.add_command(retry)
+main.add_command(cancel)
+main.add_command(top)
 
 
 @main.command()
@@ -96,15 +109,6 @@ def result(ctx: click.Context, task_id: str, wait: float | None) -> None:
             click.echo(f"task {task_id} is {TaskState(resp.state).name}", err=True)
             sys.exit(3)
         _print_outcome(resp)
-
-
-@main.command()
-@click.argument("task_id")
-@click.pass_context
-def cancel(ctx: click.Context, task_id: str) -> None:
-    """Cancel TASK_ID (a running task is stopped through its worker)."""
-    with client_of(ctx) as client:
-        click.echo(client.cancel(task_id).name)
 
 
 @main.command()

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import click
@@ -17,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from conveyor.client import Client
+from conveyor.errors import NotFound
 from conveyor.serialization import JSON, decode_call, decode_result
 from conveyor.v1 import task_pb2
 
@@ -60,14 +63,101 @@ def console() -> Console:
     return Console(highlight=False, width=None if sys.stdout.isatty() else PIPED_WIDTH)
 
 
-def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]], caption: str = "") -> None:
-    """Prints a table. Cells are plain text, so a value like "[bold]" is shown, not styled."""
+def make_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]], caption: str = "") -> Table:
+    """A table of plain-text cells, so a value like "[bold]" is shown, not styled."""
     out = Table(title=title, caption=caption or None, title_justify="left", caption_justify="left")
     for i, column in enumerate(columns):
         out.add_column(column, overflow="fold", no_wrap=i == 0)  # the first column is the id: never folded
     for row in rows:
         out.add_row(*(Text(cell) for cell in row))
-    console().print(out)
+    return out
+
+
+def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]], caption: str = "") -> None:
+    """Prints a make_table table."""
+    console().print(make_table(title, columns, rows, caption))
+
+
+@contextmanager
+def known_queue() -> Iterator[None]:
+    """A queue the scheduler never knew (NOT_FOUND from a queue call) is a bad argument: exit 2
+    as for a usage error, with a hint, where another failed call exits 1."""
+    try:
+        yield
+    except NotFound as exc:
+        click.echo(f"error: NOT_FOUND: {exc} (a queue exists once a task was submitted to it; "
+                   "`conveyor queues` lists them)", err=True)
+        sys.exit(2)
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION = re.compile(r"(?:\d+(?:\.\d+)?[smhdw])+")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in "30s", "15m", "1h", "2d", "1w" or a sum like "1h30m"; ValueError otherwise."""
+    compact = text.strip().lower()
+    if not _DURATION.fullmatch(compact):
+        raise ValueError(f"{text!r} is not a duration like 30s, 15m, 1h, 2d or 1h30m")
+    return sum(float(n) * _UNITS[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)([smhdw])", compact))
+
+
+def parse_when(text: str, now: dt.datetime) -> dt.datetime:
+    """A time option: a duration before `now` ("1h": an hour ago) or an ISO 8601 time (UTC unless
+    it says otherwise, as every time the CLI prints is UTC)."""
+    try:
+        return now - dt.timedelta(seconds=parse_duration(text))
+    except ValueError:
+        pass
+    try:
+        at = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"{text!r} is neither a duration (30s, 15m, 1h, 2d) nor an ISO 8601 time "
+                         "(2024-05-01T12:00:00Z)") from None
+    return at if at.tzinfo else at.replace(tzinfo=dt.UTC)
+
+
+class When(click.ParamType):  # type: ignore[type-arg]  # generic only from click 8.2; we allow 8.1
+    """--since/--until: parse_when against the time the command started; a bad value exits 2."""
+
+    name = "WHEN"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> dt.datetime:
+        if isinstance(value, dt.datetime):
+            return value
+        try:
+            return parse_when(str(value), dt.datetime.now(dt.UTC))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def seconds_text(seconds: float | None) -> str:
+    """A duration for people: "850ms", "4.2s", "3m05s", "2h10m", "3d04h"; "-" for None."""
+    if seconds is None:
+        return "-"
+    if seconds < 0.01:
+        return f"{seconds * 1000:.1f}ms"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    whole = int(seconds)
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    if whole < 86400:
+        return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+    return f"{whole // 86400}d{whole % 86400 // 3600:02d}h"
+
+
+def rate_text(per_second: float) -> str:
+    """A rate per second with about two significant digits: "0", "<0.01", "0.35", "12.5", "840"."""
+    if per_second <= 0:
+        return "0"
+    if per_second < 0.01:
+        return "<0.01"
+    if per_second < 10:
+        return f"{per_second:.2f}"
+    return f"{per_second:.1f}" if per_second < 100 else f"{per_second:.0f}"
 
 
 def when(ts: Timestamp, present: bool) -> str:

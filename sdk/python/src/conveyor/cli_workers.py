@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from conveyor.admin import WorkerInfo
-from conveyor.cli_common import client_of, console, emit_json, json_option, table
+from conveyor.cli_common import client_of, console, emit_json, json_option, make_table
 
 
 def _iso(at: dt.datetime | None) -> str | None:
@@ -50,13 +50,18 @@ def workers(ctx: click.Context, queue: str | None, as_json: bool) -> None:
     if as_json:
         emit_json({"queue": queue, "workers": [worker_json(w) for w in found]})
         return
+    console().print(workers_table(found, queue))
+
+
+def workers_table(found: list[WorkerInfo], queue: str | None) -> Table:
+    """The `conveyor workers` table (also a panel of `conveyor top`)."""
     now = dt.datetime.now(dt.UTC)
     rows = [(w.id, w.host, ",".join(w.queues), f"{w.in_flight}/{w.concurrency}" + (f" +{w.prefetch}" if w.prefetch
             else ""), f"{w.succeeded}/{w.failed}", w.scheduler_id, _age(w.last_heartbeat, now),
              "yes" if w.draining else "") for w in found]
-    table("Workers" + (f" on {queue}" if queue else ""),
-          ["ID", "HOST", "QUEUES", "IN FLIGHT/SLOTS", "DONE/FAILED", "REPLICA", "HEARTBEAT", "DRAINING"],
-          rows, f"{len(rows)} connected")
+    return make_table("Workers" + (f" on {queue}" if queue else ""),
+                      ["ID", "HOST", "QUEUES", "IN FLIGHT/SLOTS", "DONE/FAILED", "REPLICA", "HEARTBEAT", "DRAINING"],
+                      rows, f"{len(rows)} connected")
 
 
 @click.group()
