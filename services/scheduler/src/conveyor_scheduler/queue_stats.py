@@ -9,6 +9,7 @@ import asyncio
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from conveyor.v1 import admin_service_pb2 as pb
 from conveyor_scheduler.keys import PRIORITY_LEVELS, STAT_BUCKET_MS, STATS_FIELDS
@@ -67,6 +68,34 @@ def window(buckets: Sequence[Mapping[bytes, bytes]], minutes: int, now_ms: int) 
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class Depth:
+    """A queue's depth, from one queue_stats.lua reply: the one reading of it that ListQueues,
+    the Prometheus fleet gauges and the OpenTelemetry depth gauge share."""
+
+    by_priority: tuple[int, ...]
+    """Queued tasks per priority 0-9: ready-list entries less tombstones, plus parked tasks."""
+    scheduled: int
+    active: int
+    dead: int
+    paused: bool
+    oldest_ready_ms: int | None
+    """When the longest-waiting queued task became ready (None: none queued)."""
+    parked_names: tuple[str, ...]
+
+    @property
+    def queued(self) -> int:
+        return sum(self.by_priority)
+
+    @classmethod
+    def from_reply(cls, reply: Sequence[object]) -> Depth:
+        lengths, tombs, parked, scheduled, active, dead, paused, oldest, names = reply  # type: ignore[misc]
+        by_priority = tuple(max(0, int(lengths[p]) - int(tombs[p])) + int(parked[p]) for p in range(PRIORITY_LEVELS))
+        return cls(by_priority, int(scheduled), int(active), int(dead), paused == 1,  # type: ignore[arg-type]
+                   int(oldest) if int(oldest) >= 0 and any(by_priority) else None,  # type: ignore[arg-type]
+                   tuple(n.decode() for n in names))  # type: ignore[union-attr]
+
+
 class QueueStatsReader:
     def __init__(self, store: Store, registry: WorkerRegistry) -> None:
         self.store = store
@@ -78,18 +107,16 @@ class QueueStatsReader:
 
     async def _one(self, queue: str, workers: Sequence[pb.Worker]) -> pb.QueueStats:
         now = self.store.clock()
-        depth = await self.store.run("queue_stats", queue)
-        lengths, tombs, parked, scheduled, active, dead, paused, oldest, names = depth  # type: ignore[misc]
+        depth = Depth.from_reply(await self.store.run("queue_stats", queue))  # type: ignore[arg-type]
         newest = now // STAT_BUCKET_MS
         buckets = await self.store.hashes([self.store.keys(queue).stats(newest - i)
                                            for i in range(max(WINDOWS_MINUTES) * BUCKETS_PER_MINUTE)])
-        by_priority = [max(0, int(lengths[p]) - int(tombs[p])) + int(parked[p]) for p in range(PRIORITY_LEVELS)]
-        stats = pb.QueueStats(queue=queue, queued_by_priority=by_priority, queued=sum(by_priority),
-                              scheduled=int(scheduled), active=int(active), dead=int(dead), paused=paused == 1,
-                              unserved_names=unserved([n.decode() for n in names], queue, workers),
+        stats = pb.QueueStats(queue=queue, queued_by_priority=depth.by_priority, queued=depth.queued,
+                              scheduled=depth.scheduled, active=depth.active, dead=depth.dead, paused=depth.paused,
+                              unserved_names=unserved(depth.parked_names, queue, workers),
                               windows=[window(buckets, m, now) for m in WINDOWS_MINUTES])
-        if int(oldest) >= 0 and stats.queued:
-            set_duration_ms(stats.oldest_queued_age, max(0, now - int(oldest)))
+        if depth.oldest_ready_ms is not None:
+            set_duration_ms(stats.oldest_queued_age, max(0, now - depth.oldest_ready_ms))
         return stats
 
 

@@ -85,7 +85,7 @@ class AckEntry:
     delay_ms: int = -1
 
 
-def _script_text(name: str) -> str:
+def script_text(name: str) -> str:
     """A queue script is lib.lua, then its body as a function, then lib.lua's epilogue
     (activity counts, index trimming), whichever `return` the body takes."""
     folder = resources.files("conveyor_scheduler") / "lua"
@@ -111,7 +111,7 @@ class Store:
         self.default_timeout_ms = default_timeout_ms
         self.clock = clock
         self._scripts: dict[str, AsyncScript | Script] = {
-            name: Script(fast, _script_text(name)) if fast else redis.register_script(_script_text(name))
+            name: Script(fast, script_text(name)) if fast else redis.register_script(script_text(name))
             for name in self.SCRIPTS
         }
         self._codes: dict[str, int] = {}
