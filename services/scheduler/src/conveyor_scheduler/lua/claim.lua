@@ -58,10 +58,10 @@ local function take(id, key, rec, parked, prio)
   local start = NOW
   if expires and NOW >= expires then
     start = -1
-    finish(id, key, EXPIRED, watched)
+    finish(id, key, EXPIRED, watched, f.ix or false)
   elseif f.cx == '1' then
     start = -1
-    finish(id, key, CANCELLED, watched)
+    finish(id, key, CANCELLED, watched, f.ix or false)
   elseif names and not parked and not names[f.n] then
     redis.call('ZADD', parked_key(f.n), 9 - (tonumber(f.p) or 0), id)
     redis.call('SADD', KEYS[14], f.n)
@@ -110,7 +110,7 @@ local function take(id, key, rec, parked, prio)
       redis.call('HDEL', key, 'rs')
     end
     stat('started')
-    stat_ms('w:', started - math.max(id_ms(id), tonumber(f.eta) or 0))
+    stat_ms('w:', started - (tonumber(f.eta) or id_ms(id)))  -- an eta is never before the creation
     active[#active + 1] = expiry
     active[#active + 1] = id
     announce(id, key, ACTIVE, watched)

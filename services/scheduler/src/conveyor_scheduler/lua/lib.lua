@@ -37,7 +37,7 @@ local TOMBSTONES = PREFIX .. 'tb'
 -- bucket, PREFIX..'m:'..floor(NOW / 10000), which expires 16 minutes after it starts.
 -- Fields (STATS_FIELDS in keys.py): a count per event, and 'w:K' / 'r:K' histograms of
 -- queue wait and run time in log-scale buckets K (hist_bucket).
-local STATS = {}
+local STATS, HIST = {}, {['w:'] = {}, ['r:'] = {}}
 local STAT_BUCKET_MS, STAT_KEEP_MS = 10000, 970000
 local END_STAT = {[SUCCEEDED] = 'succeeded', [FAILED] = 'failed', [CANCELLED] = 'cancelled',
   [EXPIRED] = 'expired', [DEAD] = 'dead'}
@@ -51,7 +51,8 @@ local function stat_ms(hist, ms)
   if ms >= 1 then
     k = math.floor(math.log(ms) / LN_QUARTER_OCTAVE) + 1
   end
-  stat(hist .. k)
+  local h = HIST[hist]
+  h[k] = (h[k] or 0) + 1
 end
 
 -- The creation ms a task id carries in its first 10 characters (Crockford base32).
@@ -65,16 +66,18 @@ local function id_ms(id)
     end
   end
   local v = 0
-  for i = 1, 10 do
-    v = v * 32 + (B32[string.byte(id, i)] or 0)
+  for _, byte in ipairs({string.byte(id, 1, 10)}) do
+    v = v * 32 + (B32[byte] or 0)
   end
   return v
 end
 
 -- The task index (ListTasks): the stream INDEX holds one entry {i: task id} per task,
 -- added at submit; the entry's id is kept in the task's field 'ix'. A finished task
--- (not DEAD) is appended to the list FINISHED as "expiry ms|entry id|task id"; once
--- its record is gone, trim_finished deletes its index entry.
+-- (not DEAD) is appended to the list FINISHED as "expiry ms|entry id|task id" (collected
+-- in FIN, pushed by the epilogue); once its record is gone, trim_finished deletes its
+-- index entry.
+local FIN = {}
 local function index_task(id)
   return redis.call('XADD', INDEX, '*', 'i', id)
 end
@@ -106,12 +109,20 @@ end
 -- Runs after every queue script (store.py wraps each one): the activity counts of the
 -- call, and index entries of tasks whose records lapsed.
 local function epilogue()
+  for hist, counts in pairs(HIST) do
+    for k, n in pairs(counts) do
+      STATS[hist .. k] = n
+    end
+  end
   if next(STATS) ~= nil then
     local key = PREFIX .. 'm:' .. math.floor(NOW / STAT_BUCKET_MS)
     for field, n in pairs(STATS) do
       redis.call('HINCRBY', key, field, n)
     end
     redis.call('PEXPIRE', key, STAT_KEEP_MS)
+  end
+  for j = 1, #FIN, 1000 do
+    redis.call('RPUSH', FINISHED, unpack(FIN, j, math.min(j + 999, #FIN)))
   end
   trim_finished()
 end
@@ -186,17 +197,20 @@ end
 
 -- Ends a task: record the state (with any further field/value pairs given), keep it for
 -- the result TTL (dead letters are kept until requeued or purged) and announce it to
--- result waiters on every replica. `watched`: see announce.
-local function finish(id, key, state, watched, ...)
+-- result waiters on every replica. `watched`: see announce. `entry`: its field 'ix' when
+-- the caller has read it (false: it has none), nil to read it here.
+local function finish(id, key, state, watched, entry, ...)
   redis.call('HSET', key, 'st', state, 'fa', NOW, ...)
   redis.call('HDEL', key, 'lt', 'o')
   if state == DEAD then
     redis.call('ZADD', KEYS[13], NOW, id)
   else
     redis.call('PEXPIRE', key, RESULT_TTL)
-    local entry = redis.call('HGET', key, 'ix')
+    if entry == nil then
+      entry = redis.call('HGET', key, 'ix')
+    end
     if entry then
-      redis.call('RPUSH', FINISHED, (NOW + RESULT_TTL) .. '|' .. entry .. '|' .. id)
+      FIN[#FIN + 1] = (NOW + RESULT_TTL) .. '|' .. entry .. '|' .. id
       TRIM = TRIM + 2
     end
   end
