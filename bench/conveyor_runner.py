@@ -15,9 +15,12 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterable
 from typing import Any
+
+import grpc
 
 from bench import grpc_floor
 from bench.common import ROOT, Context, Profiler, private_redis, start, stop, wait_log
@@ -34,7 +37,7 @@ from bench.measure import (
 from conveyor import AsyncClient, Call, Client, TaskState
 from conveyor.common import outcome
 from conveyor.serialization import JSON, decode_result
-from conveyor.v1 import task_pb2
+from conveyor.v1 import admin_service_pb2, admin_service_pb2_grpc, task_pb2
 from conveyor_scheduler.keys import QueueKeys
 from tests.harness import Proc, free_port, serving, wait_for
 
@@ -339,7 +342,8 @@ class ConveyorRunner:
         verified += self._verify_stored({tid: tid for tid in deep_seen if tid in deep_ids}, DEEP_QUEUE)
         verified -= sum(1 for tid in deep_seen if tid not in deep_ids)  # a completion we never submitted
         total += len(deep_seen)
-        return {"rate_1k": rounds * timed / sum(spans_small), "rate_1m": rounds * timed / sum(spans_large),
+        purge = self._purge_timed(DEEP_QUEUE, int(self.redis.llen(deep_list)))
+        return {**purge, "rate_1k": rounds * timed / sum(spans_small), "rate_1m": rounds * timed / sum(spans_large),
                 "redis_bytes_per_task": (mem_large - mem0) / large,
                 "rss_mib_1k": rss_small, "rss_mib_1m": rss_large, "rss_mib_fresh": rss_start,
                 "depth_small": small, "depth_large": large, "push_rate": push_rate,
@@ -347,6 +351,30 @@ class ConveyorRunner:
                 "cpu_ms_per_task_1k": _per_task(cpu_small, rounds * small),
                 "cpu_ms_per_task_1m": _per_task(cpu_large, deep_claimed),
                 "tasks": total, "verified": verified}
+
+    def _purge_timed(self, queue: str, queued: int) -> dict[str, Any]:
+        """PurgeQueue on the `queued` tasks left in `queue`, timed, with Redis PINGed without pause
+        meanwhile: the worst PING shows how long one purge step blocks Redis."""
+        result: dict[str, int] = {}
+
+        def purge() -> None:
+            with grpc.insecure_channel(self.target) as channel:
+                stub = admin_service_pb2_grpc.AdminServiceStub(channel)
+                result["purged"] = stub.PurgeQueue(admin_service_pb2.PurgeQueueRequest(queue=queue), timeout=600).purged
+
+        thread = threading.Thread(target=purge)
+        worst = 0.0
+        t0 = time.monotonic()
+        thread.start()
+        while thread.is_alive():
+            p0 = time.perf_counter()
+            self.redis.ping()
+            worst = max(worst, time.perf_counter() - p0)
+        thread.join()
+        took = time.monotonic() - t0
+        left = sum(int(self.redis.llen(key)) for key in QueueKeys.of(queue).ready)
+        assert result.get("purged") == queued and left == 0, (result, queued)
+        return {"purge_tasks": queued, "purge_seconds": took, "purge_worst_ping_ms": worst * 1000}
 
     def fan_in(self, count: int, seconds: float) -> dict[str, Any]:
         """`count` idle workers' streams on one scheduler: its CPU and RSS."""

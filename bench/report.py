@@ -70,6 +70,8 @@ TARGETS = [
     Target("depth", "rate at 1M queued >= 0.9x rate at 1k", _depth_flat),
     Target("depth", "<= 300 Redis bytes per queued task", _at_most("depth", "redis_bytes_per_task", 300)),
     Target("depth", "scheduler RSS grows < 20 MiB, 1k -> 1M", _rss_growth),
+    Target("depth", "purge: Redis answers a PING within 50 ms throughout",
+           _at_most("depth", "purge_worst_ping_ms", 50)),
     Target("fan_in", "200 idle workers < 5% of a core", _at_most("fan_in", "cpu_pct", 5.0)),
 ]
 
@@ -98,6 +100,9 @@ ROWS = [
     ("depth", "rss_mib_1k", "scheduler RSS MiB, 1k queued", "{:.1f}", False),
     ("depth", "rss_mib_1m", "scheduler RSS MiB, large queue", "{:.1f}", False),
     ("depth", "push_rate", "submit_many push tasks/s", "{:,.0f}", True),
+    ("depth", "purge_tasks", "PurgeQueue: tasks purged", "{:,.0f}", True),
+    ("depth", "purge_seconds", "PurgeQueue: seconds", "{:.2f}", False),
+    ("depth", "purge_worst_ping_ms", "PurgeQueue: worst PING ms meanwhile", "{:.1f}", False),
     ("fan_in", "cpu_pct", "scheduler CPU %, idle workers", "{:.2f}", False),
     ("fan_in", "baseline_cpu_pct", "scheduler CPU %, no workers", "{:.2f}", False),
     ("fan_in", "rss_mib", "scheduler RSS MiB, idle workers", "{:.1f}", False),

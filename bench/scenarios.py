@@ -23,7 +23,8 @@ DESCRIPTIONS = {
     "single_producer": "one thread submits N add(i, i) one call at a time, then waits for every result",
     "batch": "N tasks submitted in batches; done when every completion is recorded; then all verified",
     "latency": "sequential submit-then-wait round trips on idle workers",
-    "depth": "dispatch rate with 1k vs 1M queued; Redis bytes per queued task; scheduler RSS at both",
+    "depth": "dispatch rate with 1k vs 1M queued; Redis bytes per queued task; scheduler RSS at both; "
+             "PurgeQueue of what is left, with Redis PINGed throughout",
     "fan_in": "idle connected workers' streams: scheduler CPU and RSS",
 }
 

@@ -20,9 +20,12 @@ from conveyor_scheduler.dispatch import Dispatcher
 from conveyor_scheduler.errors import NotFound
 from conveyor_scheduler.fast_redis import FastRedis
 from conveyor_scheduler.maintenance import Maintenance
+from conveyor_scheduler.queue_control import QueueControl
+from conveyor_scheduler.queue_stats import QueueStatsReader
 from conveyor_scheduler.registry import WorkerRegistry
 from conveyor_scheduler.routing import Router
 from conveyor_scheduler.store import Store, wall_clock_ms
+from conveyor_scheduler.task_search import TaskSearch
 from conveyor_scheduler.validation import check_task_id
 from conveyor_scheduler.waiters import ResultWaiters
 from conveyor_scheduler.watchers import Watchers
@@ -44,10 +47,13 @@ class Core:
         self.registry = WorkerRegistry(redis, scheduler_id=self.scheduler_id, lease_ttl_ms=config.lease_ttl_ms,
                                        clock=clock, fast=self.fast_redis)
         self.control = WorkerControl(redis, self.dispatcher.session)
+        self.queue_stats = QueueStatsReader(self.store, self.registry)
+        self.task_search = TaskSearch(self.store)
+        self.queue_control = QueueControl(self.store, redis, self.task_search, on_ready=self._ready_everywhere)
         self.waiters = ResultWaiters()
         self.watchers = Watchers()
         self.maintenance = Maintenance(self.store, reaper_interval_ms=config.reaper_interval_ms,
-                                       on_ready=self._promoted, on_sweep=self.dispatcher.wake_all)
+                                       on_ready=self._ready_everywhere, on_sweep=self.dispatcher.wake_all)
         self.dispatcher.on_reserved = self.maintenance.schedule  # rate-limited tasks wait for a slot
         self.dispatcher.on_parked = self._parked
         self.bus = EventBus(redis, origin=self.scheduler_id, fast=self.fast_redis,
@@ -86,8 +92,9 @@ class Core:
     def tasks_ready(self, queue: str) -> None:
         self.dispatcher.wake(queue)
 
-    def _promoted(self, queue: str) -> None:
-        """Promoted or reaped tasks are ready: wake dispatch here and on the other replicas."""
+    def _ready_everywhere(self, queue: str) -> None:
+        """Tasks of `queue` are ready (promoted, reaped, resumed, retried): wake dispatch here and on
+        the other replicas."""
         self.dispatcher.wake(queue)
         self.publish_wake_soon(queue)
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 PRIORITY_LEVELS = 10
+STAT_BUCKET_MS = 10_000
+"""The span of one activity bucket cv:{q:QUEUE}:m:BUCKET (lib.lua's STAT_BUCKET_MS)."""
 CHANNEL_PREFIX = "cv"
 DONE_CHANNEL = "cv:done"
 """Payload: the id of a task that finished (published by the Lua scripts)."""
@@ -95,6 +97,15 @@ class QueueKeys:
         """Zset of the parked tasks of one name, scored 9 - priority."""
         return f"{self.prefix}p:{task_name}"
 
+    @property
+    def paused(self) -> str:
+        """Set while the queue is paused (PauseQueue): claim.lua leases nothing."""
+        return f"{self.prefix}pz"
+
+    def stats(self, bucket: int) -> str:
+        """The activity counts of the 10 seconds starting at bucket * STAT_BUCKET_MS."""
+        return f"{self.prefix}m:{bucket}"
+
 # -- the legend ----------------------------------------------------------------------------
 # Placeholders are upper case: QUEUE (a queue name), P (a priority 0-9), ID (a task or
 # schedule id), KEY (an idempotency key), NAME (a task name). Times are Unix ms.
@@ -113,6 +124,15 @@ KEY_PATTERNS: dict[str, tuple[str, str]] = {
     "cv:{q:QUEUE}:pn": ("set", "names of tasks parked in this queue (name-aware dispatch)"),
     "cv:{q:QUEUE}:p:NAME": ("zset", "parked QUEUED task ids of task NAME -> 9 - priority (members of one "
                                     "priority in id order); read before each priority's ready list"),
+    "cv:{q:QUEUE}:pz": ("string", "\"1\" while the queue is paused (PauseQueue): claims lease nothing"),
+    "cv:{q:QUEUE}:x": ("stream", "the task index: one entry {i: task id} per task, added at submit, deleted once "
+                                 "the task's record is gone (ListTasks walks it newest first)"),
+    "cv:{q:QUEUE}:f": ("list", "finished tasks in finish order, \"expiry ms|index entry id|task id\": when the "
+                               "record lapses, its index entry is deleted"),
+    "cv:{q:QUEUE}:tb": ("hash", "priority -> tombstones in that ready list (entries of tasks cancelled while "
+                                "QUEUED, not yet dropped by a claim)"),
+    "cv:{q:QUEUE}:m:BUCKET": ("hash", "activity of the 10 s from BUCKET * 10,000 ms (fields: STATS_FIELDS); "
+                                      "expires 16 minutes after it starts"),
     # The queue registry: a stable number per queue, embedded in its task ids.
     "cv:{cv}:queues": ("hash", "queue name -> queue number"),
     "cv:{cv}:queue-names": ("hash", "queue number -> queue name"),
@@ -175,6 +195,8 @@ TASK_FIELDS: dict[str, str] = {
     "ev": "count of state changes published for watchers (orders them)",
     "o": "the stream (WorkerSession.owner) that owns the current lease; absent for a polled lease",
     "pk": "1 while the task is parked: the workers that claimed it do not declare its name",
+    "ix": "its entry id in the task index cv:{q:QUEUE}:x",
+    "tb": "1 while a tombstone of it sits in its ready list (cancelled while QUEUED)",
 }
 """Task hash (cv:{q:QUEUE}:t:ID) field -> meaning."""
 
@@ -182,6 +204,20 @@ CLAIM_REPLY_FIELDS: dict[str, str] = {
     "id": "the task id, appended by claim.lua to each leased task's record; never stored",
 }
 """Names that appear in a task record as the scripts return it, but not in the hash."""
+
+STATS_FIELDS: dict[str, str] = {
+    "submitted": "new tasks stored (duplicates excluded)",
+    "started": "attempts leased",
+    "succeeded": "tasks that ended SUCCEEDED",
+    "failed": "tasks that ended FAILED",
+    "expired": "tasks that ended EXPIRED",
+    "cancelled": "tasks that ended CANCELLED",
+    "dead": "tasks that ended DEAD",
+    "retried": "failed attempts scheduled to run again",
+    "w:K": "attempts whose queue wait fell in log-scale bucket K (K >= 1: [2^((K-1)/4), 2^(K/4)) ms; 0: < 1 ms)",
+    "r:K": "attempts whose run time (lease to ack) fell in bucket K",
+}
+"""Activity bucket hash (cv:{q:QUEUE}:m:BUCKET) field -> meaning."""
 
 SCHEDULE_FIELDS: dict[str, str] = {
     "def": "the definition: a serialized conveyor.v1.Schedule",

@@ -20,7 +20,7 @@ from conveyor.v1 import admin_service_pb2
 from conveyor_scheduler.fast_redis import FastRedis, Script
 from conveyor_scheduler.keys import WORKERS_INDEX, worker_key
 from conveyor_scheduler.sessions import WorkerSession
-from conveyor_scheduler.store import Record, _script_text, wall_clock_ms
+from conveyor_scheduler.store import Record, script_text, wall_clock_ms
 
 MAX_LISTED = 10_000
 
@@ -45,7 +45,7 @@ class WorkerRegistry:
         # On the hot path's pipelined connection when there is one, like the queue scripts: a
         # burst of heartbeats (hundreds of streams at once) must not need a pooled connection each.
         self._scripts: dict[str, AsyncScript | Script] = {
-            name: Script(fast, _script_text(name)) if fast else redis.register_script(_script_text(name))
+            name: Script(fast, script_text(name)) if fast else redis.register_script(script_text(name))
             for name in self.SCRIPTS
         }
 

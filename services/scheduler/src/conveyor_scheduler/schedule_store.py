@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from conveyor_scheduler.keys import BEAT_CHANNEL, BEAT_DUE, BEAT_INDEX, BEAT_LEADER, schedule_key
-from conveyor_scheduler.store import Record, _script_text
+from conveyor_scheduler.store import Record, script_text
 
 
 class ScheduleStore:
@@ -22,7 +22,7 @@ class ScheduleStore:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
         self._scripts: dict[str, AsyncScript] = {
-            name: redis.register_script(_script_text(name)) for name in self.SCRIPTS
+            name: redis.register_script(script_text(name)) for name in self.SCRIPTS
         }
 
     # -- schedules ---------------------------------------------------------------------

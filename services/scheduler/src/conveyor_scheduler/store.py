@@ -68,6 +68,8 @@ class Claimed:
     """The call stopped at its parking budget: more tasks may be ready."""
     parked_left: bool
     """The queue still holds parked tasks (that other workers may take)."""
+    paused: bool = False
+    """The queue is paused (PauseQueue): nothing was leased."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,19 +85,22 @@ class AckEntry:
     delay_ms: int = -1
 
 
-def _script_text(name: str) -> str:
+def script_text(name: str) -> str:
+    """A queue script is lib.lua, then its body as a function, then lib.lua's epilogue
+    (activity counts, index trimming), whichever `return` the body takes."""
     folder = resources.files("conveyor_scheduler") / "lua"
     body = (folder / f"{name}.lua").read_text()
     if name == "register_queue" or name.startswith(("beat_", "worker_")):  # not queue scripts: no prelude
         return body
-    return (folder / "lib.lua").read_text() + "\n" + body
+    return (f"{(folder / 'lib.lua').read_text()}\nlocal function main()\n{body}\nend\n"
+            "local reply = main()\nepilogue()\nreturn reply\n")
 
 
 class Store:
     """All scheduler state lives behind this class, in Redis."""
 
     SCRIPTS = ("submit", "claim", "ack", "release", "extend", "adopt", "reap", "promote", "cancel", "watch",
-               "requeue_dead", "purge_dead", "register_queue")
+               "requeue_dead", "purge_dead", "register_queue", "queue_stats", "list_tasks", "purge", "retry")
 
     def __init__(self, redis: Redis, *, result_ttl_ms: int, default_timeout_ms: int,
                  clock: Callable[[], int] = wall_clock_ms, fast: FastRedis | None = None) -> None:
@@ -106,7 +111,7 @@ class Store:
         self.default_timeout_ms = default_timeout_ms
         self.clock = clock
         self._scripts: dict[str, AsyncScript | Script] = {
-            name: Script(fast, _script_text(name)) if fast else redis.register_script(_script_text(name))
+            name: Script(fast, script_text(name)) if fast else redis.register_script(script_text(name))
             for name in self.SCRIPTS
         }
         self._codes: dict[str, int] = {}
@@ -212,9 +217,9 @@ class Store:
         `owner`; '' for a polled lease), of the task `names` it declares (none: any name)."""
         keys, args = self._head(queue, self.clock())
         args += [count, lease_ms, os.urandom(6).hex(), worker_id, self.default_timeout_ms, queue_rate, owner, *names]
-        soonest, reply, parked, cut, parked_left = await self._scripts["claim"](keys=keys, args=args)
+        soonest, reply, parked, cut, parked_left, paused = await self._scripts["claim"](keys=keys, args=args)
         return Claimed([_pairs(rec) for rec in reply], int(soonest), [n.decode() for n in parked], cut == 1,
-                       parked_left == 1)
+                       parked_left == 1, paused == 1)
 
     async def ack(self, entries: Sequence[tuple[str, AckEntry]]) -> tuple[list[tuple[int, int, int]], int]:
         """Records (queue, entry) outcomes; returns (status, state, attempt) per entry in
@@ -275,9 +280,19 @@ class Store:
 
     async def cancel(self, queue: str, task_id: str) -> tuple[int, str]:
         """Returns (state after the call, worker id holding it if running)."""
+        return (await self.cancel_many(queue, [task_id]))[0]
+
+    async def cancel_many(self, queue: str, task_ids: Sequence[str]) -> list[tuple[int, str]]:
+        """Cancels tasks of one queue; per task (state after the call, worker id if running)."""
         keys, args = self._head(queue, self.clock())
-        state, worker = await self._scripts["cancel"](keys=keys, args=[*args, task_id])
-        return int(state), worker.decode() if isinstance(worker, bytes) else str(worker)
+        reply = await self._scripts["cancel"](keys=keys, args=[*args, *task_ids])
+        return [(int(state), worker.decode() if isinstance(worker, bytes) else str(worker)) for state, worker in reply]
+
+    async def run(self, script: str, queue: str, *args: object) -> object:
+        """Runs queue script `script` (lib.lua's KEYS and first ARGV, then `args`) on `queue`:
+        the door for the operations modules (inspection.py, queue_control.py)."""
+        keys, head = self._head(queue, self.clock())
+        return await self._scripts[script](keys=keys, args=[*head, *args])
 
     async def watch(self, queue: str, task_id: str) -> Record:
         """Marks the task watched (state changes get published) and returns its record."""
@@ -317,6 +332,15 @@ class Store:
         if self.fast:
             return _pairs(await self.fast.execute("HGETALL", self.keys(queue).task(task_id)))
         return await self.redis.hgetall(self.keys(queue).task(task_id))
+
+    async def hashes(self, keys: Sequence[str]) -> list[Record]:
+        """HGETALL of each key, pipelined (empty dicts for missing keys)."""
+        if self.fast:
+            return [_pairs(flat) for flat in await asyncio.gather(*(self.fast.execute("HGETALL", k) for k in keys))]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hgetall(key)
+            return list(await pipe.execute())
 
     async def get_many(self, tasks: Sequence[tuple[str, str]]) -> list[Record]:
         """The records of (queue, task id) pairs, in one pipelined round trip."""

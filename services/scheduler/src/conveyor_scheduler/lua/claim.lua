@@ -11,12 +11,17 @@
 -- rate-limited task without a free slot reserves the next one and waits for it in the
 -- scheduled set (it does not take a slot again when it comes back). A ready task of a
 -- name the worker does not declare is parked (see lib.lua), at most 1,000 per call.
+-- A paused queue (PREFIX..'pz' set: PauseQueue) leases nothing. An entry popped from a
+-- ready list whose task is not QUEUED is a tombstone (cancel.lua) and is dropped.
 -- Returns {earliest reserved start ms or -1, {one flat HGETALL array per leased task,
 -- read before the lease was recorded, with the lease's fields (st at lt sa dl le w pk)
 -- and 'id' appended: later pairs override earlier ones}, {names parked by this call},
 -- 1 when the parking budget ran out (more may be ready) else 0, 1 when parked tasks
--- remain in the queue else 0}; the caller makes sure the promoter wakes for the
--- reservations.
+-- remain in the queue else 0, 1 when the queue is paused else 0}; the caller makes sure
+-- the promoter wakes for the reservations.
+if redis.call('EXISTS', PREFIX .. 'pz') == 1 then
+  return {-1, {}, {}, 0, 0, 1}
+end
 local want = tonumber(ARGV[5])
 local lease = tonumber(ARGV[6])
 local base, worker, default_timeout, queue_rate, owner = ARGV[7], ARGV[8], tonumber(ARGV[9]), ARGV[10], ARGV[11]
@@ -35,13 +40,17 @@ local budget = 1000
 local cut = 0
 
 -- Leases (or ends) one task popped from a ready list or a parked zset. `rec` is its
--- HGETALL array; `parked` is true for a task taken from a parked zset.
-local function take(id, key, rec, parked)
+-- HGETALL array; `parked` is true for a task taken from a parked zset, else `prio` is
+-- the priority of the ready list it came from.
+local function take(id, key, rec, parked, prio)
   local f = {}
   for j = 1, #rec, 2 do
     f[rec[j]] = rec[j + 1]
   end
   if tonumber(f.st) ~= QUEUED then
+    if not parked then
+      drop_tombstone(key, f.tb or (f.st == nil and '1'), prio)
+    end
     return
   end
   local expires = tonumber(f.x)
@@ -49,10 +58,10 @@ local function take(id, key, rec, parked)
   local start = NOW
   if expires and NOW >= expires then
     start = -1
-    finish(id, key, EXPIRED, watched)
+    finish(id, key, EXPIRED, watched, f.ix or false)
   elseif f.cx == '1' then
     start = -1
-    finish(id, key, CANCELLED, watched)
+    finish(id, key, CANCELLED, watched, f.ix or false)
   elseif names and not parked and not names[f.n] then
     redis.call('ZADD', parked_key(f.n), 9 - (tonumber(f.p) or 0), id)
     redis.call('SADD', KEYS[14], f.n)
@@ -100,6 +109,8 @@ local function take(id, key, rec, parked)
     if f.rs then
       redis.call('HDEL', key, 'rs')
     end
+    stat('started')
+    stat_ms('w:', started - (tonumber(f.eta) or id_ms(id)))  -- an eta is never before the creation
     active[#active + 1] = expiry
     active[#active + 1] = id
     announce(id, key, ACTIVE, watched)
@@ -142,7 +153,7 @@ for prio = 9, 0, -1 do
       local id, name = candidates[j][1], candidates[j][2]
       unpark(id, name)
       local key = task_key(id)
-      take(id, key, redis.call('HGETALL', key), true)
+      take(id, key, redis.call('HGETALL', key), true, prio)
     end
   end
   local key_list = KEYS[prio + 1]
@@ -153,7 +164,7 @@ for prio = 9, 0, -1 do
     end
     for j, id in ipairs(ids) do
       local key = task_key(id)
-      take(id, key, redis.call('HGETALL', key), false)
+      take(id, key, redis.call('HGETALL', key), false, prio)
       if budget <= 0 and j < #ids then
         -- out of parking budget: the rest go back to the front, in order
         for k = #ids, j + 1, -1 do
@@ -180,4 +191,4 @@ if #parked_now > 0 or #mine > 0 then
 elseif #parked_names > 0 then
   parked_left = 1
 end
-return {soonest, out, parked_now, cut, parked_left}
+return {soonest, out, parked_now, cut, parked_left, 0}

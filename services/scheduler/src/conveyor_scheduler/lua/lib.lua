@@ -10,6 +10,8 @@
 --   KEYS[12]     active zset                       cv:{q:QUEUE}:a
 --   KEYS[13]     dead-letter zset                  cv:{q:QUEUE}:d
 --   KEYS[14]     parked-names set                  cv:{q:QUEUE}:pn
+-- (The pause flag, the task index, the finished list, tombstone counts and activity
+-- buckets are derived from PREFIX below: pz, x, f, tb and m:BUCKET.)
 -- and the same first ARGV:
 --   ARGV[1] key prefix "cv:{q:QUEUE}:"; task hashes (PREFIX.."t:"..id), idempotency keys
 --           (PREFIX.."k:"..key), parked-task zsets (PREFIX.."p:"..name) and rate-limit
@@ -26,6 +28,104 @@ local STATE_CHANNEL = ARGV[4] .. ':state'
 local CANCEL_CHANNEL = ARGV[4] .. ':cancel'
 local WAKE_CHANNEL = ARGV[4] .. ':wake'
 local SCHEDULED, QUEUED, ACTIVE, SUCCEEDED, FAILED, CANCELLED, EXPIRED, DEAD = 1, 2, 3, 4, 5, 6, 7, 8
+local INDEX = PREFIX .. 'x'
+local FINISHED = PREFIX .. 'f'
+local TOMBSTONES = PREFIX .. 'tb'
+
+-- Activity counts for ListQueues: added up in STATS during the call and written by
+-- record_stats (run after every script, see store.py) into one hash per 10-second
+-- bucket, PREFIX..'m:'..floor(NOW / 10000), which expires 16 minutes after it starts.
+-- Fields (STATS_FIELDS in keys.py): a count per event, and 'w:K' / 'r:K' histograms of
+-- queue wait and run time in log-scale buckets K (hist_bucket).
+local STATS, HIST = {}, {['w:'] = {}, ['r:'] = {}}
+local STAT_BUCKET_MS, STAT_KEEP_MS = 10000, 970000
+local END_STAT = {[SUCCEEDED] = 'succeeded', [FAILED] = 'failed', [CANCELLED] = 'cancelled',
+  [EXPIRED] = 'expired', [DEAD] = 'dead'}
+local function stat(field, n)
+  STATS[field] = (STATS[field] or 0) + (n or 1)
+end
+-- Bucket K >= 1 holds [2^((K-1)/4), 2^(K/4)) ms; K = 0 holds under 1 ms.
+local LN_QUARTER_OCTAVE = math.log(2) / 4
+local function stat_ms(hist, ms)
+  local k = 0
+  if ms >= 1 then
+    k = math.floor(math.log(ms) / LN_QUARTER_OCTAVE) + 1
+  end
+  local h = HIST[hist]
+  h[k] = (h[k] or 0) + 1
+end
+
+-- The creation ms a task id carries in its first 10 characters (Crockford base32).
+local B32 = nil
+local function id_ms(id)
+  if not B32 then
+    B32 = {}
+    local digits = '0123456789ABCDEFGHJKMNPQRSTVWXYZ'
+    for i = 1, 32 do
+      B32[string.byte(digits, i)] = i - 1
+    end
+  end
+  local v = 0
+  for _, byte in ipairs({string.byte(id, 1, 10)}) do
+    v = v * 32 + (B32[byte] or 0)
+  end
+  return v
+end
+
+-- The task index (ListTasks): the stream INDEX holds one entry {i: task id} per task,
+-- added at submit; the entry's id is kept in the task's field 'ix'. A finished task
+-- (not DEAD) is appended to the list FINISHED as "expiry ms|entry id|task id" (collected
+-- in FIN, pushed by the epilogue); once its record is gone, trim_finished deletes its
+-- index entry.
+local FIN = {}
+local function index_task(id)
+  return redis.call('XADD', INDEX, '*', 'i', id)
+end
+
+local TRIM = 16
+local function trim_finished()
+  for _ = 1, TRIM do
+    local head = redis.call('LINDEX', FINISHED, 0)
+    if not head then
+      return
+    end
+    local due, entry, id = string.match(head, '^(%d+)|([^|]+)|(.+)$')
+    if not due then
+      redis.call('LPOP', FINISHED)
+    elseif tonumber(due) > NOW then
+      return
+    else
+      redis.call('LPOP', FINISHED)
+      local ttl = redis.call('PTTL', PREFIX .. 't:' .. id)
+      if ttl == -2 then
+        redis.call('XDEL', INDEX, entry)
+      elseif ttl > 0 then  -- clocks differ, or it finished again: look again when it lapses
+        redis.call('RPUSH', FINISHED, (NOW + ttl) .. '|' .. entry .. '|' .. id)
+      end  -- ttl -1: it runs again (RetryTasks); a later finish lists it again
+    end
+  end
+end
+
+-- Runs after every queue script (store.py wraps each one): the activity counts of the
+-- call, and index entries of tasks whose records lapsed.
+local function epilogue()
+  for hist, counts in pairs(HIST) do
+    for k, n in pairs(counts) do
+      STATS[hist .. k] = n
+    end
+  end
+  if next(STATS) ~= nil then
+    local key = PREFIX .. 'm:' .. math.floor(NOW / STAT_BUCKET_MS)
+    for field, n in pairs(STATS) do
+      redis.call('HINCRBY', key, field, n)
+    end
+    redis.call('PEXPIRE', key, STAT_KEEP_MS)
+  end
+  for j = 1, #FIN, 1000 do
+    redis.call('RPUSH', FINISHED, unpack(FIN, j, math.min(j + 999, #FIN)))
+  end
+  trim_finished()
+end
 
 local function task_key(id)
   return PREFIX .. 't:' .. id
@@ -54,6 +154,24 @@ local function ready_key(priority)
   return KEYS[(tonumber(priority) or 0) + 1]
 end
 
+-- Tombstones: cancel.lua leaves a cancelled QUEUED task's entry in its ready list
+-- (finding it would scan the list) and marks the task 'tb'; TOMBSTONES counts them per
+-- priority so ListQueues can subtract them. Whoever drops such an entry (claim, purge)
+-- or revives its task in place (RetryTasks) takes the count back.
+local function add_tombstone(key, prio)
+  redis.call('HSET', key, 'tb', 1)
+  redis.call('HINCRBY', TOMBSTONES, tonumber(prio) or 0, 1)
+end
+
+local function drop_tombstone(key, marked, prio)
+  if marked == '1' then
+    if redis.call('HINCRBY', TOMBSTONES, prio, -1) < 0 then
+      redis.call('HSET', TOMBSTONES, prio, 0)
+    end
+    redis.call('HDEL', key, 'tb')
+  end
+end
+
 -- When the lease of an attempt started at `started` lapses: `lease` ms later (0 = at the
 -- attempt's deadline), never past the deadline.
 local function lease_expiry(started, deadline, lease)
@@ -79,15 +197,24 @@ end
 
 -- Ends a task: record the state (with any further field/value pairs given), keep it for
 -- the result TTL (dead letters are kept until requeued or purged) and announce it to
--- result waiters on every replica. `watched`: see announce.
-local function finish(id, key, state, watched, ...)
+-- result waiters on every replica. `watched`: see announce. `entry`: its field 'ix' when
+-- the caller has read it (false: it has none), nil to read it here.
+local function finish(id, key, state, watched, entry, ...)
   redis.call('HSET', key, 'st', state, 'fa', NOW, ...)
   redis.call('HDEL', key, 'lt', 'o')
   if state == DEAD then
     redis.call('ZADD', KEYS[13], NOW, id)
   else
     redis.call('PEXPIRE', key, RESULT_TTL)
+    if entry == nil then
+      entry = redis.call('HGET', key, 'ix')
+    end
+    if entry then
+      FIN[#FIN + 1] = (NOW + RESULT_TTL) .. '|' .. entry .. '|' .. id
+      TRIM = TRIM + 2
+    end
   end
+  stat(END_STAT[state])
   redis.call('PUBLISH', DONE_CHANNEL, id)
   announce(id, key, state, watched)
 end
@@ -137,6 +264,7 @@ local function fail_attempt(id, key, etype, emsg, etb, want_retry, delay_ms, jit
     end
   end
   local due = math.floor(NOW + delay_ms)
+  stat('retried')
   redis.call('HSET', key, 'st', SCHEDULED, 'eta', due)
   redis.call('HDEL', key, 'lt', 'w', 'le', 'o')
   redis.call('ZADD', KEYS[11], due, id)

@@ -5,7 +5,12 @@ local ids = dead_selection()
 local purged = 0
 for _, id in ipairs(ids) do
   if redis.call('ZREM', KEYS[13], id) == 1 then
-    redis.call('DEL', task_key(id))
+    local key = task_key(id)
+    local entry = redis.call('HGET', key, 'ix')
+    if entry then
+      redis.call('XDEL', INDEX, entry)
+    end
+    redis.call('DEL', key)
     purged = purged + 1
   end
 end

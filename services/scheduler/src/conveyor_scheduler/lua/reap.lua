@@ -3,16 +3,18 @@
 -- worker is gone, and the task goes back to the front of its priority list.
 -- KEYS, ARGV[1..4]: see lib.lua.   ARGV[5] max leases per call   ARGV[6] jitter [0,1)
 -- Returns {leases handled, earliest remaining lease expiry ms or -1}.
+TRIM = 1000  -- idle queues: lapsed records leave the task index here
 local ids = redis.call('ZRANGEBYSCORE', KEYS[12], '-inf', NOW, 'LIMIT', 0, tonumber(ARGV[5]))
 for _, id in ipairs(ids) do
   local key = task_key(id)
-  local f = redis.call('HMGET', key, 'st', 'dl', 'to', 'cx')
+  local f = redis.call('HMGET', key, 'st', 'dl', 'to', 'cx', 'sa')
   if tonumber(f[1]) ~= ACTIVE then
     redis.call('ZREM', KEYS[12], id)
   elseif f[4] == '1' then
     redis.call('ZREM', KEYS[12], id)
     finish(id, key, CANCELLED)
   elseif NOW >= tonumber(f[2]) then
+    stat_ms('r:', NOW - (tonumber(f[5]) or NOW))
     fail_attempt(id, key, 'TimeLimitExceeded',
       'the attempt ran past its time limit of ' .. (tonumber(f[3]) / 1000) .. 's', '',
       true, -1, tonumber(ARGV[6]))

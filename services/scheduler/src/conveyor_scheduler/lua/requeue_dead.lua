@@ -9,7 +9,7 @@ for _, id in ipairs(ids) do
     local key = task_key(id)
     if tonumber(redis.call('HGET', key, 'st')) == DEAD then
       redis.call('HSET', key, 'st', QUEUED, 'at', 0)
-      redis.call('HDEL', key, 'fa', 'et', 'em', 'eb', 'w', 'sa', 'dl', 'le', 'cx')
+      redis.call('HDEL', key, 'fa', 'et', 'em', 'eb', 'w', 'sa', 'dl', 'le', 'cx', 'r', 'rc')
       redis.call('RPUSH', ready_key(redis.call('HGET', key, 'p')), id)
       announce(id, key, QUEUED)
       requeued = requeued + 1

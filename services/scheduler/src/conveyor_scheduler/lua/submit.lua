@@ -2,7 +2,8 @@
 -- its priority list), SCHEDULED (due in the future) or, by the sync-match fast path,
 -- ACTIVE: leased at once to a worker with free credit on the calling replica, in the
 -- same atomic step, while the queue holds no ready task it would overtake (nor a parked
--- task of the same name). The caller offers only a worker that declares the tasks' names.
+-- task of the same name) and is not paused. The caller offers only a worker that
+-- declares the tasks' names. Every new task gets an entry in the task index (lib.lua).
 -- KEYS, ARGV[1..4]: see lib.lua.
 -- ARGV[5] match worker id ('' = no match)   ARGV[6] match credit (most tasks to lease)
 -- ARGV[7] lease ms   ARGV[8] token base (random per call)
@@ -20,6 +21,7 @@ local worker, credit, lease, base = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]
 local queued = false
 -- A match must not overtake ready tasks: only while every ready list is empty.
 local can_match = worker ~= '' and credit > 0 and redis.call('EXISTS', unpack(KEYS, 1, 10)) == 0
+  and redis.call('EXISTS', PREFIX .. 'pz') == 0
 local owner = ARGV[10]
 local any_parked = can_match and redis.call('EXISTS', KEYS[14]) == 1
 local i = 11
@@ -55,6 +57,8 @@ while i <= #ARGV do
         and not (any_parked and redis.call('SISMEMBER', KEYS[14], ARGV[first + 1]) == 1) then
       state = ACTIVE
       credit = credit - 1
+      stat('started')
+      stat_ms('w:', 0)
       token = base .. '.' .. credit .. '.1'
       deadline = NOW + timeout
       expiry = lease_expiry(NOW, deadline, lease)
@@ -69,7 +73,8 @@ while i <= #ARGV do
       end
       list[#list + 1] = id
     end
-    redis.call('HSET', key, 'st', state, unpack(ARGV, first, first + 2 * nfields - 1))
+    stat('submitted')
+    redis.call('HSET', key, 'st', state, 'ix', index_task(id), unpack(ARGV, first, first + 2 * nfields - 1))
     if token ~= '' then
       redis.call('HSET', key, 'at', 1, 'lt', token, 'sa', NOW, 'dl', deadline, 'le', expiry, 'w', worker,
         'o', owner)

@@ -1,5 +1,6 @@
-"""conveyor.v1.AdminService: inspection and repair (dead letters), the worker registry and
-worker control."""
+"""conveyor.v1.AdminService: queue stats and control, task search and bulk actions, dead
+letters, the worker registry and worker control. Each call checks its request and hands
+over to a domain module (queue_stats, task_search, queue_control, registry, control)."""
 
 from __future__ import annotations
 
@@ -11,15 +12,78 @@ from conveyor_scheduler.core import Core
 from conveyor_scheduler.errors import InvalidArgument, NotFound
 from conveyor_scheduler.records import to_task
 from conveyor_scheduler.registry import Registered
+from conveyor_scheduler.task_search import MAX_PAGE, decode_cursor, encode_cursor, parse_filter, to_tasks
 from conveyor_scheduler.validation import check_name, check_queue, check_task_id
 
 MAX_SLOTS = 10_000
 """A worker's concurrency plus prefetch: the cap on one stream's credit."""
+CANCELLABLE = frozenset({1, 2, 3})
+"""SCHEDULED, QUEUED, ACTIVE."""
+RETRYABLE = frozenset({5, 6, 7, 8})
+"""FAILED, CANCELLED, EXPIRED, DEAD."""
 
 
 class AdminService:
     def __init__(self, core: Core) -> None:
         self.core = core
+
+    # -- queues ------------------------------------------------------------------------------
+
+    async def ListQueues(self, request: admin_service_pb2.ListQueuesRequest,
+                         context: grpc.aio.ServicerContext) -> admin_service_pb2.ListQueuesResponse:
+        queues = [await self._known_queue(request.queue, "queue")] if request.queue else await self.core.store.queues()
+        return admin_service_pb2.ListQueuesResponse(queues=await self.core.queue_stats.list(queues))
+
+    async def PauseQueue(self, request: admin_service_pb2.PauseQueueRequest,
+                         context: grpc.aio.ServicerContext) -> admin_service_pb2.PauseQueueResponse:
+        queue = await self._known_queue(request.queue, "queue")
+        return admin_service_pb2.PauseQueueResponse(was_paused=await self.core.queue_control.pause(queue))
+
+    async def ResumeQueue(self, request: admin_service_pb2.ResumeQueueRequest,
+                          context: grpc.aio.ServicerContext) -> admin_service_pb2.ResumeQueueResponse:
+        queue = await self._known_queue(request.queue, "queue")
+        return admin_service_pb2.ResumeQueueResponse(was_paused=await self.core.queue_control.resume(queue))
+
+    async def PurgeQueue(self, request: admin_service_pb2.PurgeQueueRequest,
+                         context: grpc.aio.ServicerContext) -> admin_service_pb2.PurgeQueueResponse:
+        queue = await self._known_queue(request.queue, "queue")
+        return admin_service_pb2.PurgeQueueResponse(purged=await self.core.queue_control.purge(queue))
+
+    async def _known_queue(self, queue: str, field: str) -> str:
+        check_queue(queue, field)
+        if queue not in await self.core.store.queues():
+            raise NotFound(f"{field}: no queue {queue!r} (a queue is known from its first task)")
+        return queue
+
+    # -- tasks -------------------------------------------------------------------------------
+
+    async def ListTasks(self, request: admin_service_pb2.ListTasksRequest,
+                        context: grpc.aio.ServicerContext) -> admin_service_pb2.ListTasksResponse:
+        query = parse_filter(request.filter, await self.core.store.queues())
+        if not 1 <= request.page_size <= MAX_PAGE:
+            raise InvalidArgument("page_size", f"must be 1 to {MAX_PAGE:,}, got {request.page_size:,}")
+        after = decode_cursor(query, request.cursor) if request.cursor else None
+        page = await self.core.task_search.page(query, request.page_size, after,
+                                                "all" if request.with_payloads else "rec")
+        return admin_service_pb2.ListTasksResponse(
+            tasks=to_tasks(page), next_cursor=encode_cursor(query, page.next) if page.next else "")
+
+    async def CancelTasks(self, request: admin_service_pb2.CancelTasksRequest,
+                          context: grpc.aio.ServicerContext) -> admin_service_pb2.CancelTasksResponse:
+        query = parse_filter(request.filter, await self.core.store.queues(), allowed_states=CANCELLABLE,
+                             states_required=True)
+        done = await self.core.queue_control.cancel(query, request.dry_run)
+        return admin_service_pb2.CancelTasksResponse(matched=done.matched, cancelled=done.acted,
+                                                     stopping=done.stopping)
+
+    async def RetryTasks(self, request: admin_service_pb2.RetryTasksRequest,
+                         context: grpc.aio.ServicerContext) -> admin_service_pb2.RetryTasksResponse:
+        query = parse_filter(request.filter, await self.core.store.queues(), allowed_states=RETRYABLE,
+                             states_required=True)
+        done = await self.core.queue_control.retry(query, request.dry_run)
+        return admin_service_pb2.RetryTasksResponse(matched=done.matched, retried=done.acted)
+
+    # -- dead letters --------------------------------------------------------------------------
 
     async def ListDeadLetters(self, request: admin_service_pb2.ListDeadLettersRequest,
                               context: grpc.aio.ServicerContext) -> admin_service_pb2.ListDeadLettersResponse:
@@ -55,6 +119,8 @@ class AdminService:
             if await self.core.store.queue_name(check_task_id(task_id, f"task_ids[{i}]")) != queue:
                 raise InvalidArgument(f"task_ids[{i}]", f"task {task_id} is not in queue {queue!r}")
         return queue, list(task_ids)
+
+    # -- workers -------------------------------------------------------------------------------
 
     async def ListWorkers(self, request: admin_service_pb2.ListWorkersRequest,
                           context: grpc.aio.ServicerContext) -> admin_service_pb2.ListWorkersResponse:

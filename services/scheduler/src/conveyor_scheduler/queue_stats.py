@@ -1,0 +1,132 @@
+"""ListQueues: each queue's depth (queue_stats.lua) and recent activity (the 10-second
+buckets that every queue script adds to, lib.lua's epilogue), read from Redis so any
+replica gives the same answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from conveyor.v1 import admin_service_pb2 as pb
+from conveyor_scheduler.keys import PRIORITY_LEVELS, STAT_BUCKET_MS, STATS_FIELDS
+from conveyor_scheduler.records import set_duration_ms
+from conveyor_scheduler.registry import WorkerRegistry
+from conveyor_scheduler.store import Store
+
+WINDOWS_MINUTES = (1, 5, 15)
+BUCKETS_PER_MINUTE = 60_000 // STAT_BUCKET_MS
+COUNTS = tuple(field for field in STATS_FIELDS if ":" not in field)
+"""The event counts of a bucket (the histogram fields are "w:K" and "r:K")."""
+
+
+def bucket_ms(k: int) -> float:
+    """The value reported for histogram bucket k (lib.lua's stat_ms): the geometric middle
+    of [2^((k-1)/4), 2^(k/4)) ms; bucket 0 (under 1 ms) reports 0.5 ms."""
+    return 0.5 if k <= 0 else 2 ** ((k - 0.5) / 4)
+
+
+def percentile_ms(hist: Mapping[int, int], q: float) -> float | None:
+    """The q-quantile (0 < q <= 1) of a histogram {bucket: count}, or None when it is empty."""
+    total = sum(hist.values())
+    if total == 0:
+        return None
+    rank = math.ceil(q * total)
+    seen = 0
+    for k in sorted(hist):
+        seen += hist[k]
+        if seen >= rank:
+            return bucket_ms(k)
+    return bucket_ms(max(hist))  # unreachable: seen reaches total
+
+
+def window(buckets: Sequence[Mapping[bytes, bytes]], minutes: int, now_ms: int) -> pb.QueueWindow:
+    """Adds up the newest `minutes` * 6 buckets (buckets[0] is the current one)."""
+    n = minutes * BUCKETS_PER_MINUTE
+    counts: Counter[str] = Counter()
+    wait: Counter[int] = Counter()
+    run: Counter[int] = Counter()
+    for bucket in buckets[:n]:
+        for raw_field, raw_value in bucket.items():
+            field, value = raw_field.decode(), int(raw_value)
+            if field.startswith("w:"):
+                wait[int(field[2:])] += value
+            elif field.startswith("r:"):
+                run[int(field[2:])] += value
+            else:
+                counts[field] += value
+    out = pb.QueueWindow(minutes=minutes, **{f: counts[f] for f in COUNTS})
+    set_duration_ms(out.covered, (n - 1) * STAT_BUCKET_MS + now_ms % STAT_BUCKET_MS)
+    for hist, p50, p95 in ((wait, out.wait_p50, out.wait_p95), (run, out.run_p50, out.run_p95)):
+        for q, target in ((0.5, p50), (0.95, p95)):
+            ms = percentile_ms(hist, q)
+            if ms is not None:
+                target.FromNanoseconds(round(ms * 1_000_000))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Depth:
+    """A queue's depth, from one queue_stats.lua reply: the one reading of it that ListQueues,
+    the Prometheus fleet gauges and the OpenTelemetry depth gauge share."""
+
+    by_priority: tuple[int, ...]
+    """Queued tasks per priority 0-9: ready-list entries less tombstones, plus parked tasks."""
+    scheduled: int
+    active: int
+    dead: int
+    paused: bool
+    oldest_ready_ms: int | None
+    """When the longest-waiting queued task became ready (None: none queued)."""
+    parked_names: tuple[str, ...]
+
+    @property
+    def queued(self) -> int:
+        return sum(self.by_priority)
+
+    @classmethod
+    def from_reply(cls, reply: Sequence[object]) -> Depth:
+        lengths, tombs, parked, scheduled, active, dead, paused, oldest, names = reply  # type: ignore[misc]
+        by_priority = tuple(max(0, int(lengths[p]) - int(tombs[p])) + int(parked[p]) for p in range(PRIORITY_LEVELS))
+        return cls(by_priority, int(scheduled), int(active), int(dead), paused == 1,  # type: ignore[arg-type]
+                   int(oldest) if int(oldest) >= 0 and any(by_priority) else None,  # type: ignore[arg-type]
+                   tuple(n.decode() for n in names))  # type: ignore[union-attr]
+
+
+class QueueStatsReader:
+    def __init__(self, store: Store, registry: WorkerRegistry) -> None:
+        self.store = store
+        self.registry = registry
+
+    async def list(self, queues: Sequence[str]) -> list[pb.QueueStats]:
+        workers = await self.registry.list()
+        return list(await asyncio.gather(*(self._one(queue, workers) for queue in queues)))
+
+    async def _one(self, queue: str, workers: Sequence[pb.Worker]) -> pb.QueueStats:
+        now = self.store.clock()
+        depth = Depth.from_reply(await self.store.run("queue_stats", queue))  # type: ignore[arg-type]
+        newest = now // STAT_BUCKET_MS
+        buckets = await self.store.hashes([self.store.keys(queue).stats(newest - i)
+                                           for i in range(max(WINDOWS_MINUTES) * BUCKETS_PER_MINUTE)])
+        stats = pb.QueueStats(queue=queue, queued_by_priority=depth.by_priority, queued=depth.queued,
+                              scheduled=depth.scheduled, active=depth.active, dead=depth.dead, paused=depth.paused,
+                              unserved_names=unserved(depth.parked_names, queue, workers),
+                              windows=[window(buckets, m, now) for m in WINDOWS_MINUTES])
+        if depth.oldest_ready_ms is not None:
+            set_duration_ms(stats.oldest_queued_age, max(0, now - depth.oldest_ready_ms))
+        return stats
+
+
+def unserved(parked: Sequence[str], queue: str, workers: Sequence[pb.Worker]) -> list[str]:
+    """The parked names that no registered worker consuming `queue` can run (one that declares
+    no names runs any)."""
+    declared: set[str] = set()
+    for w in workers:
+        if queue in w.queues:
+            if not w.task_names:
+                return []
+            declared.update(w.task_names)
+    return sorted(n for n in parked if n not in declared)

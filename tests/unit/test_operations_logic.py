@@ -1,0 +1,73 @@
+"""Pure logic of the operations surface: percentiles from log buckets, windows, cursors,
+the merge order of a multi-queue page."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from conveyor.v1 import admin_service_pb2 as pb
+from conveyor_scheduler.errors import InvalidArgument
+from conveyor_scheduler.queue_stats import bucket_ms, percentile_ms, unserved, window
+from conveyor_scheduler.task_search import Position, decode_cursor, encode_cursor, parse_filter
+
+
+def lua_bucket(ms: float) -> int:
+    """lib.lua's stat_ms, in Python."""
+    return 0 if ms < 1 else math.floor(math.log(ms) / (math.log(2) / 4)) + 1
+
+
+@pytest.mark.parametrize("ms", [1, 1.5, 3, 10, 99, 250, 1000, 12_345, 3_600_000])
+def test_a_bucket_reports_within_a_tenth_of_its_values(ms: float) -> None:
+    assert abs(bucket_ms(lua_bucket(ms)) - ms) / ms < 0.1
+
+
+def test_percentiles_walk_the_buckets_in_order() -> None:
+    values = [5] * 50 + [100] * 45 + [2000] * 5
+    hist: dict[int, int] = {}
+    for v in values:
+        hist[lua_bucket(v)] = hist.get(lua_bucket(v), 0) + 1
+    assert percentile_ms(hist, 0.5) == pytest.approx(5, rel=0.1)
+    assert percentile_ms(hist, 0.95) == pytest.approx(100, rel=0.1)
+    assert percentile_ms(hist, 0.96) == pytest.approx(2000, rel=0.1)
+    assert percentile_ms({}, 0.5) is None
+    assert percentile_ms({0: 3}, 0.5) == 0.5
+
+
+def test_a_window_adds_its_buckets_only() -> None:
+    now = 1_700_000_004_000  # 4 s into a bucket
+    buckets = [{b"submitted": b"2", b"w:10": b"2", b"r:20": b"1"}] + [{b"submitted": b"1"}] * 89
+    one = window(buckets, 1, now)
+    assert (one.minutes, one.submitted) == (1, 2 + 5)
+    assert one.covered.ToMilliseconds() == 50_000 + 4_000
+    assert one.wait_p50.ToNanoseconds() == round(bucket_ms(10) * 1e6)
+    assert one.run_p95.ToNanoseconds() == round(bucket_ms(20) * 1e6)
+    assert window(buckets, 15, now).submitted == 2 + 89
+    assert not window([{}] * 90, 5, now).HasField("wait_p50")
+
+
+def test_unserved_names_are_those_no_registered_worker_declares() -> None:
+    w1 = pb.Worker(worker_id="a", queues=["q"], task_names=["x"])
+    w2 = pb.Worker(worker_id="b", queues=["other"], task_names=[])
+    assert unserved(["x", "y"], "q", [w1, w2]) == ["y"]
+    assert unserved(["x", "y"], "q", [w1, pb.Worker(worker_id="c", queues=["q"])]) == []  # one takes any name
+    assert unserved(["y"], "q", []) == ["y"]
+
+
+def test_a_cursor_round_trips_and_is_bound_to_its_filter() -> None:
+    query = parse_filter(pb.TaskFilter(queue="q", states=[5]), ["q"])
+    other = parse_filter(pb.TaskFilter(queue="q", states=[4]), ["q"])
+    at = Position(1_700_000_000_000, 7, "q")
+    cursor = encode_cursor(query, at)
+    assert decode_cursor(query, cursor) == at
+    for bad in ("", "x", cursor[:-1], cursor.upper(), "MXxhYmN8MS0wfHF8eHg"):
+        with pytest.raises(InvalidArgument) as info:
+            decode_cursor(query, bad)
+        assert info.value.field == "cursor"
+    with pytest.raises(InvalidArgument, match="another filter"):
+        decode_cursor(other, cursor)
+
+
+def test_positions_order_by_entry_then_queue() -> None:
+    assert Position(2, 0, "a") > Position(1, 9, "z") > Position(1, 9, "b") > Position(1, 8, "z")
