@@ -85,8 +85,7 @@ def known_queue() -> Iterator[None]:
     try:
         yield
     except NotFound as exc:
-        click.echo(f"error: NOT_FOUND: {exc} (a queue exists once a task was submitted to it; "
-                   "`conveyor queues` lists them)", err=True)
+        click.echo(f"error: NOT_FOUND: {exc} (`conveyor queues` lists the queues)", err=True)
         sys.exit(2)
 
 
