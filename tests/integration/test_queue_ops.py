@@ -227,12 +227,12 @@ def test_list_tasks_walk_sees_each_task_once_while_tasks_arrive(stubs: Stubs, cl
 
 
 def test_list_tasks_filters_combine(stubs: Stubs, client: Client) -> None:
-    t0 = int(time.time() * 1000)
     early = [client.submit(n, queue="mix").id for n in ("a.one", "a.two", "b.one")]
-    wait_for(lambda: int(time.time() * 1000) > t0 + 5)
+    stored = time.time() * 1000  # the early ones were stored before this; mid is a later ms
+    wait_for(lambda: time.time() * 1000 > stored + 2)
     mid = Timestamp()
     mid.FromMilliseconds(int(time.time() * 1000))
-    wait_for(lambda: time.time() * 1000 > mid.ToMilliseconds() + 5)
+    wait_for(lambda: time.time() * 1000 > mid.ToMilliseconds() + 2)
     late = [client.submit(n, queue="mix").id for n in ("a.one", "a.two", "b.one", "a.one")]
     other = client.submit("a.one", queue="mix2").id
     leased = stubs.poll("mix", 2, worker_id="w1")  # the two oldest: early a.one, a.two

@@ -6,6 +6,10 @@
 -- Returns per task {state after the call (CANCELLED; ACTIVE for a running task, which
 -- stops through its worker; the state of a finished task; 0 for an unknown task), worker id}.
 local out = {}
+local function add_tombstone(key, prio)
+  redis.call('HSET', key, 'tb', 1)
+  redis.call('HINCRBY', TOMBSTONES, tonumber(prio) or 0, 1)
+end
 for i = 5, #ARGV do
   local id = ARGV[i]
   local key = task_key(id)

@@ -37,22 +37,25 @@ local TOMBSTONES = PREFIX .. 'tb'
 -- bucket, PREFIX..'m:'..floor(NOW / 10000), which expires 16 minutes after it starts.
 -- Fields (STATS_FIELDS in keys.py): a count per event, and 'w:K' / 'r:K' histograms of
 -- queue wait and run time in log-scale buckets K (hist_bucket).
-local STATS, HIST = {}, {['w:'] = {}, ['r:'] = {}}
-local STAT_BUCKET_MS, STAT_KEEP_MS = 10000, 970000
-local END_STAT = {[SUCCEEDED] = 'succeeded', [FAILED] = 'failed', [CANCELLED] = 'cancelled',
-  [EXPIRED] = 'expired', [DEAD] = 'dead'}
+-- (The prelude runs on every call, so it creates as little as it can: tables on first use.)
+local STATS, HIST = nil, nil
 local function stat(field, n)
+  if not STATS then
+    STATS = {}
+  end
   STATS[field] = (STATS[field] or 0) + (n or 1)
 end
--- Bucket K >= 1 holds [2^((K-1)/4), 2^(K/4)) ms; K = 0 holds under 1 ms.
-local LN_QUARTER_OCTAVE = math.log(2) / 4
+-- Bucket K >= 1 holds [2^((K-1)/4), 2^(K/4)) ms; K = 0 holds under 1 ms. 0.1733 is ln(2) / 4.
 local function stat_ms(hist, ms)
   local k = 0
   if ms >= 1 then
-    k = math.floor(math.log(ms) / LN_QUARTER_OCTAVE) + 1
+    k = math.floor(math.log(ms) / 0.17328679513998632) + 1
   end
-  local h = HIST[hist]
-  h[k] = (h[k] or 0) + 1
+  if not HIST then
+    HIST = {}
+  end
+  local name = hist .. k
+  HIST[name] = (HIST[name] or 0) + 1
 end
 
 -- The creation ms a task id carries in its first 10 characters (Crockford base32).
@@ -73,14 +76,11 @@ local function id_ms(id)
 end
 
 -- The task index (ListTasks): the stream INDEX holds one entry {i: task id} per task,
--- added at submit; the entry's id is kept in the task's field 'ix'. A finished task
+-- added at submit (submit.lua); the entry's id is kept in the task's field 'ix'. A finished task
 -- (not DEAD) is appended to the list FINISHED as "expiry ms|entry id|task id" (collected
 -- in FIN, pushed by the epilogue); once its record is gone, trim_finished deletes its
 -- index entry.
-local FIN = {}
-local function index_task(id)
-  return redis.call('XADD', INDEX, '*', 'i', id)
-end
+local FIN = nil
 
 local TRIM = 16
 local function trim_finished()
@@ -108,23 +108,37 @@ end
 
 -- Runs after every queue script (store.py wraps each one): the activity counts of the
 -- call, and index entries of tasks whose records lapsed.
+-- The counts go in with one HMGET and one HSET (the script is atomic, so read-add-write is
+-- safe), not one HINCRBY per field: a script call's fixed cost matters, as claims and acks
+-- often carry a few tasks each. The bucket's TTL is set when the HSET adds a field (so
+-- always when it creates the hash). Trimming runs on calls that finished tasks (TRIM
+-- raised by finish) and on the reaper's, which covers queues that went quiet.
 local function epilogue()
-  for hist, counts in pairs(HIST) do
-    for k, n in pairs(counts) do
-      STATS[hist .. k] = n
+  local fields, adds = {}, {}
+  for _, counts in ipairs({STATS or {}, HIST or {}}) do
+    for field, n in pairs(counts) do
+      fields[#fields + 1], adds[#adds + 1] = field, n
     end
   end
-  if next(STATS) ~= nil then
-    local key = PREFIX .. 'm:' .. math.floor(NOW / STAT_BUCKET_MS)
-    for field, n in pairs(STATS) do
-      redis.call('HINCRBY', key, field, n)
+  if #fields > 0 then
+    local key = PREFIX .. 'm:' .. math.floor(NOW / 10000)  -- STAT_BUCKET_MS in keys.py
+    local old = redis.call('HMGET', key, unpack(fields))
+    local pairs_ = {}
+    for j = 1, #fields do
+      pairs_[2 * j - 1], pairs_[2 * j] = fields[j], (tonumber(old[j]) or 0) + adds[j]
     end
-    redis.call('PEXPIRE', key, STAT_KEEP_MS)
+    if redis.call('HSET', key, unpack(pairs_)) > 0 then
+      redis.call('PEXPIRE', key, 970000)  -- 16 minutes after the bucket's start, and then some
+    end
   end
-  for j = 1, #FIN, 1000 do
-    redis.call('RPUSH', FINISHED, unpack(FIN, j, math.min(j + 999, #FIN)))
+  if FIN then
+    for j = 1, #FIN, 1000 do
+      redis.call('RPUSH', FINISHED, unpack(FIN, j, math.min(j + 999, #FIN)))
+    end
   end
-  trim_finished()
+  if TRIM > 16 then
+    trim_finished()
+  end
 end
 
 local function task_key(id)
@@ -158,11 +172,6 @@ end
 -- (finding it would scan the list) and marks the task 'tb'; TOMBSTONES counts them per
 -- priority so ListQueues can subtract them. Whoever drops such an entry (claim, purge)
 -- or revives its task in place (RetryTasks) takes the count back.
-local function add_tombstone(key, prio)
-  redis.call('HSET', key, 'tb', 1)
-  redis.call('HINCRBY', TOMBSTONES, tonumber(prio) or 0, 1)
-end
-
 local function drop_tombstone(key, marked, prio)
   if marked == '1' then
     if redis.call('HINCRBY', TOMBSTONES, prio, -1) < 0 then
@@ -210,11 +219,22 @@ local function finish(id, key, state, watched, entry, ...)
       entry = redis.call('HGET', key, 'ix')
     end
     if entry then
+      FIN = FIN or {}
       FIN[#FIN + 1] = (NOW + RESULT_TTL) .. '|' .. entry .. '|' .. id
       TRIM = TRIM + 2
     end
   end
-  stat(END_STAT[state])
+  if state == SUCCEEDED then
+    stat('succeeded')
+  elseif state == FAILED then
+    stat('failed')
+  elseif state == CANCELLED then
+    stat('cancelled')
+  elseif state == EXPIRED then
+    stat('expired')
+  else
+    stat('dead')
+  end
   redis.call('PUBLISH', DONE_CHANNEL, id)
   announce(id, key, state, watched)
 end

@@ -3,7 +3,7 @@
 -- worker is gone, and the task goes back to the front of its priority list.
 -- KEYS, ARGV[1..4]: see lib.lua.   ARGV[5] max leases per call   ARGV[6] jitter [0,1)
 -- Returns {leases handled, earliest remaining lease expiry ms or -1}.
-TRIM = 1000  -- idle queues: lapsed records leave the task index here
+TRIM = 1000  -- quiet queues: lapsed records leave the task index here too (lib.lua: epilogue)
 local ids = redis.call('ZRANGEBYSCORE', KEYS[12], '-inf', NOW, 'LIMIT', 0, tonumber(ARGV[5]))
 for _, id in ipairs(ids) do
   local key = task_key(id)

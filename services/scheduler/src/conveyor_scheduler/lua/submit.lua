@@ -74,7 +74,8 @@ while i <= #ARGV do
       list[#list + 1] = id
     end
     stat('submitted')
-    redis.call('HSET', key, 'st', state, 'ix', index_task(id), unpack(ARGV, first, first + 2 * nfields - 1))
+    local entry = redis.call('XADD', INDEX, '*', 'i', id)  -- the task index (lib.lua)
+    redis.call('HSET', key, 'st', state, 'ix', entry, unpack(ARGV, first, first + 2 * nfields - 1))
     if token ~= '' then
       redis.call('HSET', key, 'at', 1, 'lt', token, 'sa', NOW, 'dl', deadline, 'le', expiry, 'w', worker,
         'o', owner)
