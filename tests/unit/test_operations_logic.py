@@ -4,12 +4,16 @@ the merge order of a multi-queue page."""
 from __future__ import annotations
 
 import math
+import re
+import struct
+from pathlib import Path
 
 import pytest
 
 from conveyor.v1 import admin_service_pb2 as pb
 from conveyor_scheduler.errors import InvalidArgument
-from conveyor_scheduler.queue_stats import bucket_ms, percentile_ms, unserved, window
+from conveyor_scheduler.keys import HIST_BUCKETS, RUN_SLOT, STAT_COUNTERS, WAIT_SLOT
+from conveyor_scheduler.queue_stats import bucket_ms, counters, percentile_ms, unserved, window
 from conveyor_scheduler.task_search import Position, decode_cursor, encode_cursor, parse_filter
 
 
@@ -35,16 +39,41 @@ def test_percentiles_walk_the_buckets_in_order() -> None:
     assert percentile_ms({0: 3}, 0.5) == 0.5
 
 
+def bucket(**counts: int) -> tuple[int, ...]:
+    """An activity bucket as lib.lua's BITFIELD writes it: counters by name, w<K>/r<K> for histograms."""
+    slots = [0] * (RUN_SLOT + HIST_BUCKETS)
+    for name, n in counts.items():
+        if name[0] in "wr" and name[1:].isdigit():
+            slots[(WAIT_SLOT if name[0] == "w" else RUN_SLOT) + int(name[1:])] = n
+        else:
+            slots[STAT_COUNTERS.index(name)] = n
+    return counters(struct.pack(f">{len(slots)}I", *slots))
+
+
 def test_a_window_adds_its_buckets_only() -> None:
     now = 1_700_000_004_000  # 4 s into a bucket
-    buckets = [{b"submitted": b"2", b"w:10": b"2", b"r:20": b"1"}] + [{b"submitted": b"1"}] * 89
+    buckets = [bucket(submitted=2, w10=2, r20=1)] + [bucket(submitted=1)] * 89
     one = window(buckets, 1, now)
     assert (one.minutes, one.submitted) == (1, 2 + 5)
     assert one.covered.ToMilliseconds() == 50_000 + 4_000
     assert one.wait_p50.ToNanoseconds() == round(bucket_ms(10) * 1e6)
     assert one.run_p95.ToNanoseconds() == round(bucket_ms(20) * 1e6)
     assert window(buckets, 15, now).submitted == 2 + 89
-    assert not window([{}] * 90, 5, now).HasField("wait_p50")
+    assert not window([counters(None)] * 90, 5, now).HasField("wait_p50")
+
+
+def test_counters_read_short_and_missing_strings_as_zeros() -> None:
+    assert counters(None) == (0,) * (RUN_SLOT + HIST_BUCKETS)
+    assert counters(b"\x00\x00\x00\x07")[:2] == (7, 0)  # BITFIELD grows the string only as far as it wrote
+
+
+def test_lib_lua_uses_the_slots_of_keys_py() -> None:
+    lib = (Path(__file__).resolve().parents[2] / "services/scheduler/src/conveyor_scheduler/lua/lib.lua").read_text()
+    names = re.search(r"local SUBMITTED, (.*) = ([\d, ]+)\n", lib)
+    assert names, "lib.lua's slot constants"
+    values = [int(v) for v in names.group(2).split(",")]
+    assert values == list(range(len(STAT_COUNTERS)))
+    assert f"local WAIT_SLOT, RUN_SLOT, HIST_BUCKETS = {WAIT_SLOT}, {RUN_SLOT}, {HIST_BUCKETS}" in lib
 
 
 def test_unserved_names_are_those_no_registered_worker_declares() -> None:

@@ -131,8 +131,8 @@ KEY_PATTERNS: dict[str, tuple[str, str]] = {
                                "record lapses, its index entry is deleted"),
     "cv:{q:QUEUE}:tb": ("hash", "priority -> tombstones in that ready list (entries of tasks cancelled while "
                                 "QUEUED, not yet dropped by a claim)"),
-    "cv:{q:QUEUE}:m:BUCKET": ("hash", "activity of the 10 s from BUCKET * 10,000 ms (fields: STATS_FIELDS); "
-                                      "expires 16 minutes after it starts"),
+    "cv:{q:QUEUE}:m:BUCKET": ("string", "activity of the 10 s from BUCKET * 10,000 ms: u32 counters (STAT_COUNTERS, "
+                                        "then the wait and run histograms); expires 16 minutes after it starts"),
     # The queue registry: a stable number per queue, embedded in its task ids.
     "cv:{cv}:queues": ("hash", "queue name -> queue number"),
     "cv:{cv}:queue-names": ("hash", "queue number -> queue name"),
@@ -205,19 +205,18 @@ CLAIM_REPLY_FIELDS: dict[str, str] = {
 }
 """Names that appear in a task record as the scripts return it, but not in the hash."""
 
-STATS_FIELDS: dict[str, str] = {
-    "submitted": "new tasks stored (duplicates excluded)",
-    "started": "attempts leased",
-    "succeeded": "tasks that ended SUCCEEDED",
-    "failed": "tasks that ended FAILED",
-    "expired": "tasks that ended EXPIRED",
-    "cancelled": "tasks that ended CANCELLED",
-    "dead": "tasks that ended DEAD",
-    "retried": "failed attempts scheduled to run again",
-    "w:K": "attempts whose queue wait fell in log-scale bucket K (K >= 1: [2^((K-1)/4), 2^(K/4)) ms; 0: < 1 ms)",
-    "r:K": "attempts whose run time (lease to ack) fell in bucket K",
-}
-"""Activity bucket hash (cv:{q:QUEUE}:m:BUCKET) field -> meaning."""
+STAT_COUNTERS: tuple[str, ...] = ("submitted", "started", "succeeded", "failed", "expired", "cancelled", "dead",
+                                   "retried")
+"""Slots 0-7 of an activity bucket: new tasks stored (duplicates excluded), attempts leased, tasks
+that ended SUCCEEDED, FAILED, EXPIRED, CANCELLED and DEAD, failed attempts scheduled again."""
+WAIT_SLOT = 8
+"""Slots WAIT_SLOT + K: attempts whose queue wait fell in log-scale bucket K (K >= 1:
+[2^((K-1)/4), 2^(K/4)) ms; 0: under 1 ms; the last bucket holds everything longer)."""
+RUN_SLOT = WAIT_SLOT + 128
+"""Slots RUN_SLOT + K: attempts whose run time (lease to ack) fell in bucket K."""
+HIST_BUCKETS = 128
+"""An activity bucket (cv:{q:QUEUE}:m:BUCKET) is a string of unsigned 32-bit big-endian
+counters, slot by slot (BITFIELD u32 #slot): the constants above, the same in lib.lua."""
 
 SCHEDULE_FIELDS: dict[str, str] = {
     "def": "the definition: a serialized conveyor.v1.Schedule",

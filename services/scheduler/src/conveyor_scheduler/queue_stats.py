@@ -7,20 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import math
+import struct
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from conveyor.v1 import admin_service_pb2 as pb
-from conveyor_scheduler.keys import PRIORITY_LEVELS, STAT_BUCKET_MS, STATS_FIELDS
+from conveyor_scheduler.keys import HIST_BUCKETS, PRIORITY_LEVELS, RUN_SLOT, STAT_BUCKET_MS, STAT_COUNTERS, WAIT_SLOT
 from conveyor_scheduler.records import set_duration_ms
 from conveyor_scheduler.registry import WorkerRegistry
 from conveyor_scheduler.store import Store
 
 WINDOWS_MINUTES = (1, 5, 15)
 BUCKETS_PER_MINUTE = 60_000 // STAT_BUCKET_MS
-COUNTS = tuple(field for field in STATS_FIELDS if ":" not in field)
-"""The event counts of a bucket (the histogram fields are "w:K" and "r:K")."""
 
 
 def bucket_ms(k: int) -> float:
@@ -43,22 +42,22 @@ def percentile_ms(hist: Mapping[int, int], q: float) -> float | None:
     return bucket_ms(max(hist))  # unreachable: seen reaches total
 
 
-def window(buckets: Sequence[Mapping[bytes, bytes]], minutes: int, now_ms: int) -> pb.QueueWindow:
-    """Adds up the newest `minutes` * 6 buckets (buckets[0] is the current one)."""
+def counters(raw: bytes | None) -> tuple[int, ...]:
+    """An activity bucket's u32 big-endian counters (a missing or short string reads as zeros)."""
+    slots = RUN_SLOT + HIST_BUCKETS
+    raw = (raw or b"")[:4 * slots]
+    return struct.unpack(f">{slots}I", raw + bytes(4 * slots - len(raw)))
+
+
+def window(buckets: Sequence[Sequence[int]], minutes: int, now_ms: int) -> pb.QueueWindow:
+    """Adds up the newest `minutes` * 6 buckets (buckets[0] is the current one), each as `counters`
+    reads it."""
     n = minutes * BUCKETS_PER_MINUTE
-    counts: Counter[str] = Counter()
-    wait: Counter[int] = Counter()
-    run: Counter[int] = Counter()
-    for bucket in buckets[:n]:
-        for raw_field, raw_value in bucket.items():
-            field, value = raw_field.decode(), int(raw_value)
-            if field.startswith("w:"):
-                wait[int(field[2:])] += value
-            elif field.startswith("r:"):
-                run[int(field[2:])] += value
-            else:
-                counts[field] += value
-    out = pb.QueueWindow(minutes=minutes, **{f: counts[f] for f in COUNTS})
+    total = [sum(column) for column in zip(*buckets[:n], strict=True)] if buckets[:n] else [0] * (
+        RUN_SLOT + HIST_BUCKETS)
+    wait: Counter[int] = Counter({k: c for k in range(HIST_BUCKETS) if (c := total[WAIT_SLOT + k])})
+    run: Counter[int] = Counter({k: c for k in range(HIST_BUCKETS) if (c := total[RUN_SLOT + k])})
+    out = pb.QueueWindow(minutes=minutes, **{name: total[slot] for slot, name in enumerate(STAT_COUNTERS)})
     set_duration_ms(out.covered, (n - 1) * STAT_BUCKET_MS + now_ms % STAT_BUCKET_MS)
     for hist, p50, p95 in ((wait, out.wait_p50, out.wait_p95), (run, out.run_p50, out.run_p95)):
         for q, target in ((0.5, p50), (0.95, p95)):
@@ -109,8 +108,9 @@ class QueueStatsReader:
         now = self.store.clock()
         depth = Depth.from_reply(await self.store.run("queue_stats", queue))  # type: ignore[arg-type]
         newest = now // STAT_BUCKET_MS
-        buckets = await self.store.hashes([self.store.keys(queue).stats(newest - i)
-                                           for i in range(max(WINDOWS_MINUTES) * BUCKETS_PER_MINUTE)])
+        raw = await self.store.strings([self.store.keys(queue).stats(newest - i)
+                                        for i in range(max(WINDOWS_MINUTES) * BUCKETS_PER_MINUTE)])
+        buckets = [counters(r) for r in raw]
         stats = pb.QueueStats(queue=queue, queued_by_priority=depth.by_priority, queued=depth.queued,
                               scheduled=depth.scheduled, active=depth.active, dead=depth.dead, paused=depth.paused,
                               unserved_names=unserved(depth.parked_names, queue, workers),

@@ -333,14 +333,11 @@ class Store:
             return _pairs(await self.fast.execute("HGETALL", self.keys(queue).task(task_id)))
         return await self.redis.hgetall(self.keys(queue).task(task_id))
 
-    async def hashes(self, keys: Sequence[str]) -> list[Record]:
-        """HGETALL of each key, pipelined (empty dicts for missing keys)."""
+    async def strings(self, keys: Sequence[str]) -> list[bytes | None]:
+        """MGET of keys of one hash tag (None for a missing key)."""
         if self.fast:
-            return [_pairs(flat) for flat in await asyncio.gather(*(self.fast.execute("HGETALL", k) for k in keys))]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for key in keys:
-                pipe.hgetall(key)
-            return list(await pipe.execute())
+            return list(await self.fast.execute("MGET", *keys))
+        return list(await self.redis.mget(keys))
 
     async def get_many(self, tasks: Sequence[tuple[str, str]]) -> list[Record]:
         """The records of (queue, task id) pairs, in one pipelined round trip."""

@@ -23,7 +23,7 @@ for i = 5, #ARGV, 8 do
     out[#out + 1] = state
     out[#out + 1] = tonumber(f[4]) or 0
   else
-    stat_ms('r:', NOW - (tonumber(f[6]) or NOW))
+    stat_ms(RUN_SLOT, NOW - (tonumber(f[6]) or NOW))
     if kind == 'c' or f[3] == '1' then
       redis.call('ZREM', KEYS[12], id)
       finish(id, key, CANCELLED, f[5] == '1', f[7])

@@ -109,8 +109,8 @@ local function take(id, key, rec, parked, prio)
     if f.rs then
       redis.call('HDEL', key, 'rs')
     end
-    stat('started')
-    stat_ms('w:', started - (tonumber(f.eta) or id_ms(id)))  -- an eta is never before the creation
+    stat(STARTED)
+    stat_ms(WAIT_SLOT, started - (tonumber(f.eta) or id_ms(id)))  -- an eta is never before the creation
     active[#active + 1] = expiry
     active[#active + 1] = id
     announce(id, key, ACTIVE, watched)

@@ -32,30 +32,30 @@ local INDEX = PREFIX .. 'x'
 local FINISHED = PREFIX .. 'f'
 local TOMBSTONES = PREFIX .. 'tb'
 
--- Activity counts for ListQueues: added up in STATS during the call and written by
--- record_stats (run after every script, see store.py) into one hash per 10-second
--- bucket, PREFIX..'m:'..floor(NOW / 10000), which expires 16 minutes after it starts.
--- Fields (STATS_FIELDS in keys.py): a count per event, and 'w:K' / 'r:K' histograms of
--- queue wait and run time in log-scale buckets K (hist_bucket).
+-- Activity counts for ListQueues: one string per 10-second bucket,
+-- PREFIX..'m:'..floor(NOW / 10000), read as an array of unsigned 32-bit big-endian
+-- counters (BITFIELD u32 slots; STAT_SLOTS in keys.py): the events below, then the
+-- queue-wait and run-time histograms in log-scale buckets K (slot WAIT_SLOT + K and
+-- RUN_SLOT + K). Counted in SLOTS during the call and written by the epilogue with one
+-- BITFIELD INCRBY for all of them; the key expires 16 minutes after it starts.
 -- (The prelude runs on every call, so it creates as little as it can: tables on first use.)
-local STATS, HIST = nil, nil
-local function stat(field, n)
-  if not STATS then
-    STATS = {}
+local SUBMITTED, STARTED, SUCCEEDED_N, FAILED_N, EXPIRED_N, CANCELLED_N, DEAD_N, RETRIED = 0, 1, 2, 3, 4, 5, 6, 7
+local WAIT_SLOT, RUN_SLOT, HIST_BUCKETS = 8, 136, 128
+local SLOTS = nil
+local function stat(slot, n)
+  if not SLOTS then
+    SLOTS = {}
   end
-  STATS[field] = (STATS[field] or 0) + (n or 1)
+  SLOTS[slot] = (SLOTS[slot] or 0) + (n or 1)
 end
--- Bucket K >= 1 holds [2^((K-1)/4), 2^(K/4)) ms; K = 0 holds under 1 ms. 0.1733 is ln(2) / 4.
-local function stat_ms(hist, ms)
+-- Bucket K >= 1 holds [2^((K-1)/4), 2^(K/4)) ms, K = 0 under 1 ms, the last one the rest.
+-- 0.1733 is ln(2) / 4.
+local function stat_ms(first_slot, ms)
   local k = 0
   if ms >= 1 then
-    k = math.floor(math.log(ms) / 0.17328679513998632) + 1
+    k = math.min(HIST_BUCKETS - 1, math.floor(math.log(ms) / 0.17328679513998632) + 1)
   end
-  if not HIST then
-    HIST = {}
-  end
-  local name = hist .. k
-  HIST[name] = (HIST[name] or 0) + 1
+  stat(first_slot + k)
 end
 
 -- The creation ms a task id carries in its first 10 characters (Crockford base32).
@@ -68,11 +68,11 @@ local function id_ms(id)
       B32[string.byte(digits, i)] = i - 1
     end
   end
-  local v = 0
-  for _, byte in ipairs({string.byte(id, 1, 10)}) do
-    v = v * 32 + (B32[byte] or 0)
-  end
-  return v
+  local a, b, c, d, e, f, g, h, i, j = string.byte(id, 1, 10)
+  local v = B32[a] * 32 + B32[b]
+  v = ((v * 32 + B32[c]) * 32 + B32[d]) * 32 + B32[e]
+  v = ((v * 32 + B32[f]) * 32 + B32[g]) * 32 + B32[h]
+  return (v * 32 + B32[i]) * 32 + B32[j]
 end
 
 -- The task index (ListTasks): the stream INDEX holds one entry {i: task id} per task,
@@ -80,55 +80,61 @@ end
 -- (not DEAD) is appended to the list FINISHED as "expiry ms|entry id|task id" (collected
 -- in FIN, pushed by the epilogue); once its record is gone, trim_finished deletes its
 -- index entry.
-local FIN = nil
+local FIN, FIN_DUE = nil, nil
 
+-- Up to TRIM entries of FINISHED that are due: one PTTL per entry, the rest in batches.
 local TRIM = 16
 local function trim_finished()
-  for _ = 1, TRIM do
-    local head = redis.call('LINDEX', FINISHED, 0)
-    if not head then
-      return
+  local head = redis.call('LINDEX', FINISHED, 0)
+  if not head or tonumber(string.match(head, '^%d+') or 0) > NOW then
+    return
+  end
+  local popped, gone, again = 0, {}, {}
+  for _, item in ipairs(redis.call('LRANGE', FINISHED, 0, TRIM - 1)) do
+    local due, entry, id = string.match(item, '^(%d+)|([^|]+)|(.+)$')
+    if due and tonumber(due) > NOW then
+      break
     end
-    local due, entry, id = string.match(head, '^(%d+)|([^|]+)|(.+)$')
-    if not due then
-      redis.call('LPOP', FINISHED)
-    elseif tonumber(due) > NOW then
-      return
-    else
-      redis.call('LPOP', FINISHED)
+    popped = popped + 1
+    if due then
       local ttl = redis.call('PTTL', PREFIX .. 't:' .. id)
       if ttl == -2 then
-        redis.call('XDEL', INDEX, entry)
+        gone[#gone + 1] = entry
       elseif ttl > 0 then  -- clocks differ, or it finished again: look again when it lapses
-        redis.call('RPUSH', FINISHED, (NOW + ttl) .. '|' .. entry .. '|' .. id)
+        again[#again + 1] = (NOW + ttl) .. '|' .. entry .. '|' .. id
       end  -- ttl -1: it runs again (RetryTasks); a later finish lists it again
     end
+  end
+  redis.call('LTRIM', FINISHED, popped, -1)
+  if #gone > 0 then
+    redis.call('XDEL', INDEX, unpack(gone))
+  end
+  if #again > 0 then
+    redis.call('RPUSH', FINISHED, unpack(again))
   end
 end
 
 -- Runs after every queue script (store.py wraps each one): the activity counts of the
 -- call, and index entries of tasks whose records lapsed.
--- The counts go in with one HMGET and one HSET (the script is atomic, so read-add-write is
--- safe), not one HINCRBY per field: a script call's fixed cost matters, as claims and acks
--- often carry a few tasks each. The bucket's TTL is set when the HSET adds a field (so
--- always when it creates the hash). Trimming runs on calls that finished tasks (TRIM
--- raised by finish) and on the reaper's, which covers queues that went quiet.
+-- The counts go in with one BITFIELD call whatever their number: a script call's fixed
+-- cost matters, as claims and acks often carry a few tasks each. A counter that comes back
+-- equal to what was added was new in this bucket, which is always so when the key was just
+-- made: only then is its TTL set. Trimming runs on calls that finished tasks (TRIM raised
+-- by finish) and on the reaper's, which covers queues that went quiet.
 local function epilogue()
-  local fields, adds = {}, {}
-  for _, counts in ipairs({STATS or {}, HIST or {}}) do
-    for field, n in pairs(counts) do
-      fields[#fields + 1], adds[#adds + 1] = field, n
-    end
-  end
-  if #fields > 0 then
+  if SLOTS then
     local key = PREFIX .. 'm:' .. math.floor(NOW / 10000)  -- STAT_BUCKET_MS in keys.py
-    local old = redis.call('HMGET', key, unpack(fields))
-    local pairs_ = {}
-    for j = 1, #fields do
-      pairs_[2 * j - 1], pairs_[2 * j] = fields[j], (tonumber(old[j]) or 0) + adds[j]
+    local ops, adds = {}, {}
+    for slot, n in pairs(SLOTS) do
+      ops[#ops + 1], ops[#ops + 2], ops[#ops + 3], ops[#ops + 4] = 'INCRBY', 'u32', '#' .. slot, n
+      adds[#adds + 1] = n
     end
-    if redis.call('HSET', key, unpack(pairs_)) > 0 then
-      redis.call('PEXPIRE', key, 970000)  -- 16 minutes after the bucket's start, and then some
+    local now = redis.call('BITFIELD', key, unpack(ops))
+    for j = 1, #adds do
+      if now[j] == adds[j] then
+        redis.call('PEXPIRE', key, 970000)  -- 16 minutes after the bucket's start, and then some
+        break
+      end
     end
   end
   if FIN then
@@ -219,21 +225,24 @@ local function finish(id, key, state, watched, entry, ...)
       entry = redis.call('HGET', key, 'ix')
     end
     if entry then
-      FIN = FIN or {}
-      FIN[#FIN + 1] = (NOW + RESULT_TTL) .. '|' .. entry .. '|' .. id
+      if not FIN then
+        FIN = {}
+        FIN_DUE = (NOW + RESULT_TTL) .. '|'
+      end
+      FIN[#FIN + 1] = FIN_DUE .. entry .. '|' .. id
       TRIM = TRIM + 2
     end
   end
   if state == SUCCEEDED then
-    stat('succeeded')
+    stat(SUCCEEDED_N)
   elseif state == FAILED then
-    stat('failed')
+    stat(FAILED_N)
   elseif state == CANCELLED then
-    stat('cancelled')
+    stat(CANCELLED_N)
   elseif state == EXPIRED then
-    stat('expired')
+    stat(EXPIRED_N)
   else
-    stat('dead')
+    stat(DEAD_N)
   end
   redis.call('PUBLISH', DONE_CHANNEL, id)
   announce(id, key, state, watched)
@@ -284,7 +293,7 @@ local function fail_attempt(id, key, etype, emsg, etb, want_retry, delay_ms, jit
     end
   end
   local due = math.floor(NOW + delay_ms)
-  stat('retried')
+  stat(RETRIED)
   redis.call('HSET', key, 'st', SCHEDULED, 'eta', due)
   redis.call('HDEL', key, 'lt', 'w', 'le', 'o')
   redis.call('ZADD', KEYS[11], due, id)

@@ -14,7 +14,7 @@ for _, id in ipairs(ids) do
     redis.call('ZREM', KEYS[12], id)
     finish(id, key, CANCELLED)
   elseif NOW >= tonumber(f[2]) then
-    stat_ms('r:', NOW - (tonumber(f[5]) or NOW))
+    stat_ms(RUN_SLOT, NOW - (tonumber(f[5]) or NOW))
     fail_attempt(id, key, 'TimeLimitExceeded',
       'the attempt ran past its time limit of ' .. (tonumber(f[3]) / 1000) .. 's', '',
       true, -1, tonumber(ARGV[6]))

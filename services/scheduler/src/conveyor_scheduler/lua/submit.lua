@@ -57,8 +57,8 @@ while i <= #ARGV do
         and not (any_parked and redis.call('SISMEMBER', KEYS[14], ARGV[first + 1]) == 1) then
       state = ACTIVE
       credit = credit - 1
-      stat('started')
-      stat_ms('w:', 0)
+      stat(STARTED)
+      stat_ms(WAIT_SLOT, 0)
       token = base .. '.' .. credit .. '.1'
       deadline = NOW + timeout
       expiry = lease_expiry(NOW, deadline, lease)
@@ -73,7 +73,7 @@ while i <= #ARGV do
       end
       list[#list + 1] = id
     end
-    stat('submitted')
+    stat(SUBMITTED)
     local entry = redis.call('XADD', INDEX, '*', 'i', id)  -- the task index (lib.lua)
     redis.call('HSET', key, 'st', state, 'ix', entry, unpack(ARGV, first, first + 2 * nfields - 1))
     if token ~= '' then
