@@ -298,7 +298,8 @@ def _run_mode(mode: str, args: argparse.Namespace, redis_url: str, endpoint: str
         with (log_dir / f"{mode}-scheduler.log").open("ab") as log:
             procs.append(subprocess.Popen(
                 [*me, "--role", "scheduler", "--mode", mode, "--", "--port", str(port), "--redis-url", redis_url,
-                 "--log-level", "WARNING"], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT))
+                 "--metrics-port", "0", "--log-level", "WARNING"],
+                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT))
         wait_for(lambda: serving(target) or procs[0].poll() is not None, 30, what="the scheduler")
         with (log_dir / f"{mode}-worker.log").open("ab") as log:
             procs.append(subprocess.Popen(

@@ -212,3 +212,9 @@ def test_bad_metrics_port_is_a_usage_error(redis_url: str) -> None:
         done = run_cli("--port", str(free_port()), "--redis-url", redis_url, "--metrics-port", str(taken))
     assert done.returncode == 2, done.stderr
     assert "--metrics-port" in done.stderr and str(taken) in done.stderr
+
+
+def test_metrics_are_on_by_default_at_9464() -> None:
+    done = run_cli("--help")
+    assert done.returncode == 0, done.stderr
+    assert "[default: 9464;" in " ".join(done.stdout.split())
