@@ -227,22 +227,24 @@ class SchedulerTelemetry:
                 span.end(end_time=now_ns)
 
     def _count_waits(self, leased: Sequence[task_pb2.LeasedTask]) -> None:
-        """Each attempt's wait, in whole ms from the Timestamps' fields (the store sets them in ms;
-        Timestamp.ToMilliseconds() is Python and would cost more than this whole loop), recorded
-        per run of one queue (a dispatch is one queue's; a Poll's leases may be several queues')."""
+        """Each attempt's wait: from the later of its creation and its eta (a delayed task, a
+        retry) to its start, recorded per run of one queue (a dispatch is one queue's; a Poll's
+        leases may be several queues'). In whole ms from the Timestamps' fields, which the store
+        sets in ms: Timestamp.ToMilliseconds() is Python and would cost more than this loop."""
         queue = ""
         run: list[int] = []
         for lt in leased:
             task = lt.task
             started, created = task.started_at, task.created_at
-            ready_ms = created.seconds * 1000 + created.nanos // 1_000_000
-            if task.HasField("eta"):  # ready at its eta (a delayed task, a retry) when that came later
+            wait_ms = (started.seconds - created.seconds) * 1000 + (started.nanos - created.nanos) // 1_000_000
+            if task.HasField("eta"):
                 eta = task.eta
-                ready_ms = max(ready_ms, eta.seconds * 1000 + eta.nanos // 1_000_000)
+                since_eta = (started.seconds - eta.seconds) * 1000 + (started.nanos - eta.nanos) // 1_000_000
+                wait_ms = min(wait_ms, since_eta)
             if task.queue != queue:
                 self._record_waits(queue, run)
                 queue, run = task.queue, []
-            run.append(max(started.seconds * 1000 + started.nanos // 1_000_000 - ready_ms, 0))
+            run.append(wait_ms if wait_ms > 0 else 0)
         self._record_waits(queue, run)
 
     def _record_waits(self, queue: str, waits_ms: list[int]) -> None:
