@@ -46,5 +46,5 @@ ENV PATH=/opt/conveyor/bin:$PATH \
 # Numeric so that runtimes enforcing runAsNonRoot can verify it.
 USER 10001:10001
 WORKDIR /home/conveyor
-EXPOSE 50051
+EXPOSE 50051 9464
 CMD ["sh", "-c", "conveyor-scheduler --help; echo; conveyor-worker --help; echo; conveyor --help"]

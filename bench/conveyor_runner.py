@@ -70,7 +70,8 @@ class ConveyorRunner:
         self._calls = RedisCalls(self.redis)
 
     def describe(self) -> dict[str, Any]:
-        return {"scheduler": "1 process, default settings except --log-level",
+        return {"scheduler": "1 process, default settings except --log-level and --metrics-port (on, on a free "
+                             "port; env CONVEYOR_SCHEDULER_METRICS_PORT sets it instead, 0: off)",
                 "workers": self.workers, "concurrency": self.concurrency, "prefetch": self.prefetch,
                 "task": "bench.add (a plain function: runs in the worker's thread pool)"}
 
@@ -84,9 +85,12 @@ class ConveyorRunner:
         self._serial += 1
         port = free_port()
         self.target = f"127.0.0.1:{port}"
+        # /metrics on, as by default, but on a free port (not 9464: another scheduler may hold it)
+        # unless CONVEYOR_SCHEDULER_METRICS_PORT, which the scheduler reads itself, says otherwise.
+        metrics = [] if os.environ.get("CONVEYOR_SCHEDULER_METRICS_PORT") else ["--metrics-port", str(free_port())]
         self.scheduler = start(f"{label}-scheduler-{self._serial}", [
             sys.executable, "-m", "conveyor_scheduler", "--redis-url", self.redis_url, "--port", str(port),
-            "--log-level", "INFO"], self.ctx.work_dir)
+            "--log-level", "INFO", *metrics], self.ctx.work_dir)
         sched = self.scheduler
         wait_for(lambda: serving(self.target) or not sched.alive(), 60, what="the scheduler to serve")
         if not sched.alive():

@@ -63,7 +63,7 @@ def _stub_out_telemetry() -> None:
     telemetry.configure_from_env = lambda service_name: telemetry.Telemetry()  # type: ignore[assignment]
     try:
         import conveyor_scheduler.telemetry as st  # noqa: PLC0415
-        st.setup = lambda core: []  # type: ignore[assignment]
+        st.setup = lambda core, endpoint=None: []  # type: ignore[assignment]
         st.enqueue = lambda specs: st.NOT_ENQUEUING  # type: ignore[assignment]
         st.dispatched = lambda leased, worker_id: None  # type: ignore[assignment]
         st.acked = lambda entries, outcomes: None  # type: ignore[assignment]
@@ -168,6 +168,7 @@ def _hook_cost(n: int = 20000) -> dict[str, float]:
     from conveyor.common import Call, submit_request  # noqa: PLC0415
     from conveyor.telemetry import producer_spans  # noqa: PLC0415
     from conveyor.v1 import task_pb2, task_service_pb2  # noqa: PLC0415
+    from conveyor_scheduler.validation import NewTask  # noqa: PLC0415
 
     leased = task_pb2.LeasedTask(task=task_pb2.Task(id="01JD8X0000000000000000000", name="t.add", queue="default",
                                                     attempt=1, headers={}), lease_token="x.1")
@@ -209,10 +210,11 @@ def _hook_cost(n: int = 20000) -> dict[str, float]:
 
     specs = list(template.tasks)
     submitted = [st.Submitted(leased.task.id, "default", 2, False)]
+    tasks = [NewTask("default", 0, 0, "", 0, [], name=spec.name) for spec in specs]
 
     def scheduler() -> None:
         with st.enqueue(specs) as enqueue:
-            enqueue.stored(submitted)
+            enqueue.stored(submitted, tasks)
         st.dispatched([leased], "w")
         st.acked(entries, outcome)
 
@@ -242,7 +244,7 @@ def _hook_costs() -> dict[str, dict[str, float]]:
     provider.add_span_processor(BatchSpanProcessor(Drop(), max_queue_size=100_000))
     trace.set_tracer_provider(provider)
     core = SimpleNamespace(config=SimpleNamespace(limits=SimpleNamespace(max_headers=64, max_header_bytes=16384)))
-    st._active = st.SchedulerTelemetry(core, telemetry.tracer(), False)  # type: ignore[arg-type]
+    st._active = st.SchedulerTelemetry(core, telemetry.tracer())  # type: ignore[arg-type]
     # The dispatch span needs the producer's context in the task headers, as it has in real use.
     sdk = _hook_cost_with_context()
     provider.shutdown()
@@ -296,7 +298,8 @@ def _run_mode(mode: str, args: argparse.Namespace, redis_url: str, endpoint: str
         with (log_dir / f"{mode}-scheduler.log").open("ab") as log:
             procs.append(subprocess.Popen(
                 [*me, "--role", "scheduler", "--mode", mode, "--", "--port", str(port), "--redis-url", redis_url,
-                 "--log-level", "WARNING"], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT))
+                 "--metrics-port", "0", "--log-level", "WARNING"],
+                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT))
         wait_for(lambda: serving(target) or procs[0].poll() is not None, 30, what="the scheduler")
         with (log_dir / f"{mode}-worker.log").open("ab") as log:
             procs.append(subprocess.Popen(

@@ -180,9 +180,11 @@ class Cluster:
 
     def scheduler(self, redis_url: str | None, *args: str, port: int = 0, name: str = "scheduler",
                   data_dir: Path | None = None) -> tuple[Proc, str]:
+        """Starts a scheduler and waits until it serves. /metrics is off (its default port would
+        collide between replicas) unless `args` give a --metrics-port, which wins: the last one does."""
         port = port or free_port()
         cmd = [sys.executable, "-m", "conveyor_scheduler", "--port", str(port), "--reaper-interval", "0.2",
-               "--log-level", "INFO", *args]
+               "--log-level", "INFO", "--metrics-port", "0", *args]
         cmd += ["--redis-url", redis_url] if redis_url else ["--data-dir", str(data_dir or self.log_dir / "data")]
         proc = spawn(name, cmd, self.log_dir)
         self.procs.append(proc)

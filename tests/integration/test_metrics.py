@@ -9,9 +9,11 @@ import sys
 import urllib.request
 from pathlib import Path
 
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from conveyor import Client
+from conveyor import Call, Client
+from conveyor.telemetry import DURATION_BUCKETS
 from tests.harness import ROOT, Cluster, Proc, free_port, wait_for
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -30,6 +32,22 @@ def value(samples: Samples, name: str, **labels: str) -> float | None:
 
 def named(samples: Samples, name: str) -> list[float]:
     return [v for (n, _), v in samples.items() if n == name]
+
+
+def buckets(samples: Samples, histogram: str, **labels: str) -> dict[float, float]:
+    """Upper bound -> cumulative count, of the histogram's series with these labels."""
+    out = {}
+    for (name, pairs), v in samples.items():
+        found = dict(pairs)
+        le = found.pop("le", None)
+        if name == histogram + "_bucket" and le is not None and found == labels:
+            out[float(le)] = v
+    return out
+
+
+def families(port: int) -> dict[str, Metric]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        return {f.name: f for f in text_string_to_metric_families(resp.read().decode())}
 
 
 def start(cluster: Cluster, redis_url: str, name: str, *args: str) -> tuple[Proc, str, int]:
@@ -65,6 +83,50 @@ def test_depth_gauges_and_otel_counters(cluster: Cluster, redis_url: str) -> Non
     common = {"messaging_system": "conveyor", "messaging_destination_name": "default"}
     assert value(s, "conveyor_tasks_submitted_total", conveyor_task_name="m.queued", **common) == 4
     assert value(s, "conveyor_tasks_submitted_total", conveyor_task_name="m.later", **common) == 2
+
+
+def test_task_counters_rise_and_the_wait_histogram_counts_every_lease(cluster: Cluster, redis_url: str,
+                                                                      tmp_path: Path) -> None:
+    _, target, port = start(cluster, redis_url, "m1")
+    cluster.worker(target, "tests.apps.flaky:app")
+    q = {"messaging_system": "conveyor", "messaging_destination_name": "default"}
+    wait = "conveyor_task_wait_duration_seconds"
+    with Client(target) as client:
+        assert [h.result(timeout=30) for h in [client.submit("tel.add", [i, 1]) for i in range(5)]] == [1, 2, 3, 4, 5]
+        flaky = client.submit("tel.flaky", [str(tmp_path / "marker")], max_retries=1, retry_backoff=0.05)
+        assert flaky.result(timeout=30) is None  # failed once, retried, succeeded
+        later = client.submit("tel.add", [0, 0], countdown=600)
+        client.cancel(later.id)
+
+        def leased(n: int) -> Samples:  # (the acks are counted before their results can be read)
+            def counted() -> Samples | None:
+                s = scrape(port)
+                return s if value(s, f"{wait}_count", **q) == n else None
+
+            return wait_for(counted, what=f"{n} leased attempts in the wait histogram")
+
+        first = leased(7)
+        fams = families(port)
+        assert fams["conveyor_tasks_submitted"].type == fams["conveyor_tasks_completed"].type == "counter"
+        assert fams["conveyor_tasks_retried"].type == "counter" and fams[wait].type == "histogram"
+        assert value(first, "conveyor_tasks_submitted_total", conveyor_task_name="tel.add", **q) == 6
+        assert value(first, "conveyor_tasks_submitted_total", conveyor_task_name="tel.flaky", **q) == 1
+        assert value(first, "conveyor_tasks_completed_total", conveyor_task_outcome="succeeded", **q) == 6
+        assert value(first, "conveyor_tasks_completed_total", conveyor_task_outcome="cancelled", **q) == 1
+        assert value(first, "conveyor_tasks_retried_total", **q) == 1
+        cumulative = buckets(first, wait, **q)
+        assert sorted(cumulative) == [*DURATION_BUCKETS, float("inf")]
+        counts = [cumulative[le] for le in sorted(cumulative)]
+        assert counts == sorted(counts) and counts[-1] == 7  # cumulative; +Inf is the count
+        assert 0 <= value(first, f"{wait}_sum", **q) < 7 * 30  # type: ignore[operator]
+
+        assert [h.result(timeout=30) for h in client.submit_many([Call("tel.add", [i, 0]) for i in range(4)])] == [
+            0, 1, 2, 3]
+        second = leased(11)
+    assert value(second, "conveyor_tasks_submitted_total", conveyor_task_name="tel.add", **q) == 10
+    assert value(second, "conveyor_tasks_completed_total", conveyor_task_outcome="succeeded", **q) == 10
+    assert value(second, "conveyor_tasks_retried_total", **q) == 1
+    assert value(second, f"{wait}_sum", **q) >= value(first, f"{wait}_sum", **q)  # type: ignore[operator]
 
 
 def test_workers_online_and_in_flight_come_from_the_registry(cluster: Cluster, redis_url: str,
@@ -150,3 +212,9 @@ def test_bad_metrics_port_is_a_usage_error(redis_url: str) -> None:
         done = run_cli("--port", str(free_port()), "--redis-url", redis_url, "--metrics-port", str(taken))
     assert done.returncode == 2, done.stderr
     assert "--metrics-port" in done.stderr and str(taken) in done.stderr
+
+
+def test_metrics_are_on_by_default_at_9464() -> None:
+    done = run_cli("--help")
+    assert done.returncode == 0, done.stderr
+    assert "[default: 9464;" in " ".join(done.stdout.split())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,10 +19,11 @@ from pathlib import Path
 import pytest
 from opentelemetry import metrics, trace
 from opentelemetry.util._once import Once
+from prometheus_client.parser import text_string_to_metric_families
 
 from conveyor import AsyncClient, Client, InvalidArgument, TaskCancelled, TaskFailed, TaskState
 from conveyor.telemetry import Telemetry, configure_from_env, exporters_for
-from tests.harness import Cluster, wait_for
+from tests.harness import Cluster, free_port, wait_for
 from tests.interop.test_node_interop import node_binary, produce
 from tests.otlp_receiver import MetricPoint, OTLPReceiver, ReceivedSpan
 
@@ -95,8 +97,8 @@ def otel(receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ot
     _reset_otel_globals()
 
 
-def _start(cluster: Cluster, redis_url: str, queue: str) -> str:
-    _, target = cluster.scheduler(redis_url)
+def _start(cluster: Cluster, redis_url: str, queue: str, *args: str) -> str:
+    _, target = cluster.scheduler(redis_url, *args)
     cluster.worker(target, APP, queues=queue)
     return target
 
@@ -428,8 +430,10 @@ def test_a_send_while_tracing_is_a_traced_submit(otel: Otel, cluster: Cluster, r
 
 def test_metrics_arrive_with_their_names_and_counts(otel: Otel, cluster: Cluster, redis_url: str,
                                                     tmp_path: Path) -> None:
+    """Over OTLP, and the same counts on the scheduler's Prometheus /metrics beside it."""
     queue = "tel-metrics"
-    target = _start(cluster, redis_url, queue)
+    metrics_port = free_port()
+    target = _start(cluster, redis_url, queue, "--metrics-port", str(metrics_port))
     with Client(target) as client:
         ok = [client.submit("tel.add", [i, 1], queue=queue) for i in range(5)]
         flaky = client.submit("tel.flaky", [str(tmp_path / "marker")], queue=queue, max_retries=1,
@@ -480,6 +484,17 @@ def test_metrics_arrive_with_their_names_and_counts(otel: Otel, cluster: Cluster
     assert {p.attributes["conveyor.task.state"] for p in otel.metrics("conveyor.queue.depth", sched)
             if p.attributes["messaging.destination.name"] == queue} == {"queued", "scheduled", "active", "dead"}
     assert delayed.id
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as resp:
+        families = list(text_string_to_metric_families(resp.read().decode()))
+    wait = "conveyor_task_wait_duration_seconds"
+    assert [f.type for f in families if f.name == wait] == ["histogram"]  # once: not the OTLP one as well
+    prom = {(s.name, frozenset(s.labels.items())): s.value for f in families for s in f.samples}
+    labels = {"messaging_system": "conveyor", "messaging_destination_name": queue}
+    assert prom[(f"{wait}_count", frozenset(labels.items()))] == 8
+    assert prom[("conveyor_tasks_retried_total", frozenset(labels.items()))] == 1
+    assert prom[("conveyor_tasks_completed_total",
+                 frozenset({**labels, "conveyor_task_outcome": "cancelled"}.items()))] == 1
 
 
 def test_nothing_is_exported_unless_configured(monkeypatch: pytest.MonkeyPatch) -> None:

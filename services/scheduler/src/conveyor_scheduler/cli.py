@@ -64,10 +64,10 @@ def _rate_limits(texts: tuple[str, ...]) -> tuple[dict[str, str], dict[str, str]
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--host", default="127.0.0.1", show_default=True, envvar=P + "HOST", help="Address to bind.")
 @click.option("--port", default=50051, show_default=True, envvar=P + "PORT", type=int, help="gRPC port (0: any).")
-@click.option("--metrics-port", default=0, show_default=True, envvar=P + "METRICS_PORT",
+@click.option("--metrics-port", default=9464, show_default=True, envvar=P + "METRICS_PORT",
               type=click.IntRange(0, 65535),
-              help="Port of the Prometheus /metrics endpoint, on --host, e.g. 9464 (0: off; on, the scheduler "
-                   "records per-task metrics, which costs CPU per task: see README).")
+              help="Port of the Prometheus /metrics endpoint, on --host (0: off). Replicas on one host need "
+                   "a port each; one that cannot be bound stops start-up.")
 @click.option("--redis-url", envvar="CONVEYOR_REDIS_URL", default=None,
               help="Redis/Valkey URL. Unset: start a private embedded Redis.")
 @click.option("--data-dir", default=".conveyor", show_default=True, envvar="CONVEYOR_DATA_DIR",

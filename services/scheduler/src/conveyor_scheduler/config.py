@@ -35,7 +35,7 @@ class SchedulerConfig:
     """Address the gRPC server binds."""
     port: int = 50051
     """gRPC port; 0 picks a free one."""
-    metrics_port: int = 0
+    metrics_port: int = 9464
     """Port of the Prometheus /metrics endpoint; 0: none."""
     metrics_host: str = ""
     """Address /metrics binds; empty: `host`."""

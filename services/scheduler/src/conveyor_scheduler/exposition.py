@@ -1,11 +1,14 @@
 """Prometheus `/metrics` of one scheduler replica, served from a thread beside the event loop.
 
-Three parts, one private `CollectorRegistry`:
+Four parts, one private `CollectorRegistry`:
 
-- the OpenTelemetry instruments of `telemetry.py` (submitted, completed, retried, wait time,
-  leases, workers, per-replica queue depth), through the OTel `PrometheusMetricReader`. It is
-  added to the meter provider `configure_from_env` installed (OTLP export keeps working), or to
-  a new one when OTEL_* asked for none: metrics are then recorded for Prometheus alone.
+- the OpenTelemetry instruments of `telemetry.py` (submitted, completed, retried, leases,
+  workers, per-replica queue depth: all observable, read at scrape time), through an OTel
+  `PrometheusMetricReader` on a meter provider of the endpoint's own. OTLP export, when OTEL_*
+  asks for it, runs on the global provider `configure_from_env` installed, beside this one.
+- `conveyor_task_wait_duration_seconds`: the wait-time histogram, bucketed by hand on the hot
+  path (`tallies.Buckets`) and exposed by a `BucketsCollector`; OpenTelemetry has no observable
+  histogram, and a synchronous one costs an SDK call per leased task.
 - `conveyor_scheduler_beat_leader{replica}`: 1 on the replica that holds the beat lease.
 - `conveyor_fleet_*`: gauges of the whole fleet read from Redis at scrape time. Only the beat
   leader exports them, so `sum()` over every replica's scrape counts each queue once.
@@ -17,22 +20,26 @@ with a synchronous client of its own.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Protocol
 
 import redis
-from opentelemetry import metrics
 from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
-from conveyor.telemetry import metrics_enabled
 from conveyor_scheduler.ids import created_ms
 from conveyor_scheduler.keys import PRIORITY_LEVELS, REGISTRY_KEYS, WORKERS_INDEX, QueueKeys, worker_key
+from conveyor_scheduler.tallies import Buckets
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
+
+    from opentelemetry.metrics import Meter
+    from opentelemetry.sdk.metrics import MeterProvider
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +172,38 @@ class FleetCollector(Collector):
             self._client.close()
 
 
+def label_name(attribute: str) -> str:
+    """An OTel attribute key as a Prometheus label name (as the OTel exporter writes it)."""
+    return re.sub(r"[^a-zA-Z0-9_]", "_", attribute)
+
+
+class BucketsCollector(Collector):
+    """A histogram counted by hand (`tallies.Buckets`), in the form the OTel exporter gives a
+    histogram instrument: `{name}_bucket{le=...}`, `_count` and `_sum`, one series per key,
+    labelled with `constant` attributes plus `attributes` zipped with the key. Bounds and sums
+    are divided by `divisor` (1000: counted in ms, exported in seconds)."""
+
+    def __init__(self, name: str, documentation: str, buckets: Buckets, attributes: tuple[str, ...],
+                 constant: dict[str, str], divisor: int = 1) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.buckets = buckets
+        self.labels = tuple(label_name(a) for a in attributes)
+        self.constant = {label_name(k): v for k, v in constant.items()}
+        self.divisor = divisor
+        self.bounds = [floatToGoString(b / divisor) for b in buckets.bounds] + ["+Inf"]
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(self.name, self.documentation)
+        for key, cumulative, total in self.buckets.snapshot():
+            labels = {"otel_metric_overflow": "true"} if key is None else {  # None: tallies.OVERFLOW
+                **self.constant, **dict(zip(self.labels, key, strict=True))}
+            for le, count in zip(self.bounds, cumulative, strict=True):
+                family.add_sample(self.name + "_bucket", {**labels, "le": le}, count)
+            family.add_sample(self.name + "_count", labels, cumulative[-1])
+            family.add_sample(self.name + "_sum", labels, total / self.divisor)
+        yield family
+
 
 class MetricsEndpoint:
     """The `/metrics` HTTP server of one replica (prometheus_client's threaded WSGI server)."""
@@ -173,26 +212,28 @@ class MetricsEndpoint:
         self.registry = CollectorRegistry(auto_describe=False)
         self.collector = collector
         self.registry.register(collector)
+        self._provider: MeterProvider | None = None
         self._server: WSGIServer | None = None
         self.host = host
         self.port = port
 
-    def install_reader(self) -> None:
-        """Exports the OTel instruments here: through the SDK meter provider `configure_from_env`
-        installed, else through a new global one. Call before `telemetry.setup`, which records
-        metrics only when it finds a provider."""
-        from opentelemetry.exporter.prometheus import PrometheusMetricReader  # noqa: PLC0415 - loaded only when on
-        from opentelemetry.sdk.metrics import MeterProvider  # noqa: PLC0415
-        from opentelemetry.sdk.resources import OTELResourceDetector, Resource  # noqa: PLC0415
+    def meter(self, name: str) -> Meter:
+        """A meter whose instruments this endpoint exports (through a meter provider of its own,
+        made on first use: the global one, if any, is left to OTLP export)."""
+        if self._provider is None:
+            from opentelemetry.exporter.prometheus import PrometheusMetricReader  # noqa: PLC0415 - loaded only when on
+            from opentelemetry.sdk.metrics import MeterProvider  # noqa: PLC0415
+            from opentelemetry.sdk.resources import OTELResourceDetector, Resource  # noqa: PLC0415
 
-        reader = PrometheusMetricReader(scope_info_enabled=False, registry=self.registry)
-        current = metrics.get_meter_provider()
-        if metrics_enabled() and isinstance(current, MeterProvider):
-            current.add_metric_reader(reader)
-            return
-        named = OTELResourceDetector().detect().attributes.get("service.name")
-        resource = Resource.create({} if named else {"service.name": SERVICE_NAME})
-        metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=[reader]))
+            reader = PrometheusMetricReader(scope_info_enabled=False, registry=self.registry)
+            named = OTELResourceDetector().detect().attributes.get("service.name")
+            resource = Resource.create({} if named else {"service.name": SERVICE_NAME})
+            self._provider = MeterProvider(resource=resource, metric_readers=[reader], shutdown_on_exit=False)
+        return self._provider.get_meter(name)
+
+    def register(self, collector: Collector) -> None:
+        """Exports what `collector` (a prometheus_client Collector) yields at every scrape."""
+        self.registry.register(collector)
 
     def start(self) -> None:
         """Binds and serves on a daemon thread (MetricsPortError when the port cannot be bound)."""
@@ -212,4 +253,7 @@ class MetricsEndpoint:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        if self._provider is not None:
+            self._provider.shutdown()
+            self._provider = None
         self.collector.close()

@@ -51,8 +51,8 @@ class SchedulerServer:
             retry=Retry(ExponentialBackoff(cap=0.1, base=0.01), retries=2),
             retry_on_error=[RedisConnectionError, RedisTimeoutError])
         self.core = Core(config, self.redis)
-        self.metrics = self._open_metrics()  # before telemetry.setup: it installs the meter provider
-        self.server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=telemetry.setup(self.core))
+        self.metrics = self._open_metrics()  # before telemetry.setup, which puts the instruments on it
+        self.server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=telemetry.setup(self.core, self.metrics))
         self.health = health.aio.HealthServicer()
         tasks = TaskService(self.core)
         add_servicer(self.server, tasks, task_service_pb2.DESCRIPTOR.services_by_name["TaskService"])
@@ -84,7 +84,6 @@ class SchedulerServer:
         endpoint = MetricsEndpoint(config.metrics_host or config.host, config.metrics_port,
                                    FleetCollector(core.scheduler_id, lambda: beat.is_leader, config.redis_url))
         endpoint.start()
-        endpoint.install_reader()
         return endpoint
 
     async def stop(self, grace: float = 5.0) -> None:

@@ -45,7 +45,7 @@ async def submit_specs(core: Core, specs: Sequence[task_pb2.TaskSpec], at: str =
         except BaseException:
             core.dispatcher.refund(offers)
             raise
-        enqueue.stored(submitted)
+        enqueue.stored(submitted, tasks)
     if offers:
         core.dispatcher.settle(offers, specs, tasks, submitted)
     ready: set[str] = set()

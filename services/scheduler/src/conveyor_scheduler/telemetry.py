@@ -1,8 +1,9 @@
 """OpenTelemetry in the scheduler: spans for unary gRPC calls, enqueue, dispatch and cancel; metrics.
 
-`setup(core)` runs once per server, after `configure_from_env` installed (or did not install)
-the SDK providers. When neither tracing nor metrics is on it returns no interceptor and the
-hooks (`enqueue`, `dispatched`, `acked`) return at their first line, so the hot path pays one call.
+`setup(core, endpoint)` runs once per server, after `configure_from_env` installed (or did not
+install) the SDK providers and after the Prometheus endpoint (if any) was opened. When neither
+tracing nor metrics is on it returns no interceptor and the hooks (`enqueue`, `dispatched`,
+`acked`) return at their first line, so the hot path pays one call.
 
 Spans (see conveyor.telemetry for the whole trace):
 - "conveyor.v1.TaskService/Submit" etc. (SERVER) for every unary conveyor.* call, parent taken
@@ -18,6 +19,12 @@ Spans (see conveyor.telemetry for the whole trace):
 Metrics (meter "conveyor.scheduler"): conveyor.tasks.submitted, conveyor.tasks.completed
 (by conveyor.task.outcome), conveyor.tasks.retried, conveyor.task.wait.duration,
 conveyor.queue.depth (by conveyor.task.state), conveyor.leases.active, conveyor.workers.connected.
+They are on while a Prometheus endpoint is open or an SDK meter provider is installed (OTLP).
+The hot path only counts, in plain Python (`tallies`): the counters are observable instruments
+that read those totals when a reader collects. The wait time is bucketed by hand for Prometheus
+(`exposition.BucketsCollector`); OpenTelemetry has no observable histogram, so for OTLP it is
+also recorded on a synchronous histogram, the one per-task SDK call left, made only when an SDK
+meter provider is installed.
 """
 
 from __future__ import annotations
@@ -41,9 +48,14 @@ from conveyor import telemetry as t
 from conveyor.v1 import task_pb2, task_service_pb2
 from conveyor_scheduler.keys import REGISTRY_KEYS, QueueKeys
 from conveyor_scheduler.store import Submitted
+from conveyor_scheduler.tallies import Buckets, Tally
 
 if TYPE_CHECKING:
+    from opentelemetry.metrics import Histogram, Meter
+
     from conveyor_scheduler.core import Core
+    from conveyor_scheduler.exposition import MetricsEndpoint
+    from conveyor_scheduler.validation import NewTask
 
 log = logging.getLogger(__name__)
 
@@ -57,24 +69,31 @@ SERVER_ERROR_CODES = frozenset({2, 4, 12, 13, 14, 15})
 TRACE_HEADER_BUDGET = 256
 """Bytes kept free under the header size limit before a traceparent is added to a task."""
 MAX_CACHED_ATTRIBUTE_SETS = 10_000
+METER = "conveyor.scheduler"
+WAIT_METRIC = "conveyor.task.wait.duration"
+WAIT_DESCRIPTION = ("Time an attempt waited ready in its queue (since submit, eta or retry due time) "
+                    "before a worker leased it.")
+OVERFLOW_ATTRIBUTES = {"otel.metric.overflow": True}
 
 _active: SchedulerTelemetry | None = None
 
 
-def setup(core: Core) -> list[grpc.aio.ServerInterceptor]:
-    """Creates the instruments and returns the server interceptors (none when telemetry is off)."""
+def setup(core: Core, endpoint: MetricsEndpoint | None = None) -> list[grpc.aio.ServerInterceptor]:
+    """Creates the instruments and returns the server interceptors (none when telemetry is off).
+    Metrics go to `endpoint` (Prometheus) when given, and to the global meter provider when an SDK
+    one is installed (`configure_from_env` for OTLP)."""
     global _active  # noqa: PLW0603 - one scheduler per process; the hooks below read it
     tracer = t.tracer()
-    metrics_on = t.metrics_enabled()
-    if tracer is None and not metrics_on:
+    otlp = t.metrics_enabled()
+    if tracer is None and endpoint is None and not otlp:
         _active = None
         return []
-    _active = SchedulerTelemetry(core, tracer, metrics_on)
+    _active = SchedulerTelemetry(core, tracer, endpoint, otlp)
     return [TelemetryInterceptor(_active)]
 
 
 def enqueue(specs: Sequence[task_pb2.TaskSpec]) -> Enqueue | _NotEnqueuing:
-    """Hook around storing new tasks: `with telemetry.enqueue(specs) as e: ...; e.stored(submitted)`."""
+    """Hook around storing new tasks: `with telemetry.enqueue(specs) as e: ...; e.stored(submitted, tasks)`."""
     tel = _active
     return NOT_ENQUEUING if tel is None else tel.start_enqueue(specs)
 
@@ -125,28 +144,46 @@ def acked(entries: Sequence[tuple[str, Any]], outcomes: Sequence[task_pb2.AckOut
 
 
 class SchedulerTelemetry:
-    def __init__(self, core: Core, tracer: trace.Tracer | None, metrics_on: bool) -> None:
+    def __init__(self, core: Core, tracer: trace.Tracer | None, endpoint: MetricsEndpoint | None = None,
+                 otlp: bool = False) -> None:
         self.core = core
         self.tracer = tracer
-        self.metrics = metrics_on
+        self.metrics = endpoint is not None or otlp
         self._attrs: dict[tuple[str, ...], dict[str, str]] = {}
         self._redis: redis.Redis | None = None
-        if not metrics_on:
-            return
-        meter = t.meter("conveyor.scheduler")
-        self.submitted = meter.create_counter(
-            "conveyor.tasks.submitted", unit="{task}",
-            description="New tasks stored, from Submit calls and beat firings (duplicates excluded).")
-        self.completed = meter.create_counter(
-            "conveyor.tasks.completed", unit="{task}",
+        # Counted on the hot path, read by the observable counters (see the module doc).
+        self.submitted = Tally()  # (queue, task name)
+        self.completed = Tally()  # (queue, outcome)
+        self.retried = Tally()  # (queue,)
+        self.waits: Buckets | None = None
+        """Wait times in ms by (queue,), bucketed for Prometheus (with an endpoint only)."""
+        self.wait: Histogram | None = None
+        """The OTel wait-time histogram (with an SDK meter provider only: OTLP)."""
+        if endpoint is not None:
+            from conveyor_scheduler.exposition import BucketsCollector  # noqa: PLC0415 - prometheus_client
+
+            self.waits = Buckets([round(b * 1000) for b in t.DURATION_BUCKETS])  # in ms: exact, int compares
+            self._instruments(endpoint.meter(METER))
+            endpoint.register(BucketsCollector("conveyor_task_wait_duration_seconds", WAIT_DESCRIPTION, self.waits,
+                                               (t.DESTINATION,), {t.MESSAGING_SYSTEM: t.SYSTEM}, divisor=1000))
+        if otlp:
+            meter = t.meter(METER)
+            self._instruments(meter)
+            self.wait = meter.create_histogram(WAIT_METRIC, unit="s", description=WAIT_DESCRIPTION,
+                                               explicit_bucket_boundaries_advisory=t.DURATION_BUCKETS)
+
+    def _instruments(self, meter: Meter) -> None:
+        """The observable instruments, on one meter provider's meter (Prometheus's, or OTLP's)."""
+        meter.create_observable_counter(
+            "conveyor.tasks.submitted", callbacks=[self._observer(self.submitted, t.DESTINATION, t.TASK_NAME)],
+            unit="{task}", description="New tasks stored, from Submit calls and beat firings (duplicates excluded).")
+        meter.create_observable_counter(
+            "conveyor.tasks.completed", callbacks=[self._observer(self.completed, t.DESTINATION, t.TASK_OUTCOME)],
+            unit="{task}",
             description="Tasks that reached a final state through an ack or a cancel, by conveyor.task.outcome.")
-        self.retried = meter.create_counter(
-            "conveyor.tasks.retried", unit="{task}", description="Failed attempts scheduled to run again.")
-        self.wait = meter.create_histogram(
-            "conveyor.task.wait.duration", unit="s",
-            description="Time an attempt waited ready in its queue (since submit, eta or retry due time) "
-                        "before a worker leased it.",
-            explicit_bucket_boundaries_advisory=t.DURATION_BUCKETS)
+        meter.create_observable_counter(
+            "conveyor.tasks.retried", callbacks=[self._observer(self.retried, t.DESTINATION)], unit="{task}",
+            description="Failed attempts scheduled to run again.")
         meter.create_observable_gauge(
             "conveyor.queue.depth", callbacks=[self._observe_depth], unit="{task}",
             description="Tasks per queue and state (queued, scheduled, active, dead), read from Redis.")
@@ -171,15 +208,15 @@ class SchedulerTelemetry:
     # -- hooks ----------------------------------------------------------------------------------
 
     def on_dispatch(self, leased: Sequence[task_pb2.LeasedTask], worker_id: str) -> None:
+        if self.metrics:
+            self._count_waits(leased)
+        if self.tracer is None:
+            return
         now_ns = time.time_ns()
         for lt in leased:
             task = lt.task
-            started_ms = task.started_at.ToMilliseconds()
-            if self.metrics:
-                ready_ms = max(task.created_at.ToMilliseconds(), task.eta.ToMilliseconds())
-                self.wait.record(max(0, started_ms - ready_ms) / 1000, self.attrs(t.DESTINATION, task.queue))
-            if self.tracer is not None and t.TRACEPARENT in task.headers:
-                start_ns = min(started_ms * 1_000_000, now_ns)
+            if t.TRACEPARENT in task.headers:
+                start_ns = min(task.started_at.ToMilliseconds() * 1_000_000, now_ns)
                 span = self.tracer.start_span(t.span_name("dispatch", task.queue), context=t.extract(task.headers),
                                               kind=SpanKind.INTERNAL, start_time=start_ns)
                 if span.is_recording():
@@ -189,16 +226,45 @@ class SchedulerTelemetry:
                         t.TASK_PRIORITY: task.priority, t.WORKER_ID: worker_id})
                 span.end(end_time=now_ns)
 
+    def _count_waits(self, leased: Sequence[task_pb2.LeasedTask]) -> None:
+        """Each attempt's wait: from the later of its creation and its eta (a delayed task, a
+        retry) to its start, recorded per run of one queue (a dispatch is one queue's; a Poll's
+        leases may be several queues'). In whole ms from the Timestamps' fields, which the store
+        sets in ms: Timestamp.ToMilliseconds() is Python and would cost more than this loop."""
+        queue = ""
+        run: list[int] = []
+        for lt in leased:
+            task = lt.task
+            started, created = task.started_at, task.created_at
+            wait_ms = (started.seconds - created.seconds) * 1000 + (started.nanos - created.nanos) // 1_000_000
+            if task.HasField("eta"):
+                eta = task.eta
+                since_eta = (started.seconds - eta.seconds) * 1000 + (started.nanos - eta.nanos) // 1_000_000
+                wait_ms = min(wait_ms, since_eta)
+            if task.queue != queue:
+                self._record_waits(queue, run)
+                queue, run = task.queue, []
+            run.append(wait_ms if wait_ms > 0 else 0)
+        self._record_waits(queue, run)
+
+    def _record_waits(self, queue: str, waits_ms: list[int]) -> None:
+        if not waits_ms:
+            return
+        if self.waits is not None:
+            self.waits.observe_all((queue,), waits_ms)
+        if self.wait is not None:
+            attributes = self.attrs(t.DESTINATION, queue)
+            for ms in waits_ms:
+                self.wait.record(ms / 1000, attributes)
+
     def on_ack(self, entries: Sequence[tuple[str, Any]], outcomes: Sequence[task_pb2.AckOutcome]) -> None:
-        # Counted per (queue, state) first: one SDK call (~20 us) per group, not per ack.
-        counts: collections.Counter[tuple[str, int]] = collections.Counter(
-            (queue, outcome.state) for (queue, _), outcome in zip(entries, outcomes, strict=False)
-            if outcome.status == ACCEPTED and (outcome.state == SCHEDULED or outcome.state in TERMINAL))
+        counts = collections.Counter((queue, outcome.state) for (queue, _), outcome
+                                     in zip(entries, outcomes, strict=False) if outcome.status == ACCEPTED)
         for (queue, state), n in counts.items():
             if state == SCHEDULED:
-                self.retried.add(n, self.attrs(t.DESTINATION, queue))
-            else:
-                self.completed.add(n, self.attrs(t.DESTINATION, queue, t.TASK_OUTCOME, STATE_NAMES[state]))
+                self.retried.add((queue,), n)
+            elif state in TERMINAL:
+                self.completed.add((queue, STATE_NAMES[state]), n)
 
     # -- submit -------------------------------------------------------------------------------
 
@@ -235,7 +301,7 @@ class SchedulerTelemetry:
     async def cancelled(self, request: Any, response: Any, server: trace.Span | None) -> None:
         queue = await self.core.queue_of(request.task_id)
         if self.metrics and response.state == CANCELLED:
-            self.completed.add(1, self.attrs(t.DESTINATION, queue, t.TASK_OUTCOME, "cancelled"))
+            self.completed.add((queue, "cancelled"))
         if self.tracer is None or server is None:
             return
         raw = await self.core.redis.hget(QueueKeys.of(queue).task(request.task_id), "h")
@@ -251,7 +317,17 @@ class SchedulerTelemetry:
                                  t.TASK_STATE: STATE_NAMES.get(response.state, str(response.state))})
         span.end()
 
-    # -- observable gauges (called on the metric reader's thread) ---------------------------
+    # -- observable instruments (called on the metric reader's thread) ------------------------
+
+    def _observer(self, tally: Tally, *names: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        """The callback of an observable counter: `tally`'s totals, keys zipped with attribute `names`."""
+
+        def observe(options: CallbackOptions) -> Iterable[Observation]:
+            return [Observation(n, OVERFLOW_ATTRIBUTES if key is None else  # None: tallies.OVERFLOW
+                                self.attrs(*(x for pair in zip(names, key, strict=True) for x in pair)))
+                    for key, n in tally.totals().items()]
+
+        return observe
 
     def _sync_redis(self) -> redis.Redis:
         if self._redis is None:
@@ -309,7 +385,7 @@ class _NotEnqueuing:
     def __exit__(self, *exc: object) -> None:
         return None
 
-    def stored(self, submitted: Sequence[Submitted]) -> None:
+    def stored(self, submitted: Sequence[Submitted], tasks: Sequence[NewTask]) -> None:
         return None
 
 
@@ -329,14 +405,15 @@ class Enqueue:
     def __enter__(self) -> Enqueue:
         return self
 
-    def stored(self, submitted: Sequence[Submitted]) -> None:
-        """Records what the store made of each task: id, queue, state, duplicate."""
+    def stored(self, submitted: Sequence[Submitted], tasks: Sequence[NewTask]) -> None:
+        """Records what the store made of each task (`tasks`, the validated `specs`): id, queue,
+        state, duplicate."""
         tel = self.tel
-        if tel.metrics:  # one SDK call per (queue, name) of the batch, not per task
-            counts = collections.Counter((sub.queue, self.specs[i].name)
-                                         for i, sub in enumerate(submitted) if not sub.duplicate)
-            for (queue, name), n in counts.items():
-                tel.submitted.add(n, tel.attrs(t.DESTINATION, queue, t.TASK_NAME, name))
+        if tel.metrics:  # the names from `tasks`: reading them from the specs costs more than counting
+            counts = collections.Counter((sub.queue, task.name) for sub, task in zip(submitted, tasks, strict=False)
+                                         if not sub.duplicate)
+            for key, n in counts.items():
+                tel.submitted.add(key, n)
         if not self.spans:
             return
         for i, sub in enumerate(submitted):

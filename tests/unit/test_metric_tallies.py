@@ -1,0 +1,129 @@
+"""The scheduler's per-task metrics, counted in plain Python (tallies) and exposed for Prometheus:
+bucket bounds, overflow, and one in-process scheduler telemetry read back through the text format."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from conveyor import telemetry as t
+from conveyor.v1 import task_pb2
+from conveyor_scheduler import telemetry
+from conveyor_scheduler.exposition import BucketsCollector, FleetCollector, MetricsEndpoint
+from conveyor_scheduler.records import set_ms
+from conveyor_scheduler.store import Submitted
+from conveyor_scheduler.tallies import OVERFLOW, Buckets, Tally
+from conveyor_scheduler.validation import NewTask
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def parse(registry: CollectorRegistry) -> tuple[dict[str, str], Samples]:
+    """(family name -> type, samples) of the registry's text exposition, read by prometheus_client's parser."""
+    families = list(text_string_to_metric_families(generate_latest(registry).decode()))
+    return ({f.name: f.type for f in families},
+            {(s.name, frozenset(s.labels.items())): s.value for f in families for s in f.samples})
+
+
+def test_a_tally_counts_per_key_and_folds_keys_past_its_limit_into_overflow() -> None:
+    tally = Tally(max_series=2)
+    tally.add(("a",))
+    tally.add(("a",), 4)
+    tally.add(("b",))
+    totals = tally.totals()
+    tally.add(("c",))
+    tally.add(("d",), 2)
+    tally.add(("a",))
+    assert totals == {("a",): 5, ("b",): 1}  # a copy: later adds do not change it
+    assert tally.totals() == {("a",): 6, ("b",): 1, OVERFLOW: 3}
+
+
+def test_buckets_are_inclusive_upper_bounds_and_cumulative() -> None:
+    buckets = Buckets([1, 5, 10])
+    buckets.observe_all(("q",), [0, 1, 2, 5])
+    buckets.observe_all(("q",), [6, 10, 11, 500])
+    ((key, cumulative, total),) = buckets.snapshot()
+    assert key == ("q",)
+    assert cumulative == [2, 4, 6, 8]  # <=1: 0 and 1; <=5: +2 and 5; <=10: +6 and 10; +Inf: +11 and 500
+    assert total == 535
+
+
+def test_buckets_fold_keys_past_their_limit_into_overflow() -> None:
+    buckets = Buckets([1], max_series=1)
+    buckets.observe_all(("a",), [0])
+    buckets.observe_all(("b",), [2])
+    buckets.observe_all(("c",), [0])
+    assert {key: (c, s) for key, c, s in buckets.snapshot()} == {("a",): ([1, 1], 0), OVERFLOW: ([1, 2], 2)}
+
+
+def test_the_collector_writes_a_histogram_in_seconds_from_milliseconds() -> None:
+    buckets = Buckets([1, 250])
+    buckets.observe_all(("default",), [1, 120, 2000])
+    registry = CollectorRegistry()
+    registry.register(BucketsCollector("x_wait_seconds", "Waits.", buckets, (t.DESTINATION,),
+                                       {t.MESSAGING_SYSTEM: "conveyor"}, divisor=1000))
+    types, samples = parse(registry)
+    assert types == {"x_wait_seconds": "histogram"}
+    labels = {"messaging_system": "conveyor", "messaging_destination_name": "default"}
+    assert {le: samples[("x_wait_seconds_bucket", frozenset({**labels, "le": le}.items()))]
+            for le in ("0.001", "0.25", "+Inf")} == {"0.001": 1, "0.25": 2, "+Inf": 3}
+    assert samples[("x_wait_seconds_count", frozenset(labels.items()))] == 3
+    assert samples[("x_wait_seconds_sum", frozenset(labels.items()))] == 2.121
+
+
+def leased(queue: str, created_ms: int, started_ms: int, eta_ms: int = 0) -> task_pb2.LeasedTask:
+    lt = task_pb2.LeasedTask(task=task_pb2.Task(id="01JD8X0000000000000000000", name="t.add", queue=queue))
+    set_ms(lt.task.created_at, created_ms)
+    set_ms(lt.task.started_at, started_ms)
+    if eta_ms:
+        set_ms(lt.task.eta, eta_ms)
+    return lt
+
+
+def test_scheduler_telemetry_counts_into_the_prometheus_endpoint() -> None:
+    """The hooks, as the servicers call them, against an endpoint that is not serving: its
+    registry is read directly. The queue-depth gauge cannot reach Redis and reports nothing."""
+    core = SimpleNamespace(config=SimpleNamespace(redis_url="redis://127.0.0.1:1"),
+                           dispatcher=SimpleNamespace(_queues={}))
+    endpoint = MetricsEndpoint("127.0.0.1", 0, FleetCollector("r", lambda: False, "redis://127.0.0.1:1"))
+    tel = telemetry.SchedulerTelemetry(core, None, endpoint)  # type: ignore[arg-type]
+    try:
+        names = ("t.add", "t.add", "t.mul", "t.add")
+        specs = [task_pb2.TaskSpec(name=n) for n in names]
+        with telemetry.Enqueue(tel, specs, []) as enqueue:
+            enqueue.stored([Submitted("1", "q", 2, False), Submitted("2", "q", 2, False),
+                            Submitted("3", "q", 2, False), Submitted("4", "q", 2, True)],  # a duplicate: not new
+                           [NewTask("q", 0, 0, "", 0, [], name=n) for n in names])
+        t0 = 1_700_000_000_000
+        tel.on_dispatch([leased("q", t0, t0 + 3),  # waited 3 ms
+                         leased("q", t0, t0 + 5_000, eta_ms=t0 + 4_900),  # ready at its eta: 100 ms
+                         leased("q", t0, t0 + 10, eta_ms=t0 + 20)], "w")  # leased before its eta: 0
+        ok, retry, stale = (task_pb2.AckOutcome(status=task_pb2.ACK_STATUS_ACCEPTED, state=s)
+                            for s in (task_pb2.TASK_STATE_SUCCEEDED, task_pb2.TASK_STATE_SCHEDULED,
+                                      task_pb2.TASK_STATE_FAILED))
+        stale.status = task_pb2.ACK_STATUS_STALE_LEASE
+        tel.on_ack([("q", None)] * 4, [ok, ok, retry, stale])
+        types, samples = parse(endpoint.registry)
+    finally:
+        endpoint.stop()
+
+    def value(name: str, **labels: str) -> float | None:
+        return samples.get((name, frozenset({"messaging_system": "conveyor", **labels}.items())))
+
+    assert types["conveyor_tasks_submitted"] == types["conveyor_tasks_completed"] == "counter"
+    assert types["conveyor_task_wait_duration_seconds"] == "histogram"
+    q = {"messaging_destination_name": "q"}
+    assert value("conveyor_tasks_submitted_total", conveyor_task_name="t.add", **q) == 2
+    assert value("conveyor_tasks_submitted_total", conveyor_task_name="t.mul", **q) == 1
+    assert value("conveyor_tasks_completed_total", conveyor_task_outcome="succeeded", **q) == 2
+    assert value("conveyor_tasks_retried_total", **q) == 1
+    assert value("conveyor_tasks_completed_total", conveyor_task_outcome="failed", **q) is None
+    wait = "conveyor_task_wait_duration_seconds"
+    assert value(f"{wait}_count", **q) == 3
+    assert value(f"{wait}_sum", **q) == 0.103
+    assert [value(f"{wait}_bucket", le=le, **q) for le in ("0.001", "0.005", "0.075", "0.1", "+Inf")] == [
+        1, 2, 2, 3, 3]
+    les = {dict(labels)["le"] for name, labels in samples if name == f"{wait}_bucket"}
+    assert les == {*(str(float(b)) for b in t.DURATION_BUCKETS), "+Inf"}
