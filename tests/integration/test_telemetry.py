@@ -487,11 +487,10 @@ def test_metrics_arrive_with_their_names_and_counts(otel: Otel, cluster: Cluster
 
     with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as resp:
         families = list(text_string_to_metric_families(resp.read().decode()))
-    wait = "conveyor_task_wait_duration_seconds"
-    assert [f.type for f in families if f.name == wait] == ["histogram"]  # once: not the OTLP one as well
+    # the OTLP histogram stays off /metrics (the endpoint has a meter provider of its own)
+    assert not [f for f in families if f.name == "conveyor_task_wait_duration_seconds"]
     prom = {(s.name, frozenset(s.labels.items())): s.value for f in families for s in f.samples}
     labels = {"messaging_system": "conveyor", "messaging_destination_name": queue}
-    assert prom[(f"{wait}_count", frozenset(labels.items()))] == 8
     assert prom[("conveyor_tasks_retried_total", frozenset(labels.items()))] == 1
     assert prom[("conveyor_tasks_completed_total",
                  frozenset({**labels, "conveyor_task_outcome": "cancelled"}.items()))] == 1

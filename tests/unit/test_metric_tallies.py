@@ -1,5 +1,5 @@
 """The scheduler's per-task metrics, counted in plain Python (tallies) and exposed for Prometheus:
-bucket bounds, overflow, and one in-process scheduler telemetry read back through the text format."""
+overflow, and one in-process scheduler telemetry read back through the text format."""
 
 from __future__ import annotations
 
@@ -8,13 +8,12 @@ from types import SimpleNamespace
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conveyor import telemetry as t
 from conveyor.v1 import task_pb2
 from conveyor_scheduler import telemetry
-from conveyor_scheduler.exposition import BucketsCollector, FleetCollector, MetricsEndpoint
+from conveyor_scheduler.exposition import FleetCollector, MetricsEndpoint
 from conveyor_scheduler.records import set_ms
 from conveyor_scheduler.store import Submitted
-from conveyor_scheduler.tallies import OVERFLOW, Buckets, Tally
+from conveyor_scheduler.tallies import OVERFLOW, Tally
 from conveyor_scheduler.validation import NewTask
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -38,39 +37,6 @@ def test_a_tally_counts_per_key_and_folds_keys_past_its_limit_into_overflow() ->
     tally.add(("a",))
     assert totals == {("a",): 5, ("b",): 1}  # a copy: later adds do not change it
     assert tally.totals() == {("a",): 6, ("b",): 1, OVERFLOW: 3}
-
-
-def test_buckets_are_inclusive_upper_bounds_and_cumulative() -> None:
-    buckets = Buckets([1, 5, 10])
-    buckets.observe_all(("q",), [0, 1, 2, 5])
-    buckets.observe_all(("q",), [6, 10, 11, 500])
-    ((key, cumulative, total),) = buckets.snapshot()
-    assert key == ("q",)
-    assert cumulative == [2, 4, 6, 8]  # <=1: 0 and 1; <=5: +2 and 5; <=10: +6 and 10; +Inf: +11 and 500
-    assert total == 535
-
-
-def test_buckets_fold_keys_past_their_limit_into_overflow() -> None:
-    buckets = Buckets([1], max_series=1)
-    buckets.observe_all(("a",), [0])
-    buckets.observe_all(("b",), [2])
-    buckets.observe_all(("c",), [0])
-    assert {key: (c, s) for key, c, s in buckets.snapshot()} == {("a",): ([1, 1], 0), OVERFLOW: ([1, 2], 2)}
-
-
-def test_the_collector_writes_a_histogram_in_seconds_from_milliseconds() -> None:
-    buckets = Buckets([1, 250])
-    buckets.observe_all(("default",), [1, 120, 2000])
-    registry = CollectorRegistry()
-    registry.register(BucketsCollector("x_wait_seconds", "Waits.", buckets, (t.DESTINATION,),
-                                       {t.MESSAGING_SYSTEM: "conveyor"}, divisor=1000))
-    types, samples = parse(registry)
-    assert types == {"x_wait_seconds": "histogram"}
-    labels = {"messaging_system": "conveyor", "messaging_destination_name": "default"}
-    assert {le: samples[("x_wait_seconds_bucket", frozenset({**labels, "le": le}.items()))]
-            for le in ("0.001", "0.25", "+Inf")} == {"0.001": 1, "0.25": 2, "+Inf": 3}
-    assert samples[("x_wait_seconds_count", frozenset(labels.items()))] == 3
-    assert samples[("x_wait_seconds_sum", frozenset(labels.items()))] == 2.121
 
 
 def leased(queue: str, created_ms: int, started_ms: int, eta_ms: int = 0) -> task_pb2.LeasedTask:
@@ -113,17 +79,10 @@ def test_scheduler_telemetry_counts_into_the_prometheus_endpoint() -> None:
         return samples.get((name, frozenset({"messaging_system": "conveyor", **labels}.items())))
 
     assert types["conveyor_tasks_submitted"] == types["conveyor_tasks_completed"] == "counter"
-    assert types["conveyor_task_wait_duration_seconds"] == "histogram"
+    assert "conveyor_task_wait_duration_seconds" not in types  # OTLP only: /metrics has the fleet percentiles
     q = {"messaging_destination_name": "q"}
     assert value("conveyor_tasks_submitted_total", conveyor_task_name="t.add", **q) == 2
     assert value("conveyor_tasks_submitted_total", conveyor_task_name="t.mul", **q) == 1
     assert value("conveyor_tasks_completed_total", conveyor_task_outcome="succeeded", **q) == 2
     assert value("conveyor_tasks_retried_total", **q) == 1
     assert value("conveyor_tasks_completed_total", conveyor_task_outcome="failed", **q) is None
-    wait = "conveyor_task_wait_duration_seconds"
-    assert value(f"{wait}_count", **q) == 3
-    assert value(f"{wait}_sum", **q) == 0.103
-    assert [value(f"{wait}_bucket", le=le, **q) for le in ("0.001", "0.005", "0.075", "0.1", "+Inf")] == [
-        1, 2, 2, 3, 3]
-    les = {dict(labels)["le"] for name, labels in samples if name == f"{wait}_bucket"}
-    assert les == {*(str(float(b)) for b in t.DURATION_BUCKETS), "+Inf"}

@@ -1,17 +1,16 @@
 """Prometheus `/metrics` of one scheduler replica, served from a thread beside the event loop.
 
-Four parts, one private `CollectorRegistry`:
+Three parts, one private `CollectorRegistry`:
 
 - the OpenTelemetry instruments of `telemetry.py` (submitted, completed, retried, leases,
   workers, per-replica queue depth: all observable, read at scrape time), through an OTel
   `PrometheusMetricReader` on a meter provider of the endpoint's own. OTLP export, when OTEL_*
   asks for it, runs on the global provider `configure_from_env` installed, beside this one.
-- `conveyor_task_wait_duration_seconds`: the wait-time histogram, bucketed by hand on the hot
-  path (`tallies.Buckets`) and exposed by a `BucketsCollector`; OpenTelemetry has no observable
-  histogram, and a synchronous one costs an SDK call per leased task.
 - `conveyor_scheduler_beat_leader{replica}`: 1 on the replica that holds the beat lease.
-- `conveyor_fleet_*`: gauges of the whole fleet read from Redis at scrape time. Only the beat
-  leader exports them, so `sum()` over every replica's scrape counts each queue once.
+- `conveyor_fleet_*`: gauges of the whole fleet read from Redis at scrape time, including the
+  queue wait and run time percentiles of the activity buckets the scripts keep (which replace
+  a per-replica wait histogram: no per-task cost here at all). Only the beat leader exports
+  them, so `sum()` over every replica's scrape counts each queue once.
 
 Everything here runs on the HTTP server's threads, never on the event loop, so Redis is read
 with a synchronous client of its own.
@@ -27,13 +26,11 @@ from typing import TYPE_CHECKING, Protocol
 
 import redis
 from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
 
-from conveyor_scheduler.ids import created_ms
-from conveyor_scheduler.keys import PRIORITY_LEVELS, REGISTRY_KEYS, WORKERS_INDEX, QueueKeys, worker_key
-from conveyor_scheduler.tallies import Buckets
+from conveyor_scheduler.keys import WORKERS_INDEX, worker_key
+from conveyor_scheduler.queue_stats import SyncQueueReader
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -43,6 +40,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+ACTIVITY_MINUTES = 5
+"""The window of the wait and run time gauges."""
 MAX_QUEUES_PER_SCRAPE = 1_000
 """Most queues one scrape reads; `conveyor_fleet_queues` still counts them all."""
 REDIS_TIMEOUT_S = 2.0
@@ -60,58 +59,54 @@ class FleetSource(Protocol):
 
 
 class QueueDepth:
-    """Tasks per queue and state, queued tasks per priority, the age of the oldest queued task."""
+    """Per queue: tasks by state, queued tasks per priority, the oldest queued task's wait,
+    paused or not, and the p50/p95 queue wait and run time of the last 5 minutes. Read as
+    ListQueues reads them (queue_stats.SyncQueueReader), so both always agree."""
 
     def __init__(self, max_queues: int = MAX_QUEUES_PER_SCRAPE, clock: Callable[[], float] = time.time) -> None:
         self.max_queues = max_queues
         self.clock = clock
+        self._reader: SyncQueueReader | None = None
 
     def collect(self, client: redis.Redis) -> Iterable[Metric]:
-        registry = REGISTRY_KEYS[0]
-        queues: list[str] = []
-        for name, _ in client.hscan_iter(registry, count=self.max_queues):
-            queues.append(name.decode() if isinstance(name, bytes) else str(name))
-            if len(queues) >= self.max_queues:
-                break
-        queues.sort()
-        pipe = client.pipeline(transaction=False)
-        pipe.hlen(registry)
-        for queue in queues:
-            keys = QueueKeys.of(queue)
-            for key in keys.ready:
-                pipe.llen(key)
-                pipe.lindex(key, 0)
-            pipe.zcard(keys.scheduled)
-            pipe.zcard(keys.active)
-            pipe.zcard(keys.dead)
-        replies = pipe.execute()
-        now_ms = self.clock() * 1000
+        if self._reader is None or self._reader.client is not client:
+            self._reader = SyncQueueReader(client)
+        queues, total = self._reader.queues(self.max_queues)
+        now_ms = int(self.clock() * 1000)
+        readings = self._reader.read(queues, now_ms, minutes=ACTIVITY_MINUTES)
         count = GaugeMetricFamily("conveyor_fleet_queues", "Queues in the registry (a scrape reads at most "
-                                  f"{self.max_queues} of them).", value=int(replies[0]))
-        tasks = GaugeMetricFamily("conveyor_fleet_queue_tasks", "Tasks per queue and state (queued: in the ready "
-                                  "lists; scheduled; active: leased; dead: dead letters).", labels=["queue", "state"])
+                                  f"{self.max_queues} of them).", value=total)
+        tasks = GaugeMetricFamily("conveyor_fleet_queue_tasks", "Tasks per queue and state (queued, scheduled, "
+                                  "active: leased; dead: dead letters).", labels=["queue", "state"])
         ready = GaugeMetricFamily("conveyor_fleet_queue_ready_tasks", "Queued tasks per queue and priority "
                                   "(priorities with none are left out).", labels=["queue", "priority"])
-        oldest = GaugeMetricFamily("conveyor_fleet_queue_oldest_age_seconds", "Age of the oldest queued task "
-                                   "(since it was submitted), per queue with queued tasks.", labels=["queue"])
-        per_queue = 2 * PRIORITY_LEVELS + 3
-        for n, queue in enumerate(queues):
-            r = replies[1 + n * per_queue:1 + (n + 1) * per_queue]
-            queued = 0
-            first_ms: int | None = None
-            for p in range(PRIORITY_LEVELS):
-                length, head = int(r[2 * p]), r[2 * p + 1]
-                if length:
-                    queued += length
-                    ready.add_metric([queue, str(p)], length)
-                if head:
-                    ms = created_ms(head.decode() if isinstance(head, bytes) else str(head))
-                    first_ms = ms if first_ms is None else min(first_ms, ms)
-            for state, value in (("queued", queued), ("scheduled", r[-3]), ("active", r[-2]), ("dead", r[-1])):
-                tasks.add_metric([queue, state], int(value))
-            if first_ms is not None:
-                oldest.add_metric([queue], max(0.0, (now_ms - first_ms) / 1000))
-        return (count, tasks, ready, oldest)
+        oldest = GaugeMetricFamily("conveyor_fleet_queue_oldest_age_seconds", "How long the longest-waiting queued "
+                                   "task has been ready, per queue with queued tasks.", labels=["queue"])
+        paused = GaugeMetricFamily("conveyor_fleet_queue_paused", "1 while the queue is paused (PauseQueue).",
+                                   labels=["queue"])
+        wait = GaugeMetricFamily("conveyor_fleet_queue_wait_seconds", f"Queue wait (ready to leased) of the attempts "
+                                 f"started in the last {ACTIVITY_MINUTES} minutes, by quantile.",
+                                 labels=["queue", "quantile"])
+        run = GaugeMetricFamily("conveyor_fleet_queue_run_seconds", f"Run time (lease to ack) of the attempts "
+                                f"that ended in the last {ACTIVITY_MINUTES} minutes, by quantile.",
+                                labels=["queue", "quantile"])
+        for queue, (depth, activity) in zip(queues, readings, strict=True):
+            for p, n in enumerate(depth.by_priority):
+                if n:
+                    ready.add_metric([queue, str(p)], n)
+            for state, value in (("queued", depth.queued), ("scheduled", depth.scheduled), ("active", depth.active),
+                                 ("dead", depth.dead)):
+                tasks.add_metric([queue, state], value)
+            if depth.oldest_ready_ms is not None:
+                oldest.add_metric([queue], max(0.0, (now_ms - depth.oldest_ready_ms) / 1000))
+            paused.add_metric([queue], 1 if depth.paused else 0)
+            assert activity is not None
+            for family, p50, p95 in ((wait, activity.wait_p50, activity.wait_p95),
+                                     (run, activity.run_p50, activity.run_p95)):
+                for quantile, d in (("0.5", p50), ("0.95", p95)):
+                    if d.seconds or d.nanos:
+                        family.add_metric([queue, quantile], d.ToNanoseconds() / 1e9)
+        return (count, tasks, ready, oldest, paused, wait, run)
 
 
 class WorkersOnline:
@@ -175,34 +170,6 @@ class FleetCollector(Collector):
 def label_name(attribute: str) -> str:
     """An OTel attribute key as a Prometheus label name (as the OTel exporter writes it)."""
     return re.sub(r"[^a-zA-Z0-9_]", "_", attribute)
-
-
-class BucketsCollector(Collector):
-    """A histogram counted by hand (`tallies.Buckets`), in the form the OTel exporter gives a
-    histogram instrument: `{name}_bucket{le=...}`, `_count` and `_sum`, one series per key,
-    labelled with `constant` attributes plus `attributes` zipped with the key. Bounds and sums
-    are divided by `divisor` (1000: counted in ms, exported in seconds)."""
-
-    def __init__(self, name: str, documentation: str, buckets: Buckets, attributes: tuple[str, ...],
-                 constant: dict[str, str], divisor: int = 1) -> None:
-        self.name = name
-        self.documentation = documentation
-        self.buckets = buckets
-        self.labels = tuple(label_name(a) for a in attributes)
-        self.constant = {label_name(k): v for k, v in constant.items()}
-        self.divisor = divisor
-        self.bounds = [floatToGoString(b / divisor) for b in buckets.bounds] + ["+Inf"]
-
-    def collect(self) -> Iterator[Metric]:
-        family = HistogramMetricFamily(self.name, self.documentation)
-        for key, cumulative, total in self.buckets.snapshot():
-            labels = {"otel_metric_overflow": "true"} if key is None else {  # None: tallies.OVERFLOW
-                **self.constant, **dict(zip(self.labels, key, strict=True))}
-            for le, count in zip(self.bounds, cumulative, strict=True):
-                family.add_sample(self.name + "_bucket", {**labels, "le": le}, count)
-            family.add_sample(self.name + "_count", labels, cumulative[-1])
-            family.add_sample(self.name + "_sum", labels, total / self.divisor)
-        yield family
 
 
 class MetricsEndpoint:

@@ -12,11 +12,23 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import redis
+
 from conveyor.v1 import admin_service_pb2 as pb
-from conveyor_scheduler.keys import HIST_BUCKETS, PRIORITY_LEVELS, RUN_SLOT, STAT_BUCKET_MS, STAT_COUNTERS, WAIT_SLOT
+from conveyor_scheduler.keys import (
+    CHANNEL_PREFIX,
+    HIST_BUCKETS,
+    PRIORITY_LEVELS,
+    REGISTRY_KEYS,
+    RUN_SLOT,
+    STAT_BUCKET_MS,
+    STAT_COUNTERS,
+    WAIT_SLOT,
+    QueueKeys,
+)
 from conveyor_scheduler.records import set_duration_ms
 from conveyor_scheduler.registry import WorkerRegistry
-from conveyor_scheduler.store import Store
+from conveyor_scheduler.store import Store, script_text
 
 WINDOWS_MINUTES = (1, 5, 15)
 BUCKETS_PER_MINUTE = 60_000 // STAT_BUCKET_MS
@@ -118,6 +130,42 @@ class QueueStatsReader:
         if depth.oldest_ready_ms is not None:
             set_duration_ms(stats.oldest_queued_age, max(0, now - depth.oldest_ready_ms))
         return stats
+
+
+class SyncQueueReader:
+    """The same readings for the metrics threads (Prometheus scrapes, OTel collection), which
+    cannot use the event loop's clients: one synchronous client, pipelined per scrape."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self._stats = client.register_script(script_text("queue_stats"))
+
+    def queues(self, limit: int) -> tuple[list[str], int]:
+        """Up to `limit` queue names, sorted, and how many the registry holds."""
+        names: list[str] = []
+        for name, _ in self.client.hscan_iter(REGISTRY_KEYS[0], count=limit):
+            names.append(name.decode() if isinstance(name, bytes) else str(name))
+            if len(names) >= limit:
+                break
+        return sorted(names), int(self.client.hlen(REGISTRY_KEYS[0]))
+
+    def read(self, queues: Sequence[str], now_ms: int, minutes: int = 0
+             ) -> list[tuple[Depth, pb.QueueWindow | None]]:
+        """Each queue's depth and, with `minutes`, its activity window."""
+        pipe = self.client.pipeline(transaction=False)
+        newest = now_ms // STAT_BUCKET_MS
+        for queue in queues:
+            keys = QueueKeys.of(queue)
+            self._stats(keys=keys.script_keys, args=[keys.prefix, now_ms, 0, CHANNEL_PREFIX], client=pipe)
+            if minutes:
+                pipe.mget([keys.stats(newest - i) for i in range(minutes * BUCKETS_PER_MINUTE)])
+        replies = iter(pipe.execute())
+        out: list[tuple[Depth, pb.QueueWindow | None]] = []
+        for _ in queues:
+            depth = Depth.from_reply(next(replies))
+            activity = window([counters(r) for r in next(replies)], minutes, now_ms) if minutes else None
+            out.append((depth, activity))
+        return out
 
 
 def unserved(parked: Sequence[str], queue: str, workers: Sequence[pb.Worker]) -> list[str]:

@@ -21,10 +21,11 @@ Metrics (meter "conveyor.scheduler"): conveyor.tasks.submitted, conveyor.tasks.c
 conveyor.queue.depth (by conveyor.task.state), conveyor.leases.active, conveyor.workers.connected.
 They are on while a Prometheus endpoint is open or an SDK meter provider is installed (OTLP).
 The hot path only counts, in plain Python (`tallies`): the counters are observable instruments
-that read those totals when a reader collects. The wait time is bucketed by hand for Prometheus
-(`exposition.BucketsCollector`); OpenTelemetry has no observable histogram, so for OTLP it is
-also recorded on a synchronous histogram, the one per-task SDK call left, made only when an SDK
-meter provider is installed.
+that read those totals when a reader collects. The wait-time histogram is for OTLP only
+(OpenTelemetry has no observable histogram, so it costs an SDK call per leased task, made only
+when an SDK meter provider is installed); Prometheus gets queue wait and run time percentiles
+from the fleet-wide activity buckets instead (`exposition.QueueDepth`). conveyor.queue.depth is
+read as ListQueues reads it (`queue_stats.SyncQueueReader`).
 """
 
 from __future__ import annotations
@@ -46,9 +47,10 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from conveyor import telemetry as t
 from conveyor.v1 import task_pb2, task_service_pb2
-from conveyor_scheduler.keys import REGISTRY_KEYS, QueueKeys
+from conveyor_scheduler.keys import QueueKeys
+from conveyor_scheduler.queue_stats import SyncQueueReader
 from conveyor_scheduler.store import Submitted
-from conveyor_scheduler.tallies import Buckets, Tally
+from conveyor_scheduler.tallies import Tally
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import Histogram, Meter
@@ -69,6 +71,8 @@ SERVER_ERROR_CODES = frozenset({2, 4, 12, 13, 14, 15})
 TRACE_HEADER_BUDGET = 256
 """Bytes kept free under the header size limit before a traceparent is added to a task."""
 MAX_CACHED_ATTRIBUTE_SETS = 10_000
+MAX_DEPTH_QUEUES = 1_000
+"""Most queues one collection of conveyor.queue.depth reads."""
 METER = "conveyor.scheduler"
 WAIT_METRIC = "conveyor.task.wait.duration"
 WAIT_DESCRIPTION = ("Time an attempt waited ready in its queue (since submit, eta or retry due time) "
@@ -155,17 +159,11 @@ class SchedulerTelemetry:
         self.submitted = Tally()  # (queue, task name)
         self.completed = Tally()  # (queue, outcome)
         self.retried = Tally()  # (queue,)
-        self.waits: Buckets | None = None
-        """Wait times in ms by (queue,), bucketed for Prometheus (with an endpoint only)."""
         self.wait: Histogram | None = None
         """The OTel wait-time histogram (with an SDK meter provider only: OTLP)."""
+        self._queues: SyncQueueReader | None = None
         if endpoint is not None:
-            from conveyor_scheduler.exposition import BucketsCollector  # noqa: PLC0415 - prometheus_client
-
-            self.waits = Buckets([round(b * 1000) for b in t.DURATION_BUCKETS])  # in ms: exact, int compares
             self._instruments(endpoint.meter(METER))
-            endpoint.register(BucketsCollector("conveyor_task_wait_duration_seconds", WAIT_DESCRIPTION, self.waits,
-                                               (t.DESTINATION,), {t.MESSAGING_SYSTEM: t.SYSTEM}, divisor=1000))
         if otlp:
             meter = t.meter(METER)
             self._instruments(meter)
@@ -208,7 +206,7 @@ class SchedulerTelemetry:
     # -- hooks ----------------------------------------------------------------------------------
 
     def on_dispatch(self, leased: Sequence[task_pb2.LeasedTask], worker_id: str) -> None:
-        if self.metrics:
+        if self.wait is not None:
             self._count_waits(leased)
         if self.tracer is None:
             return
@@ -248,11 +246,7 @@ class SchedulerTelemetry:
         self._record_waits(queue, run)
 
     def _record_waits(self, queue: str, waits_ms: list[int]) -> None:
-        if not waits_ms:
-            return
-        if self.waits is not None:
-            self.waits.observe_all((queue,), waits_ms)
-        if self.wait is not None:
+        if waits_ms and self.wait is not None:
             attributes = self.attrs(t.DESTINATION, queue)
             for ms in waits_ms:
                 self.wait.record(ms / 1000, attributes)
@@ -336,26 +330,18 @@ class SchedulerTelemetry:
 
     def _observe_depth(self, options: CallbackOptions) -> Iterable[Observation]:
         try:
-            client = self._sync_redis()
-            queues = sorted(q.decode() for q in client.hkeys(REGISTRY_KEYS[0]))
-            pipe = client.pipeline(transaction=False)
-            for queue in queues:
-                keys = QueueKeys.of(queue)
-                for key in keys.ready:
-                    pipe.llen(key)
-                pipe.zcard(keys.scheduled)
-                pipe.zcard(keys.active)
-                pipe.zcard(keys.dead)
-            counts = pipe.execute()
+            if self._queues is None:
+                self._queues = SyncQueueReader(self._sync_redis())
+            queues, _ = self._queues.queues(MAX_DEPTH_QUEUES)
+            readings = self._queues.read(queues, int(time.time() * 1000))
         except redis.RedisError as exc:
             log.debug("queue depth not observed: %s", exc)
             return []
         out = []
-        per_queue = len(QueueKeys.of("q").ready) + 3
-        for n, queue in enumerate(queues):
-            c = counts[n * per_queue:(n + 1) * per_queue]
-            for state, value in (("queued", sum(c[:-3])), ("scheduled", c[-3]), ("active", c[-2]), ("dead", c[-1])):
-                out.append(Observation(int(value), self.attrs(t.DESTINATION, queue, t.TASK_STATE, state)))
+        for queue, (depth, _) in zip(queues, readings, strict=True):
+            for state, value in (("queued", depth.queued), ("scheduled", depth.scheduled), ("active", depth.active),
+                                 ("dead", depth.dead)):
+                out.append(Observation(value, self.attrs(t.DESTINATION, queue, t.TASK_STATE, state)))
         return out
 
     def _sessions(self) -> set[Any]:
