@@ -53,7 +53,7 @@ class Core:
         self.waiters = ResultWaiters()
         self.watchers = Watchers()
         self.maintenance = Maintenance(self.store, reaper_interval_ms=config.reaper_interval_ms,
-                                       on_ready=self._ready_everywhere, on_sweep=self.dispatcher.wake_all)
+                                       on_ready=self._ready_everywhere, on_sweep=self.dispatcher.sweep)
         self.dispatcher.on_reserved = self.maintenance.schedule  # rate-limited tasks wait for a slot
         self.dispatcher.on_parked = self._parked
         self.bus = EventBus(redis, origin=self.scheduler_id, fast=self.fast_redis,

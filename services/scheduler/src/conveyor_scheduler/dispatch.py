@@ -5,7 +5,8 @@ queue's Signal when the queue is empty or nobody has credit; submits (local, or 
 other replicas via Redis pub/sub), returned leases, promotions and new credit wake it.
 There is no polling on this path. A queue whose last claim came back short is known
 empty until something says tasks may be ready (`wake`), so returned credit alone does
-not cost a claim; the reaper's periodic `wake_all` bounds any missed wake-up.
+not cost a claim; the reaper's periodic `sweep` (a probe of the ready lists) bounds any
+missed wake-up.
 
 Submits also offer this replica's workers for the sync-match fast path (`offers`):
 credit is reserved before the store call and settled after it (`settle`).
@@ -82,6 +83,15 @@ class Dispatcher:
     def wake_all(self) -> None:
         for name in self._queues:
             self.wake(name)
+
+    async def sweep(self) -> None:
+        """Every reaper interval: wakes each queue believed empty whose ready lists (or parked
+        tasks) say otherwise, which bounds a missed wake (a replica that died between storing
+        and publishing, pub/sub lost). A probe, not a claim: a claim would hold the workers'
+        credit meanwhile, and a submit in that moment would miss its sync match."""
+        for name, qd in list(self._queues.items()):
+            if qd.sessions and not qd.maybe_ready and await self.store.has_ready(name):
+                self.wake(name)
 
     def cancel(self, task_id: str, worker_id: str) -> None:
         """Asks the worker running `task_id` to stop, if its stream is on this replica."""

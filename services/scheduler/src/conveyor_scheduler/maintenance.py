@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from redis.exceptions import RedisError
 
@@ -23,12 +23,12 @@ RESCAN_MS = 30_000
 
 class Maintenance:
     def __init__(self, store: Store, *, reaper_interval_ms: int, on_ready: Callable[[str], None],
-                 on_sweep: Callable[[], None] = lambda: None) -> None:
+                 on_sweep: Callable[[], Awaitable[None]] | None = None) -> None:
         self.store = store
         self.reaper_interval_ms = reaper_interval_ms
         self.on_ready = on_ready
         self.on_sweep = on_sweep
-        """Called every reaper interval: dispatch re-checks every queue (bounds a missed wake)."""
+        """Awaited every reaper interval: dispatch re-checks every queue (bounds a missed wake)."""
         self._due: dict[str, int] = {}
         self._timer = Signal()
         self._tasks: list[asyncio.Task[None]] = []
@@ -90,7 +90,8 @@ class Maintenance:
                             self.schedule(queue, self.store.clock())
                         if handled < 500:
                             break
+                if self.on_sweep is not None:
+                    await self.on_sweep()
             except RedisError as exc:
                 log.warning("reaper: %s", exc)
-            self.on_sweep()
             await asyncio.sleep(self.reaper_interval_ms / 1000)

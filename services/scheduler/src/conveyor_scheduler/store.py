@@ -333,6 +333,14 @@ class Store:
             return _pairs(await self.fast.execute("HGETALL", self.keys(queue).task(task_id)))
         return await self.redis.hgetall(self.keys(queue).task(task_id))
 
+    async def has_ready(self, queue: str) -> bool:
+        """Whether the queue's ready lists or parked zsets hold anything (tombstones included)."""
+        keys = self.keys(queue)
+        probe = (*keys.ready, keys.parked_names)
+        if self.fast:
+            return int(await self.fast.execute("EXISTS", *probe)) > 0
+        return int(await self.redis.exists(*probe)) > 0
+
     async def strings(self, keys: Sequence[str]) -> list[bytes | None]:
         """MGET of keys of one hash tag (None for a missing key)."""
         if self.fast:
