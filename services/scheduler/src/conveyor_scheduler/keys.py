@@ -182,7 +182,7 @@ TASK_FIELDS: dict[str, str] = {
     "sa": "started ms of the current attempt",
     "dl": "deadline ms of the current attempt (started + timeout)",
     "le": "lease expiry ms",
-    "lt": "lease token (fencing): only an ack carrying it counts; absent when not leased",
+    "lt": "lease token (fencing): only an ack carrying it counts; absent or empty when not leased",
     "w": "worker id of the current lease (kept once the task finished)",
     "cx": "1 when a cancel was requested while it ran",
     "fa": "finished ms",
@@ -193,7 +193,8 @@ TASK_FIELDS: dict[str, str] = {
     "eb": "last error traceback",
     "wt": "1 once watched (WatchTask): its state changes are published",
     "ev": "count of state changes published for watchers (orders them)",
-    "o": "the stream (WorkerSession.owner) that owns the current lease; absent for a polled lease",
+    "o": "the stream (WorkerSession.owner) that owns the current lease; absent for a polled lease, empty once "
+         "finished",
     "pk": "1 while the task is parked: the workers that claimed it do not declare its name",
     "ix": "its entry id in the task index cv:{q:QUEUE}:x",
     "tb": "1 while a tombstone of it sits in its ready list (cancelled while QUEUED)",
