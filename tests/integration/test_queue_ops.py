@@ -381,3 +381,11 @@ def test_bad_input_is_refused_naming_the_field_and_changes_nothing(stubs: Stubs,
     stats = stubs.queue("bad")
     assert (stats.queued, stats.paused) == (3, False)
     assert set(stubs.states(ids).values()) == {QUEUED}
+
+
+def test_a_rare_match_deep_in_the_index_comes_after_short_pages(stubs: Stubs, client: Client) -> None:
+    rare = client.submit("x.rare", queue="deep").id
+    client.submit_many([Call("x.common", [i], {}, SubmitOptions(queue="deep")) for i in range(6000)])
+    pages = list(stubs.walk(admin_service_pb2.TaskFilter(queue="deep", name="x.rare"), page_size=10))
+    assert pages[0] == [] and len(pages) >= 2  # the first call spent its scan budget on the common ones
+    assert [t.id for page in pages for t in page] == [rare]

@@ -87,7 +87,7 @@ def test_unserved_names_are_those_no_registered_worker_declares() -> None:
 def test_a_cursor_round_trips_and_is_bound_to_its_filter() -> None:
     query = parse_filter(pb.TaskFilter(queue="q", states=[5]), ["q"])
     other = parse_filter(pb.TaskFilter(queue="q", states=[4]), ["q"])
-    at = Position(1_700_000_000_000, 7, "q")
+    at = Position(1_700_000_000_000, 7, 12, "q")
     cursor = encode_cursor(query, at)
     assert decode_cursor(query, cursor) == at
     for bad in ("", "x", cursor[:-1], cursor.upper(), "MXxhYmN8MS0wfHF8eHg"):
@@ -98,5 +98,6 @@ def test_a_cursor_round_trips_and_is_bound_to_its_filter() -> None:
         decode_cursor(other, cursor)
 
 
-def test_positions_order_by_entry_then_queue() -> None:
-    assert Position(2, 0, "a") > Position(1, 9, "z") > Position(1, 9, "b") > Position(1, 8, "z")
+def test_positions_order_by_entry_then_index_then_queue() -> None:
+    assert (Position(2, 0, 1, "a") > Position(1, 9, 1, "z") > Position(1, 9, 1, "b") > Position(1, 8, 500, "z")
+            > Position(1, 8, 499, "z"))

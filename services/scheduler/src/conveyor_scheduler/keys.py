@@ -125,8 +125,9 @@ KEY_PATTERNS: dict[str, tuple[str, str]] = {
     "cv:{q:QUEUE}:p:NAME": ("zset", "parked QUEUED task ids of task NAME -> 9 - priority (members of one "
                                     "priority in id order); read before each priority's ready list"),
     "cv:{q:QUEUE}:pz": ("string", "\"1\" while the queue is paused (PauseQueue): claims lease nothing"),
-    "cv:{q:QUEUE}:x": ("stream", "the task index: one entry {i: task id} per task, added at submit, deleted once "
-                                 "the task's record is gone (ListTasks walks it newest first)"),
+    "cv:{q:QUEUE}:x": ("stream", "the task index: one entry {i: \"id,id,...\"} per submit call, its tasks in request "
+                                 "order; deleted once all their records are gone (ListTasks walks it newest first)"),
+    "cv:{q:QUEUE}:xc": ("hash", "index entry id -> how many of its tasks' records still live"),
     "cv:{q:QUEUE}:f": ("list", "finished tasks in finish order, \"expiry ms|index entry id|task id\": when the "
                                "record lapses, its index entry is deleted"),
     "cv:{q:QUEUE}:tb": ("hash", "priority -> tombstones in that ready list (entries of tasks cancelled while "
@@ -196,7 +197,7 @@ TASK_FIELDS: dict[str, str] = {
     "o": "the stream (WorkerSession.owner) that owns the current lease; absent for a polled lease, empty once "
          "finished",
     "pk": "1 while the task is parked: the workers that claimed it do not declare its name",
-    "ix": "its entry id in the task index cv:{q:QUEUE}:x",
+    "ix": "the id of its submit call's entry in the task index cv:{q:QUEUE}:x",
     "tb": "1 while a tombstone of it sits in its ready list (cancelled while QUEUED)",
 }
 """Task hash (cv:{q:QUEUE}:t:ID) field -> meaning."""

@@ -1,6 +1,6 @@
 """ListTasks and the bulk actions' selection: walks the per-queue task indexes (the
-stream cv:{q:QUEUE}:x, newest first; list_tasks.lua filters each entry's task) and merges
-the queues into one order, (entry id, queue) descending.
+stream cv:{q:QUEUE}:x, one entry per submit call, newest first; list_tasks.lua filters each
+task) and merges the queues into one order, (entry id, index in the entry, queue) descending.
 
 A cursor is the position the walk reached: every entry above it, in every queue, has been
 looked at. It is opaque to callers and bound to the filter it was made for.
@@ -23,10 +23,10 @@ from conveyor_scheduler.store import Record, Store
 from conveyor_scheduler.validation import check_name, check_queue, timestamp_ms
 
 SCAN_BUDGET = 5_000
-"""Index entries one call examines per queue at most (a few ms of Redis time)."""
+"""Tasks one call examines per queue at most (a few ms of Redis time)."""
 MAX_PAGE = 1_000
 MAX_STATES = 8
-_ENTRY_RE = re.compile(r"\d{1,15}-\d{1,19}")
+_ENTRY_RE = re.compile(r"\d{1,15}-\d{1,19}:\d{1,5}")
 _CURSOR_VERSION = "1"
 
 
@@ -53,10 +53,12 @@ class TaskQuery:
 
 @dataclass(frozen=True, slots=True, order=True)
 class Position:
-    """A point of the merged walk: (entry ms, entry seq, queue); the walk goes downwards."""
+    """A point of the merged walk: (entry ms, entry seq, index of the task in the entry, queue);
+    the walk goes downwards."""
 
     ms: int
     seq: int
+    index: int
     queue: str
 
     @property
@@ -105,7 +107,7 @@ def parse_filter(f: pb.TaskFilter, known_queues: Sequence[str], *, allowed_state
 
 
 def encode_cursor(query: TaskQuery, at: Position) -> str:
-    body = "|".join((_CURSOR_VERSION, query.digest, at.entry, at.queue))
+    body = "|".join((_CURSOR_VERSION, query.digest, f"{at.entry}:{at.index}", at.queue))
     check = hashlib.sha256(body.encode()).hexdigest()[:12]
     return base64.urlsafe_b64encode(f"{body}|{check}".encode()).decode().rstrip("=")
 
@@ -124,13 +126,14 @@ def decode_cursor(query: TaskQuery, cursor: str) -> Position:
         raise InvalidArgument("cursor", "is not a cursor this API returned")
     if digest != query.digest:
         raise InvalidArgument("cursor", "was made for another filter: repeat the filter of the first page")
-    ms, seq = entry.split("-")
-    return Position(int(ms), int(seq), queue)
+    at, index = entry.split(":")
+    ms, seq = at.split("-")
+    return Position(int(ms), int(seq), int(index), queue)
 
 
-def _position(entry: bytes | str, queue: str) -> Position:
+def _position(entry: bytes | str, index: int, queue: str) -> Position:
     ms, seq = (entry.decode() if isinstance(entry, bytes) else entry).split("-")
-    return Position(int(ms), int(seq), queue)
+    return Position(int(ms), int(seq), int(index), queue)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,13 +154,13 @@ class TaskSearch:
         replies = await asyncio.gather(*(self._scan(query, queue, size, after, mode) for queue in query.queues))
         found: list[tuple[Position, str, Record | None]] = []
         floor: Position | None = None
-        for queue, (matches, last, done) in zip(query.queues, replies, strict=True):
-            step = 2 if mode == "id" else 3
+        for queue, (matches, (last, last_index), done) in zip(query.queues, replies, strict=True):
+            step = 3 if mode == "id" else 4
             for i in range(0, len(matches), step):
-                rec = _pairs(matches[i + 2]) if mode != "id" else None
-                found.append((_position(matches[i], queue), matches[i + 1].decode(), rec))
+                rec = _pairs(matches[i + 3]) if mode != "id" else None
+                found.append((_position(matches[i], matches[i + 1], queue), matches[i + 2].decode(), rec))
             if not done and last:
-                stop = _position(last, queue)
+                stop = _position(last, last_index, queue)
                 floor = stop if floor is None else max(floor, stop)
         if floor is not None:
             found = [hit for hit in found if hit[0] >= floor]
@@ -168,17 +171,18 @@ class TaskSearch:
         return Page(found, floor)
 
     async def _scan(self, query: TaskQuery, queue: str, size: int, after: Position | None, mode: str
-                    ) -> tuple[list, bytes, int]:
+                    ) -> tuple[list, list, int]:
+        below = 0  # 0: the start entry whole
         if after is not None:
-            # Entries of `after.entry` in queues that sort below after.queue come later in the walk.
-            start = after.entry if queue < after.queue else f"({after.entry}"
+            # In queues that sort below after.queue, the task at `after` itself comes later in the walk.
+            start, below = after.entry, after.index + 1 if queue < after.queue else after.index
         elif query.before_ms:
             start = f"({query.before_ms}-0"
         else:
             start = "+"
         stop = f"{query.after_ms}-0" if query.after_ms else "-"
         matches, last, done = await self.store.run(  # type: ignore[misc]
-            "list_tasks", queue, size, SCAN_BUDGET, start, stop, query.states, query.name, query.name_prefix,
+            "list_tasks", queue, size, SCAN_BUDGET, start, below, stop, query.states, query.name, query.name_prefix,
             query.worker_id, mode)
         return matches, last, int(done)
 

@@ -29,6 +29,7 @@ local CANCEL_CHANNEL = ARGV[4] .. ':cancel'
 local WAKE_CHANNEL = ARGV[4] .. ':wake'
 local SCHEDULED, QUEUED, ACTIVE, SUCCEEDED, FAILED, CANCELLED, EXPIRED, DEAD = 1, 2, 3, 4, 5, 6, 7, 8
 local INDEX = PREFIX .. 'x'
+local INDEX_COUNTS = PREFIX .. 'xc'
 local FINISHED = PREFIX .. 'f'
 local TOMBSTONES = PREFIX .. 'tb'
 
@@ -75,21 +76,32 @@ local function id_ms(id)
   return (v * 32 + B32[i]) * 32 + B32[j]
 end
 
--- The task index (ListTasks): the stream INDEX holds one entry {i: task id} per task,
--- added at submit (submit.lua); the entry's id is kept in the task's field 'ix'. A finished task
+-- The task index (ListTasks): the stream INDEX holds one entry {i: "id,id,..."} per submit
+-- call (submit.lua: one XADD per call, not per task), its tasks in request order; the
+-- entry's id is kept in each task's field 'ix', and INDEX_COUNTS counts the entry's tasks
+-- whose records live. A finished task
 -- (not DEAD) is appended to the list FINISHED as "expiry ms|entry id|task id" (collected
--- in FIN, pushed by the epilogue); once its record is gone, trim_finished deletes its
--- index entry.
+-- in FIN, pushed by the epilogue); once its record is gone, trim_finished takes it off
+-- its entry's count (forget_indexed), and the entry goes when the count reaches 0.
 local FIN, FIN_DUE = nil, nil
 
--- Up to TRIM entries of FINISHED that are due: one PTTL per entry, the rest in batches.
+-- `n` tasks of index entry `entry` are gone for good: the entry goes with its last one.
+local function forget_indexed(entry, n)
+  if redis.call('HINCRBY', INDEX_COUNTS, entry, -n) <= 0 then
+    redis.call('XDEL', INDEX, entry)
+    redis.call('HDEL', INDEX_COUNTS, entry)
+  end
+end
+
+-- Up to TRIM entries of FINISHED that are due: one PTTL per task, one count update per
+-- index entry.
 local TRIM = 16
 local function trim_finished()
   local head = redis.call('LINDEX', FINISHED, 0)
   if not head or tonumber(string.match(head, '^%d+') or 0) > NOW then
     return
   end
-  local popped, gone, again = 0, {}, {}
+  local popped, gone, again = 0, {}, {}  -- gone: index entry -> tasks of it gone
   for _, item in ipairs(redis.call('LRANGE', FINISHED, 0, TRIM - 1)) do
     local due, entry, id = string.match(item, '^(%d+)|([^|]+)|(.+)$')
     if due and tonumber(due) > NOW then
@@ -99,15 +111,15 @@ local function trim_finished()
     if due then
       local ttl = redis.call('PTTL', PREFIX .. 't:' .. id)
       if ttl == -2 then
-        gone[#gone + 1] = entry
+        gone[entry] = (gone[entry] or 0) + 1
       elseif ttl > 0 then  -- clocks differ, or it finished again: look again when it lapses
         again[#again + 1] = (NOW + ttl) .. '|' .. entry .. '|' .. id
       end  -- ttl -1: it runs again (RetryTasks); a later finish lists it again
     end
   end
   redis.call('LTRIM', FINISHED, popped, -1)
-  if #gone > 0 then
-    redis.call('XDEL', INDEX, unpack(gone))
+  for entry, n in pairs(gone) do
+    forget_indexed(entry, n)
   end
   if #again > 0 then
     redis.call('RPUSH', FINISHED, unpack(again))

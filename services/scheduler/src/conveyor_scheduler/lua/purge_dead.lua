@@ -8,7 +8,7 @@ for _, id in ipairs(ids) do
     local key = task_key(id)
     local entry = redis.call('HGET', key, 'ix')
     if entry then
-      redis.call('XDEL', INDEX, entry)
+      forget_indexed(entry, 1)
     end
     redis.call('DEL', key)
     purged = purged + 1

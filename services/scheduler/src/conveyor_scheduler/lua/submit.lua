@@ -3,7 +3,7 @@
 -- ACTIVE: leased at once to a worker with free credit on the calling replica, in the
 -- same atomic step, while the queue holds no ready task it would overtake (nor a parked
 -- task of the same name) and is not paused. The caller offers only a worker that
--- declares the tasks' names. Every new task gets an entry in the task index (lib.lua).
+-- declares the tasks' names. The call's tasks get one entry in the task index (lib.lua).
 -- KEYS, ARGV[1..4]: see lib.lua.
 -- ARGV[5] match worker id ('' = no match)   ARGV[6] match credit (most tasks to lease)
 -- ARGV[7] lease ms   ARGV[8] token base (random per call)
@@ -24,7 +24,17 @@ local can_match = worker ~= '' and credit > 0 and redis.call('EXISTS', unpack(KE
   and redis.call('EXISTS', PREFIX .. 'pz') == 0
 local owner = ARGV[10]
 local any_parked = can_match and redis.call('EXISTS', KEYS[14]) == 1
+-- One index entry for the call: its ids, in request order (a duplicate's unused id too: it
+-- is taken off the entry's count below, and listings skip it).
+local ids, dups = {}, 0
 local i = 11
+while i <= #ARGV do
+  ids[#ids + 1] = ARGV[i]
+  i = i + 7 + 2 * tonumber(ARGV[i + 6])
+end
+local entry = redis.call('XADD', INDEX, '*', 'i', table.concat(ids, ','))
+redis.call('HSET', INDEX_COUNTS, entry, #ids)
+i = 11
 while i <= #ARGV do
   local id, prio, due = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
   local ikey, iwindow, timeout, nfields = ARGV[i + 3], ARGV[i + 4], tonumber(ARGV[i + 5]), tonumber(ARGV[i + 6])
@@ -42,6 +52,7 @@ while i <= #ARGV do
       out[#out + 1] = ''
       out[#out + 1] = 0
       out[#out + 1] = 0
+      dups = dups + 1
     else
       redis.call('SET', k, id, 'PX', iwindow)
     end
@@ -74,7 +85,6 @@ while i <= #ARGV do
       list[#list + 1] = id
     end
     stat(SUBMITTED)
-    local entry = redis.call('XADD', INDEX, '*', 'i', id)  -- the task index (lib.lua)
     redis.call('HSET', key, 'st', state, 'ix', entry, unpack(ARGV, first, first + 2 * nfields - 1))
     if token ~= '' then
       redis.call('HSET', key, 'at', 1, 'lt', token, 'sa', NOW, 'dl', deadline, 'le', expiry, 'w', worker,
@@ -88,9 +98,12 @@ while i <= #ARGV do
     out[#out + 1] = deadline
   end
 end
-for prio, ids in pairs(ready) do
-  for j = 1, #ids, 1000 do
-    redis.call('RPUSH', ready_key(prio), unpack(ids, j, math.min(j + 999, #ids)))
+if dups > 0 then
+  forget_indexed(entry, dups)
+end
+for prio, list in pairs(ready) do
+  for j = 1, #list, 1000 do
+    redis.call('RPUSH', ready_key(prio), unpack(list, j, math.min(j + 999, #list)))
   end
 end
 if queued and ARGV[9] ~= '' then
