@@ -84,11 +84,11 @@ class Maintenance:
             try:
                 for queue in await self.store.queues():
                     while True:
-                        handled, _ = await self.store.reap(queue)
+                        handled, _, more_trim = await self.store.reap(queue)
                         if handled:
                             self.on_ready(queue)
                             self.schedule(queue, self.store.clock())
-                        if handled < 500:
+                        if handled < 500 and not more_trim:
                             break
                 if self.on_sweep is not None:
                     await self.on_sweep()

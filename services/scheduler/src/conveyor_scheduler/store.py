@@ -268,10 +268,11 @@ class Store:
             args += [task_id, token]
         return [v == 1 for v in await self._scripts["adopt"](keys=keys, args=args)]
 
-    async def reap(self, queue: str, limit: int = 500) -> tuple[int, int]:
+    async def reap(self, queue: str, limit: int = 500) -> tuple[int, int, bool]:
+        """(leases handled, earliest remaining lease expiry ms or -1, more index trimming due)."""
         keys, args = self._head(queue, self.clock())
-        handled, nxt = await self._scripts["reap"](keys=keys, args=[*args, limit, random.random()])
-        return int(handled), int(nxt)
+        handled, nxt, more = await self._scripts["reap"](keys=keys, args=[*args, limit, random.random()])
+        return int(handled), int(nxt), more == 1
 
     async def promote(self, queue: str, limit: int = 1000) -> tuple[int, int]:
         keys, args = self._head(queue, self.clock())

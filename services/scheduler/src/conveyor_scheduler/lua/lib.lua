@@ -93,16 +93,16 @@ local function forget_indexed(entry, n)
   end
 end
 
--- Up to TRIM entries of FINISHED that are due: one PTTL per task, one count update per
--- index entry.
-local TRIM = 16
-local function trim_finished()
+-- Up to `budget` entries of FINISHED that are due: one PTTL per task, one count update per
+-- index entry. Run by reap.lua (the reaper calls it until it says it is done), not on the
+-- hot path. Returns true when it used up its budget (more may be due).
+local function trim_finished(budget)
   local head = redis.call('LINDEX', FINISHED, 0)
   if not head or tonumber(string.match(head, '^%d+') or 0) > NOW then
-    return
+    return false
   end
   local popped, gone, again = 0, {}, {}  -- gone: index entry -> tasks of it gone
-  for _, item in ipairs(redis.call('LRANGE', FINISHED, 0, TRIM - 1)) do
+  for _, item in ipairs(redis.call('LRANGE', FINISHED, 0, budget - 1)) do
     local due, entry, id = string.match(item, '^(%d+)|([^|]+)|(.+)$')
     if due and tonumber(due) > NOW then
       break
@@ -124,15 +124,15 @@ local function trim_finished()
   if #again > 0 then
     redis.call('RPUSH', FINISHED, unpack(again))
   end
+  return popped >= budget
 end
 
 -- Runs after every queue script (store.py wraps each one): the activity counts of the
--- call, and index entries of tasks whose records lapsed.
+-- call, and the tasks it finished onto FINISHED.
 -- The counts go in with one BITFIELD call whatever their number: a script call's fixed
 -- cost matters, as claims and acks often carry a few tasks each. A counter that comes back
 -- equal to what was added was new in this bucket, which is always so when the key was just
--- made: only then is its TTL set. Trimming runs on calls that finished tasks (TRIM raised
--- by finish) and on the reaper's, which covers queues that went quiet.
+-- made: only then is its TTL set.
 local function epilogue()
   if SLOTS then
     local key = PREFIX .. 'm:' .. math.floor(NOW / 10000)  -- STAT_BUCKET_MS in keys.py
@@ -153,9 +153,6 @@ local function epilogue()
     for j = 1, #FIN, 1000 do
       redis.call('RPUSH', FINISHED, unpack(FIN, j, math.min(j + 999, #FIN)))
     end
-  end
-  if TRIM > 16 then
-    trim_finished()
   end
 end
 
@@ -241,7 +238,6 @@ local function finish(id, key, state, watched, entry, ...)
         FIN_DUE = (NOW + RESULT_TTL) .. '|'
       end
       FIN[#FIN + 1] = FIN_DUE .. entry .. '|' .. id
-      TRIM = TRIM + 2
     end
   end
   if state == SUCCEEDED then

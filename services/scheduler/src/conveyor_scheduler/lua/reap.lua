@@ -2,8 +2,9 @@
 -- attempt (TimeLimitExceeded, retried per policy); one that lapsed before it means the
 -- worker is gone, and the task goes back to the front of its priority list.
 -- KEYS, ARGV[1..4]: see lib.lua.   ARGV[5] max leases per call   ARGV[6] jitter [0,1)
--- Returns {leases handled, earliest remaining lease expiry ms or -1}.
-TRIM = 1000  -- quiet queues: lapsed records leave the task index here too (lib.lua: epilogue)
+-- Then it trims the task index of up to 1,000 tasks whose records lapsed (lib.lua).
+-- Returns {leases handled, earliest remaining lease expiry ms or -1, 1 when more
+-- index trimming is due else 0}.
 local ids = redis.call('ZRANGEBYSCORE', KEYS[12], '-inf', NOW, 'LIMIT', 0, tonumber(ARGV[5]))
 for _, id in ipairs(ids) do
   local key = task_key(id)
@@ -22,8 +23,9 @@ for _, id in ipairs(ids) do
     requeue_front(id, key)
   end
 end
+local more_trim = trim_finished(1000) and 1 or 0
 local nxt = redis.call('ZRANGE', KEYS[12], 0, 0, 'WITHSCORES')
 if nxt[2] then
-  return {#ids, tonumber(nxt[2])}
+  return {#ids, tonumber(nxt[2]), more_trim}
 end
-return {#ids, -1}
+return {#ids, -1, more_trim}
