@@ -8,7 +8,7 @@
 local out = {}
 local function add_tombstone(key, prio)
   redis.call('HSET', key, 'tb', 1)
-  redis.call('HINCRBY', TOMBSTONES, tonumber(prio) or 0, 1)
+  redis.call('HINCRBY', PREFIX .. 'tb', tonumber(prio) or 0, 1)
 end
 for i = 5, #ARGV do
   local id = ARGV[i]

@@ -28,10 +28,8 @@ local STATE_CHANNEL = ARGV[4] .. ':state'
 local CANCEL_CHANNEL = ARGV[4] .. ':cancel'
 local WAKE_CHANNEL = ARGV[4] .. ':wake'
 local SCHEDULED, QUEUED, ACTIVE, SUCCEEDED, FAILED, CANCELLED, EXPIRED, DEAD = 1, 2, 3, 4, 5, 6, 7, 8
-local INDEX = PREFIX .. 'x'
-local INDEX_COUNTS = PREFIX .. 'xc'
-local FINISHED = PREFIX .. 'f'
-local TOMBSTONES = PREFIX .. 'tb'
+-- (Derived keys are built where they are used, PREFIX .. 'x' and so on: a name made here
+-- would cost every call a string, used or not.)
 
 -- Activity counts for ListQueues: one string per 10-second bucket,
 -- PREFIX..'m:'..floor(NOW / 10000), read as an array of unsigned 32-bit big-endian
@@ -76,33 +74,33 @@ local function id_ms(id)
   return (v * 32 + B32[i]) * 32 + B32[j]
 end
 
--- The task index (ListTasks): the stream INDEX holds one entry {i: "id,id,..."} per submit
+-- The task index (ListTasks): the stream PREFIX..'x' holds one entry {i: "id,id,..."} per submit
 -- call (submit.lua: one XADD per call, not per task), its tasks in request order; the
--- entry's id is kept in each task's field 'ix', and INDEX_COUNTS counts the entry's tasks
+-- entry's id is kept in each task's field 'ix', and the hash PREFIX..'xc' counts the entry's tasks
 -- whose records live. A finished task
--- (not DEAD) is appended to the list FINISHED as "expiry ms|entry id|task id" (collected
+-- (not DEAD) is appended to the list PREFIX..'f' as "expiry ms|entry id|task id" (collected
 -- in FIN, pushed by the epilogue); once its record is gone, trim_finished takes it off
 -- its entry's count (forget_indexed), and the entry goes when the count reaches 0.
 local FIN, FIN_DUE = nil, nil
 
 -- `n` tasks of index entry `entry` are gone for good: the entry goes with its last one.
 local function forget_indexed(entry, n)
-  if redis.call('HINCRBY', INDEX_COUNTS, entry, -n) <= 0 then
-    redis.call('XDEL', INDEX, entry)
-    redis.call('HDEL', INDEX_COUNTS, entry)
+  if redis.call('HINCRBY', PREFIX .. 'xc', entry, -n) <= 0 then
+    redis.call('XDEL', PREFIX .. 'x', entry)
+    redis.call('HDEL', PREFIX .. 'xc', entry)
   end
 end
 
--- Up to `budget` entries of FINISHED that are due: one PTTL per task, one count update per
+-- Up to `budget` entries of PREFIX..'f' that are due: one PTTL per task, one count update per
 -- index entry. Run by reap.lua (the reaper calls it until it says it is done), not on the
 -- hot path. Returns true when it used up its budget (more may be due).
 local function trim_finished(budget)
-  local head = redis.call('LINDEX', FINISHED, 0)
+  local head = redis.call('LINDEX', PREFIX .. 'f', 0)
   if not head or tonumber(string.match(head, '^%d+') or 0) > NOW then
     return false
   end
   local popped, gone, again = 0, {}, {}  -- gone: index entry -> tasks of it gone
-  for _, item in ipairs(redis.call('LRANGE', FINISHED, 0, budget - 1)) do
+  for _, item in ipairs(redis.call('LRANGE', PREFIX .. 'f', 0, budget - 1)) do
     local due, entry, id = string.match(item, '^(%d+)|([^|]+)|(.+)$')
     if due and tonumber(due) > NOW then
       break
@@ -117,18 +115,18 @@ local function trim_finished(budget)
       end  -- ttl -1: it runs again (RetryTasks); a later finish lists it again
     end
   end
-  redis.call('LTRIM', FINISHED, popped, -1)
+  redis.call('LTRIM', PREFIX .. 'f', popped, -1)
   for entry, n in pairs(gone) do
     forget_indexed(entry, n)
   end
   if #again > 0 then
-    redis.call('RPUSH', FINISHED, unpack(again))
+    redis.call('RPUSH', PREFIX .. 'f', unpack(again))
   end
   return popped >= budget
 end
 
 -- Runs after every queue script (store.py wraps each one): the activity counts of the
--- call, and the tasks it finished onto FINISHED.
+-- call, and the tasks it finished onto PREFIX..'f'.
 -- The counts go in with one BITFIELD call whatever their number: a script call's fixed
 -- cost matters, as claims and acks often carry a few tasks each. A counter that comes back
 -- equal to what was added was new in this bucket, which is always so when the key was just
@@ -151,7 +149,7 @@ local function epilogue()
   end
   if FIN then
     for j = 1, #FIN, 1000 do
-      redis.call('RPUSH', FINISHED, unpack(FIN, j, math.min(j + 999, #FIN)))
+      redis.call('RPUSH', PREFIX .. 'f', unpack(FIN, j, math.min(j + 999, #FIN)))
     end
   end
 end
@@ -184,13 +182,13 @@ local function ready_key(priority)
 end
 
 -- Tombstones: cancel.lua leaves a cancelled QUEUED task's entry in its ready list
--- (finding it would scan the list) and marks the task 'tb'; TOMBSTONES counts them per
+-- (finding it would scan the list) and marks the task 'tb'; PREFIX..'tb' counts them per
 -- priority so ListQueues can subtract them. Whoever drops such an entry (claim, purge)
 -- or revives its task in place (RetryTasks) takes the count back.
 local function drop_tombstone(key, marked, prio)
   if marked == '1' then
-    if redis.call('HINCRBY', TOMBSTONES, prio, -1) < 0 then
-      redis.call('HSET', TOMBSTONES, prio, 0)
+    if redis.call('HINCRBY', PREFIX .. 'tb', prio, -1) < 0 then
+      redis.call('HSET', PREFIX .. 'tb', prio, 0)
     end
     redis.call('HDEL', key, 'tb')
   end

@@ -50,7 +50,7 @@ end
 
 local full = false
 while not full do
-  local batch = redis.call('XREVRANGE', INDEX, start, stop, 'COUNT', 64)
+  local batch = redis.call('XREVRANGE', PREFIX .. 'x', start, stop, 'COUNT', 64)
   for _, e in ipairs(batch) do
     local entry, ids = e[1], {}
     for id in string.gmatch(e[2][2], '[^,]+') do

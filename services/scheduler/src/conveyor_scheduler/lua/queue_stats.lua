@@ -21,7 +21,7 @@ local function consider(ids)
   end
 end
 
-local t = redis.call('HMGET', TOMBSTONES, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9)
+local t = redis.call('HMGET', PREFIX .. 'tb', 0, 1, 2, 3, 4, 5, 6, 7, 8, 9)
 for prio = 0, 9 do
   lengths[prio + 1] = redis.call('LLEN', KEYS[prio + 1])
   tombs[prio + 1] = math.max(0, tonumber(t[prio + 1]) or 0)

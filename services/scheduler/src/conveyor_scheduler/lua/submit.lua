@@ -32,8 +32,8 @@ while i <= #ARGV do
   ids[#ids + 1] = ARGV[i]
   i = i + 7 + 2 * tonumber(ARGV[i + 6])
 end
-local entry = redis.call('XADD', INDEX, '*', 'i', table.concat(ids, ','))
-redis.call('HSET', INDEX_COUNTS, entry, #ids)
+local entry = redis.call('XADD', PREFIX .. 'x', '*', 'i', table.concat(ids, ','))
+redis.call('HSET', PREFIX .. 'xc', entry, #ids)
 i = 11
 while i <= #ARGV do
   local id, prio, due = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
