@@ -128,8 +128,8 @@ KEY_PATTERNS: dict[str, tuple[str, str]] = {
     "cv:{q:QUEUE}:x": ("stream", "the task index: one entry {i: \"id,id,...\"} per submit call, its tasks in request "
                                  "order; deleted once all their records are gone (ListTasks walks it newest first)"),
     "cv:{q:QUEUE}:xc": ("hash", "index entry id -> how many of its tasks' records still live"),
-    "cv:{q:QUEUE}:f": ("list", "finished tasks in finish order, \"expiry ms|index entry id|task id\": when the "
-                               "record lapses, its index entry is deleted"),
+    "cv:{q:QUEUE}:f": ("list", "finished tasks, one item per script call in finish order, \"expiry ms|entry id task "
+                               "id entry id task id ...\": a task whose record lapsed leaves its index entry's count"),
     "cv:{q:QUEUE}:tb": ("hash", "priority -> tombstones in that ready list (entries of tasks cancelled while "
                                 "QUEUED, not yet dropped by a claim)"),
     "cv:{q:QUEUE}:m:BUCKET": ("string", "activity of the 10 s from BUCKET * 10,000 ms: u32 counters (STAT_COUNTERS, "

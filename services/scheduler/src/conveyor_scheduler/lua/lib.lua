@@ -77,11 +77,12 @@ end
 -- The task index (ListTasks): the stream PREFIX..'x' holds one entry {i: "id,id,..."} per submit
 -- call (submit.lua: one XADD per call, not per task), its tasks in request order; the
 -- entry's id is kept in each task's field 'ix', and the hash PREFIX..'xc' counts the entry's tasks
--- whose records live. A finished task
--- (not DEAD) is appended to the list PREFIX..'f' as "expiry ms|entry id|task id" (collected
--- in FIN, pushed by the epilogue); once its record is gone, trim_finished takes it off
--- its entry's count (forget_indexed), and the entry goes when the count reaches 0.
-local FIN, FIN_DUE = nil, nil
+-- whose records live. The tasks a call finished (not DEAD) go onto the list PREFIX..'f' as
+-- one item, "expiry ms|entry id task id entry id task id ..." (collected in FIN, pushed by
+-- the epilogue: one item per call, not one per task); once a task's record is gone,
+-- reap.lua's trim_finished takes it off its entry's count (forget_indexed), and the entry goes when
+-- the count reaches 0.
+local FIN = nil
 
 -- `n` tasks of index entry `entry` are gone for good: the entry goes with its last one.
 local function forget_indexed(entry, n)
@@ -89,40 +90,6 @@ local function forget_indexed(entry, n)
     redis.call('XDEL', PREFIX .. 'x', entry)
     redis.call('HDEL', PREFIX .. 'xc', entry)
   end
-end
-
--- Up to `budget` entries of PREFIX..'f' that are due: one PTTL per task, one count update per
--- index entry. Run by reap.lua (the reaper calls it until it says it is done), not on the
--- hot path. Returns true when it used up its budget (more may be due).
-local function trim_finished(budget)
-  local head = redis.call('LINDEX', PREFIX .. 'f', 0)
-  if not head or tonumber(string.match(head, '^%d+') or 0) > NOW then
-    return false
-  end
-  local popped, gone, again = 0, {}, {}  -- gone: index entry -> tasks of it gone
-  for _, item in ipairs(redis.call('LRANGE', PREFIX .. 'f', 0, budget - 1)) do
-    local due, entry, id = string.match(item, '^(%d+)|([^|]+)|(.+)$')
-    if due and tonumber(due) > NOW then
-      break
-    end
-    popped = popped + 1
-    if due then
-      local ttl = redis.call('PTTL', PREFIX .. 't:' .. id)
-      if ttl == -2 then
-        gone[entry] = (gone[entry] or 0) + 1
-      elseif ttl > 0 then  -- clocks differ, or it finished again: look again when it lapses
-        again[#again + 1] = (NOW + ttl) .. '|' .. entry .. '|' .. id
-      end  -- ttl -1: it runs again (RetryTasks); a later finish lists it again
-    end
-  end
-  redis.call('LTRIM', PREFIX .. 'f', popped, -1)
-  for entry, n in pairs(gone) do
-    forget_indexed(entry, n)
-  end
-  if #again > 0 then
-    redis.call('RPUSH', PREFIX .. 'f', unpack(again))
-  end
-  return popped >= budget
 end
 
 -- Runs after every queue script (store.py wraps each one): the activity counts of the
@@ -148,9 +115,7 @@ local function epilogue()
     end
   end
   if FIN then
-    for j = 1, #FIN, 1000 do
-      redis.call('RPUSH', PREFIX .. 'f', unpack(FIN, j, math.min(j + 999, #FIN)))
-    end
+    redis.call('RPUSH', PREFIX .. 'f', (NOW + RESULT_TTL) .. '|' .. table.concat(FIN, ' '))
   end
 end
 
@@ -231,11 +196,9 @@ local function finish(id, key, state, watched, entry, ...)
       entry = redis.call('HGET', key, 'ix')
     end
     if entry then
-      if not FIN then
-        FIN = {}
-        FIN_DUE = (NOW + RESULT_TTL) .. '|'
-      end
-      FIN[#FIN + 1] = FIN_DUE .. entry .. '|' .. id
+      FIN = FIN or {}
+      FIN[#FIN + 1] = entry
+      FIN[#FIN + 1] = id
     end
   end
   if state == SUCCEEDED then
