@@ -3,6 +3,7 @@ pause/resume across replicas, purge, ListTasks paging and filters, bulk cancel/r
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +16,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from conveyor import Call, Client, SubmitOptions
 from conveyor.v1 import admin_service_pb2, admin_service_pb2_grpc, task_pb2, task_service_pb2, task_service_pb2_grpc
+from conveyor_scheduler.ids import created_ms, new_task_ids
+from conveyor_scheduler.store import script_text
 from tests.harness import Cluster, wait_for
 
 QUEUED, SCHEDULED, ACTIVE, SUCCEEDED, FAILED, CANCELLED, DEAD = 2, 1, 3, 4, 5, 6, 8
@@ -389,3 +392,15 @@ def test_a_rare_match_deep_in_the_index_comes_after_short_pages(stubs: Stubs, cl
     pages = list(stubs.walk(admin_service_pb2.TaskFilter(queue="deep", name="x.rare"), page_size=10))
     assert pages[0] == [] and len(pages) >= 2  # the first call spent its scan budget on the common ones
     assert [t.id for page in pages for t in page] == [rare]
+
+
+def test_lib_lua_reads_the_creation_time_of_any_task_id(redis_url: str) -> None:
+    """lib.lua's id_ms (the queue wait of a task without an index entry, and the oldest queued age)
+    decodes Crockford base32 by arithmetic; it must agree with ids.created_ms everywhere."""
+    lib = script_text("queue_stats").split("\nlocal function main()")[0]
+    probe = redis.Redis.from_url(redis_url).register_script(
+        lib + "\nlocal out = {} for i = 5, #ARGV do out[#out + 1] = id_ms(ARGV[i]) end return out")
+    rng = random.Random(5)
+    ids = [i for _ in range(300) for i in new_task_ids(rng.randrange(1, 65536), 2, rng.randrange(2**48))]
+    got = probe(keys=[f"k{i}" for i in range(14)], args=["p:", 0, 0, "cv", *ids])
+    assert [int(v) for v in got] == [created_ms(i) for i in ids]

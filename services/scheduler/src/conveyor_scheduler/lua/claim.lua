@@ -110,7 +110,8 @@ local function take(id, key, rec, parked, prio)
       redis.call('HDEL', key, 'rs')
     end
     stat(STARTED)
-    stat_ms(WAIT_SLOT, started - (tonumber(f.eta) or id_ms(id)))  -- an eta is never before the creation
+    -- Ready since its eta, else since its submit (its index entry's time; an eta is never earlier).
+    stat_ms(WAIT_SLOT, started - (tonumber(f.eta) or tonumber(f.ix and string.match(f.ix, '^%d+')) or id_ms(id)))
     active[#active + 1] = expiry
     active[#active + 1] = id
     announce(id, key, ACTIVE, watched)

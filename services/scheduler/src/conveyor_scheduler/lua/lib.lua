@@ -57,21 +57,23 @@ local function stat_ms(first_slot, ms)
   stat(first_slot + k)
 end
 
--- The creation ms a task id carries in its first 10 characters (Crockford base32).
-local B32 = nil
+-- The creation ms a task id carries in its first 10 characters (Crockford base32: digits,
+-- then the letters without I, L, O and U), by arithmetic: a lookup table would have to be
+-- built on every call, which costs more than the whole decode.
 local function id_ms(id)
-  if not B32 then
-    B32 = {}
-    local digits = '0123456789ABCDEFGHJKMNPQRSTVWXYZ'
-    for i = 1, 32 do
-      B32[string.byte(digits, i)] = i - 1
+  local v = 0
+  for _, b in ipairs({string.byte(id, 1, 10)}) do
+    local d = b - 48
+    if b >= 65 then
+      d = b - 55
+      if b > 73 then d = d - 1 end
+      if b > 76 then d = d - 1 end
+      if b > 79 then d = d - 1 end
+      if b > 85 then d = d - 1 end
     end
+    v = v * 32 + d
   end
-  local a, b, c, d, e, f, g, h, i, j = string.byte(id, 1, 10)
-  local v = B32[a] * 32 + B32[b]
-  v = ((v * 32 + B32[c]) * 32 + B32[d]) * 32 + B32[e]
-  v = ((v * 32 + B32[f]) * 32 + B32[g]) * 32 + B32[h]
-  return (v * 32 + B32[i]) * 32 + B32[j]
+  return v
 end
 
 -- The task index (ListTasks): the stream PREFIX..'x' holds one entry {i: "id,id,..."} per submit
