@@ -20,8 +20,6 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-import grpc
-
 from bench import grpc_floor
 from bench.common import ROOT, Context, Profiler, private_redis, start, stop, wait_log
 from bench.measure import (
@@ -37,7 +35,7 @@ from bench.measure import (
 from conveyor import AsyncClient, Call, Client, TaskState
 from conveyor.common import outcome
 from conveyor.serialization import JSON, decode_result
-from conveyor.v1 import admin_service_pb2, admin_service_pb2_grpc, task_pb2
+from conveyor.v1 import task_pb2
 from conveyor_scheduler.keys import QueueKeys
 from tests.harness import Proc, free_port, serving, wait_for
 
@@ -361,10 +359,9 @@ class ConveyorRunner:
         meanwhile: the worst PING shows how long one purge step blocks Redis."""
         result: dict[str, int] = {}
 
-        def purge() -> None:
-            with grpc.insecure_channel(self.target) as channel:
-                stub = admin_service_pb2_grpc.AdminServiceStub(channel)
-                result["purged"] = stub.PurgeQueue(admin_service_pb2.PurgeQueueRequest(queue=queue), timeout=600).purged
+        def purge() -> None:  # as an operator does: the SDK's call (what `conveyor queue purge` makes)
+            with Client(self.target, timeout=600) as client:
+                result["purged"] = client.admin.purge_queue(queue)
 
         thread = threading.Thread(target=purge)
         worst = 0.0

@@ -19,7 +19,6 @@ with a synchronous client of its own.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Protocol
@@ -165,11 +164,6 @@ class FleetCollector(Collector):
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
-
-
-def label_name(attribute: str) -> str:
-    """An OTel attribute key as a Prometheus label name (as the OTel exporter writes it)."""
-    return re.sub(r"[^a-zA-Z0-9_]", "_", attribute)
 
 
 class MetricsEndpoint:

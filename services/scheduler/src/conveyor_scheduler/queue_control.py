@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from conveyor.v1 import task_pb2
 from conveyor_scheduler.store import Store
 from conveyor_scheduler.task_search import TaskQuery, TaskSearch
 
@@ -19,7 +20,6 @@ log = logging.getLogger(__name__)
 PURGE_CHUNK = 500
 """Tasks one purge.lua call cancels at most: about 3 ms of Redis time (see the note in
 docs/ARCHITECTURE.md, "Operations")."""
-CANCELLED, ACTIVE = 6, 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +75,9 @@ class QueueControl:
             for queue, ids in _by_queue(chunk).items():
                 # cancel.lua tells result waiters and running tasks' workers (pub/sub)
                 for state, _ in await self.store.cancel_many(queue, ids):
-                    if state == CANCELLED:
+                    if state == task_pb2.TASK_STATE_CANCELLED:
                         cancelled += 1
-                    elif state == ACTIVE:
+                    elif state == task_pb2.TASK_STATE_ACTIVE:
                         stopping += 1
         return BulkOutcome(matched, cancelled, stopping)
 

@@ -68,8 +68,6 @@ class Claimed:
     """The call stopped at its parking budget: more tasks may be ready."""
     parked_left: bool
     """The queue still holds parked tasks (that other workers may take)."""
-    paused: bool = False
-    """The queue is paused (PauseQueue): nothing was leased."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,9 +215,9 @@ class Store:
         `owner`; '' for a polled lease), of the task `names` it declares (none: any name)."""
         keys, args = self._head(queue, self.clock())
         args += [count, lease_ms, os.urandom(6).hex(), worker_id, self.default_timeout_ms, queue_rate, owner, *names]
-        soonest, reply, parked, cut, parked_left, paused = await self._scripts["claim"](keys=keys, args=args)
-        return Claimed([_pairs(rec) for rec in reply], int(soonest), [n.decode() for n in parked], cut == 1,
-                       parked_left == 1, paused == 1)
+        soonest, reply, parked, cut, parked_left = await self._scripts["claim"](keys=keys, args=args)
+        return Claimed([record_of(rec) for rec in reply], int(soonest), [n.decode() for n in parked], cut == 1,
+                       parked_left == 1)
 
     async def ack(self, entries: Sequence[tuple[str, AckEntry]]) -> tuple[list[tuple[int, int, int]], int]:
         """Records (queue, entry) outcomes; returns (status, state, attempt) per entry in
@@ -298,7 +296,7 @@ class Store:
     async def watch(self, queue: str, task_id: str) -> Record:
         """Marks the task watched (state changes get published) and returns its record."""
         keys, args = self._head(queue, self.clock())
-        return _pairs(await self._scripts["watch"](keys=keys, args=[*args, task_id]))
+        return record_of(await self._scripts["watch"](keys=keys, args=[*args, task_id]))
 
     async def dead_letters(self, queue: str, offset: int, limit: int) -> tuple[list[tuple[str, Record]], int]:
         keys = self.keys(queue)
@@ -331,7 +329,7 @@ class Store:
 
     async def get(self, queue: str, task_id: str) -> Record:
         if self.fast:
-            return _pairs(await self.fast.execute("HGETALL", self.keys(queue).task(task_id)))
+            return record_of(await self.fast.execute("HGETALL", self.keys(queue).task(task_id)))
         return await self.redis.hgetall(self.keys(queue).task(task_id))
 
     async def has_ready(self, queue: str) -> bool:
@@ -358,5 +356,6 @@ class Store:
             return list(await pipe.execute())
 
 
-def _pairs(flat: list[bytes]) -> Record:
+def record_of(flat: list[bytes]) -> Record:
+    """A record from a flat [field, value, ...] reply (HGETALL, or a script's)."""
     return dict(zip(flat[::2], flat[1::2], strict=True))

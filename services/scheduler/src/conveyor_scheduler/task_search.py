@@ -19,7 +19,7 @@ from conveyor.v1 import admin_service_pb2 as pb
 from conveyor.v1 import task_pb2
 from conveyor_scheduler.errors import InvalidArgument, NotFound
 from conveyor_scheduler.records import to_task
-from conveyor_scheduler.store import Record, Store
+from conveyor_scheduler.store import Record, Store, record_of
 from conveyor_scheduler.validation import check_name, check_queue, timestamp_ms
 
 SCAN_BUDGET = 5_000
@@ -46,9 +46,6 @@ class TaskQuery:
     """0: no upper bound."""
     digest: str
     """Binds cursors to this filter."""
-
-    def state_set(self) -> set[int]:
-        return {int(s) for s in self.states.strip(",").split(",") if s}
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -157,7 +154,7 @@ class TaskSearch:
         for queue, (matches, (last, last_index), done) in zip(query.queues, replies, strict=True):
             step = 3 if mode == "id" else 4
             for i in range(0, len(matches), step):
-                rec = _pairs(matches[i + 3]) if mode != "id" else None
+                rec = record_of(matches[i + 3]) if mode != "id" else None
                 found.append((_position(matches[i], matches[i + 1], queue), matches[i + 2].decode(), rec))
             if not done and last:
                 stop = _position(last, last_index, queue)
@@ -201,6 +198,3 @@ class TaskSearch:
 def to_tasks(page: Page) -> list[task_pb2.Task]:
     return [to_task(task_id, pos.queue, rec) for pos, task_id, rec in page.found if rec]
 
-
-def _pairs(flat: list[bytes]) -> Record:
-    return dict(zip(flat[::2], flat[1::2], strict=True))

@@ -17,10 +17,10 @@
 -- read before the lease was recorded, with the lease's fields (st at lt sa dl le w pk)
 -- and 'id' appended: later pairs override earlier ones}, {names parked by this call},
 -- 1 when the parking budget ran out (more may be ready) else 0, 1 when parked tasks
--- remain in the queue else 0, 1 when the queue is paused else 0}; the caller makes sure
--- the promoter wakes for the reservations.
+-- remain in the queue else 0}; the caller makes sure the promoter wakes for the
+-- reservations. A paused queue answers as an empty one: {-1, {}, {}, 0, 0}.
 if redis.call('EXISTS', PREFIX .. 'pz') == 1 then
-  return {-1, {}, {}, 0, 0, 1}
+  return {-1, {}, {}, 0, 0}
 end
 local want = tonumber(ARGV[5])
 local lease = tonumber(ARGV[6])
@@ -192,4 +192,4 @@ if #parked_now > 0 or #mine > 0 then
 elseif #parked_names > 0 then
   parked_left = 1
 end
-return {soonest, out, parked_now, cut, parked_left, 0}
+return {soonest, out, parked_now, cut, parked_left}

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import grpc
 
-from conveyor.v1 import admin_service_pb2
+from conveyor.v1 import admin_service_pb2, task_pb2
 from conveyor_scheduler import control
 from conveyor_scheduler.core import Core
 from conveyor_scheduler.errors import InvalidArgument, NotFound
@@ -17,10 +17,9 @@ from conveyor_scheduler.validation import check_name, check_queue, check_task_id
 
 MAX_SLOTS = 10_000
 """A worker's concurrency plus prefetch: the cap on one stream's credit."""
-CANCELLABLE = frozenset({1, 2, 3})
-"""SCHEDULED, QUEUED, ACTIVE."""
-RETRYABLE = frozenset({5, 6, 7, 8})
-"""FAILED, CANCELLED, EXPIRED, DEAD."""
+CANCELLABLE = frozenset({task_pb2.TASK_STATE_SCHEDULED, task_pb2.TASK_STATE_QUEUED, task_pb2.TASK_STATE_ACTIVE})
+RETRYABLE = frozenset({task_pb2.TASK_STATE_FAILED, task_pb2.TASK_STATE_CANCELLED, task_pb2.TASK_STATE_EXPIRED,
+                       task_pb2.TASK_STATE_DEAD})
 
 
 class AdminService:
