@@ -126,10 +126,10 @@ KEY_PATTERNS: dict[str, tuple[str, str]] = {
                                     "priority in id order); read before each priority's ready list"),
     "cv:{q:QUEUE}:pz": ("string", "\"1\" while the queue is paused (PauseQueue): claims lease nothing"),
     "cv:{q:QUEUE}:x": ("stream", "the task index: one entry {i: \"id,id,...\"} per submit call, its tasks in request "
-                                 "order; deleted once all their records are gone (ListTasks walks it newest first)"),
-    "cv:{q:QUEUE}:xc": ("hash", "index entry id -> how many of its tasks' records still live"),
-    "cv:{q:QUEUE}:f": ("list", "finished tasks, one item per script call in finish order, \"expiry ms|entry id task "
-                               "id entry id task id ...\": a task whose record lapsed leaves its index entry's count"),
+                                 "order; an entry is deleted by the reaper once none of its records lives "
+                                 "(ListTasks walks it newest first, skipping tasks whose record is gone)"),
+    "cv:{q:QUEUE}:xk": ("string", "where the reaper's pass over the task index is: \"start ms|last entry id\", "
+                                 "then \"start ms||end ms\" once it is over (reap.lua: trim_index)"),
     "cv:{q:QUEUE}:tb": ("hash", "priority -> tombstones in that ready list (entries of tasks cancelled while "
                                 "QUEUED, not yet dropped by a claim)"),
     "cv:{q:QUEUE}:m:BUCKET": ("string", "activity of the 10 s from BUCKET * 10,000 ms: u32 counters (STAT_COUNTERS, "
@@ -197,7 +197,6 @@ TASK_FIELDS: dict[str, str] = {
     "o": "the stream (WorkerSession.owner) that owns the current lease; absent for a polled lease, empty once "
          "finished",
     "pk": "1 while the task is parked: the workers that claimed it do not declare its name",
-    "ix": "the id of its submit call's entry in the task index cv:{q:QUEUE}:x",
     "tb": "1 while a tombstone of it sits in its ready list (cancelled while QUEUED)",
 }
 """Task hash (cv:{q:QUEUE}:t:ID) field -> meaning."""

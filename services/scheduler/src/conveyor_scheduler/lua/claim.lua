@@ -58,10 +58,10 @@ local function take(id, key, rec, parked, prio)
   local start = NOW
   if expires and NOW >= expires then
     start = -1
-    finish(id, key, EXPIRED, watched, f.ix or false)
+    finish(id, key, EXPIRED, watched)
   elseif f.cx == '1' then
     start = -1
-    finish(id, key, CANCELLED, watched, f.ix or false)
+    finish(id, key, CANCELLED, watched)
   elseif names and not parked and not names[f.n] then
     redis.call('ZADD', parked_key(f.n), 9 - (tonumber(f.p) or 0), id)
     redis.call('SADD', KEYS[14], f.n)
@@ -110,8 +110,8 @@ local function take(id, key, rec, parked, prio)
       redis.call('HDEL', key, 'rs')
     end
     stat(STARTED)
-    -- Ready since its eta, else since its submit (its index entry's time; an eta is never earlier).
-    stat_ms(WAIT_SLOT, started - (tonumber(f.eta) or tonumber(f.ix and string.match(f.ix, '^%d+')) or id_ms(id)))
+    -- Ready since its eta, else since its submit (the time its id carries; an eta is never earlier).
+    stat_ms(WAIT_SLOT, started - (tonumber(f.eta) or id_ms(id)))
     active[#active + 1] = expiry
     active[#active + 1] = id
     announce(id, key, ACTIVE, watched)

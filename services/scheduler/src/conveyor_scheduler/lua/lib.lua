@@ -77,25 +77,11 @@ local function id_ms(id)
 end
 
 -- The task index (ListTasks): the stream PREFIX..'x' holds one entry {i: "id,id,..."} per submit
--- call (submit.lua: one XADD per call, not per task), its tasks in request order; the
--- entry's id is kept in each task's field 'ix', and the hash PREFIX..'xc' counts the entry's tasks
--- whose records live. The tasks a call finished (not DEAD) go onto the list PREFIX..'f' as
--- one item, "expiry ms|entry id task id entry id task id ..." (collected in FIN, pushed by
--- the epilogue: one item per call, not one per task); once a task's record is gone,
--- reap.lua's trim_finished takes it off its entry's count (forget_indexed), and the entry goes when
--- the count reaches 0.
-local FIN = nil
+-- call (submit.lua: one XADD per call, not per task), its tasks in request order. Nothing
+-- on the hot path keeps it: listings skip a task whose record is gone, and reap.lua's
+-- trim_index deletes, in passes off the hot path, each entry none of whose records live.
 
--- `n` tasks of index entry `entry` are gone for good: the entry goes with its last one.
-local function forget_indexed(entry, n)
-  if redis.call('HINCRBY', PREFIX .. 'xc', entry, -n) <= 0 then
-    redis.call('XDEL', PREFIX .. 'x', entry)
-    redis.call('HDEL', PREFIX .. 'xc', entry)
-  end
-end
-
--- Runs after every queue script (store.py wraps each one): the activity counts of the
--- call, and the tasks it finished onto PREFIX..'f'.
+-- Runs after every queue script (store.py wraps each one): the activity counts of the call.
 -- The counts go in with one BITFIELD call whatever their number: a script call's fixed
 -- cost matters, as claims and acks often carry a few tasks each. A counter that comes back
 -- equal to what was added was new in this bucket, which is always so when the key was just
@@ -115,9 +101,6 @@ local function epilogue()
         break
       end
     end
-  end
-  if FIN then
-    redis.call('RPUSH', PREFIX .. 'f', (NOW + RESULT_TTL) .. '|' .. table.concat(FIN, ' '))
   end
 end
 
@@ -186,22 +169,13 @@ end
 
 -- Ends a task: record the state (with any further field/value pairs given), keep it for
 -- the result TTL (dead letters are kept until requeued or purged) and announce it to
--- result waiters on every replica. `watched`: see announce. `entry`: its field 'ix' when
--- the caller has read it (false: it has none), nil to read it here.
-local function finish(id, key, state, watched, entry, ...)
+-- result waiters on every replica. `watched`: see announce.
+local function finish(id, key, state, watched, ...)
   redis.call('HSET', key, 'st', state, 'fa', NOW, 'lt', '', 'o', '', ...)  -- one call, not an HDEL too
   if state == DEAD then
     redis.call('ZADD', KEYS[13], NOW, id)
   else
     redis.call('PEXPIRE', key, RESULT_TTL)
-    if entry == nil then
-      entry = redis.call('HGET', key, 'ix')
-    end
-    if entry then
-      FIN = FIN or {}
-      FIN[#FIN + 1] = entry
-      FIN[#FIN + 1] = id
-    end
   end
   if state == SUCCEEDED then
     stat(SUCCEEDED_N)

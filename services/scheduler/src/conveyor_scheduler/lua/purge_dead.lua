@@ -6,10 +6,6 @@ local purged = 0
 for _, id in ipairs(ids) do
   if redis.call('ZREM', KEYS[13], id) == 1 then
     local key = task_key(id)
-    local entry = redis.call('HGET', key, 'ix')
-    if entry then
-      forget_indexed(entry, 1)
-    end
     redis.call('DEL', key)
     purged = purged + 1
   end

@@ -2,42 +2,63 @@
 -- attempt (TimeLimitExceeded, retried per policy); one that lapsed before it means the
 -- worker is gone, and the task goes back to the front of its priority list.
 -- KEYS, ARGV[1..4]: see lib.lua.   ARGV[5] max leases per call   ARGV[6] jitter [0,1)
--- Then it trims the task index of about 1,000 tasks whose records lapsed (trim_finished).
--- Returns {leases handled, earliest remaining lease expiry ms or -1, 1 when more
--- index trimming is due else 0}.
--- The due items of PREFIX..'f', until about `budget` tasks were looked at: one PTTL per
--- task, one count update per index entry. The reaper calls this script until it says it is
--- done: off the hot path. Returns true when it stopped on its budget.
-local function trim_finished(budget)
-  local head = redis.call('LINDEX', PREFIX .. 'f', 0)
-  if not head or tonumber(string.match(head, '^%d+') or 0) > NOW then
-    return false
-  end
-  local popped, seen, gone, again = 0, 0, {}, {}  -- gone: index entry -> tasks of it gone
-  for _, item in ipairs(redis.call('LRANGE', PREFIX .. 'f', 0, 9)) do
-    local due, rest = string.match(item, '^(%d+)|(.*)$')
-    if due and tonumber(due) > NOW or seen >= budget then
-      break
+-- Then it goes on with the current pass over the task index (trim_index), about 1,000 tasks.
+-- Returns {leases handled, earliest remaining lease expiry ms or -1, 1 when the pass is
+-- not over else 0}.
+
+-- The task index is trimmed in passes, oldest entry first: an entry none of whose tasks'
+-- records live (one EXISTS over its ids) is deleted. PREFIX..'xk' holds the pass, "start
+-- ms|last entry examined" while it goes on and "start ms|end ms|" once it is over; the reaper
+-- calls this script until the pass is over. The next pass starts 10 s after the last one
+-- started, and no sooner than 19 times the last pass's length after it ended, so trimming
+-- keeps Redis busy a twentieth of the time at most however long the index is (a pass over
+-- a million queued tasks takes about a second). Nothing on the hot path keeps the index:
+-- this costs nothing per task submitted or finished, and a lapsed record is already
+-- invisible to listings, which skip tasks whose record is gone.
+-- Returns true when the pass stopped on its budget.
+local function trim_index(budget)
+  local mark = redis.call('GET', PREFIX .. 'xk')
+  local started, cursor = NOW, '-'
+  if mark then
+    local s, at, ended = string.match(mark, '^(%d+)|([^|]*)|?(%d*)$')
+    if ended ~= '' then
+      s, ended = tonumber(s), tonumber(ended)
+      if NOW < math.max(s + 10000, ended + 19 * (ended - s)) then
+        return false
+      end
+    elseif s then
+      started, cursor = tonumber(s), '(' .. at
     end
-    popped = popped + 1
-    for entry, id in string.gmatch(rest or '', '(%S+) (%S+)') do
-      seen = seen + 1
-      local ttl = redis.call('PTTL', PREFIX .. 't:' .. id)
-      if ttl == -2 then
-        gone[entry] = (gone[entry] or 0) + 1
-      elseif ttl > 0 then  -- clocks differ, or it finished again: look again when it lapses
-        again[#again + 1] = (NOW + ttl) .. '|' .. entry .. ' ' .. id
-      end  -- ttl -1: it runs again (RetryTasks); a later finish lists it again
+  end
+  local seen, last = 0, nil
+  while seen < budget do
+    local batch = redis.call('XRANGE', PREFIX .. 'x', cursor, '+', 'COUNT', 16)
+    for _, e in ipairs(batch) do
+      local keys = {}
+      for id in string.gmatch(e[2][2], '[^,]+') do
+        keys[#keys + 1] = PREFIX .. 't:' .. id
+      end
+      seen = seen + #keys
+      local live = 0
+      for j = 1, #keys, 500 do
+        live = redis.call('EXISTS', unpack(keys, j, math.min(j + 499, #keys)))
+        if live > 0 then
+          break
+        end
+      end
+      if live == 0 then
+        redis.call('XDEL', PREFIX .. 'x', e[1])
+      end
+      last = e[1]
     end
+    if #batch < 16 then
+      redis.call('SET', PREFIX .. 'xk', started .. '||' .. NOW)
+      return false
+    end
+    cursor = '(' .. last
   end
-  redis.call('LTRIM', PREFIX .. 'f', popped, -1)
-  for entry, n in pairs(gone) do
-    forget_indexed(entry, n)
-  end
-  if #again > 0 then
-    redis.call('RPUSH', PREFIX .. 'f', unpack(again))
-  end
-  return seen >= budget or popped == 10
+  redis.call('SET', PREFIX .. 'xk', started .. '|' .. last)
+  return true
 end
 
 local ids = redis.call('ZRANGEBYSCORE', KEYS[12], '-inf', NOW, 'LIMIT', 0, tonumber(ARGV[5]))
@@ -58,7 +79,7 @@ for _, id in ipairs(ids) do
     requeue_front(id, key)
   end
 end
-local more_trim = trim_finished(1000) and 1 or 0
+local more_trim = trim_index(1000) and 1 or 0
 local nxt = redis.call('ZRANGE', KEYS[12], 0, 0, 'WITHSCORES')
 if nxt[2] then
   return {#ids, tonumber(nxt[2]), more_trim}

@@ -25,18 +25,12 @@ local can_match = worker ~= '' and credit > 0 and redis.call('EXISTS', unpack(KE
 local owner = ARGV[10]
 local any_parked = can_match and redis.call('EXISTS', KEYS[14]) == 1
 -- One index entry for the call: its ids, in request order (a duplicate's unused id too: it
--- is taken off the entry's count below, and listings skip it).
-local ids, dups = {}, 0
+-- has no record, so listings skip it).
+local ids, stored = {}, 0
 local i = 11
 while i <= #ARGV do
-  ids[#ids + 1] = ARGV[i]
-  i = i + 7 + 2 * tonumber(ARGV[i + 6])
-end
-local entry = redis.call('XADD', PREFIX .. 'x', '*', 'i', table.concat(ids, ','))
-redis.call('HSET', PREFIX .. 'xc', entry, #ids)
-i = 11
-while i <= #ARGV do
   local id, prio, due = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+  ids[#ids + 1] = id
   local ikey, iwindow, timeout, nfields = ARGV[i + 3], ARGV[i + 4], tonumber(ARGV[i + 5]), tonumber(ARGV[i + 6])
   local first = i + 7
   i = first + 2 * nfields
@@ -52,7 +46,6 @@ while i <= #ARGV do
       out[#out + 1] = ''
       out[#out + 1] = 0
       out[#out + 1] = 0
-      dups = dups + 1
     else
       redis.call('SET', k, id, 'PX', iwindow)
     end
@@ -84,8 +77,8 @@ while i <= #ARGV do
       end
       list[#list + 1] = id
     end
-    stat(SUBMITTED)
-    redis.call('HSET', key, 'st', state, 'ix', entry, unpack(ARGV, first, first + 2 * nfields - 1))
+    stored = stored + 1
+    redis.call('HSET', key, 'st', state, unpack(ARGV, first, first + 2 * nfields - 1))
     if token ~= '' then
       redis.call('HSET', key, 'at', 1, 'lt', token, 'sa', NOW, 'dl', deadline, 'le', expiry, 'w', worker,
         'o', owner)
@@ -98,8 +91,9 @@ while i <= #ARGV do
     out[#out + 1] = deadline
   end
 end
-if dups > 0 then
-  forget_indexed(entry, dups)
+redis.call('XADD', PREFIX .. 'x', '*', 'i', table.concat(ids, ','))
+if stored > 0 then
+  stat(SUBMITTED, stored)
 end
 for prio, list in pairs(ready) do
   for j = 1, #list, 1000 do
