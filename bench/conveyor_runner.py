@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import hashlib
 import os
 import random
 import signal
@@ -37,6 +38,7 @@ from conveyor.common import outcome
 from conveyor.serialization import JSON, decode_result
 from conveyor.v1 import task_pb2
 from conveyor_scheduler.keys import QueueKeys
+from conveyor_scheduler.store import Store, script_text
 from tests.harness import Proc, free_port, serving, wait_for
 
 QUEUE = "default"  # where unrouted tasks go: the producers set no queue
@@ -288,6 +290,11 @@ class ConveyorRunner:
         rss_large = rss_mib(sched.popen.pid)
         deep_ids = set(queued)
         del queued
+        # From here on, Redis' slow log keeps every command of 1 ms or more with its own execution
+        # time: the longest one (a claim, an index trimming pass, a purge step) is how long Redis was
+        # blocked, which a busy machine does not stretch as it stretches a PING's round trip.
+        self.redis.config_set("slowlog-log-slower-than", 1000)
+        self.redis.slowlog_reset()
 
         # Worker B on `deep`: warm it up (untimed), then alternate deep stretches and small rounds.
         warm_up = max(skip, min(LARGE_WARMUP, large // 4))
@@ -345,7 +352,12 @@ class ConveyorRunner:
         verified -= sum(1 for tid in deep_seen if tid not in deep_ids)  # a completion we never submitted
         total += len(deep_seen)
         purge = self._purge_timed(DEEP_QUEUE, int(self.redis.llen(deep_list)))
-        return {**purge, "rate_1k": rounds * timed / sum(spans_small), "rate_1m": rounds * timed / sum(spans_large),
+        slow = max(self.redis.slowlog_get(1000), key=lambda e: e["duration"], default=None)
+        self.redis.config_set("slowlog-log-slower-than", 10_000)
+        longest = {"longest_command_ms": slow["duration"] / 1000 if slow else 0.0,
+                   "longest_command": _command_text(slow["command"]) if slow else ""}
+        return {**purge, **longest,
+                "rate_1k": rounds * timed / sum(spans_small), "rate_1m": rounds * timed / sum(spans_large),
                 "redis_bytes_per_task": (mem_large - mem0) / large,
                 "rss_mib_1k": rss_small, "rss_mib_1m": rss_large, "rss_mib_fresh": rss_start,
                 "depth_small": small, "depth_large": large, "push_rate": push_rate,
@@ -440,6 +452,16 @@ async def _push(target: str, n: int, batch: int, in_flight: int = 2, queue: str 
             ids[index] = [h.id for h in await client.submit_many([spec] * size)]
         await _pool(range(len(ids)), one, in_flight)
     return [tid for chunk in ids for tid in chunk]
+
+
+def _command_text(command: bytes | str) -> str:
+    """A slow-log command, with a script named instead of its SHA1 (e.g. "EVALSHA reap.lua")."""
+    text = command.decode(errors="replace") if isinstance(command, bytes) else command
+    words = text.split()
+    if len(words) > 1 and words[0].upper() == "EVALSHA":
+        names = {hashlib.sha1(script_text(n).encode()).hexdigest(): n for n in Store.SCRIPTS}
+        return f"EVALSHA {names.get(words[1], words[1])}.lua"
+    return " ".join(words[:2])
 
 
 def _per_task(cpu: collections.Counter[str], n: int) -> dict[str, float]:

@@ -103,6 +103,7 @@ ROWS = [
     ("depth", "purge_tasks", "PurgeQueue: tasks purged", "{:,.0f}", True),
     ("depth", "purge_seconds", "PurgeQueue: seconds", "{:.2f}", False),
     ("depth", "purge_worst_ping_ms", "PurgeQueue: worst PING ms meanwhile", "{:.1f}", False),
+    ("depth", "longest_command_ms", "longest Redis command ms, timed rounds + purge", "{:.1f}", False),
     ("fan_in", "cpu_pct", "scheduler CPU %, idle workers", "{:.2f}", False),
     ("fan_in", "baseline_cpu_pct", "scheduler CPU %, no workers", "{:.2f}", False),
     ("fan_in", "rss_mib", "scheduler RSS MiB, idle workers", "{:.1f}", False),

@@ -168,6 +168,12 @@ def test_purge_of_100k_keeps_redis_answering(cluster: Cluster, redis_url: str) -
         ids += [h.id for h in client.submit_many(
             [Call("t.add", [i, i], {}, SubmitOptions(queue="big", countdown=3600)) for i in range(1000)])]
     r = redis.Redis.from_url(redis_url)
+    # How long Redis itself was blocked: every command of 10 ms or more lands in the slow log
+    # with its own execution time, which a busy machine does not stretch the way it stretches
+    # a PING's round trip (the round trip under 50 ms is measured by `make bench`, on a quiet machine).
+    slower_than = r.config_get("slowlog-log-slower-than")["slowlog-log-slower-than"]
+    r.config_set("slowlog-log-slower-than", 10_000)
+    r.slowlog_reset()
     worst = 0.0
     done = threading.Event()
     result: dict[str, object] = {}
@@ -190,8 +196,11 @@ def test_purge_of_100k_keeps_redis_answering(cluster: Cluster, redis_url: str) -
         pings += 1
     thread.join()
     took = time.perf_counter() - started
+    slow = r.slowlog_get(1000)
+    r.config_set("slowlog-log-slower-than", slower_than)
     assert result["purged"] == 101_000, result
-    assert worst < 0.050, f"a PING took {worst * 1000:.1f} ms during the purge"
+    blocked = max((entry["duration"] for entry in slow), default=0) / 1000
+    assert blocked < 50, f"a command blocked Redis for {blocked:.1f} ms during the purge: {slow[0]['command'][:80]!r}"
     pipe = r.pipeline(transaction=False)
     prefix = "cv:{q:big}:t:"
     for task_id in ids:
@@ -201,7 +210,8 @@ def test_purge_of_100k_keeps_redis_answering(cluster: Cluster, redis_url: str) -
     stats = stubs.queue("big")
     assert (stats.queued, stats.scheduled) == (0, 0)
     assert stats.windows[0].cancelled == 101_000
-    print(f"purge of 101,000 tasks: {took:.2f} s, worst PING {worst * 1000:.1f} ms over {pings} pings")
+    print(f"purge of 101,000 tasks: {took:.2f} s, longest command {blocked:.1f} ms, "
+          f"worst PING {worst * 1000:.1f} ms over {pings} pings")
     stubs.channel.close()
 
 

@@ -7,15 +7,15 @@
 -- not over else 0}.
 
 -- The task index is trimmed in passes, oldest entry first: an entry none of whose tasks'
--- records live (one EXISTS over its ids) is deleted. PREFIX..'xk' holds the pass, "start
--- ms|last entry examined" while it goes on and "start ms|end ms|" once it is over; the reaper
--- calls this script until the pass is over. The next pass starts 10 s after the last one
--- started, and no sooner than 19 times the last pass's length after it ended, so trimming
--- keeps Redis busy a twentieth of the time at most however long the index is (a pass over
--- a million queued tasks takes about a second). Nothing on the hot path keeps the index:
--- this costs nothing per task submitted or finished, and a lapsed record is already
--- invisible to listings, which skip tasks whose record is gone.
--- Returns true when the pass stopped on its budget.
+-- records live is deleted (EXISTS over its ids, 100 at a time, up to the first that
+-- lives). PREFIX..'xk' holds the pass, "start ms|last entry examined" while it goes on and
+-- "start ms||end ms" once it is over; the reaper calls this script until the pass is over.
+-- The next pass starts 10 s after the last one started, and no sooner than 19 times the
+-- last pass's length after it ended, so trimming keeps Redis busy a twentieth of the time
+-- at most however long the index is. Nothing on the hot path keeps the index: this costs
+-- nothing per task submitted or finished, and a lapsed record is already invisible to
+-- listings, which skip tasks whose record is gone.
+-- Returns true when the pass stopped on its budget (about `budget` ids looked at).
 local function trim_index(budget)
   local mark = redis.call('GET', PREFIX .. 'xk')
   local started, cursor = NOW, '-'
@@ -32,29 +32,34 @@ local function trim_index(budget)
   end
   local seen, last = 0, nil
   while seen < budget do
-    local batch = redis.call('XRANGE', PREFIX .. 'x', cursor, '+', 'COUNT', 16)
-    for _, e in ipairs(batch) do
-      local keys = {}
-      for id in string.gmatch(e[2][2], '[^,]+') do
-        keys[#keys + 1] = PREFIX .. 't:' .. id
-      end
-      seen = seen + #keys
-      local live = 0
-      for j = 1, #keys, 500 do
-        live = redis.call('EXISTS', unpack(keys, j, math.min(j + 499, #keys)))
-        if live > 0 then
-          break
-        end
-      end
-      if live == 0 then
-        redis.call('XDEL', PREFIX .. 'x', e[1])
-      end
-      last = e[1]
-    end
-    if #batch < 16 then
+    -- One entry at a time: an entry holds a whole submit call's ids (up to 10,000).
+    local batch = redis.call('XRANGE', PREFIX .. 'x', cursor, '+', 'COUNT', 1)
+    local e = batch[1]
+    if not e then
       redis.call('SET', PREFIX .. 'xk', started .. '||' .. NOW)
       return false
     end
+    -- Its ids in chunks of 100, up to the first live record: a live entry costs one EXISTS.
+    local live, keys = 0, {}
+    for id in string.gmatch(e[2][2], '[^,]+') do
+      keys[#keys + 1] = PREFIX .. 't:' .. id
+      if #keys == 100 then
+        seen = seen + 100
+        live = redis.call('EXISTS', unpack(keys))
+        if live > 0 then
+          break
+        end
+        keys = {}
+      end
+    end
+    if live == 0 and #keys > 0 then
+      seen = seen + #keys
+      live = redis.call('EXISTS', unpack(keys))
+    end
+    if live == 0 then
+      redis.call('XDEL', PREFIX .. 'x', e[1])
+    end
+    last = e[1]
     cursor = '(' .. last
   end
   redis.call('SET', PREFIX .. 'xk', started .. '|' .. last)
