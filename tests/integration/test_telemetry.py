@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conveyor import AsyncClient, Client, InvalidArgument, TaskCancelled, TaskFailed, TaskState
 from conveyor.telemetry import Telemetry, configure_from_env, exporters_for
+from conveyor.v1 import task_pb2, task_service_pb2, task_service_pb2_grpc
 from tests.harness import Cluster, free_port, wait_for
 from tests.interop.test_node_interop import node_binary, produce
 from tests.otlp_receiver import MetricPoint, OTLPReceiver, ReceivedSpan
@@ -510,3 +511,19 @@ def test_nothing_is_exported_unless_configured(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
     assert not configure_from_env("nothing").tracing
     assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+
+def test_a_watch_is_a_server_span_in_the_callers_trace(otel: Otel, cluster: Cluster, redis_url: str) -> None:
+    """Server-streaming calls get their SERVER span from the same interceptor as unary ones."""
+    queue = "tel-watch"
+    target = _start(cluster, redis_url, queue)
+    trace_id, parent_id = uuid.uuid4().hex, uuid.uuid4().hex[:16]
+    with Client(target) as client:
+        handle = client.submit("tel.add", [2, 3], queue=queue)
+        stub = task_service_pb2_grpc.TaskServiceStub(client._channel)
+        events = list(stub.WatchTask(task_service_pb2.WatchTaskRequest(task_id=handle.id), timeout=30,
+                                     metadata=[("traceparent", f"00-{trace_id}-{parent_id}-01")]))
+    assert events[-1].state == task_pb2.TASK_STATE_SUCCEEDED
+    (watch,) = otel.wait_trace(trace_id, {"conveyor.v1.TaskService/WatchTask"}, count=1)
+    assert (watch.kind, watch.service, watch.parent_span_id) == ("SERVER", "conveyor-scheduler", parent_id)
+    assert watch.attributes["rpc.grpc.status_code"] == 0

@@ -1,4 +1,4 @@
-"""OpenTelemetry in the scheduler: spans for unary gRPC calls, enqueue, dispatch and cancel; metrics.
+"""OpenTelemetry in the scheduler: spans for gRPC calls, enqueue, dispatch and cancel; metrics.
 
 `setup(core, endpoint)` runs once per server, after `configure_from_env` installed (or did not
 install) the SDK providers and after the Prometheus endpoint (if any) was opened. When neither
@@ -6,9 +6,10 @@ tracing nor metrics is on it returns no interceptor and the hooks (`enqueue`, `d
 `acked`) return at their first line, so the hot path pays one call.
 
 Spans (see conveyor.telemetry for the whole trace):
-- "conveyor.v1.TaskService/Submit" etc. (SERVER) for every unary conveyor.* call, parent taken
-  from the call's `traceparent` metadata. Streams (WorkerService/Connect) get no span: one
-  would last as long as the worker's connection; their work shows as dispatch spans.
+- "conveyor.v1.TaskService/Submit" etc. (SERVER) for every unary and server-streaming
+  (WatchTask) conveyor.* call, parent taken from the call's `traceparent` metadata, and for each
+  call a Pipeline stream carries (`server_span` makes them all). WorkerService/Connect gets no
+  span: one would last as long as the worker's connection; its work shows as dispatch spans.
 - "enqueue {queue}" (INTERNAL) per submitted task (Submit calls and beat firings alike), child
   of the task's header context and linked to the Submit span. A task that arrives without trace
   context gets the enqueue span's context written into its headers (its parent is then the
@@ -35,7 +36,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -103,30 +104,42 @@ def enqueue(specs: Sequence[task_pb2.TaskSpec]) -> Enqueue | _NotEnqueuing:
 
 
 @contextlib.contextmanager
+def server_span(tracer: trace.Tracer, method: str, parent: otel_context.Context | None) -> Iterator[trace.Span]:
+    """The SERVER span of one call: the one place they are made, for unary and server-streaming
+    calls (the interceptor) and for each call on a Pipeline stream. The span is current inside;
+    `record_status` gives it the call's outcome."""
+    service, _, name = method.rpartition("/")
+    span = tracer.start_span(method, context=parent, kind=SpanKind.SERVER,
+                             attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name})
+    token = otel_context.attach(trace.set_span_in_context(span))
+    try:
+        yield span
+    finally:
+        otel_context.detach(token)
+        span.end()
+
+
+def record_status(span: trace.Span, code: int, message: str, exc: BaseException | None = None) -> None:
+    """The call's gRPC status on its span; an error status for the codes that mean a server fault."""
+    span.set_attribute("rpc.grpc.status_code", code)
+    if code in SERVER_ERROR_CODES:
+        span.set_status(Status(StatusCode.ERROR, message))
+        if exc is not None and not isinstance(exc, grpc.aio.AbortError):
+            span.record_exception(exc)
+
+
+@contextlib.contextmanager
 def pipelined_call(method: str) -> Iterator[Callable[[int, str], None]]:
-    """A SERVER span for one call on a Pipeline stream, as the interceptor makes for the unary
-    call (a pipelined caller is not tracing, so the span is a root). Yields a function that
-    records the call's status code (and message when it failed)."""
+    """The SERVER span of one call on a Pipeline stream, as for the unary call it stands for (a
+    pipelined caller is not tracing, so the span is a root). Yields a function that records the
+    call's status code (and message when it failed)."""
     tel = _active
     tracer = tel.tracer if tel is not None else None
     if tracer is None:
         yield _no_status
         return
-    service, _, name = method.rpartition("/")
-    span = tracer.start_span(method, kind=SpanKind.SERVER,
-                             attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name})
-    token = otel_context.attach(trace.set_span_in_context(span))
-
-    def status(code: int, message: str) -> None:
-        span.set_attribute("rpc.grpc.status_code", code)
-        if code in SERVER_ERROR_CODES:
-            span.set_status(Status(StatusCode.ERROR, message))
-
-    try:
-        yield status
-    finally:
-        otel_context.detach(token)
-        span.end()
+    with server_span(tracer, method, None) as span:
+        yield lambda code, message: record_status(span, code, message)
 
 
 def _no_status(code: int, message: str) -> None:
@@ -437,7 +450,10 @@ Handler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 
 
 class TelemetryInterceptor(grpc.aio.ServerInterceptor):
-    """SERVER spans for unary conveyor.* calls, plus the Cancel telemetry."""
+    """SERVER spans for conveyor.* unary and server-streaming calls (WatchTask), plus the Cancel
+    telemetry. Of the bidirectional streams, Pipeline makes a span per call it carries
+    (`pipelined_call`) and Connect none: its span would last as long as the worker's connection;
+    its work shows as dispatch spans."""
 
     def __init__(self, tel: SchedulerTelemetry) -> None:
         self.tel = tel
@@ -449,14 +465,21 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
         method = details.method  # type: ignore[attr-defined]
         if isinstance(method, bytes):
             method = method.decode()
-        if handler is None or handler.request_streaming or handler.response_streaming or not (
-                method.startswith("/conveyor.")):
+        if handler is None or handler.request_streaming or not method.startswith("/conveyor."):
+            return handler
+        if handler.response_streaming and self.tel.tracer is None:
             return handler
         cached = self._cache.get(method)
         if cached is None or cached[0] is not handler:
-            wrapped = grpc.unary_unary_rpc_method_handler(
-                self._wrap(method, handler.unary_unary), request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer)
+            if handler.response_streaming:
+                wrapped = grpc.unary_stream_rpc_method_handler(
+                    self._wrap_stream(method, handler.unary_stream),
+                    request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer)
+            else:
+                wrapped = grpc.unary_unary_rpc_method_handler(
+                    self._wrap(method, handler.unary_unary), request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer)
             cached = self._cache[method] = (handler, wrapped)
         return cached[1]
 
@@ -465,7 +488,6 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
         full = method.lstrip("/")
         service, _, name = full.rpartition("/")
         is_cancel = service == TASK_SERVICE and name == "Cancel"
-        attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
 
         async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
             tracer = tel.tracer
@@ -473,27 +495,15 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
                 response = await inner(request, context)
                 await _after(request, response, None)
                 return response
-            span = tracer.start_span(full, context=_metadata_context(context.invocation_metadata()),
-                                     kind=SpanKind.SERVER, attributes=attributes)
-            token = otel_context.attach(trace.set_span_in_context(span))
-            try:
-                response = await inner(request, context)
-            except BaseException as exc:
-                code = _status_code(context, failed=True)
-                span.set_attribute("rpc.grpc.status_code", code)
-                details = context.details() or str(exc)
-                if code in SERVER_ERROR_CODES:
-                    span.set_status(Status(StatusCode.ERROR, str(details)))
-                    if not isinstance(exc, grpc.aio.AbortError):
-                        span.record_exception(exc)
-                span.end()
-                raise
-            finally:
-                otel_context.detach(token)
-            span.set_attribute("rpc.grpc.status_code", _status_code(context, failed=False))
-            await _after(request, response, span)
-            span.end()
-            return response
+            with server_span(tracer, full, _metadata_context(context.invocation_metadata())) as span:
+                try:
+                    response = await inner(request, context)
+                except BaseException as exc:
+                    record_status(span, _status_code(context, failed=True), str(context.details() or exc), exc)
+                    raise
+                record_status(span, _status_code(context, failed=False), "")
+                await _after(request, response, span)
+                return response
 
         async def _after(request: Any, response: Any, span: trace.Span | None) -> None:
             if not is_cancel or not isinstance(request, task_service_pb2.CancelRequest):
@@ -502,5 +512,24 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
                 await tel.cancelled(request, response, span)
             except Exception as exc:  # noqa: BLE001 - telemetry never fails a call
                 log.debug("telemetry for %s failed: %s", full, exc)
+
+        return handler
+
+    def _wrap_stream(self, method: str, inner: Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]
+                     ) -> Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]:
+        tel = self.tel
+        full = method.lstrip("/")
+
+        async def handler(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            tracer = tel.tracer
+            assert tracer is not None  # streams are wrapped only while tracing
+            with server_span(tracer, full, _metadata_context(context.invocation_metadata())) as span:
+                try:
+                    async for response in inner(request, context):
+                        yield response
+                except BaseException as exc:
+                    record_status(span, _status_code(context, failed=True), str(context.details() or exc), exc)
+                    raise
+                record_status(span, _status_code(context, failed=False), "")
 
         return handler
