@@ -19,6 +19,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from conveyor import App
+from conveyor.channels import open_aio_channel
 from conveyor.context import TaskContext
 from conveyor.serialization import decode_call
 from conveyor.v1 import task_pb2, worker_service_pb2, worker_service_pb2_grpc
@@ -128,7 +129,8 @@ class Worker:
     async def _session(self, target: str) -> None:
         self._outbox = asyncio.Queue()
         self._unsent_report = None  # it was in the old outbox
-        async with grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) as channel:
+        async with open_aio_channel(target, tls=self.config.tls, token=self.config.token,
+                                    options=CHANNEL_OPTIONS) as channel:
             stub = worker_service_pb2_grpc.WorkerServiceStub(channel)
             self._call = stub.Connect(self._requests())
             heartbeats: asyncio.Task[None] | None = None
