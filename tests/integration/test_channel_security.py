@@ -310,3 +310,19 @@ def test_worker_refuses_a_client_cert_without_its_key(pki: Pki) -> None:
     done = _run_worker("--tls-cert", str(pki.client_cert))
     assert done.returncode == 2, done.stderr
     assert "without its key" in done.stderr
+
+
+def test_a_real_worker_and_client_work_through_token_channels(cluster: Cluster, redis_url: str) -> None:
+    """The intercepted calls behave as plain ones end to end: the worker's Connect stream (credit,
+    acks), the client's Pipeline and its waits, against a real scheduler on loopback."""
+    _, target = cluster.scheduler(redis_url)
+    cluster.worker(target, "tests.apps.basic:app", "--token", TOKEN)
+    with Client(target, token=TOKEN, timeout=10) as client:
+        handles = [client.send("t.add", [i, 1]) for i in range(20)]
+        assert [h.result(timeout=30) for h in handles] == [i + 1 for i in range(20)]
+
+    async def aio() -> int:
+        async with AsyncClient(target, token=TOKEN, timeout=10) as client:
+            return int(await (await client.submit("t.add", [2, 3])).result(timeout=30))
+
+    assert asyncio.run(aio()) == 5
