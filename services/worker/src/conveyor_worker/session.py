@@ -21,6 +21,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from conveyor import App
 from conveyor.channels import open_aio_channel
 from conveyor.context import TaskContext
+from conveyor.errors import ChannelConfigError
 from conveyor.serialization import decode_call
 from conveyor.v1 import task_pb2, worker_service_pb2, worker_service_pb2_grpc
 from conveyor_worker import __version__, telemetry
@@ -106,6 +107,8 @@ class Worker:
                 await self._session(target)
             except grpc.aio.AioRpcError as exc:
                 log.warning("stream to %s ended: %s %s", target, exc.code().name, exc.details())
+            except ChannelConfigError as exc:  # a TLS file unreadable mid-rotation, say: try again
+                log.error("cannot open a channel to %s: %s", target, exc)
             finally:
                 if self._connected:  # that stream worked: reconnect promptly
                     backoff = 0.1
