@@ -3,13 +3,15 @@ byte is sent (a plaintext token to a remote address, half a client certificate, 
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from pathlib import Path
 
 import grpc
 import pytest
 from click.testing import CliRunner
 
-from conveyor import AsyncClient, Client, InsecureTokenError, TLSConfig, TLSConfigError
+from conveyor import App, AsyncClient, Client, InsecureTokenError, TLSConfig, TLSConfigError
 from conveyor.channels import (
     ChannelSecurity,
     is_loopback,
@@ -21,6 +23,7 @@ from conveyor.channels import (
 from conveyor.cli import main as conveyor_cli
 from conveyor.errors import ChannelConfigError
 from conveyor_worker.config import WorkerConfig
+from conveyor_worker.session import Worker
 
 SECRET = "tok-9f2c"
 ENV = {"CONVEYOR_TOKEN": "from-env", "CONVEYOR_TLS_CA": "/env/ca.pem"}
@@ -142,3 +145,22 @@ def test_the_cli_refuses_a_client_certificate_without_its_key() -> None:
     result = CliRunner().invoke(conveyor_cli, ["--tls-cert", "/c.pem", "queues"])
     assert result.exit_code == 2
     assert "without its key" in result.output
+
+
+def test_a_worker_retries_a_channel_it_cannot_open(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A TLS file missing (mid-rotation, say) is retried with the reconnect backoff, and does not
+    end the worker's run loop."""
+    config = WorkerConfig(targets=("127.0.0.1:1",), tls=TLSConfig(ca=tmp_path / "ca.pem"), reconnect_max_backoff=0.05)
+
+    async def run() -> None:
+        worker = Worker(App("t"), config)
+        runner = asyncio.create_task(worker.run())
+        while sum("cannot open a channel" in r.getMessage() for r in caplog.records) < 3:
+            assert not runner.done(), runner
+            await asyncio.sleep(0.01)
+        worker.stop()
+        await asyncio.wait_for(runner, 10)
+
+    with caplog.at_level(logging.ERROR, logger="conveyor_worker.session"):
+        asyncio.run(asyncio.wait_for(run(), 20))
+    assert "ca.pem" in caplog.text
