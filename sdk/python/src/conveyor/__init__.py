@@ -5,13 +5,16 @@ from conveyor.admin_queues import QueueInfo, QueueWindow
 from conveyor.admin_tasks import BulkResult, TaskPage
 from conveyor.aio import AsyncClient, AsyncTaskHandle
 from conveyor.app import App, Task
+from conveyor.channels import TLSConfig
 from conveyor.client import Client, TaskHandle
 from conveyor.common import Call, TaskEvent, TaskState
 from conveyor.context import TaskContext, current_task
 from conveyor.errors import (
     AlreadyExists,
+    ChannelConfigError,
     ConveyorError,
     FailedPrecondition,
+    InsecureTokenError,
     InvalidArgument,
     NotFound,
     ResultTimeout,
@@ -23,6 +26,7 @@ from conveyor.errors import (
     TaskExpired,
     TaskFailed,
     TimeLimitExceeded,
+    TLSConfigError,
     Unavailable,
 )
 from conveyor.options import SubmitOptions
@@ -30,9 +34,10 @@ from conveyor.schedules import Schedule
 
 __version__ = "0.1.0"
 __all__ = [
-    "AlreadyExists", "App", "AsyncClient", "AsyncTaskHandle", "BulkResult", "Call", "Client", "ConveyorError",
-    "DeadLetters", "FailedPrecondition", "InvalidArgument", "NotFound", "QueueInfo", "QueueWindow", "RPCError",
-    "ResultTimeout", "Retry", "Schedule", "SoftTimeLimitExceeded", "SubmitOptions", "Task", "TaskCancelled",
-    "TaskContext", "TaskError", "TaskEvent", "TaskExpired", "TaskFailed", "TaskHandle", "TaskPage", "TaskState",
-    "TimeLimitExceeded", "Unavailable", "WorkerInfo", "__version__", "current_task",
+    "AlreadyExists", "App", "AsyncClient", "AsyncTaskHandle", "BulkResult", "Call", "ChannelConfigError", "Client",
+    "ConveyorError", "DeadLetters", "FailedPrecondition", "InsecureTokenError", "InvalidArgument", "NotFound",
+    "QueueInfo", "QueueWindow", "RPCError", "ResultTimeout", "Retry", "Schedule", "SoftTimeLimitExceeded",
+    "SubmitOptions", "TLSConfig", "TLSConfigError", "Task", "TaskCancelled", "TaskContext", "TaskError",
+    "TaskEvent", "TaskExpired", "TaskFailed", "TaskHandle", "TaskPage", "TaskState", "TimeLimitExceeded",
+    "Unavailable", "WorkerInfo", "__version__", "current_task",
 ]

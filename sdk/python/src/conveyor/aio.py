@@ -10,8 +10,8 @@ import grpc
 
 from conveyor.admin import AsyncAdmin
 from conveyor.calls import renamed
+from conveyor.channels import TLSConfig, open_aio_channel
 from conveyor.common import (
-    CHANNEL_OPTIONS,
     DEFAULT_TARGET,
     MAX_IDS,
     MAX_WAIT_CHUNK,
@@ -26,7 +26,7 @@ from conveyor.errors import DeadlineExceeded, ResultTimeout, mapped_rpc_errors
 from conveyor.errors import amapped_rpc_errors as _rpc
 from conveyor.options import SubmitOptions
 from conveyor.pipeline import AsyncPipeline, PipelineCallError
-from conveyor.resilience import acall_with_retry, channel_options, channel_target
+from conveyor.resilience import acall_with_retry
 from conveyor.schedules import AsyncSchedules
 from conveyor.telemetry import producer_spans, tracer
 from conveyor.v1 import task_pb2, task_service_pb2, task_service_pb2_grpc
@@ -44,9 +44,12 @@ class AsyncClient:
     """Periodic schedules (ScheduleService)."""
 
     def __init__(self, target: str = DEFAULT_TARGET, *, channel: grpc.aio.Channel | None = None,
-                 timeout: float = 30.0, pipeline: bool = True) -> None:
-        self._channel = channel or grpc.aio.insecure_channel(channel_target(target),
-                                                             options=channel_options(target, CHANNEL_OPTIONS))
+                 tls: TLSConfig | None = None, token: str | None = None, timeout: float = 30.0,
+                 pipeline: bool = True) -> None:
+        """See Client."""
+        if channel is not None and (tls is not None or token is not None):
+            raise ValueError("tls and token configure the channel AsyncClient opens: not given with channel=")
+        self._channel = channel or open_aio_channel(target, tls=tls, token=token)
         self._stub = task_service_pb2_grpc.TaskServiceStub(self._channel)
         self._pipeline = AsyncPipeline(self._channel) if pipeline else None
         """See Client._pipeline."""

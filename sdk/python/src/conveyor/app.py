@@ -8,6 +8,7 @@ from dataclasses import replace
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from conveyor.aio import AsyncClient, AsyncTaskHandle
+from conveyor.channels import TLSConfig
 from conveyor.client import Client, TaskHandle
 from conveyor.common import DEFAULT_TARGET, Call
 from conveyor.options import Seconds, SubmitOptions
@@ -65,9 +66,13 @@ class Task(Generic[P, R]):
 class App(Periodic):
     """A set of task definitions plus the scheduler address to submit them to."""
 
-    def __init__(self, name: str = "conveyor", *, scheduler: str = DEFAULT_TARGET) -> None:
+    def __init__(self, name: str = "conveyor", *, scheduler: str = DEFAULT_TARGET, tls: TLSConfig | None = None,
+                 token: str | None = None) -> None:
+        """`tls` and `token` secure the clients the app opens (else CONVEYOR_TLS_* and CONVEYOR_TOKEN)."""
         self.name = name
         self.scheduler = scheduler
+        self.tls = tls
+        self._token = token
         self.tasks: dict[str, Task[Any, Any]] = {}
         self.schedules: dict[str, Schedule] = {}
         """Declared periodic schedules by id (`@app.periodic`, `app.add_schedule`)."""
@@ -77,13 +82,13 @@ class App(Periodic):
     @property
     def client(self) -> Client:
         if self._client is None:
-            self._client = Client(self.scheduler)
+            self._client = Client(self.scheduler, tls=self.tls, token=self._token)
         return self._client
 
     @property
     def aclient(self) -> AsyncClient:
         if self._aclient is None:
-            self._aclient = AsyncClient(self.scheduler)
+            self._aclient = AsyncClient(self.scheduler, tls=self.tls, token=self._token)
         return self._aclient
 
     def queues(self) -> set[str]:

@@ -8,13 +8,16 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import click
 
+from conveyor.channels import SECURITY_ENV, open_channel
 from conveyor.cli_common import call_args, client_of, emit_json
 from conveyor.cli_dead import dead
 from conveyor.cli_queues import queue, queues
 from conveyor.cli_schedules import schedules
+from conveyor.cli_security import security_options, tls_config
 from conveyor.cli_task import task
 from conveyor.cli_tasks import cancel, retry, tasks
 from conveyor.cli_top import top
@@ -41,13 +44,15 @@ Listings take --json: one JSON document on stdout, for scripts."""
 @click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES)
 @click.option("--scheduler", "-s", default=DEFAULT_TARGET, show_default=True, envvar="CONVEYOR_SCHEDULER",
               help="Scheduler address.")
+@security_options
 @click.pass_context
-def main(ctx: click.Context, scheduler: str) -> None:
+def main(ctx: click.Context, scheduler: str, token: str | None, tls_ca: Path | None, tls_cert: Path | None,
+         tls_key: Path | None) -> None:
     """Conveyor: submit tasks, read results, run a development stack, and operate it.
 
     Operators: `queues`, `queue pause|resume|purge`, `tasks`, `retry`, `cancel`, `top`,
     `workers`, `worker ...`, `dead ...`, `schedules ...`."""
-    ctx.obj = {"scheduler": scheduler}
+    ctx.obj = {"scheduler": scheduler, "tls": tls_config(tls_ca, tls_cert, tls_key), "token": token}
     configure_from_env("conveyor-cli")  # traces `conveyor submit` only when OTEL_* says so
 
 
@@ -134,11 +139,15 @@ def watch(ctx: click.Context, task_id: str, timeout: float | None) -> None:
 @click.option("--metrics-port", default=9464, show_default=True, type=click.IntRange(0, 65535),
               help="The scheduler's Prometheus /metrics port (0: off).")
 def dev(app_ref: str, port: int, concurrency: int, data_dir: str, demo: bool, metrics_port: int) -> None:
-    """Run a scheduler (embedded Redis) and a worker in one command, until Ctrl-C."""
+    """Run a scheduler (embedded Redis) and a worker in one command, until Ctrl-C.
+
+    The stack is plaintext on loopback: it ignores --token, --tls-* and their variables."""
     for module in ("conveyor_scheduler", "conveyor_worker"):
         if importlib.util.find_spec(module) is None:
             raise click.ClickException(f"{module} is not installed (pip install conveyor-scheduler conveyor-worker)")
     target = f"127.0.0.1:{port}"
+    for name in SECURITY_ENV:  # for the demo's client here and the worker below
+        os.environ.pop(name, None)
     env = {k: v for k, v in os.environ.items() if k != "CONVEYOR_REDIS_URL"}
     scheduler = [sys.executable, "-m", "conveyor_scheduler", "--port", str(port), "--data-dir", data_dir,
                  "--metrics-port", str(metrics_port)]
@@ -175,7 +184,7 @@ def _wait_serving(target: str, proc: subprocess.Popen[bytes], timeout: float = 3
     from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: PLC0415
 
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(target) as channel:
+    with open_channel(target, env={}) as channel:  # the dev stack's own plaintext scheduler
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             if proc.poll() is not None:

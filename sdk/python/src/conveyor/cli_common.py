@@ -29,8 +29,9 @@ HEX_HEAD = 32
 
 
 def client_of(ctx: click.Context) -> Client:
-    """A client for the scheduler named by the root command's --scheduler."""
-    return Client(ctx.find_root().obj["scheduler"])
+    """A client for the scheduler named by the root command's --scheduler, with its --token and --tls-*."""
+    obj = ctx.find_root().obj
+    return Client(obj["scheduler"], tls=obj["tls"], token=obj["token"])
 
 
 def call_args(args_json: str, kwargs_json: str) -> tuple[list[Any], dict[str, Any]]:

@@ -13,8 +13,8 @@ import grpc
 
 from conveyor.admin import Admin
 from conveyor.calls import renamed
+from conveyor.channels import TLSConfig, open_channel
 from conveyor.common import (
-    CHANNEL_OPTIONS,
     DEFAULT_TARGET,
     MAX_IDS,
     MAX_WAIT_CHUNK,
@@ -30,7 +30,7 @@ from conveyor.errors import ResultTimeout
 from conveyor.errors import mapped_rpc_errors as _rpc
 from conveyor.options import SubmitOptions
 from conveyor.pipeline import PipelineCallError, SyncPipeline
-from conveyor.resilience import call_with_retry, channel_options, channel_target
+from conveyor.resilience import call_with_retry
 from conveyor.schedules import Schedules
 from conveyor.telemetry import producer_spans, tracer
 from conveyor.v1 import task_pb2, task_service_pb2, task_service_pb2_grpc
@@ -49,9 +49,13 @@ class Client:
     """Periodic schedules (ScheduleService)."""
 
     def __init__(self, target: str = DEFAULT_TARGET, *, channel: grpc.Channel | None = None,
-                 timeout: float = 30.0, pipeline: bool = True) -> None:
-        self._channel = channel or grpc.insecure_channel(channel_target(target),
-                                                         options=channel_options(target, CHANNEL_OPTIONS))
+                 tls: TLSConfig | None = None, token: str | None = None, timeout: float = 30.0,
+                 pipeline: bool = True) -> None:
+        """`tls` and `token` (else CONVEYOR_TLS_* and CONVEYOR_TOKEN) secure the channel opened to
+        `target` (see conveyor.channels); a given `channel` is used as it is."""
+        if channel is not None and (tls is not None or token is not None):
+            raise ValueError("tls and token configure the channel Client opens: not given with channel=")
+        self._channel = channel or open_channel(target, tls=tls, token=token)
         self._stub = task_service_pb2_grpc.TaskServiceStub(self._channel)
         self._pipeline = SyncPipeline(self._channel) if pipeline else None
         """Submit and result reads go over one Pipeline stream (not while tracing: a traced call

@@ -92,6 +92,18 @@ async def amapped_rpc_errors() -> AsyncIterator[None]:
         raise from_rpc_error(exc) from None
 
 
+class ChannelConfigError(ConveyorError, ValueError):
+    """A channel cannot be opened as configured (TLS files, token); raised before any call."""
+
+
+class InsecureTokenError(ChannelConfigError):
+    """A token would travel in plaintext to an address that is not loopback: use TLS."""
+
+
+class TLSConfigError(ChannelConfigError):
+    """A TLS setting is incomplete (a client cert without its key) or a file cannot be read."""
+
+
 class TaskError(ConveyorError):
     """A task ended without a result; raised by TaskHandle.result()."""
 

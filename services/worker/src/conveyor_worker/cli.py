@@ -6,10 +6,14 @@ import asyncio
 import logging
 import os
 import signal
+from pathlib import Path
 
 import click
 
 from conveyor import event_loop
+from conveyor.channels import ChannelSecurity, TLSConfig
+from conveyor.cli_security import security_options, tls_config
+from conveyor.errors import ChannelConfigError
 from conveyor.telemetry import configure_from_env
 from conveyor_worker.config import WorkerConfig, default_worker_id
 from conveyor_worker.executor import busy_threads
@@ -38,13 +42,27 @@ async def _main(worker: Worker) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
     runner = asyncio.create_task(worker.run())
-    applier = asyncio.create_task(apply_schedules(worker.app, worker.config.targets))  # the app's @app.periodic
+    config = worker.config
+    applier = asyncio.create_task(apply_schedules(worker.app, config.targets, tls=config.tls,  # @app.periodic
+                                                  token=config.token))
     await worker.stopped.wait()
     applier.cancel()
     if shutdown:
         await asyncio.gather(shutdown, return_exceptions=True)
     runner.cancel()
     await asyncio.gather(runner, return_exceptions=True)
+
+
+def _check_security(targets: tuple[str, ...], tls: TLSConfig | None, token: str | None) -> None:
+    """Refuses at start-up what every stream would refuse later: a plaintext token to a remote
+    scheduler, unreadable TLS files."""
+    try:
+        for target in targets:
+            security = ChannelSecurity.resolve(target, tls, token)
+            if security.tls is not None:
+                security.tls.credentials()
+    except ChannelConfigError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -61,18 +79,22 @@ async def _main(worker: Worker) -> None:
 @click.option("--grace-period", default=30.0, show_default=True, type=float, envvar=P + "GRACE_PERIOD",
               help="Seconds to finish in-flight tasks after SIGTERM.")
 @click.option("--log-level", default="INFO", show_default=True, envvar=P + "LOG_LEVEL")
+@security_options
 @event_loop.option(envvar=P + "LOOP")
 def main(app_ref: str, queues: str, concurrency: int, prefetch: int, scheduler: str, worker_id: str,
-         grace_period: float, log_level: str, loop: str) -> None:
+         grace_period: float, log_level: str, token: str | None, tls_ca: Path | None, tls_cert: Path | None,
+         tls_key: Path | None, loop: str) -> None:
     """Run tasks of APP_MODULE:app from a Conveyor scheduler."""
     if concurrency + prefetch > 10_000:  # the scheduler's cap on one stream's credit
         raise click.UsageError("--concurrency plus --prefetch must be at most 10000")
+    targets, tls = _csv(scheduler), tls_config(tls_ca, tls_cert, tls_key)
+    _check_security(targets, tls, token)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     telemetry = configure_from_env("conveyor-worker")  # exports traces/metrics only when OTEL_* says so
     app = load_app(app_ref)
     names = _csv(queues) or tuple(sorted(app.queues() | {"default"}))
-    config = WorkerConfig(targets=_csv(scheduler), queues=names, concurrency=concurrency, prefetch=prefetch,
-                          worker_id=worker_id or default_worker_id(), grace_period=grace_period)
+    config = WorkerConfig(targets=targets, queues=names, concurrency=concurrency, prefetch=prefetch,
+                          worker_id=worker_id or default_worker_id(), grace_period=grace_period, tls=tls, token=token)
     logging.info("worker %s: %d tasks, queues %s, concurrency %d, prefetch %d", config.worker_id, len(app.tasks),
                  ",".join(names), concurrency, prefetch)
     event_loop.run(_main(Worker(app, config)), loop)

@@ -7,6 +7,8 @@ import secrets
 import socket
 from dataclasses import dataclass, field
 
+from conveyor.channels import TLSConfig
+
 
 def default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
@@ -30,3 +32,7 @@ class WorkerConfig:
     """Seconds in-flight tasks may take to finish after SIGTERM before they are handed back."""
     reconnect_max_backoff: float = 5.0
     """Cap on the wait between reconnect attempts."""
+    tls: TLSConfig | None = None
+    """TLS to the schedulers (None: CONVEYOR_TLS_*, else plaintext); see conveyor.channels."""
+    token: str | None = field(default=None, repr=False)
+    """Token for every stream and call (None: CONVEYOR_TOKEN); never shown in a repr."""

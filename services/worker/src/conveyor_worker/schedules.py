@@ -12,19 +12,20 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
-from conveyor import App, AsyncClient
+from conveyor import App, AsyncClient, TLSConfig
 from conveyor.errors import DeadlineExceeded, RPCError, Unavailable
 
 log = logging.getLogger(__name__)
 
 
-async def apply_schedules(app: App, targets: Sequence[str], max_backoff: float = 5.0) -> None:
+async def apply_schedules(app: App, targets: Sequence[str], max_backoff: float = 5.0, *,
+                          tls: TLSConfig | None = None, token: str | None = None) -> None:
     pending = dict(app.schedules)
     backoff, attempt = 0.2, 0
     while pending:
         target = targets[attempt % len(targets)]
         try:
-            async with AsyncClient(target, timeout=10.0) as client:
+            async with AsyncClient(target, tls=tls, token=token, timeout=10.0) as client:
                 for schedule_id, schedule in list(pending.items()):
                     try:
                         stored = await client.schedules.apply(schedule)

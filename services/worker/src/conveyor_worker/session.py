@@ -19,7 +19,9 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from conveyor import App
+from conveyor.channels import open_aio_channel
 from conveyor.context import TaskContext
+from conveyor.errors import ChannelConfigError
 from conveyor.serialization import decode_call
 from conveyor.v1 import task_pb2, worker_service_pb2, worker_service_pb2_grpc
 from conveyor_worker import __version__, telemetry
@@ -105,6 +107,8 @@ class Worker:
                 await self._session(target)
             except grpc.aio.AioRpcError as exc:
                 log.warning("stream to %s ended: %s %s", target, exc.code().name, exc.details())
+            except ChannelConfigError as exc:  # a TLS file unreadable mid-rotation, say: try again
+                log.error("cannot open a channel to %s: %s", target, exc)
             finally:
                 if self._connected:  # that stream worked: reconnect promptly
                     backoff = 0.1
@@ -128,7 +132,8 @@ class Worker:
     async def _session(self, target: str) -> None:
         self._outbox = asyncio.Queue()
         self._unsent_report = None  # it was in the old outbox
-        async with grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) as channel:
+        async with open_aio_channel(target, tls=self.config.tls, token=self.config.token,
+                                    options=CHANNEL_OPTIONS) as channel:
             stub = worker_service_pb2_grpc.WorkerServiceStub(channel)
             self._call = stub.Connect(self._requests())
             heartbeats: asyncio.Task[None] | None = None
