@@ -1,0 +1,132 @@
+"""`make certs`: a private CA, certificates and tokens for running Conveyor over TLS (compose.yaml).
+
+    .venv/bin/python scripts/make_certs.py [--out deploy/certs] [--days 365] [--force]
+
+Writes into --out (kept out of git):
+- ca.pem / ca-key.pem: the private certificate authority every other certificate is signed by;
+- scheduler.pem / scheduler-key.pem: the schedulers' server certificate (names: scheduler-1,
+  scheduler-2, scheduler, localhost, 127.0.0.1, ::1), also presented to Redis as its client;
+- redis.pem / redis-key.pem: Redis' server certificate (name: redis);
+- client.pem / client-key.pem: a client certificate for mutual TLS (CN=conveyor-client);
+- tokens.toml: the schedulers' --auth-file, one [[token]] per service with the least role it
+  needs (sha256 digests only), and tokens.env: the matching secrets as environment variables
+  (CONVEYOR_WORKER_TOKEN, CONVEYOR_ADMIN_TOKEN, CONVEYOR_PRODUCER_TOKEN, CONVEYOR_READER_TOKEN);
+- redis.env: REDIS_PASSWORD, the password of Redis' ACL user `conveyor`.
+Existing files are kept unless --force: rotating means running it again with --force and
+letting the schedulers pick the new files up (they re-read them on change).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import ipaddress
+import secrets
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+ROLES = {"worker": ["worker"], "admin": ["admin"], "producer": ["producer"], "reader": ["reader"]}
+"""Token name -> roles: one token per kind of client compose.yaml runs or the README uses."""
+
+
+def _key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def _builder(subject: str, issuer: x509.Name, public: ec.EllipticCurvePublicKey, days: int) -> x509.CertificateBuilder:
+    now = dt.datetime.now(dt.UTC)
+    return (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(issuer).public_key(public).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days)))
+
+
+def make_ca(days: int) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = _key()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Conveyor private CA")])
+    cert = (_builder("Conveyor private CA", name, key.public_key(), days)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                         content_commitment=False, key_encipherment=False, data_encipherment=False,
+                                         key_agreement=False, encipher_only=False, decipher_only=False),
+                           critical=True)
+            .sign(key, hashes.SHA256()))
+    return key, cert
+
+
+def make_leaf(ca_key: ec.EllipticCurvePrivateKey, ca: x509.Certificate, common_name: str, names: list[str],
+              days: int) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A certificate for both ends of a connection (server and client auth) with these DNS/IP names."""
+    key = _key()
+    alt: list[x509.GeneralName] = []
+    for name in names:
+        try:
+            alt.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            alt.append(x509.DNSName(name))
+    builder = (_builder(common_name, ca.subject, key.public_key(), days)
+               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+               .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
+                                                     ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False))
+    if alt:
+        builder = builder.add_extension(x509.SubjectAlternativeName(alt), critical=False)
+    return key, builder.sign(ca_key, hashes.SHA256())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("deploy/certs"))
+    parser.add_argument("--days", type=int, default=365)
+    parser.add_argument("--force", action="store_true", help="replace existing files")
+    args = parser.parse_args()
+    out: Path = args.out
+    if (out / "ca.pem").exists() and not args.force:
+        print(f"{out}/ca.pem exists: keeping what is there (--force makes new ones)")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+
+    def write(name: str, data: bytes, host_only: bool = False) -> None:
+        """Files the containers read are world-readable: compose bind-mounts this folder into
+        containers that run as their own users (conveyor 10001, redis 999). Outside this demo,
+        give each key to its own service only. The env files are read by compose on the host."""
+        path = out / name
+        path.write_bytes(data)
+        path.chmod(0o600 if host_only else 0o644)
+
+    ca_key, ca = make_ca(args.days)
+    write("ca.pem", ca.public_bytes(serialization.Encoding.PEM))
+    write("ca-key.pem", _pem_key(ca_key), host_only=True)
+    leaves = {
+        "scheduler": ("scheduler", ["scheduler-1", "scheduler-2", "scheduler", "localhost", "127.0.0.1", "::1"]),
+        "redis": ("redis", ["redis", "localhost", "127.0.0.1"]),
+        "client": ("conveyor-client", []),
+    }
+    for file, (cn, names) in leaves.items():
+        key, cert = make_leaf(ca_key, ca, cn, names, args.days)
+        write(f"{file}.pem", cert.public_bytes(serialization.Encoding.PEM))
+        write(f"{file}-key.pem", _pem_key(key))
+    toml, env = ["# Conveyor --auth-file, written by scripts/make_certs.py: digests only, never secrets."], []
+    for name, roles in ROLES.items():
+        secret = secrets.token_urlsafe(32)
+        digest = hashlib.sha256(secret.encode()).hexdigest()
+        toml += ["", "[[token]]", f'name = "{name}"', f'sha256 = "{digest}"',
+                 "roles = [" + ", ".join(f'"{r}"' for r in roles) + "]"]
+        env.append(f"CONVEYOR_{name.upper()}_TOKEN={secret}")
+    write("tokens.toml", ("\n".join(toml) + "\n").encode())
+    write("tokens.env", ("\n".join(env) + "\n").encode(), host_only=True)
+    write("redis.env", f"REDIS_PASSWORD={secrets.token_urlsafe(24)}\n".encode(), host_only=True)
+    print(f"wrote a CA, certificates for the schedulers, Redis and a client, and {len(ROLES)} tokens into {out}/")
+
+
+if __name__ == "__main__":
+    main()
