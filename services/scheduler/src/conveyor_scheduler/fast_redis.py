@@ -148,7 +148,7 @@ class FastRedis:
         self._port = parsed.port or 6379
         db = parsed.path.lstrip("/") if parsed.scheme != "unix" else ""
         query = {name: values[0] for name, values in parse_qs(parsed.query).items()}
-        self._db = int(db or query.get("db", 0) or 0)
+        self._db = int(db or query.get("db") or 0)
         self._username = unquote(parsed.username) if parsed.username else None
         self._password = unquote(parsed.password) if parsed.password else None
         self._ssl = tls_context(query) if parsed.scheme == "rediss" else None
