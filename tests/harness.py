@@ -162,9 +162,26 @@ def connected(scheduler: Proc, worker: Proc) -> None:
     wait_for(lambda: f"worker {wid} connected" in scheduler.output(), what=f"{wid} to connect")
 
 
-def serving(target: str) -> bool:
+@dataclass(frozen=True)
+class ClientTLS:
+    """PEM files a test client uses against a TLS scheduler: the CA it trusts and, for mutual
+    TLS, its own certificate and key."""
+
+    ca: Path
+    cert: Path | None = None
+    key: Path | None = None
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(self.ca.read_bytes(), self.key.read_bytes() if self.key else None,
+                                            self.cert.read_bytes() if self.cert else None)
+
+    def channel(self, target: str) -> grpc.Channel:
+        return grpc.secure_channel(target, self.credentials())
+
+
+def serving(target: str, tls: ClientTLS | None = None) -> bool:
     try:
-        with grpc.insecure_channel(target) as ch:
+        with (tls.channel(target) if tls else grpc.insecure_channel(target)) as ch:
             resp = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
             return resp.status == health_pb2.HealthCheckResponse.SERVING
     except grpc.RpcError:
@@ -179,9 +196,10 @@ class Cluster:
     procs: list[Proc] = field(default_factory=list)
 
     def scheduler(self, redis_url: str | None, *args: str, port: int = 0, name: str = "scheduler",
-                  data_dir: Path | None = None) -> tuple[Proc, str]:
+                  data_dir: Path | None = None, tls: ClientTLS | None = None) -> tuple[Proc, str]:
         """Starts a scheduler and waits until it serves. /metrics is off (its default port would
-        collide between replicas) unless `args` give a --metrics-port, which wins: the last one does."""
+        collide between replicas) unless `args` give a --metrics-port, which wins: the last one does.
+        A scheduler given --tls-cert needs `tls`: what the readiness check trusts and presents."""
         port = port or free_port()
         cmd = [sys.executable, "-m", "conveyor_scheduler", "--port", str(port), "--reaper-interval", "0.2",
                "--log-level", "INFO", "--metrics-port", "0", *args]
@@ -189,7 +207,7 @@ class Cluster:
         proc = spawn(name, cmd, self.log_dir)
         self.procs.append(proc)
         target = f"127.0.0.1:{port}"
-        wait_for(lambda: serving(target) or _dead(proc), 30, what=f"{name} to serve")
+        wait_for(lambda: serving(target, tls) or _dead(proc), 30, what=f"{name} to serve")
         assert proc.alive(), f"{name} died:\n{proc.output()}"
         return proc, target
 

@@ -244,8 +244,9 @@ def test_subscribe_to_a_server_that_is_down_raises_connection_error(own_redis: R
     run(scenario, url)
 
 
-def test_only_plain_redis_urls_are_taken() -> None:
+def test_redis_rediss_and_unix_urls_are_taken() -> None:
     assert FastRedis.supports("redis://127.0.0.1:1/0") and FastRedis.supports("unix:///tmp/redis.sock")
-    assert not FastRedis.supports("rediss://127.0.0.1:1/0")
-    with pytest.raises(ValueError, match="rediss"):
-        FastRedis("rediss://127.0.0.1:1/0")
+    assert FastRedis.supports("rediss://127.0.0.1:1/0")  # TLS: tests/integration/test_redis_tls.py
+    assert not FastRedis.supports("valkey://127.0.0.1:1/0")
+    with pytest.raises(ValueError, match="valkey"):
+        FastRedis("valkey://127.0.0.1:1/0")

@@ -19,6 +19,7 @@ from conveyor_scheduler.errors import InvalidArgument
 from conveyor_scheduler.exposition import MetricsPortError
 from conveyor_scheduler.routing import parse_route
 from conveyor_scheduler.server import serve
+from conveyor_scheduler.tls import TLSFileError, check_channel
 from conveyor_scheduler.validation import check_name, check_queue, parse_rate
 
 P = "CONVEYOR_SCHEDULER_"
@@ -33,15 +34,38 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def check(host: str, port: int) -> bool:
-    """True when the scheduler at host:port reports SERVING."""
-    target = f"{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+def check(host: str, port: int, tls_cert: Path | None = None) -> bool:
+    """True when the scheduler at host:port reports SERVING; over TLS when it serves `tls_cert`
+    (trusting CONVEYOR_TLS_CA, presenting CONVEYOR_TLS_CERT/KEY: see tls.check_channel)."""
+    host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     try:
-        with grpc.insecure_channel(target) as channel:
+        channel = check_channel(host, port, tls_cert) if tls_cert else grpc.insecure_channel(f"{host}:{port}")
+    except TLSFileError as exc:
+        print(f"health check over TLS not possible: {exc}", file=sys.stderr)
+        return False
+    try:
+        with channel:
             resp = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=3)
             return resp.status == health_pb2.HealthCheckResponse.SERVING
-    except grpc.RpcError:
+    except grpc.RpcError as exc:
+        print(f"not serving: {exc.code().name}: {exc.details()}", file=sys.stderr)  # type: ignore[attr-defined]
         return False
+
+
+def _check_binding(host: str, tls: bool, auth: bool, insecure: bool) -> None:
+    """Only TLS with tokens may face a network; without them, loopback unless --insecure."""
+    if tls and auth:
+        logging.info("TLS and tokens configured: listening on %s", host)
+        return
+    missing = " and ".join(what for what, have in (("TLS (--tls-cert/--tls-key)", tls), ("tokens (--auth-file)", auth))
+                           if not have)
+    if _is_loopback(host):
+        logging.info("no %s configured: listening on loopback only", missing)
+        return
+    if not insecure:
+        raise click.UsageError(f"no {missing} configured, so the scheduler listens on loopback only; configure "
+                               f"them, or pass --insecure to bind {host} anyway")
+    logging.warning("no %s configured: anyone who reaches %s can submit and run tasks", missing, host)
 
 
 def _rate_limits(texts: tuple[str, ...]) -> tuple[dict[str, str], dict[str, str]]:
@@ -88,28 +112,38 @@ def _rate_limits(texts: tuple[str, ...]) -> tuple[dict[str, str], dict[str, str]
 @click.option("--beat-lease", default=5.0, show_default=True, envvar=P + "BEAT_LEASE", type=click.FloatRange(min=0.1),
               help="Seconds of the beat leader's lease (renewed every third); a replica takes over when it lapses.")
 @click.option("--scheduler-id", default="", envvar=P + "ID", help="Name of this replica.")
+@click.option("--tls-cert", envvar=P + "TLS_CERT", type=click.Path(path_type=Path), default=None,
+              help="PEM certificate chain: serve gRPC over TLS (with --tls-key). Re-read when it changes or on "
+                   "SIGHUP.")
+@click.option("--tls-key", envvar=P + "TLS_KEY", type=click.Path(path_type=Path), default=None,
+              help="PEM private key of --tls-cert.")
+@click.option("--tls-client-ca", envvar=P + "TLS_CLIENT_CA", type=click.Path(path_type=Path), default=None,
+              help="PEM CA bundle: require client certificates signed by it (mutual TLS).")
+@click.option("--auth-file", envvar=P + "AUTH_FILE", type=click.Path(path_type=Path), default=None,
+              help="Token file (tokens.toml) every call is checked against.")
 @click.option("--insecure", is_flag=True, envvar=P + "INSECURE",
-              help="Allow binding a non-loopback address without authentication.")
-@click.option("--check", "check_only", is_flag=True, help="Exit 0 if a scheduler at --host/--port is serving, else 1.")
+              help="Allow binding a non-loopback address without TLS and tokens.")
+@click.option("--check", "check_only", is_flag=True,
+              help="Exit 0 if a scheduler at --host/--port is serving, else 1 (over TLS when --tls-cert is given, "
+                   "trusting CONVEYOR_TLS_CA, presenting CONVEYOR_TLS_CERT/CONVEYOR_TLS_KEY).")
 @click.option("--log-level", default="INFO", show_default=True, envvar=P + "LOG_LEVEL")
 @event_loop.option(envvar=P + "LOOP")
 def main(host: str, port: int, metrics_port: int, redis_url: str | None, data_dir: Path,
          routes: tuple[str, ...], result_ttl: float,
          lease_ttl: float, heartbeat_interval: float, reaper_interval: float, default_timeout: float,
          rate_limits: tuple[str, ...], scheduler_id: str, insecure: bool, check_only: bool, log_level: str,
-         beat_lease: float, loop: str) -> None:
+         beat_lease: float, loop: str, tls_cert: Path | None, tls_key: Path | None, tls_client_ca: Path | None,
+         auth_file: Path | None) -> None:
     """Run a Conveyor scheduler replica."""
     if check_only:
-        sys.exit(0 if check(host, port) else 1)
+        sys.exit(0 if check(host, port, tls_cert) else 1)
+    if (tls_cert is None) != (tls_key is None):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    if tls_client_ca is not None and tls_cert is None:
+        raise click.UsageError("--tls-client-ca needs --tls-cert and --tls-key")
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     configure_from_env("conveyor-scheduler")  # exports traces/metrics only when OTEL_* says so
-    if not _is_loopback(host):
-        if not insecure:
-            raise click.UsageError(f"no authentication is configured, so the scheduler listens on loopback only; "
-                                   f"pass --insecure to bind {host} anyway")
-        logging.warning("no authentication configured: anyone who reaches %s:%d can submit and run tasks", host, port)
-    else:
-        logging.info("no authentication configured: listening on loopback only")
+    _check_binding(host, tls_cert is not None, auth_file is not None, insecure)
     try:
         rules = tuple(parse_route(r) for text in routes for r in text.split())
     except ValueError as exc:
@@ -125,11 +159,14 @@ def main(host: str, port: int, metrics_port: int, redis_url: str | None, data_di
         redis_url=redis_url, host=host, port=port, scheduler_id=scheduler_id, routes=rules,
         result_ttl_ms=int(result_ttl * 1000), lease_ttl_ms=int(lease_ttl * 1000),
         heartbeat_interval_ms=int(heartbeat_interval * 1000), reaper_interval_ms=int(reaper_interval * 1000),
-        default_timeout_ms=int(default_timeout * 1000), task_rate_limits=task_rates, queue_rate_limits=queue_rates)
+        default_timeout_ms=int(default_timeout * 1000), task_rate_limits=task_rates, queue_rate_limits=queue_rates,
+        tls_cert=tls_cert, tls_key=tls_key, tls_client_ca=tls_client_ca, auth_file=auth_file)
     try:
         event_loop.run(serve(config), loop)
     except MetricsPortError as exc:
         raise click.BadParameter(str(exc), param_hint="--metrics-port") from None
+    except TLSFileError as exc:
+        raise click.BadParameter(str(exc), param_hint="--tls-cert/--tls-key/--tls-client-ca") from None
     finally:
         if embedded:
             embedded.stop()

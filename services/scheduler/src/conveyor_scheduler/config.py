@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,3 +67,11 @@ class SchedulerConfig:
     queue_rate_limits: dict[str, str] = field(default_factory=dict)
     """Queue -> rate ("count/period-ms") shared by all of the queue's tasks."""
     limits: Limits = field(default_factory=Limits)
+    tls_cert: Path | None = None
+    """PEM certificate chain served over TLS (with tls_key); None: plaintext gRPC."""
+    tls_key: Path | None = None
+    """PEM private key of tls_cert."""
+    tls_client_ca: Path | None = None
+    """PEM CA bundle that client certificates must chain to (mutual TLS); None: none asked for."""
+    auth_file: Path | None = None
+    """Token file (tokens.toml) every call is checked against; None: no tokens."""

@@ -166,6 +166,23 @@ class FleetCollector(Collector):
             self._client.close()
 
 
+class CertificateExpiry(Collector):
+    """`conveyor_tls_certificate_expiry_timestamp_seconds{replica, certificate}`: when the served TLS
+    certificate ("server") and the client CA ("client-ca", with mutual TLS) expire, as loaded now."""
+
+    def __init__(self, replica: str, expiry: Callable[[], dict[str, float]]) -> None:
+        self.replica = replica
+        self.expiry = expiry
+
+    def collect(self) -> Iterator[Metric]:
+        gauge = GaugeMetricFamily("conveyor_tls_certificate_expiry_timestamp_seconds", "Not-after time (Unix "
+                                  "seconds) of the TLS certificate this replica serves, and of its client CA.",
+                                  labels=["replica", "certificate"])
+        for certificate, when in self.expiry().items():
+            gauge.add_metric([self.replica, certificate], when)
+        yield gauge
+
+
 class MetricsEndpoint:
     """The `/metrics` HTTP server of one replica (prometheus_client's threaded WSGI server)."""
 

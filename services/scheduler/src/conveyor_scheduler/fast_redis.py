@@ -17,7 +17,8 @@ raises them, so both clients map to one status. Like the redis-py client
 it replaces here, a command that met a broken connection is sent again, at most twice:
 the scripts are safe to resend (ids are chosen before the call; see server.py).
 `subscribe` opens the event bus's pub/sub connection the same way. Everything else (beat,
-admin reads, URLs this client does not take) stays on redis-py.
+admin reads) stays on redis-py. rediss:// URLs connect over TLS (`tls_context`: the same
+query parameters as redis-py's), and a URL's user:password@ is sent as AUTH (an ACL user).
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ import functools
 import hashlib
 import logging
 import socket
+import ssl
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 
 import hiredis
 from redis.exceptions import (
@@ -54,6 +56,27 @@ restart (LOADING), a script past its time limit (BUSY), a replica cut off from i
 failover the client has not followed yet (READONLY), too few replicas for
 min-replicas-to-write (NOREPLICAS). Redis refused the command before it wrote anything, so
 sending it again later is safe."""
+
+SCHEMES = ("redis", "rediss", "unix")
+CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
+
+
+def tls_context(query: dict[str, str]) -> ssl.SSLContext:
+    """The TLS context of a rediss:// URL, from the query parameters redis-py reads too:
+    ssl_ca_certs (CA bundle; default: the system roots), ssl_certfile and ssl_keyfile (a client
+    certificate, for `tls-auth-clients yes`), ssl_cert_reqs (none | optional | required, the
+    default) and ssl_check_hostname (true unless ssl_cert_reqs=none)."""
+    reqs = query.get("ssl_cert_reqs", "required").lower()
+    if reqs not in CERT_REQS:
+        raise ValueError(f"ssl_cert_reqs must be one of {', '.join(CERT_REQS)}, not {reqs!r}")
+    context = ssl.create_default_context(cafile=query.get("ssl_ca_certs"))
+    check = query.get("ssl_check_hostname", "true").lower() not in ("0", "false", "no", "n", "off")
+    context.check_hostname = check and reqs != "none"
+    context.verify_mode = CERT_REQS[reqs]
+    if query.get("ssl_certfile") or query.get("ssl_keyfile"):
+        context.load_cert_chain(query.get("ssl_certfile") or query["ssl_keyfile"], query.get("ssl_keyfile"))
+    return context
+
 
 _REDIS_PY_TRANSIENT = (BusyLoadingError, ReadOnlyError, TryAgainError, ClusterDownError)
 """redis-py's classes for some of those replies (it strips the code from their message)."""
@@ -114,39 +137,44 @@ class _Protocol(asyncio.Protocol):
 
 
 class FastRedis:
-    """A minimal asyncio Redis client for plain redis:// and unix:// URLs."""
+    """A minimal asyncio Redis client for redis://, rediss:// (TLS) and unix:// URLs."""
 
     def __init__(self, url: str) -> None:
         parsed = urlparse(url)
-        if parsed.scheme not in ("redis", "unix"):
-            raise ValueError(f"FastRedis takes redis:// or unix:// URLs, not {parsed.scheme}://")
+        if parsed.scheme not in SCHEMES:
+            raise ValueError(f"FastRedis takes redis://, rediss:// or unix:// URLs, not {parsed.scheme}://")
         self._unix = parsed.path if parsed.scheme == "unix" else ""
         self._host = parsed.hostname or "127.0.0.1"
         self._port = parsed.port or 6379
-        db = parsed.path.lstrip("/") if parsed.scheme == "redis" else ""
-        query = dict(part.split("=", 1) for part in parsed.query.split("&") if "=" in part)
-        self._db = int(db or query.get("db", 0) or 0)
+        db = parsed.path.lstrip("/") if parsed.scheme != "unix" else ""
+        query = {name: values[0] for name, values in parse_qs(parsed.query).items()}
+        self._db = int(db or query.get("db") or 0)
         self._username = unquote(parsed.username) if parsed.username else None
         self._password = unquote(parsed.password) if parsed.password else None
+        self._ssl = tls_context(query) if parsed.scheme == "rediss" else None
         self._protocol: _Protocol | None = None
         self._pending: collections.deque[asyncio.Future[Any]] = collections.deque()
         self._connecting = asyncio.Lock()
 
     @staticmethod
     def supports(url: str) -> bool:
-        return urlparse(url).scheme in ("redis", "unix")
+        return urlparse(url).scheme in SCHEMES
 
     async def _connect(self) -> _Protocol:
         async with self._connecting:
             if self._protocol is not None:
                 return self._protocol
-            _, protocol = await self._open(lambda: _Protocol(self))
-            self._protocol = protocol
+            transport, protocol = await self._open(lambda: _Protocol(self))
             setup = [self._auth()] if self._password is not None else []
             if self._db:
                 setup.append(("SELECT", self._db))
-            for command in setup:
-                await self._send(protocol, command)
+            try:
+                for command in setup:  # AUTH refused: no command may go out unauthenticated
+                    await self._send(protocol, command)
+            except BaseException:
+                transport.close()
+                raise
+            self._protocol = protocol
             return protocol
 
     async def _open(self, factory: Callable[[], P]) -> tuple[asyncio.BaseTransport, P]:
@@ -155,6 +183,9 @@ class FastRedis:
         try:
             if self._unix:
                 return await loop.create_unix_connection(factory, self._unix)
+            if self._ssl is not None:
+                return await loop.create_connection(factory, self._host, self._port, ssl=self._ssl,
+                                                    server_hostname=self._host)
             return await loop.create_connection(factory, self._host, self._port)
         except OSError as exc:
             raise RedisConnectionError(f"cannot connect to Redis: {exc}") from exc

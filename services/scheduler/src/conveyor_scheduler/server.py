@@ -18,13 +18,14 @@ from conveyor.v1 import admin_service_pb2, schedule_service_pb2, task_service_pb
 from conveyor_scheduler import telemetry
 from conveyor_scheduler.config import SchedulerConfig
 from conveyor_scheduler.core import Core
-from conveyor_scheduler.exposition import FleetCollector, MetricsEndpoint
+from conveyor_scheduler.exposition import CertificateExpiry, FleetCollector, MetricsEndpoint
 from conveyor_scheduler.grpc_glue import add_servicer
 from conveyor_scheduler.reflection import enable_reflection
 from conveyor_scheduler.servicers.admin_service import AdminService
 from conveyor_scheduler.servicers.schedule_service import ScheduleService
 from conveyor_scheduler.servicers.task_service import TaskService
 from conveyor_scheduler.servicers.worker_service import WorkerService
+from conveyor_scheduler.tls import ServerCertificates
 
 log = logging.getLogger(__name__)
 SERVICE_NAMES = ("conveyor.v1.TaskService", "conveyor.v1.WorkerService", "conveyor.v1.AdminService",
@@ -43,6 +44,11 @@ SERVER_OPTIONS = [
 class SchedulerServer:
     def __init__(self, config: SchedulerConfig) -> None:
         self.config = config
+        if (config.tls_cert is None) != (config.tls_key is None) or (config.tls_client_ca and not config.tls_cert):
+            raise ValueError("TLS needs both tls_cert and tls_key (and tls_client_ca needs them)")
+        self.certificates = (ServerCertificates(config.tls_cert, config.tls_key, config.tls_client_ca)
+                             if config.tls_cert and config.tls_key else None)
+        self._tls_watch: asyncio.Task[None] | None = None
         # A restarted Redis leaves stale pooled connections behind: retry a command that fails
         # to reach it (scripts are safe to resend: ids are chosen before the call, and a
         # duplicate ready-list entry is dropped by claim.lua once the task is no longer QUEUED).
@@ -64,14 +70,21 @@ class SchedulerServer:
                      schedule_service_pb2.DESCRIPTOR.services_by_name["ScheduleService"])
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         enable_reflection(self.server, (*SERVICE_NAMES, health.SERVICE_NAME))  # as grpc.reflection.v1 and v1alpha
-        self.port = self.server.add_insecure_port(f"{config.host}:{config.port}")
+        address = f"{config.host}:{config.port}"
+        if self.certificates is None:
+            self.port = self.server.add_insecure_port(address)
+        else:
+            self.port = self.server.add_secure_port(address, self.certificates.credentials())
 
     async def start(self) -> None:
         await self.core.start()
         await self.server.start()
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("scheduler %s serving on %s:%d", self.core.scheduler_id, self.config.host, self.port)
+        if self.certificates is not None:
+            self._tls_watch = asyncio.create_task(self._watch_tls(), name="tls-watch")
+        log.info("scheduler %s serving on %s:%d%s", self.core.scheduler_id, self.config.host, self.port,
+                 "" if self.certificates is None else " over mutual TLS" if self.certificates.mutual else " over TLS")
         if self.metrics is not None:
             log.info("metrics on %s", self.metrics.url)
 
@@ -83,10 +96,27 @@ class SchedulerServer:
         beat = core.beat
         endpoint = MetricsEndpoint(config.metrics_host or config.host, config.metrics_port,
                                    FleetCollector(core.scheduler_id, lambda: beat.is_leader, config.redis_url))
+        if self.certificates is not None:
+            endpoint.register(CertificateExpiry(core.scheduler_id, self.certificates.expiry))
         endpoint.start()
         return endpoint
 
+    async def _watch_tls(self) -> None:
+        """Looks at the TLS files every second, so a rotation is logged and shown on /metrics even
+        before a new connection asks for it."""
+        assert self.certificates is not None
+        while True:
+            await asyncio.sleep(self.certificates.check_interval)
+            self.certificates.refresh()
+
+    def reload_tls(self) -> None:
+        """SIGHUP: re-reads the TLS files now."""
+        if self.certificates is not None:
+            self.certificates.refresh(force=True)
+
     async def stop(self, grace: float = 5.0) -> None:
+        if self._tls_watch is not None:
+            self._tls_watch.cancel()
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
         await self.core.close()
@@ -106,6 +136,7 @@ async def serve(config: SchedulerConfig, ready: asyncio.Event | None = None) -> 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, server.reload_tls)
     await stop.wait()
     log.info("shutting down")
     await server.stop()
