@@ -13,6 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from conveyor import event_loop
 from conveyor.telemetry import configure_from_env
+from conveyor_scheduler import auth_file as auth_files
 from conveyor_scheduler.config import SchedulerConfig
 from conveyor_scheduler.embedded_redis import EmbeddedRedis
 from conveyor_scheduler.errors import InvalidArgument
@@ -88,6 +89,9 @@ def _rate_limits(texts: tuple[str, ...]) -> tuple[dict[str, str], dict[str, str]
 @click.option("--beat-lease", default=5.0, show_default=True, envvar=P + "BEAT_LEASE", type=click.FloatRange(min=0.1),
               help="Seconds of the beat leader's lease (renewed every third); a replica takes over when it lapses.")
 @click.option("--scheduler-id", default="", envvar=P + "ID", help="Name of this replica.")
+@click.option("--auth-file", envvar=P + "AUTH_FILE", type=click.Path(path_type=Path), default=None,
+              help="TOML file of [[token]] (and, with mutual TLS, [[cert]]) entries with roles and queue globs; "
+                   "every call then needs a credential it lists. Re-read when it changes.")
 @click.option("--insecure", is_flag=True, envvar=P + "INSECURE",
               help="Allow binding a non-loopback address without authentication.")
 @click.option("--check", "check_only", is_flag=True, help="Exit 0 if a scheduler at --host/--port is serving, else 1.")
@@ -97,7 +101,7 @@ def main(host: str, port: int, metrics_port: int, redis_url: str | None, data_di
          routes: tuple[str, ...], result_ttl: float,
          lease_ttl: float, heartbeat_interval: float, reaper_interval: float, default_timeout: float,
          rate_limits: tuple[str, ...], scheduler_id: str, insecure: bool, check_only: bool, log_level: str,
-         beat_lease: float, loop: str) -> None:
+         beat_lease: float, loop: str, auth_file: Path | None) -> None:
     """Run a Conveyor scheduler replica."""
     if check_only:
         sys.exit(0 if check(host, port) else 1)
@@ -115,6 +119,11 @@ def main(host: str, port: int, metrics_port: int, redis_url: str | None, data_di
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--route") from None
     task_rates, queue_rates = _rate_limits(rate_limits)
+    if auth_file is not None:
+        try:
+            auth_files.load(auth_file)  # refused here, before anything starts; served by the reloading AuthSource
+        except auth_files.AuthFileError as exc:
+            raise click.BadParameter(str(exc), param_hint="--auth-file") from None
     embedded = None
     if not redis_url:
         embedded = EmbeddedRedis(data_dir / "redis")
@@ -125,7 +134,8 @@ def main(host: str, port: int, metrics_port: int, redis_url: str | None, data_di
         redis_url=redis_url, host=host, port=port, scheduler_id=scheduler_id, routes=rules,
         result_ttl_ms=int(result_ttl * 1000), lease_ttl_ms=int(lease_ttl * 1000),
         heartbeat_interval_ms=int(heartbeat_interval * 1000), reaper_interval_ms=int(reaper_interval * 1000),
-        default_timeout_ms=int(default_timeout * 1000), task_rate_limits=task_rates, queue_rate_limits=queue_rates)
+        default_timeout_ms=int(default_timeout * 1000), task_rate_limits=task_rates, queue_rate_limits=queue_rates,
+        auth_file=auth_file)
     try:
         event_loop.run(serve(config), loop)
     except MetricsPortError as exc:

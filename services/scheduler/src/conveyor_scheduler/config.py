@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,3 +67,5 @@ class SchedulerConfig:
     queue_rate_limits: dict[str, str] = field(default_factory=dict)
     """Queue -> rate ("count/period-ms") shared by all of the queue's tasks."""
     limits: Limits = field(default_factory=Limits)
+    auth_file: Path | None = None
+    """Tokens and certificate subjects with their roles (auth_file.py); None: no authentication."""
