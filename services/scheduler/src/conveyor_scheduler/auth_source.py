@@ -1,13 +1,15 @@
 """The auth file as it is now: re-read when it changes, so a token is added or revoked without a restart.
 
 Calls ask `current()`, which looks at the file's modification time, size and inode at most
-once a second (one stat; no background task to start or stop). A changed file is parsed
-whole and replaces the table only if it is valid; a broken edit, or a file that went
-missing, keeps the last good table and logs one error per version of the file.
+once a second (one stat); `watch()` asks once a second too, so an edit is logged (taken, or
+refused) at once even while no call comes. A changed file is parsed whole and replaces the
+table only if it is valid; a broken edit, or a file that went missing, keeps the last good
+table and logs one error per version of the file.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import os
@@ -50,6 +52,12 @@ class AuthSource:
             self._next_check = now + CHECK_INTERVAL_S
             self._reload_if_changed()
         return self.table
+
+    async def watch(self) -> None:
+        """Runs until cancelled: looks at the file every second."""
+        while True:
+            await asyncio.sleep(CHECK_INTERVAL_S)
+            self.current()
 
     def digest(self, secret: str) -> str:
         """SHA-256 of a presented secret, cached: a client sends the same one on every call."""

@@ -58,6 +58,7 @@ class SchedulerServer:
         self.metrics = self._open_metrics()  # before telemetry.setup, which puts the instruments on it
         # One chain: auth first (a refused call does no work, not even a span), then telemetry.
         self.auth = self._auth()
+        self._auth_watch: asyncio.Task[None] | None = None
         self.server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[
             *([self.auth] if self.auth is not None else []), *telemetry.setup(self.core, self.metrics)])
         self.health = health.aio.HealthServicer()
@@ -75,6 +76,8 @@ class SchedulerServer:
 
     async def start(self) -> None:
         await self.core.start()
+        if self.auth is not None:
+            self._auth_watch = asyncio.get_running_loop().create_task(self.auth.source.watch())
         await self.server.start()
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -107,6 +110,8 @@ class SchedulerServer:
     async def stop(self, grace: float = 5.0) -> None:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+        if self._auth_watch is not None:
+            self._auth_watch.cancel()
         await self.core.close()
         await self.redis.aclose()
         if self.metrics is not None:
