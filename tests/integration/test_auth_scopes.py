@@ -17,6 +17,8 @@ import pytest
 
 from conveyor.v1 import admin_service_pb2 as admin
 from conveyor.v1 import admin_service_pb2_grpc as admin_grpc
+from conveyor.v1 import schedule_service_pb2 as sched
+from conveyor.v1 import schedule_service_pb2_grpc as sched_grpc
 from conveyor.v1 import task_pb2
 from conveyor.v1 import task_service_pb2 as ts
 from conveyor.v1 import task_service_pb2_grpc as ts_grpc
@@ -34,6 +36,7 @@ class Stubs:
         self.tasks = ts_grpc.TaskServiceStub(channel)
         self.admin = admin_grpc.AdminServiceStub(channel)
         self.workers = ws_grpc.WorkerServiceStub(channel)
+        self.schedules = sched_grpc.ScheduleServiceStub(channel)
 
 
 @pytest.fixture
@@ -118,7 +121,13 @@ def test_admin_calls_name_a_queue_in_scope_or_are_refused(stubs: Stubs) -> None:
     assert {t.queue for t in page.tasks} == {"payments"}
     cancel_all = admin.CancelTasksRequest(filter=admin.TaskFilter(states=[task_pb2.TASK_STATE_QUEUED]))
     refused(stubs.admin.CancelTasks, cancel_all, SCOPED_ADMIN)
-    assert "it names no queue" in refused(stubs.admin.GetWorker, admin.GetWorkerRequest(worker_id="w"), READER)
+    assert "it is not tied to a queue" in refused(stubs.admin.GetWorker, admin.GetWorkerRequest(worker_id="w"), READER)
+    # Schedule ids are global: a scoped token could replace another team's schedule.
+    refused(stubs.schedules.ListSchedules, sched.ListSchedulesRequest(), READER)
+    template = spec("a", "payments")
+    create = sched.CreateScheduleRequest(schedule=sched.Schedule(id="s", cron=sched.CronTrigger(expression="@daily"),
+                                                                 template=template))
+    assert "it is not tied to a queue" in refused(stubs.schedules.CreateSchedule, create, SCOPED_ADMIN)
     assert stubs.admin.CancelTasks(cancel_all, metadata=bearer(ADMIN), timeout=10).cancelled == 2
 
 

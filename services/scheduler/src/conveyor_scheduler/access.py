@@ -17,7 +17,6 @@ ROLES = (PRODUCER, WORKER, READER, ADMIN)
 _P, _W, _R, _A = frozenset({PRODUCER}), frozenset({WORKER}), frozenset({READER}), frozenset({ADMIN})
 ADMIN_ONLY = _A
 READS = _R | _A
-PRODUCE = _P | _A
 
 TABLE: dict[str, dict[str, frozenset[str]]] = {
     "conveyor.v1.TaskService": {

@@ -124,7 +124,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         return PermissionDenied(f"{method.lstrip('/')} needs role {needed}; {principal.describe()} has none of them")
 
     def _spans_denial(self, method: str, principal: Principal, field: str) -> PermissionDenied:
-        what = f"without {field} it covers every queue" if field else "it names no queue"
+        what = f"without {field} it covers every queue" if field else "it is not tied to a queue"
         return PermissionDenied(f"{method.lstrip('/')}: {what}, and {principal.describe()} may use only the "
                                 f"queues {', '.join(principal.queues or ())}")
 

@@ -6,10 +6,12 @@ carries (ids embed their queue's number: `Store.queue_name` maps it, cached). A 
 allowed only if the principal may use every queue listed, so a batch with one task outside
 the scope is refused whole.
 
-Requests that name no queue, or whose empty queue field means "every queue" (ListQueues,
-ListWorkers and TaskFilter without a queue; worker registry calls by worker id; schedule
-reads and changes by schedule id), raise SpansQueues: a scoped token is refused them and
-must name a queue. Reflection reveals no queue data and is open to scoped readers.
+A scoped token is refused what is not tied to queues it may use: a request whose empty
+queue field means "every queue" (ListQueues, ListWorkers and TaskFilter without a queue:
+SpansQueues; name a queue), and the methods without a finder here: worker registry calls by
+worker id (a worker may consume several queues) and every ScheduleService call (schedule
+ids are global, so a scoped token could replace another team's schedule). Reflection
+reveals no queue data and is open to scoped readers.
 """
 
 from __future__ import annotations
@@ -96,10 +98,6 @@ async def _filter(r: Any, core: Core) -> Named:
     return queue_field(r.filter.queue, "filter.queue", empty_means_all=True)
 
 
-async def _template(r: Any, core: Core) -> Named:
-    return routed([r.schedule.template], core, "schedule.template")[:1]
-
-
 async def hello(r: Any, core: Core) -> Named:
     """WorkerService.Connect's first message: the queues it consumes and the leases it adopts.
     (Later messages ack leases this stream was given: their lease tokens tie them to it.)"""
@@ -120,7 +118,7 @@ async def pipelined(r: Any, core: Core) -> Named:
     return []  # the stream refuses it
 
 
-T, A, S = "/conveyor.v1.TaskService/", "/conveyor.v1.AdminService/", "/conveyor.v1.ScheduleService/"
+T, A = "/conveyor.v1.TaskService/", "/conveyor.v1.AdminService/"
 FINDERS: dict[str, Finder] = {
     T + "Submit": _submit, T + "Poll": _poll, T + "Ack": _ack, T + "ExtendLease": _task_id,
     T + "GetResult": _task_id, T + "GetResults": _task_ids, T + "GetTask": _task_id, T + "Cancel": _task_id,
@@ -129,7 +127,6 @@ FINDERS: dict[str, Finder] = {
     A + "ListTasks": _filter, A + "CancelTasks": _filter, A + "RetryTasks": _filter,
     A + "ListDeadLetters": _queue, A + "RequeueDeadLetters": _queue, A + "PurgeDeadLetters": _queue,
     A + "ListWorkers": _queue_or_all,
-    S + "CreateSchedule": _template, S + "UpdateSchedule": _template,
 }
 """Unary and server-streaming methods: the queues of their one request."""
 STREAM_FINDERS: dict[str, tuple[Finder, bool]] = {
