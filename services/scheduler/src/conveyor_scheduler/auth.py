@@ -102,6 +102,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
     def _certificate_gate(self, method: str, handler: grpc.RpcMethodHandler) -> Gate:
         """No token came: the caller is the client certificate's subject, if the file lists it."""
+        gates: dict[tuple[str, Principal], Gate | None] = {}  # dropped with the cache when the file changes
+
         async def gate(request: Any, context: grpc.aio.ServicerContext) -> Any:
             auth = context.auth_context()
             subject = b"".join(auth.get("x509_subject", ())).decode(errors="replace")
@@ -111,7 +113,12 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 exc = Unauthenticated(f"{method.lstrip('/')} needs a token ('authorization: Bearer <token>') or "
                                       f"a client certificate the scheduler's auth file lists")
                 self._deny(method, NO_CREDENTIAL, f"certificate {subject!r}" if subject else "anonymous", context, exc)
-            inner = self._gate(method, principal, handler)
+            key = (method, principal)
+            if key not in gates:  # decided once per certificate entry, as for a token
+                if len(gates) >= MAX_CACHED:
+                    gates.clear()
+                gates[key] = self._gate(method, principal, handler)
+            inner = gates[key]
             return request if inner is None else await inner(request, context)
 
         return gate
