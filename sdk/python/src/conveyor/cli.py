@@ -20,6 +20,7 @@ from conveyor.cli_schedules import schedules
 from conveyor.cli_security import security_options, tls_config
 from conveyor.cli_task import task
 from conveyor.cli_tasks import cancel, retry, tasks
+from conveyor.cli_token import token
 from conveyor.cli_top import top
 from conveyor.cli_workers import worker, workers
 from conveyor.common import DEFAULT_TARGET, TaskState, outcome
@@ -67,6 +68,7 @@ main.add_command(tasks)
 main.add_command(retry)
 main.add_command(cancel)
 main.add_command(top)
+main.add_command(token)
 
 
 @main.command()

@@ -13,6 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from conveyor import event_loop
 from conveyor.telemetry import configure_from_env
+from conveyor_scheduler import auth_file as auth_files
 from conveyor_scheduler.config import SchedulerConfig
 from conveyor_scheduler.embedded_redis import EmbeddedRedis
 from conveyor_scheduler.errors import InvalidArgument
@@ -120,7 +121,8 @@ def _rate_limits(texts: tuple[str, ...]) -> tuple[dict[str, str], dict[str, str]
 @click.option("--tls-client-ca", envvar=P + "TLS_CLIENT_CA", type=click.Path(path_type=Path), default=None,
               help="PEM CA bundle: require client certificates signed by it (mutual TLS).")
 @click.option("--auth-file", envvar=P + "AUTH_FILE", type=click.Path(path_type=Path), default=None,
-              help="Token file (tokens.toml) every call is checked against.")
+              help="TOML file of [[token]] (and, with mutual TLS, [[cert]]) entries with roles and queue globs; "
+                   "every call then needs a credential it lists. Re-read when it changes.")
 @click.option("--insecure", is_flag=True, envvar=P + "INSECURE",
               help="Allow binding a non-loopback address without TLS and tokens.")
 @click.option("--check", "check_only", is_flag=True,
@@ -149,6 +151,11 @@ def main(host: str, port: int, metrics_port: int, redis_url: str | None, data_di
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--route") from None
     task_rates, queue_rates = _rate_limits(rate_limits)
+    if auth_file is not None:
+        try:
+            auth_files.load(auth_file)  # refused here, before anything starts; served by the reloading AuthSource
+        except auth_files.AuthFileError as exc:
+            raise click.BadParameter(str(exc), param_hint="--auth-file") from None
     embedded = None
     if not redis_url:
         embedded = EmbeddedRedis(data_dir / "redis")

@@ -74,4 +74,4 @@ class SchedulerConfig:
     tls_client_ca: Path | None = None
     """PEM CA bundle that client certificates must chain to (mutual TLS); None: none asked for."""
     auth_file: Path | None = None
-    """Token file (tokens.toml) every call is checked against; None: no tokens."""
+    """Tokens and certificate subjects with their roles (auth_file.py); None: no authentication."""

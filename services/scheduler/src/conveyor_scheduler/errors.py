@@ -45,3 +45,15 @@ class ResourceExhausted(SchedulerError):
 
 class Unavailable(SchedulerError):
     code = grpc.StatusCode.UNAVAILABLE
+
+
+class Unauthenticated(SchedulerError):
+    """The call carries no credential, or one the auth file does not know."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(SchedulerError):
+    """The caller is known but its roles or queues do not cover the call."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED

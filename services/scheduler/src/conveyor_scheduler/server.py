@@ -14,8 +14,11 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from conveyor import telemetry as t
 from conveyor.v1 import admin_service_pb2, schedule_service_pb2, task_service_pb2, worker_service_pb2
 from conveyor_scheduler import telemetry
+from conveyor_scheduler.auth import AuthInterceptor
+from conveyor_scheduler.auth_source import AuthSource
 from conveyor_scheduler.config import SchedulerConfig
 from conveyor_scheduler.core import Core
 from conveyor_scheduler.exposition import CertificateExpiry, FleetCollector, MetricsEndpoint
@@ -30,6 +33,7 @@ from conveyor_scheduler.tls import ServerCertificates
 log = logging.getLogger(__name__)
 SERVICE_NAMES = ("conveyor.v1.TaskService", "conveyor.v1.WorkerService", "conveyor.v1.AdminService",
                  "conveyor.v1.ScheduleService")
+AUTH_METER = "conveyor.scheduler.auth"
 MAX_MESSAGE = 256 * 1024 * 1024
 SERVER_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE),
@@ -58,7 +62,11 @@ class SchedulerServer:
             retry_on_error=[RedisConnectionError, RedisTimeoutError])
         self.core = Core(config, self.redis)
         self.metrics = self._open_metrics()  # before telemetry.setup, which puts the instruments on it
-        self.server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=telemetry.setup(self.core, self.metrics))
+        # One chain: auth first (a refused call does no work, not even a span), then telemetry.
+        self.auth = self._auth()
+        self._auth_watch: asyncio.Task[None] | None = None
+        self.server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[
+            *([self.auth] if self.auth is not None else []), *telemetry.setup(self.core, self.metrics)])
         self.health = health.aio.HealthServicer()
         tasks = TaskService(self.core)
         add_servicer(self.server, tasks, task_service_pb2.DESCRIPTOR.services_by_name["TaskService"])
@@ -78,6 +86,8 @@ class SchedulerServer:
 
     async def start(self) -> None:
         await self.core.start()
+        if self.auth is not None:
+            self._auth_watch = asyncio.get_running_loop().create_task(self.auth.source.watch())
         await self.server.start()
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -87,6 +97,17 @@ class SchedulerServer:
                  "" if self.certificates is None else " over mutual TLS" if self.certificates.mutual else " over TLS")
         if self.metrics is not None:
             log.info("metrics on %s", self.metrics.url)
+
+    def _auth(self) -> AuthInterceptor | None:
+        """The auth interceptor, with its denial counter on /metrics and OTLP (None without --auth-file)."""
+        if self.config.auth_file is None:
+            return None
+        interceptor = AuthInterceptor(AuthSource(self.config.auth_file), self.core)
+        if self.metrics is not None:
+            interceptor.denials.register(self.metrics.meter(AUTH_METER))
+        if t.metrics_enabled():
+            interceptor.denials.register(t.meter(AUTH_METER))
+        return interceptor
 
     def _open_metrics(self) -> MetricsEndpoint | None:
         """Serves /metrics when a port is set (a port that cannot be bound stops start-up)."""
@@ -119,6 +140,8 @@ class SchedulerServer:
             self._tls_watch.cancel()
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+        if self._auth_watch is not None:
+            self._auth_watch.cancel()
         await self.core.close()
         await self.redis.aclose()
         if self.metrics is not None:

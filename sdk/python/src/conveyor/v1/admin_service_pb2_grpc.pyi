@@ -45,6 +45,29 @@ class AdminServiceStub:
     - UNAVAILABLE: the scheduler cannot reach Redis (down, restarting, or still
       loading its data), or is gone. Retry with backoff: every RPC here is safe to
       repeat (a dead letter already requeued or purged is skipped).
+
+    Access with the scheduler's --auth-file: every RPC needs a token (metadata
+    "authorization: Bearer <token>") or a listed client certificate, else
+    UNAUTHENTICATED; PERMISSION_DENIED when the caller's roles, or the queues it is
+    scoped to, do not cover the call (every queue a request names, by routing or
+    by task id, is checked). The roles that may call each RPC (the source is
+    conveyor_scheduler/access.py; admin may call everything):
+      RPC                 producer  worker  reader  admin
+      ListQueues          -         -       yes     yes
+      PauseQueue          -         -       -       yes
+      ResumeQueue         -         -       -       yes
+      PurgeQueue          -         -       -       yes
+      ListTasks           -         -       yes     yes
+      CancelTasks         -         -       -       yes
+      RetryTasks          -         -       -       yes
+      ListDeadLetters     -         -       yes     yes
+      RequeueDeadLetters  -         -       -       yes
+      PurgeDeadLetters    -         -       -       yes
+      ListWorkers         -         -       yes     yes
+      GetWorker           -         -       yes     yes
+      DrainWorker         -         -       -       yes
+      ShutdownWorker      -         -       -       yes
+      SetConcurrency      -         -       -       yes
     """
 
     @_typing.overload
@@ -160,6 +183,29 @@ class AdminServiceAsyncStub(AdminServiceStub):
     - UNAVAILABLE: the scheduler cannot reach Redis (down, restarting, or still
       loading its data), or is gone. Retry with backoff: every RPC here is safe to
       repeat (a dead letter already requeued or purged is skipped).
+
+    Access with the scheduler's --auth-file: every RPC needs a token (metadata
+    "authorization: Bearer <token>") or a listed client certificate, else
+    UNAUTHENTICATED; PERMISSION_DENIED when the caller's roles, or the queues it is
+    scoped to, do not cover the call (every queue a request names, by routing or
+    by task id, is checked). The roles that may call each RPC (the source is
+    conveyor_scheduler/access.py; admin may call everything):
+      RPC                 producer  worker  reader  admin
+      ListQueues          -         -       yes     yes
+      PauseQueue          -         -       -       yes
+      ResumeQueue         -         -       -       yes
+      PurgeQueue          -         -       -       yes
+      ListTasks           -         -       yes     yes
+      CancelTasks         -         -       -       yes
+      RetryTasks          -         -       -       yes
+      ListDeadLetters     -         -       yes     yes
+      RequeueDeadLetters  -         -       -       yes
+      PurgeDeadLetters    -         -       -       yes
+      ListWorkers         -         -       yes     yes
+      GetWorker           -         -       yes     yes
+      DrainWorker         -         -       -       yes
+      ShutdownWorker      -         -       -       yes
+      SetConcurrency      -         -       -       yes
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -271,6 +317,29 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     - UNAVAILABLE: the scheduler cannot reach Redis (down, restarting, or still
       loading its data), or is gone. Retry with backoff: every RPC here is safe to
       repeat (a dead letter already requeued or purged is skipped).
+
+    Access with the scheduler's --auth-file: every RPC needs a token (metadata
+    "authorization: Bearer <token>") or a listed client certificate, else
+    UNAUTHENTICATED; PERMISSION_DENIED when the caller's roles, or the queues it is
+    scoped to, do not cover the call (every queue a request names, by routing or
+    by task id, is checked). The roles that may call each RPC (the source is
+    conveyor_scheduler/access.py; admin may call everything):
+      RPC                 producer  worker  reader  admin
+      ListQueues          -         -       yes     yes
+      PauseQueue          -         -       -       yes
+      ResumeQueue         -         -       -       yes
+      PurgeQueue          -         -       -       yes
+      ListTasks           -         -       yes     yes
+      CancelTasks         -         -       -       yes
+      RetryTasks          -         -       -       yes
+      ListDeadLetters     -         -       yes     yes
+      RequeueDeadLetters  -         -       -       yes
+      PurgeDeadLetters    -         -       -       yes
+      ListWorkers         -         -       yes     yes
+      GetWorker           -         -       yes     yes
+      DrainWorker         -         -       -       yes
+      ShutdownWorker      -         -       -       yes
+      SetConcurrency      -         -       -       yes
     """
 
     @_abc_1.abstractmethod

@@ -42,6 +42,21 @@ class ScheduleServiceStub:
     loading its data), or is gone. Retry with backoff; every RPC here is safe to
     retry (a Create or Delete whose first try went through then reports
     ALREADY_EXISTS or NOT_FOUND).
+
+    Access with the scheduler's --auth-file: every RPC needs a token (metadata
+    "authorization: Bearer <token>") or a listed client certificate, else
+    UNAUTHENTICATED; PERMISSION_DENIED when the caller's roles, or the queues it is
+    scoped to, do not cover the call (every queue a request names, by routing or
+    by task id, is checked). The roles that may call each RPC (the source is
+    conveyor_scheduler/access.py; admin may call everything):
+    RPC             producer  worker  reader  admin
+    CreateSchedule  -         -       -       yes
+    UpdateSchedule  -         -       -       yes
+    DeleteSchedule  -         -       -       yes
+    PauseSchedule   -         -       -       yes
+    ResumeSchedule  -         -       -       yes
+    GetSchedule     -         -       yes     yes
+    ListSchedules   -         -       yes     yes
     """
 
     def __init__(self, channel):
@@ -104,6 +119,21 @@ class ScheduleServiceServicer:
     loading its data), or is gone. Retry with backoff; every RPC here is safe to
     retry (a Create or Delete whose first try went through then reports
     ALREADY_EXISTS or NOT_FOUND).
+
+    Access with the scheduler's --auth-file: every RPC needs a token (metadata
+    "authorization: Bearer <token>") or a listed client certificate, else
+    UNAUTHENTICATED; PERMISSION_DENIED when the caller's roles, or the queues it is
+    scoped to, do not cover the call (every queue a request names, by routing or
+    by task id, is checked). The roles that may call each RPC (the source is
+    conveyor_scheduler/access.py; admin may call everything):
+    RPC             producer  worker  reader  admin
+    CreateSchedule  -         -       -       yes
+    UpdateSchedule  -         -       -       yes
+    DeleteSchedule  -         -       -       yes
+    PauseSchedule   -         -       -       yes
+    ResumeSchedule  -         -       -       yes
+    GetSchedule     -         -       yes     yes
+    ListSchedules   -         -       yes     yes
     """
 
     def CreateSchedule(self, request, context):
@@ -220,6 +250,21 @@ class ScheduleService:
     loading its data), or is gone. Retry with backoff; every RPC here is safe to
     retry (a Create or Delete whose first try went through then reports
     ALREADY_EXISTS or NOT_FOUND).
+
+    Access with the scheduler's --auth-file: every RPC needs a token (metadata
+    "authorization: Bearer <token>") or a listed client certificate, else
+    UNAUTHENTICATED; PERMISSION_DENIED when the caller's roles, or the queues it is
+    scoped to, do not cover the call (every queue a request names, by routing or
+    by task id, is checked). The roles that may call each RPC (the source is
+    conveyor_scheduler/access.py; admin may call everything):
+    RPC             producer  worker  reader  admin
+    CreateSchedule  -         -       -       yes
+    UpdateSchedule  -         -       -       yes
+    DeleteSchedule  -         -       -       yes
+    PauseSchedule   -         -       -       yes
+    ResumeSchedule  -         -       -       yes
+    GetSchedule     -         -       yes     yes
+    ListSchedules   -         -       yes     yes
     """
 
     @staticmethod

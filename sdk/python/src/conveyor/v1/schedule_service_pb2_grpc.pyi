@@ -43,6 +43,21 @@ class ScheduleServiceStub:
       loading its data), or is gone. Retry with backoff; every RPC here is safe to
       retry (a Create or Delete whose first try went through then reports
       ALREADY_EXISTS or NOT_FOUND).
+
+    Access with the scheduler's --auth-file: every RPC needs a token (metadata
+    "authorization: Bearer <token>") or a listed client certificate, else
+    UNAUTHENTICATED; PERMISSION_DENIED when the caller's roles, or the queues it is
+    scoped to, do not cover the call (every queue a request names, by routing or
+    by task id, is checked). The roles that may call each RPC (the source is
+    conveyor_scheduler/access.py; admin may call everything):
+      RPC             producer  worker  reader  admin
+      CreateSchedule  -         -       -       yes
+      UpdateSchedule  -         -       -       yes
+      DeleteSchedule  -         -       -       yes
+      PauseSchedule   -         -       -       yes
+      ResumeSchedule  -         -       -       yes
+      GetSchedule     -         -       yes     yes
+      ListSchedules   -         -       yes     yes
     """
 
     @_typing.overload
@@ -86,6 +101,21 @@ class ScheduleServiceAsyncStub(ScheduleServiceStub):
       loading its data), or is gone. Retry with backoff; every RPC here is safe to
       retry (a Create or Delete whose first try went through then reports
       ALREADY_EXISTS or NOT_FOUND).
+
+    Access with the scheduler's --auth-file: every RPC needs a token (metadata
+    "authorization: Bearer <token>") or a listed client certificate, else
+    UNAUTHENTICATED; PERMISSION_DENIED when the caller's roles, or the queues it is
+    scoped to, do not cover the call (every queue a request names, by routing or
+    by task id, is checked). The roles that may call each RPC (the source is
+    conveyor_scheduler/access.py; admin may call everything):
+      RPC             producer  worker  reader  admin
+      CreateSchedule  -         -       -       yes
+      UpdateSchedule  -         -       -       yes
+      DeleteSchedule  -         -       -       yes
+      PauseSchedule   -         -       -       yes
+      ResumeSchedule  -         -       -       yes
+      GetSchedule     -         -       yes     yes
+      ListSchedules   -         -       yes     yes
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -125,6 +155,21 @@ class ScheduleServiceServicer(metaclass=_abc_1.ABCMeta):
       loading its data), or is gone. Retry with backoff; every RPC here is safe to
       retry (a Create or Delete whose first try went through then reports
       ALREADY_EXISTS or NOT_FOUND).
+
+    Access with the scheduler's --auth-file: every RPC needs a token (metadata
+    "authorization: Bearer <token>") or a listed client certificate, else
+    UNAUTHENTICATED; PERMISSION_DENIED when the caller's roles, or the queues it is
+    scoped to, do not cover the call (every queue a request names, by routing or
+    by task id, is checked). The roles that may call each RPC (the source is
+    conveyor_scheduler/access.py; admin may call everything):
+      RPC             producer  worker  reader  admin
+      CreateSchedule  -         -       -       yes
+      UpdateSchedule  -         -       -       yes
+      DeleteSchedule  -         -       -       yes
+      PauseSchedule   -         -       -       yes
+      ResumeSchedule  -         -       -       yes
+      GetSchedule     -         -       yes     yes
+      ListSchedules   -         -       yes     yes
     """
 
     @_abc_1.abstractmethod

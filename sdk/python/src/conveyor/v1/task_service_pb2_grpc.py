@@ -40,6 +40,24 @@ class TaskServiceStub:
     Submit whose tasks all carry an idempotency_key; an unkeyed Submit retried
     this way may store its tasks twice. A retried Ack that was recorded the
     first time reports a stale lease.
+
+    Access with the scheduler's --auth-file: every RPC needs a token (metadata
+    "authorization: Bearer <token>") or a listed client certificate, else
+    UNAUTHENTICATED; PERMISSION_DENIED when the caller's roles, or the queues it is
+    scoped to, do not cover the call (every queue a request names, by routing or
+    by task id, is checked). The roles that may call each RPC (the source is
+    conveyor_scheduler/access.py; admin may call everything):
+    RPC          producer  worker  reader  admin
+    Submit       yes       yes     -       yes
+    Poll         -         yes     -       yes
+    Ack          -         yes     -       yes
+    ExtendLease  -         yes     -       yes
+    GetResult    yes       yes     yes     yes
+    GetResults   yes       yes     yes     yes
+    GetTask      yes       yes     yes     yes
+    Cancel       yes       -       -       yes
+    WatchTask    yes       yes     yes     yes
+    Pipeline     yes       yes     -       yes
     """
 
     def __init__(self, channel):
@@ -115,6 +133,24 @@ class TaskServiceServicer:
     Submit whose tasks all carry an idempotency_key; an unkeyed Submit retried
     this way may store its tasks twice. A retried Ack that was recorded the
     first time reports a stale lease.
+
+    Access with the scheduler's --auth-file: every RPC needs a token (metadata
+    "authorization: Bearer <token>") or a listed client certificate, else
+    UNAUTHENTICATED; PERMISSION_DENIED when the caller's roles, or the queues it is
+    scoped to, do not cover the call (every queue a request names, by routing or
+    by task id, is checked). The roles that may call each RPC (the source is
+    conveyor_scheduler/access.py; admin may call everything):
+    RPC          producer  worker  reader  admin
+    Submit       yes       yes     -       yes
+    Poll         -         yes     -       yes
+    Ack          -         yes     -       yes
+    ExtendLease  -         yes     -       yes
+    GetResult    yes       yes     yes     yes
+    GetResults   yes       yes     yes     yes
+    GetTask      yes       yes     yes     yes
+    Cancel       yes       -       -       yes
+    WatchTask    yes       yes     yes     yes
+    Pipeline     yes       yes     -       yes
     """
 
     def Submit(self, request, context):
@@ -285,6 +321,24 @@ class TaskService:
     Submit whose tasks all carry an idempotency_key; an unkeyed Submit retried
     this way may store its tasks twice. A retried Ack that was recorded the
     first time reports a stale lease.
+
+    Access with the scheduler's --auth-file: every RPC needs a token (metadata
+    "authorization: Bearer <token>") or a listed client certificate, else
+    UNAUTHENTICATED; PERMISSION_DENIED when the caller's roles, or the queues it is
+    scoped to, do not cover the call (every queue a request names, by routing or
+    by task id, is checked). The roles that may call each RPC (the source is
+    conveyor_scheduler/access.py; admin may call everything):
+    RPC          producer  worker  reader  admin
+    Submit       yes       yes     -       yes
+    Poll         -         yes     -       yes
+    Ack          -         yes     -       yes
+    ExtendLease  -         yes     -       yes
+    GetResult    yes       yes     yes     yes
+    GetResults   yes       yes     yes     yes
+    GetTask      yes       yes     yes     yes
+    Cancel       yes       -       -       yes
+    WatchTask    yes       yes     yes     yes
+    Pipeline     yes       yes     -       yes
     """
 
     @staticmethod

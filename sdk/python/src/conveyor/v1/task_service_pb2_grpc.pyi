@@ -41,6 +41,24 @@ class TaskServiceStub:
       Submit whose tasks all carry an idempotency_key; an unkeyed Submit retried
       this way may store its tasks twice. A retried Ack that was recorded the
       first time reports a stale lease.
+
+    Access with the scheduler's --auth-file: every RPC needs a token (metadata
+    "authorization: Bearer <token>") or a listed client certificate, else
+    UNAUTHENTICATED; PERMISSION_DENIED when the caller's roles, or the queues it is
+    scoped to, do not cover the call (every queue a request names, by routing or
+    by task id, is checked). The roles that may call each RPC (the source is
+    conveyor_scheduler/access.py; admin may call everything):
+      RPC          producer  worker  reader  admin
+      Submit       yes       yes     -       yes
+      Poll         -         yes     -       yes
+      Ack          -         yes     -       yes
+      ExtendLease  -         yes     -       yes
+      GetResult    yes       yes     yes     yes
+      GetResults   yes       yes     yes     yes
+      GetTask      yes       yes     yes     yes
+      Cancel       yes       -       -       yes
+      WatchTask    yes       yes     yes     yes
+      Pipeline     yes       yes     -       yes
     """
 
     @_typing.overload
@@ -114,6 +132,24 @@ class TaskServiceAsyncStub(TaskServiceStub):
       Submit whose tasks all carry an idempotency_key; an unkeyed Submit retried
       this way may store its tasks twice. A retried Ack that was recorded the
       first time reports a stale lease.
+
+    Access with the scheduler's --auth-file: every RPC needs a token (metadata
+    "authorization: Bearer <token>") or a listed client certificate, else
+    UNAUTHENTICATED; PERMISSION_DENIED when the caller's roles, or the queues it is
+    scoped to, do not cover the call (every queue a request names, by routing or
+    by task id, is checked). The roles that may call each RPC (the source is
+    conveyor_scheduler/access.py; admin may call everything):
+      RPC          producer  worker  reader  admin
+      Submit       yes       yes     -       yes
+      Poll         -         yes     -       yes
+      Ack          -         yes     -       yes
+      ExtendLease  -         yes     -       yes
+      GetResult    yes       yes     yes     yes
+      GetResults   yes       yes     yes     yes
+      GetTask      yes       yes     yes     yes
+      Cancel       yes       -       -       yes
+      WatchTask    yes       yes     yes     yes
+      Pipeline     yes       yes     -       yes
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -183,6 +219,24 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
       Submit whose tasks all carry an idempotency_key; an unkeyed Submit retried
       this way may store its tasks twice. A retried Ack that was recorded the
       first time reports a stale lease.
+
+    Access with the scheduler's --auth-file: every RPC needs a token (metadata
+    "authorization: Bearer <token>") or a listed client certificate, else
+    UNAUTHENTICATED; PERMISSION_DENIED when the caller's roles, or the queues it is
+    scoped to, do not cover the call (every queue a request names, by routing or
+    by task id, is checked). The roles that may call each RPC (the source is
+    conveyor_scheduler/access.py; admin may call everything):
+      RPC          producer  worker  reader  admin
+      Submit       yes       yes     -       yes
+      Poll         -         yes     -       yes
+      Ack          -         yes     -       yes
+      ExtendLease  -         yes     -       yes
+      GetResult    yes       yes     yes     yes
+      GetResults   yes       yes     yes     yes
+      GetTask      yes       yes     yes     yes
+      Cancel       yes       -       -       yes
+      WatchTask    yes       yes     yes     yes
+      Pipeline     yes       yes     -       yes
     """
 
     @_abc_1.abstractmethod

@@ -44,6 +44,15 @@ class WorkerServiceStub:
     in WorkerHello.held and sending again the acks no ReportDone confirmed. A stream
     ended because the scheduler could not reach Redis keeps its leases for that
     reconnect (they lapse after lease_ttl if the worker does not come back).
+
+    Access with the scheduler's --auth-file: every RPC needs a token (metadata
+    "authorization: Bearer <token>") or a listed client certificate, else
+    UNAUTHENTICATED; PERMISSION_DENIED when the caller's roles, or the queues it is
+    scoped to, do not cover the call (every queue a request names, by routing or
+    by task id, is checked). The roles that may call each RPC (the source is
+    conveyor_scheduler/access.py; admin may call everything):
+      RPC      producer  worker  reader  admin
+      Connect  -         yes     -       yes
     """
 
     @_typing.overload
@@ -71,6 +80,15 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     in WorkerHello.held and sending again the acks no ReportDone confirmed. A stream
     ended because the scheduler could not reach Redis keeps its leases for that
     reconnect (they lapse after lease_ttl if the worker does not come back).
+
+    Access with the scheduler's --auth-file: every RPC needs a token (metadata
+    "authorization: Bearer <token>") or a listed client certificate, else
+    UNAUTHENTICATED; PERMISSION_DENIED when the caller's roles, or the queues it is
+    scoped to, do not cover the call (every queue a request names, by routing or
+    by task id, is checked). The roles that may call each RPC (the source is
+    conveyor_scheduler/access.py; admin may call everything):
+      RPC      producer  worker  reader  admin
+      Connect  -         yes     -       yes
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -94,6 +112,15 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
     in WorkerHello.held and sending again the acks no ReportDone confirmed. A stream
     ended because the scheduler could not reach Redis keeps its leases for that
     reconnect (they lapse after lease_ttl if the worker does not come back).
+
+    Access with the scheduler's --auth-file: every RPC needs a token (metadata
+    "authorization: Bearer <token>") or a listed client certificate, else
+    UNAUTHENTICATED; PERMISSION_DENIED when the caller's roles, or the queues it is
+    scoped to, do not cover the call (every queue a request names, by routing or
+    by task id, is checked). The roles that may call each RPC (the source is
+    conveyor_scheduler/access.py; admin may call everything):
+      RPC      producer  worker  reader  admin
+      Connect  -         yes     -       yes
     """
 
     @_abc_1.abstractmethod
