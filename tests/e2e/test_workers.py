@@ -33,6 +33,16 @@ def test_worker_runs_in_priority_order(cluster: Cluster, scheduler: str, client:
     assert executed == expected
 
 
+def test_a_worker_on_several_queues_takes_what_waited_in_each(cluster: Cluster, scheduler: str,
+                                                               client: Client) -> None:
+    """Tasks stored before the worker connects run, in every queue it serves: the hello's dispatch
+    round of one queue holds the worker's credit while it claims, and the other queues' rounds,
+    which found no credit meanwhile, must go again (they used to wait for the next submit)."""
+    handles = [client.submit("t.add", [i, 1], queue=q) for i, q in enumerate(["second", "third", "second"])]
+    cluster.worker(scheduler, queues="first,second,third")
+    assert results_of(client, [h.id for h in handles], timeout=20) == [1, 2, 3]
+
+
 def test_sigkilled_worker_tasks_finish_elsewhere_exactly_once(
         cluster: Cluster, redis_url: str, tmp_path: Path, completions: Callable[[str], CompletionCounter]) -> None:
     # A long lease TTL proves the leases come back because the stream broke, not via the reaper.

@@ -136,6 +136,16 @@ class Dispatcher:
             if qd is not None and qd.maybe_ready:
                 qd.signal.notify()
 
+    def _credit_back(self, session: WorkerSession, held_by: QueueDispatch) -> None:
+        """A claim for one of the worker's queues held its credit, so a round of its other
+        queues meanwhile skipped it (no credit) and may have ended with tasks still ready:
+        those queues go again, or a task submitted before the worker connected would wait
+        for the next credit change or submit."""
+        for name in session.queues:
+            qd = self._queues.get(name)
+            if qd is not None and qd is not held_by and qd.maybe_ready:
+                qd.signal.notify()
+
     # -- the sync-match fast path ------------------------------------------------------
 
     def offers(self, tasks: list[NewTask]) -> dict[str, tuple[Match, WorkerSession]]:
@@ -246,6 +256,8 @@ class Dispatcher:
                                                  session.task_names)
             finally:
                 session.credit += want
+                if len(session.queues) > 1:
+                    self._credit_back(session, qd)
             if claimed.reserved_ms >= 0:
                 self.on_reserved(qd.queue, claimed.reserved_ms)
             if claimed.parked:
