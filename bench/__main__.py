@@ -34,7 +34,8 @@ from bench import report  # noqa: E402
 from bench.common import FULL, QUICK, Context  # noqa: E402
 from bench.scenarios import CONVEYOR_ONLY, SCENARIOS, run_system  # noqa: E402
 
-SYSTEMS = ("conveyor", "celery")
+SYSTEMS = ("conveyor", "conveyor-tls", "celery")
+"""conveyor-tls: Conveyor with TLS and a token on every call (single_producer, batch and latency only)."""
 DEFAULT_OUT = ROOT / "bench" / "results" / "latest.json"
 
 
@@ -118,10 +119,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _runner(system: str, ctx: Context, args: argparse.Namespace, doc: dict[str, Any]) -> Any:
-    if system == "conveyor":
+    if system in ("conveyor", "conveyor-tls"):
         from bench.conveyor_runner import ConveyorRunner  # noqa: PLC0415
 
-        return ConveyorRunner(ctx, args.conveyor_workers, args.conveyor_concurrency, args.conveyor_prefetch)
+        return ConveyorRunner(ctx, args.conveyor_workers, args.conveyor_concurrency, args.conveyor_prefetch,
+                              secure=system == "conveyor-tls")
     from bench import celery_runner  # noqa: PLC0415
 
     missing = celery_runner.available()

@@ -13,12 +13,14 @@ import collections
 import hashlib
 import os
 import random
+import secrets
 import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from bench import grpc_floor
@@ -56,7 +58,11 @@ LARGE_WARMUP = 2_000
 class ConveyorRunner:
     name = "conveyor"
 
-    def __init__(self, ctx: Context, workers: int, concurrency: int, prefetch: int) -> None:
+    def __init__(self, ctx: Context, workers: int, concurrency: int, prefetch: int, secure: bool = False) -> None:
+        self.secure = Secure(ctx.work_dir / "tls") if secure else None
+        """TLS and a token on every call (the "conveyor-tls" system), else plaintext without tokens."""
+        if self.secure is not None:
+            self.name = "conveyor-tls"
         self.ctx = ctx
         self.workers = workers
         self.concurrency = concurrency
@@ -78,6 +84,8 @@ class ConveyorRunner:
     def close(self) -> None:
         self._stop_all()
         self.redis_server.stop()
+        if self.secure is not None:
+            self.secure.close()
 
     # -- processes ----------------------------------------------------------------------
 
@@ -90,9 +98,10 @@ class ConveyorRunner:
         metrics = [] if os.environ.get("CONVEYOR_SCHEDULER_METRICS_PORT") else ["--metrics-port", str(free_port())]
         self.scheduler = start(f"{label}-scheduler-{self._serial}", [
             sys.executable, "-m", "conveyor_scheduler", "--redis-url", self.redis_url, "--port", str(port),
-            "--log-level", "INFO", *metrics], self.ctx.work_dir)
+            "--log-level", "INFO", *metrics, *(self.secure.scheduler_args if self.secure else [])], self.ctx.work_dir)
         sched = self.scheduler
-        wait_for(lambda: serving(self.target) or not sched.alive(), 60, what="the scheduler to serve")
+        tls = self.secure.client if self.secure else None
+        wait_for(lambda: serving(self.target, tls) or not sched.alive(), 60, what="the scheduler to serve")
         if not sched.alive():
             raise RuntimeError(f"scheduler died:\n{sched.output()[-3000:]}")
 
@@ -200,7 +209,7 @@ class ConveyorRunner:
         verified = sum(1 for got in (values, sent) for i, v in enumerate(got) if v == 2 * i)
         return {"throughput": n / (t2 - t0), "enqueue_rate": n / (t1 - t0), "tasks": 2 * n, "verified": verified,
                 "send_throughput": n / (t5 - t3), "send_enqueue_rate": n / (t4 - t3),
-                **cpu_fields(cpu, n), **calls, **_profile(prof), **grpc_floor.measure(n)}
+                **cpu_fields(cpu, n), **calls, **_profile(prof), **({} if self.secure else grpc_floor.measure(n))}
 
     def batch(self, n: int, batch_size: int) -> dict[str, Any]:
         """submit_many in batches; done when every task's completion is recorded; then verified."""
@@ -452,6 +461,35 @@ async def _push(target: str, n: int, batch: int, in_flight: int = 2, queue: str 
             ids[index] = [h.id for h in await client.submit_many([spec] * size)]
         await _pool(range(len(ids)), one, in_flight)
     return [tid for chunk in ids for tid in chunk]
+
+
+class Secure:
+    """TLS (a CA made here with trustme) and a token on every call. The token and the CA reach the
+    producer's clients and the worker processes the way users set them: CONVEYOR_TOKEN and
+    CONVEYOR_TLS_CA, set in this process's environment until close()."""
+
+    ENV = ("CONVEYOR_TOKEN", "CONVEYOR_TLS_CA")
+
+    def __init__(self, directory: Path) -> None:
+        from tests.tls_files import Authority  # noqa: PLC0415 - trustme: a dev requirement, only for this system
+
+        ca = Authority(directory)
+        pair = ca.issue("scheduler")
+        self.client = ca.client()
+        secret = secrets.token_urlsafe(32)
+        auth = directory / "tokens.toml"
+        auth.write_text(f'[[token]]\nname = "bench"\nsha256 = "{hashlib.sha256(secret.encode()).hexdigest()}"\n'
+                        'roles = ["admin"]\n')
+        self.scheduler_args = ["--tls-cert", str(pair.cert), "--tls-key", str(pair.key), "--auth-file", str(auth)]
+        self._saved = {name: os.environ.get(name) for name in self.ENV}
+        os.environ.update({"CONVEYOR_TOKEN": secret, "CONVEYOR_TLS_CA": str(ca.pem)})
+
+    def close(self) -> None:
+        for name, value in self._saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _command_text(command: bytes | str) -> str:

@@ -54,6 +54,18 @@ def _depth_flat(res: Results) -> tuple[float | None, bool | None]:
     return large / small, large / small >= 0.9
 
 
+def _tls_ratio(scenario: str, key: str, higher_is_better: bool
+               ) -> Callable[[Results], tuple[float | None, bool | None]]:
+    """conveyor-tls against plaintext conveyor in the same run: within 10% (issue 15)."""
+    def check(res: Results) -> tuple[float | None, bool | None]:
+        plain, tls = _get(res, scenario, "conveyor", key), _get(res, scenario, "conveyor-tls", key)
+        if plain is None or tls is None or not plain:
+            return None, None
+        ratio = tls / plain
+        return ratio, ratio >= 0.9 if higher_is_better else ratio <= 1.1
+    return check
+
+
 def _rss_growth(res: Results) -> tuple[float | None, bool | None]:
     small, large = _get(res, "depth", "conveyor", "rss_mib_1k"), _get(res, "depth", "conveyor", "rss_mib_1m")
     if small is None or large is None:
@@ -73,6 +85,9 @@ TARGETS = [
     Target("depth", "purge: Redis answers a PING within 50 ms throughout",
            _at_most("depth", "purge_worst_ping_ms", 50)),
     Target("fan_in", "200 idle workers < 5% of a core", _at_most("fan_in", "cpu_pct", 5.0)),
+    Target("batch", "TLS + token: throughput >= 0.9x plaintext", _tls_ratio("batch", "throughput", True)),
+    Target("latency", "TLS + token: p50 <= 1.1x plaintext", _tls_ratio("latency", "p50_ms", False)),
+    Target("latency", "TLS + token: p99 <= 1.1x plaintext", _tls_ratio("latency", "p99_ms", False)),
 ]
 
 # (scenario, key, label, format, higher is better)
@@ -137,16 +152,18 @@ def verification(results: Results) -> list[str]:
 
 def table(doc: dict[str, Any]) -> str:
     results: Results = doc["scenarios"]
-    lines = [f"{'scenario':16s} {'metric':32s} {'conveyor':>11s} {'celery':>11s} {'conv/cel':>9s}"]
+    lines = [f"{'scenario':16s} {'metric':32s} {'conveyor':>11s} {'celery':>11s} {'conv/cel':>9s} {'conv+tls':>11s}"]
     lines.append("-" * len(lines[0]))
     for scenario, key, label, fmt, _ in ROWS:
         if scenario not in results:
             continue
         c = _get(results, scenario, "conveyor", key)
         k = _get(results, scenario, "celery", key)
+        t = _get(results, scenario, "conveyor-tls", key)
         ratio = f"{c / k:8.2f}x" if c is not None and k else ""
         lines.append(f"{scenario:16s} {label:32s} {fmt.format(c) if c is not None else '-':>11s} "
-                     f"{fmt.format(k) if k is not None else '-':>11s} {ratio:>9s}")
+                     f"{fmt.format(k) if k is not None else '-':>11s} {ratio:>9s} "
+                     f"{fmt.format(t) if t is not None else '-':>11s}")
     lines.append("")
     lines.append(f"{'scenario':16s} {'target':44s} {'measured':>11s}  result")
     for t in doc["targets"]:
