@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install proto proto-check lint test run bench clean
+.PHONY: install proto proto-check lint test run bench certs clean
 
 install: $(STAMP) node_modules/.installed
 
@@ -51,6 +51,11 @@ $(BENCH_STAMP): $(STAMP) bench/requirements.txt bench/requirements-extra.txt
 
 bench: install $(BENCH_STAMP)
 	$(PY) -m bench $(BENCH_ARGS)
+
+# A private CA, certificates, tokens and Redis' ACL for compose.yaml (deploy/certs, not in git);
+# CERTS_ARGS=--force makes new ones (the schedulers pick changed files up without a restart).
+certs: install
+	$(PY) scripts/make_certs.py --out deploy/certs $(CERTS_ARGS)
 
 clean:
 	rm -rf $(VENV) node_modules .conveyor .pytest_cache .ruff_cache

@@ -1,19 +1,23 @@
-"""`make certs`: a private CA, certificates and tokens for running Conveyor over TLS (compose.yaml).
+"""`make certs`: a private CA, certificates, tokens and a Redis ACL for running compose.yaml over TLS.
 
     .venv/bin/python scripts/make_certs.py [--out deploy/certs] [--days 365] [--force]
 
 Writes into --out (kept out of git):
-- ca.pem / ca-key.pem: the private certificate authority every other certificate is signed by;
+- ca.pem (+ ca-key.pem, host only): the private certificate authority that signs the rest;
 - scheduler.pem / scheduler-key.pem: the schedulers' server certificate (names: scheduler-1,
-  scheduler-2, scheduler, localhost, 127.0.0.1, ::1), also presented to Redis as its client;
+  scheduler-2, scheduler, localhost, 127.0.0.1, ::1), also their client certificate to Redis;
 - redis.pem / redis-key.pem: Redis' server certificate (name: redis);
-- client.pem / client-key.pem: a client certificate for mutual TLS (CN=conveyor-client);
-- tokens.toml: the schedulers' --auth-file, one [[token]] per service with the least role it
-  needs (sha256 digests only), and tokens.env: the matching secrets as environment variables
-  (CONVEYOR_WORKER_TOKEN, CONVEYOR_ADMIN_TOKEN, CONVEYOR_PRODUCER_TOKEN, CONVEYOR_READER_TOKEN);
-- redis.env: REDIS_PASSWORD, the password of Redis' ACL user `conveyor`.
-Existing files are kept unless --force: rotating means running it again with --force and
-letting the schedulers pick the new files up (they re-read them on change).
+- client.pem / client-key.pem: a client certificate (CN=conveyor-client), for mutual TLS and
+  for Redis' health check;
+- tokens.toml: the schedulers' --auth-file, one [[token]] per role (sha256 digests only), and
+  ROLE.env (worker.env, producer.env, reader.env, admin.env): CONVEYOR_TOKEN=<its secret>, for
+  compose's env_file and for `set -a; . deploy/certs/admin.env` on the host;
+- redis-users.acl: Redis' ACL file, the user `conveyor` with the least rights the scheduler needs
+  (conveyor_scheduler.redis_acl) and a password kept as its sha256 only, and the default user
+  allowed nothing but PING (for health checks); scheduler.env: CONVEYOR_REDIS_URL, the
+  rediss:// URL with that user's password and the scheduler's certificate.
+Existing files are kept unless --force: rotating means running it again with --force; the
+schedulers re-read their certificate and token files when they change.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from conveyor_scheduler.redis_acl import acl_rule
 
 ROLES = {"worker": ["worker"], "admin": ["admin"], "producer": ["producer"], "reader": ["reader"]}
 """Token name -> roles: one token per kind of client compose.yaml runs or the README uses."""
@@ -115,17 +121,24 @@ def main() -> None:
         key, cert = make_leaf(ca_key, ca, cn, names, args.days)
         write(f"{file}.pem", cert.public_bytes(serialization.Encoding.PEM))
         write(f"{file}-key.pem", _pem_key(key))
-    toml, env = ["# Conveyor --auth-file, written by scripts/make_certs.py: digests only, never secrets."], []
+    toml = ["# Conveyor --auth-file, written by scripts/make_certs.py: digests only, never secrets."]
     for name, roles in ROLES.items():
         secret = secrets.token_urlsafe(32)
         digest = hashlib.sha256(secret.encode()).hexdigest()
         toml += ["", "[[token]]", f'name = "{name}"', f'sha256 = "{digest}"',
                  "roles = [" + ", ".join(f'"{r}"' for r in roles) + "]"]
-        env.append(f"CONVEYOR_{name.upper()}_TOKEN={secret}")
+        write(f"{name}.env", f"CONVEYOR_TOKEN={secret}\n".encode(), host_only=True)
     write("tokens.toml", ("\n".join(toml) + "\n").encode())
-    write("tokens.env", ("\n".join(env) + "\n").encode(), host_only=True)
-    write("redis.env", f"REDIS_PASSWORD={secrets.token_urlsafe(24)}\n".encode(), host_only=True)
-    print(f"wrote a CA, certificates for the schedulers, Redis and a client, and {len(ROLES)} tokens into {out}/")
+    password = secrets.token_urlsafe(24)  # URL-safe: goes into the rediss:// URL as it is
+    rule = acl_rule("conveyor", password).removeprefix("ACL SETUSER ").replace(
+        f" reset on >{password} ", f" on #{hashlib.sha256(password.encode()).hexdigest()} ")
+    write("redis-users.acl", f"user default on nopass -@all +ping\nuser {rule}\n".encode())
+    certs = "/certs"  # where compose mounts this folder
+    url = (f"rediss://conveyor:{password}@redis:6379/0?ssl_ca_certs={certs}/ca.pem"
+           f"&ssl_certfile={certs}/scheduler.pem&ssl_keyfile={certs}/scheduler-key.pem")
+    write("scheduler.env", f"CONVEYOR_REDIS_URL={url}\n".encode(), host_only=True)
+    print(f"wrote a CA, certificates for the schedulers, Redis and a client, {len(ROLES)} tokens and Redis' ACL "
+          f"into {out}/")
 
 
 if __name__ == "__main__":
