@@ -68,9 +68,18 @@ _BY_CODE = {cls.code: cls for cls in (InvalidArgument, NotFound, FailedPrecondit
                                       AlreadyExists, Aborted)}
 
 
+CLOSED_AT_HANDSHAKE = ("; the server closed the connection, which is how a TLS server that requires client "
+                       "certificates refuses one that is missing, expired or from a CA it does not trust (with "
+                       "TLS 1.3 the client is not told which; the server's log is), and how a TLS port answers a "
+                       "plaintext client")
+"""Appended to UNAVAILABLE "Socket closed": gRPC reports nothing more to the client in those cases."""
+
+
 def from_rpc_error(exc: grpc.RpcError) -> RPCError:
     code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
     details = exc.details() if hasattr(exc, "details") else str(exc)
+    if code == grpc.StatusCode.UNAVAILABLE and details and details.endswith("Socket closed"):
+        details += CLOSED_AT_HANDSHAKE
     return _BY_CODE.get(code, RPCError)(details or str(code), code)
 
 
