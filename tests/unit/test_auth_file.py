@@ -110,3 +110,9 @@ def test_each_proto_service_comment_shows_the_table() -> None:
         comment = text[text.index("conveyor_scheduler/access.py"):text.index(f"service {service.name} {{")]
         shown = [re.sub(r"^//\s{3}", "", line) for line in comment.splitlines()[1:]]
         assert shown == access.comment_lines(name), name
+
+
+def test_the_readme_shows_the_table() -> None:
+    """README's roles table is access.py's, as `python -m conveyor_scheduler.access` prints it."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert access.markdown_table().strip() in readme
