@@ -4,6 +4,7 @@ walks a whole search, a task's SSE stream follows it to the end; and the real co
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import subprocess
@@ -14,10 +15,12 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 from conveyor_dashboard.app import create_app
+from conveyor_dashboard.events import OverviewHub
 from conveyor_dashboard.settings import Settings
 from starlette.testclient import TestClient
 
 from conveyor import Client
+from conveyor.aio import AsyncClient
 from conveyor.common import TaskState
 from conveyor.v1 import task_pb2
 from tests.auth_calls import auth_file
@@ -207,3 +210,28 @@ def test_the_command_serves_and_pushes_the_overview(cluster: Cluster, scheduler:
                               "0.0.0.0", "--port", str(free_port())],
                              capture_output=True, text=True, timeout=60, check=False)
     assert refused.returncode != 0 and "refusing to serve plain HTTP" in refused.stderr
+
+
+def test_many_open_overviews_share_one_poll(scheduler: str, client: Client) -> None:
+    client.submit("t.add", [1, 1], queue="q5")
+
+    async def run() -> tuple[int, list[int]]:
+        hub = OverviewHub(interval_s=0.1)
+        async with AsyncClient(scheduler) as shared:
+            async def listener() -> int:
+                got = 0
+                async for snap in hub.listen("dashboard", shared):
+                    assert snap["backlog"][0]["queue"] == "q5"
+                    got += 1
+                    if got == 3:
+                        return got
+                return got
+
+            counts = await asyncio.gather(*(listener() for _ in range(50)))
+            polls = hub.polls_made
+            await hub.close()
+        return polls, counts
+
+    polls, counts = asyncio.run(run())
+    assert counts == [3] * 50
+    assert polls <= 6, f"{polls} polls for 50 listeners of 3 snapshots each: the poll is not shared"
