@@ -235,3 +235,19 @@ def test_many_open_overviews_share_one_poll(scheduler: str, client: Client) -> N
     polls, counts = asyncio.run(run())
     assert counts == [3] * 50
     assert polls <= 6, f"{polls} polls for 50 listeners of 3 snapshots each: the poll is not shared"
+
+
+def test_cancel_and_retry_from_a_task_page(cluster: Cluster, scheduler: str, client: Client, web: TestClient) -> None:
+    waiting = client.submit("t.add", [1, 1], queue="nobody-runs-this")
+    token = csrf_of(web.get(f"/tasks/{waiting.id}").text)
+    assert web.post(f"/tasks/{waiting.id}/cancel", data={"csrf": token}).status_code == 303
+    assert state_of(client, waiting.id) is TaskState.CANCELLED
+    cluster.worker(scheduler)
+    bad = client.submit("t.fail", ["again"], max_retries=0)
+    first = finished(client, bad.id)
+    assert 'data-action="retry"' in web.get(f"/tasks/{bad.id}").text
+    r = web.post(f"/tasks/{bad.id}/retry", data={"csrf": token})
+    assert (r.status_code, r.headers["location"]) == (303, f"/tasks/{bad.id}")
+    flash = web.get(f"/tasks/{bad.id}").text
+    assert "queued again" in flash or "requeued" in flash, re.findall(r'class="flash[^>]*>[^<]*', flash)
+    assert finished(client, bad.id) is first and client.get_task(bad.id).attempt == 1

@@ -21,6 +21,7 @@ from conveyor_dashboard.task_query import PAGE_SIZE, STATES, TaskQuery
 from conveyor_dashboard.web import act, dashboard, page
 
 RETRYABLE = frozenset({TaskState.FAILED, TaskState.CANCELLED, TaskState.EXPIRED})
+SLACK = dt.timedelta(seconds=1)
 CANCELLABLE = frozenset({TaskState.SCHEDULED, TaskState.QUEUED, TaskState.ACTIVE})
 
 
@@ -83,10 +84,11 @@ async def retry(request: Request) -> Response:
 
 async def _retry_one(session: Session, t: task_pb2.Task, state: TaskState) -> str:
     """RetryTasks takes a filter, not ids: narrow it to this task's queue, name, state, worker and
-    stored millisecond, and act only when the dry run matches exactly one task."""
+    the second around its submit (the index's time is Redis' at the submit call, not created_at
+    exactly), and act only when the dry run matches exactly one task."""
     at = t.created_at.ToDatetime(dt.UTC)
-    narrow = {"queue": t.queue, "states": [state], "name": t.name, "worker_id": t.worker_id or None,
-              "since": at, "until": at + dt.timedelta(milliseconds=1)}
+    narrow: dict[str, Any] = {"queue": t.queue, "states": [state], "name": t.name, "worker_id": t.worker_id or None,
+              "since": at - SLACK, "until": at + SLACK}
     dry = await session.client.admin.retry_tasks(**narrow, dry_run=True)
     if dry.matched != 1:
         raise ValueError(f"task {t.id}: {dry.matched} tasks match its queue, name, state and time; retry them "
