@@ -7,10 +7,12 @@ Writes into --out (kept out of git):
 - scheduler.pem / scheduler-key.pem: the schedulers' server certificate (names: scheduler-1,
   scheduler-2, scheduler, localhost, 127.0.0.1, ::1), also their client certificate to Redis;
 - redis.pem / redis-key.pem: Redis' server certificate (name: redis);
+- dashboard.pem / dashboard-key.pem: the dashboard's HTTPS certificate (names: dashboard,
+  localhost, 127.0.0.1; browsers warn until ca.pem is trusted);
 - client.pem / client-key.pem: a client certificate (CN=conveyor-client), for mutual TLS and
   for Redis' health check;
 - tokens.toml: the schedulers' --auth-file, one [[token]] per role (sha256 digests only), and
-  ROLE.env (worker.env, producer.env, reader.env, admin.env): CONVEYOR_TOKEN=<its secret>, for
+  ROLE.env (worker.env, producer.env, reader.env, admin.env, dashboard.env: a reader): CONVEYOR_TOKEN=<its secret>, for
   compose's env_file and for `set -a; . deploy/certs/admin.env` on the host;
 - redis-users.acl: Redis' ACL file, the user `conveyor` with the least rights the scheduler needs
   (conveyor_scheduler.redis_acl) and a password kept as its sha256 only, and the default user
@@ -36,8 +38,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from conveyor_scheduler.redis_acl import acl_rule
 
-ROLES = {"worker": ["worker"], "admin": ["admin"], "producer": ["producer"], "reader": ["reader"]}
-"""Token name -> roles: one token per kind of client compose.yaml runs or the README uses."""
+ROLES = {"worker": ["worker"], "admin": ["admin"], "producer": ["producer"], "reader": ["reader"],
+         "dashboard": ["reader"]}
+"""Token name -> roles: one token per kind of client compose.yaml runs or the README uses (the
+dashboard's own token lets visitors look without signing in; they sign in with theirs to act)."""
 
 
 def _key() -> ec.EllipticCurvePrivateKey:
@@ -115,6 +119,7 @@ def main() -> None:
     leaves = {
         "scheduler": ("scheduler", ["scheduler-1", "scheduler-2", "scheduler", "localhost", "127.0.0.1", "::1"]),
         "redis": ("redis", ["redis", "localhost", "127.0.0.1"]),
+        "dashboard": ("dashboard", ["dashboard", "localhost", "127.0.0.1"]),
         "client": ("conveyor-client", []),
     }
     for file, (cn, names) in leaves.items():

@@ -14,15 +14,15 @@ from pathlib import Path
 
 import httpx2 as httpx
 import pytest
-from conveyor_dashboard.app import create_app
-from conveyor_dashboard.events import OverviewHub
-from conveyor_dashboard.settings import Settings
 from starlette.testclient import TestClient
 
 from conveyor import Client
 from conveyor.aio import AsyncClient
 from conveyor.common import TaskState
 from conveyor.v1 import task_pb2
+from conveyor_dashboard.app import create_app
+from conveyor_dashboard.events import OverviewHub
+from conveyor_dashboard.settings import Settings
 from tests.auth_calls import auth_file
 from tests.harness import Cluster, free_port, wait_for
 

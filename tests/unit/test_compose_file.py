@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from conveyor.channels import SECURITY_ENV
+from conveyor_dashboard import cli as dashboard_cli
 from conveyor_scheduler import cli as scheduler_cli
 from conveyor_worker import cli as worker_cli
 from tests.harness import ROOT
@@ -67,7 +68,9 @@ def test_every_certificate_file_compose_uses_is_one_make_certs_writes(compose: d
 
 
 def test_every_conveyor_variable_and_flag_is_one_the_service_reads(compose: dict[str, Any]) -> None:
-    programs = {"conveyor-scheduler": _options(scheduler_cli.main), "conveyor-worker": _options(worker_cli.main)}
+    dashboard = {o for action in dashboard_cli.parser()._actions for o in action.option_strings}
+    programs = {"conveyor-scheduler": _options(scheduler_cli.main), "conveyor-worker": _options(worker_cli.main),
+                "conveyor-dashboard": (dashboard, set())}
     known = {var for _, envvars in programs.values() for var in envvars} | set(SECURITY_ENV)
     for name, service in compose["services"].items():
         command = service.get("command")

@@ -15,7 +15,8 @@ from conveyor_dashboard.app import create_app
 from conveyor_dashboard.settings import Settings
 
 
-def parse(argv: list[str] | None = None) -> argparse.Namespace:
+def parser() -> argparse.ArgumentParser:
+    """The command's options (also read by tests/unit/test_compose_file.py)."""
     p = argparse.ArgumentParser(prog="conveyor-dashboard", description=__doc__)
     p.add_argument("--scheduler", default="127.0.0.1:50051", help="ADDR[,ADDR]: the scheduler replicas.")
     p.add_argument("--host", default="127.0.0.1")
@@ -29,7 +30,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tls-key", help="The dashboard's HTTPS key (PEM).")
     p.add_argument("--insecure", action="store_true", help="Allow plain HTTP on a non-loopback --host.")
     p.add_argument("--log-level", default="warning")
-    return p.parse_args(argv)
+    return p
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    return parser().parse_args(argv)
 
 
 def _loopback(host: str) -> bool:
