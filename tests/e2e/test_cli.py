@@ -70,8 +70,11 @@ def test_task_shows_failures_and_other_content_types(cluster: Cluster, scheduler
     record = json.loads(conveyor(scheduler, "task", dead.id, "--json").stdout)
     assert (record["state"], record["attempt"], record["args"]) == ("TASK_STATE_DEAD", 2, ["nope"])
     assert record["error"]["type"] == "ValueError" and "raise ValueError" in record["error"]["traceback"]
+    assert [a["attempt"] for a in record["attempts"]] == [1, 2]  # both failed attempts, oldest first
+    assert all(a["error"]["type"] == "ValueError" and a["worker_id"] for a in record["attempts"])
     human = conveyor(scheduler, "task", dead.id).stdout
     assert "ValueError: nope" in human and "traceback" in human and "raise ValueError(message)" in human
+    assert "earlier attempts" in human
     other = json.loads(conveyor(scheduler, "task", raw.id, "--json").stdout)
     assert other["payload"] == {"content_type": "application/octet-stream", "size": 40,
                                 "hex": bytes(range(32)).hex()}

@@ -62,6 +62,10 @@ def test_sigkilled_worker_tasks_finish_elsewhere_exactly_once(
         reruns = [i for i in ids if client.get_task(i).attempt == 2]
         assert set(held) <= set(reruns) and len(reruns) == 8
         assert all(client.get_task(i).worker_id.startswith("survivor") for i in reruns)
+        for i in reruns:  # the doomed worker's attempt came back unfinished: in the history, without an error
+            (back,) = client.get_task(i).attempts
+            assert back.attempt == 1 and back.worker_id.startswith("doomed") and not back.HasField("error")
+            assert back.ended_at.ToMilliseconds() >= back.started_at.ToMilliseconds() > 0
     wait_for(lambda: sum(counter.counts[i] for i in ids) >= 40, what="all completions announced")
     counter.stop()
     assert {i: counter.counts[i] for i in ids} == dict.fromkeys(ids, 1)

@@ -58,7 +58,7 @@ def web(scheduler: str) -> Iterator[TestClient]:
 def test_every_page_answers_with_data(cluster: Cluster, scheduler: str, client: Client, web: TestClient) -> None:
     worker = cluster.worker(scheduler)
     ok = client.submit("t.add", [2, 3], headers={"traceparent": TRACEPARENT})
-    bad = client.submit("t.fail", ["kaboom"], max_retries=0)
+    bad = client.submit("t.fail", ["kaboom"], max_retries=2, retry_backoff=0)  # three failed attempts, then DEAD
     [binary] = client.submit_many([task_pb2.TaskSpec(name="t.nobody", queue="other", payload=b"\x00\x01\xfe",
                                                      content_type="application/octet-stream")])
     client.schedules.create("every-hour", "t.add", [1, 1], every=3600)
@@ -79,7 +79,8 @@ def test_every_page_answers_with_data(cluster: Cluster, scheduler: str, client: 
     assert re.search(r'data-testid="task-args"[^>]*>\[\s*2,\s*3\s*\]</pre>', done)
     assert 'href="http://jaeger/trace/4bf92f3577b34da6a3ce929d0e0e4736"' in done and "traceparent" in done
     failed = pages[f"/tasks/{bad.id}"].text
-    assert 'data-testid="traceback"' in failed and "kaboom" in failed
+    assert failed.count('data-testid="traceback"') == 3 and "kaboom" in failed  # one per failed attempt
+    assert all(f'<tr data-attempt="{n}">' in failed for n in (1, 2, 3))
     assert re.search(r'data-testid="task-args"[^>]*>\[\s*&#34;kaboom&#34;\s*\]</pre>', failed), failed
     assert "3 bytes: 00 01 fe" in pages[f"/tasks/{binary.id}"].text
     assert worker.popen.args[-1] in pages["/workers"].text or "worker-" in pages["/workers"].text

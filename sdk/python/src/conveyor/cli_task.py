@@ -62,7 +62,7 @@ def _rows(t: task_pb2.Task) -> list[tuple[str, str]]:
 @json_option
 @click.pass_context
 def task(ctx: click.Context, task_id: str, as_json: bool) -> None:
-    """Show TASK_ID: state, attempt, worker, times, arguments, result, error.
+    """Show TASK_ID: state, attempt, worker, times, arguments, result, error, earlier attempts.
 
     JSON arguments and results are decoded and pretty-printed; other content types show
     their size and first bytes in hex. --json prints the record as proto JSON, with "args"
@@ -79,3 +79,17 @@ def task(ctx: click.Context, task_id: str, as_json: bool) -> None:
     for label, value in _rows(record):
         grid.add_row(label, Text(value))
     console().print(grid)
+    if record.attempts:
+        console().print(_attempts(record))
+
+
+def _attempts(t: task_pb2.Task) -> Table:
+    """The attempts that failed or were handed back (Task.attempts), oldest first."""
+    table = Table(title="earlier attempts (failed or handed back; the last 16)", title_justify="left")
+    for column in ("attempt", "worker", "started", "ended", "outcome"):
+        table.add_column(column, overflow="fold")
+    for a in t.attempts:
+        outcome = f"{a.error.type}: {a.error.message}" if a.HasField("error") else "handed back unfinished"
+        table.add_row(str(a.attempt), a.worker_id or "-", when(a.started_at, a.HasField("started_at")),
+                      when(a.ended_at, a.HasField("ended_at")), outcome)
+    return table

@@ -1,5 +1,6 @@
 """/tasks (filters and cursor pagination, one page at a time) and /tasks/{id} (decoded args,
-kwargs and result, the last attempt's error and traceback, headers, trace link); cancel, retry."""
+kwargs and result, every failed or handed-back attempt with its error and traceback, headers, trace
+link); cancel, retry."""
 
 from __future__ import annotations
 

@@ -198,6 +198,8 @@ TASK_FIELDS: dict[str, str] = {
          "finished",
     "pk": "1 while the task is parked: the workers that claimed it do not declare its name",
     "tb": "1 while a tombstone of it sits in its ready list (cancelled while QUEUED)",
+    "ah": "the attempts that failed or came back unfinished, a JSON array oldest first (the last 16): "
+          "{a attempt, w worker, s started ms, e ended ms, t m b: error type, message, traceback}",
 }
 """Task hash (cv:{q:QUEUE}:t:ID) field -> meaning."""
 

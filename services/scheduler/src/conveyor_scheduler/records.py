@@ -37,10 +37,23 @@ def set_duration_ms(d: duration_pb2.Duration, ms: int) -> None:
 
 
 def to_task(task_id: str, queue: str, rec: Record) -> task_pb2.Task:
-    """The full Task message of one task hash."""
+    """The full Task message of one task hash, with its attempt history."""
     task = task_pb2.Task()
     fill_task(task, task_id, queue, rec)
+    if (raw := rec.get(b"ah")) is not None:
+        add_attempts(task, raw)
     return task
+
+
+def add_attempts(task: task_pb2.Task, raw: bytes) -> None:
+    """Task.attempts from field 'ah' (lib.lua's remember_attempt). Leased tasks go without it."""
+    for entry in json.loads(raw):
+        record = task.attempts.add(attempt=int(entry.get("a", 0)), worker_id=str(entry.get("w", "")))
+        set_ms(record.started_at, int(entry.get("s", 0)))
+        set_ms(record.ended_at, int(entry.get("e", 0)))
+        if "t" in entry:
+            record.error.type, record.error.message, record.error.traceback = (
+                str(entry["t"]), str(entry.get("m", "")), str(entry.get("b", "")))
 
 
 def fill_task(task: task_pb2.Task, task_id: str, queue: str, rec: Record) -> None:

@@ -443,6 +443,7 @@ class Task(_message.Message):
     RATE_LIMIT_FIELD_NUMBER: _builtins.int
     CANCEL_REQUESTED_FIELD_NUMBER: _builtins.int
     WAITING_REASON_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned: 26 Crockford base32 characters (a ULID: the first 10
     encode the creation time in ms, so ids sort by time; 16 of the random bits
@@ -497,6 +498,17 @@ class Task(_message.Message):
 
     @_builtins.property
     def soft_timeout(self) -> _duration_pb2.Duration: ...
+    @_builtins.property
+    def attempts(self) -> _containers.RepeatedCompositeFieldContainer[Global___AttemptRecord]:
+        """The attempts that failed or were handed back unfinished, oldest first: every failure
+        (retried or final, a time limit included) and every lease that came back before its
+        deadline (the worker went away or handed it back). At most the last 16 are kept; a
+        traceback here is cut to 8,192 characters (the last failure's whole traceback is in
+        `error`). An attempt that ended the task otherwise (succeeded, cancelled) is described
+        by the fields above, not here. Set in GetTask and ListTasks answers; empty in the
+        tasks a worker is leased.
+        """
+
     def __init__(
         self,
         *,
@@ -524,14 +536,57 @@ class Task(_message.Message):
         rate_limit: _builtins.str = ...,
         cancel_requested: _builtins.bool = ...,
         waiting_reason: _builtins.str = ...,
+        attempts: _abc.Iterable[Global___AttemptRecord] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "error", b"error", "eta", b"eta", "expires_at", b"expires_at", "finished_at", b"finished_at", "result", b"result", "retry", b"retry", "soft_timeout", b"soft_timeout", "started_at", b"started_at", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cancel_requested", b"cancel_requested", "content_type", b"content_type", "created_at", b"created_at", "error", b"error", "eta", b"eta", "expires_at", b"expires_at", "finished_at", b"finished_at", "headers", b"headers", "id", b"id", "idempotency_key", b"idempotency_key", "name", b"name", "payload", b"payload", "priority", b"priority", "queue", b"queue", "rate_limit", b"rate_limit", "result", b"result", "retry", b"retry", "soft_timeout", b"soft_timeout", "started_at", b"started_at", "state", b"state", "timeout", b"timeout", "waiting_reason", b"waiting_reason", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "attempts", b"attempts", "cancel_requested", b"cancel_requested", "content_type", b"content_type", "created_at", b"created_at", "error", b"error", "eta", b"eta", "expires_at", b"expires_at", "finished_at", b"finished_at", "headers", b"headers", "id", b"id", "idempotency_key", b"idempotency_key", "name", b"name", "payload", b"payload", "priority", b"priority", "queue", b"queue", "rate_limit", b"rate_limit", "result", b"result", "retry", b"retry", "soft_timeout", b"soft_timeout", "started_at", b"started_at", "state", b"state", "timeout", b"timeout", "waiting_reason", b"waiting_reason", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Task: _TypeAlias = Task  # noqa: Y015
+
+@_typing.final
+class AttemptRecord(_message.Message):
+    """AttemptRecord is one attempt that did not end its task (see Task.attempts)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    WORKER_ID_FIELD_NUMBER: _builtins.int
+    STARTED_AT_FIELD_NUMBER: _builtins.int
+    ENDED_AT_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    attempt: _builtins.int
+    """Task.attempt as it was during this attempt (1 for the first)."""
+    worker_id: _builtins.str
+    """The worker that held the lease ("poll" for a Poll without worker_id)."""
+    @_builtins.property
+    def started_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def ended_at(self) -> _timestamp_pb2.Timestamp:
+        """When the failure was recorded, or the lease came back."""
+
+    @_builtins.property
+    def error(self) -> Global___TaskError:
+        """The failure; unset for an attempt handed back unfinished."""
+
+    def __init__(
+        self,
+        *,
+        attempt: _builtins.int = ...,
+        worker_id: _builtins.str = ...,
+        started_at: _timestamp_pb2.Timestamp | None = ...,
+        ended_at: _timestamp_pb2.Timestamp | None = ...,
+        error: Global___TaskError | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ended_at", b"ended_at", "error", b"error", "started_at", b"started_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "ended_at", b"ended_at", "error", b"error", "started_at", b"started_at", "worker_id", b"worker_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AttemptRecord: _TypeAlias = AttemptRecord  # noqa: Y015
 
 @_typing.final
 class LeasedTask(_message.Message):

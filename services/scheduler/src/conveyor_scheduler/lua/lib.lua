@@ -192,9 +192,29 @@ local function finish(id, key, state, watched, ...)
   announce(id, key, state, watched)
 end
 
+-- The attempts that failed or came back unfinished (Task.attempts): field 'ah', a JSON array,
+-- oldest first, of {a = attempt, w = worker, s = started ms, e = ended ms, and for a failure
+-- t = error type, m = message, b = traceback cut to 8,192 characters}, the last 16 only.
+-- Written when an attempt fails or is handed back: never on the success path.
+local function remember_attempt(key, attempt, worker, started, etype, emsg, etb)
+  local raw = redis.call('HGET', key, 'ah')
+  local list = raw and cjson.decode(raw) or {}
+  local entry = {a = tonumber(attempt) or 0, w = worker or '', s = tonumber(started) or 0, e = NOW}
+  if etype then
+    entry.t, entry.m, entry.b = etype, emsg, string.sub(etb or '', 1, 8192)
+  end
+  list[#list + 1] = entry
+  while #list > 16 do
+    table.remove(list, 1)
+  end
+  redis.call('HSET', key, 'ah', cjson.encode(list))
+end
+
 -- Puts an active task back at the front of its priority list (it keeps its place),
 -- or ends it CANCELLED when a cancel was requested while it ran.
 local function requeue_front(id, key)
+  local f = redis.call('HMGET', key, 'at', 'w', 'sa')
+  remember_attempt(key, f[1], f[2], f[3])
   redis.call('ZREM', KEYS[12], id)
   if redis.call('HGET', key, 'cx') == '1' then
     finish(id, key, CANCELLED)
@@ -212,7 +232,8 @@ end
 local function fail_attempt(id, key, etype, emsg, etb, want_retry, delay_ms, jitter)
   redis.call('ZREM', KEYS[12], id)
   redis.call('HSET', key, 'et', etype, 'em', emsg, 'eb', etb)
-  local f = redis.call('HMGET', key, 'at', 'mr', 'ib', 'mb', 'mu', 'nj', 'cx')
+  local f = redis.call('HMGET', key, 'at', 'mr', 'ib', 'mb', 'mu', 'nj', 'cx', 'w', 'sa')
+  remember_attempt(key, f[1], f[8], f[9], etype, emsg, etb)
   if f[7] == '1' then
     finish(id, key, CANCELLED)
     return CANCELLED
