@@ -119,6 +119,21 @@ def test_pause_and_resume(client: Client, db: redis.Redis) -> None:
     assert client.schedules.get("napper").missed_count == 0
 
 
+def test_fire_now_submits_once_outside_the_plan(cluster: Cluster, scheduler: str, client: Client) -> None:
+    cluster.worker(scheduler)
+    client.schedules.create("hourly", "t.add", [20, 22], every=3600)
+    client.schedules.pause("hourly")  # a paused schedule fires by request too
+    before = client.schedules.get("hourly")
+    task_id = client.schedules.fire("hourly")
+    assert client.handle(task_id).result(timeout=30) == 42
+    task = client.get_task(task_id)
+    assert task.headers["conveyor-schedule-id"] == "hourly" and "conveyor-fire-time" in task.headers
+    after = client.schedules.get("hourly")
+    assert (after.fire_count, after.last_task_id, after.state) == (before.fire_count, before.last_task_id, PAUSED)
+    with pytest.raises(NotFound):
+        client.schedules.fire("nope")
+
+
 def test_update_takes_effect_at_the_next_firing(client: Client, db: redis.Redis) -> None:
     client.schedules.create("upd", "t.add", [1, 1], every=3600)  # would first fire in an hour
     updated = client.schedules.update("upd", "t.add", [2, 2], every=0.2)

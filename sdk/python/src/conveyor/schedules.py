@@ -105,6 +105,10 @@ class ScheduleCalls:
         return Rpc("ResumeSchedule", pb.ResumeScheduleRequest(schedule_id=schedule_id), _schedule)
 
     @staticmethod
+    def fire(schedule_id: str) -> Rpc[str]:
+        return Rpc("FireSchedule", pb.FireScheduleRequest(schedule_id=schedule_id), lambda r: r.task_id)
+
+    @staticmethod
     def get(schedule_id: str) -> Rpc[pb.Schedule]:
         return Rpc("GetSchedule", pb.GetScheduleRequest(schedule_id=schedule_id), _schedule, idempotent=True)
 
@@ -165,6 +169,11 @@ class Schedules(SyncCalls):
         """Fires again from the next fire time (the paused time is not caught up)."""
         return self._call(ScheduleCalls.resume(schedule_id))
 
+    def fire(self, schedule_id: str) -> str:
+        """Submits the schedule's task once, now, outside its plan; returns the task id (the plan,
+        last fire and counts do not change; a second call in the same second answers the same task)."""
+        return self._call(ScheduleCalls.fire(schedule_id))
+
     def get(self, schedule_id: str) -> pb.Schedule:
         return self._call(ScheduleCalls.get(schedule_id))
 
@@ -205,6 +214,9 @@ class AsyncSchedules(AsyncCalls):
 
     async def resume(self, schedule_id: str) -> pb.Schedule:
         return await self._call(ScheduleCalls.resume(schedule_id))
+
+    async def fire(self, schedule_id: str) -> str:
+        return await self._call(ScheduleCalls.fire(schedule_id))
 
     async def get(self, schedule_id: str) -> pb.Schedule:
         return await self._call(ScheduleCalls.get(schedule_id))

@@ -20,7 +20,7 @@ ACTION_ROLES: dict[str, frozenset[str]] = {
     "dead.requeue": _ADMIN, "dead.purge": _ADMIN,
     "worker.drain": _ADMIN, "worker.shutdown": _ADMIN, "worker.scale": _ADMIN,
     "schedule.pause": _ADMIN, "schedule.resume": _ADMIN,
-    "schedule.fire": frozenset({PRODUCER, WORKER, ADMIN}),  # a TaskService.Submit of the template
+    "schedule.fire": _ADMIN,  # ScheduleService.FireSchedule
 }
 READ_ROLES = frozenset({READER, ADMIN})
 

@@ -1,6 +1,5 @@
 """/schedules: cron or interval, next and last fire, missed count, last error; pause, resume,
-fire now (ScheduleService has no fire call: "fire" submits the schedule's task template once,
-with the header conveyor-schedule-id, as a firing would; it does not move next_fire_time)."""
+fire now (ScheduleService.FireSchedule: the task once, now, outside the schedule's plan)."""
 
 from __future__ import annotations
 
@@ -12,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from conveyor.v1 import schedule_service_pb2, schedule_service_pb2_grpc, task_pb2
+from conveyor.v1 import schedule_service_pb2, schedule_service_pb2_grpc
 from conveyor_dashboard.render import duration
 from conveyor_dashboard.sessions import Session
 from conveyor_dashboard.web import act, page
@@ -67,12 +66,7 @@ async def fire(request: Request) -> Response:
     schedule_id = request.path_params["schedule_id"]
 
     async def run(session: Session, form: FormData) -> str:
-        schedule = await session.client.schedules.get(schedule_id)
-        spec = task_pb2.TaskSpec()
-        spec.CopyFrom(schedule.template)
-        spec.headers["conveyor-schedule-id"] = schedule_id
-        handle = await session.client.send_call(spec)
-        return f"fired schedule {schedule_id}: task {await handle.sent()}"
+        return f"fired schedule {schedule_id}: task {await session.client.schedules.fire(schedule_id)}"
 
     return await act(request, "schedule.fire", run, "/schedules")
 

@@ -60,6 +60,7 @@ TABLE: dict[str, dict[str, frozenset[str]]] = {
         "ResumeSchedule": ADMIN_ONLY,
         "GetSchedule": READS,
         "ListSchedules": READS,
+        "FireSchedule": ADMIN_ONLY,
     },
     "grpc.reflection.v1.ServerReflection": {
         "ServerReflectionInfo": READS,

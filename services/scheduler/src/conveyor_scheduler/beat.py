@@ -163,6 +163,16 @@ class Beat:
                 return await self.store.read(schedule_id)
         raise Aborted(f"schedule {schedule_id!r} kept changing concurrently; retry")
 
+    async def fire_now(self, schedule_id: str) -> tuple[str, Record]:
+        """FireSchedule: the schedule's task submitted once, now, outside its plan (nothing of the
+        schedule's record changes); returns the task id and the record."""
+        rec = await self.get(schedule_id)
+        (outcome,) = await self._submit([[firing_spec(load_schedule(rec[b"def"]), self.clock())]])
+        if isinstance(outcome, str):
+            raise InvalidArgument("schedule.template", outcome)
+        log.info("beat: schedule %s fired by request -> %s", schedule_id, outcome[0].id)
+        return outcome[0].id, rec
+
     async def delete(self, schedule_id: str) -> None:
         if not await self.store.delete(check_schedule_id(schedule_id, "schedule_id")):
             raise NotFound(f"no schedule {schedule_id!r}")

@@ -57,6 +57,7 @@ class ScheduleServiceStub:
     ResumeSchedule  -         -       -       yes
     GetSchedule     -         -       yes     yes
     ListSchedules   -         -       yes     yes
+    FireSchedule    -         -       -       yes
     """
 
     def __init__(self, channel):
@@ -100,6 +101,11 @@ class ScheduleServiceStub:
                 request_serializer=conveyor_dot_v1_dot_schedule__service__pb2.ListSchedulesRequest.SerializeToString,
                 response_deserializer=conveyor_dot_v1_dot_schedule__service__pb2.ListSchedulesResponse.FromString,
                 _registered_method=True)
+        self.FireSchedule = channel.unary_unary(
+                '/conveyor.v1.ScheduleService/FireSchedule',
+                request_serializer=conveyor_dot_v1_dot_schedule__service__pb2.FireScheduleRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_schedule__service__pb2.FireScheduleResponse.FromString,
+                _registered_method=True)
 
 
 class ScheduleServiceServicer:
@@ -134,6 +140,7 @@ class ScheduleServiceServicer:
     ResumeSchedule  -         -       -       yes
     GetSchedule     -         -       yes     yes
     ListSchedules   -         -       yes     yes
+    FireSchedule    -         -       -       yes
     """
 
     def CreateSchedule(self, request, context):
@@ -187,6 +194,18 @@ class ScheduleServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FireSchedule(self, request, context):
+        """Submit the schedule's task once, now, outside its plan (a paused or ended
+        schedule too): the task carries the headers conveyor-schedule-id and
+        conveyor-fire-time like a planned firing, and the idempotency key
+        SCHEDULE_ID@FIRE_TIME, so a second call within the same second answers the
+        same task. The schedule's next fire time, last fire and counts do not change.
+        INVALID_ARGUMENT when the template no longer validates (a limit or route changed).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ScheduleServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -224,6 +243,11 @@ def add_ScheduleServiceServicer_to_server(servicer, server):
                     servicer.ListSchedules,
                     request_deserializer=conveyor_dot_v1_dot_schedule__service__pb2.ListSchedulesRequest.FromString,
                     response_serializer=conveyor_dot_v1_dot_schedule__service__pb2.ListSchedulesResponse.SerializeToString,
+            ),
+            'FireSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.FireSchedule,
+                    request_deserializer=conveyor_dot_v1_dot_schedule__service__pb2.FireScheduleRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_schedule__service__pb2.FireScheduleResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -265,6 +289,7 @@ class ScheduleService:
     ResumeSchedule  -         -       -       yes
     GetSchedule     -         -       yes     yes
     ListSchedules   -         -       yes     yes
+    FireSchedule    -         -       -       yes
     """
 
     @staticmethod
@@ -446,6 +471,33 @@ class ScheduleService:
             '/conveyor.v1.ScheduleService/ListSchedules',
             conveyor_dot_v1_dot_schedule__service__pb2.ListSchedulesRequest.SerializeToString,
             conveyor_dot_v1_dot_schedule__service__pb2.ListSchedulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FireSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.ScheduleService/FireSchedule',
+            conveyor_dot_v1_dot_schedule__service__pb2.FireScheduleRequest.SerializeToString,
+            conveyor_dot_v1_dot_schedule__service__pb2.FireScheduleResponse.FromString,
             options,
             channel_credentials,
             insecure,

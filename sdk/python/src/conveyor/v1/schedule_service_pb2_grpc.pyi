@@ -58,6 +58,7 @@ class ScheduleServiceStub:
       ResumeSchedule  -         -       -       yes
       GetSchedule     -         -       yes     yes
       ListSchedules   -         -       yes     yes
+      FireSchedule    -         -       -       yes
     """
 
     @_typing.overload
@@ -82,6 +83,14 @@ class ScheduleServiceStub:
     """Read one schedule with its next and last fire times."""
     ListSchedules: _grpc.UnaryUnaryMultiCallable[_schedule_service_pb2.ListSchedulesRequest, _schedule_service_pb2.ListSchedulesResponse]
     """List schedules in id order."""
+    FireSchedule: _grpc.UnaryUnaryMultiCallable[_schedule_service_pb2.FireScheduleRequest, _schedule_service_pb2.FireScheduleResponse]
+    """Submit the schedule's task once, now, outside its plan (a paused or ended
+    schedule too): the task carries the headers conveyor-schedule-id and
+    conveyor-fire-time like a planned firing, and the idempotency key
+    SCHEDULE_ID@FIRE_TIME, so a second call within the same second answers the
+    same task. The schedule's next fire time, last fire and counts do not change.
+    INVALID_ARGUMENT when the template no longer validates (a limit or route changed).
+    """
 
 @_typing.type_check_only
 class ScheduleServiceAsyncStub(ScheduleServiceStub):
@@ -116,6 +125,7 @@ class ScheduleServiceAsyncStub(ScheduleServiceStub):
       ResumeSchedule  -         -       -       yes
       GetSchedule     -         -       yes     yes
       ListSchedules   -         -       yes     yes
+      FireSchedule    -         -       -       yes
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -137,6 +147,14 @@ class ScheduleServiceAsyncStub(ScheduleServiceStub):
     """Read one schedule with its next and last fire times."""
     ListSchedules: _aio.UnaryUnaryMultiCallable[_schedule_service_pb2.ListSchedulesRequest, _schedule_service_pb2.ListSchedulesResponse]  # type: ignore[assignment]
     """List schedules in id order."""
+    FireSchedule: _aio.UnaryUnaryMultiCallable[_schedule_service_pb2.FireScheduleRequest, _schedule_service_pb2.FireScheduleResponse]  # type: ignore[assignment]
+    """Submit the schedule's task once, now, outside its plan (a paused or ended
+    schedule too): the task carries the headers conveyor-schedule-id and
+    conveyor-fire-time like a planned firing, and the idempotency key
+    SCHEDULE_ID@FIRE_TIME, so a second call within the same second answers the
+    same task. The schedule's next fire time, last fire and counts do not change.
+    INVALID_ARGUMENT when the template no longer validates (a limit or route changed).
+    """
 
 class ScheduleServiceServicer(metaclass=_abc_1.ABCMeta):
     """ScheduleService manages periodic tasks ("beat"). Schedules live in Redis;
@@ -170,6 +188,7 @@ class ScheduleServiceServicer(metaclass=_abc_1.ABCMeta):
       ResumeSchedule  -         -       -       yes
       GetSchedule     -         -       yes     yes
       ListSchedules   -         -       yes     yes
+      FireSchedule    -         -       -       yes
     """
 
     @_abc_1.abstractmethod
@@ -231,5 +250,19 @@ class ScheduleServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_schedule_service_pb2.ListSchedulesResponse, _abc.Awaitable[_schedule_service_pb2.ListSchedulesResponse]]:
         """List schedules in id order."""
+
+    @_abc_1.abstractmethod
+    def FireSchedule(
+        self,
+        request: _schedule_service_pb2.FireScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_schedule_service_pb2.FireScheduleResponse, _abc.Awaitable[_schedule_service_pb2.FireScheduleResponse]]:
+        """Submit the schedule's task once, now, outside its plan (a paused or ended
+        schedule too): the task carries the headers conveyor-schedule-id and
+        conveyor-fire-time like a planned firing, and the idempotency key
+        SCHEDULE_ID@FIRE_TIME, so a second call within the same second answers the
+        same task. The schedule's next fire time, last fire and counts do not change.
+        INVALID_ARGUMENT when the template no longer validates (a limit or route changed).
+        """
 
 def add_ScheduleServiceServicer_to_server(servicer: ScheduleServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

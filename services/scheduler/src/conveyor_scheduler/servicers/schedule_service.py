@@ -1,4 +1,4 @@
-"""conveyor.v1.ScheduleService: create, update, delete, pause, resume, get and list schedules.
+"""conveyor.v1.ScheduleService: create, update, delete, pause, resume, get, list and fire schedules.
 
 Thin: validation and storage live in beat.py / schedules.py.
 """
@@ -54,3 +54,8 @@ class ScheduleService:
         records, token = await self.beat.page(request.page_size, request.page_token)
         return pb.ListSchedulesResponse(schedules=[to_schedule(r) for r in records], next_page_token=token,
                                         beat_leader=await self.beat.store.leader())
+
+    async def FireSchedule(self, request: pb.FireScheduleRequest, context: grpc.aio.ServicerContext
+                           ) -> pb.FireScheduleResponse:
+        task_id, rec = await self.beat.fire_now(request.schedule_id)
+        return pb.FireScheduleResponse(task_id=task_id, schedule=to_schedule(rec))
