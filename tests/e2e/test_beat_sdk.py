@@ -69,6 +69,8 @@ def test_schedules_cli(scheduler: str, client: Client) -> None:
     assert bad.returncode == 1 and "schedule.cron.expression" in bad.stderr
     unknown_tz = conveyor(scheduler, "add", "broken", "t.add", "--cron", "* * * * *", "--tz", "Moon/Base")
     assert unknown_tz.returncode == 1 and "schedule.cron.time_zone" in unknown_tz.stderr
+    fired = conveyor(scheduler, "fire", "report")
+    assert fired.returncode == 0 and client.get_task(fired.stdout.strip()).headers["conveyor-schedule-id"] == "report"
     assert conveyor(scheduler, "rm", "report").stdout.strip() == "deleted report"
     gone = conveyor(scheduler, "rm", "report")
     assert gone.returncode == 1 and gone.stderr.startswith("error: NOT_FOUND: no schedule 'report'")

@@ -137,3 +137,12 @@ def show(ctx: click.Context, schedule_id: str) -> None:
     """Print SCHEDULE_ID as JSON."""
     with client_of(ctx) as client:
         emit_json(MessageToDict(client.schedules.get(schedule_id), preserving_proto_field_name=True))
+
+
+@schedules.command()
+@click.argument("schedule_id")
+@click.pass_context
+def fire(ctx: click.Context, schedule_id: str) -> None:
+    """Submit SCHEDULE_ID's task once, now, outside its plan (its next fire time stays); prints the task id."""
+    with client_of(ctx) as client:
+        click.echo(client.schedules.fire(schedule_id))
