@@ -71,7 +71,7 @@ def _stack(cluster: Cluster, redis_url: str, scheduler_args: tuple[str, ...], wo
     scheduler, target = cluster.scheduler(redis_url, *scheduler_args)
     worker = cluster.worker(target, "tests.apps.basic:app", *worker_args, concurrency=2)
     connected(scheduler, worker)
-    dashboard = start_dashboard(cluster, target)
+    dashboard = start_dashboard(cluster.log_dir, target, started=cluster.procs)
     with Client(target, token=token) as client:
         yield Stack(dashboard, client, scheduler, worker)
 

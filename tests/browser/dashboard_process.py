@@ -1,15 +1,16 @@
-"""A real `conveyor-dashboard` process (`python -m conveyor_dashboard`) next to the test's
-scheduler, started through the harness so the cluster stops it, and an HTTP client for it."""
+"""A real `conveyor-dashboard` process (`python -m conveyor_dashboard`) in front of a scheduler,
+and an HTTP client for it; the browser tests and the bench's dashboard scenario start it so."""
 
 from __future__ import annotations
 
 import re
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 
-from tests.harness import Cluster, Proc, free_port, spawn, wait_for
+from tests.harness import Proc, free_port, spawn, wait_for
 
 LISTENING = re.compile(r"conveyor-dashboard listening on (https?://\S+)")
 
@@ -26,14 +27,17 @@ class Dashboard:
         return httpx.Client(base_url=self.url, follow_redirects=False, timeout=10)
 
 
-def start_dashboard(cluster: Cluster, scheduler: str, *args: str, name: str = "dashboard") -> Dashboard:
+def start_dashboard(log_dir: Path, scheduler: str, *args: str, name: str = "dashboard",
+                    started: list[Proc] | None = None) -> Dashboard:
     """Starts the dashboard on a free loopback port and waits for its `listening on` line
-    (then for it to answer HTTP), failing with its log if it exits first."""
+    (then for it to answer HTTP), failing with its log if it exits first. The process is added
+    to `started` (e.g. a Cluster's procs, which stops them) before anything is waited on."""
     port = free_port()
     cmd = [sys.executable, "-m", "conveyor_dashboard", "--scheduler", scheduler, "--host", "127.0.0.1",
            "--port", str(port), *args]
-    proc = spawn(name, cmd, cluster.log_dir)
-    cluster.procs.append(proc)
+    proc = spawn(name, cmd, log_dir)
+    if started is not None:
+        started.append(proc)
     match = wait_for(lambda: LISTENING.search(proc.output()) or not proc.alive(), 30,
                      what="the dashboard's 'listening on' line")
     assert proc.alive(), f"the dashboard exited ({proc.popen.returncode}):\n{proc.output()}"
