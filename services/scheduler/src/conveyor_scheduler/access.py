@@ -50,6 +50,7 @@ TABLE: dict[str, dict[str, frozenset[str]]] = {
         "DrainWorker": ADMIN_ONLY,
         "ShutdownWorker": ADMIN_ONLY,
         "SetConcurrency": ADMIN_ONLY,
+        "WhoAmI": _P | _W | _R | _A,  # a client learns what to offer (the dashboard's sign-in)
     },
     "conveyor.v1.ScheduleService": {
         "CreateSchedule": ADMIN_ONLY,

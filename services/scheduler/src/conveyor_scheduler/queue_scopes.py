@@ -134,6 +134,7 @@ STREAM_FINDERS: dict[str, tuple[Finder, bool]] = {
     T + "Pipeline": (pipelined, True),
 }
 """Client-streaming methods: the finder, and whether it reads every message (else the first only)."""
-QUEUE_FREE = frozenset({"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+QUEUE_FREE = frozenset({"/conveyor.v1.AdminService/WhoAmI",
+                        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
                         "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"})
 """Methods that touch no queue's data: scoped tokens may call them as their roles allow."""

@@ -72,7 +72,7 @@ class SchedulerServer:
         add_servicer(self.server, tasks, task_service_pb2.DESCRIPTOR.services_by_name["TaskService"])
         add_servicer(self.server, WorkerService(self.core, tasks),
                      worker_service_pb2.DESCRIPTOR.services_by_name["WorkerService"])
-        add_servicer(self.server, AdminService(self.core),
+        add_servicer(self.server, AdminService(self.core, self.auth.source if self.auth is not None else None),
                      admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"])
         add_servicer(self.server, ScheduleService(self.core),
                      schedule_service_pb2.DESCRIPTOR.services_by_name["ScheduleService"])

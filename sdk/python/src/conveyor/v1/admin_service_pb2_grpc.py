@@ -67,6 +67,7 @@ class AdminServiceStub:
     DrainWorker         -         -       -       yes
     ShutdownWorker      -         -       -       yes
     SetConcurrency      -         -       -       yes
+    WhoAmI              yes       yes     yes     yes
     """
 
     def __init__(self, channel):
@@ -150,6 +151,11 @@ class AdminServiceStub:
                 request_serializer=conveyor_dot_v1_dot_admin__service__pb2.SetConcurrencyRequest.SerializeToString,
                 response_deserializer=conveyor_dot_v1_dot_admin__service__pb2.SetConcurrencyResponse.FromString,
                 _registered_method=True)
+        self.WhoAmI = channel.unary_unary(
+                '/conveyor.v1.AdminService/WhoAmI',
+                request_serializer=conveyor_dot_v1_dot_admin__service__pb2.WhoAmIRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_admin__service__pb2.WhoAmIResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -194,6 +200,7 @@ class AdminServiceServicer:
     DrainWorker         -         -       -       yes
     ShutdownWorker      -         -       -       yes
     SetConcurrency      -         -       -       yes
+    WhoAmI              yes       yes     yes     yes
     """
 
     def ListQueues(self, request, context):
@@ -347,6 +354,17 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WhoAmI(self, request, context):
+        """Who the caller is, as the scheduler's auth file names it: the token's (or
+        certificate entry's) name, roles and queue scope. Every role may ask, so a
+        client (the dashboard) can offer only what the caller may do. Without
+        --auth-file, auth_enabled is false and the other fields are empty: every
+        call is allowed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -425,6 +443,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     request_deserializer=conveyor_dot_v1_dot_admin__service__pb2.SetConcurrencyRequest.FromString,
                     response_serializer=conveyor_dot_v1_dot_admin__service__pb2.SetConcurrencyResponse.SerializeToString,
             ),
+            'WhoAmI': grpc.unary_unary_rpc_method_handler(
+                    servicer.WhoAmI,
+                    request_deserializer=conveyor_dot_v1_dot_admin__service__pb2.WhoAmIRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_admin__service__pb2.WhoAmIResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'conveyor.v1.AdminService', rpc_method_handlers)
@@ -475,6 +498,7 @@ class AdminService:
     DrainWorker         -         -       -       yes
     ShutdownWorker      -         -       -       yes
     SetConcurrency      -         -       -       yes
+    WhoAmI              yes       yes     yes     yes
     """
 
     @staticmethod
@@ -872,6 +896,33 @@ class AdminService:
             '/conveyor.v1.AdminService/SetConcurrency',
             conveyor_dot_v1_dot_admin__service__pb2.SetConcurrencyRequest.SerializeToString,
             conveyor_dot_v1_dot_admin__service__pb2.SetConcurrencyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WhoAmI(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.AdminService/WhoAmI',
+            conveyor_dot_v1_dot_admin__service__pb2.WhoAmIRequest.SerializeToString,
+            conveyor_dot_v1_dot_admin__service__pb2.WhoAmIResponse.FromString,
             options,
             channel_credentials,
             insecure,

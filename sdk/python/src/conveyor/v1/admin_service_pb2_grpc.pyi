@@ -68,6 +68,7 @@ class AdminServiceStub:
       DrainWorker         -         -       -       yes
       ShutdownWorker      -         -       -       yes
       SetConcurrency      -         -       -       yes
+      WhoAmI              yes       yes     yes     yes
     """
 
     @_typing.overload
@@ -162,6 +163,13 @@ class AdminServiceStub:
     """Grow or shrink a running worker's slots (see SetConcurrency in
     worker_service.proto: a shrink lets running attempts finish).
     """
+    WhoAmI: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.WhoAmIRequest, _admin_service_pb2.WhoAmIResponse]
+    """Who the caller is, as the scheduler's auth file names it: the token's (or
+    certificate entry's) name, roles and queue scope. Every role may ask, so a
+    client (the dashboard) can offer only what the caller may do. Without
+    --auth-file, auth_enabled is false and the other fields are empty: every
+    call is allowed.
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -206,6 +214,7 @@ class AdminServiceAsyncStub(AdminServiceStub):
       DrainWorker         -         -       -       yes
       ShutdownWorker      -         -       -       yes
       SetConcurrency      -         -       -       yes
+      WhoAmI              yes       yes     yes     yes
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -297,6 +306,13 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """Grow or shrink a running worker's slots (see SetConcurrency in
     worker_service.proto: a shrink lets running attempts finish).
     """
+    WhoAmI: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.WhoAmIRequest, _admin_service_pb2.WhoAmIResponse]  # type: ignore[assignment]
+    """Who the caller is, as the scheduler's auth file names it: the token's (or
+    certificate entry's) name, roles and queue scope. Every role may ask, so a
+    client (the dashboard) can offer only what the caller may do. Without
+    --auth-file, auth_enabled is false and the other fields are empty: every
+    call is allowed.
+    """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """AdminService is inspection and repair: queue stats and control, task search and
@@ -340,6 +356,7 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
       DrainWorker         -         -       -       yes
       ShutdownWorker      -         -       -       yes
       SetConcurrency      -         -       -       yes
+      WhoAmI              yes       yes     yes     yes
     """
 
     @_abc_1.abstractmethod
@@ -518,6 +535,19 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_admin_service_pb2.SetConcurrencyResponse, _abc.Awaitable[_admin_service_pb2.SetConcurrencyResponse]]:
         """Grow or shrink a running worker's slots (see SetConcurrency in
         worker_service.proto: a shrink lets running attempts finish).
+        """
+
+    @_abc_1.abstractmethod
+    def WhoAmI(
+        self,
+        request: _admin_service_pb2.WhoAmIRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.WhoAmIResponse, _abc.Awaitable[_admin_service_pb2.WhoAmIResponse]]:
+        """Who the caller is, as the scheduler's auth file names it: the token's (or
+        certificate entry's) name, roles and queue scope. Every role may ask, so a
+        client (the dashboard) can offer only what the caller may do. Without
+        --auth-file, auth_enabled is false and the other fields are empty: every
+        call is allowed.
         """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

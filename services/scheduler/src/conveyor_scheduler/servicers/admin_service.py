@@ -8,12 +8,14 @@ import grpc
 
 from conveyor.v1 import admin_service_pb2, task_pb2
 from conveyor_scheduler import control
+from conveyor_scheduler.auth_source import AuthSource
 from conveyor_scheduler.core import Core
 from conveyor_scheduler.errors import InvalidArgument, NotFound
 from conveyor_scheduler.records import to_task
 from conveyor_scheduler.registry import Registered
 from conveyor_scheduler.task_search import MAX_PAGE, decode_cursor, encode_cursor, parse_filter, to_tasks
 from conveyor_scheduler.validation import check_name, check_queue, check_task_id
+from conveyor_scheduler.whoami import who_am_i
 
 MAX_SLOTS = 10_000
 """A worker's concurrency plus prefetch: the cap on one stream's credit."""
@@ -23,8 +25,10 @@ RETRYABLE = frozenset({task_pb2.TASK_STATE_FAILED, task_pb2.TASK_STATE_CANCELLED
 
 
 class AdminService:
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: Core, auth: AuthSource | None = None) -> None:
         self.core = core
+        self.auth = auth
+        """The auth file's table (None without --auth-file), for WhoAmI."""
 
     # -- queues ------------------------------------------------------------------------------
 
@@ -152,6 +156,10 @@ class AdminService:
                                                  f"at most {MAX_SLOTS:,}, got {slots}")
         await self.core.control.send(request.worker_id, found.owner, control.CONCURRENCY, slots)
         return admin_service_pb2.SetConcurrencyResponse(worker=found.worker)
+
+    async def WhoAmI(self, request: admin_service_pb2.WhoAmIRequest,
+                     context: grpc.aio.ServicerContext) -> admin_service_pb2.WhoAmIResponse:
+        return who_am_i(self.auth, context)
 
     async def _worker(self, worker_id: str) -> Registered:
         found = await self.core.registry.get(check_name(worker_id, "worker_id"))
