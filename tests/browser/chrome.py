@@ -81,6 +81,30 @@ class PageProblems:
 
 def collect_problems(driver: webdriver.Chrome) -> PageProblems:
     """Drains the browser and performance logs and returns the errors in them."""
+    return _drain(driver)[0]
+
+
+class BrowserLog:
+    """What the browser logged over several reads (each read drains Chromium's buffers): the
+    problems and every URL requested, e.g. to wait until a page opened its event stream."""
+
+    def __init__(self, driver: webdriver.Chrome) -> None:
+        self.driver = driver
+        self.problems = PageProblems([], [])
+        self.urls: list[str] = []
+
+    def read(self) -> BrowserLog:
+        problems, urls = _drain(self.driver)
+        self.problems.console_errors += problems.console_errors
+        self.problems.failed_requests += problems.failed_requests
+        self.urls += urls
+        return self
+
+    def requested(self, fragment: str) -> bool:
+        return any(fragment in url for url in self.urls)
+
+
+def _drain(driver: webdriver.Chrome) -> tuple[PageProblems, list[str]]:
     console = [f"{e.get('source', '')}: {e['message']}" for e in driver.get_log("browser") if e["level"] == "SEVERE"]
     failed = []
     urls: dict[str, str] = {}
@@ -95,7 +119,7 @@ def collect_problems(driver: webdriver.Chrome) -> PageProblems:
                 failed.append(f"{response['status']} {response['url']}")
         elif message["method"] == "Network.loadingFailed" and not params.get("canceled"):
             failed.append(f"{params.get('errorText')} {urls.get(params['requestId'], params['requestId'])}")
-    return PageProblems(console, failed)
+    return PageProblems(console, failed), list(urls.values())
 
 
 def assert_no_problems(driver: webdriver.Chrome, what: str) -> None:

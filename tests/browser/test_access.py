@@ -7,6 +7,7 @@ from __future__ import annotations
 from selenium import webdriver
 
 from conveyor import TaskState
+from conveyor.v1 import schedule_service_pb2
 from tests.browser.chrome import assert_no_problems, collect_problems
 from tests.browser.conftest import ADMIN_TOKEN, READER_TOKEN, Stack, sign_in
 from tests.browser.screenshots import screenshot
@@ -23,6 +24,10 @@ def populate(stack: Stack) -> str:
     wait_state(client, dead.id, TaskState.DEAD)
     client.schedules.create("hourly", "t.add", [1, 1], cron="0 * * * *")
     return dead.id
+
+
+def count_adds(stack: Stack) -> int:
+    return sum(1 for _ in stack.client.admin.iter_tasks("default", name="t.add"))
 
 
 def test_a_reader_sees_no_action_and_its_forged_post_is_refused(secured_stack: Stack,
@@ -48,7 +53,9 @@ def test_a_reader_sees_no_action_and_its_forged_post_is_refused(secured_stack: S
         screenshot(browser, f"reader-{path.strip('/').split('?')[0].replace('/', '-') or 'overview'}")
 
     open_page(browser, stack.url + "/queues")
-    token = csrf_token(browser) or ""
+    token = csrf_token(browser)
+    assert token, "no CSRF token on the reader's page: the 403s below would not show the role check"
+    adds_before = count_adds(stack)
     forged = {"/queues/default/pause": {}, "/queues/default/purge": {"confirm": "0"},
               f"/tasks/{dead_id}/retry": {}, "/dead/default/requeue": {"all": "1"}, "/dead/default/purge": {"all": "1"},
               "/schedules/hourly/pause": {}, "/schedules/hourly/fire": {}}
@@ -60,7 +67,8 @@ def test_a_reader_sees_no_action_and_its_forged_post_is_refused(secured_stack: S
     assert not queue.paused and queue.dead == 1
     assert stack.client.admin.list_dead_letters("default").total == 1
     assert TaskState(stack.client.get_task(dead_id).state) is TaskState.DEAD
-    assert not stack.client.schedules.get("hourly").paused
+    assert stack.client.schedules.get("hourly").state != schedule_service_pb2.SCHEDULE_STATE_PAUSED
+    assert count_adds(stack) == adds_before  # the schedule never fired
 
 
 def test_a_post_without_a_valid_csrf_token_is_refused(stack: Stack, browser: webdriver.Chrome) -> None:

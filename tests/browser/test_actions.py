@@ -15,7 +15,7 @@ from conveyor import TaskState
 from tests.browser.chrome import assert_no_problems
 from tests.browser.conftest import Stack
 from tests.browser.screenshots import screenshot
-from tests.browser.ui import click_action, open_page, state_of, testid_text, wait_state
+from tests.browser.ui import by_testid, click_action, open_page, state_of, wait_state
 from tests.harness import Cluster, wait_for
 
 
@@ -59,7 +59,7 @@ def test_cancelling_a_running_task_from_its_page(stack: Stack, browser: webdrive
     wait_state(client, running.id, TaskState.CANCELLED, timeout=15)
     WebDriverWait(browser, 10).until(lambda d: d.current_url.rstrip("/").endswith(f"/tasks/{running.id}"))
     open_page(browser, f"{stack.url}/tasks/{running.id}")
-    assert testid_text(browser, "task-state") == "CANCELLED"
+    assert by_testid(browser, "task-state") == "CANCELLED"
     assert not browser.find_elements(By.CSS_SELECTOR, '[data-action="cancel"]'), "a finished task offers cancel"
     assert_no_problems(browser, "the cancelled task's page")
     screenshot(browser, "task-cancelled")

@@ -12,10 +12,10 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from conveyor import TaskState
-from tests.browser.chrome import assert_no_problems
+from tests.browser.chrome import BrowserLog, assert_no_problems
 from tests.browser.conftest import Stack
 from tests.browser.screenshots import screenshot
-from tests.browser.ui import open_page, testid_text, wait_state
+from tests.browser.ui import by_testid, open_page, wait_state
 
 
 def set_filter(driver: webdriver.Chrome, field: str, value: str) -> None:
@@ -23,11 +23,10 @@ def set_filter(driver: webdriver.Chrome, field: str, value: str) -> None:
     element = driver.find_element(By.CSS_SELECTOR, f'form [name="{field}"]')
     if element.tag_name == "select":
         select = Select(element)
-        options = {o.get_attribute("value"): o for o in select.options}
-        if value in options:
-            select.select_by_value(value)
-        else:
+        if any(o.text.strip() == value for o in select.options):
             select.select_by_visible_text(value)
+        else:
+            select.select_by_value(value)
     else:
         element.clear()
         element.send_keys(value)
@@ -58,13 +57,13 @@ def test_the_filter_finds_a_failed_task_whose_page_shows_decoded_args_and_the_tr
     row = browser.find_element(By.CSS_SELECTOR, f'tr[data-task-id="{failed.id}"]')
     row.find_element(By.CSS_SELECTOR, f'a[href*="{failed.id}"]').click()
     WebDriverWait(browser, 10).until(lambda d: d.current_url.rstrip("/").endswith(f"/tasks/{failed.id}"))
-    assert testid_text(browser, "task-state") == "FAILED"
-    assert '"needle-4711"' in testid_text(browser, "task-args")  # decoded JSON, not base64
+    assert by_testid(browser, "task-state") == "FAILED"
+    assert '"needle-4711"' in by_testid(browser, "task-args")  # decoded JSON, not base64
     tracebacks = browser.find_elements(By.CSS_SELECTOR, '[data-testid="traceback"]')
     assert len(tracebacks) == 1
     assert "ValueError" in tracebacks[0].text and "needle-4711" in tracebacks[0].text
     assert "Traceback (most recent call last)" in tracebacks[0].text
-    assert "tenant" in testid_text(browser, "task-headers") and "acme" in testid_text(browser, "task-headers")
+    assert "tenant" in by_testid(browser, "task-headers") and "acme" in by_testid(browser, "task-headers")
     assert_no_problems(browser, "the failed task's page")
     screenshot(browser, "task-failed")
 
@@ -75,15 +74,17 @@ def test_a_task_page_follows_its_task_to_succeeded_without_a_reload(stack: Stack
     handle = stack.client.submit("t.wait_file", [str(release), {"answer": 42}])
     wait_state(stack.client, handle.id, TaskState.ACTIVE)
     open_page(browser, f"{stack.url}/tasks/{handle.id}")
-    assert testid_text(browser, "task-state") == "ACTIVE"
-    browser.execute_script("window.__notReloaded = true;")  # a reload would lose it
+    assert by_testid(browser, "task-state") == "ACTIVE"
+    stream = f"/events/tasks/{handle.id}"
+    seen = BrowserLog(browser)
+    WebDriverWait(browser, 10).until(lambda _: seen.read().requested(stream))  # the page follows its task
+    assert not seen.problems, f"the task page:\n{seen.problems}"
 
     release.touch()
     wait_state(stack.client, handle.id, TaskState.SUCCEEDED, timeout=10)
     finished = time.monotonic()
-    WebDriverWait(browser, 2, poll_frequency=0.05).until(lambda d: testid_text(d, "task-state") == "SUCCEEDED")
+    WebDriverWait(browser, 2, poll_frequency=0.05).until(lambda d: by_testid(d, "task-state") == "SUCCEEDED")
     assert time.monotonic() - finished < 2.0
-    assert browser.execute_script("return window.__notReloaded === true;"), "the page reloaded instead of updating"
-    WebDriverWait(browser, 5).until(lambda d: '"answer"' in testid_text(d, "task-result"))
+    WebDriverWait(browser, 5).until(lambda d: '"answer"' in by_testid(d, "task-result"))
     assert_no_problems(browser, "the live task page")
     screenshot(browser, "task-live-succeeded")

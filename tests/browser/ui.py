@@ -22,9 +22,13 @@ def open_page(driver: webdriver.Chrome, url: str) -> None:
     WebDriverWait(driver, 10).until(ec.presence_of_element_located((By.TAG_NAME, "body")))
 
 
+ACTIONS = ("pause", "resume", "purge", "cancel", "retry", "requeue", "drain", "shutdown", "scale", "fire")
+"""The contract's data-action names: every control that changes something carries one."""
+
+
 def actions(driver: webdriver.Chrome | WebElement, action: str | None = None) -> list[WebElement]:
     """Every visible action control (a button or a form with data-action), or those of one action."""
-    selector = f'[data-action="{action}"]' if action else "[data-action]"
+    selector = f'[data-action="{action}"]' if action else ", ".join(f'[data-action="{a}"]' for a in ACTIONS)
     return [e for e in driver.find_elements(By.CSS_SELECTOR, selector) if e.is_displayed() or e.tag_name == "form"]
 
 
@@ -51,7 +55,7 @@ def wait_state(client: Client, task_id: str, *states: TaskState, timeout: float 
                     what=f"task {task_id} to be {'/'.join(s.name for s in states)}")
 
 
-def testid_text(driver: webdriver.Chrome, testid: str) -> str:
+def by_testid(driver: webdriver.Chrome, testid: str) -> str:
     return str(driver.find_element(By.CSS_SELECTOR, f'[data-testid="{testid}"]').text)
 
 
