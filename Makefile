@@ -10,18 +10,20 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 install: $(STAMP) node_modules/.installed
 
-$(STAMP): requirements/dev.txt sdk/python/pyproject.toml services/scheduler/pyproject.toml services/worker/pyproject.toml
+$(STAMP): requirements/dev.txt sdk/python/pyproject.toml services/scheduler/pyproject.toml services/worker/pyproject.toml \
+		services/dashboard/pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements/dev.txt -e 'sdk/python[otlp]' -e 'services/scheduler[otlp]' \
-		-e 'services/worker[otlp]'
+		-e 'services/worker[otlp]' -e services/dashboard
 	touch $@
 
 # `npm install` honours package-lock.json; `npm ci` is avoided because npm wrongly reports the
 # lock as out of sync when it lacks other platforms' optional binaries (npm/cli#4828).
-node_modules/.installed: package.json package-lock.json
+node_modules/.installed: package.json package-lock.json scripts/dashboard_assets.sh
 	npm install --no-audit --no-fund --loglevel=error
+	scripts/dashboard_assets.sh
 	touch $@
 
 proto: $(STAMP)

@@ -1,9 +1,9 @@
 """The dashboard scenario's measurements (issue 16): each page's server time with a deep queue
 behind it, and what 50 open overview streams cost the dashboard process.
 
-Pages are timed from this process with httpx over loopback (request sent to last byte read),
+Pages are timed from this process with httpx2 over loopback (request sent to last byte read),
 one request at a time after a warm-up, so a page's p95 is its own. The streams are
-`/events/overview` server-sent event streams held open by httpx in one asyncio loop here;
+`/events/overview` server-sent event streams held open by httpx2 in one asyncio loop here;
 the dashboard's CPU is read from /proc over the same seconds, first without streams.
 """
 
@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2 as httpx
 
 from bench.measure import CpuMeter, percentile
 from tests.browser.dashboard_process import Dashboard, start_dashboard

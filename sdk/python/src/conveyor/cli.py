@@ -140,7 +140,10 @@ def watch(ctx: click.Context, task_id: str, timeout: float | None) -> None:
 @click.option("--demo", is_flag=True, help="Submit the example tasks and print their results once up.")
 @click.option("--metrics-port", default=9464, show_default=True, type=click.IntRange(0, 65535),
               help="The scheduler's Prometheus /metrics port (0: off).")
-def dev(app_ref: str, port: int, concurrency: int, data_dir: str, demo: bool, metrics_port: int) -> None:
+@click.option("--dashboard-port", default=8080, show_default=True, type=click.IntRange(0, 65535),
+              help="The web dashboard's port on 127.0.0.1, when conveyor-dashboard is installed (0: off).")
+def dev(app_ref: str, port: int, concurrency: int, data_dir: str, demo: bool, metrics_port: int,
+        dashboard_port: int) -> None:
     """Run a scheduler (embedded Redis) and a worker in one command, until Ctrl-C.
 
     The stack is plaintext on loopback: it ignores --token, --tls-* and their variables."""
@@ -162,6 +165,12 @@ def dev(app_ref: str, port: int, concurrency: int, data_dir: str, demo: bool, me
             from conveyor.demo import run_demo  # noqa: PLC0415
 
             run_demo(target)
+        if dashboard_port and importlib.util.find_spec("conveyor_dashboard") is not None:
+            procs.append(subprocess.Popen([sys.executable, "-m", "conveyor_dashboard", "--scheduler", target,
+                                           "--host", "127.0.0.1", "--port", str(dashboard_port)], env=env,
+                                          stdout=subprocess.DEVNULL))
+            _wait_listening(dashboard_port, procs[-1])
+            click.echo(f"conveyor dev: dashboard on http://127.0.0.1:{dashboard_port}")
         metrics = f", metrics on http://127.0.0.1:{metrics_port}/metrics" if metrics_port else ""
         click.echo(f"conveyor dev: scheduler on {target}{metrics}, worker running {app_ref}; Ctrl-C to stop")
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -179,6 +188,20 @@ def dev(app_ref: str, port: int, concurrency: int, data_dir: str, demo: bool, me
                 p.wait(15)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+def _wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """Waits until the dashboard accepts connections (it says so only on its own stdout)."""
+    import socket  # noqa: PLC0415
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise click.ClickException(f"the dashboard did not listen on 127.0.0.1:{port} (see its log above)")
 
 
 def _wait_serving(target: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:

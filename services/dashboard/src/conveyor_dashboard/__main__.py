@@ -1,0 +1,3 @@
+from conveyor_dashboard.cli import main
+
+main()

@@ -1,0 +1,186 @@
+"""Server-sent events.
+
+/events/overview: ONE poll per replica and credential (sessions that see the same data share
+it), every Settings.overview_interval_s while anyone listens, fanned out to every open
+overview; it stops when the last one goes. Each poll also appends a point to an in-memory
+history (the last hour) that the overview's chart draws.
+
+/events/tasks/{id}: one WatchTask stream per open task page, on that session's channel,
+cancelled when the browser goes (Starlette cancels the response when the client disconnects)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from conveyor.aio import AsyncClient
+from conveyor.common import TaskState
+from conveyor.errors import RPCError
+from conveyor.v1 import task_service_pb2, task_service_pb2_grpc
+from conveyor_dashboard.overview import snapshot
+from conveyor_dashboard.web import SignInNeeded, dashboard, session_for
+
+log = logging.getLogger(__name__)
+HISTORY_S = 3600.0
+KEEPALIVE_S = 15.0
+SSE_HEADERS = {"cache-control": "no-store", "x-accel-buffering": "no"}
+
+
+def sse(event: str, data: Any) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+class _Poll:
+    """The shared poll of one credential: the latest snapshot, its waiters and the history."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self.client = client
+        self.latest: dict[str, Any] | None = None
+        self.version = 0
+        self.changed = asyncio.Condition()
+        self.listeners = 0
+        self.task: asyncio.Task[None] | None = None
+        self.history: deque[tuple[float, float, float, float | None]] = deque()
+        """(time, completions/s, failures/s, p95 wait s) from each poll's 1-minute window."""
+
+    def record(self, snap: dict[str, Any]) -> None:
+        one = snap["windows"][0]
+        self.history.append((snap["at"], one["throughput"], one["failures_per_s"], one["wait_p95"]))
+        while self.history and self.history[0][0] < snap["at"] - HISTORY_S:
+            self.history.popleft()
+
+
+class OverviewHub:
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._polls: dict[str, _Poll] = {}
+        self.polls_made = 0
+        """Snapshots taken in all (the bench reads it: it must not grow with the listeners)."""
+
+    def history(self, key: str) -> list[tuple[float, float, float, float | None]]:
+        poll = self._polls.get(key)
+        return list(poll.history) if poll else []
+
+    async def listen(self, key: str, client: AsyncClient) -> AsyncIterator[dict[str, Any]]:
+        """Yields the latest snapshot now (if any) and each new one."""
+        poll = self._polls.get(key)
+        if poll is None:
+            poll = self._polls[key] = _Poll(client)
+        poll.listeners += 1
+        if poll.task is None or poll.task.done():
+            poll.task = asyncio.create_task(self._run(poll), name=f"overview-poll-{len(self._polls)}")
+        seen = -1
+        try:
+            while True:
+                async with poll.changed:
+                    while poll.version == seen:
+                        await poll.changed.wait()
+                    seen, snap = poll.version, poll.latest
+                if snap is not None:
+                    yield snap
+        finally:
+            poll.listeners -= 1
+            if poll.listeners == 0 and poll.task is not None:
+                poll.task.cancel()
+                poll.task = None
+
+    async def _run(self, poll: _Poll) -> None:
+        while True:
+            try:
+                snap: dict[str, Any] | None = await snapshot(poll.client)
+                self.polls_made += 1
+            except (RPCError, grpc.RpcError) as exc:
+                log.warning("overview poll failed: %s", exc)
+                snap = None
+            if snap is not None:
+                poll.record(snap)
+                async with poll.changed:
+                    poll.latest, poll.version = snap, poll.version + 1
+                    poll.changed.notify_all()
+            await asyncio.sleep(self.interval_s)
+
+    async def close(self) -> None:
+        for poll in self._polls.values():
+            if poll.task is not None:
+                poll.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await poll.task
+
+
+async def _with_keepalive(source: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Passes `source` on, with a comment line when it is quiet, so proxies and the browser keep
+    the stream and a gone browser is noticed."""
+    it = aiter(source)
+    pending: asyncio.Task[bytes] | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(anext(it))
+            done, _ = await asyncio.wait({pending}, timeout=KEEPALIVE_S)
+            if not done:
+                yield b": keepalive\n\n"
+                continue
+            try:
+                chunk = pending.result()
+            except StopAsyncIteration:
+                return
+            pending = None
+            yield chunk
+    finally:
+        if pending is not None:
+            pending.cancel()
+        aclose = getattr(it, "aclose", None)
+        if aclose is not None:
+            with contextlib.suppress(Exception):
+                await aclose()
+
+
+async def overview_events(request: Request) -> Response:
+    try:
+        session = await session_for(request)
+    except SignInNeeded:
+        return Response("sign in first", 401)
+    hub: OverviewHub = dashboard(request).hub
+
+    async def stream() -> AsyncIterator[bytes]:
+        async for snap in hub.listen(session.credential_key, session.client):
+            yield sse("overview", snap)
+
+    return StreamingResponse(_with_keepalive(stream()), media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+async def task_events(request: Request) -> Response:
+    task_id = request.path_params["task_id"]
+    try:
+        session = await session_for(request)
+    except SignInNeeded:
+        return Response("sign in first", 401)
+
+    async def stream() -> AsyncIterator[bytes]:
+        call = task_service_pb2_grpc.TaskServiceStub(session.channel).WatchTask(
+            task_service_pb2.WatchTaskRequest(task_id=task_id))
+        try:
+            async for event in call:
+                state = TaskState(event.state)
+                yield sse("state", {"state": state.name, "attempt": event.attempt, "terminal": state.terminal})
+                if state.terminal:
+                    return
+        except grpc.RpcError as exc:
+            yield sse("gone", {"error": str(exc.details() if hasattr(exc, "details") else exc)})
+        finally:
+            call.cancel()
+
+    return StreamingResponse(_with_keepalive(stream()), media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+routes = [Route("/events/overview", overview_events), Route("/events/tasks/{task_id}", task_events)]

@@ -1,0 +1,25 @@
+"""/ : throughput, failures and p95 wait, backlog per queue, workers online, the beat leader."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from conveyor_dashboard.overview import snapshot
+from conveyor_dashboard.sessions import Session
+from conveyor_dashboard.web import dashboard, page
+
+
+async def overview(request: Request) -> Response:
+    async def load(session: Session) -> Mapping[str, Any]:
+        hub = dashboard(request).hub
+        return {"snap": await snapshot(session.client), "history": hub.history(session.credential_key)}
+
+    return await page(request, "overview.html", load)
+
+
+routes = [Route("/", overview)]

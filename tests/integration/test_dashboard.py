@@ -1,0 +1,253 @@
+"""The dashboard over HTTP (Starlette's TestClient) against a real scheduler, Redis and worker:
+every page answers with data, CSRF and roles are enforced on actions, the task list's cursor
+walks a whole search, a task's SSE stream follows it to the end; and the real command serves."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2 as httpx
+import pytest
+from conveyor_dashboard.app import create_app
+from conveyor_dashboard.events import OverviewHub
+from conveyor_dashboard.settings import Settings
+from starlette.testclient import TestClient
+
+from conveyor import Client
+from conveyor.aio import AsyncClient
+from conveyor.common import TaskState
+from conveyor.v1 import task_pb2
+from tests.auth_calls import auth_file
+from tests.harness import Cluster, free_port, wait_for
+
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+ADMIN, READER = "admin-secret-0123456789", "reader-secret-0123456789"
+
+
+def csrf_of(html: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', html) or re.search(r'name="csrf-token" content="([^"]+)"', html)
+    assert found, html[:2000]
+    return found.group(1)
+
+
+def state_of(client: Client, task_id: str) -> TaskState:
+    return TaskState(client.get_task(task_id).state)
+
+
+def finished(client: Client, task_id: str) -> TaskState:
+    def done() -> TaskState | None:
+        state = state_of(client, task_id)
+        return state if state.terminal else None
+
+    return wait_for(done, what=f"{task_id} to finish")
+
+
+@pytest.fixture
+def web(scheduler: str) -> Iterator[TestClient]:
+    with TestClient(create_app(Settings(scheduler=scheduler, trace_url="http://jaeger/trace/{trace_id}")),
+                    follow_redirects=False) as c:
+        yield c
+
+
+def test_every_page_answers_with_data(cluster: Cluster, scheduler: str, client: Client, web: TestClient) -> None:
+    worker = cluster.worker(scheduler)
+    ok = client.submit("t.add", [2, 3], headers={"traceparent": TRACEPARENT})
+    bad = client.submit("t.fail", ["kaboom"], max_retries=0)
+    [binary] = client.submit_many([task_pb2.TaskSpec(name="t.nobody", queue="other", payload=b"\x00\x01\xfe",
+                                                     content_type="application/octet-stream")])
+    client.schedules.create("every-hour", "t.add", [1, 1], every=3600)
+    assert finished(client, ok.id) is TaskState.SUCCEEDED and finished(client, bad.id).name in ("FAILED", "DEAD")
+    wait_for(client.admin.list_workers, what="the worker in the registry")
+
+    pages = {path: web.get(path) for path in ("/", "/queues", "/tasks", f"/tasks/{ok.id}", f"/tasks/{bad.id}",
+                                              f"/tasks/{binary.id}", "/dead?queue=default", "/workers", "/schedules")}
+    assert {path: r.status_code for path, r in pages.items() if r.status_code != 200} == {}
+    assert '<tr data-queue="default">' in pages["/"].text and "workers online" in pages["/"].text
+    queues = pages["/queues"].text
+    assert '<tr data-queue="default">' in queues and '<tr data-queue="other">' in queues
+    assert re.search(r'<tr data-queue="other">.*?data-testid="queued">1<', queues, re.S)
+    assert all(f'data-task-id="{t}"' in pages["/tasks"].text for t in (ok.id, bad.id, binary.id))
+    done = pages[f"/tasks/{ok.id}"].text
+    assert re.search(r'data-testid="task-state"[^>]*>SUCCEEDED<', done)
+    assert re.search(r'data-testid="task-result"[^>]*>5</pre>', done)
+    assert re.search(r'data-testid="task-args"[^>]*>\[\s*2,\s*3\s*\]</pre>', done)
+    assert 'href="http://jaeger/trace/4bf92f3577b34da6a3ce929d0e0e4736"' in done and "traceparent" in done
+    failed = pages[f"/tasks/{bad.id}"].text
+    assert 'data-testid="traceback"' in failed and "kaboom" in failed
+    assert re.search(r'data-testid="task-args"[^>]*>\[\s*&#34;kaboom&#34;\s*\]</pre>', failed), failed
+    assert "3 bytes: 00 01 fe" in pages[f"/tasks/{binary.id}"].text
+    assert worker.popen.args[-1] in pages["/workers"].text or "worker-" in pages["/workers"].text
+    assert "every-hour" in pages["/schedules"].text and "every 60.0 min" in pages["/schedules"].text
+    assert 'data-action="pause"' in queues  # no auth: everything is offered
+    filtered = web.get("/tasks", params={"queue": "default", "state": "SUCCEEDED"}).text
+    assert f'data-task-id="{ok.id}"' in filtered and f'data-task-id="{bad.id}"' not in filtered
+    assert web.get("/static/vendor/htmx.min.js").status_code == 200
+    assert web.get("/static/vendor/uPlot.iife.min.js").status_code == 200
+    assert web.get("/tasks", params={"state": "nonsense"}).status_code == 400
+
+
+def test_a_post_without_the_csrf_token_is_refused(client: Client, web: TestClient) -> None:
+    client.submit("t.add", [1, 1], queue="q1")
+    token = csrf_of(web.get("/queues").text)
+    assert web.post("/queues/q1/pause").status_code == 403
+    assert web.post("/queues/q1/pause", data={"csrf": "forged"}).status_code == 403
+    assert not client.admin.queues("q1")[0].paused
+    r = web.post("/queues/q1/pause", data={"csrf": token, "next": "/queues"})
+    assert (r.status_code, r.headers["location"]) == (303, "/queues")
+    assert client.admin.queues("q1")[0].paused
+    assert web.post("/queues/q1/resume", headers={"X-CSRF-Token": token}).status_code == 303  # as htmx sends it
+    assert not client.admin.queues("q1")[0].paused
+    assert "resumed queue q1" in web.get("/queues").text  # the flash message
+
+
+def test_the_task_list_cursor_walks_the_whole_search(client: Client, web: TestClient) -> None:
+    handles = client.submit_many([task_pb2.TaskSpec(name="t.add", queue="bulk", payload=b'{"args":[1,2]}')
+                                  for _ in range(120)])
+    url, seen, pages = "/tasks?queue=bulk", [], 0
+    while url:
+        html = web.get(url).text
+        rows = re.findall(r'<tr data-task-id="([^"]+)"', html)
+        assert len(rows) <= 50
+        seen += rows
+        pages += 1
+        nxt = re.search(r'<a href="([^"]+)" data-testid="next-page"', html)
+        url = nxt.group(1).replace("&amp;", "&") if nxt else ""
+        assert pages < 10
+    assert pages >= 3 and len(seen) == len(set(seen)) == 120 and set(seen) == {h.id for h in handles}
+
+
+def test_the_task_stream_follows_a_task_to_its_end(cluster: Cluster, scheduler: str, client: Client,
+                                                   web: TestClient) -> None:
+    cluster.worker(scheduler)
+    handle = client.submit("t.sleep", [0.5, "slept"])
+    page = web.get(f"/tasks/{handle.id}").text
+    assert f'data-sse="/events/tasks/{handle.id}"' in page
+    with web.stream("GET", f"/events/tasks/{handle.id}") as r:  # ends by itself once the task has finished
+        events = [json.loads(line[5:]) for line in r.iter_lines() if line.startswith("data:")]
+    assert events[-1]["state"] == "SUCCEEDED" and events[-1]["terminal"]
+    assert 'data-sse="/events/tasks/' not in web.get(f"/tasks/{handle.id}").text  # finished: nothing to follow
+
+
+@pytest.fixture
+def secured(cluster: Cluster, redis_url: str, tmp_path: Path) -> str:
+    path = auth_file(tmp_path / "tokens.toml", {ADMIN: ("ops", ["admin"], None), READER: ("viewer", ["reader"], None)})
+    return cluster.scheduler(redis_url, "--auth-file", str(path))[1]
+
+
+def test_roles_decide_what_is_offered_and_a_readers_forged_post_changes_nothing(secured: str) -> None:
+    admin = Client(secured, token=ADMIN)
+    task = admin.submit("t.add", [1, 2], queue="q2")
+    settings = Settings(scheduler=secured)  # one app per client: each TestClient runs its own event loop
+    with TestClient(create_app(settings), follow_redirects=False) as reader, \
+            TestClient(create_app(settings), follow_redirects=False) as ops:
+        first = reader.get("/queues")
+        assert first.status_code == 303 and first.headers["location"].startswith("/signin")
+        assert '<input name="token"' in reader.get("/signin").text
+        assert reader.post("/signin", data={"token": "wrong-token-0123456789"}).status_code == 401
+        r = reader.post("/signin", data={"token": READER, "next": "/queues"})
+        assert (r.status_code, r.headers["location"]) == (303, "/queues")
+        cookie = r.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie and READER.lower() not in cookie
+        page = reader.get("/queues").text
+        assert '<tr data-queue="q2">' in page and "data-action" not in page and "viewer (reader)" in page
+        assert "data-action" not in reader.get(f"/tasks/{task.id}").text
+        token = csrf_of(page)
+        assert reader.post("/queues/q2/pause", data={"csrf": token}).status_code == 403
+        assert reader.post(f"/tasks/{task.id}/cancel", data={"csrf": token}).status_code == 403
+        assert not admin.admin.queues("q2")[0].paused and state_of(admin, task.id) is TaskState.QUEUED
+
+        assert ops.post("/signin", data={"token": ADMIN}).status_code == 303
+        page = ops.get("/queues").text
+        assert 'data-action="pause"' in page and 'data-action="purge"' in page
+        assert ops.post("/queues/q2/pause", data={"csrf": csrf_of(page)}).status_code == 303
+        assert admin.admin.queues("q2")[0].paused
+        purge = ops.post("/queues/q2/purge", data={"csrf": csrf_of(page), "confirm": "7"})  # not the count shown
+        assert purge.status_code == 303 and state_of(admin, task.id) is TaskState.QUEUED
+        assert ops.post("/queues/q2/purge", data={"csrf": csrf_of(page), "confirm": "1"}).status_code == 303
+        assert state_of(admin, task.id) is TaskState.CANCELLED
+        assert ops.post("/signout", data={"csrf": csrf_of(page)}).status_code == 303
+        assert ops.get("/queues").status_code == 303  # signed out: back to the sign-in page
+    admin.close()
+
+
+def test_read_only_hides_and_refuses_every_action(scheduler: str, client: Client) -> None:
+    client.submit("t.add", [1, 1], queue="q3")
+    with TestClient(create_app(Settings(scheduler=scheduler, read_only=True)), follow_redirects=False) as web:
+        page = web.get("/queues").text
+        assert '<tr data-queue="q3">' in page and "data-action" not in page
+        assert web.post("/queues/q3/pause", data={"csrf": csrf_of(page)}).status_code == 403
+    assert not client.admin.queues("q3")[0].paused
+
+
+def test_the_command_serves_and_pushes_the_overview(cluster: Cluster, scheduler: str, client: Client) -> None:
+    client.submit("t.add", [1, 1], queue="q4")
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "conveyor_dashboard", "--scheduler", scheduler, "--port",
+                             str(port)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == f"conveyor-dashboard listening on http://127.0.0.1:{port}"
+        base = f"http://127.0.0.1:{port}"
+        assert '<tr data-queue="q4">' in httpx.get(f"{base}/").text
+        with httpx.stream("GET", f"{base}/events/overview", timeout=30) as r:
+            assert r.headers["content-type"].startswith("text/event-stream")
+            data = next(line for line in r.iter_lines() if line.startswith("data:"))
+        snap = json.loads(data[5:])
+        assert [q["queue"] for q in snap["backlog"]] == ["q4"]
+        assert [w["minutes"] for w in snap["windows"]] == [1, 5, 15]
+    finally:
+        proc.terminate()
+        proc.wait(15)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    refused = subprocess.run([sys.executable, "-m", "conveyor_dashboard", "--scheduler", scheduler, "--host",
+                              "0.0.0.0", "--port", str(free_port())],
+                             capture_output=True, text=True, timeout=60, check=False)
+    assert refused.returncode != 0 and "refusing to serve plain HTTP" in refused.stderr
+
+
+def test_many_open_overviews_share_one_poll(scheduler: str, client: Client) -> None:
+    client.submit("t.add", [1, 1], queue="q5")
+
+    async def run() -> tuple[int, list[int]]:
+        hub = OverviewHub(interval_s=0.1)
+        async with AsyncClient(scheduler) as shared:
+            async def listener() -> int:
+                got = 0
+                async for snap in hub.listen("dashboard", shared):
+                    assert snap["backlog"][0]["queue"] == "q5"
+                    got += 1
+                    if got == 3:
+                        return got
+                return got
+
+            counts = await asyncio.gather(*(listener() for _ in range(50)))
+            polls = hub.polls_made
+            await hub.close()
+        return polls, counts
+
+    polls, counts = asyncio.run(run())
+    assert counts == [3] * 50
+    assert polls <= 6, f"{polls} polls for 50 listeners of 3 snapshots each: the poll is not shared"
+
+
+def test_cancel_and_retry_from_a_task_page(cluster: Cluster, scheduler: str, client: Client, web: TestClient) -> None:
+    waiting = client.submit("t.add", [1, 1], queue="nobody-runs-this")
+    token = csrf_of(web.get(f"/tasks/{waiting.id}").text)
+    assert web.post(f"/tasks/{waiting.id}/cancel", data={"csrf": token}).status_code == 303
+    assert state_of(client, waiting.id) is TaskState.CANCELLED
+    cluster.worker(scheduler)
+    bad = client.submit("t.fail", ["again"], max_retries=0)
+    first = finished(client, bad.id)
+    assert 'data-action="retry"' in web.get(f"/tasks/{bad.id}").text
+    r = web.post(f"/tasks/{bad.id}/retry", data={"csrf": token})
+    assert (r.status_code, r.headers["location"]) == (303, f"/tasks/{bad.id}")
+    flash = web.get(f"/tasks/{bad.id}").text
+    assert "queued again" in flash or "requeued" in flash, re.findall(r'class="flash[^>]*>[^<]*', flash)
+    assert finished(client, bad.id) is first and client.get_task(bad.id).attempt == 1
