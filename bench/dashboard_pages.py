@@ -17,9 +17,12 @@ from typing import Any
 import httpx2 as httpx
 
 from bench.measure import CpuMeter, percentile
+from conveyor import Client
 from tests.browser.dashboard_process import Dashboard, start_dashboard
 
 WARMUP = 3
+LIST_PAGE = 50
+"""Tasks per page of the dashboard's tasks list."""
 
 
 def pages(deep_queue: str, task_id: str) -> dict[str, str]:
@@ -49,6 +52,22 @@ def time_pages(base_url: str, paths: dict[str, str], requests: int) -> dict[str,
     return out
 
 
+def time_list_tasks(target: str, deep_queue: str, requests: int) -> dict[str, float]:
+    """p95 ms of the ListTasks calls behind the two tasks pages (50 a page, as the dashboard
+    asks), straight through the SDK: the scheduler's part of those pages' time."""
+    out: dict[str, float] = {}
+    with Client(target) as client:
+        for name, queue, states in (("tasks", None, ()), ("tasks_deep_queued", deep_queue, ("QUEUED",))):
+            samples = []
+            for i in range(WARMUP + requests):
+                t0 = time.perf_counter()
+                client.admin.list_tasks(queue, states=states, page_size=LIST_PAGE)
+                if i >= WARMUP:
+                    samples.append((time.perf_counter() - t0) * 1000)
+            out[f"rpc_p95_ms_{name}"] = percentile(samples, 95)
+    return out
+
+
 async def _hold_streams(base_url: str, count: int, seconds: float, pid: int) -> tuple[float, int, int]:
     """Opens `count` overview streams, waits for each one's first event, then meters the
     dashboard's CPU for `seconds` while they stay open. Returns (CPU %, events read, streams open)."""
@@ -66,9 +85,10 @@ async def _hold_streams(base_url: str, count: int, seconds: float, pid: int) -> 
                         opened[i].set()
 
         readers = [asyncio.create_task(follow(i)) for i in range(count)]
-        waiting = asyncio.ensure_future(asyncio.gather(*(e.wait() for e in opened)))
+        waiting: asyncio.Future[Any] = asyncio.ensure_future(asyncio.gather(*(e.wait() for e in opened)))
+        first: list[asyncio.Future[Any]] = [waiting, *readers]
         try:
-            await asyncio.wait([waiting, *readers], timeout=30, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(first, timeout=30, return_when=asyncio.FIRST_COMPLETED)
             failed = [r for r in readers if r.done()]
             if failed:
                 failed[0].result()  # raises the stream's error
@@ -100,6 +120,7 @@ def measure(target: str, work_dir: Path, deep_queue: str, task_id: str, requests
     dashboard = start_dashboard(work_dir, target, name="dashboard")
     try:
         timed = time_pages(dashboard.url, pages(deep_queue, task_id), requests)
+        rpc = time_list_tasks(target, deep_queue, requests)
         pid = dashboard.proc.popen.pid
         idle = idle_cpu_percent(pid, seconds)
         cpu, events, alive = asyncio.run(_hold_streams(dashboard.url, streams, seconds, pid))
@@ -108,6 +129,6 @@ def measure(target: str, work_dir: Path, deep_queue: str, task_id: str, requests
         raise
     flat = {f"p95_ms_{name}": t["p95_ms"] for name, t in timed.items()}
     worst = max(timed, key=lambda name: timed[name]["p95_ms"])
-    return dashboard, {**flat, "page_p95_max_ms": timed[worst]["p95_ms"], "slowest_page": worst, "pages": timed,
+    return dashboard, {**flat, **rpc, "page_p95_max_ms": timed[worst]["p95_ms"], "slowest_page": worst, "pages": timed,
                        "requests_per_page": requests, "sse_streams": alive, "sse_seconds": seconds,
                        "sse_events": events, "sse_cpu_pct": cpu, "idle_cpu_pct": idle}

@@ -126,6 +126,8 @@ ROWS = [
     ("fan_in", "rss_mib", "scheduler RSS MiB, idle workers", "{:.1f}", False),
     *(("dashboard", f"p95_ms_{page}", f"p95 ms, page {page}", "{:.1f}", False)
       for page in ("overview", "queues", "tasks", "tasks_deep_queued", "task", "dead", "workers", "schedules")),
+    ("dashboard", "rpc_p95_ms_tasks", "p95 ms, its ListTasks alone (SDK)", "{:.1f}", False),
+    ("dashboard", "rpc_p95_ms_tasks_deep_queued", "p95 ms, tasks_deep_queued's ListTasks", "{:.1f}", False),
     ("dashboard", "sse_cpu_pct", "dashboard CPU %, 50 overview streams", "{:.2f}", False),
     ("dashboard", "idle_cpu_pct", "dashboard CPU %, no client", "{:.2f}", False),
     ("dashboard", "sse_events", "overview events sent, measured stretch", "{:,.0f}", True),

@@ -51,8 +51,14 @@ def state_of(client: Client, task_id: str) -> TaskState:
 
 
 def wait_state(client: Client, task_id: str, *states: TaskState, timeout: float = 30.0) -> TaskState:
-    return wait_for(lambda: (s := state_of(client, task_id)) in states and s, timeout,
-                    what=f"task {task_id} to be {'/'.join(s.name for s in states)}")
+    """Waits until the scheduler reports the task in one of `states`, and returns that state."""
+    def reached() -> TaskState | None:
+        state = state_of(client, task_id)
+        return state if state in states else None
+
+    found = wait_for(reached, timeout, what=f"task {task_id} to be {'/'.join(s.name for s in states)}")
+    assert found is not None
+    return found
 
 
 def by_testid(driver: webdriver.Chrome, testid: str) -> str:
