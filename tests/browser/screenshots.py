@@ -33,8 +33,8 @@ def screenshot(driver: webdriver.Chrome, name: str) -> Path:
 
 def write_readme_images(driver: webdriver.Chrome, base_url: str, failed_task_id: str) -> list[Path]:
     """Writes docs/dashboard-overview.png and docs/dashboard-failed-task.png from a running
-    dashboard (the browser already signed in if it needs to be). The tests call it when
-    CONVEYOR_README_IMAGES=1: `CONVEYOR_README_IMAGES=1 .venv/bin/python -m pytest tests/browser -k readme`."""
+    dashboard (the browser already signed in if it needs to be). test_pages calls it when
+    CONVEYOR_README_IMAGES=1: `CONVEYOR_README_IMAGES=1 .venv/bin/python -m pytest tests/browser/test_pages.py`."""
     written = []
     for url, path in ((f"{base_url}/", README_OVERVIEW), (f"{base_url}/tasks/{failed_task_id}", README_FAILED_TASK)):
         driver.get(url)
