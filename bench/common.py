@@ -36,6 +36,13 @@ class Sizes:
     depth_push_batch: int = 10_000
     fan_in_workers: int = 200
     fan_in_seconds: float = 10.0
+    dashboard_tasks: int = 1_000_000
+    """Tasks queued (nobody consumes them) behind the dashboard while its pages are timed."""
+    dashboard_requests: int = 20
+    """Timed GETs per page (after a warm-up)."""
+    dashboard_streams: int = 50
+    dashboard_seconds: float = 10.0
+    """How long the open /events/overview streams (and, before them, none) are metered."""
     warmup: int = 300
     celery_calibration: int = 2_000
     celery_batch_seconds: float = 150.0
@@ -49,7 +56,8 @@ class Sizes:
 
 FULL = Sizes()
 QUICK = Sizes(single=200, batch=2_000, batch_size=500, latency=30, depth_small=1_000, depth_large=20_000,
-              depth_rounds=2, depth_push_batch=5_000, fan_in_workers=20, fan_in_seconds=2.0, warmup=50,
+              depth_rounds=2, depth_push_batch=5_000, fan_in_workers=20, fan_in_seconds=2.0, dashboard_tasks=20_000,
+              dashboard_requests=5, dashboard_seconds=2.0, warmup=50,
               celery_calibration=300, timeout=120.0, quick=True)
 
 

@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from bench import grpc_floor
+from bench import dashboard_pages, grpc_floor
 from bench.common import ROOT, Context, Profiler, private_redis, start, stop, wait_log
 from bench.measure import (
     Completions,
@@ -397,6 +397,19 @@ class ConveyorRunner:
         left = sum(int(self.redis.llen(key)) for key in QueueKeys.of(queue).ready)
         assert result.get("purged") == queued and left == 0, (result, queued)
         return {"purge_tasks": queued, "purge_seconds": took, "purge_worst_ping_ms": worst * 1000}
+
+    def dashboard(self, tasks: int, push_batch: int, requests: int, streams: int, seconds: float) -> dict[str, Any]:
+        """The web dashboard in front of this scheduler with `tasks` queued on DEEP_QUEUE (nobody
+        consumes them): each page's p95 and its CPU with `streams` open overview streams."""
+        self._fresh("dashboard", prefetch=0)  # a worker on `default`: the workers page has a row
+        queued = asyncio.run(_push(self.target, tasks, push_batch, queue=DEEP_QUEUE))
+        with Client(self.target) as client:
+            stored = client.admin.queues(DEEP_QUEUE)[0].queued
+        proc, res = dashboard_pages.measure(self.target, self.ctx.work_dir, DEEP_QUEUE, queued[len(queued) // 2],
+                                            requests, streams, seconds)
+        stop(proc.proc)
+        # Every pushed task is stored and still queued: the pages were timed at full depth.
+        return {**res, "depth": stored, "tasks": len(queued), "verified": stored if stored == len(queued) else 0}
 
     def fan_in(self, count: int, seconds: float) -> dict[str, Any]:
         """`count` idle workers' streams on one scheduler: its CPU and RSS."""

@@ -1,4 +1,4 @@
-"""The benchmark's report: the targets of issue 6 checked against a run, and the printed table."""
+"""The benchmark's report: the targets of issues 6, 15 and 16 checked against a run, and the printed table."""
 
 from __future__ import annotations
 
@@ -85,6 +85,8 @@ TARGETS = [
     Target("depth", "purge: Redis answers a PING within 50 ms throughout",
            _at_most("depth", "purge_worst_ping_ms", 50)),
     Target("fan_in", "200 idle workers < 5% of a core", _at_most("fan_in", "cpu_pct", 5.0)),
+    Target("dashboard", "every page's p95 <= 100 ms, 1M tasks queued", _at_most("dashboard", "page_p95_max_ms", 100)),
+    Target("dashboard", "50 open overview streams <= 5% of a core", _at_most("dashboard", "sse_cpu_pct", 5.0)),
     Target("batch", "TLS + token: throughput >= 0.9x plaintext", _tls_ratio("batch", "throughput", True)),
     Target("latency", "TLS + token: p50 <= 1.1x plaintext", _tls_ratio("latency", "p50_ms", False)),
     Target("latency", "TLS + token: p99 <= 1.1x plaintext", _tls_ratio("latency", "p99_ms", False)),
@@ -122,8 +124,15 @@ ROWS = [
     ("fan_in", "cpu_pct", "scheduler CPU %, idle workers", "{:.2f}", False),
     ("fan_in", "baseline_cpu_pct", "scheduler CPU %, no workers", "{:.2f}", False),
     ("fan_in", "rss_mib", "scheduler RSS MiB, idle workers", "{:.1f}", False),
+    *(("dashboard", f"p95_ms_{page}", f"p95 ms, page {page}", "{:.1f}", False)
+      for page in ("overview", "queues", "tasks", "tasks_deep_queued", "task", "dead", "workers", "schedules")),
+    ("dashboard", "rpc_p95_ms_tasks", "p95 ms, its ListTasks alone (SDK)", "{:.1f}", False),
+    ("dashboard", "rpc_p95_ms_tasks_deep_queued", "p95 ms, tasks_deep_queued's ListTasks", "{:.1f}", False),
+    ("dashboard", "sse_cpu_pct", "dashboard CPU %, 50 overview streams", "{:.2f}", False),
+    ("dashboard", "idle_cpu_pct", "dashboard CPU %, no client", "{:.2f}", False),
+    ("dashboard", "sse_events", "overview events sent, measured stretch", "{:,.0f}", True),
     *((scenario, "cpu_steal_pct", "machine: CPU % stolen by host", "{:.1f}", False)
-      for scenario in ("single_producer", "batch", "latency", "depth", "fan_in")),
+      for scenario in ("single_producer", "batch", "latency", "depth", "fan_in", "dashboard")),
 ]
 
 

@@ -15,8 +15,8 @@ from typing import Any
 from bench.common import Context
 from bench.measure import StealMeter
 
-SCENARIOS = ("single_producer", "batch", "latency", "depth", "fan_in")
-CONVEYOR_ONLY = {"depth", "fan_in"}
+SCENARIOS = ("single_producer", "batch", "latency", "depth", "fan_in", "dashboard")
+CONVEYOR_ONLY = {"depth", "fan_in", "dashboard"}
 """Celery has no equivalent of these (its queue depth and idle-worker cost are Redis's and kombu's)."""
 
 DESCRIPTIONS = {
@@ -26,6 +26,8 @@ DESCRIPTIONS = {
     "depth": "dispatch rate with 1k vs 1M queued; Redis bytes per queued task; scheduler RSS at both; "
              "PurgeQueue of what is left, with Redis PINGed throughout",
     "fan_in": "idle connected workers' streams: scheduler CPU and RSS",
+    "dashboard": "the web dashboard with 1M tasks queued: each page's p95 over sequential GETs; its CPU "
+                 "with 50 open /events/overview streams",
 }
 
 
@@ -38,6 +40,8 @@ def run_system(ctx: Context, runner: Any, scenarios: list[str]) -> dict[str, dic
         "latency": lambda: runner.latency(s.latency),
         "depth": lambda: runner.depth(s.depth_small, s.depth_large, s.depth_rounds, s.depth_push_batch),
         "fan_in": lambda: runner.fan_in(s.fan_in_workers, s.fan_in_seconds),
+        "dashboard": lambda: runner.dashboard(s.dashboard_tasks, s.depth_push_batch, s.dashboard_requests,
+                                              s.dashboard_streams, s.dashboard_seconds),
     }
     out: dict[str, dict[str, Any]] = {}
     for name in scenarios:

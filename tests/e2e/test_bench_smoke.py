@@ -22,6 +22,8 @@ FIELDS = {
     "latency": ("p50_ms", "p99_ms", "cpu_steal_pct"),
     "depth": ("rate_1k", "rate_1m", "redis_bytes_per_task", "rss_mib_1k", "rss_mib_1m", "cpu_steal_pct"),
     "fan_in": ("cpu_pct", "rss_mib", "cpu_steal_pct"),
+    "dashboard": ("page_p95_max_ms", "p95_ms_overview", "p95_ms_task", "sse_cpu_pct", "idle_cpu_pct", "sse_events",
+                  "cpu_steal_pct"),
 }
 
 
