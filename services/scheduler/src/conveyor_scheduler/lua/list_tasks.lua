@@ -48,11 +48,15 @@ local function examine(entry, index, id)
   end
 end
 
-local full = false
+-- Entries are read a few at a time, more while they are small: one submit call's entry can
+-- hold 10,000 ids (270 KB), and 64 of those would be copied into Lua to fill one page.
+local full, count = false, 4
 while not full do
-  local batch = redis.call('XREVRANGE', PREFIX .. 'x', start, stop, 'COUNT', 64)
+  local batch = redis.call('XREVRANGE', PREFIX .. 'x', start, stop, 'COUNT', count)
+  local size = 0
   for _, e in ipairs(batch) do
     local entry, ids = e[1], {}
+    size = size + #e[2][2]
     for id in string.gmatch(e[2][2], '[^,]+') do
       ids[#ids + 1] = id
     end
@@ -73,12 +77,13 @@ while not full do
       break
     end
   end
-  if not full and #batch < 64 then
+  if not full and #batch < count then
     done = 1
     break
   end
   if #batch > 0 then
     start = '(' .. batch[#batch][1]
   end
+  count = size > 16384 and 1 or math.min(64, count * 4)
 end
 return {out, {last_entry, last_index}, done}
