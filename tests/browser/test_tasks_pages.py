@@ -80,11 +80,13 @@ def test_a_task_page_follows_its_task_to_succeeded_without_a_reload(stack: Stack
     WebDriverWait(browser, 10).until(lambda _: seen.read().requested(stream))  # the page follows its task
     assert not seen.problems, f"the task page:\n{seen.problems}"
 
+    browser.execute_script("window.conveyorTestMarker = 1;")  # gone if the page reloads
     release.touch()
     wait_state(stack.client, handle.id, TaskState.SUCCEEDED, timeout=10)
     finished = time.monotonic()
     WebDriverWait(browser, 2, poll_frequency=0.05).until(lambda d: by_testid(d, "task-state") == "SUCCEEDED")
     assert time.monotonic() - finished < 2.0
     WebDriverWait(browser, 5).until(lambda d: '"answer"' in by_testid(d, "task-result"))
+    assert browser.execute_script("return window.conveyorTestMarker;") == 1  # swapped in place, not reloaded
     assert_no_problems(browser, "the live task page")
     screenshot(browser, "task-live-succeeded")
