@@ -46,7 +46,7 @@ def to_task(task_id: str, queue: str, rec: Record) -> task_pb2.Task:
 
 
 def add_attempts(task: task_pb2.Task, raw: bytes) -> None:
-    """Task.attempts from field 'ah' (lib.lua's remember_attempt). Leased tasks go without it."""
+    """Task.attempts from field 'ah' (lib.lua's attempts_with). Leased tasks go without it."""
     for entry in json.loads(raw):
         record = task.attempts.add(attempt=int(entry.get("a", 0)), worker_id=str(entry.get("w", "")))
         set_ms(record.started_at, int(entry.get("s", 0)))

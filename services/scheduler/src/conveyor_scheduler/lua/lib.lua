@@ -195,9 +195,10 @@ end
 -- The attempts that failed or came back unfinished (Task.attempts): field 'ah', a JSON array,
 -- oldest first, of {a = attempt, w = worker, s = started ms, e = ended ms, and for a failure
 -- t = error type, m = message, b = traceback cut to 8,192 characters}, the last 16 only.
--- Written when an attempt fails or is handed back: never on the success path.
-local function remember_attempt(key, attempt, worker, started, etype, emsg, etb)
-  local raw = redis.call('HGET', key, 'ah')
+-- Written when an attempt fails or is handed back: never on the success path. `raw` is the
+-- field's value as the caller read it (with the others it needs, in one HMGET); returns the
+-- new value, which the caller writes with its own HSET.
+local function attempts_with(raw, attempt, worker, started, etype, emsg, etb)
   local list = raw and cjson.decode(raw) or {}
   local entry = {a = tonumber(attempt) or 0, w = worker or '', s = tonumber(started) or 0, e = NOW}
   if etype then
@@ -207,22 +208,22 @@ local function remember_attempt(key, attempt, worker, started, etype, emsg, etb)
   while #list > 16 do
     table.remove(list, 1)
   end
-  redis.call('HSET', key, 'ah', cjson.encode(list))
+  return cjson.encode(list)
 end
 
 -- Puts an active task back at the front of its priority list (it keeps its place),
 -- or ends it CANCELLED when a cancel was requested while it ran.
 local function requeue_front(id, key)
-  local f = redis.call('HMGET', key, 'at', 'w', 'sa')
-  remember_attempt(key, f[1], f[2], f[3])
+  local f = redis.call('HMGET', key, 'at', 'w', 'sa', 'ah', 'cx', 'p')
+  local attempts = attempts_with(f[4], f[1], f[2], f[3])
   redis.call('ZREM', KEYS[12], id)
-  if redis.call('HGET', key, 'cx') == '1' then
-    finish(id, key, CANCELLED)
+  if f[5] == '1' then
+    finish(id, key, CANCELLED, nil, 'ah', attempts)
     return
   end
-  redis.call('HSET', key, 'st', QUEUED)
+  redis.call('HSET', key, 'st', QUEUED, 'ah', attempts)
   redis.call('HDEL', key, 'lt', 'w', 'le', 'o')
-  redis.call('LPUSH', ready_key(redis.call('HGET', key, 'p')), id)
+  redis.call('LPUSH', ready_key(f[6]), id)
   announce(id, key, QUEUED)
 end
 
@@ -231,9 +232,9 @@ end
 -- delay_ms < 0 means the task's backoff policy decides (equal jitter from `jitter`).
 local function fail_attempt(id, key, etype, emsg, etb, want_retry, delay_ms, jitter)
   redis.call('ZREM', KEYS[12], id)
-  redis.call('HSET', key, 'et', etype, 'em', emsg, 'eb', etb)
-  local f = redis.call('HMGET', key, 'at', 'mr', 'ib', 'mb', 'mu', 'nj', 'cx', 'w', 'sa')
-  remember_attempt(key, f[1], f[8], f[9], etype, emsg, etb)
+  local f = redis.call('HMGET', key, 'at', 'mr', 'ib', 'mb', 'mu', 'nj', 'cx', 'w', 'sa', 'ah')
+  redis.call('HSET', key, 'et', etype, 'em', emsg, 'eb', etb,
+    'ah', attempts_with(f[10], f[1], f[8], f[9], etype, emsg, etb))
   if f[7] == '1' then
     finish(id, key, CANCELLED)
     return CANCELLED
