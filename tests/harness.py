@@ -123,7 +123,7 @@ class RedisServer:
             raise AssertionError(f"redis-server could not bind port {self.port}")
         if answering:
             with redis.Redis(port=self.port) as client:
-                wait_for(lambda: _pings(client), 15, what="redis-server to answer")
+                wait_for(lambda: pings(client), 15, what="redis-server to answer")
         return self
 
     def stop(self, hard: bool = False) -> None:
@@ -143,7 +143,8 @@ def _listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _pings(client: redis.Redis) -> bool:
+def pings(client: redis.Redis) -> bool:
+    """True once `client`'s Redis answers a PING (False while it cannot be reached)."""
     try:
         return bool(client.ping())
     except redis.exceptions.ConnectionError:

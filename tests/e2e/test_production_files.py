@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.harness import ROOT, ClientTLS, Cluster, RedisServer, connected, free_port, wait_for
+from tests.harness import ROOT, ClientTLS, Cluster, RedisServer, connected, free_port, pings, wait_for
 
 
 def _env_file(path: Path) -> dict[str, str]:
@@ -46,7 +46,7 @@ def test_make_certs_files_run_a_secure_stack(certs: Path, cluster: Cluster, tmp_
         # the health check's user (default) may PING and nothing else
         probe = redis.Redis(port=port, ssl=True, ssl_ca_certs=str(certs / "ca.pem"),
                             ssl_certfile=str(certs / "client.pem"), ssl_keyfile=str(certs / "client-key.pem"))
-        wait_for(lambda: _pings(probe), 15, what="the TLS redis-server")
+        wait_for(lambda: pings(probe), 15, what="the TLS redis-server")
         with pytest.raises(redis.exceptions.NoPermissionError):
             probe.get("cv:anything")
         url = (_env_file(certs / "scheduler.env")["CONVEYOR_REDIS_URL"]
@@ -68,9 +68,3 @@ def test_make_certs_files_run_a_secure_stack(certs: Path, cluster: Cluster, tmp_
     finally:
         server.stop()
 
-
-def _pings(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.ConnectionError:
-        return False

@@ -14,7 +14,7 @@ import redis
 
 from conveyor import Client, TaskFailed
 from conveyor_scheduler.redis_acl import acl_rule
-from tests.harness import Cluster, RedisServer, connected, free_port, spawn, wait_for
+from tests.harness import Cluster, RedisServer, connected, free_port, pings, spawn, wait_for
 from tests.integration.test_metrics import scrape, value
 from tests.tls_files import Authority, Pair
 
@@ -50,18 +50,12 @@ def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TLSRedis]:
         answering=False)
     admin = redis.Redis(port=server.port, ssl=True, ssl_ca_certs=str(ca.pem), ssl_certfile=str(client.cert),
                         ssl_keyfile=str(client.key))
-    wait_for(lambda: _pings(admin), 15, what="the TLS redis-server to answer")
+    wait_for(lambda: pings(admin), 15, what="the TLS redis-server to answer")
     admin.execute_command(*acl_rule("conveyor", PASSWORD).split(" "))
     yield TLSRedis(server, ca, client, admin)
     admin.close()
     server.stop()
 
-
-def _pings(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.ConnectionError:
-        return False
 
 
 def test_scheduler_on_tls_redis_with_an_acl_user(cluster: Cluster, tls_redis: TLSRedis) -> None:

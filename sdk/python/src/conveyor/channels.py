@@ -123,7 +123,10 @@ def _hosts(target: str) -> list[str] | None:
     return hosts
 
 
-def _loopback_host(host: str) -> bool:
+def is_loopback_host(host: str) -> bool:
+    """Whether `host` (a name or an address, no port) is this machine: localhost, 127.0.0.0/8 or
+    ::1 (also as an IPv4-mapped address). Other names are not resolved. The scheduler and the
+    dashboard bind only such hosts without TLS and tokens."""
     if host.lower() == "localhost":
         return True
     try:
@@ -139,7 +142,7 @@ def is_loopback(target: str) -> bool:
     unix: socket. Other names are not resolved: a name that happens to point at 127.0.0.1 counts
     as remote."""
     hosts = _hosts(target)
-    return hosts is None or (bool(hosts) and all(_loopback_host(h) for h in hosts))
+    return hosts is None or (bool(hosts) and all(is_loopback_host(h) for h in hosts))
 
 
 def check_token_transport(target: str, tls: TLSConfig | None, token: str | None) -> None:

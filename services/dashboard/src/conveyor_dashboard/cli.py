@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ipaddress
 import sys
 
 import uvicorn
 
-from conveyor.channels import TLSConfig, resolve_token
+from conveyor.channels import TLSConfig, is_loopback_host, resolve_token
 from conveyor_dashboard.app import create_app
 from conveyor_dashboard.settings import Settings
 
@@ -37,20 +36,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return parser().parse_args(argv)
 
 
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
 
 def settings_of(args: argparse.Namespace) -> Settings:
     https = bool(args.tls_cert and args.tls_key)
     if bool(args.tls_cert) != bool(args.tls_key):
         sys.exit("conveyor-dashboard: --tls-cert and --tls-key go together")
-    if not https and not args.insecure and not _loopback(args.host):
+    if not https and not args.insecure and not is_loopback_host(args.host):
         sys.exit(f"conveyor-dashboard: refusing to serve plain HTTP on {args.host}: sign-in tokens would cross the "
                  f"network in the clear. Give --tls-cert/--tls-key, bind loopback, or pass --insecure.")
     if args.trace_url and "{trace_id}" not in args.trace_url:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from conveyor import event_loop
+from conveyor.channels import is_loopback_host
 from conveyor.telemetry import configure_from_env
 from conveyor_scheduler import auth_file as auth_files
 from conveyor_scheduler.config import SchedulerConfig
@@ -25,14 +25,6 @@ from conveyor_scheduler.validation import check_name, check_queue, parse_rate
 
 P = "CONVEYOR_SCHEDULER_"
 
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check(host: str, port: int, tls_cert: Path | None = None) -> bool:
@@ -60,7 +52,7 @@ def _check_binding(host: str, tls: bool, auth: bool, insecure: bool) -> None:
         return
     missing = " and ".join(what for what, have in (("TLS (--tls-cert/--tls-key)", tls), ("tokens (--auth-file)", auth))
                            if not have)
-    if _is_loopback(host):
+    if is_loopback_host(host):
         logging.info("no %s configured: listening on loopback only", missing)
         return
     if not insecure:
