@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from conveyor_scheduler.auth_file import AuthFileError, AuthTable, load
+from conveyor_scheduler.file_stamps import stamp
 
 log = logging.getLogger(__name__)
 CHECK_INTERVAL_S = 1.0
@@ -34,7 +34,7 @@ class AuthSource:
     def __init__(self, path: Path, clock: Callable[[], float] = time.monotonic) -> None:
         self.path = path
         self._clock = clock
-        self._version = self._stat()
+        self._version = stamp(self.path)
         self.table: AuthTable = load(path)  # an invalid file stops start-up
         self._next_check = clock() + CHECK_INTERVAL_S
         self._digests: dict[str, str] = {}
@@ -68,15 +68,8 @@ class AuthSource:
             digest = self._digests[secret] = sha256_hex(secret)
         return digest
 
-    def _stat(self) -> tuple[int, int, int] | None:
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return None
-        return st.st_mtime_ns, st.st_size, st.st_ino
-
     def _reload_if_changed(self) -> None:
-        version = self._stat()
+        version = stamp(self.path)
         if version == self._version:
             return
         self._version = version

@@ -26,6 +26,8 @@ import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from conveyor_scheduler.file_stamps import stamp
+
 log = logging.getLogger(__name__)
 
 EXPIRY_WARNING_DAYS = 14
@@ -183,16 +185,7 @@ class ServerCertificates:
             return None
 
     def _stamps(self) -> tuple[object, ...]:
-        def stamp(path: Path | None) -> object:
-            if path is None:
-                return None
-            try:
-                st = path.stat()
-            except OSError:
-                return "missing"
-            return st.st_mtime_ns, st.st_size, st.st_ino
-
-        return tuple(stamp(p) for p in self.paths)
+        return tuple(stamp(p) if p is not None else "unset" for p in self.paths)
 
     @staticmethod
     def _report(material: ServerMaterial) -> None:
