@@ -28,7 +28,7 @@ from conveyor_scheduler.auth_denials import NO_CREDENTIAL, QUEUE, ROLE, UNKNOWN_
 from conveyor_scheduler.auth_file import Principal
 from conveyor_scheduler.auth_source import AuthSource
 from conveyor_scheduler.errors import PermissionDenied, Unauthenticated
-from conveyor_scheduler.grpc_glue import Malformed, abort_for
+from conveyor_scheduler.grpc_glue import Malformed, abort_for, method_of
 from conveyor_scheduler.queue_scopes import FINDERS, QUEUE_FREE, STREAM_FINDERS, Finder, SpansQueues
 
 if TYPE_CHECKING:
@@ -50,9 +50,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     async def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
                                 details: grpc.HandlerCallDetails) -> Any:
         handler = await continuation(details)
-        method = details.method  # type: ignore[attr-defined]
-        if isinstance(method, bytes):
-            method = method.decode()
+        method = method_of(details)
         if handler is None or access.is_public(method):
             return handler
         table = self.source.current()

@@ -101,6 +101,13 @@ def _writing(impl: Callable[..., Any]) -> Callable[..., Any]:
     return handler
 
 
+def method_of(details: grpc.HandlerCallDetails) -> str:
+    """The full method name an interceptor sees ("/package.Service/Method"), as text: grpc.aio
+    may hand it over as bytes."""
+    method = details.method  # type: ignore[attr-defined]
+    return method.decode() if isinstance(method, bytes) else str(method)
+
+
 def add_servicer(server: grpc.aio.Server, servicer: object, service: descriptor.ServiceDescriptor) -> None:
     handlers = {}
     for method in service.methods:

@@ -48,6 +48,7 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from conveyor import telemetry as t
 from conveyor.v1 import task_pb2, task_service_pb2
+from conveyor_scheduler.grpc_glue import method_of
 from conveyor_scheduler.keys import QueueKeys
 from conveyor_scheduler.queue_stats import SyncQueueReader
 from conveyor_scheduler.store import Submitted
@@ -462,9 +463,7 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
     async def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
                                 details: grpc.HandlerCallDetails) -> Any:
         handler = await continuation(details)
-        method = details.method  # type: ignore[attr-defined]
-        if isinstance(method, bytes):
-            method = method.decode()
+        method = method_of(details)
         if handler is None or handler.request_streaming or not method.startswith("/conveyor."):
             return handler
         if handler.response_streaming and self.tel.tracer is None:
