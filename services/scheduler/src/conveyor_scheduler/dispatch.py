@@ -130,17 +130,11 @@ class Dispatcher:
             if qd is not None and session in qd.sessions:
                 qd.sessions.remove(session)
 
-    def credit_changed(self, session: WorkerSession) -> None:
-        for name in session.queues:
-            qd = self._queues.get(name)
-            if qd is not None and qd.maybe_ready:
-                qd.signal.notify()
-
-    def _credit_back(self, session: WorkerSession, held_by: QueueDispatch) -> None:
-        """A claim for one of the worker's queues held its credit, so a round of its other
-        queues meanwhile skipped it (no credit) and may have ended with tasks still ready:
-        those queues go again, or a task submitted before the worker connected would wait
-        for the next credit change or submit."""
+    def credit_changed(self, session: WorkerSession, held_by: QueueDispatch | None = None) -> None:
+        """The worker's credit grew: each of its queues that may hold tasks (but `held_by`) goes
+        again. Also called when a claim for one of its queues (`held_by`) gives back the credit it
+        held: a round of its other queues meanwhile found none and may have ended with tasks still
+        ready, which would otherwise wait for the next credit change or submit."""
         for name in session.queues:
             qd = self._queues.get(name)
             if qd is not None and qd is not held_by and qd.maybe_ready:
@@ -257,7 +251,7 @@ class Dispatcher:
             finally:
                 session.credit += want
                 if len(session.queues) > 1:
-                    self._credit_back(session, qd)
+                    self.credit_changed(session, held_by=qd)
             if claimed.reserved_ms >= 0:
                 self.on_reserved(qd.queue, claimed.reserved_ms)
             if claimed.parked:
