@@ -13,7 +13,6 @@ import collections
 import hashlib
 import os
 import random
-import secrets
 import signal
 import subprocess
 import sys
@@ -36,6 +35,7 @@ from bench.measure import (
     rss_mib,
 )
 from conveyor import AsyncClient, Call, Client, TaskState
+from conveyor.cli_token import entry, new_token
 from conveyor.common import outcome
 from conveyor.serialization import JSON, decode_result
 from conveyor.v1 import task_pb2
@@ -489,10 +489,9 @@ class Secure:
         ca = Authority(directory)
         pair = ca.issue("scheduler")
         self.client = ca.client()
-        secret = secrets.token_urlsafe(32)
+        secret = new_token()
         auth = directory / "tokens.toml"
-        auth.write_text(f'[[token]]\nname = "bench"\nsha256 = "{hashlib.sha256(secret.encode()).hexdigest()}"\n'
-                        'roles = ["admin"]\n')
+        auth.write_text(entry("bench", secret, ["admin"], None) + "\n")
         self.scheduler_args = ["--tls-cert", str(pair.cert), "--tls-key", str(pair.key), "--auth-file", str(auth)]
         self._saved = {name: os.environ.get(name) for name in self.ENV}
         os.environ.update({"CONVEYOR_TOKEN": secret, "CONVEYOR_TLS_CA": str(ca.pem)})

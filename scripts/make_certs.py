@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import hashlib
 import ipaddress
 import secrets
 from pathlib import Path
@@ -36,7 +35,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from conveyor_scheduler.redis_acl import acl_rule
+from conveyor.cli_token import entry, new_token
+from conveyor_scheduler.redis_acl import acl_file_line
 
 ROLES = {"worker": ["worker"], "admin": ["admin"], "producer": ["producer"], "reader": ["reader"],
          "dashboard": ["reader"]}
@@ -128,16 +128,12 @@ def main() -> None:
         write(f"{file}-key.pem", _pem_key(key))
     toml = ["# Conveyor --auth-file, written by scripts/make_certs.py: digests only, never secrets."]
     for name, roles in ROLES.items():
-        secret = secrets.token_urlsafe(32)
-        digest = hashlib.sha256(secret.encode()).hexdigest()
-        toml += ["", "[[token]]", f'name = "{name}"', f'sha256 = "{digest}"',
-                 "roles = [" + ", ".join(f'"{r}"' for r in roles) + "]"]
+        secret = new_token()
+        toml += ["", entry(name, secret, roles, None)]
         write(f"{name}.env", f"CONVEYOR_TOKEN={secret}\n".encode(), host_only=True)
     write("tokens.toml", ("\n".join(toml) + "\n").encode())
     password = secrets.token_urlsafe(24)  # URL-safe: goes into the rediss:// URL as it is
-    rule = acl_rule("conveyor", password).removeprefix("ACL SETUSER ").replace(
-        f" reset on >{password} ", f" on #{hashlib.sha256(password.encode()).hexdigest()} ")
-    write("redis-users.acl", f"user default on nopass -@all +ping\nuser {rule}\n".encode())
+    write("redis-users.acl", f"user default on nopass -@all +ping\n{acl_file_line('conveyor', password)}\n".encode())
     certs = "/certs"  # where compose mounts this folder
     url = (f"rediss://conveyor:{password}@redis:6379/0?ssl_ca_certs={certs}/ca.pem"
            f"&ssl_certfile={certs}/scheduler.pem&ssl_keyfile={certs}/scheduler-key.pem")

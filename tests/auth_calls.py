@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,17 +10,13 @@ from typing import Any
 import grpc
 from google.protobuf import descriptor, message_factory
 
+from conveyor.cli_token import entry
+
 
 def auth_file(path: Path, tokens: dict[str, tuple[str, Sequence[str], Sequence[str] | None]]) -> Path:
     """Writes [[token]] entries: secret -> (name, roles, queue globs or None)."""
-    parts = []
-    for secret, (name, roles, queues) in tokens.items():
-        part = (f'[[token]]\nname = "{name}"\nsha256 = "{hashlib.sha256(secret.encode()).hexdigest()}"\n'
-                f"roles = {list(roles)!r}\n").replace("'", '"')
-        if queues is not None:
-            part += f"queues = {list(queues)!r}\n".replace("'", '"')
-        parts.append(part)
-    path.write_text("\n".join(parts))
+    path.write_text("\n\n".join(entry(name, secret, list(roles), list(queues) if queues is not None else None)
+                                for secret, (name, roles, queues) in tokens.items()) + "\n")
     return path
 
 

@@ -8,7 +8,6 @@ checked on every call; each task ends in exactly one terminal state with the rig
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import secrets
 from pathlib import Path
 
@@ -16,16 +15,11 @@ import pytest
 
 from conveyor import AsyncClient, Call, Client, SubmitOptions, TaskState, TLSConfig
 from conveyor.errors import PermissionDenied, Unauthenticated, Unavailable
+from tests.auth_calls import auth_file
 from tests.harness import Cluster, connected
 from tests.tls_files import Authority
 
 QUEUES = "secure,secure-b"
-
-
-def _entry(name: str, secret: str, roles: str, queues: str = "") -> str:
-    scope = f"queues = [{', '.join(repr(q) for q in queues.split(','))}]\n" if queues else ""
-    return (f'[[token]]\nname = "{name}"\nsha256 = "{hashlib.sha256(secret.encode()).hexdigest()}"\n'
-            f"roles = [{', '.join(repr(r) for r in roles.split(','))}]\n{scope}\n")
 
 
 @pytest.fixture
@@ -34,10 +28,9 @@ def stack(cluster: Cluster, redis_url: str, tmp_path: Path) -> tuple[str, TLSCon
     server = ca.issue("server")
     client = ca.issue("client", common_name="conveyor-client")
     tokens = {name: secrets.token_urlsafe(32) for name in ("producer", "worker", "admin")}
-    auth = tmp_path / "tokens.toml"
-    auth.write_text(_entry("web", tokens["producer"], "producer", "secure*")
-                    + _entry("workers", tokens["worker"], "worker", "secure*")
-                    + _entry("ops", tokens["admin"], "admin"))
+    auth = auth_file(tmp_path / "tokens.toml", {tokens["producer"]: ("web", ["producer"], ["secure*"]),
+                                               tokens["worker"]: ("workers", ["worker"], ["secure*"]),
+                                               tokens["admin"]: ("ops", ["admin"], None)})
     proc, target = cluster.scheduler(
         redis_url, "--tls-cert", str(server.cert), "--tls-key", str(server.key), "--tls-client-ca", str(ca.pem),
         "--auth-file", str(auth), tls=ca.client(client))

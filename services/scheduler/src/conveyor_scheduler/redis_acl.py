@@ -9,6 +9,7 @@ under it. `python -m conveyor_scheduler.redis_acl USER PASSWORD` prints the ACL 
 
 from __future__ import annotations
 
+import hashlib
 import sys
 
 DIRECT = ("ping", "select", "evalsha", "script|load", "script|exists", "subscribe", "unsubscribe", "publish",
@@ -24,10 +25,19 @@ KEYS = "~cv:*"
 CHANNELS = "&cv:*"
 
 
+def _rights() -> str:
+    return f"{KEYS} {CHANNELS} -@all " + " ".join(f"+{c}" for c in COMMANDS)
+
+
 def acl_rule(user: str = "conveyor", password: str = "SECRET") -> str:
     """The ACL SETUSER command that creates (or resets) the scheduler's Redis user."""
-    allowed = " ".join(f"+{c}" for c in COMMANDS)
-    return f"ACL SETUSER {user} reset on >{password} {KEYS} {CHANNELS} -@all {allowed}"
+    return f"ACL SETUSER {user} reset on >{password} {_rights()}"
+
+
+def acl_file_line(user: str, password: str) -> str:
+    """The same user as a line of an ACL file (redis-server --aclfile), its password kept as its
+    SHA-256 only."""
+    return f"user {user} on #{hashlib.sha256(password.encode()).hexdigest()} {_rights()}"
 
 
 if __name__ == "__main__":
