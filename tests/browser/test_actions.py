@@ -90,7 +90,10 @@ def test_requeuing_a_dead_letter_runs_it_again(stack: Stack, browser: webdriver.
     assert_no_problems(browser, "the dead letters page")
     screenshot(browser, "dead-letters")
     requeue_control(browser, dead.id)
-    assert dead.result(timeout=15) == 3
+    # The click posts in the background: until the scheduler has taken it, the task is still DEAD,
+    # and result() would answer with that; wait for the run the requeue starts to finish.
+    wait_state(client, dead.id, TaskState.SUCCEEDED, timeout=15)
+    assert dead.result(timeout=1) == 3
     assert client.admin.list_dead_letters("life").total == 0
     open_page(browser, stack.url + "/dead?queue=life")
     assert dead.id not in browser.page_source
