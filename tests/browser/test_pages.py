@@ -7,6 +7,7 @@ import os
 
 from selenium import webdriver
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 
 from conveyor import TaskState
 from tests.browser.chrome import assert_no_problems
@@ -49,6 +50,12 @@ def test_every_page_renders_with_no_console_error_and_no_failed_request(stack: S
         screenshot(browser, f"page-{name}")
         assert_no_problems(browser, f"page {path}")
     open_page(browser, stack.url + "/")  # leave the overview's event stream open, then look again
+    # The chart draws the scheduler's hour (60 minutes) and takes pushes without a script error.
+    points = browser.execute_script("return JSON.parse(document.getElementById('chart').dataset.history).length")
+    assert points == 60
+    WebDriverWait(browser, 15).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#chart canvas"))
+    WebDriverWait(browser, 15).until(  # a push has been drawn (the handler counts them last)
+        lambda d: int(d.find_element(By.CSS_SELECTOR, "[data-sse]").get_attribute("data-pushes") or 0) >= 1)
     assert_no_problems(browser, "the overview again")
     if os.environ.get("CONVEYOR_README_IMAGES") == "1":
         write_readme_images(browser, stack.url, ids["failed"])

@@ -93,6 +93,35 @@ def test_every_page_answers_with_data(cluster: Cluster, scheduler: str, client: 
     assert web.get("/tasks", params={"state": "nonsense"}).status_code == 400
 
 
+def test_the_overview_chart_holds_the_hour_the_scheduler_kept(cluster: Cluster, scheduler: str,
+                                                               client: Client) -> None:
+    """The chart's points come from GetQueueHistory, so a dashboard started after the work was
+    done (or restarted) still draws it; each push carries the last two minutes."""
+    cluster.worker(scheduler)
+    ok = [client.submit("t.add", [i, i], queue="default") for i in range(20)]
+    bad = [client.submit("t.fail", ["no"], queue="default") for _ in range(3)]
+    assert all(finished(client, h.id) is TaskState.SUCCEEDED for h in ok)
+    assert all(finished(client, h.id) is TaskState.FAILED for h in bad)
+    with TestClient(create_app(Settings(scheduler=scheduler))) as fresh:
+        html = fresh.get("/").text
+        found = re.search(r"data-history='([^']*)'", html)
+        assert found, html[:2000]
+        points = json.loads(found.group(1).replace("&#34;", '"'))
+        with fresh.stream("GET", "/events/overview") as r:
+            data = next(line for line in r.iter_lines() if line.startswith("data:"))
+    assert len(points) == 60
+    starts = [p[0] for p in points]
+    assert starts == sorted(starts) and all(b - a == 60 for a, b in zip(starts, starts[1:], strict=False))
+    # Rates per second of each minute's coverage: times the coverage, they add up to the tasks.
+    history = client.admin.queue_history(minutes=60)
+    covered = [w.covered for w in history.total]
+    assert round(sum(p[1] * c for p, c in zip(points, covered, strict=True))) >= len(ok) + len(bad)
+    assert round(sum(p[2] * c for p, c in zip(points, covered, strict=True))) >= len(bad)
+    assert any(p[3] is not None for p in points)  # a p95 wait where tasks started
+    recent = json.loads(data[5:])["recent"]
+    assert len(recent) == 2 and [p[0] for p in recent] == starts[-2:]
+
+
 def test_a_post_without_the_csrf_token_is_refused(client: Client, web: TestClient) -> None:
     client.submit("t.add", [1, 1], queue="q1")
     token = csrf_of(web.get("/queues").text)

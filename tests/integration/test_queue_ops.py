@@ -128,6 +128,40 @@ def test_rates_after_a_known_load(stubs: Stubs, client: Client) -> None:
     assert len(ok) == 1000
 
 
+def test_history_counts_each_queue_minute_by_minute_and_their_sum(stubs: Stubs, client: Client,
+                                                                     redis_url: str) -> None:
+    for queue, n_ok, n_bad in (("hist-a", 300, 20), ("hist-b", 50, 5)):
+        client.submit_many([Call("t.add", [i, i], {}, SubmitOptions(queue=queue)) for i in range(n_ok + n_bad)])
+        leased = stubs.poll(queue, n_ok + n_bad)
+        stubs.ack(leased[:n_ok])
+        stubs.ack(leased[n_ok:], fail=True)
+    history = client.admin.queue_history(minutes=5)
+    assert {"hist-a", "hist-b"} <= set(history.queues)
+    for points in [*history.queues.values(), history.total]:
+        assert len(points) == 5
+        assert all(p.minutes == 1 for p in points)
+        assert [p.start for p in points] == [points[0].start + 60 * i for i in range(5)]
+        assert all(p.covered == 60 for p in points[:-1]) and 0 <= points[-1].covered <= 60
+        assert points[-1].start <= time.time() < points[-1].start + 60
+    for queue, n_ok, n_bad in (("hist-a", 300, 20), ("hist-b", 50, 5)):
+        points = history.queues[queue]
+        assert sum(p.succeeded for p in points) == n_ok and sum(p.failed for p in points) == n_bad
+        assert sum(p.started for p in points) == n_ok + n_bad
+        busy = [p for p in points if p.started]
+        assert busy and all(p.wait_p95 is not None and p.wait_p95 >= (p.wait_p50 or 0) for p in busy)
+    for i, point in enumerate(history.total):
+        assert point.succeeded == sum(q[i].succeeded for q in history.queues.values())
+        assert point.failed == sum(q[i].failed for q in history.queues.values())
+    one = client.admin.queue_history("hist-b", minutes=60)
+    assert list(one.queues) == ["hist-b"] and len(one.queues["hist-b"]) == 60
+    assert sum(p.succeeded for p in one.total) == 50
+    # The buckets outlive the hour the call reads.
+    r = redis.Redis.from_url(redis_url)
+    bucket_keys = list(r.scan_iter(match="cv:{q:hist-b}:m:*"))
+    assert bucket_keys and all(60 * 60_000 < r.pttl(k) <= 3_670_000 for k in bucket_keys)
+    r.close()
+
+
 def test_pause_stops_dispatch_on_every_replica_and_resume_keeps_order(cluster: Cluster, redis_url: str) -> None:
     _, a = cluster.scheduler(redis_url, name="a")
     _, b = cluster.scheduler(redis_url, name="b")
@@ -351,6 +385,8 @@ def test_bad_input_is_refused_naming_the_field_and_changes_nothing(stubs: Stubs,
     cases = [
         (a.ListQueues, admin_service_pb2.ListQueuesRequest(queue="nope"), not_found, "queue"),
         (a.ListQueues, admin_service_pb2.ListQueuesRequest(queue="no pe"), invalid, "queue"),
+        (a.GetQueueHistory, admin_service_pb2.GetQueueHistoryRequest(queue="nope"), not_found, "queue"),
+        (a.GetQueueHistory, admin_service_pb2.GetQueueHistoryRequest(minutes=61), invalid, "minutes"),
         (a.PauseQueue, admin_service_pb2.PauseQueueRequest(queue="nope"), not_found, "queue"),
         (a.ResumeQueue, admin_service_pb2.ResumeQueueRequest(queue="nope"), not_found, "queue"),
         (a.PurgeQueue, admin_service_pb2.PurgeQueueRequest(queue="nope"), not_found, "queue"),

@@ -12,8 +12,20 @@ import pytest
 
 from conveyor.v1 import admin_service_pb2 as pb
 from conveyor_scheduler.errors import InvalidArgument
-from conveyor_scheduler.keys import HIST_BUCKETS, RUN_SLOT, STAT_COUNTERS, WAIT_SLOT
-from conveyor_scheduler.queue_stats import bucket_ms, counters, percentile_ms, unserved, window
+from conveyor_scheduler.keys import HIST_BUCKETS, RUN_SLOT, STAT_BUCKET_MS, STAT_COUNTERS, STAT_RETENTION_MS, WAIT_SLOT
+from conveyor_scheduler.queue_stats import (
+    HISTORY_MINUTES,
+    ZEROS,
+    added,
+    bucket_ms,
+    by_minute,
+    counters,
+    history_buckets,
+    minute_points,
+    percentile_ms,
+    unserved,
+    window,
+)
 from conveyor_scheduler.task_search import Position, decode_cursor, encode_cursor, parse_filter
 
 
@@ -60,6 +72,47 @@ def test_a_window_adds_its_buckets_only() -> None:
     assert one.run_p95.ToNanoseconds() == round(bucket_ms(20) * 1e6)
     assert window(buckets, 15, now).submitted == 2 + 89
     assert not window([counters(None)] * 90, 5, now).HasField("wait_p50")
+
+
+def test_a_window_starts_at_its_oldest_bucket() -> None:
+    now = 1_700_000_004_000
+    one = window([ZEROS] * 90, 1, now)
+    assert one.start.ToMilliseconds() == now - 4_000 - 50_000
+
+
+def test_history_reads_whole_wall_clock_minutes_oldest_first() -> None:
+    now = 1_700_000_045_500  # 5.5 s into a minute
+    minute = now // 60_000
+    numbers = history_buckets(3, now)
+    assert len(numbers) == 18
+    assert numbers[0] * STAT_BUCKET_MS == (minute - 2) * 60_000
+    assert numbers[-1] == (minute + 1) * 6 - 1  # the current minute's last bucket, still to come
+    buckets = [ZEROS] * 18
+    buckets[0] = bucket(succeeded=3, w4=3)  # the oldest minute's first 10 s
+    buckets[5] = bucket(succeeded=1, failed=1, w40=2)  # its last 10 s
+    buckets[12 + (now % 60_000) // STAT_BUCKET_MS] = bucket(submitted=7)  # now
+    points = minute_points(by_minute(buckets), now)
+    assert [p.minutes for p in points] == [1, 1, 1]
+    assert [p.start.ToMilliseconds() for p in points] == [(minute - 2 + i) * 60_000 for i in range(3)]
+    assert [p.covered.ToMilliseconds() for p in points] == [60_000, 60_000, now % 60_000]
+    assert (points[0].succeeded, points[0].failed, points[2].submitted) == (4, 1, 7)
+    assert points[0].wait_p95.ToNanoseconds() == round(bucket_ms(40) * 1e6)
+    assert points[0].wait_p50.ToNanoseconds() == round(bucket_ms(4) * 1e6)
+    assert not points[1].HasField("wait_p50") and points[1].succeeded == 0
+
+
+def test_added_buckets_merge_their_histograms_and_skip_missing_ones() -> None:
+    a, b = bucket(succeeded=1, w10=9), bucket(succeeded=2, w30=1)
+    assert added([]) is ZEROS and added([ZEROS, a, ZEROS]) is a
+    total = added([a, b])
+    assert total[STAT_COUNTERS.index("succeeded")] == 3
+    assert (total[WAIT_SLOT + 10], total[WAIT_SLOT + 30]) == (9, 1)
+
+
+def test_the_buckets_outlive_the_hour_history_reads() -> None:
+    lib = (Path(__file__).resolve().parents[2] / "services/scheduler/src/conveyor_scheduler/lua/lib.lua").read_text()
+    assert f"redis.call('PEXPIRE', key, {STAT_RETENTION_MS})" in lib
+    assert (HISTORY_MINUTES * 6 + 1) * STAT_BUCKET_MS <= STAT_RETENTION_MS
 
 
 def test_counters_read_short_and_missing_strings_as_zeros() -> None:

@@ -1,7 +1,7 @@
 """Conveyor Python SDK: submit tasks to a Conveyor scheduler and define them with `@app.task`."""
 
 from conveyor.admin import DeadLetters, WorkerInfo
-from conveyor.admin_queues import QueueInfo, QueueWindow
+from conveyor.admin_queues import QueueHistory, QueueInfo, QueueWindow
 from conveyor.admin_tasks import BulkResult, TaskPage
 from conveyor.aio import AsyncClient, AsyncTaskHandle
 from conveyor.app import App, Task
@@ -36,8 +36,8 @@ __version__ = "0.1.0"
 __all__ = [
     "AlreadyExists", "App", "AsyncClient", "AsyncTaskHandle", "BulkResult", "Call", "ChannelConfigError", "Client",
     "ConveyorError", "DeadLetters", "FailedPrecondition", "InsecureTokenError", "InvalidArgument", "NotFound",
-    "QueueInfo", "QueueWindow", "RPCError", "ResultTimeout", "Retry", "Schedule", "SoftTimeLimitExceeded",
-    "SubmitOptions", "TLSConfig", "TLSConfigError", "Task", "TaskCancelled", "TaskContext", "TaskError",
-    "TaskEvent", "TaskExpired", "TaskFailed", "TaskHandle", "TaskPage", "TaskState", "TimeLimitExceeded",
+    "QueueHistory", "QueueInfo", "QueueWindow", "RPCError", "ResultTimeout", "Retry", "Schedule",
+    "SoftTimeLimitExceeded", "SubmitOptions", "TLSConfig", "TLSConfigError", "Task", "TaskCancelled", "TaskContext",
+    "TaskError", "TaskEvent", "TaskExpired", "TaskFailed", "TaskHandle", "TaskPage", "TaskState", "TimeLimitExceeded",
     "Unavailable", "WorkerInfo", "__version__", "current_task",
 ]

@@ -1,4 +1,4 @@
-"""`client.admin`'s queue calls: stats (`queues`), pause, resume, purge.
+"""`client.admin`'s queue calls: stats (`queues`), history, pause, resume, purge.
 
 Kept apart from admin.py (dead letters, workers) so each file stays readable; `Admin` and
 `AsyncAdmin` take these methods from `QueueAdmin` and `AsyncQueueAdmin`. As everywhere in
@@ -56,6 +56,8 @@ class QueueWindow:
     run_p50: float | None
     """Seconds from lease to ack, of the attempts that ended in the window; None without any."""
     run_p95: float | None
+    start: float = 0.0
+    """When the oldest bucket counted began, in seconds since the epoch (0.0 from an older scheduler)."""
 
     def rate(self, count: Count) -> float:
         """`count` per second over the window, e.g. `w.rate("succeeded")` (0.0 if it covers nothing)."""
@@ -69,7 +71,8 @@ class QueueWindow:
                    started=w.started, wait_p50=_maybe_seconds(w.wait_p50, w.HasField("wait_p50")),
                    wait_p95=_maybe_seconds(w.wait_p95, w.HasField("wait_p95")),
                    run_p50=_maybe_seconds(w.run_p50, w.HasField("run_p50")),
-                   run_p95=_maybe_seconds(w.run_p95, w.HasField("run_p95")))
+                   run_p95=_maybe_seconds(w.run_p95, w.HasField("run_p95")),
+                   start=w.start.seconds + w.start.nanos / 1e9)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +106,21 @@ class QueueInfo:
                    windows={w.minutes: QueueWindow.from_proto(w) for w in q.windows})
 
 
+@dataclass(frozen=True, slots=True)
+class QueueHistory:
+    """Activity minute by minute (`GetQueueHistory`): per queue and added up over them."""
+
+    queues: dict[str, list[QueueWindow]]
+    """Each queue's minutes, oldest first; the last one is the current minute so far."""
+    total: list[QueueWindow]
+    """The queues added up per minute (percentiles from their merged histograms)."""
+
+    @classmethod
+    def from_proto(cls, r: pb.GetQueueHistoryResponse) -> QueueHistory:
+        return cls(queues={q.queue: [QueueWindow.from_proto(w) for w in q.points] for q in r.queues},
+                   total=[QueueWindow.from_proto(w) for w in r.total.points])
+
+
 class QueueCalls:
     """Request builders and result parsers of the queue calls; no I/O.
 
@@ -113,6 +131,11 @@ class QueueCalls:
     def list_queues(queue: str | None) -> Rpc[list[QueueInfo]]:
         req = pb.ListQueuesRequest(queue=queue or "")
         return Rpc("ListQueues", req, lambda r: [QueueInfo.from_proto(q) for q in r.queues], idempotent=True)
+
+    @staticmethod
+    def queue_history(queue: str | None, minutes: int) -> Rpc[QueueHistory]:
+        req = pb.GetQueueHistoryRequest(queue=queue or "", minutes=minutes)
+        return Rpc("GetQueueHistory", req, QueueHistory.from_proto, idempotent=True)
 
     @staticmethod
     def pause_queue(queue: str) -> Rpc[bool]:
@@ -133,6 +156,11 @@ class QueueAdmin(SyncCalls):
     def queues(self, queue: str | None = None) -> list[QueueInfo]:
         """Every queue (or just `queue`), by name: depth, pause, unserved names, 1/5/15-minute activity."""
         return self._call(QueueCalls.list_queues(queue))
+
+    def queue_history(self, queue: str | None = None, minutes: int = 60) -> QueueHistory:
+        """The last `minutes` (1-60) minutes of every queue (or just `queue`), minute by minute,
+        and their sum: what a chart of throughput, failures and wait draws."""
+        return self._call(QueueCalls.queue_history(queue, minutes))
 
     def pause_queue(self, queue: str) -> bool:
         """Stops every replica leasing `queue`'s tasks (submits still queue up; running attempts go
@@ -155,6 +183,10 @@ class AsyncQueueAdmin(AsyncCalls):
     async def queues(self, queue: str | None = None) -> list[QueueInfo]:
         """See Admin.queues."""
         return await self._call(QueueCalls.list_queues(queue))
+
+    async def queue_history(self, queue: str | None = None, minutes: int = 60) -> QueueHistory:
+        """See Admin.queue_history."""
+        return await self._call(QueueCalls.queue_history(queue, minutes))
 
     async def pause_queue(self, queue: str) -> bool:
         """See Admin.pause_queue."""

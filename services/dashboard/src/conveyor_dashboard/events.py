@@ -2,8 +2,7 @@
 
 /events/overview: ONE poll per replica and credential (sessions that see the same data share
 it), every Settings.overview_interval_s while anyone listens, fanned out to every open
-overview; it stops when the last one goes. Each poll also appends a point to an in-memory
-history (the last hour) that the overview's chart draws.
+overview; it stops when the last one goes.
 
 /events/tasks/{id}: one WatchTask stream per open task page, on that session's channel,
 cancelled when the browser goes (Starlette cancels the response when the client disconnects)."""
@@ -14,7 +13,6 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -31,7 +29,6 @@ from conveyor_dashboard.overview import snapshot
 from conveyor_dashboard.web import SignInNeeded, dashboard, session_for
 
 log = logging.getLogger(__name__)
-HISTORY_S = 3600.0
 KEEPALIVE_S = 15.0
 SSE_HEADERS = {"cache-control": "no-store", "x-accel-buffering": "no"}
 
@@ -41,7 +38,7 @@ def sse(event: str, data: Any) -> bytes:
 
 
 class _Poll:
-    """The shared poll of one credential: the latest snapshot, its waiters and the history."""
+    """The shared poll of one credential: the latest snapshot and its waiters."""
 
     def __init__(self, client: AsyncClient) -> None:
         self.client = client
@@ -50,14 +47,6 @@ class _Poll:
         self.changed = asyncio.Condition()
         self.listeners = 0
         self.task: asyncio.Task[None] | None = None
-        self.history: deque[tuple[float, float, float, float | None]] = deque()
-        """(time, completions/s, failures/s, p95 wait s) from each poll's 1-minute window."""
-
-    def record(self, snap: dict[str, Any]) -> None:
-        one = snap["windows"][0]
-        self.history.append((snap["at"], one["throughput"], one["failures_per_s"], one["wait_p95"]))
-        while self.history and self.history[0][0] < snap["at"] - HISTORY_S:
-            self.history.popleft()
 
 
 class OverviewHub:
@@ -66,10 +55,6 @@ class OverviewHub:
         self._polls: dict[str, _Poll] = {}
         self.polls_made = 0
         """Snapshots taken in all (the bench reads it: it must not grow with the listeners)."""
-
-    def history(self, key: str) -> list[tuple[float, float, float, float | None]]:
-        poll = self._polls.get(key)
-        return list(poll.history) if poll else []
 
     async def listen(self, key: str, client: AsyncClient) -> AsyncIterator[dict[str, Any]]:
         """Yields the latest snapshot now (if any) and each new one."""
@@ -103,7 +88,6 @@ class OverviewHub:
                 log.warning("overview poll failed: %s", exc)
                 snap = None
             if snap is not None:
-                poll.record(snap)
                 async with poll.changed:
                     poll.latest, poll.version = snap, poll.version + 1
                     poll.changed.notify_all()

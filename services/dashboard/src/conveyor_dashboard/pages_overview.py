@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -9,15 +10,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from conveyor_dashboard.overview import snapshot
+from conveyor_dashboard.overview import chart, snapshot
 from conveyor_dashboard.sessions import Session
-from conveyor_dashboard.web import dashboard, page
+from conveyor_dashboard.web import page
 
 
 async def overview(request: Request) -> Response:
     async def load(session: Session) -> Mapping[str, Any]:
-        hub = dashboard(request).hub
-        return {"snap": await snapshot(session.client), "history": hub.history(session.credential_key)}
+        snap, history = await asyncio.gather(snapshot(session.client), chart(session.client))
+        return {"snap": snap, "history": history}
 
     return await page(request, "overview.html", load)
 

@@ -36,6 +36,7 @@ TABLE: dict[str, dict[str, frozenset[str]]] = {
     },
     "conveyor.v1.AdminService": {
         "ListQueues": READS,
+        "GetQueueHistory": READS,
         "PauseQueue": ADMIN_ONLY,
         "ResumeQueue": ADMIN_ONLY,
         "PurgeQueue": ADMIN_ONLY,

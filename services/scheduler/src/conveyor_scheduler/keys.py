@@ -17,6 +17,10 @@ from dataclasses import dataclass
 PRIORITY_LEVELS = 10
 STAT_BUCKET_MS = 10_000
 """The span of one activity bucket cv:{q:QUEUE}:m:BUCKET (lib.lua's STAT_BUCKET_MS)."""
+STAT_RETENTION_MS = 3_670_000
+"""How long a bucket lives after it is made (lib.lua's PEXPIRE): the hour GetQueueHistory
+reads, plus the bucket itself. A busy queue's hour costs 360 buckets of at most 1,056 bytes
+of counters each (most hold a few hundred: a histogram's string ends at its highest bucket)."""
 CHANNEL_PREFIX = "cv"
 DONE_CHANNEL = "cv:done"
 """Payload: the id of a task that finished (published by the Lua scripts)."""
@@ -133,7 +137,7 @@ KEY_PATTERNS: dict[str, tuple[str, str]] = {
     "cv:{q:QUEUE}:tb": ("hash", "priority -> tombstones in that ready list (entries of tasks cancelled while "
                                 "QUEUED, not yet dropped by a claim)"),
     "cv:{q:QUEUE}:m:BUCKET": ("string", "activity of the 10 s from BUCKET * 10,000 ms: u32 counters (STAT_COUNTERS, "
-                                        "then the wait and run histograms); expires 16 minutes after it starts"),
+                                        "then the wait and run histograms); expires 61 minutes after it starts"),
     # The queue registry: a stable number per queue, embedded in its task ids.
     "cv:{cv}:queues": ("hash", "queue name -> queue number"),
     "cv:{cv}:queue-names": ("hash", "queue number -> queue name"),

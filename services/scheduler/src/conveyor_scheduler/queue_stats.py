@@ -23,6 +23,7 @@ from conveyor_scheduler.keys import (
     RUN_SLOT,
     STAT_BUCKET_MS,
     STAT_COUNTERS,
+    STAT_RETENTION_MS,
     WAIT_SLOT,
     QueueKeys,
 )
@@ -32,6 +33,9 @@ from conveyor_scheduler.store import Store, script_text
 
 WINDOWS_MINUTES = (1, 5, 15)
 BUCKETS_PER_MINUTE = 60_000 // STAT_BUCKET_MS
+HISTORY_MINUTES = 60
+"""GetQueueHistory's reach: the buckets live STAT_RETENTION_MS, a little over an hour."""
+assert (HISTORY_MINUTES * BUCKETS_PER_MINUTE + 1) * STAT_BUCKET_MS <= STAT_RETENTION_MS
 
 
 def bucket_ms(k: int) -> float:
@@ -54,29 +58,72 @@ def percentile_ms(hist: Mapping[int, int], q: float) -> float | None:
     return bucket_ms(max(hist))  # unreachable: seen reaches total
 
 
-def counters(raw: bytes | None) -> tuple[int, ...]:
+Counts = tuple[int, ...]
+"""One bucket's counters as `counters` reads them, or several buckets added up."""
+
+
+ZEROS: Counts = (0,) * (RUN_SLOT + HIST_BUCKETS)
+"""A missing bucket's counters: `added` skips it, as most of an idle queue's hour is missing."""
+
+
+def counters(raw: bytes | None) -> Counts:
     """An activity bucket's u32 big-endian counters (a missing or short string reads as zeros)."""
+    if not raw:
+        return ZEROS
     slots = RUN_SLOT + HIST_BUCKETS
-    raw = (raw or b"")[:4 * slots]
+    raw = raw[:4 * slots]
     return struct.unpack(f">{slots}I", raw + bytes(4 * slots - len(raw)))
 
 
-def window(buckets: Sequence[Sequence[int]], minutes: int, now_ms: int) -> pb.QueueWindow:
-    """Adds up the newest `minutes` * 6 buckets (buckets[0] is the current one), each as `counters`
-    reads it."""
-    n = minutes * BUCKETS_PER_MINUTE
-    total = [sum(column) for column in zip(*buckets[:n], strict=True)] if buckets[:n] else [0] * (
-        RUN_SLOT + HIST_BUCKETS)
+def added(buckets: Sequence[Counts]) -> Counts:
+    """Buckets added up slot by slot (all zeros for none)."""
+    present = [b for b in buckets if b is not ZEROS]
+    if len(present) <= 1:
+        return present[0] if present else ZEROS
+    return tuple(sum(column) for column in zip(*present, strict=True))
+
+
+def summary(total: Counts, minutes: int, covered_ms: int, start_ms: int) -> pb.QueueWindow:
+    """A QueueWindow of added-up counters: the counts, and percentiles from the histograms."""
     wait: Counter[int] = Counter({k: c for k in range(HIST_BUCKETS) if (c := total[WAIT_SLOT + k])})
     run: Counter[int] = Counter({k: c for k in range(HIST_BUCKETS) if (c := total[RUN_SLOT + k])})
     out = pb.QueueWindow(minutes=minutes, **{name: total[slot] for slot, name in enumerate(STAT_COUNTERS)})
-    set_duration_ms(out.covered, (n - 1) * STAT_BUCKET_MS + now_ms % STAT_BUCKET_MS)
+    set_duration_ms(out.covered, covered_ms)
+    out.start.FromMilliseconds(start_ms)
     for hist, p50, p95 in ((wait, out.wait_p50, out.wait_p95), (run, out.run_p50, out.run_p95)):
         for q, target in ((0.5, p50), (0.95, p95)):
             ms = percentile_ms(hist, q)
             if ms is not None:
                 target.FromNanoseconds(round(ms * 1_000_000))
     return out
+
+
+def window(buckets: Sequence[Counts], minutes: int, now_ms: int) -> pb.QueueWindow:
+    """Adds up the newest `minutes` * 6 buckets (buckets[0] is the current one)."""
+    n = minutes * BUCKETS_PER_MINUTE
+    newest = now_ms // STAT_BUCKET_MS
+    return summary(added(buckets[:n]), minutes, (n - 1) * STAT_BUCKET_MS + now_ms % STAT_BUCKET_MS,
+                   (newest - n + 1) * STAT_BUCKET_MS)
+
+
+def by_minute(buckets: Sequence[Counts]) -> list[Counts]:
+    """Buckets in wall-clock order (from `history_buckets`) added up per minute."""
+    return [added(buckets[i:i + BUCKETS_PER_MINUTE]) for i in range(0, len(buckets), BUCKETS_PER_MINUTE)]
+
+
+def minute_points(minutes: Sequence[Counts], now_ms: int) -> list[pb.QueueWindow]:
+    """One window per wall-clock minute (`by_minute`'s), oldest first, the last being the
+    current minute so far."""
+    first = now_ms // 60_000 - len(minutes) + 1
+    return [summary(total, 1, min(60_000, now_ms - (first + i) * 60_000), (first + i) * 60_000)
+            for i, total in enumerate(minutes)]
+
+
+def history_buckets(minutes: int, now_ms: int) -> range:
+    """The bucket numbers the last `minutes` wall-clock minutes span, oldest first (the current
+    minute's future buckets included: they read as zeros)."""
+    first = (now_ms // 60_000 - minutes + 1) * BUCKETS_PER_MINUTE
+    return range(first, first + minutes * BUCKETS_PER_MINUTE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +177,22 @@ class QueueStatsReader:
         if depth.oldest_ready_ms is not None:
             set_duration_ms(stats.oldest_queued_age, max(0, now - depth.oldest_ready_ms))
         return stats
+
+
+    async def history(self, queues: Sequence[str], minutes: int) -> pb.GetQueueHistoryResponse:
+        """Each queue's last `minutes` minutes, minute by minute, and their sum."""
+        now = self.store.clock()
+        numbers = history_buckets(minutes, now)
+        out = pb.GetQueueHistoryResponse()
+        fleet = [ZEROS] * minutes
+        raws = await asyncio.gather(*(self.store.strings([self.store.keys(q).stats(b) for b in numbers])
+                                      for q in queues))
+        for queue, raw in zip(queues, raws, strict=True):
+            per_minute = by_minute([counters(r) for r in raw])
+            out.queues.add(queue=queue, points=minute_points(per_minute, now))
+            fleet = [added(pair) for pair in zip(fleet, per_minute, strict=True)]
+        out.total.points.extend(minute_points(fleet, now))
+        return out
 
 
 class SyncQueueReader:

@@ -586,8 +586,9 @@ class QueueWindow(_message.Message):
     WAIT_P95_FIELD_NUMBER: _builtins.int
     RUN_P50_FIELD_NUMBER: _builtins.int
     RUN_P95_FIELD_NUMBER: _builtins.int
+    START_FIELD_NUMBER: _builtins.int
     minutes: _builtins.int
-    """The window asked for: 1, 5 or 15."""
+    """The window asked for: 1, 5 or 15 (1 in GetQueueHistory)."""
     submitted: _builtins.int
     """New tasks stored (duplicates excluded)."""
     succeeded: _builtins.int
@@ -622,6 +623,12 @@ class QueueWindow(_message.Message):
     def run_p50(self) -> _duration_pb2.Duration: ...
     @_builtins.property
     def run_p95(self) -> _duration_pb2.Duration: ...
+    @_builtins.property
+    def start(self) -> _timestamp_pb2.Timestamp:
+        """When the oldest 10-second bucket counted began (a multiple of 10 s since
+        the Unix epoch; in GetQueueHistory, the start of the minute).
+        """
+
     def __init__(
         self,
         *,
@@ -639,10 +646,11 @@ class QueueWindow(_message.Message):
         wait_p95: _duration_pb2.Duration | None = ...,
         run_p50: _duration_pb2.Duration | None = ...,
         run_p95: _duration_pb2.Duration | None = ...,
+        start: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["covered", b"covered", "run_p50", b"run_p50", "run_p95", b"run_p95", "wait_p50", b"wait_p50", "wait_p95", b"wait_p95"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["covered", b"covered", "run_p50", b"run_p50", "run_p95", b"run_p95", "start", b"start", "wait_p50", b"wait_p50", "wait_p95", b"wait_p95"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancelled", b"cancelled", "covered", b"covered", "dead", b"dead", "expired", b"expired", "failed", b"failed", "minutes", b"minutes", "retried", b"retried", "run_p50", b"run_p50", "run_p95", b"run_p95", "started", b"started", "submitted", b"submitted", "succeeded", b"succeeded", "wait_p50", b"wait_p50", "wait_p95", b"wait_p95"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancelled", b"cancelled", "covered", b"covered", "dead", b"dead", "expired", b"expired", "failed", b"failed", "minutes", b"minutes", "retried", b"retried", "run_p50", b"run_p50", "run_p95", b"run_p95", "start", b"start", "started", b"started", "submitted", b"submitted", "succeeded", b"succeeded", "wait_p50", b"wait_p50", "wait_p95", b"wait_p95"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -689,6 +697,94 @@ class ListQueuesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListQueuesResponse: _TypeAlias = ListQueuesResponse  # noqa: Y015
+
+@_typing.final
+class GetQueueHistoryRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    MINUTES_FIELD_NUMBER: _builtins.int
+    queue: _builtins.str
+    """Only this queue (1-64 chars of [A-Za-z0-9_.-], in the registry); empty: all."""
+    minutes: _builtins.int
+    """How many minutes back, 1-60; 0 means 60. More is INVALID_ARGUMENT (the
+    buckets are kept 61 minutes).
+    """
+    def __init__(
+        self,
+        *,
+        queue: _builtins.str = ...,
+        minutes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["minutes", b"minutes", "queue", b"queue"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetQueueHistoryRequest: _TypeAlias = GetQueueHistoryRequest  # noqa: Y015
+
+@_typing.final
+class QueueHistory(_message.Message):
+    """One queue's activity minute by minute."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_FIELD_NUMBER: _builtins.int
+    POINTS_FIELD_NUMBER: _builtins.int
+    queue: _builtins.str
+    """The queue; empty in GetQueueHistoryResponse.total."""
+    @_builtins.property
+    def points(self) -> _containers.RepeatedCompositeFieldContainer[Global___QueueWindow]:
+        """One window per minute of the wall clock, oldest first, exactly `minutes`
+        of them: each has minutes = 1, `start` at the minute's start and `covered`
+        60 s, except the last, the current minute, which covers its elapsed part.
+        A minute with no activity has zero counts and no percentiles.
+        """
+
+    def __init__(
+        self,
+        *,
+        queue: _builtins.str = ...,
+        points: _abc.Iterable[Global___QueueWindow] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["points", b"points", "queue", b"queue"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueueHistory: _TypeAlias = QueueHistory  # noqa: Y015
+
+@_typing.final
+class GetQueueHistoryResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUES_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def queues(self) -> _containers.RepeatedCompositeFieldContainer[Global___QueueHistory]:
+        """Ordered by queue name."""
+
+    @_builtins.property
+    def total(self) -> Global___QueueHistory:
+        """The queues above added up, minute by minute; its percentiles come from the
+        queues' merged histograms (not from their percentiles).
+        """
+
+    def __init__(
+        self,
+        *,
+        queues: _abc.Iterable[Global___QueueHistory] | None = ...,
+        total: Global___QueueHistory | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["total", b"total"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["queues", b"queues", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetQueueHistoryResponse: _TypeAlias = GetQueueHistoryResponse  # noqa: Y015
 
 @_typing.final
 class PauseQueueRequest(_message.Message):

@@ -53,6 +53,7 @@ class AdminServiceStub:
     conveyor_scheduler/access.py; admin may call everything):
     RPC                 producer  worker  reader  admin
     ListQueues          -         -       yes     yes
+    GetQueueHistory     -         -       yes     yes
     PauseQueue          -         -       -       yes
     ResumeQueue         -         -       -       yes
     PurgeQueue          -         -       -       yes
@@ -80,6 +81,11 @@ class AdminServiceStub:
                 '/conveyor.v1.AdminService/ListQueues',
                 request_serializer=conveyor_dot_v1_dot_admin__service__pb2.ListQueuesRequest.SerializeToString,
                 response_deserializer=conveyor_dot_v1_dot_admin__service__pb2.ListQueuesResponse.FromString,
+                _registered_method=True)
+        self.GetQueueHistory = channel.unary_unary(
+                '/conveyor.v1.AdminService/GetQueueHistory',
+                request_serializer=conveyor_dot_v1_dot_admin__service__pb2.GetQueueHistoryRequest.SerializeToString,
+                response_deserializer=conveyor_dot_v1_dot_admin__service__pb2.GetQueueHistoryResponse.FromString,
                 _registered_method=True)
         self.PauseQueue = channel.unary_unary(
                 '/conveyor.v1.AdminService/PauseQueue',
@@ -186,6 +192,7 @@ class AdminServiceServicer:
     conveyor_scheduler/access.py; admin may call everything):
     RPC                 producer  worker  reader  admin
     ListQueues          -         -       yes     yes
+    GetQueueHistory     -         -       yes     yes
     PauseQueue          -         -       -       yes
     ResumeQueue         -         -       -       yes
     PurgeQueue          -         -       -       yes
@@ -207,8 +214,18 @@ class AdminServiceServicer:
         """Every queue in the registry (or the one named), ordered by name: depth by
         state, pause, names no worker takes, and counts and wait/run percentiles over
         the last 1, 5 and 15 minutes. Counts come from per-queue 10-second buckets
-        that the scheduler's scripts keep in Redis (each bucket expires 16 minutes
+        that the scheduler's scripts keep in Redis (each bucket expires 61 minutes
         after it starts), so they are fleet-wide and survive a replica restart.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetQueueHistory(self, request, context):
+        """The same counts and percentiles minute by minute over the last hour (or
+        less), per queue and added up over the queues, read from the same buckets:
+        what a dashboard charts. Reads 6 buckets per minute per queue, so ask for one
+        queue or fewer minutes when the registry holds many queues.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -373,6 +390,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     request_deserializer=conveyor_dot_v1_dot_admin__service__pb2.ListQueuesRequest.FromString,
                     response_serializer=conveyor_dot_v1_dot_admin__service__pb2.ListQueuesResponse.SerializeToString,
             ),
+            'GetQueueHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetQueueHistory,
+                    request_deserializer=conveyor_dot_v1_dot_admin__service__pb2.GetQueueHistoryRequest.FromString,
+                    response_serializer=conveyor_dot_v1_dot_admin__service__pb2.GetQueueHistoryResponse.SerializeToString,
+            ),
             'PauseQueue': grpc.unary_unary_rpc_method_handler(
                     servicer.PauseQueue,
                     request_deserializer=conveyor_dot_v1_dot_admin__service__pb2.PauseQueueRequest.FromString,
@@ -484,6 +506,7 @@ class AdminService:
     conveyor_scheduler/access.py; admin may call everything):
     RPC                 producer  worker  reader  admin
     ListQueues          -         -       yes     yes
+    GetQueueHistory     -         -       yes     yes
     PauseQueue          -         -       -       yes
     ResumeQueue         -         -       -       yes
     PurgeQueue          -         -       -       yes
@@ -518,6 +541,33 @@ class AdminService:
             '/conveyor.v1.AdminService/ListQueues',
             conveyor_dot_v1_dot_admin__service__pb2.ListQueuesRequest.SerializeToString,
             conveyor_dot_v1_dot_admin__service__pb2.ListQueuesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetQueueHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.v1.AdminService/GetQueueHistory',
+            conveyor_dot_v1_dot_admin__service__pb2.GetQueueHistoryRequest.SerializeToString,
+            conveyor_dot_v1_dot_admin__service__pb2.GetQueueHistoryResponse.FromString,
             options,
             channel_credentials,
             insecure,

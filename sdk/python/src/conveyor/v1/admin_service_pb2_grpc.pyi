@@ -54,6 +54,7 @@ class AdminServiceStub:
     conveyor_scheduler/access.py; admin may call everything):
       RPC                 producer  worker  reader  admin
       ListQueues          -         -       yes     yes
+      GetQueueHistory     -         -       yes     yes
       PauseQueue          -         -       -       yes
       ResumeQueue         -         -       -       yes
       PurgeQueue          -         -       -       yes
@@ -79,8 +80,14 @@ class AdminServiceStub:
     """Every queue in the registry (or the one named), ordered by name: depth by
     state, pause, names no worker takes, and counts and wait/run percentiles over
     the last 1, 5 and 15 minutes. Counts come from per-queue 10-second buckets
-    that the scheduler's scripts keep in Redis (each bucket expires 16 minutes
+    that the scheduler's scripts keep in Redis (each bucket expires 61 minutes
     after it starts), so they are fleet-wide and survive a replica restart.
+    """
+    GetQueueHistory: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.GetQueueHistoryRequest, _admin_service_pb2.GetQueueHistoryResponse]
+    """The same counts and percentiles minute by minute over the last hour (or
+    less), per queue and added up over the queues, read from the same buckets:
+    what a dashboard charts. Reads 6 buckets per minute per queue, so ask for one
+    queue or fewer minutes when the registry holds many queues.
     """
     PauseQueue: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.PauseQueueRequest, _admin_service_pb2.PauseQueueResponse]
     """Stop dispatch from a queue: from the next claim on, on every replica, no task
@@ -200,6 +207,7 @@ class AdminServiceAsyncStub(AdminServiceStub):
     conveyor_scheduler/access.py; admin may call everything):
       RPC                 producer  worker  reader  admin
       ListQueues          -         -       yes     yes
+      GetQueueHistory     -         -       yes     yes
       PauseQueue          -         -       -       yes
       ResumeQueue         -         -       -       yes
       PurgeQueue          -         -       -       yes
@@ -222,8 +230,14 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """Every queue in the registry (or the one named), ordered by name: depth by
     state, pause, names no worker takes, and counts and wait/run percentiles over
     the last 1, 5 and 15 minutes. Counts come from per-queue 10-second buckets
-    that the scheduler's scripts keep in Redis (each bucket expires 16 minutes
+    that the scheduler's scripts keep in Redis (each bucket expires 61 minutes
     after it starts), so they are fleet-wide and survive a replica restart.
+    """
+    GetQueueHistory: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.GetQueueHistoryRequest, _admin_service_pb2.GetQueueHistoryResponse]  # type: ignore[assignment]
+    """The same counts and percentiles minute by minute over the last hour (or
+    less), per queue and added up over the queues, read from the same buckets:
+    what a dashboard charts. Reads 6 buckets per minute per queue, so ask for one
+    queue or fewer minutes when the registry holds many queues.
     """
     PauseQueue: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.PauseQueueRequest, _admin_service_pb2.PauseQueueResponse]  # type: ignore[assignment]
     """Stop dispatch from a queue: from the next claim on, on every replica, no task
@@ -342,6 +356,7 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     conveyor_scheduler/access.py; admin may call everything):
       RPC                 producer  worker  reader  admin
       ListQueues          -         -       yes     yes
+      GetQueueHistory     -         -       yes     yes
       PauseQueue          -         -       -       yes
       ResumeQueue         -         -       -       yes
       PurgeQueue          -         -       -       yes
@@ -368,8 +383,20 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         """Every queue in the registry (or the one named), ordered by name: depth by
         state, pause, names no worker takes, and counts and wait/run percentiles over
         the last 1, 5 and 15 minutes. Counts come from per-queue 10-second buckets
-        that the scheduler's scripts keep in Redis (each bucket expires 16 minutes
+        that the scheduler's scripts keep in Redis (each bucket expires 61 minutes
         after it starts), so they are fleet-wide and survive a replica restart.
+        """
+
+    @_abc_1.abstractmethod
+    def GetQueueHistory(
+        self,
+        request: _admin_service_pb2.GetQueueHistoryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.GetQueueHistoryResponse, _abc.Awaitable[_admin_service_pb2.GetQueueHistoryResponse]]:
+        """The same counts and percentiles minute by minute over the last hour (or
+        less), per queue and added up over the queues, read from the same buckets:
+        what a dashboard charts. Reads 6 buckets per minute per queue, so ask for one
+        queue or fewer minutes when the registry holds many queues.
         """
 
     @_abc_1.abstractmethod

@@ -26,10 +26,15 @@
       const cell = document.querySelector(`#backlog tr[data-queue="${CSS.escape(q.queue)}"] [data-testid=queued]`);
       if (cell) cell.textContent = q.queued;
     }
-    const one = snap.windows[0];
-    data[0].push(snap.at); data[1].push(one.throughput); data[2].push(one.failures_per_s); data[3].push(one.wait_p95);
-    while (data[0].length && data[0][0] < snap.at - 3600) for (const s of data) s.shift();
+    // The last minutes again: replace the points we have, append the new one, keep an hour.
+    for (const point of snap.recent) {
+      const i = data[0].lastIndexOf(point[0]);
+      if (i >= 0) for (let s = 0; s < 4; s++) data[s][i] = point[s];
+      else if (!data[0].length || point[0] > data[0][data[0].length - 1]) for (let s = 0; s < 4; s++) data[s].push(point[s]);
+    }
+    while (data[0].length > 60) for (const s of data) s.shift();
     chart.setData(data);
+    root.dataset.pushes = String((Number(root.dataset.pushes) || 0) + 1);  // for tests and the curious
   });
   window.addEventListener("pagehide", () => source.close());
 })();

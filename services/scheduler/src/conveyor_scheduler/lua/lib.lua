@@ -36,7 +36,7 @@ local SCHEDULED, QUEUED, ACTIVE, SUCCEEDED, FAILED, CANCELLED, EXPIRED, DEAD = 1
 -- counters (BITFIELD u32 slots; STAT_SLOTS in keys.py): the events below, then the
 -- queue-wait and run-time histograms in log-scale buckets K (slot WAIT_SLOT + K and
 -- RUN_SLOT + K). Counted in SLOTS during the call and written by the epilogue with one
--- BITFIELD INCRBY for all of them; the key expires 16 minutes after it starts.
+-- BITFIELD INCRBY for all of them; the key expires 61 minutes after it starts.
 -- (The prelude runs on every call, so it creates as little as it can: tables on first use.)
 local SUBMITTED, STARTED, SUCCEEDED_N, FAILED_N, EXPIRED_N, CANCELLED_N, DEAD_N, RETRIED = 0, 1, 2, 3, 4, 5, 6, 7
 local WAIT_SLOT, RUN_SLOT, HIST_BUCKETS = 8, 136, 128
@@ -97,7 +97,7 @@ local function epilogue()
     local now = redis.call('BITFIELD', key, unpack(ops))
     for j = 1, #adds do
       if now[j] == adds[j] then
-        redis.call('PEXPIRE', key, 970000)  -- 16 minutes after the bucket's start, and then some
+        redis.call('PEXPIRE', key, 3670000)  -- STAT_RETENTION_MS in keys.py
         break
       end
     end

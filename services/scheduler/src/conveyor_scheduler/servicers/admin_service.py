@@ -11,6 +11,7 @@ from conveyor_scheduler import control
 from conveyor_scheduler.auth_source import AuthSource
 from conveyor_scheduler.core import Core
 from conveyor_scheduler.errors import InvalidArgument, NotFound
+from conveyor_scheduler.queue_stats import HISTORY_MINUTES
 from conveyor_scheduler.records import to_task
 from conveyor_scheduler.registry import Registered
 from conveyor_scheduler.task_search import MAX_PAGE, decode_cursor, encode_cursor, parse_filter, to_tasks
@@ -36,6 +37,14 @@ class AdminService:
                          context: grpc.aio.ServicerContext) -> admin_service_pb2.ListQueuesResponse:
         queues = [await self._known_queue(request.queue, "queue")] if request.queue else await self.core.store.queues()
         return admin_service_pb2.ListQueuesResponse(queues=await self.core.queue_stats.list(queues))
+
+    async def GetQueueHistory(self, request: admin_service_pb2.GetQueueHistoryRequest,
+                              context: grpc.aio.ServicerContext) -> admin_service_pb2.GetQueueHistoryResponse:
+        if request.minutes > HISTORY_MINUTES:
+            raise InvalidArgument("minutes", f"must be 1 to {HISTORY_MINUTES} (0: {HISTORY_MINUTES}), "
+                                             f"got {request.minutes}")
+        queues = [await self._known_queue(request.queue, "queue")] if request.queue else await self.core.store.queues()
+        return await self.core.queue_stats.history(queues, request.minutes or HISTORY_MINUTES)
 
     async def PauseQueue(self, request: admin_service_pb2.PauseQueueRequest,
                          context: grpc.aio.ServicerContext) -> admin_service_pb2.PauseQueueResponse:
