@@ -5,6 +5,7 @@ walks a whole search, a task's SSE stream follows it to the end; and the real co
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import re
 import subprocess
@@ -111,7 +112,7 @@ def test_the_overview_chart_holds_the_hour_the_scheduler_kept(cluster: Cluster, 
             data = next(line for line in r.iter_lines() if line.startswith("data:"))
     assert len(points) == 60
     starts = [p[0] for p in points]
-    assert starts == sorted(starts) and all(b - a == 60 for a, b in zip(starts, starts[1:], strict=False))
+    assert starts == sorted(starts) and all(b - a == 60 for a, b in itertools.pairwise(starts))
     # Rates per second of each minute's coverage: times the coverage, they add up to the tasks.
     history = client.admin.queue_history(minutes=60)
     covered = [w.covered for w in history.total]
