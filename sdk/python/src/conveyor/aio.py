@@ -26,6 +26,7 @@ from conveyor.errors import DeadlineExceeded, ResultTimeout, mapped_rpc_errors
 from conveyor.errors import amapped_rpc_errors as _rpc
 from conveyor.options import SubmitOptions
 from conveyor.pipeline import AsyncPipeline, PipelineCallError
+from conveyor.pushed import final, in_order
 from conveyor.resilience import acall_with_retry
 from conveyor.schedules import AsyncSchedules
 from conveyor.telemetry import producer_spans, tracer
@@ -163,11 +164,13 @@ class AsyncClient:
                         ) -> list[task_service_pb2.GetResultResponse]:
         """Waits until every task is terminal (or raises ResultTimeout); see Client.wait_many."""
         ids = [t if isinstance(t, str) else await t.sent() for t in tasks]
+        pushed = self._pipeline.pushed.results(ids) if self._pipeline is not None else {}
+        unread = [i for i in ids if i not in pushed]
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         out: list[task_service_pb2.GetResultResponse] = []
-        for first in range(0, len(ids), MAX_IDS):
-            chunk = ids[first:first + MAX_IDS]
+        for first in range(0, len(unread), MAX_IDS):
+            chunk = unread[first:first + MAX_IDS]
             while True:
                 remaining = MAX_WAIT_CHUNK if deadline is None else min(MAX_WAIT_CHUNK, deadline - loop.time())
                 req = task_service_pb2.GetResultsRequest(task_ids=chunk, wait=duration(max(remaining, 0.001)))
@@ -180,7 +183,7 @@ class AsyncClient:
                 if deadline is not None and loop.time() >= deadline:
                     raise ResultTimeout(f"{sum(not TaskState(r.state).terminal for r in resp.results)} of "
                                         f"{len(ids)} tasks did not finish within {timeout}s")
-        return out
+        return in_order(ids, pushed, out)
 
     async def get_result(self, task_id: str, wait: float | None = None) -> task_service_pb2.GetResultResponse:
         if self._pipeline is not None:  # GetResults of one id, on the stream
@@ -224,11 +227,25 @@ class AsyncClient:
         return AsyncTaskHandle(self, task_id)
 
     async def wait(self, task_id: str, timeout: float | None = None) -> task_service_pb2.GetResultResponse:
+        """See Client.wait (pushed results included)."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
+        slot = self._pipeline.pushed.slot(task_id) if self._pipeline is not None else None
         while True:
             remaining = MAX_WAIT_CHUNK if deadline is None else min(MAX_WAIT_CHUNK, deadline - loop.time())
-            resp = await self.get_result(task_id, wait=max(remaining, 0.001))
+            if slot is not None:
+                try:
+                    pushed = slot.result() if slot.done() else await asyncio.wait_for(
+                        asyncio.shield(asyncio.wrap_future(slot)), max(remaining, 0))
+                except TimeoutError:
+                    resp = await self.get_result(task_id)
+                else:
+                    if final(pushed):
+                        return pushed  # type: ignore[return-value]
+                    slot = None  # the stream broke (or the task did not succeed): read its state from now on
+                    continue
+            else:
+                resp = await self.get_result(task_id, wait=max(remaining, 0.001))
             if TaskState(resp.state).terminal:
                 return resp
             if deadline is not None and loop.time() >= deadline:
@@ -258,6 +275,8 @@ class AsyncTaskHandle(Generic[R]):
         self._queue = queue
         self._pending = pending
         """A `send` not yet answered: every call awaits it; `id` and `queue` need it answered."""
+        if client._pipeline is not None:
+            client._pipeline.pushed.keep_for(self, pending or task_id)
 
     def __repr__(self) -> str:
         if self._pending is not None and not self._pending.done():

@@ -30,6 +30,7 @@ from conveyor.errors import ResultTimeout
 from conveyor.errors import mapped_rpc_errors as _rpc
 from conveyor.options import SubmitOptions
 from conveyor.pipeline import PipelineCallError, SyncPipeline
+from conveyor.pushed import final, in_order
 from conveyor.resilience import call_with_retry
 from conveyor.schedules import Schedules
 from conveyor.telemetry import producer_spans, tracer
@@ -181,10 +182,12 @@ class Client:
         """Blocks until every task is terminal (or raises ResultTimeout); GetResults in
         chunks of 10,000 ids."""
         ids = ids_of(tasks)
+        pushed = self._pipeline.pushed.results(ids) if self._pipeline is not None else {}
         deadline = None if timeout is None else time.monotonic() + timeout
         out: list[task_service_pb2.GetResultResponse] = []
-        for first in range(0, len(ids), MAX_IDS):
-            chunk = ids[first:first + MAX_IDS]
+        unread = [i for i in ids if i not in pushed]
+        for first in range(0, len(unread), MAX_IDS):
+            chunk = unread[first:first + MAX_IDS]
             while True:
                 remaining = MAX_WAIT_CHUNK if deadline is None else min(MAX_WAIT_CHUNK, deadline - time.monotonic())
                 req = task_service_pb2.GetResultsRequest(task_ids=chunk, wait=duration(max(remaining, 0.001)))
@@ -197,7 +200,7 @@ class Client:
                 if deadline is not None and time.monotonic() >= deadline:
                     raise ResultTimeout(f"{sum(not TaskState(r.state).terminal for r in resp.results)} of "
                                         f"{len(ids)} tasks did not finish within {timeout}s")
-        return out
+        return in_order(ids, pushed, out)
 
     def get_result(self, task_id: str, wait: float | None = None) -> task_service_pb2.GetResultResponse:
         if self._pipeline is not None:  # GetResults of one id, on the stream
@@ -239,11 +242,25 @@ class Client:
         return TaskHandle(self, task_id)
 
     def wait(self, task_id: str, timeout: float | None = None) -> task_service_pb2.GetResultResponse:
-        """Blocks until the task is terminal (or raises ResultTimeout)."""
+        """Blocks until the task is terminal (or raises ResultTimeout). A result the scheduler
+        pushes (pushed.py) is waited for in memory, with a plain read as a check once per
+        MAX_WAIT_CHUNK, and read instead when its stream broke."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        slot = self._pipeline.pushed.slot(task_id) if self._pipeline is not None else None
         while True:
             remaining = MAX_WAIT_CHUNK if deadline is None else min(MAX_WAIT_CHUNK, deadline - time.monotonic())
-            resp = self.get_result(task_id, wait=max(remaining, 0.001))
+            if slot is not None:
+                try:
+                    pushed = slot.result(max(remaining, 0))
+                except FutureTimeout:
+                    resp = self.get_result(task_id)
+                else:
+                    if final(pushed):
+                        return pushed  # type: ignore[return-value]
+                    slot = None  # the stream broke (or the task did not succeed): read its state from now on
+                    continue
+            else:
+                resp = self.get_result(task_id, wait=max(remaining, 0.001))
             if TaskState(resp.state).terminal:
                 return resp
             if deadline is not None and time.monotonic() >= deadline:
@@ -275,6 +292,8 @@ class TaskHandle(Generic[R]):
         self._queue = queue
         self._pending = pending
         """A `send` not yet answered: `id` and `queue` wait for it."""
+        if client._pipeline is not None:
+            client._pipeline.pushed.keep_for(self, pending or task_id)
 
     @property
     def id(self) -> str:

@@ -46,6 +46,9 @@ class SubmitOptions:
     """A repeat submit with this key returns the first task's id."""
     headers: Mapping[str, str] = field(default_factory=dict)
     """Extra headers carried with the task."""
+    ignore_result: bool = False
+    """Do not have the outcome pushed to this client when the task ends (Celery's name): for
+    tasks whose result nobody reads. It is still stored and can be read."""
 
     def merged(self, **overrides: Any) -> SubmitOptions:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
@@ -75,7 +78,8 @@ def _timestamp(value: dt.datetime) -> Timestamp:
 def build_spec(
     name: str, args: Sequence[Any], kwargs: Mapping[str, Any] | None, opts: SubmitOptions
 ) -> task_pb2.TaskSpec:
-    spec = task_pb2.TaskSpec(name=name, payload=encode_call(args, kwargs), headers=dict(opts.headers))
+    spec = task_pb2.TaskSpec(name=name, payload=encode_call(args, kwargs), headers=dict(opts.headers),
+                             push_result=not opts.ignore_result)
     if opts.queue:
         spec.queue = opts.queue
     if opts.priority is not None:

@@ -6,6 +6,9 @@ client sends these calls, tagged with a call id, on one long-lived stream and ma
 answers to their callers. A failed call raises the same grpc.RpcError shape (code(),
 details()) as the unary call would; a broken stream fails the calls in flight with it
 (UNAVAILABLE when the scheduler went away) and the next call opens a new stream.
+
+The scheduler also pushes, with call_id 0, the outcomes of the tasks submitted with
+push_result; the reader hands them to `PushedResults` (pushed.py).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 
 import grpc
 
+from conveyor.pushed import PushedResults
 from conveyor.v1 import task_service_pb2, task_service_pb2_grpc
 
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
@@ -58,6 +62,11 @@ def _outcome(resp: task_service_pb2.PipelineResponse, field: str) -> Any:
     if resp.HasField("error"):
         raise PipelineCallError(_CODES.get(resp.error.code, grpc.StatusCode.UNKNOWN), resp.error.message)
     return getattr(resp, field)
+
+
+def _closed() -> PipelineCallError:
+    """What a call on a closed client's pipeline raises (as the stream's calls in flight do)."""
+    return PipelineCallError(grpc.StatusCode.CANCELLED, "the client was closed")
 
 
 def _timed_out(timeout: float) -> PipelineCallError:
@@ -157,7 +166,9 @@ class _SyncStream:
     is sent again call by call, so each caller gets its own answer and nobody else's error.
     """
 
-    def __init__(self, stub: task_service_pb2_grpc.TaskServiceStub, ids: Iterator[int]) -> None:
+    def __init__(self, stub: task_service_pb2_grpc.TaskServiceStub, ids: Iterator[int],
+                 pushed: PushedResults) -> None:
+        self.pushed = pushed
         self.requests: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
         self.pending: dict[int, _Call | _Merged] = {}
         self.broken: grpc.RpcError | None = None
@@ -210,15 +221,16 @@ class _SyncStream:
         failure: grpc.RpcError
         try:
             for resp in self.call:
-                entry = self.pending.pop(resp.call_id, None)
+                entry = _received(resp, self.pending, self.pushed)
                 if isinstance(entry, _Merged):
                     if not entry.answer(resp):
                         self._resend(entry)
-                elif entry is not None:  # None: its caller gave up waiting
+                elif entry is not None:  # None: its caller gave up waiting, or a push
                     entry.answer(resp)
             failure = PipelineCallError(grpc.StatusCode.UNAVAILABLE, "the scheduler ended the pipeline stream")
         except grpc.RpcError as exc:
             failure = exc
+        self.pushed.stream_broken()
         with self.lock:
             self.broken = failure
             pending, self.pending = self.pending, {}
@@ -236,6 +248,18 @@ class _SyncStream:
         self.call.cancel()
 
 
+def _received(resp: task_service_pb2.PipelineResponse, pending: dict[int, Any], pushed: PushedResults) -> Any:
+    """The pending entry an answer is for (None for a push, which goes to `pushed`); a submit's
+    answer first makes the slots of its pushed results, so the push cannot beat them."""
+    kind = resp.WhichOneof("reply")
+    if kind == "pushed":
+        pushed.deliver(resp.pushed.results)
+        return None
+    if kind == "submit":
+        pushed.expect(resp.submit.tasks)
+    return pending.pop(resp.call_id, None)
+
+
 def _payload(request: task_service_pb2.SubmitRequest) -> int:
     return sum(len(spec.payload) for spec in request.tasks)
 
@@ -249,11 +273,15 @@ class SyncPipeline:
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._unconfirmed = threading.BoundedSemaphore(max_unconfirmed)
+        self.pushed = PushedResults()
+        self._closed = False
 
     def _open(self) -> _SyncStream:
         with self._lock:
+            if self._closed:
+                raise _closed()
             if self._stream is None or self._stream.broken is not None:
-                self._stream = _SyncStream(self._stub, self._ids)
+                self._stream = _SyncStream(self._stub, self._ids, self.pushed)
             return self._stream
 
     def _call(self, field: str, msg: Any, timeout: float) -> Any:
@@ -289,6 +317,7 @@ class SyncPipeline:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             if self._stream is not None:
                 self._stream.close()
                 self._stream = None
@@ -298,7 +327,9 @@ class _AsyncStream:
     """One open Pipeline stream of an AsyncClient: a task reads the answers, and `send`s are
     written by one writer task that merges what has queued up (as the sync stream does)."""
 
-    def __init__(self, stub: task_service_pb2_grpc.TaskServiceStub, ids: Iterator[int]) -> None:
+    def __init__(self, stub: task_service_pb2_grpc.TaskServiceStub, ids: Iterator[int],
+                 pushed: PushedResults) -> None:
+        self.pushed = pushed
         self.pending: dict[int, asyncio.Future[task_service_pb2.PipelineResponse] | _Call | _Merged] = {}
         self.broken: grpc.RpcError | None = None
         self.writing = asyncio.Lock()
@@ -370,7 +401,7 @@ class _AsyncStream:
         failure: grpc.RpcError
         try:
             async for resp in self.call:
-                entry = self.pending.pop(resp.call_id, None)
+                entry = _received(resp, self.pending, self.pushed)
                 if isinstance(entry, _Merged):
                     if not entry.answer(resp):
                         self.resent += 1
@@ -385,6 +416,7 @@ class _AsyncStream:
             failure = exc
         except asyncio.CancelledError:
             failure = PipelineCallError(grpc.StatusCode.CANCELLED, "the client closed the pipeline stream")
+        self.pushed.stream_broken()
         self.broken = failure
         for entry in self.pending.values():
             if isinstance(entry, _Merged | _Call):
@@ -407,10 +439,14 @@ class AsyncPipeline:
         self._stream: _AsyncStream | None = None
         self._ids = itertools.count(1)
         self._unconfirmed = asyncio.Semaphore(max_unconfirmed)
+        self.pushed = PushedResults()
+        self._closed = False
 
     def _open(self) -> _AsyncStream:
+        if self._closed:
+            raise _closed()
         if self._stream is None or self._stream.broken is not None:
-            self._stream = _AsyncStream(self._stub, self._ids)
+            self._stream = _AsyncStream(self._stub, self._ids, self.pushed)
         return self._stream
 
     async def send(self, request: task_service_pb2.SubmitRequest) -> asyncio.Future[task_service_pb2.SubmitResponse]:
@@ -437,6 +473,7 @@ class AsyncPipeline:
                                         timeout)
 
     async def close(self) -> None:
+        self._closed = True
         if self._stream is not None:
             await self._stream.close()
             self._stream = None

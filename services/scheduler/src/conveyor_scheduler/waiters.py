@@ -17,8 +17,9 @@ from conveyor_scheduler.store import Record
 FetchMany = Callable[[Sequence[str]], Awaitable[list[Record]]]
 
 
-class _Waiter:
-    """One waiting call: the completions it was told about since it last looked."""
+class Waiter:
+    """One waiting call (or one Pipeline stream's pushed results): the completions it was
+    told about since it last looked."""
 
     __slots__ = ("event", "finished", "stale")
 
@@ -36,11 +37,24 @@ def _terminal(rec: Record) -> bool:
 
 class ResultWaiters:
     def __init__(self) -> None:
-        self._waiting: dict[str, set[_Waiter]] = {}
+        self._waiting: dict[str, set[Waiter]] = {}
 
     def waiting(self, task_id: str) -> bool:
         """Someone on this replica waits for `task_id` (so its final record is worth building)."""
         return task_id in self._waiting
+
+    def follow(self, task_ids: Sequence[str], waiter: Waiter) -> None:
+        """Tells `waiter` of each of `task_ids`' completion until `unfollow`."""
+        for task_id in task_ids:
+            self._waiting.setdefault(task_id, set()).add(waiter)
+
+    def unfollow(self, task_ids: Sequence[str], waiter: Waiter) -> None:
+        for task_id in task_ids:
+            waiters = self._waiting.get(task_id)
+            if waiters is not None:
+                waiters.discard(waiter)
+                if not waiters:
+                    del self._waiting[task_id]
 
     def notify(self, task_id: str, record: Record | None = None) -> None:
         """`task_id` finished; `record` is its final record when the caller knows it."""
@@ -60,9 +74,8 @@ class ResultWaiters:
         """The records of `task_ids` (in order) once all are terminal or gone, or as they
         are when the timeout passes. `unfinished[i]` says task i is known not to have
         finished yet (just submitted, and no await since): it is not read first."""
-        waiter = _Waiter()
-        for task_id in task_ids:
-            self._waiting.setdefault(task_id, set()).add(waiter)
+        waiter = Waiter()
+        self.follow(task_ids, waiter)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         records: list[Record] = [{b"st": b"2"} for _ in task_ids]  # stands in until read or finished
@@ -105,9 +118,4 @@ class ResultWaiters:
             await read(sorted(pending))  # timed out: report each as it is now
             return records
         finally:
-            for task_id in task_ids:
-                waiters = self._waiting.get(task_id)
-                if waiters is not None:
-                    waiters.discard(waiter)
-                    if not waiters:
-                        del self._waiting[task_id]
+            self.unfollow(task_ids, waiter)

@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x63onveyor/v1/task.proto\x12\x0b\x63onveyor.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xad\x01\n\x0bRetryPolicy\x12\x13\n\x0bmax_retries\x18\x01 \x01(\r\x12\x32\n\x0finitial_backoff\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\x0bmax_backoff\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nmultiplier\x18\x04 \x01(\x01\x12\x11\n\tno_jitter\x18\x05 \x01(\x08\"\xb6\x04\n\x08TaskSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05queue\x18\x02 \x01(\t\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\x33\n\x07headers\x18\x05 \x03(\x0b\x32\".conveyor.v1.TaskSpec.HeadersEntry\x12\x10\n\x08priority\x18\x06 \x01(\x05\x12\'\n\x03\x65ta\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\tcountdown\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\nexpires_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x07timeout\x18\n \x01(\x0b\x32\x19.google.protobuf.Duration\x12\'\n\x05retry\x18\x0b \x01(\x0b\x32\x18.conveyor.v1.RetryPolicy\x12\x17\n\x0fidempotency_key\x18\x0c \x01(\t\x12\x35\n\x12idempotency_window\x18\r \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0csoft_timeout\x18\x0e \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nrate_limit\x18\x0f \x01(\t\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"0\n\nTaskResult\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\"=\n\tTaskError\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\ttraceback\x18\x03 \x01(\t\"\xe1\x06\n\x04Task\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05queue\x18\x03 \x01(\t\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x05 \x01(\t\x12/\n\x07headers\x18\x06 \x03(\x0b\x32\x1e.conveyor.v1.Task.HeadersEntry\x12\x10\n\x08priority\x18\x07 \x01(\x05\x12%\n\x05state\x18\x08 \x01(\x0e\x32\x16.conveyor.v1.TaskState\x12\x0f\n\x07\x61ttempt\x18\t \x01(\r\x12\'\n\x05retry\x18\n \x01(\x0b\x32\x18.conveyor.v1.RetryPolicy\x12*\n\x07timeout\x18\x0b \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\ncreated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65ta\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tworker_id\x18\x11 \x01(\t\x12\'\n\x06result\x18\x12 \x01(\x0b\x32\x17.conveyor.v1.TaskResult\x12%\n\x05\x65rror\x18\x13 \x01(\x0b\x32\x16.conveyor.v1.TaskError\x12\x17\n\x0fidempotency_key\x18\x14 \x01(\t\x12/\n\x0csoft_timeout\x18\x15 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nrate_limit\x18\x16 \x01(\t\x12\x18\n\x10\x63\x61ncel_requested\x18\x17 \x01(\x08\x12\x16\n\x0ewaiting_reason\x18\x18 \x01(\t\x12,\n\x08\x61ttempts\x18\x19 \x03(\x0b\x32\x1a.conveyor.v1.AttemptRecord\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb8\x01\n\rAttemptRecord\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\r\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12.\n\nstarted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nded_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x16.conveyor.v1.TaskError\"\xa6\x01\n\nLeasedTask\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.conveyor.v1.Task\x12\x13\n\x0blease_token\x18\x02 \x01(\t\x12\x34\n\x10lease_expires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x64\x65\x61\x64line\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"s\n\x0bTaskFailure\x12%\n\x05\x65rror\x18\x01 \x01(\x0b\x32\x16.conveyor.v1.TaskError\x12\r\n\x05retry\x18\x02 \x01(\x08\x12.\n\x0bretry_delay\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xc3\x01\n\x07TaskAck\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x13\n\x0blease_token\x18\x02 \x01(\t\x12)\n\x06result\x18\x03 \x01(\x0b\x32\x17.conveyor.v1.TaskResultH\x00\x12+\n\x07\x66\x61ilure\x18\x04 \x01(\x0b\x32\x18.conveyor.v1.TaskFailureH\x00\x12/\n\tcancelled\x18\x05 \x01(\x0b\x32\x1a.conveyor.v1.TaskCancelledH\x00\x42\t\n\x07outcome\"\x1f\n\rTaskCancelled\x12\x0e\n\x06reason\x18\x01 \x01(\t\"l\n\nAckOutcome\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12&\n\x06status\x18\x02 \x01(\x0e\x32\x16.conveyor.v1.AckStatus\x12%\n\x05state\x18\x03 \x01(\x0e\x32\x16.conveyor.v1.TaskState*\xe7\x01\n\tTaskState\x12\x1a\n\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14TASK_STATE_SCHEDULED\x10\x01\x12\x15\n\x11TASK_STATE_QUEUED\x10\x02\x12\x15\n\x11TASK_STATE_ACTIVE\x10\x03\x12\x18\n\x14TASK_STATE_SUCCEEDED\x10\x04\x12\x15\n\x11TASK_STATE_FAILED\x10\x05\x12\x18\n\x14TASK_STATE_CANCELLED\x10\x06\x12\x16\n\x12TASK_STATE_EXPIRED\x10\x07\x12\x13\n\x0fTASK_STATE_DEAD\x10\x08*v\n\tAckStatus\x12\x1a\n\x16\x41\x43K_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41\x43K_STATUS_ACCEPTED\x10\x01\x12\x1a\n\x16\x41\x43K_STATUS_STALE_LEASE\x10\x02\x12\x18\n\x14\x41\x43K_STATUS_NOT_FOUND\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x63onveyor/v1/task.proto\x12\x0b\x63onveyor.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xad\x01\n\x0bRetryPolicy\x12\x13\n\x0bmax_retries\x18\x01 \x01(\r\x12\x32\n\x0finitial_backoff\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\x0bmax_backoff\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nmultiplier\x18\x04 \x01(\x01\x12\x11\n\tno_jitter\x18\x05 \x01(\x08\"\xcb\x04\n\x08TaskSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05queue\x18\x02 \x01(\t\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\x33\n\x07headers\x18\x05 \x03(\x0b\x32\".conveyor.v1.TaskSpec.HeadersEntry\x12\x10\n\x08priority\x18\x06 \x01(\x05\x12\'\n\x03\x65ta\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\tcountdown\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\nexpires_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x07timeout\x18\n \x01(\x0b\x32\x19.google.protobuf.Duration\x12\'\n\x05retry\x18\x0b \x01(\x0b\x32\x18.conveyor.v1.RetryPolicy\x12\x17\n\x0fidempotency_key\x18\x0c \x01(\t\x12\x35\n\x12idempotency_window\x18\r \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0csoft_timeout\x18\x0e \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nrate_limit\x18\x0f \x01(\t\x12\x13\n\x0bpush_result\x18\x10 \x01(\x08\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"0\n\nTaskResult\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\"=\n\tTaskError\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\ttraceback\x18\x03 \x01(\t\"\xe1\x06\n\x04Task\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05queue\x18\x03 \x01(\t\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x05 \x01(\t\x12/\n\x07headers\x18\x06 \x03(\x0b\x32\x1e.conveyor.v1.Task.HeadersEntry\x12\x10\n\x08priority\x18\x07 \x01(\x05\x12%\n\x05state\x18\x08 \x01(\x0e\x32\x16.conveyor.v1.TaskState\x12\x0f\n\x07\x61ttempt\x18\t \x01(\r\x12\'\n\x05retry\x18\n \x01(\x0b\x32\x18.conveyor.v1.RetryPolicy\x12*\n\x07timeout\x18\x0b \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\ncreated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65ta\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tworker_id\x18\x11 \x01(\t\x12\'\n\x06result\x18\x12 \x01(\x0b\x32\x17.conveyor.v1.TaskResult\x12%\n\x05\x65rror\x18\x13 \x01(\x0b\x32\x16.conveyor.v1.TaskError\x12\x17\n\x0fidempotency_key\x18\x14 \x01(\t\x12/\n\x0csoft_timeout\x18\x15 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nrate_limit\x18\x16 \x01(\t\x12\x18\n\x10\x63\x61ncel_requested\x18\x17 \x01(\x08\x12\x16\n\x0ewaiting_reason\x18\x18 \x01(\t\x12,\n\x08\x61ttempts\x18\x19 \x03(\x0b\x32\x1a.conveyor.v1.AttemptRecord\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb8\x01\n\rAttemptRecord\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\r\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12.\n\nstarted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nded_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x16.conveyor.v1.TaskError\"\xa6\x01\n\nLeasedTask\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.conveyor.v1.Task\x12\x13\n\x0blease_token\x18\x02 \x01(\t\x12\x34\n\x10lease_expires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x64\x65\x61\x64line\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"s\n\x0bTaskFailure\x12%\n\x05\x65rror\x18\x01 \x01(\x0b\x32\x16.conveyor.v1.TaskError\x12\r\n\x05retry\x18\x02 \x01(\x08\x12.\n\x0bretry_delay\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xc3\x01\n\x07TaskAck\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x13\n\x0blease_token\x18\x02 \x01(\t\x12)\n\x06result\x18\x03 \x01(\x0b\x32\x17.conveyor.v1.TaskResultH\x00\x12+\n\x07\x66\x61ilure\x18\x04 \x01(\x0b\x32\x18.conveyor.v1.TaskFailureH\x00\x12/\n\tcancelled\x18\x05 \x01(\x0b\x32\x1a.conveyor.v1.TaskCancelledH\x00\x42\t\n\x07outcome\"\x1f\n\rTaskCancelled\x12\x0e\n\x06reason\x18\x01 \x01(\t\"l\n\nAckOutcome\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12&\n\x06status\x18\x02 \x01(\x0e\x32\x16.conveyor.v1.AckStatus\x12%\n\x05state\x18\x03 \x01(\x0e\x32\x16.conveyor.v1.TaskState*\xe7\x01\n\tTaskState\x12\x1a\n\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14TASK_STATE_SCHEDULED\x10\x01\x12\x15\n\x11TASK_STATE_QUEUED\x10\x02\x12\x15\n\x11TASK_STATE_ACTIVE\x10\x03\x12\x18\n\x14TASK_STATE_SUCCEEDED\x10\x04\x12\x15\n\x11TASK_STATE_FAILED\x10\x05\x12\x18\n\x14TASK_STATE_CANCELLED\x10\x06\x12\x16\n\x12TASK_STATE_EXPIRED\x10\x07\x12\x13\n\x0fTASK_STATE_DEAD\x10\x08*v\n\tAckStatus\x12\x1a\n\x16\x41\x43K_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41\x43K_STATUS_ACCEPTED\x10\x01\x12\x1a\n\x16\x41\x43K_STATUS_STALE_LEASE\x10\x02\x12\x18\n\x14\x41\x43K_STATUS_NOT_FOUND\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,34 +37,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TASKSPEC_HEADERSENTRY']._serialized_options = b'8\001'
   _globals['_TASK_HEADERSENTRY']._loaded_options = None
   _globals['_TASK_HEADERSENTRY']._serialized_options = b'8\001'
-  _globals['_TASKSTATE']._serialized_start=2645
-  _globals['_TASKSTATE']._serialized_end=2876
-  _globals['_ACKSTATUS']._serialized_start=2878
-  _globals['_ACKSTATUS']._serialized_end=2996
+  _globals['_TASKSTATE']._serialized_start=2666
+  _globals['_TASKSTATE']._serialized_end=2897
+  _globals['_ACKSTATUS']._serialized_start=2899
+  _globals['_ACKSTATUS']._serialized_end=3017
   _globals['_RETRYPOLICY']._serialized_start=105
   _globals['_RETRYPOLICY']._serialized_end=278
   _globals['_TASKSPEC']._serialized_start=281
-  _globals['_TASKSPEC']._serialized_end=847
-  _globals['_TASKSPEC_HEADERSENTRY']._serialized_start=801
-  _globals['_TASKSPEC_HEADERSENTRY']._serialized_end=847
-  _globals['_TASKRESULT']._serialized_start=849
-  _globals['_TASKRESULT']._serialized_end=897
-  _globals['_TASKERROR']._serialized_start=899
-  _globals['_TASKERROR']._serialized_end=960
-  _globals['_TASK']._serialized_start=963
-  _globals['_TASK']._serialized_end=1828
-  _globals['_TASK_HEADERSENTRY']._serialized_start=801
-  _globals['_TASK_HEADERSENTRY']._serialized_end=847
-  _globals['_ATTEMPTRECORD']._serialized_start=1831
-  _globals['_ATTEMPTRECORD']._serialized_end=2015
-  _globals['_LEASEDTASK']._serialized_start=2018
-  _globals['_LEASEDTASK']._serialized_end=2184
-  _globals['_TASKFAILURE']._serialized_start=2186
-  _globals['_TASKFAILURE']._serialized_end=2301
-  _globals['_TASKACK']._serialized_start=2304
-  _globals['_TASKACK']._serialized_end=2499
-  _globals['_TASKCANCELLED']._serialized_start=2501
-  _globals['_TASKCANCELLED']._serialized_end=2532
-  _globals['_ACKOUTCOME']._serialized_start=2534
-  _globals['_ACKOUTCOME']._serialized_end=2642
+  _globals['_TASKSPEC']._serialized_end=868
+  _globals['_TASKSPEC_HEADERSENTRY']._serialized_start=822
+  _globals['_TASKSPEC_HEADERSENTRY']._serialized_end=868
+  _globals['_TASKRESULT']._serialized_start=870
+  _globals['_TASKRESULT']._serialized_end=918
+  _globals['_TASKERROR']._serialized_start=920
+  _globals['_TASKERROR']._serialized_end=981
+  _globals['_TASK']._serialized_start=984
+  _globals['_TASK']._serialized_end=1849
+  _globals['_TASK_HEADERSENTRY']._serialized_start=822
+  _globals['_TASK_HEADERSENTRY']._serialized_end=868
+  _globals['_ATTEMPTRECORD']._serialized_start=1852
+  _globals['_ATTEMPTRECORD']._serialized_end=2036
+  _globals['_LEASEDTASK']._serialized_start=2039
+  _globals['_LEASEDTASK']._serialized_end=2205
+  _globals['_TASKFAILURE']._serialized_start=2207
+  _globals['_TASKFAILURE']._serialized_end=2322
+  _globals['_TASKACK']._serialized_start=2325
+  _globals['_TASKACK']._serialized_end=2520
+  _globals['_TASKCANCELLED']._serialized_start=2522
+  _globals['_TASKCANCELLED']._serialized_end=2553
+  _globals['_ACKOUTCOME']._serialized_start=2555
+  _globals['_ACKOUTCOME']._serialized_end=2663
 # @@protoc_insertion_point(module_scope)

@@ -231,6 +231,7 @@ class TaskSpec(_message.Message):
     IDEMPOTENCY_WINDOW_FIELD_NUMBER: _builtins.int
     SOFT_TIMEOUT_FIELD_NUMBER: _builtins.int
     RATE_LIMIT_FIELD_NUMBER: _builtins.int
+    PUSH_RESULT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Dotted task name, e.g. "billing.charge". 1-200 chars of [A-Za-z0-9_.:-]."""
     queue: _builtins.str
@@ -256,6 +257,12 @@ class TaskSpec(_message.Message):
     (also sec/second, min/minute, hour) with N 1 to 9,999,999, e.g. "100/s";
     enforced at dispatch across every worker and scheduler replica. A task over
     the limit reserves the next free slot and waits for it as SCHEDULED.
+    """
+    push_result: _builtins.bool
+    """Only on a Pipeline stream: push this task's outcome on the stream when it
+    finishes (PipelineResponse.pushed), so the producer has it without asking.
+    Not stored with the task; ignored by the unary Submit and by Submit with
+    wait_results. SubmittedTask.result_pushed says whether it was granted.
     """
     @_builtins.property
     def headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
@@ -323,10 +330,11 @@ class TaskSpec(_message.Message):
         idempotency_window: _duration_pb2.Duration | None = ...,
         soft_timeout: _duration_pb2.Duration | None = ...,
         rate_limit: _builtins.str = ...,
+        push_result: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["countdown", b"countdown", "eta", b"eta", "expires_at", b"expires_at", "idempotency_window", b"idempotency_window", "retry", b"retry", "soft_timeout", b"soft_timeout", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "countdown", b"countdown", "eta", b"eta", "expires_at", b"expires_at", "headers", b"headers", "idempotency_key", b"idempotency_key", "idempotency_window", b"idempotency_window", "name", b"name", "payload", b"payload", "priority", b"priority", "queue", b"queue", "rate_limit", b"rate_limit", "retry", b"retry", "soft_timeout", b"soft_timeout", "timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "countdown", b"countdown", "eta", b"eta", "expires_at", b"expires_at", "headers", b"headers", "idempotency_key", b"idempotency_key", "idempotency_window", b"idempotency_window", "name", b"name", "payload", b"payload", "priority", b"priority", "push_result", b"push_result", "queue", b"queue", "rate_limit", b"rate_limit", "retry", b"retry", "soft_timeout", b"soft_timeout", "timeout", b"timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -64,6 +64,7 @@ class SubmittedTask(_message.Message):
     QUEUE_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
     DUPLICATE_FIELD_NUMBER: _builtins.int
+    RESULT_PUSHED_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """See Task.id: the ids of one queue's tasks increase in request order."""
     queue: _builtins.str
@@ -78,6 +79,11 @@ class SubmittedTask(_message.Message):
     """True when an idempotency key matched an existing task; nothing was created,
     and id is that task's.
     """
+    result_pushed: _builtins.bool
+    """The task's outcome will be pushed on this Pipeline stream when it finishes
+    (see TaskService.Pipeline); false outside a Pipeline stream, without
+    TaskSpec.push_result, or past the stream's limit.
+    """
     def __init__(
         self,
         *,
@@ -85,10 +91,11 @@ class SubmittedTask(_message.Message):
         queue: _builtins.str = ...,
         state: _task_pb2.TaskState.ValueType = ...,
         duplicate: _builtins.bool = ...,
+        result_pushed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["duplicate", b"duplicate", "id", b"id", "queue", b"queue", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duplicate", b"duplicate", "id", b"id", "queue", b"queue", "result_pushed", b"result_pushed", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -599,6 +606,7 @@ class PipelineResponse(_message.Message):
     SUBMIT_FIELD_NUMBER: _builtins.int
     GET_RESULTS_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    PUSHED_FIELD_NUMBER: _builtins.int
     call_id: _builtins.int
     @_builtins.property
     def submit(self) -> Global___SubmitResponse: ...
@@ -608,6 +616,12 @@ class PipelineResponse(_message.Message):
     def error(self) -> Global___CallError:
         """The call failed, with the status the unary call would have ended with."""
 
+    @_builtins.property
+    def pushed(self) -> Global___GetResultsResponse:
+        """Outcomes of finished tasks submitted on this stream with push_result
+        (call_id is 0): each as GetResults reports it.
+        """
+
     def __init__(
         self,
         *,
@@ -615,12 +629,13 @@ class PipelineResponse(_message.Message):
         submit: Global___SubmitResponse | None = ...,
         get_results: Global___GetResultsResponse | None = ...,
         error: Global___CallError | None = ...,
+        pushed: Global___GetResultsResponse | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "get_results", b"get_results", "reply", b"reply", "submit", b"submit"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "get_results", b"get_results", "pushed", b"pushed", "reply", b"reply", "submit", b"submit"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "error", b"error", "get_results", b"get_results", "reply", b"reply", "submit", b"submit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "error", b"error", "get_results", b"get_results", "pushed", b"pushed", "reply", b"reply", "submit", b"submit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_reply: _TypeAlias = _typing.Literal["submit", "get_results", "error"]  # noqa: Y015
+    _WhichOneofReturnType_reply: _TypeAlias = _typing.Literal["submit", "get_results", "error", "pushed"]  # noqa: Y015
     _WhichOneofArgType_reply: _TypeAlias = _typing.Literal["reply", b"reply"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_reply) -> _WhichOneofReturnType_reply | None: ...
 

@@ -114,6 +114,14 @@ class TaskServiceStub:
     on; a malformed message, or one that sets neither call, ends the stream with
     INVALID_ARGUMENT. Calls on the stream have no deadline of their own: their wait
     fields bound them.
+    Pushed results: for each submitted task whose TaskSpec.push_result is set and
+    whose SubmittedTask.result_pushed came back true, the scheduler sends the
+    task's outcome on this stream once it is terminal, in a response with call_id
+    0 and `pushed` set (outcomes that finish together travel in one message, up
+    to 500 each), whichever replica recorded the end. Each is pushed once; a
+    stream follows at most 100,000 unfinished tasks (result_pushed is false past
+    that). If the stream breaks, what was not pushed yet is lost: read it with
+    GetResult(s).
     """
 
 @_typing.type_check_only
@@ -202,6 +210,14 @@ class TaskServiceAsyncStub(TaskServiceStub):
     on; a malformed message, or one that sets neither call, ends the stream with
     INVALID_ARGUMENT. Calls on the stream have no deadline of their own: their wait
     fields bound them.
+    Pushed results: for each submitted task whose TaskSpec.push_result is set and
+    whose SubmittedTask.result_pushed came back true, the scheduler sends the
+    task's outcome on this stream once it is terminal, in a response with call_id
+    0 and `pushed` set (outcomes that finish together travel in one message, up
+    to 500 each), whichever replica recorded the end. Each is pushed once; a
+    stream follows at most 100,000 unfinished tasks (result_pushed is false past
+    that). If the stream breaks, what was not pushed yet is lost: read it with
+    GetResult(s).
     """
 
 class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -347,6 +363,14 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         on; a malformed message, or one that sets neither call, ends the stream with
         INVALID_ARGUMENT. Calls on the stream have no deadline of their own: their wait
         fields bound them.
+        Pushed results: for each submitted task whose TaskSpec.push_result is set and
+        whose SubmittedTask.result_pushed came back true, the scheduler sends the
+        task's outcome on this stream once it is terminal, in a response with call_id
+        0 and `pushed` set (outcomes that finish together travel in one message, up
+        to 500 each), whichever replica recorded the end. Each is pushed once; a
+        stream follows at most 100,000 unfinished tasks (result_pushed is false past
+        that). If the stream breaks, what was not pushed yet is lost: read it with
+        GetResult(s).
         """
 
 def add_TaskServiceServicer_to_server(servicer: TaskServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 
@@ -21,10 +21,22 @@ from conveyor_scheduler import telemetry
 from conveyor_scheduler.background import Background
 from conveyor_scheduler.errors import InvalidArgument
 from conveyor_scheduler.grpc_glue import Malformed, status_for
+from conveyor_scheduler.result_push import ResultPush, Send
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Any, Any], Awaitable[Any]]
+
+
+class Deadline(Protocol):
+    """What a handler asks of its context: a unary call's, or a pipelined call's."""
+
+    def time_remaining(self) -> float | None: ...
+
+
+SubmitHandler = Callable[[task_service_pb2.SubmitRequest, Deadline, ResultPush],
+                         Awaitable[task_service_pb2.SubmitResponse]]
+NewPush = Callable[[Send], ResultPush]
 
 
 class _NoDeadline:
@@ -42,12 +54,23 @@ GET_RESULTS = "conveyor.v1.TaskService/GetResults"
 """Pipelined calls get the SERVER spans of the unary calls they stand for."""
 
 
-async def serve(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext, submit: Handler,
-                get_results: Handler) -> None:
+async def serve(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext, submit: SubmitHandler,
+                get_results: Handler, new_push: NewPush) -> None:
     """Runs until the client half-closes (then answers what is in flight) or the stream breaks.
-    Each call writes its own answer (context.write, one at a time): no queue, no extra hop."""
+    Each call writes its own answer (context.write, one at a time): no queue, no extra hop.
+    Results pushed to the client (result_push) go out the same way, with call_id 0."""
     calls = Background()
     writing = asyncio.Lock()
+
+    async def send_pushed(results: task_service_pb2.GetResultsResponse) -> None:
+        async with writing:
+            await context.write(task_service_pb2.PipelineResponse(pushed=results))
+
+    push = new_push(send_pushed)
+
+    async def submit_here(request: task_service_pb2.SubmitRequest, deadline: Deadline
+                          ) -> task_service_pb2.SubmitResponse:
+        return await submit(request, deadline, push)
 
     async def run(call_id: int, handler: Handler, request: Any, field: str, method: str) -> None:
         resp = task_service_pb2.PipelineResponse(call_id=call_id)
@@ -73,7 +96,7 @@ async def serve(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext,
                 raise InvalidArgument("message", msg.message)
             kind = msg.WhichOneof("call")
             if kind == "submit":
-                calls.spawn(run(msg.call_id, submit, msg.submit, "submit", SUBMIT))
+                calls.spawn(run(msg.call_id, submit_here, msg.submit, "submit", SUBMIT))
             elif kind == "get_results":
                 calls.spawn(run(msg.call_id, get_results, msg.get_results, "get_results", GET_RESULTS))
             else:
@@ -81,5 +104,6 @@ async def serve(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext,
         if calls.tasks:  # the client half-closed: answer what is in flight, then end
             await asyncio.gather(*calls.tasks, return_exceptions=True)
     finally:
+        push.close()
         for task in list(calls.tasks):
             task.cancel()

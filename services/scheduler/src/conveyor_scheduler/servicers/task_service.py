@@ -11,6 +11,7 @@ from conveyor_scheduler import telemetry
 from conveyor_scheduler.core import Core
 from conveyor_scheduler.errors import FailedPrecondition, InvalidArgument, NotFound
 from conveyor_scheduler.records import TERMINAL, to_leased, to_result, to_task
+from conveyor_scheduler.result_push import ResultPush
 from conveyor_scheduler.servicers import pipeline
 from conveyor_scheduler.signals import wait_any
 from conveyor_scheduler.store import AckEntry
@@ -33,6 +34,11 @@ class TaskService:
 
     async def Submit(self, request: task_service_pb2.SubmitRequest, context: grpc.aio.ServicerContext
                      ) -> task_service_pb2.SubmitResponse:
+        return await self.submit(request, context)
+
+    async def submit(self, request: task_service_pb2.SubmitRequest, context: pipeline.Deadline,
+                     push: ResultPush | None = None) -> task_service_pb2.SubmitResponse:
+        """Submit, and on a Pipeline stream (`push`) the pushed results its specs ask for."""
         count = len(request.tasks)
         if not 1 <= count <= self.limits.max_batch:
             raise InvalidArgument("tasks", f"must hold 1 to {self.limits.max_batch} tasks, got {count}")
@@ -41,9 +47,11 @@ class TaskService:
             wait_ms = duration_ms(request.wait_results, "wait_results", minimum=0,
                                   maximum=self.limits.max_result_wait_ms)
         submitted = await submit_specs(self.core, request.tasks)  # shared with the beat's firings
+        pushed = push.follow(request.tasks, submitted) if push is not None and wait_ms < 0 else [False] * count
         resp = task_service_pb2.SubmitResponse(tasks=[
-            task_service_pb2.SubmittedTask(id=s.id, queue=s.queue, state=s.state, duplicate=s.duplicate)
-            for s in submitted])
+            task_service_pb2.SubmittedTask(id=s.id, queue=s.queue, state=s.state, duplicate=s.duplicate,
+                                           result_pushed=p)
+            for s, p in zip(submitted, pushed, strict=True)])
         if wait_ms >= 0:  # submit and wait in one call: woken in-process when our worker acks
             wait_ms = self._capped(wait_ms, context)
             records = await self._wait([(s.queue, s.id) for s in submitted], wait_ms,
@@ -51,7 +59,7 @@ class TaskService:
             resp.results.extend(to_result(s.id, rec) for s, rec in zip(submitted, records, strict=True))
         return resp
 
-    def _capped(self, wait_ms: int, context: grpc.aio.ServicerContext) -> int:
+    def _capped(self, wait_ms: int, context: pipeline.Deadline) -> int:
         """A wait that ends before the caller's deadline, so it gets an answer, not a timeout."""
         if context.time_remaining() is not None:
             wait_ms = min(wait_ms, max(0, int(context.time_remaining() * 1000) - 50))
@@ -227,7 +235,8 @@ class TaskService:
 
     async def Pipeline(self, requests: AsyncIterator[task_service_pb2.PipelineRequest],
                        context: grpc.aio.ServicerContext) -> None:
-        await pipeline.serve(requests, context, self.Submit, self.GetResults)
+        await pipeline.serve(requests, context, self.submit, self.GetResults,
+                             lambda send: ResultPush(self.core.waiters, self.core.store.get_many, send))
 
     async def WatchTask(self, request: task_service_pb2.WatchTaskRequest, context: grpc.aio.ServicerContext
                         ) -> AsyncIterator[task_service_pb2.WatchTaskResponse]:
