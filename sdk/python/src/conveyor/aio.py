@@ -26,7 +26,7 @@ from conveyor.errors import DeadlineExceeded, ResultTimeout, mapped_rpc_errors
 from conveyor.errors import amapped_rpc_errors as _rpc
 from conveyor.options import SubmitOptions
 from conveyor.pipeline import AsyncPipeline, PipelineCallError
-from conveyor.pushed import final, in_order
+from conveyor.pushed import AwaitPush, in_order, waiting
 from conveyor.resilience import acall_with_retry
 from conveyor.schedules import AsyncSchedules
 from conveyor.telemetry import producer_spans, tracer
@@ -227,30 +227,23 @@ class AsyncClient:
         return AsyncTaskHandle(self, task_id)
 
     async def wait(self, task_id: str, timeout: float | None = None) -> task_service_pb2.GetResultResponse:
-        """See Client.wait (pushed results included)."""
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        slot = self._pipeline.pushed.slot(task_id) if self._pipeline is not None else None
+        """See Client.wait."""
+        steps = waiting(task_id, timeout, self._pipeline.pushed.slot(task_id) if self._pipeline else None,
+                        asyncio.get_running_loop().time)
+        reply: Any = None
         while True:
-            remaining = MAX_WAIT_CHUNK if deadline is None else min(MAX_WAIT_CHUNK, deadline - loop.time())
-            if slot is not None:
+            try:
+                step = steps.send(reply)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            if isinstance(step, AwaitPush):
                 try:
-                    pushed = slot.result() if slot.done() else await asyncio.wait_for(
-                        asyncio.shield(asyncio.wrap_future(slot)), max(remaining, 0))
+                    reply = (await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(step.slot)), step.timeout),
+                             True)
                 except TimeoutError:
-                    resp = await self.get_result(task_id)
-                else:
-                    if final(pushed):
-                        return pushed  # type: ignore[return-value]
-                    slot = None  # the stream broke (or the task did not succeed): read its state from now on
-                    continue
+                    reply = (None, False)
             else:
-                resp = await self.get_result(task_id, wait=max(remaining, 0.001))
-            if TaskState(resp.state).terminal:
-                return resp
-            if deadline is not None and loop.time() >= deadline:
-                raise ResultTimeout(f"task {task_id} did not finish within {timeout}s "
-                                    f"(it is {TaskState(resp.state).name})")
+                reply = await self.get_result(task_id, wait=step.wait)
 
     # Deprecated names from before the sub-clients (issue 14): they warn and delegate.
     dead_letters = renamed("admin", AsyncAdmin.list_dead_letters)

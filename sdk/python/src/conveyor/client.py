@@ -30,7 +30,7 @@ from conveyor.errors import ResultTimeout
 from conveyor.errors import mapped_rpc_errors as _rpc
 from conveyor.options import SubmitOptions
 from conveyor.pipeline import PipelineCallError, SyncPipeline
-from conveyor.pushed import final, in_order
+from conveyor.pushed import AwaitPush, in_order, waiting
 from conveyor.resilience import call_with_retry
 from conveyor.schedules import Schedules
 from conveyor.telemetry import producer_spans, tracer
@@ -242,30 +242,22 @@ class Client:
         return TaskHandle(self, task_id)
 
     def wait(self, task_id: str, timeout: float | None = None) -> task_service_pb2.GetResultResponse:
-        """Blocks until the task is terminal (or raises ResultTimeout). A result the scheduler
-        pushes (pushed.py) is waited for in memory, with a plain read as a check once per
-        MAX_WAIT_CHUNK, and read instead when its stream broke."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        slot = self._pipeline.pushed.slot(task_id) if self._pipeline is not None else None
+        """Blocks until the task is terminal (or raises ResultTimeout): `pushed.waiting`'s steps."""
+        steps = waiting(task_id, timeout, self._pipeline.pushed.slot(task_id) if self._pipeline else None,
+                        time.monotonic)
+        reply: Any = None
         while True:
-            remaining = MAX_WAIT_CHUNK if deadline is None else min(MAX_WAIT_CHUNK, deadline - time.monotonic())
-            if slot is not None:
+            try:
+                step = steps.send(reply)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            if isinstance(step, AwaitPush):
                 try:
-                    pushed = slot.result(max(remaining, 0))
+                    reply = (step.slot.result(step.timeout), True)
                 except FutureTimeout:
-                    resp = self.get_result(task_id)
-                else:
-                    if final(pushed):
-                        return pushed  # type: ignore[return-value]
-                    slot = None  # the stream broke (or the task did not succeed): read its state from now on
-                    continue
+                    reply = (None, False)
             else:
-                resp = self.get_result(task_id, wait=max(remaining, 0.001))
-            if TaskState(resp.state).terminal:
-                return resp
-            if deadline is not None and time.monotonic() >= deadline:
-                raise ResultTimeout(f"task {task_id} did not finish within {timeout}s "
-                                    f"(it is {TaskState(resp.state).name})")
+                reply = self.get_result(task_id, wait=step.wait)
 
     # Deprecated names from before the sub-clients (issue 14): they warn and delegate.
     dead_letters = renamed("admin", Admin.list_dead_letters)

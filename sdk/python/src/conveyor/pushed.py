@@ -15,10 +15,13 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any
 
+from conveyor.common import MAX_WAIT_CHUNK, TaskState
+from conveyor.errors import ResultTimeout
 from conveyor.v1 import task_pb2, task_service_pb2
 
 Slot = Future["task_service_pb2.GetResultResponse | None"]
@@ -105,3 +108,47 @@ class PushedResults:
         with self._lock:
             for task_id in task_ids:
                 self._slots.pop(task_id, None)
+
+
+@dataclass(frozen=True, slots=True)
+class AwaitPush:
+    """Step of `waiting`: wait up to `timeout` for the slot; send back (its value, True), or
+    (None, False) if it did not come in time."""
+
+    slot: Slot
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    """Step of `waiting`: read the task's result (GetResult waiting up to `wait`, or not at
+    all); send back the GetResultResponse."""
+
+    wait: float | None
+
+
+Steps = Generator[AwaitPush | Read, Any, "task_service_pb2.GetResultResponse"]
+
+
+def waiting(task_id: str, timeout: float | None, slot: Slot | None, now: Callable[[], float]) -> Steps:
+    """How `result()` waits, written once for both clients (each runs the steps its own way):
+    a pushed result is waited for in memory, with a plain read as a check once per
+    MAX_WAIT_CHUNK; without one (or once its push says the stream broke, or the task did not
+    succeed) it reads with a waiting GetResult. Returns the terminal result or raises ResultTimeout."""
+    deadline = None if timeout is None else now() + timeout
+    while True:
+        remaining = MAX_WAIT_CHUNK if deadline is None else min(MAX_WAIT_CHUNK, deadline - now())
+        if slot is not None:
+            pushed, arrived = yield AwaitPush(slot, max(remaining, 0.0))
+            if arrived:
+                if final(pushed):
+                    return pushed  # type: ignore[no-any-return]
+                slot = None  # the stream broke, or the task did not succeed: read its state from now on
+                continue
+            resp = yield Read(None)
+        else:
+            resp = yield Read(max(remaining, 0.001))
+        if TaskState(resp.state).terminal:
+            return resp  # type: ignore[no-any-return]
+        if deadline is not None and now() >= deadline:
+            raise ResultTimeout(f"task {task_id} did not finish within {timeout}s (it is {TaskState(resp.state).name})")
