@@ -32,7 +32,7 @@ os.environ.pop("CONVEYOR_REDIS_URL", None)
 
 from bench import report  # noqa: E402
 from bench.common import FULL, QUICK, Context  # noqa: E402
-from bench.scenarios import CONVEYOR_ONLY, SCENARIOS, run_system  # noqa: E402
+from bench.scenarios import SCENARIOS, run_system, runs_on  # noqa: E402
 
 SYSTEMS = ("conveyor", "conveyor-tls", "celery")
 """conveyor-tls: Conveyor with TLS and a token on every call (single_producer, batch and latency only)."""
@@ -130,7 +130,7 @@ def _runner(system: str, ctx: Context, args: argparse.Namespace, doc: dict[str, 
     if missing:
         ctx.notes.append(f"celery skipped: {missing}")
         for name, res in doc["scenarios"].items():
-            if name not in CONVEYOR_ONLY:
+            if runs_on(system, name):
                 res["celery"] = {"skipped": missing}
         return None
     pool, _, conc = args.celery_pool.partition(":")
