@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
 
     doc["scenarios"] = {k: v for k, v in doc["scenarios"].items() if v}
     doc["targets"] = report.judge(doc["scenarios"])
+    doc["hop_budget"] = report.hop_budget(doc["scenarios"])
     doc["verification_problems"] = report.verification(doc["scenarios"])
     doc["meta"]["duration_s"] = round(time.monotonic() - started, 1)
     doc["meta"]["load_average_after"] = os.getloadavg()
