@@ -4,10 +4,12 @@
     python -m bench --quick                          # tiny N, for development (< 1 min)
     python -m bench --only latency,depth --systems conveyor
     python -m bench --only latency,single_producer --systems conveyor --profile /tmp/prof
+    python -m bench --only ordinary,many_producers   # the ordinary path of issue 17
 
 Writes bench/results/latest.json (or --out) and prints a table with the Conveyor/Celery
-ratios and each target of issue 6 as PASS/FAIL. Exits 1 when a task was lost or wrong, or a
-scenario could not run; a missed performance target is reported, not an error.
+ratios, each target (issues 6, 15, 16 and 17) as PASS/FAIL, and the ordinary path's per-hop
+budget. Exits 1 when a task was lost or wrong, or a scenario could not run; a missed
+performance target is reported, not an error.
 """
 
 from __future__ import annotations
@@ -61,7 +63,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--celery-pool", default="",
                     help="POOL:CONCURRENCY to skip the calibration, e.g. prefork:2 (default: calibrate)")
     ap.add_argument("--profile", type=Path, default=None,
-                    help="py-spy the scheduler and a worker during single_producer and latency into this folder")
+                    help="py-spy the scheduler and a worker (in ordinary, this producer too) during single_producer, "
+                         "batch, latency, ordinary and many_producers into this folder")
     ap.add_argument("--profile-native", action="store_true",
                     help="with --profile: native frames too (grpc, hiredis); pauses the process per sample")
     ap.add_argument("--keep-logs", action="store_true", help="keep the processes' logs (kept anyway on failure)")

@@ -224,7 +224,8 @@ def hop_budget(results: Results) -> list[dict[str, Any]]:
     part: a no-op gRPC server's round trip on the SDK's stream, and a Redis PING from Python. The
     floor adds one of each (a submit() runs one script, a result() of a finished task reads one
     record; by the time the results are read their tasks have mostly run), and "ours" is the rest:
-    the SDK, the scheduler's handler and its Redis client beyond a bare round trip."""
+    the SDK, the scheduler's handler and its Redis client beyond a bare round trip, and waits for
+    a core (the floors are timed with the run's other processes idle; the calls are not)."""
     def got(key: str) -> float | None:
         return _get(results, "ordinary", "conveyor", key)
 
