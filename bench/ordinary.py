@@ -126,7 +126,7 @@ def run_producers(make: Callable[[], Producer], count: int, per: int, meter: Cal
 
 def _receive(messages: Any, kind: str, count: int, timeout: float) -> list[Any]:
     """`count` messages of `kind` from the producers; a producer's error is raised here."""
-    got = []
+    got: list[Any] = []
     while len(got) < count:
         what, body = messages.get(timeout=timeout)
         if what == "error":
