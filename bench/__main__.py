@@ -1,6 +1,6 @@
 """`python -m bench` (`make bench`): Conveyor and Celery 5 measured in one run on this machine.
 
-    python -m bench                                  # everything, both systems (< 12 min on 2 cores)
+    python -m bench                                  # everything, both systems (< 15 min on 2 cores)
     python -m bench --quick                          # tiny N, for development (< 1 min)
     python -m bench --only latency,depth --systems conveyor
     python -m bench --only latency,single_producer --systems conveyor --profile /tmp/prof

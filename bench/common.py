@@ -51,7 +51,7 @@ class Sizes:
     celery_calibration: int = 2_000
     celery_batch_seconds: float = 150.0
     """Celery's batch gets about this long at its calibrated rate (but at least a fifth of
-    `batch` tasks), so that a slow machine cannot push the run past 10 minutes."""
+    `batch` tasks), so that a slow machine cannot push the run past 15 minutes."""
     timeout: float = 600.0
     """Longest wait for one scenario's tasks to finish."""
     quick: bool = False
