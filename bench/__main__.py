@@ -1,13 +1,15 @@
 """`python -m bench` (`make bench`): Conveyor and Celery 5 measured in one run on this machine.
 
-    python -m bench                                  # everything, both systems (< 12 min on 2 cores)
+    python -m bench                                  # everything, both systems (< 15 min on 2 cores)
     python -m bench --quick                          # tiny N, for development (< 1 min)
     python -m bench --only latency,depth --systems conveyor
     python -m bench --only latency,single_producer --systems conveyor --profile /tmp/prof
+    python -m bench --only ordinary,many_producers   # the ordinary path of issue 17
 
 Writes bench/results/latest.json (or --out) and prints a table with the Conveyor/Celery
-ratios and each target of issue 6 as PASS/FAIL. Exits 1 when a task was lost or wrong, or a
-scenario could not run; a missed performance target is reported, not an error.
+ratios, each target (issues 6, 15, 16 and 17) as PASS/FAIL, and the ordinary path's per-hop
+budget. Exits 1 when a task was lost or wrong, or a scenario could not run; a missed
+performance target is reported, not an error.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ os.environ.pop("CONVEYOR_REDIS_URL", None)
 
 from bench import report  # noqa: E402
 from bench.common import FULL, QUICK, Context  # noqa: E402
-from bench.scenarios import CONVEYOR_ONLY, SCENARIOS, run_system  # noqa: E402
+from bench.scenarios import SCENARIOS, run_system, runs_on  # noqa: E402
 
 SYSTEMS = ("conveyor", "conveyor-tls", "celery")
 """conveyor-tls: Conveyor with TLS and a token on every call (single_producer, batch and latency only)."""
@@ -61,7 +63,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--celery-pool", default="",
                     help="POOL:CONCURRENCY to skip the calibration, e.g. prefork:2 (default: calibrate)")
     ap.add_argument("--profile", type=Path, default=None,
-                    help="py-spy the scheduler and a worker during single_producer and latency into this folder")
+                    help="py-spy the scheduler and a worker (in ordinary, this producer too) during single_producer, "
+                         "batch, latency, ordinary and many_producers into this folder")
     ap.add_argument("--profile-native", action="store_true",
                     help="with --profile: native frames too (grpc, hiredis); pauses the process per sample")
     ap.add_argument("--keep-logs", action="store_true", help="keep the processes' logs (kept anyway on failure)")
@@ -99,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
 
     doc["scenarios"] = {k: v for k, v in doc["scenarios"].items() if v}
     doc["targets"] = report.judge(doc["scenarios"])
+    doc["hop_budget"] = report.hop_budget(doc["scenarios"])
     doc["verification_problems"] = report.verification(doc["scenarios"])
     doc["meta"]["duration_s"] = round(time.monotonic() - started, 1)
     doc["meta"]["load_average_after"] = os.getloadavg()
@@ -130,7 +134,7 @@ def _runner(system: str, ctx: Context, args: argparse.Namespace, doc: dict[str, 
     if missing:
         ctx.notes.append(f"celery skipped: {missing}")
         for name, res in doc["scenarios"].items():
-            if name not in CONVEYOR_ONLY:
+            if runs_on(system, name):
                 res["celery"] = {"skipped": missing}
         return None
     pool, _, conc = args.celery_pool.partition(":")

@@ -5,12 +5,14 @@ fastest on this machine, producers in this process. Settings: bench/celery_app.p
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import sys
 import time
 from typing import Any
 
+from bench import ordinary
 from bench.common import Context, private_redis, start, stop
 from bench.measure import Completions, CpuMeter, RedisCalls, cpu_fields, percentile
 from tests.harness import Proc
@@ -108,11 +110,15 @@ class CeleryRunner:
             stop(self.worker, timeout=20)
             self.worker = None
 
-    def _meter(self) -> CpuMeter:
-        """CPU of the worker (with its pool's processes), Redis and this producer process."""
+    def _meter(self, producers: list[int] | None = None) -> CpuMeter:
+        """CPU of the worker (with its pool's processes), Redis and this producer process, or
+        with `producers`, those producer processes (summed) instead of this one."""
         assert self.worker is not None and self.redis_server.proc is not None
+        pids: dict[str, int | list[int]] = {"worker": self.worker.popen.pid, "redis": self.redis_server.proc.pid}
+        if producers is not None:
+            pids["producers"] = producers
         self._calls = RedisCalls(self.redis).start()
-        return CpuMeter({"worker": self.worker.popen.pid, "redis": self.redis_server.proc.pid}).start()
+        return CpuMeter(pids, own=None if producers is not None else "producer").start()
 
     def _fresh(self, label: str) -> None:
         if self.pool is None or self.concurrency is None:
@@ -222,6 +228,28 @@ class CeleryRunner:
                 "mean_ms": 1000 * sum(samples) / n, "submit_p50_ms": 1000 * percentile(submits, 50),
                 "tasks": n, "verified": verified, **cpu_fields(cpu, n), **calls}
 
+    def ordinary(self, n: int) -> dict[str, Any]:
+        """One thread, as a web application calls: `add.delay(i, i)` one at a time, then each
+        `AsyncResult.get()` in order."""
+        self._fresh("ordinary")
+        producer = CeleryProducer(self.ctx.sizes.timeout, self.app)
+        ordinary.warm_up(producer, LATENCY_WARMUP)
+        meter = self._meter()
+        run = ordinary.one_at_a_time(producer.submit, producer.result, range(n))
+        cpu, calls = meter.stop(), self._calls.per_task(n)
+        return {**run.fields(), "tasks": n, "verified": run.verified, **cpu_fields(cpu, n), **calls}
+
+    def many_producers(self, n: int, producers: int) -> dict[str, Any]:
+        """`producers` processes, each its own app, each delay() one at a time then get() for its
+        n/producers tasks, released together."""
+        self._fresh("many_producers")
+        make = functools.partial(CeleryProducer, self.ctx.sizes.timeout)
+        run, cpu = ordinary.run_producers(make, producers, n // producers, self._meter, LATENCY_WARMUP,
+                                          self.ctx.sizes.timeout)
+        tasks = len(run.numbers)
+        return {**run.fields(), "producers": producers, "tasks": tasks, "verified": run.verified,
+                **cpu_fields(cpu, tasks), **self._calls.per_task(tasks)}
+
     # -- results ------------------------------------------------------------------------
 
     def _results(self, results: list[Any]) -> list[Any]:
@@ -241,6 +269,31 @@ class CeleryRunner:
             for task_id, meta in backend.get_many(chunk, timeout=self.ctx.sizes.timeout, interval=0.2):
                 ok += meta["status"] == "SUCCESS" and meta["result"] == expected[task_id]
         return ok
+
+
+class CeleryProducer:
+    """A web application's producer: `add.delay(i, i)`, results read with `AsyncResult.get()`;
+    on its own app (made from BENCH_CELERY_REDIS) unless given one."""
+
+    def __init__(self, timeout: float, app: Any = None) -> None:
+        if app is None:
+            from bench.celery_app import make_app  # noqa: PLC0415 - Celery only where it runs
+
+            self._own = app = make_app()
+        else:
+            self._own = None
+        self.add = app.tasks["bench.add"]
+        self.timeout = timeout
+
+    def submit(self, i: int) -> Any:
+        return self.add.delay(i, i)
+
+    def result(self, handle: Any) -> Any:
+        return handle.get(timeout=self.timeout)
+
+    def close(self) -> None:
+        if self._own is not None:
+            _close_app(self._own)
 
 
 def _close_app(app: Any) -> None:

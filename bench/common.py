@@ -29,6 +29,10 @@ class Sizes:
     batch: int = 100_000
     batch_size: int = 1_000
     latency: int = 300
+    ordinary: int = 10_000
+    many_producers: int = 16_000
+    producers: int = 8
+    """many_producers' processes (each submits many_producers / producers tasks)."""
     depth_small: int = 1_000
     depth_large: int = 1_000_000
     depth_rounds: int = 16
@@ -47,7 +51,7 @@ class Sizes:
     celery_calibration: int = 2_000
     celery_batch_seconds: float = 150.0
     """Celery's batch gets about this long at its calibrated rate (but at least a fifth of
-    `batch` tasks), so that a slow machine cannot push the run past 10 minutes."""
+    `batch` tasks), so that a slow machine cannot push the run past 15 minutes."""
     timeout: float = 600.0
     """Longest wait for one scenario's tasks to finish."""
     quick: bool = False
@@ -55,9 +59,9 @@ class Sizes:
 
 
 FULL = Sizes()
-QUICK = Sizes(single=200, batch=2_000, batch_size=500, latency=30, depth_small=1_000, depth_large=20_000,
-              depth_rounds=2, depth_push_batch=5_000, fan_in_workers=20, fan_in_seconds=2.0, dashboard_tasks=20_000,
-              dashboard_requests=5, dashboard_seconds=2.0, warmup=50,
+QUICK = Sizes(single=200, batch=2_000, batch_size=500, latency=30, ordinary=200, many_producers=400,
+              depth_small=1_000, depth_large=20_000, depth_rounds=2, depth_push_batch=5_000, fan_in_workers=20,
+              fan_in_seconds=2.0, dashboard_tasks=20_000, dashboard_requests=5, dashboard_seconds=2.0, warmup=50,
               celery_calibration=300, timeout=120.0, quick=True)
 
 

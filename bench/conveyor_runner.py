@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import hashlib
 import os
 import random
@@ -22,7 +23,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from bench import dashboard_pages, grpc_floor
+from bench import dashboard_pages, grpc_floor, ordinary
 from bench.common import ROOT, Context, Profiler, private_redis, start, stop, wait_log
 from bench.measure import (
     Completions,
@@ -31,10 +32,12 @@ from bench.measure import (
     cpu_fields,
     cpu_percent,
     percentile,
+    redis_round_trip_us,
     redis_used_memory,
     rss_mib,
 )
-from conveyor import AsyncClient, Call, Client, TaskState
+from bench.tasks import make_app
+from conveyor import AsyncClient, Call, Client, TaskHandle, TaskState
 from conveyor.cli_token import entry, new_token
 from conveyor.common import outcome
 from conveyor.serialization import JSON, decode_result
@@ -51,6 +54,8 @@ VERIFY_CONCURRENCY = 200
 VERIFY_CHUNK = 5_000
 API_SAMPLE = 1_000
 LATENCY_WARMUP = 20
+FLOOR_CALLS = 2_000
+"""Calls timed for each floor of the ordinary path's per-hop budget (gRPC round trips, Redis PINGs)."""
 LARGE_WARMUP = 2_000
 """Completions not timed after the workers attach to the large queue (the worker starts cold)."""
 
@@ -137,13 +142,16 @@ class ConveyorRunner:
             pids["worker"] = self.worker_procs[0].popen.pid
         return pids
 
-    def _meter(self) -> CpuMeter:
-        """CPU of the scheduler, the workers, Redis and this producer process."""
+    def _meter(self, producers: list[int] | None = None) -> CpuMeter:
+        """CPU of the scheduler, the workers, Redis and this producer process, or with
+        `producers`, those producer processes (summed) instead of this one."""
         assert self.scheduler is not None and self.redis_server.proc is not None
-        pids = {"scheduler": self.scheduler.popen.pid, "redis": self.redis_server.proc.pid}
+        pids: dict[str, int | list[int]] = {"scheduler": self.scheduler.popen.pid, "redis": self.redis_server.proc.pid}
         pids.update((f"worker{i}" if i else "worker", p.popen.pid) for i, p in enumerate(self.worker_procs))
+        if producers is not None:
+            pids["producers"] = producers
         self._calls = RedisCalls(self.redis).start()
-        return CpuMeter(pids).start()
+        return CpuMeter(pids, own=None if producers is not None else "producer").start()
 
     def _fresh(self, label: str, workers: bool = True, queue: str = QUEUE, prefetch: int | None = None) -> None:
         self._stop_all()
@@ -261,6 +269,38 @@ class ConveyorRunner:
                 "mean_ms": 1000 * sum(samples) / n, "two_calls_p50_ms": 1000 * percentile(two_calls, 50),
                 "two_calls_p99_ms": 1000 * percentile(two_calls, 99),
                 "tasks": n + n // 3, "verified": verified, **cpu_fields(cpu, n), **calls, **_profile(prof)}
+
+    def ordinary(self, n: int) -> dict[str, Any]:
+        """One thread, as a web application calls: `add.submit(i, i)` one at a time, then each
+        `handle.result()` in order; then the same with `add.send(i, i)`. Then the floors of the
+        per-hop budget: a no-op gRPC server's round trips and a Redis PING's."""
+        self._fresh("ordinary")
+        producer = ConveyorProducer(self.target, self.ctx.sizes.timeout)
+        try:
+            with Profiler(self.ctx, "ordinary-conveyor", {**self._pids(), "producer": os.getpid()}) as prof:
+                ordinary.warm_up(producer, LATENCY_WARMUP)
+                meter = self._meter()
+                run = ordinary.one_at_a_time(producer.submit, producer.result, range(n))
+                cpu, calls = meter.stop(), self._calls.per_task(n)
+                sent = ordinary.one_at_a_time(producer.send, producer.result, range(n))
+        finally:
+            producer.close()
+        floors = {} if self.secure else {**grpc_floor.measure(min(n, FLOOR_CALLS)),
+                                         "redis_ping_p50_us": redis_round_trip_us(self.redis, FLOOR_CALLS)}
+        return {**run.fields(), **sent.fields("send_"), "tasks": 2 * n, "verified": run.verified + sent.verified,
+                **cpu_fields(cpu, n), **calls, **floors, **_profile(prof)}
+
+    def many_producers(self, n: int, producers: int) -> dict[str, Any]:
+        """`producers` processes, each its own client, each submit() one at a time then result()
+        for its n/producers tasks, released together; one scheduler replica serves them all."""
+        self._fresh("many_producers")
+        make = functools.partial(ConveyorProducer, self.target, self.ctx.sizes.timeout)
+        with Profiler(self.ctx, "many_producers-conveyor", self._pids()) as prof:
+            run, cpu = ordinary.run_producers(make, producers, n // producers, self._meter, LATENCY_WARMUP,
+                                              self.ctx.sizes.timeout)
+        tasks = len(run.numbers)
+        return {**run.fields(), "producers": producers, "tasks": tasks, "verified": run.verified,
+                **cpu_fields(cpu, tasks), **self._calls.per_task(tasks), **_profile(prof)}
 
     def depth(self, small: int, large: int, rounds: int, push_batch: int) -> dict[str, Any]:
         """Dispatch rate with `small` vs `large` tasks queued, Redis bytes per queued task, scheduler RSS.
@@ -474,6 +514,28 @@ async def _push(target: str, n: int, batch: int, in_flight: int = 2, queue: str 
             ids[index] = [h.id for h in await client.submit_many([spec] * size)]
         await _pool(range(len(ids)), one, in_flight)
     return [tid for chunk in ids for tid in chunk]
+
+
+class ConveyorProducer:
+    """A web application's producer: the benchmark's app bound to this run's scheduler, its
+    task called as `add.submit(i, i)` (or `add.send(i, i)`), results read with `handle.result()`."""
+
+    def __init__(self, target: str, timeout: float) -> None:
+        self.app = make_app(target)
+        self.add = self.app.tasks["bench.add"]
+        self.timeout = timeout
+
+    def submit(self, i: int) -> TaskHandle[Any]:
+        return self.add.submit(i, i)
+
+    def send(self, i: int) -> TaskHandle[Any]:
+        return self.add.send(i, i)
+
+    def result(self, handle: TaskHandle[Any]) -> Any:
+        return handle.result(timeout=self.timeout)
+
+    def close(self) -> None:
+        self.app.client.close()
 
 
 class Secure:

@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import redis
@@ -67,17 +67,20 @@ class StealMeter:
 
 
 class CpuMeter:
-    """CPU seconds each named process (tree) used between start() and stop(); this process too."""
+    """CPU seconds each named process (tree) used between start() and stop(); a name given a
+    list of processes gets their sum (e.g. producer processes). This process is metered as
+    `own` ("producer"), or left out with own=None (when it only waits for other producers)."""
 
-    def __init__(self, pids: dict[str, int]) -> None:
-        self.pids = pids
+    def __init__(self, pids: Mapping[str, int | Sequence[int]], own: str | None = "producer") -> None:
+        self.pids = {name: [pid] if isinstance(pid, int) else list(pid) for name, pid in pids.items()}
+        self.own = own
         self._start: dict[str, float] = {}
         self.used: dict[str, float] = {}
 
     def _now(self) -> dict[str, float]:
-        # This process alone: its children include every other process of the run.
-        now = {name: tree_cpu_seconds(pid) for name, pid in self.pids.items()}
-        now["producer"] = cpu_seconds(os.getpid())
+        now = {name: sum(tree_cpu_seconds(pid) for pid in pids) for name, pids in self.pids.items()}
+        if self.own is not None:  # this process alone: its children include every other process of the run
+            now[self.own] = cpu_seconds(os.getpid())
         return now
 
     def start(self) -> CpuMeter:
@@ -145,6 +148,19 @@ def percentile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     rank = max(1, math.ceil(q / 100 * len(ordered)))
     return ordered[rank - 1]
+
+
+def redis_round_trip_us(client: redis.Redis, n: int) -> float:
+    """p50 microseconds of n PINGs sent one at a time (after as many untimed): the least any
+    call that waits for one Redis reply can take on this machine."""
+    samples = []
+    for timed in (False, True):
+        for _ in range(n):
+            t0 = time.perf_counter()
+            client.ping()
+            if timed:
+                samples.append(time.perf_counter() - t0)
+    return 1e6 * percentile(samples, 50)
 
 
 def redis_used_memory(client: redis.Redis) -> int:

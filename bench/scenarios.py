@@ -1,4 +1,4 @@
-"""The scenarios of issue 6 and the order they run in.
+"""The scenarios of issues 6 and 17 and the order they run in.
 
 One system runs at a time, each against its own private Redis, so neither sees the other's
 load. Every scenario returns "tasks" and "verified" (tasks whose result was read back and
@@ -15,14 +15,20 @@ from typing import Any
 from bench.common import Context
 from bench.measure import StealMeter
 
-SCENARIOS = ("single_producer", "batch", "latency", "depth", "fan_in", "dashboard")
+SCENARIOS = ("single_producer", "batch", "latency", "ordinary", "many_producers", "depth", "fan_in", "dashboard")
 CONVEYOR_ONLY = {"depth", "fan_in", "dashboard"}
 """Celery has no equivalent of these (its queue depth and idle-worker cost are Redis's and kombu's)."""
+WITH_TLS = {"single_producer", "batch", "latency"}
+"""What conveyor-tls runs: the paths issue 15 judges against plaintext."""
 
 DESCRIPTIONS = {
     "single_producer": "one thread submits N add(i, i) one call at a time, then waits for every result",
     "batch": "N tasks submitted in batches; done when every completion is recorded; then all verified",
     "latency": "sequential submit-then-wait round trips on idle workers",
+    "ordinary": "one thread: N submit() one at a time, then each handle.result() in order (Conveyor: "
+                "also send() then result())",
+    "many_producers": "producer processes released together, each its own client: submit() one at a time, "
+                      "then result() per task",
     "depth": "dispatch rate with 1k vs 1M queued; Redis bytes per queued task; scheduler RSS at both; "
              "PurgeQueue of what is left, with Redis PINGed throughout",
     "fan_in": "idle connected workers' streams: scheduler CPU and RSS",
@@ -38,6 +44,8 @@ def run_system(ctx: Context, runner: Any, scenarios: list[str]) -> dict[str, dic
         "single_producer": lambda: runner.single_producer(s.single),
         "batch": lambda: runner.batch(s.batch, s.batch_size),
         "latency": lambda: runner.latency(s.latency),
+        "ordinary": lambda: runner.ordinary(s.ordinary),
+        "many_producers": lambda: runner.many_producers(s.many_producers, s.producers),
         "depth": lambda: runner.depth(s.depth_small, s.depth_large, s.depth_rounds, s.depth_push_batch),
         "fan_in": lambda: runner.fan_in(s.fan_in_workers, s.fan_in_seconds),
         "dashboard": lambda: runner.dashboard(s.dashboard_tasks, s.depth_push_batch, s.dashboard_requests,
@@ -45,7 +53,7 @@ def run_system(ctx: Context, runner: Any, scenarios: list[str]) -> dict[str, dic
     }
     out: dict[str, dict[str, Any]] = {}
     for name in scenarios:
-        if runner.name != "conveyor" and name in CONVEYOR_ONLY:
+        if not runs_on(runner.name, name):
             continue
         ctx.log(f"[{runner.name}] {name}: {DESCRIPTIONS[name]}")
         t0 = time.monotonic()
@@ -60,6 +68,13 @@ def run_system(ctx: Context, runner: Any, scenarios: list[str]) -> dict[str, dic
         ctx.log(f"[{runner.name}] {name}: {_brief(res)}")
         out[name] = res
     return out
+
+
+def runs_on(system: str, scenario: str) -> bool:
+    """Whether `system` has this scenario."""
+    if system == "conveyor-tls":
+        return scenario in WITH_TLS
+    return system == "conveyor" or scenario not in CONVEYOR_ONLY
 
 
 def _brief(res: dict[str, Any]) -> str:

@@ -1,18 +1,30 @@
-"""The benchmark's Conveyor tasks (the worker runs `bench.tasks:app`)."""
+"""The benchmark's Conveyor tasks (the worker runs `bench.tasks:app`).
+
+`make_app(target)` makes the same definitions bound to one run's scheduler, so a producer
+calls `add.submit(i, i)` as an application does (every scenario's scheduler has its own port,
+and an App keeps the client it opened first).
+"""
 
 from __future__ import annotations
 
 from conveyor import App, current_task
-
-app = App("bench")
-
-
-@app.task(name="bench.add")
-def add(x: int, y: int) -> int:
-    return x + y
+from conveyor.common import DEFAULT_TARGET
 
 
-@app.task(name="bench.whoami")
-def whoami() -> str:
-    """Takes no payload and returns its own task id, so a payload-less task still proves its result."""
-    return current_task().id
+def make_app(scheduler: str = DEFAULT_TARGET) -> App:
+    """A new app with the benchmark's tasks, submitting to `scheduler`."""
+    app = App("bench", scheduler=scheduler)
+
+    @app.task(name="bench.add")
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    @app.task(name="bench.whoami")
+    def whoami() -> str:
+        """Takes no payload and returns its own task id, so a payload-less task still proves its result."""
+        return current_task().id
+
+    return app
+
+
+app = make_app()

@@ -20,6 +20,11 @@ FIELDS = {
                         "grpc_floor_p50_ms", "grpc_relay_floor_p50_ms"),
     "batch": ("throughput", "cpu_steal_pct"),
     "latency": ("p50_ms", "p99_ms", "cpu_steal_pct"),
+    "ordinary": ("throughput", "submit_phase_rate", "submit_p50_ms", "submit_p99_ms", "result_p50_ms", "result_p99_ms",
+                 "send_throughput", "send_result_p50_ms", "cpu_ms_per_task_total", "grpc_floor_p50_ms",
+                 "redis_ping_p50_us", "cpu_steal_pct"),
+    "many_producers": ("throughput", "submit_phase_rate", "submit_p50_ms", "result_p50_ms", "cpu_ms_per_task_total",
+                       "cpu_steal_pct"),
     "depth": ("rate_1k", "rate_1m", "redis_bytes_per_task", "rss_mib_1k", "rss_mib_1m", "cpu_steal_pct"),
     "fan_in": ("cpu_pct", "rss_mib", "cpu_steal_pct"),
     "dashboard": ("page_p95_max_ms", "p95_ms_overview", "p95_ms_task", "sse_cpu_pct", "idle_cpu_pct", "sse_events",
@@ -41,6 +46,12 @@ def test_bench_quick_runs_conveyor_and_verifies_every_task(tmp_path: Path) -> No
         for field in fields:
             assert isinstance(res[field], (int, float)) and res[field] >= 0, (scenario, field, res)
         assert res["tasks"] > 0 and res["verified"] == res["tasks"], (scenario, res)
+    cpu = {name: doc["scenarios"][name]["conveyor"]["cpu_ms_per_task"] for name in ("ordinary", "many_producers")}
+    assert set(cpu["ordinary"]) == {"producer", "scheduler", "worker", "redis"}, cpu  # every process of the run
+    assert set(cpu["many_producers"]) == {"producers", "scheduler", "worker", "redis"}, cpu
+    assert cpu["many_producers"]["producers"] > 0, cpu  # the producer processes were metered while alive
+    assert [row["call"] for row in doc["hop_budget"]] == ["submit()", "result()"], doc["hop_budget"]
+    assert "per-hop budget" in done.stdout
     depth = doc["scenarios"]["depth"]["conveyor"]
     assert depth["rate_1k"] > 0 and depth["rate_1m"] > 0 and depth["redis_bytes_per_task"] > 0
     assert doc["verification_problems"] == []
