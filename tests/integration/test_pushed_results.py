@@ -15,7 +15,7 @@ import grpc
 import pytest
 from google.protobuf.duration_pb2 import Duration
 
-from conveyor import Client, TaskFailed
+from conveyor import Call, Client, TaskFailed
 from conveyor.aio import AsyncClient
 from conveyor.v1 import task_pb2, task_service_pb2, task_service_pb2_grpc
 from conveyor.v1.task_service_pb2 import PipelineRequest
@@ -83,14 +83,18 @@ def test_an_ack_on_another_replica_is_pushed_through_the_bus(cluster: Cluster, r
         assert logged.log.sent.get("get_results", 0) == 0
 
 
-def test_ignore_result_is_not_pushed(cluster: Cluster, scheduler: str) -> None:
+def test_ignore_result_and_batches_are_not_pushed(cluster: Cluster, scheduler: str) -> None:
     cluster.worker(scheduler)
     with LoggedClient(scheduler) as logged:
         client = logged.client
+        assert client._pipeline is not None
         handle = client.submit("t.add", [2, 3], ignore_result=True)
-        assert client._pipeline is not None and client._pipeline.pushed.slot(handle.id) is None
+        assert client._pipeline.pushed.slot(handle.id) is None
         assert handle.result(timeout=30) == 5  # still stored: read
         assert logged.log.sent["get_results"] >= 1
+        batch = client.submit_many([Call("t.add", [i, 1]) for i in range(3)])  # read in batched calls
+        assert all(client._pipeline.pushed.slot(h.id) is None for h in batch)
+        assert client.results(batch, timeout=30) == [1, 2, 3]
 
 
 def test_pushed_results_live_only_as_long_as_their_handles(cluster: Cluster, scheduler: str) -> None:
