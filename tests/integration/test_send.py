@@ -245,8 +245,9 @@ def test_a_send_on_a_closed_client_raises_and_holds_no_slot(scheduler: str) -> N
         request = task_service_pb2.SubmitRequest(tasks=[task_pb2.TaskSpec(name="t.add", payload=b'{"args": [1, 1]}')])
         assert pipe.send(request).result(30).tasks[0].id
         pipe.close()
-    with pytest.raises(ValueError, match="Channel closed"):
+    with pytest.raises(grpc.RpcError, match="the client was closed") as refused:
         pipe.send(request)
+    assert refused.value.code() == grpc.StatusCode.CANCELLED
     # Both slots are free again: the answered send's and the refused one's.
     assert pipe._unconfirmed.acquire(timeout=5) and pipe._unconfirmed.acquire(timeout=5)
 

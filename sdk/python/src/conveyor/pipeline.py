@@ -298,7 +298,9 @@ class SyncPipeline:
 
     def send(self, request: task_service_pb2.SubmitRequest) -> Future[task_service_pb2.SubmitResponse]:
         """Queues a Submit and returns at once; the future holds the answer. Blocks only while
-        `max_unconfirmed` sends are already waiting for theirs."""
+        `max_unconfirmed` sends are already waiting for theirs. Raises at once on a closed client."""
+        if self._closed:
+            raise _closed()
         self._unconfirmed.acquire()
         call = _Call(next(self._ids), "submit", request, Future())
         call.future.add_done_callback(lambda _: self._unconfirmed.release())
@@ -451,6 +453,8 @@ class AsyncPipeline:
 
     async def send(self, request: task_service_pb2.SubmitRequest) -> asyncio.Future[task_service_pb2.SubmitResponse]:
         """See SyncPipeline.send: returns once the submit is queued."""
+        if self._closed:
+            raise _closed()
         await self._unconfirmed.acquire()
         call = _Call(next(self._ids), "submit", request, asyncio.get_running_loop().create_future())
         call.future.add_done_callback(lambda _: self._unconfirmed.release())
