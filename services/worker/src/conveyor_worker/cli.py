@@ -16,10 +16,10 @@ from conveyor.cli_security import security_options, tls_config
 from conveyor.errors import ChannelConfigError
 from conveyor.telemetry import configure_from_env
 from conveyor_worker.config import WorkerConfig, default_worker_id
-from conveyor_worker.executor import busy_threads
 from conveyor_worker.loader import load_app
 from conveyor_worker.schedules import apply_schedules
-from conveyor_worker.session import Worker
+from conveyor_worker.thread_runner import busy_threads
+from conveyor_worker.worker import Worker
 
 P = "CONVEYOR_WORKER_"
 
