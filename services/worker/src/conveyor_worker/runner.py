@@ -4,6 +4,7 @@ A runner runs attempts (`outcomes.Attempt`) and reports each one that ran exactl
 through `on_done(attempt, ack)`; after a burst of reports it calls `after_batch()` so the
 worker sends their acks in one report. The worker never looks inside a runner:
 
+- open(): get ready before the first attempt (the process pool starts its children);
 - start(attempt): run it now, or as soon as the runner has a free slot;
 - withdraw(attempt): take back an attempt that has not started (True), so it can be handed
   back or reported cancelled without running; no report follows;
@@ -40,6 +41,7 @@ class Runner(Protocol):
     queues: bool
     """Starts more attempts than its slots (they wait inside it for one, in order)."""
 
+    def open(self) -> None: ...
     def start(self, attempt: Attempt) -> None: ...
     def withdraw(self, attempt: Attempt) -> bool: ...
     def cancel(self, attempt: Attempt) -> None: ...
@@ -58,6 +60,9 @@ class LoopRunner:
     def __init__(self, on_done: OnDone, after_batch: Callable[[], None]) -> None:
         self._on_done, self._after_batch = on_done, after_batch
         self._limits = LimitTimer(self._soft_limit, self._hard_limit)
+
+    def open(self) -> None:
+        pass
 
     def start(self, attempt: Attempt) -> None:
         attempt.started = True

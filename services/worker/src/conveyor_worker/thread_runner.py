@@ -86,6 +86,9 @@ class ThreadRunner:
         self._limits = LimitTimer(self._soft_limit, self._expire)
         self._loop: asyncio.AbstractEventLoop | None = None
 
+    def open(self) -> None:
+        """Threads start on demand."""
+
     def start(self, attempt: Attempt) -> None:
         global _busy_threads  # noqa: PLW0603 - touched only on the event loop
         if self._loop is None:

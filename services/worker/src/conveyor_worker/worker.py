@@ -23,6 +23,7 @@ from conveyor.v1 import task_pb2, worker_service_pb2
 from conveyor_worker import __version__, outcomes, telemetry
 from conveyor_worker.config import WorkerConfig
 from conveyor_worker.outcomes import Attempt
+from conveyor_worker.process_runner import ProcessRunner
 from conveyor_worker.runner import LoopRunner, Runner
 from conveyor_worker.stream import Stream
 from conveyor_worker.thread_runner import ThreadRunner
@@ -46,7 +47,17 @@ class Worker:
         self._withheld = 0
         """Credits still to withhold after a shrink: running attempts beyond the new slots."""
         self.loop_runner = LoopRunner(self._finished, self._flush)
-        self.threads = ThreadRunner(config.concurrency, self._finished, self._flush)
+        self.pools: dict[str, Runner] = {}
+        """Runners of plain functions by pool name, the default (the first of config.pools) first."""
+        for pool in config.pools:
+            if pool == "threads":
+                self.pools[pool] = ThreadRunner(config.concurrency, self._finished, self._flush)
+            else:
+                assert config.process_pool is not None, "--pool processes needs its PoolOptions"
+                depth = 1 if not config.prefetch else min(32, 1 + config.prefetch // config.concurrency)
+                self.pools[pool] = ProcessRunner(config.process_pool, config.concurrency, depth, self._finished,
+                                                 self._flush, self.set_concurrency)
+        self._default_pool = self.pools[config.pools[0]]
         self.running: dict[str, Attempt] = {}
         """task id -> attempts in progress (queued in a runner for a slot included)."""
         self.waiting: collections.OrderedDict[str, task_pb2.LeasedTask] = collections.OrderedDict()
@@ -71,13 +82,18 @@ class Worker:
         return not self.stopping and not self.drained
 
     def runner_for(self, attempt: Attempt) -> Runner:
-        return self.loop_runner if attempt.definition.is_async else self.threads
+        definition = attempt.definition
+        if definition.is_async:
+            return self.loop_runner
+        return self._default_pool if definition.pool is None else self.pools[definition.pool]
 
     def _runners(self) -> tuple[Runner, ...]:
-        return (self.loop_runner, self.threads)
+        return (self.loop_runner, *self.pools.values())
 
     async def run(self) -> None:
         """Holds a stream until stop(), then stops the runners."""
+        for runner in self._runners():
+            runner.open()
         await self.stream.run()
         for runner in self._runners():
             runner.close()
@@ -103,8 +119,10 @@ class Worker:
         return hello
 
     def task_names(self) -> list[str]:
-        """The names this worker declares: the scheduler leases it only these."""
-        return sorted(self.app.tasks)
+        """The names this worker declares: the scheduler leases it only these, so a task that
+        asks for a pool this worker does not run goes to a worker that does."""
+        return sorted(name for name, definition in self.app.tasks.items()
+                      if definition.is_async or definition.pool is None or definition.pool in self.pools)
 
     def heartbeat(self) -> worker_service_pb2.WorkerHeartbeat:
         return worker_service_pb2.WorkerHeartbeat(
