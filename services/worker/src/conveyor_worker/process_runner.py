@@ -225,28 +225,29 @@ class ProcessRunner:
             self._loop.call_soon(self._dispatch)  # type: ignore[union-attr]
 
     def _dispatch(self) -> None:
-        """Hands waiting jobs to the children with room, least loaded first: one send each."""
+        """Hands waiting jobs to the children with room, least loaded first: one send each. A
+        child is refilled once half its `depth` is done, so jobs and results cross in batches
+        (refilling one job per result would cost a write, a wake-up and a report per task)."""
         self._dispatch_pending = False
         queue = self._queue
         if not queue or self._closed:
             return
-        batches: dict[_Child, list[tuple[int, bytes, dict[str, str]]]] = {}
-        live = self._live()
+        depth, low = self._depth, self._depth // 2
         max_tasks = self._options.max_tasks_per_child
-        while queue:
-            room = [c for c in live if len(c.jobs) < self._depth and not (max_tasks and c.given >= max_tasks)]
-            if not room:
+        for c in sorted(self._live(), key=lambda c: len(c.jobs)):
+            if not queue or len(c.jobs) > low:
                 break
-            c = min(room, key=lambda c: len(c.jobs))
-            job = queue.popleft()
-            self._seq += 1
-            job.child, job.seq = c, self._seq
-            c.jobs[job.seq] = job
-            c.given += 1
-            job.attempt.started = True
-            batches.setdefault(c, []).append((job.seq, job.attempt.leased.SerializeToString(), job.carrier))
-        for c, batch in batches.items():
-            _send(c, batch)
+            batch = []
+            while queue and len(c.jobs) < depth and not (max_tasks and c.given >= max_tasks):
+                job = queue.popleft()
+                self._seq += 1
+                job.child, job.seq = c, self._seq
+                c.jobs[job.seq] = job
+                c.given += 1
+                job.attempt.started = True
+                batch.append((job.seq, job.attempt.leased.SerializeToString(), job.carrier))
+            if batch:
+                _send(c, batch)
         if queue:
             self._busy_since = time.monotonic()
 

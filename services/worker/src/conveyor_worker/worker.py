@@ -54,7 +54,7 @@ class Worker:
                 self.pools[pool] = ThreadRunner(config.concurrency, self._finished, self._flush)
             else:
                 assert config.process_pool is not None, "--pool processes needs its PoolOptions"
-                depth = 1 if not config.prefetch else min(32, 1 + config.prefetch // config.concurrency)
+                depth = 1 if not config.prefetch else min(64, 1 + config.prefetch // config.concurrency)
                 self.pools[pool] = ProcessRunner(config.process_pool, config.concurrency, depth, self._finished,
                                                  self._flush, self.set_concurrency)
         self._default_pool = self.pools[config.pools[0]]
