@@ -157,3 +157,17 @@ def test_a_sigkilled_worker_takes_its_children_with_it(stack: Stack, tmp_path: P
     wait_for(lambda: gone(child) and not process_group(worker.popen.pid), 5, what="no orphaned child")
     wait_for(lambda: stack.client.get_task(handle.id).state == TaskState.QUEUED, 5,
              what="its lease to return at once")
+
+
+def test_sigterm_hands_back_what_outlives_the_grace_period(stack: Stack, tmp_path: Path) -> None:
+    worker = stack.worker("--grace-period", "0.5")
+    handle = stack.client.submit("p.sleep", [600, "late", str(tmp_path / "started")], timeout=900)
+    child = child_pid(tmp_path / "started")
+    assert worker.terminate() == 0
+    wait_for(lambda: gone(child) and not process_group(worker.popen.pid), 5, what="its child to be stopped")
+    record = stack.client.get_task(handle.id)
+    assert (record.state, len(record.attempts)) == (TaskState.QUEUED, 1)  # handed back, not failed
+    assert not record.attempts[0].error.type
+    replacement = stack.worker()
+    wait_for(lambda: stack.client.get_task(handle.id).worker_id == worker_id(replacement), 10,
+             what="the task to be leased again")

@@ -92,7 +92,8 @@ class _Runner:
                 raise SoftTimeLimitExceeded("the attempt ran past its soft time limit")
 
     def run(self) -> None:
-        done, pending, first_pending = 0, [], 0.0
+        done, first_pending = 0, 0.0
+        pending: list[tuple[int, bytes]] = []
         while True:
             if pending and (self.inbox.empty() or time.monotonic() - first_pending > FLUSH_AFTER):
                 self.conn.send(pending)
