@@ -105,10 +105,13 @@ def c_block(marker: str) -> None:
 
 
 @app.task(name="p.crash", pool="processes")
-def crash(how: str, marker: str) -> str:
-    """Ends the child the first time (a segfault, or os._exit(3)); returns on a later attempt."""
+def crash(how: str, marker: str, release: str = "") -> str:
+    """Ends the child the first time (a segfault, or os._exit(3)), once `release` exists if
+    given; returns on a later attempt."""
     if not Path(marker).exists():
         Path(marker).touch()
+        while release and not Path(release).exists():
+            time.sleep(0.01)
         if how == "segfault":
             ctypes.string_at(0)
         os._exit(3)

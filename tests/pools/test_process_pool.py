@@ -4,6 +4,7 @@ autoscale, cancel, per-task pools and a clean shutdown, with real worker process
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -171,3 +172,33 @@ def test_sigterm_hands_back_what_outlives_the_grace_period(stack: Stack, tmp_pat
     replacement = stack.worker()
     wait_for(lambda: stack.client.get_task(handle.id).worker_id == worker_id(replacement), 10,
              what="the task to be leased again")
+
+
+def test_children_that_die_at_start_are_replaced_after_a_growing_pause(stack: Stack) -> None:
+    worker = stack.cluster.worker(stack.target, "tests.apps.child_fails:app", "--pool", "processes",
+                                  "--start-method", "spawn", concurrency=1)
+    connected(stack.scheduler, worker)
+    pauses = wait_for(lambda: (found := re.findall(r"before running a task; starting another in ([\d.]+)s",
+                                                   worker.output())) and len(found) >= 4 and found,
+                      30, what="four children to die at start")
+    assert [float(p) for p in pauses[:4]] == [0.1, 0.2, 0.4, 0.8]
+    assert worker.alive()
+
+
+def test_a_cancel_sent_to_a_child_that_dies_first_still_ends_the_task_cancelled(stack: Stack,
+                                                                                  tmp_path: Path) -> None:
+    """With prefetch a child holds jobs behind the one it runs; when it dies, a job cancelled
+    meanwhile ends CANCELLED instead of starting in the next child."""
+    stack.worker("--prefetch", "4")
+    release = tmp_path / "release"
+    crashing = stack.client.submit("p.crash", ["exit", str(tmp_path / "once"), str(release)], max_retries=1,
+                                   retry_backoff=0)
+    wait_for((tmp_path / "once").exists, what="the first task to start")
+    behind = stack.client.submit("p.sleep", [0, "ran", str(tmp_path / "behind-ran")])
+    wait_for(lambda: stack.client.get_task(behind.id).state == TaskState.ACTIVE, what="the second to be leased")
+    stack.client.cancel(behind.id)
+    release.touch()
+    assert crashing.result(timeout=30) == "survived"
+    wait_for(lambda: stack.client.get_task(behind.id).state == TaskState.CANCELLED, 10, what="CANCELLED")
+    assert stack.client.get_task(behind.id).attempt == 1
+    assert not (tmp_path / "behind-ran").exists()

@@ -37,6 +37,8 @@ KILL_GRACE = 0.5
 """Seconds between SIGTERM and SIGKILL for a child being stopped."""
 AUTOSCALE_TICK = 0.25
 """Seconds between the autoscaler's looks at the backlog."""
+RESPAWN_MIN_DELAY, RESPAWN_MAX_DELAY = 0.1, 10.0
+"""Pause before replacing a child that died before finishing any task, doubling each time."""
 
 
 def default_start_method() -> str:
@@ -93,6 +95,7 @@ class ProcessRunner:
         self._seq = 0
         self._limits = LimitTimer(self._soft_limit, self._hard_limit)
         self._dispatch_pending = False
+        self._respawn_delay = RESPAWN_MIN_DELAY
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._autoscaler: asyncio.TimerHandle | None = None
@@ -122,7 +125,8 @@ class ProcessRunner:
         job: _Job = attempt.handle
         if job.child is not None:
             return False
-        self._queue.remove(job)
+        with contextlib.suppress(ValueError):  # already reported (it could not start in time)
+            self._queue.remove(job)
         self._limits.forget(attempt)
         attempt.abandoned = True
         return True
@@ -264,6 +268,7 @@ class ProcessRunner:
         self._after_batch()
 
     def _results(self, c: _Child, batch: list[tuple[int, bytes]]) -> None:
+        self._respawn_delay = RESPAWN_MIN_DELAY  # children work
         for seq, data in batch:
             job = c.jobs.pop(seq, None)
             if job is not None:
@@ -294,7 +299,9 @@ class ProcessRunner:
         for seq, job in c.jobs.items():
             attempt = job.attempt
             if seq > started:
-                if not attempt.abandoned:
+                if attempt.ctx.cancelled:  # its cancel went to the child that died
+                    self._report(attempt, outcomes.cancelled(attempt.task_id, attempt.lease_token))
+                elif not attempt.abandoned:
                     job.child, job.seq = None, 0
                     unstarted.append(job)
             elif seq <= finished:  # it finished, but its result died with the child
@@ -311,10 +318,22 @@ class ProcessRunner:
                 self._report(attempt, outcomes.raised(attempt, outcomes.WorkerLost(
                     f"the child process running the attempt died (exit code {code})")))
         self._queue.extendleft(reversed(unstarted))
-        if not self._closed:
-            self._fill()
-            self._schedule_dispatch()
-            self._after_batch()
+        if self._closed:
+            return
+        if c.stop_reason is None and not c.retiring and not finished and c.process.exitcode:
+            # It died before finishing anything (its app failed to import, say): start the next
+            # one after a growing pause, not in a tight loop.
+            log.error("child process %s exited with code %s before running a task; starting another in %.1fs",
+                      c.process.pid, c.process.exitcode, self._respawn_delay)
+            self._loop.call_later(self._respawn_delay, self._refill)  # type: ignore[union-attr]
+            self._respawn_delay = min(self._respawn_delay * 2, RESPAWN_MAX_DELAY)
+        else:
+            self._refill()
+        self._after_batch()
+
+    def _refill(self) -> None:
+        self._fill()
+        self._schedule_dispatch()
 
     def _stop(self, attempt: Attempt, reason: str) -> None:
         job: _Job = attempt.handle
