@@ -18,6 +18,8 @@ import os
 
 from celery import Celery
 
+from bench import work
+
 QUEUE = "bench"
 
 
@@ -45,6 +47,10 @@ def make_app() -> Celery:
     @celery.task(name="bench.add", shared=False)  # each app its own, no process-wide registration
     def add(x: int, y: int) -> int:
         return x + y
+
+    @celery.task(name="bench.burn", shared=False)
+    def burn(n: int) -> int:
+        return work.burn(n)
 
     return celery
 

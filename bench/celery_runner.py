@@ -10,9 +10,10 @@ import importlib.util
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
-from bench import ordinary
+from bench import ordinary, work
 from bench.common import Context, private_redis, start, stop
 from bench.measure import Completions, CpuMeter, RedisCalls, cpu_fields, percentile
 from tests.harness import Proc
@@ -185,9 +186,25 @@ class CeleryRunner:
         return res
 
 
-    def _batch_rate(self, n: int, batch_size: int) -> dict[str, Any]:
+    def cpu_bound(self, n: int, noop: int, children: int) -> dict[str, Any]:
+        """bench.burn on the prefork pool with `children` processes (Celery's default pool)."""
+        self._start_worker("cpu_bound", "prefork", children)
+        self._warm_up()
+        size = work.burn_size()
+        burn = self.app.tasks["bench.burn"]
+        res = self._batch_rate(n, min(n, 500), task=burn, args=lambda i: (size + i % work.VARIANTS,),
+                               expect=lambda i: work.expected(i % work.VARIANTS))
+        return {**res, "processes_throughput": res["throughput"], "burn_n": size, "children": children}
+
+    def _batch_rate(self, n: int, batch_size: int, task: Any = None,
+                    args: Callable[[int], tuple[Any, ...]] | None = None,
+                    expect: Callable[[int], Any] | None = None) -> dict[str, Any]:
         """Celery has no batch publish: each chunk goes out through one held producer, one message
-        per task (measured faster here than group(...).apply_async(), which does the same per task)."""
+        per task (measured faster here than group(...).apply_async(), which does the same per task).
+        The task is bench.add(i, i) unless `task`, `args` and `expect` say otherwise."""
+        task = task or self.add
+        args = args or (lambda i: (i, i))
+        expect = expect or (lambda i: 2 * i)
         done = Completions(self.results_url, RESULT_PREFIX + "*", n, self.ctx.sizes.timeout, self.ctx.work_dir,
                            strip=RESULT_PREFIX)
         try:
@@ -197,7 +214,7 @@ class CeleryRunner:
             for first in range(0, n, batch_size):
                 with self.app.producer_or_acquire() as producer:
                     for i in range(first, min(first + batch_size, n)):
-                        expected[self.add.apply_async((i, i), producer=producer).id] = 2 * i
+                        expected[task.apply_async(args(i), producer=producer).id] = expect(i)
             t1 = time.monotonic()
             done.wait()
             cpu, calls = meter.stop(), self._calls.per_task(n)

@@ -47,6 +47,10 @@ class Sizes:
     dashboard_streams: int = 50
     dashboard_seconds: float = 10.0
     """How long the open /events/overview streams (and, before them, none) are metered."""
+    cpu_tasks: int = 600
+    """cpu_bound: ~20 ms tasks per pool (about 6 s in threads on 2 slots, half that in processes)."""
+    cpu_noop: int = 20_000
+    """cpu_bound: no-op tasks through the 2 children."""
     warmup: int = 300
     celery_calibration: int = 2_000
     celery_batch_seconds: float = 150.0
@@ -61,7 +65,8 @@ class Sizes:
 FULL = Sizes()
 QUICK = Sizes(single=200, batch=2_000, batch_size=500, latency=30, ordinary=200, many_producers=400,
               depth_small=1_000, depth_large=20_000, depth_rounds=2, depth_push_batch=5_000, fan_in_workers=20,
-              fan_in_seconds=2.0, dashboard_tasks=20_000, dashboard_requests=5, dashboard_seconds=2.0, warmup=50,
+              fan_in_seconds=2.0, dashboard_tasks=20_000, dashboard_requests=5, dashboard_seconds=2.0, cpu_tasks=40,
+              cpu_noop=1_000, warmup=50,
               celery_calibration=300, timeout=120.0, quick=True)
 
 

@@ -19,11 +19,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from bench import dashboard_pages, grpc_floor, ordinary
+from bench import dashboard_pages, grpc_floor, ordinary, work
 from bench.common import ROOT, Context, Profiler, private_redis, start, stop, wait_log
 from bench.measure import (
     Completions,
@@ -110,15 +110,16 @@ class ConveyorRunner:
         if not sched.alive():
             raise RuntimeError(f"scheduler died:\n{sched.output()[-3000:]}")
 
-    def _start_workers(self, label: str, queue: str = QUEUE, prefetch: int | None = None) -> None:
+    def _start_workers(self, label: str, queue: str = QUEUE, prefetch: int | None = None, pool: str = "threads",
+                       concurrency: int | None = None) -> None:
         procs = []
         prefetch = self.prefetch if prefetch is None else prefetch
         for i in range(self.workers):
             self._serial += 1
             procs.append(start(f"{label}-worker-{self._serial}", [
                 sys.executable, "-m", "conveyor_worker", "bench.tasks:app", "--scheduler", self.target,
-                "--queues", queue, "--concurrency", str(self.concurrency), "--prefetch", str(prefetch),
-                "--worker-id", f"bench-{self._serial}-{i}", "--log-level", "INFO"], self.ctx.work_dir))
+                "--queues", queue, "--concurrency", str(concurrency or self.concurrency), "--prefetch", str(prefetch),
+                "--pool", pool, "--worker-id", f"bench-{self._serial}-{i}", "--log-level", "INFO"], self.ctx.work_dir))
         for proc in procs:
             wait_log(proc, " connected to ")
         self.worker_procs += procs
@@ -153,11 +154,12 @@ class ConveyorRunner:
         self._calls = RedisCalls(self.redis).start()
         return CpuMeter(pids, own=None if producers is not None else "producer").start()
 
-    def _fresh(self, label: str, workers: bool = True, queue: str = QUEUE, prefetch: int | None = None) -> None:
+    def _fresh(self, label: str, workers: bool = True, queue: str = QUEUE, prefetch: int | None = None,
+               pool: str = "threads", concurrency: int | None = None) -> None:
         self._stop_all()
         self._start_scheduler(label)
         if workers:
-            self._start_workers(label, queue, prefetch)
+            self._start_workers(label, queue, prefetch, pool, concurrency)
             self._warm_up()
 
     def _warm_up(self) -> None:
@@ -222,16 +224,21 @@ class ConveyorRunner:
     def batch(self, n: int, batch_size: int) -> dict[str, Any]:
         """submit_many in batches; done when every task's completion is recorded; then verified."""
         self._fresh("batch")
+        return self._batch("batch", n, batch_size, lambda i: Call("bench.add", [i, i]), lambda i: 2 * i)
+
+    def _batch(self, label: str, n: int, batch_size: int, call: Callable[[int], Call],
+               expect: Callable[[int], Any]) -> dict[str, Any]:
+        """Tasks call(0..n-1), submitted in batches, timed until every completion is recorded;
+        then each result is checked against expect(i)."""
         done = Completions(self.redis_url, DONE_CHANNEL, n, self.ctx.sizes.timeout, self.ctx.work_dir)
         try:
-            expected: dict[str, int] = {}
-            with Client(self.target) as client, Profiler(self.ctx, "batch-conveyor", self._pids()) as prof:
+            expected: dict[str, Any] = {}
+            with Client(self.target) as client, Profiler(self.ctx, f"{label}-conveyor", self._pids()) as prof:
                 meter = self._meter()
                 t0 = time.monotonic()
                 for first in range(0, n, batch_size):
-                    handles = client.submit_many([Call("bench.add", [i, i])
-                                                  for i in range(first, min(first + batch_size, n))])
-                    expected.update((h.id, 2 * (first + k)) for k, h in enumerate(handles))
+                    handles = client.submit_many([call(i) for i in range(first, min(first + batch_size, n))])
+                    expected.update((h.id, expect(first + k)) for k, h in enumerate(handles))
                 t1 = time.monotonic()
                 done.wait()
                 cpu, calls = meter.stop(), self._calls.per_task(n)
@@ -241,6 +248,31 @@ class ConveyorRunner:
         unexpected = len(set(done.ids) - expected.keys())
         return {"throughput": n / (done.last() - t0), "enqueue_rate": n / (t1 - t0), "batch_size": batch_size,
                 "tasks": n, "verified": verified - unexpected, **cpu_fields(cpu, n), **calls, **_profile(prof)}
+
+    def cpu_bound(self, n: int, noop: int, children: int) -> dict[str, Any]:
+        """bench.burn (about 20 ms of pure Python) on a worker of `children` slots, first in
+        threads, then in child processes; then no-op tasks through the children (the pool's
+        own overhead per task)."""
+        size = work.burn_size()
+        out: dict[str, Any] = {"burn_n": size, "children": children, "tasks": 0, "verified": 0}
+        runs = {
+            "threads": (n, lambda i: Call("bench.burn", [size + i % work.VARIANTS]),
+                        lambda i: work.expected(i % work.VARIANTS)),
+            "processes": (n, lambda i: Call("bench.burn", [size + i % work.VARIANTS]),
+                          lambda i: work.expected(i % work.VARIANTS)),
+            "noop_processes": (noop, lambda i: Call("bench.add", [i, i]), lambda i: 2 * i),
+        }
+        for name, (count, call, expect) in runs.items():
+            pool = "threads" if name == "threads" else "processes"
+            self._fresh(f"cpu_bound-{name}", pool=pool, concurrency=children)
+            res = self._batch(f"cpu_bound-{name}", count, min(count, 500), call, expect)
+            out[f"{name}_throughput"] = res["throughput"]
+            out[f"{name}_cpu_ms_per_task"] = res["cpu_ms_per_task"]
+            out["tasks"] += res["tasks"]
+            out["verified"] += res["verified"]
+        out["throughput"] = out["processes_throughput"]
+        out["speedup"] = out["processes_throughput"] / out["threads_throughput"]
+        return out
 
     def latency(self, n: int) -> dict[str, Any]:
         """Sequential submit-then-wait round trips on idle workers: `client.run` (Submit with

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from conveyor.v1 import worker_service_pb2, worker_service_pb2_grpc
-from conveyor_worker.session import CHANNEL_OPTIONS
+from conveyor_worker.stream import CHANNEL_OPTIONS
 
 CREDIT = 8
 

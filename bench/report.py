@@ -1,5 +1,5 @@
-"""The benchmark's report: the targets of issues 6, 15, 16 and 17 checked against a run, the printed
-table, and the ordinary path's per-hop budget."""
+"""The benchmark's report: the targets of issues 6, 15, 16, 17 and 18 checked against a run, the
+printed table, and the ordinary path's per-hop budget."""
 
 from __future__ import annotations
 
@@ -78,6 +78,22 @@ def _rss_growth(res: Results) -> tuple[float | None, bool | None]:
     return large - small, large - small < 20
 
 
+def _cpu_vs_threads(res: Results) -> tuple[float | None, bool | None]:
+    procs, threads = _get(res, "cpu_bound", "conveyor", "processes_throughput"), _get(res, "cpu_bound", "conveyor",
+                                                                                       "threads_throughput")
+    if procs is None or not threads:
+        return None, None
+    return procs / threads, procs / threads >= 1.8
+
+
+def _cpu_vs_celery(res: Results) -> tuple[float | None, bool | None]:
+    procs, celery = _get(res, "cpu_bound", "conveyor", "processes_throughput"), _get(res, "cpu_bound", "celery",
+                                                                                      "processes_throughput")
+    if procs is None or not celery:
+        return None, None
+    return procs / celery, procs >= celery
+
+
 TARGETS = [
     Target("single_producer", "conveyor throughput >= 5x celery's", _ratio_to_celery("single_producer", "throughput")),
     Target("single_producer", "send() + flush(): throughput >= 5x celery's",
@@ -99,6 +115,10 @@ TARGETS = [
     Target("batch", "TLS + token: throughput >= 0.9x plaintext", _tls_ratio("batch", "throughput", True)),
     Target("latency", "TLS + token: p50 <= 1.1x plaintext", _tls_ratio("latency", "p50_ms", False)),
     Target("latency", "TLS + token: p99 <= 1.1x plaintext", _tls_ratio("latency", "p99_ms", False)),
+    Target("cpu_bound", "2 children: throughput >= 1.8x the thread pool's", _cpu_vs_threads),
+    Target("cpu_bound", "2 children: throughput >= celery prefork -c 2", _cpu_vs_celery),
+    Target("cpu_bound", "no-op tasks through 2 children >= 3,000/s",
+           _at_least("cpu_bound", "noop_processes_throughput", 3_000)),
 ]
 
 ORDINARY_ROWS = [
@@ -159,9 +179,12 @@ ROWS = [
     ("dashboard", "sse_cpu_pct", "dashboard CPU %, 50 overview streams", "{:.2f}", False),
     ("dashboard", "idle_cpu_pct", "dashboard CPU %, no client", "{:.2f}", False),
     ("dashboard", "sse_events", "overview events sent, measured stretch", "{:,.0f}", True),
+    ("cpu_bound", "threads_throughput", "~20 ms tasks/s, 2 threads", "{:,.1f}", True),
+    ("cpu_bound", "processes_throughput", "~20 ms tasks/s, 2 child processes", "{:,.1f}", True),
+    ("cpu_bound", "noop_processes_throughput", "no-op tasks/s, 2 child processes", "{:,.0f}", True),
     *((scenario, "cpu_steal_pct", "machine: CPU % stolen by host", "{:.1f}", False)
       for scenario in ("single_producer", "batch", "latency", "ordinary", "many_producers", "depth", "fan_in",
-                       "dashboard")),
+                       "dashboard", "cpu_bound")),
 ]
 
 

@@ -1,4 +1,4 @@
-"""The scenarios of issues 6 and 17 and the order they run in.
+"""The scenarios of issues 6, 17 and 18 and the order they run in.
 
 One system runs at a time, each against its own private Redis, so neither sees the other's
 load. Every scenario returns "tasks" and "verified" (tasks whose result was read back and
@@ -15,7 +15,8 @@ from typing import Any
 from bench.common import Context
 from bench.measure import StealMeter
 
-SCENARIOS = ("single_producer", "batch", "latency", "ordinary", "many_producers", "depth", "fan_in", "dashboard")
+SCENARIOS = ("single_producer", "batch", "latency", "ordinary", "many_producers", "depth", "fan_in", "dashboard",
+             "cpu_bound")
 CONVEYOR_ONLY = {"depth", "fan_in", "dashboard"}
 """Celery has no equivalent of these (its queue depth and idle-worker cost are Redis's and kombu's)."""
 WITH_TLS = {"single_producer", "batch", "latency"}
@@ -34,6 +35,8 @@ DESCRIPTIONS = {
     "fan_in": "idle connected workers' streams: scheduler CPU and RSS",
     "dashboard": "the web dashboard with 1M tasks queued: each page's p95 over sequential GETs; its CPU "
                  "with 50 open /events/overview streams",
+    "cpu_bound": "a ~20 ms pure-Python task on 2 slots: threads vs child processes (Celery: prefork -c 2); "
+                 "then no-op tasks through 2 children",
 }
 
 
@@ -50,6 +53,7 @@ def run_system(ctx: Context, runner: Any, scenarios: list[str]) -> dict[str, dic
         "fan_in": lambda: runner.fan_in(s.fan_in_workers, s.fan_in_seconds),
         "dashboard": lambda: runner.dashboard(s.dashboard_tasks, s.depth_push_batch, s.dashboard_requests,
                                               s.dashboard_streams, s.dashboard_seconds),
+        "cpu_bound": lambda: runner.cpu_bound(s.cpu_tasks, s.cpu_noop, 2),
     }
     out: dict[str, dict[str, Any]] = {}
     for name in scenarios:

@@ -7,6 +7,7 @@ and an App keeps the client it opened first).
 
 from __future__ import annotations
 
+from bench import work
 from conveyor import App, current_task
 from conveyor.common import DEFAULT_TARGET
 
@@ -23,6 +24,11 @@ def make_app(scheduler: str = DEFAULT_TARGET) -> App:
     def whoami() -> str:
         """Takes no payload and returns its own task id, so a payload-less task still proves its result."""
         return current_task().id
+
+    @app.task(name="bench.burn")
+    def burn(n: int) -> int:
+        """cpu_bound: pure-Python work (no pool named: the worker's --pool decides where it runs)."""
+        return work.burn(n)
 
     return app
 

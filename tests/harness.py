@@ -151,6 +151,21 @@ def pings(client: redis.Redis) -> bool:
         return False
 
 
+def process_group(pgid: int) -> list[int]:
+    """Live (not zombie) processes of process group `pgid`. spawn() starts each process in a
+    session of its own, so a worker's group is the worker, its fork server and its children."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                pids.append(int(entry.name))
+    return pids
+
+
 def worker_id(proc: Proc) -> str:
     """The --worker-id a worker process was started with."""
     args = list(proc.popen.args)  # type: ignore[arg-type]

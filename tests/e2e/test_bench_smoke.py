@@ -29,13 +29,15 @@ FIELDS = {
     "fan_in": ("cpu_pct", "rss_mib", "cpu_steal_pct"),
     "dashboard": ("page_p95_max_ms", "p95_ms_overview", "p95_ms_task", "sse_cpu_pct", "idle_cpu_pct", "sse_events",
                   "cpu_steal_pct"),
+    "cpu_bound": ("threads_throughput", "processes_throughput", "noop_processes_throughput", "speedup",
+                  "cpu_steal_pct"),
 }
 
 
 def test_bench_quick_runs_conveyor_and_verifies_every_task(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     done = subprocess.run([sys.executable, "-m", "bench", "--quick", "--systems", "conveyor", "--out", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=100, check=False)
+                          cwd=ROOT, capture_output=True, text=True, timeout=130, check=False)
     assert done.returncode == 0, f"bench --quick failed:\n{done.stdout[-5000:]}\n{done.stderr[-3000:]}"
     doc = json.loads(out.read_text())
     assert doc["meta"]["quick"] is True

@@ -37,7 +37,7 @@ from conveyor.common import CHANNEL_OPTIONS
 from conveyor.resilience import channel_options, channel_target
 from conveyor.v1 import task_pb2
 from tests.apps.faults import expected
-from tests.harness import Cluster, CompletionCounter, Proc, RedisServer, wait_for
+from tests.harness import Cluster, CompletionCounter, Proc, RedisServer, process_group, wait_for
 
 APP = "tests.apps.faults:app"
 N = 2000
@@ -144,10 +144,10 @@ def watched_client(target: str, watch: SubmitWatch, timeout: float) -> Client:
     return Client(target, channel=grpc.intercept_channel(channel, watch), timeout=timeout, pipeline=False)
 
 
-def start_worker(cluster: Cluster, target: str, name: str, names: dict[int, str]) -> Proc:
+def start_worker(cluster: Cluster, target: str, name: str, names: dict[int, str], pool: str = "threads") -> Proc:
     """Starts a worker of the faults app and remembers its pid -> worker id (Cluster's naming)."""
     worker_id = f"{name}-{len(cluster.procs)}"
-    proc = cluster.worker(target, APP, queues="default", concurrency=CONCURRENCY, name=name)
+    proc = cluster.worker(target, APP, "--pool", pool, queues="default", concurrency=CONCURRENCY, name=name)
     names[proc.popen.pid] = worker_id
     return proc
 
@@ -280,9 +280,11 @@ def observers() -> Iterator[Callable[[str], Observer]]:
 # -- 1. a worker killed with SIGKILL mid-task -------------------------------------------------
 
 
+@pytest.mark.parametrize("pool", ["threads", "processes"])
 def test_worker_sigkill_mid_task(cluster: Cluster, redis_url: str, tmp_path: Path,
                                  completions: Callable[[str], CompletionCounter],
-                                 observers: Callable[[str], Observer], capsys: pytest.CaptureFixture[str]) -> None:
+                                 observers: Callable[[str], Observer], capsys: pytest.CaptureFixture[str],
+                                 pool: str) -> None:
     # A lease TTL far beyond the test's run time: the victim's leases must come back because its
     # stream broke, not because they lapsed.
     _, target = cluster.scheduler(redis_url, "--lease-ttl", "120")
@@ -294,8 +296,8 @@ def test_worker_sigkill_mid_task(cluster: Cluster, redis_url: str, tmp_path: Pat
     with Client(target) as client:
         started = time.monotonic()
         ids = [h.id for h in client.submit_many(calls(exec_dir, range(N), seconds=0.03))]
-        victim = start_worker(cluster, target, "victim", names)
-        start_worker(cluster, target, "steady", names)
+        victim = start_worker(cluster, target, "victim", names, pool)
+        start_worker(cluster, target, "steady", names, pool)
         at_strike = wait_for(lambda: (c := observer.census(ids, "victim"))[TaskState.SUCCEEDED] >= 300
                              and c.active_on >= CONCURRENCY // 2 and c, 30, interval=0.005,
                              what="some hundreds done and the victim busy")
@@ -304,9 +306,10 @@ def test_worker_sigkill_mid_task(cluster: Cluster, redis_url: str, tmp_path: Pat
         wait_for(lambda: started_since(exec_dir, victim, time.time() - 0.01) >= 4, 30, interval=0.001,
                  what="the victim to be mid-task")
         victim.kill()
-        start_worker(cluster, target, "replacement", names)
+        start_worker(cluster, target, "replacement", names, pool)
         wait_all_terminal(observer, ids, 30, exec_dir, dead_worker=names[victim.popen.pid])
         verdict = verify(client, ids, range(N), names)
+    wait_for(lambda: not process_group(victim.popen.pid), 10, what="no orphaned child of the victim")
     announced = drain_announcements(counter, redis_url, ids)
     runs = executions(exec_dir)
     records = observer.count(TASK_KEYS)
@@ -314,7 +317,7 @@ def test_worker_sigkill_mid_task(cluster: Cluster, redis_url: str, tmp_path: Pat
     lost = N - verdict.succeeded
     duplicated = sum(n - 1 for n in announced.values() if n > 1) + max(0, records - N) + (N - len(set(ids)))
     reexecuted = sum(n - 1 for n in runs.values())
-    summary(capsys, "worker-sigkill", submitted=N, verdict=verdict, lost=lost, duplicated=duplicated,
+    summary(capsys, f"worker-sigkill ({pool})", submitted=N, verdict=verdict, lost=lost, duplicated=duplicated,
             reexecuted=reexecuted, started=started,
             extra=f"at the kill: {at_strike}, {at_strike.active_on} ACTIVE on the victim")
 

@@ -23,7 +23,7 @@ from conveyor.channels import (
 from conveyor.cli import main as conveyor_cli
 from conveyor.errors import ChannelConfigError
 from conveyor_worker.config import WorkerConfig
-from conveyor_worker.session import Worker
+from conveyor_worker.worker import Worker
 
 SECRET = "tok-9f2c"
 ENV = {"CONVEYOR_TOKEN": "from-env", "CONVEYOR_TLS_CA": "/env/ca.pem"}
@@ -161,6 +161,6 @@ def test_a_worker_retries_a_channel_it_cannot_open(tmp_path: Path, caplog: pytes
         worker.stop()
         await asyncio.wait_for(runner, 10)
 
-    with caplog.at_level(logging.ERROR, logger="conveyor_worker.session"):
+    with caplog.at_level(logging.ERROR, logger="conveyor_worker.stream"):
         asyncio.run(asyncio.wait_for(run(), 20))
     assert "ca.pem" in caplog.text

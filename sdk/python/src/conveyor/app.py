@@ -16,6 +16,8 @@ from conveyor.schedules import Periodic, Schedule
 
 P = ParamSpec("P")
 R = TypeVar("R")
+POOLS = ("threads", "processes")
+"""Where a worker runs plain functions (`@app.task(pool=...)`, `conveyor-worker --pool`)."""
 
 
 class Task(Generic[P, R]):
@@ -29,6 +31,8 @@ class Task(Generic[P, R]):
         self.is_async = inspect.iscoroutinefunction(fn)
         self.retry_for: tuple[type[BaseException], ...] = (Exception,)
         self.dont_retry_for: tuple[type[BaseException], ...] = ()
+        self.pool: str | None = None
+        """Where a worker runs it, a plain function: "threads", "processes" or None (its default)."""
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
 
@@ -45,7 +49,7 @@ class Task(Generic[P, R]):
     def with_options(self, **options: Any) -> Task[P, R]:
         """A copy with other submit options (queue=, priority=, countdown=, ...)."""
         copy: Task[P, R] = Task(self.app, self.fn, self.name, replace(self.options, **options))
-        copy.retry_for, copy.dont_retry_for = self.retry_for, self.dont_retry_for
+        copy.retry_for, copy.dont_retry_for, copy.pool = self.retry_for, self.dont_retry_for, self.pool
         return copy
 
     def submit(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[R]:
@@ -104,20 +108,24 @@ class App(Periodic):
              timeout: Seconds | None = None, soft_timeout: Seconds | None = None, max_retries: int | None = None,
              retry_backoff: Seconds | None = None, retry_backoff_max: Seconds | None = None,
              rate_limit: str | None = None, retry_for: tuple[type[BaseException], ...] = (Exception,),
-             dont_retry_for: tuple[type[BaseException], ...] = ()) -> _Decorator: ...
+             dont_retry_for: tuple[type[BaseException], ...] = (), pool: str | None = None) -> _Decorator: ...
 
     def task(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None, queue: str | None = None,
              priority: int | None = None, timeout: Seconds | None = None, soft_timeout: Seconds | None = None,
              max_retries: int | None = None, retry_backoff: Seconds | None = None,
              retry_backoff_max: Seconds | None = None, rate_limit: str | None = None,
              retry_for: tuple[type[BaseException], ...] = (Exception,),
-             dont_retry_for: tuple[type[BaseException], ...] = ()) -> Any:
+             dont_retry_for: tuple[type[BaseException], ...] = (), pool: str | None = None) -> Any:
         """Registers a task; usable bare (`@app.task`) or with options (`@app.task(queue="emails")`).
 
         A failed attempt is retried (while max_retries allows) when its exception is an
         instance of `retry_for` and not of `dont_retry_for`; `raise Retry(delay=...)` always
         asks for one. `rate_limit` ("100/s", "5000/m") is global across all workers.
+        `pool` ("threads" or "processes") says where a worker runs a plain function (default:
+        the worker's first `--pool`); only workers that run that pool are leased the task.
         """
+        if pool is not None and pool not in POOLS:
+            raise ValueError(f"pool must be one of {', '.join(POOLS)} (got {pool!r})")
         options = SubmitOptions(queue=queue, priority=priority, timeout=timeout, soft_timeout=soft_timeout,
                                 max_retries=max_retries, retry_backoff=retry_backoff,
                                 retry_backoff_max=retry_backoff_max, rate_limit=rate_limit)
@@ -127,7 +135,10 @@ class App(Periodic):
             if task_name in self.tasks:
                 raise ValueError(f"task {task_name!r} is already registered")
             t: Task[Any, Any] = Task(self, f, task_name, options)
-            t.retry_for, t.dont_retry_for = retry_for, dont_retry_for
+            if pool is not None and t.is_async:
+                raise ValueError(f"task {task_name!r}: async def handlers run on the event loop; pool= is "
+                                 "for plain functions")
+            t.retry_for, t.dont_retry_for, t.pool = retry_for, dont_retry_for, pool
             self.tasks[task_name] = t
             return t
 

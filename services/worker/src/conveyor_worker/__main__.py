@@ -1,3 +1,4 @@
 from conveyor_worker.cli import main
 
-main()
+if __name__ == "__main__":
+    main()

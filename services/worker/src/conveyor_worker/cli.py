@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import os
 import signal
 from pathlib import Path
@@ -11,21 +12,42 @@ from pathlib import Path
 import click
 
 from conveyor import event_loop
+from conveyor.app import POOLS
 from conveyor.channels import ChannelSecurity, TLSConfig
 from conveyor.cli_security import security_options, tls_config
 from conveyor.errors import ChannelConfigError
 from conveyor.telemetry import configure_from_env
-from conveyor_worker.config import WorkerConfig, default_worker_id
-from conveyor_worker.executor import busy_threads
+from conveyor_worker.config import PoolOptions, WorkerConfig, default_worker_id
 from conveyor_worker.loader import load_app
 from conveyor_worker.schedules import apply_schedules
-from conveyor_worker.session import Worker
+from conveyor_worker.thread_runner import busy_threads
+from conveyor_worker.worker import Worker
 
 P = "CONVEYOR_WORKER_"
 
 
 def _csv(value: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+def _pools(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    pools = _csv(value)
+    unknown = [p for p in pools if p not in POOLS]
+    if unknown or not pools or len(set(pools)) != len(pools):
+        raise click.BadParameter(f"{value!r}: give threads, processes, or both comma-separated")
+    return pools
+
+
+def _autoscale(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, int] | None:
+    if not value:
+        return None
+    try:
+        maximum, minimum = (int(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give MAX,MIN, two whole numbers") from None
+    if not 1 <= minimum <= maximum <= 10_000:
+        raise click.BadParameter(f"{value!r}: MAX,MIN needs 1 <= MIN <= MAX <= 10000")
+    return maximum, minimum
 
 
 async def _main(worker: Worker) -> None:
@@ -78,25 +100,47 @@ def _check_security(targets: tuple[str, ...], tls: TLSConfig | None, token: str 
 @click.option("--worker-id", default="", envvar=P + "ID", help="Unique id (default: host-pid-random).")
 @click.option("--grace-period", default=30.0, show_default=True, type=float, envvar=P + "GRACE_PERIOD",
               help="Seconds to finish in-flight tasks after SIGTERM.")
+@click.option("--pool", "pools", default="threads", show_default=True, envvar=P + "POOL", callback=_pools,
+              help="Where plain functions run: threads, processes, or both comma-separated (the first runs "
+                   "tasks that name no pool); async def handlers always run on the event loop.")
+@click.option("--start-method", default="", envvar=P + "START_METHOD",
+              type=click.Choice(["", *multiprocessing.get_all_start_methods()]),
+              help="How the process pool starts children (default: forkserver where available).")
+@click.option("--max-tasks-per-child", default=0, type=click.IntRange(0), envvar=P + "MAX_TASKS_PER_CHILD",
+              help="Replace a child process after this many tasks (0: never).")
+@click.option("--max-memory-per-child", default=0, type=click.IntRange(0), envvar=P + "MAX_MEMORY_PER_CHILD",
+              metavar="MIB", help="Replace a child process once its task ends above this resident memory (0: never).")
+@click.option("--autoscale", default="", envvar=P + "AUTOSCALE", metavar="MAX,MIN", callback=_autoscale,
+              help="Process pool: grow children toward MAX while tasks wait, shrink toward MIN when idle.")
+@click.option("--autoscale-keepalive", default=30.0, show_default=True, type=click.FloatRange(0),
+              envvar=P + "AUTOSCALE_KEEPALIVE", help="Seconds without a backlog before autoscale shrinks.")
 @click.option("--log-level", default="INFO", show_default=True, envvar=P + "LOG_LEVEL")
 @security_options
 @event_loop.option(envvar=P + "LOOP")
 def main(app_ref: str, queues: str, concurrency: int, prefetch: int, scheduler: str, worker_id: str,
-         grace_period: float, log_level: str, token: str | None, tls_ca: Path | None, tls_cert: Path | None,
-         tls_key: Path | None, loop: str) -> None:
+         grace_period: float, pools: tuple[str, ...], start_method: str, max_tasks_per_child: int,
+         max_memory_per_child: int, autoscale: tuple[int, int] | None, autoscale_keepalive: float, log_level: str,
+         token: str | None, tls_ca: Path | None, tls_cert: Path | None, tls_key: Path | None, loop: str) -> None:
     """Run tasks of APP_MODULE:app from a Conveyor scheduler."""
-    if concurrency + prefetch > 10_000:  # the scheduler's cap on one stream's credit
-        raise click.UsageError("--concurrency plus --prefetch must be at most 10000")
+    if autoscale is not None:
+        if "processes" not in pools:
+            raise click.BadParameter("needs --pool processes", param_hint="--autoscale")
+        concurrency = autoscale[1]  # the slots follow the live children, from MIN
+    if concurrency + prefetch > 10_000 or (autoscale and autoscale[0] + prefetch > 10_000):
+        raise click.UsageError("--concurrency (or --autoscale's MAX) plus --prefetch must be at most 10000")
     targets, tls = _csv(scheduler), tls_config(tls_ca, tls_cert, tls_key)
     _check_security(targets, tls, token)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     telemetry = configure_from_env("conveyor-worker")  # exports traces/metrics only when OTEL_* says so
     app = load_app(app_ref)
     names = _csv(queues) or tuple(sorted(app.queues() | {"default"}))
+    process_pool = PoolOptions(app_ref, start_method, max_tasks_per_child, max_memory_per_child, autoscale,
+                               autoscale_keepalive) if "processes" in pools else None
     config = WorkerConfig(targets=targets, queues=names, concurrency=concurrency, prefetch=prefetch,
-                          worker_id=worker_id or default_worker_id(), grace_period=grace_period, tls=tls, token=token)
-    logging.info("worker %s: %d tasks, queues %s, concurrency %d, prefetch %d", config.worker_id, len(app.tasks),
-                 ",".join(names), concurrency, prefetch)
+                          worker_id=worker_id or default_worker_id(), grace_period=grace_period, pools=pools,
+                          process_pool=process_pool, tls=tls, token=token)
+    logging.info("worker %s: %d tasks, queues %s, concurrency %d, prefetch %d, pools %s", config.worker_id,
+                 len(app.tasks), ",".join(names), concurrency, prefetch, ",".join(pools))
     event_loop.run(_main(Worker(app, config)), loop)
     stuck = busy_threads()
     if stuck:  # handlers that outlived their time limit or the grace period: do not wait for them

@@ -10,6 +10,24 @@ from dataclasses import dataclass, field
 from conveyor.channels import TLSConfig
 
 
+@dataclass(frozen=True, slots=True)
+class PoolOptions:
+    """The process pool's settings (`--pool processes`)."""
+
+    app_ref: str
+    """The app, imported once by each child (or by the fork server they fork from)."""
+    start_method: str = ""
+    """fork, spawn or forkserver ("": forkserver where available, else spawn)."""
+    max_tasks_per_child: int = 0
+    """Attempts after which a child is replaced (0: never)."""
+    max_memory_per_child: int = 0
+    """MiB of resident memory past which a child is replaced once its attempt ends (0: no limit)."""
+    autoscale: tuple[int, int] | None = None
+    """(MAX, MIN) children; None: a fixed number, the worker's slots."""
+    autoscale_keepalive: float = 30.0
+    """Seconds without a backlog before autoscale stops idle children."""
+
+
 def default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
 
@@ -34,5 +52,9 @@ class WorkerConfig:
     """Cap on the wait between reconnect attempts."""
     tls: TLSConfig | None = None
     """TLS to the schedulers (None: CONVEYOR_TLS_*, else plaintext); see conveyor.channels."""
+    pools: tuple[str, ...] = ("threads",)
+    """Pools of plain functions this worker runs; the first runs those that name none."""
+    process_pool: PoolOptions | None = None
+    """The process pool's settings (required when `pools` has "processes")."""
     token: str | None = field(default=None, repr=False)
     """Token for every stream and call (None: CONVEYOR_TOKEN); never shown in a repr."""
