@@ -15,7 +15,7 @@ import grpc
 import pytest
 from google.protobuf.duration_pb2 import Duration
 
-from conveyor import Call, Client, TaskFailed
+from conveyor import App, Call, Client, TaskFailed
 from conveyor.aio import AsyncClient
 from conveyor.v1 import task_pb2, task_service_pb2, task_service_pb2_grpc
 from conveyor.v1.task_service_pb2 import PipelineRequest
@@ -92,9 +92,16 @@ def test_ignore_result_and_batches_are_not_pushed(cluster: Cluster, scheduler: s
         assert client._pipeline.pushed.slot(handle.id) is None
         assert handle.result(timeout=30) == 5  # still stored: read
         assert logged.log.sent["get_results"] >= 1
+        quiet = App("quiet").task(ignore_result=True, name="t.add")(_add)
+        (h,) = client.submit_many([quiet.s(1, 1)])  # @app.task(ignore_result=True)
+        assert client._pipeline.pushed.slot(h.id) is None and h.result(timeout=30) == 2
         batch = client.submit_many([Call("t.add", [i, 1]) for i in range(3)])  # read in batched calls
         assert all(client._pipeline.pushed.slot(h.id) is None for h in batch)
         assert client.results(batch, timeout=30) == [1, 2, 3]
+
+
+def _add(x: int, y: int) -> int:
+    return x + y
 
 
 def test_pushed_results_live_only_as_long_as_their_handles(cluster: Cluster, scheduler: str) -> None:

@@ -108,14 +108,16 @@ class App(Periodic):
              timeout: Seconds | None = None, soft_timeout: Seconds | None = None, max_retries: int | None = None,
              retry_backoff: Seconds | None = None, retry_backoff_max: Seconds | None = None,
              rate_limit: str | None = None, retry_for: tuple[type[BaseException], ...] = (Exception,),
-             dont_retry_for: tuple[type[BaseException], ...] = (), pool: str | None = None) -> _Decorator: ...
+             dont_retry_for: tuple[type[BaseException], ...] = (), pool: str | None = None,
+             ignore_result: bool = False) -> _Decorator: ...
 
     def task(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None, queue: str | None = None,
              priority: int | None = None, timeout: Seconds | None = None, soft_timeout: Seconds | None = None,
              max_retries: int | None = None, retry_backoff: Seconds | None = None,
              retry_backoff_max: Seconds | None = None, rate_limit: str | None = None,
              retry_for: tuple[type[BaseException], ...] = (Exception,),
-             dont_retry_for: tuple[type[BaseException], ...] = (), pool: str | None = None) -> Any:
+             dont_retry_for: tuple[type[BaseException], ...] = (), pool: str | None = None,
+             ignore_result: bool = False) -> Any:
         """Registers a task; usable bare (`@app.task`) or with options (`@app.task(queue="emails")`).
 
         A failed attempt is retried (while max_retries allows) when its exception is an
@@ -123,12 +125,15 @@ class App(Periodic):
         asks for one. `rate_limit` ("100/s", "5000/m") is global across all workers.
         `pool` ("threads" or "processes") says where a worker runs a plain function (default:
         the worker's first `--pool`); only workers that run that pool are leased the task.
+        `ignore_result` (Celery's name): its outcome is not pushed back to the submitting client
+        (it is still stored and can be read).
         """
         if pool is not None and pool not in POOLS:
             raise ValueError(f"pool must be one of {', '.join(POOLS)} (got {pool!r})")
         options = SubmitOptions(queue=queue, priority=priority, timeout=timeout, soft_timeout=soft_timeout,
                                 max_retries=max_retries, retry_backoff=retry_backoff,
-                                retry_backoff_max=retry_backoff_max, rate_limit=rate_limit)
+                                retry_backoff_max=retry_backoff_max, rate_limit=rate_limit,
+                                ignore_result=ignore_result)
 
         def register(f: Callable[..., Any]) -> Task[Any, Any]:
             task_name = name or f"{f.__module__}.{f.__qualname__}"
