@@ -127,19 +127,26 @@ class Read:
     wait: float | None
 
 
+FIRST_CHECK_S = 1.0
+"""A pushed result not here after this long is checked with a plain read, then after twice as
+long, and so on up to MAX_WAIT_CHUNK: a push that never comes (a bug, a replica lost between
+the ack and the push) costs a wait of about the time already waited, never a hang."""
+
 Steps = Generator[AwaitPush | Read, Any, "task_service_pb2.GetResultResponse"]
 
 
 def waiting(task_id: str, timeout: float | None, slot: Slot | None, now: Callable[[], float]) -> Steps:
     """How `result()` waits, written once for both clients (each runs the steps its own way):
-    a pushed result is waited for in memory, with a plain read as a check once per
-    MAX_WAIT_CHUNK; without one (or once its push says the stream broke, or the task did not
+    a pushed result is waited for in memory, with a plain read as a check after FIRST_CHECK_S
+    and then at doubling intervals; without one (or once its push says the stream broke, or the task did not
     succeed) it reads with a waiting GetResult. Returns the terminal result or raises ResultTimeout."""
     deadline = None if timeout is None else now() + timeout
+    check = FIRST_CHECK_S
     while True:
         remaining = MAX_WAIT_CHUNK if deadline is None else min(MAX_WAIT_CHUNK, deadline - now())
         if slot is not None:
-            pushed, arrived = yield AwaitPush(slot, max(remaining, 0.0))
+            pushed, arrived = yield AwaitPush(slot, max(min(remaining, check), 0.0))
+            check = min(2 * check, MAX_WAIT_CHUNK)
             if arrived:
                 if final(pushed):
                     return pushed  # type: ignore[no-any-return]

@@ -72,7 +72,10 @@ class EmbeddedRedis:
                 "--appendonly", "yes", "--appendfsync", self.fsync, "--save", "", "--protected-mode", "yes",
                 "--logfile", "redis.log"]
         log.info("starting embedded Redis %s on port %d, data in %s", binary, self.port, self.data_dir)
-        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)  # noqa: PLW1509
+        # Its own session: a Ctrl-C in the terminal reaches the scheduler, which drains and then
+        # stops Redis (stop()), not Redis first under the draining scheduler.
+        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,  # noqa: PLW1509
+                                        start_new_session=True)
         client = redis.Redis(port=self.port)
         deadline = time.monotonic() + timeout
         while True:

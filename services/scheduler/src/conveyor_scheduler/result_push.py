@@ -35,6 +35,10 @@ FetchRecords = Callable[[Sequence[tuple[str, str]]], Awaitable[list[Record]]]
 Send = Callable[[task_service_pb2.GetResultsResponse], Awaitable[None]]
 
 
+class _StreamGone(Exception):
+    """Writing on the stream failed: it has ended."""
+
+
 class ResultPush:
     def __init__(self, waiters: ResultWaiters, fetch: FetchRecords, send: Send) -> None:
         self.waiters = waiters
@@ -89,9 +93,11 @@ class ResultPush:
                     finished[task_id] = rec
             try:
                 await self._send(finished)
-            except Exception:  # the stream is gone: the client reads what it did not get
-                log.debug("pushed results not sent", exc_info=True)
+            except _StreamGone:  # the client reads what it did not get
+                log.debug("pushed results not sent: the stream is gone", exc_info=True)
                 return
+            except Exception:  # a bug must not stop the other pushes: those tasks' clients read instead
+                log.exception("pushed results: %d outcomes not sent", len(finished))
 
     async def _send(self, finished: dict[str, Record | None]) -> None:
         done = [(t, rec) for t, rec in finished.items()
@@ -104,7 +110,10 @@ class ResultPush:
             del self.followed[task_id]
         results = [to_result(t, rec) if rec else task_service_pb2.GetResultResponse(task_id=t) for t, rec in done]
         for first in range(0, len(results), MAX_PER_MESSAGE):
-            await self.send(task_service_pb2.GetResultsResponse(results=results[first:first + MAX_PER_MESSAGE]))
+            try:
+                await self.send(task_service_pb2.GetResultsResponse(results=results[first:first + MAX_PER_MESSAGE]))
+            except Exception as exc:
+                raise _StreamGone from exc
 
     def close(self) -> None:
         """The stream ended: stop following."""
