@@ -62,7 +62,12 @@ def wait_state(client: Client, task_id: str, *states: TaskState, timeout: float 
 
 
 def by_testid(driver: webdriver.Chrome, testid: str) -> str:
-    return str(driver.find_element(By.CSS_SELECTOR, f'[data-testid="{testid}"]').text)
+    """The element's visible text, read in one script call: the live pages swap their content
+    in place, so finding an element and then reading it could meet a stale element between the
+    two. "" when the page has no such element."""
+    text = driver.execute_script(
+        "const e = document.querySelector(arguments[0]); return e ? e.innerText : '';", f'[data-testid="{testid}"]')
+    return str(text).strip()
 
 
 def csrf_token(driver: webdriver.Chrome) -> str | None:
