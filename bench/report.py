@@ -42,21 +42,20 @@ def _at_most(scenario: str, key: str, bound: float) -> Callable[[Results], tuple
     return check
 
 
-def _ratio_to_celery(scenario: str, key: str) -> Callable[[Results], tuple[float | None, bool | None]]:
-    """Conveyor's `key` at least 5x Celery's throughput in the same run."""
+def _ratio(scenario: str, top: tuple[str, str], bottom: tuple[str, str], at_least: float
+           ) -> Callable[[Results], tuple[float | None, bool | None]]:
+    """One run's (system, key) figure over another's, at least `at_least`."""
     def check(res: Results) -> tuple[float | None, bool | None]:
-        c, k = _get(res, scenario, "conveyor", key), _get(res, scenario, "celery", "throughput")
-        if c is None or not k:
+        t, b = _get(res, scenario, *top), _get(res, scenario, *bottom)
+        if t is None or not b:
             return None, None
-        return c / k, c / k >= 5
+        return t / b, t / b >= at_least
     return check
 
 
-def _depth_flat(res: Results) -> tuple[float | None, bool | None]:
-    small, large = _get(res, "depth", "conveyor", "rate_1k"), _get(res, "depth", "conveyor", "rate_1m")
-    if small is None or large is None or not small:
-        return None, None
-    return large / small, large / small >= 0.9
+def _ratio_to_celery(scenario: str, key: str) -> Callable[[Results], tuple[float | None, bool | None]]:
+    """Conveyor's `key` at least 5x Celery's throughput in the same run."""
+    return _ratio(scenario, ("conveyor", key), ("celery", "throughput"), 5)
 
 
 def _tls_ratio(scenario: str, key: str, higher_is_better: bool
@@ -78,22 +77,6 @@ def _rss_growth(res: Results) -> tuple[float | None, bool | None]:
     return large - small, large - small < 20
 
 
-def _cpu_vs_threads(res: Results) -> tuple[float | None, bool | None]:
-    procs, threads = _get(res, "cpu_bound", "conveyor", "processes_throughput"), _get(res, "cpu_bound", "conveyor",
-                                                                                       "threads_throughput")
-    if procs is None or not threads:
-        return None, None
-    return procs / threads, procs / threads >= 1.8
-
-
-def _cpu_vs_celery(res: Results) -> tuple[float | None, bool | None]:
-    procs, celery = _get(res, "cpu_bound", "conveyor", "processes_throughput"), _get(res, "cpu_bound", "celery",
-                                                                                      "processes_throughput")
-    if procs is None or not celery:
-        return None, None
-    return procs / celery, procs >= celery
-
-
 TARGETS = [
     Target("single_producer", "conveyor throughput >= 5x celery's", _ratio_to_celery("single_producer", "throughput")),
     Target("single_producer", "send() + flush(): throughput >= 5x celery's",
@@ -104,7 +87,8 @@ TARGETS = [
     Target("ordinary", "end-to-end >= 5x celery's", _ratio_to_celery("ordinary", "throughput")),
     Target("ordinary", "CPU per task, all processes <= 0.8 ms", _at_most("ordinary", "cpu_ms_per_task_total", 0.8)),
     Target("many_producers", ">= 5,000 tasks/s, one scheduler", _at_least("many_producers", "throughput", 5_000)),
-    Target("depth", "rate at 1M queued >= 0.9x rate at 1k", _depth_flat),
+    Target("depth", "rate at 1M queued >= 0.9x rate at 1k",
+           _ratio("depth", ("conveyor", "rate_1m"), ("conveyor", "rate_1k"), 0.9)),
     Target("depth", "<= 300 Redis bytes per queued task", _at_most("depth", "redis_bytes_per_task", 300)),
     Target("depth", "scheduler RSS grows < 20 MiB, 1k -> 1M", _rss_growth),
     Target("depth", "purge: Redis answers a PING within 50 ms throughout",
@@ -115,8 +99,10 @@ TARGETS = [
     Target("batch", "TLS + token: throughput >= 0.9x plaintext", _tls_ratio("batch", "throughput", True)),
     Target("latency", "TLS + token: p50 <= 1.1x plaintext", _tls_ratio("latency", "p50_ms", False)),
     Target("latency", "TLS + token: p99 <= 1.1x plaintext", _tls_ratio("latency", "p99_ms", False)),
-    Target("cpu_bound", "2 children: throughput >= 1.8x the thread pool's", _cpu_vs_threads),
-    Target("cpu_bound", "2 children: throughput >= celery prefork -c 2", _cpu_vs_celery),
+    Target("cpu_bound", "2 children: throughput >= 1.8x the thread pool's",
+           _ratio("cpu_bound", ("conveyor", "processes_throughput"), ("conveyor", "threads_throughput"), 1.8)),
+    Target("cpu_bound", "2 children: throughput >= celery prefork -c 2",
+           _ratio("cpu_bound", ("conveyor", "processes_throughput"), ("celery", "processes_throughput"), 1.0)),
     Target("cpu_bound", "no-op tasks through 2 children >= 3,000/s",
            _at_least("cpu_bound", "noop_processes_throughput", 3_000)),
 ]
