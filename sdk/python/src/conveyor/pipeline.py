@@ -249,15 +249,17 @@ class _SyncStream:
 
 
 def _received(resp: task_service_pb2.PipelineResponse, pending: dict[int, Any], pushed: PushedResults) -> Any:
-    """The pending entry an answer is for (None for a push, which goes to `pushed`); a submit's
-    answer first makes the slots of its pushed results, so the push cannot beat them."""
+    """The pending entry an answer is for (None for a push, which goes to `pushed`, or for a call
+    whose caller gave up); a submit's answer first makes the slots of its pushed results, so the
+    push cannot beat them, unless nobody is left to hold them (no handle would release them)."""
     kind = resp.WhichOneof("reply")
     if kind == "pushed":
         pushed.deliver(resp.pushed.results)
         return None
-    if kind == "submit":
+    entry = pending.pop(resp.call_id, None)
+    if kind == "submit" and entry is not None:
         pushed.expect(resp.submit.tasks)
-    return pending.pop(resp.call_id, None)
+    return entry
 
 
 def _payload(request: task_service_pb2.SubmitRequest) -> int:
