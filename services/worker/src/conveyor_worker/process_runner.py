@@ -257,15 +257,21 @@ class ProcessRunner:
 
     def _readable(self, c: _Child) -> None:
         """Results from a child: each attempt is reported, the room refilled."""
-        try:
-            while c.conn.poll():
-                self._results(c, c.conn.recv())
-        except (EOFError, OSError):
+        if not self._drain(c):
             self._loop.remove_reader(c.conn.fileno())  # type: ignore[union-attr]
         if c.retiring and not c.jobs and c.stop_reason is None:
             c.process.terminate()
         self._schedule_dispatch()
         self._after_batch()
+
+    def _drain(self, c: _Child) -> bool:
+        """Reports every result the child has written so far; False once its pipe is closed."""
+        try:
+            while c.conn.poll():
+                self._results(c, c.conn.recv())
+        except (EOFError, OSError):
+            return False
+        return True
 
     def _results(self, c: _Child, batch: list[tuple[int, bytes]]) -> None:
         self._respawn_delay = RESPAWN_MIN_DELAY  # children work
@@ -285,11 +291,7 @@ class ProcessRunner:
         it ended; the ones it never started go back to the queue, first; another child
         takes the slot."""
         self._unwatch(c)
-        try:
-            while c.conn.poll():
-                self._results(c, c.conn.recv())
-        except (EOFError, OSError):
-            pass
+        self._drain(c)
         c.conn.close()
         c.process.join()
         if c in self._children:
