@@ -56,7 +56,9 @@ def _window_totals(queues: list[QueueInfo], minutes: int) -> dict[str, Any]:
             "wait_p95": wait_p95}
 
 
-async def snapshot(client: AsyncClient) -> dict[str, Any]:
+async def snapshot(client: AsyncClient, recent_minutes: int = PUSHED_MINUTES) -> dict[str, Any]:
+    """The numbers; `recent` holds the chart's last `recent_minutes` points (the page, which
+    draws the whole hour itself, asks for none)."""
     queues = await client.admin.queues()
     workers = await client.admin.list_workers()
     try:
@@ -71,5 +73,5 @@ async def snapshot(client: AsyncClient) -> dict[str, Any]:
         "workers_online": len(workers),
         "workers_draining": sum(1 for w in workers if w.draining),
         "beat_leader": leader,
-        "recent": await chart(client, PUSHED_MINUTES),
+        "recent": await chart(client, recent_minutes) if recent_minutes else [],
     }

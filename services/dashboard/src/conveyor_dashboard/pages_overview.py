@@ -17,7 +17,8 @@ from conveyor_dashboard.web import page
 
 async def overview(request: Request) -> Response:
     async def load(session: Session) -> Mapping[str, Any]:
-        snap, history = await asyncio.gather(snapshot(session.client), chart(session.client))
+        snap, history = await asyncio.gather(snapshot(session.client, recent_minutes=0),
+                                             chart(session.client))
         return {"snap": snap, "history": history}
 
     return await page(request, "overview.html", load)
