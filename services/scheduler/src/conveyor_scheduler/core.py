@@ -25,6 +25,7 @@ from conveyor_scheduler.queue_stats import QueueStatsReader
 from conveyor_scheduler.registry import WorkerRegistry
 from conveyor_scheduler.routing import Router
 from conveyor_scheduler.store import Store, wall_clock_ms
+from conveyor_scheduler.submission import SubmitBatches
 from conveyor_scheduler.task_search import TaskSearch
 from conveyor_scheduler.validation import check_task_id
 from conveyor_scheduler.waiters import ResultWaiters
@@ -60,6 +61,7 @@ class Core:
                             on_done=self.waiters.notify, on_wake=self._on_wake,
                             on_state=self.watchers.on_message, on_cancel=self.dispatcher.cancel,
                             on_reconnect=self._on_reconnect, on_control=self.control.on_message)
+        self.submit_batches = SubmitBatches(self)
         self.beat = Beat(self)
         self._background = Background()
         self._parked_logged: set[tuple[str, str]] = set()

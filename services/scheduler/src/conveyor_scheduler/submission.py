@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from conveyor.v1 import task_pb2
 from conveyor_scheduler import telemetry
+from conveyor_scheduler.coalescing import Coalescer
 from conveyor_scheduler.store import Submitted
 from conveyor_scheduler.validation import NewTask, check_spec
 
@@ -29,37 +30,63 @@ def check_specs(core: Core, specs: Sequence[task_pb2.TaskSpec], at: str = "tasks
 
 
 async def submit_specs(core: Core, specs: Sequence[task_pb2.TaskSpec], at: str = "tasks") -> list[Submitted]:
-    """Validates, stores and announces a batch (accepted or rejected whole). Nothing is
-    awaited after the store call, so a caller that registers result waiters right after
-    it cannot miss a completion.
+    """Validates, stores and announces a batch (accepted or rejected whole). Nothing that
+    could let a completion through is awaited after the store call (see SubmitBatches), so a
+    caller that registers result waiters right after it cannot miss a completion."""
+    with telemetry.enqueue(specs) as enqueue:  # enqueue spans and counts; no-op when telemetry is off
+        tasks = check_specs(core, specs, at)
+        submitted = await core.submit_batches(list(zip(specs, tasks, strict=True)))
+        enqueue.stored(submitted, tasks)
+    return submitted
+
+
+class SubmitBatches:
+    """Stores the submits of one loop tick together (coalescing.py): one script call per queue
+    for all of them, and one wake-up per queue.
 
     Sync match: where a worker on this replica has free credit, the store leases ready-now
     tasks straight to it in the same script (if its queue has nothing ready they would
     overtake), and they are pushed on its stream at once: no wake-up, no claim.
+
+    Why no completion is missed: a batch's callers are resumed by the store reply's own
+    callback chain, before any I/O that follows it is read (asyncio runs ready callbacks
+    first in, first out), and a task cannot finish before its submit's reply has arrived.
     """
-    with telemetry.enqueue(specs) as enqueue:  # enqueue spans and counts; no-op when telemetry is off
-        tasks = check_specs(core, specs, at)
+
+    MAX_ITEMS = 1000
+    """Tasks merged into one batch; a larger Submit runs alone (a script call stays short)."""
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+        self.coalescer: Coalescer[tuple[task_pb2.TaskSpec, NewTask], Submitted] = Coalescer(self._store,
+                                                                                          self.MAX_ITEMS)
+
+    async def __call__(self, items: list[tuple[task_pb2.TaskSpec, NewTask]]) -> list[Submitted]:
+        return await self.coalescer(items)
+
+    async def _store(self, items: list[tuple[task_pb2.TaskSpec, NewTask]]) -> list[Submitted]:
+        core = self.core
+        specs, tasks = [spec for spec, _ in items], [task for _, task in items]
         offers = core.dispatcher.offers(tasks)
         try:
             submitted = await core.store.submit(tasks, [m for m, _ in offers.values()], core.scheduler_id)
         except BaseException:
             core.dispatcher.refund(offers)
             raise
-        enqueue.stored(submitted, tasks)
-    if offers:
-        core.dispatcher.settle(offers, specs, tasks, submitted)
-    ready: set[str] = set()
-    due: dict[str, int] = {}
-    for task, sub in zip(tasks, submitted, strict=True):
-        if sub.duplicate:
-            continue
-        if sub.state == task_pb2.TASK_STATE_QUEUED:
-            ready.add(sub.queue)
-        elif sub.state == task_pb2.TASK_STATE_SCHEDULED:
-            due[sub.queue] = min(due.get(sub.queue, task.due_ms), task.due_ms)
-    for queue in ready:  # other replicas heard of it from submit.lua's wake publish
-        core.tasks_ready(queue)
-    for queue, due_ms in due.items():
-        core.maintenance.schedule(queue, due_ms)
-        core.publish_wake_soon(queue, due_ms)  # not awaited: Submit(wait_results) relies on that
-    return submitted
+        if offers:
+            core.dispatcher.settle(offers, specs, tasks, submitted)
+        ready: set[str] = set()
+        due: dict[str, int] = {}
+        for task, sub in zip(tasks, submitted, strict=True):
+            if sub.duplicate:
+                continue
+            if sub.state == task_pb2.TASK_STATE_QUEUED:
+                ready.add(sub.queue)
+            elif sub.state == task_pb2.TASK_STATE_SCHEDULED:
+                due[sub.queue] = min(due.get(sub.queue, task.due_ms), task.due_ms)
+        for queue in ready:  # other replicas heard of it from submit.lua's wake publish
+            core.tasks_ready(queue)
+        for queue, due_ms in due.items():
+            core.maintenance.schedule(queue, due_ms)
+            core.publish_wake_soon(queue, due_ms)  # not awaited: Submit(wait_results) relies on that
+        return submitted
