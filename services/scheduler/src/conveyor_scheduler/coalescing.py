@@ -18,6 +18,7 @@ has a call in flight when it submits).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
@@ -82,7 +83,9 @@ class Coalescer(Generic[T, R]):
         if self._open is batch:
             self._open = None
         self._in_flight += 1
-        task = asyncio.get_running_loop().create_task(self._serve(batch))
+        # A batch serves many callers: it runs in a context of its own, not the caller's that
+        # happened to start it (whose trace context, for one, it is not part of).
+        task = asyncio.get_running_loop().create_task(self._serve(batch), context=contextvars.Context())
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
