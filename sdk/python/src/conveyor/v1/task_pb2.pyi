@@ -452,6 +452,8 @@ class Task(_message.Message):
     CANCEL_REQUESTED_FIELD_NUMBER: _builtins.int
     WAITING_REASON_FIELD_NUMBER: _builtins.int
     ATTEMPTS_FIELD_NUMBER: _builtins.int
+    WORKFLOW_ID_FIELD_NUMBER: _builtins.int
+    WORKFLOW_NODE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned: 26 Crockford base32 characters (a ULID: the first 10
     encode the creation time in ms, so ids sort by time; 16 of the random bits
@@ -480,6 +482,11 @@ class Task(_message.Message):
     took from its queue do not declare its name (WorkerHello.task_names), so it waits
     for one that does. Empty otherwise.
     """
+    workflow_id: _builtins.str
+    """For a node of a workflow (WorkflowService): the workflow's id and the node's
+    key. Empty for a task submitted on its own.
+    """
+    workflow_node: _builtins.str
     @_builtins.property
     def headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
@@ -545,10 +552,12 @@ class Task(_message.Message):
         cancel_requested: _builtins.bool = ...,
         waiting_reason: _builtins.str = ...,
         attempts: _abc.Iterable[Global___AttemptRecord] | None = ...,
+        workflow_id: _builtins.str = ...,
+        workflow_node: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "error", b"error", "eta", b"eta", "expires_at", b"expires_at", "finished_at", b"finished_at", "result", b"result", "retry", b"retry", "soft_timeout", b"soft_timeout", "started_at", b"started_at", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "attempts", b"attempts", "cancel_requested", b"cancel_requested", "content_type", b"content_type", "created_at", b"created_at", "error", b"error", "eta", b"eta", "expires_at", b"expires_at", "finished_at", b"finished_at", "headers", b"headers", "id", b"id", "idempotency_key", b"idempotency_key", "name", b"name", "payload", b"payload", "priority", b"priority", "queue", b"queue", "rate_limit", b"rate_limit", "result", b"result", "retry", b"retry", "soft_timeout", b"soft_timeout", "started_at", b"started_at", "state", b"state", "timeout", b"timeout", "waiting_reason", b"waiting_reason", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "attempts", b"attempts", "cancel_requested", b"cancel_requested", "content_type", b"content_type", "created_at", b"created_at", "error", b"error", "eta", b"eta", "expires_at", b"expires_at", "finished_at", b"finished_at", "headers", b"headers", "id", b"id", "idempotency_key", b"idempotency_key", "name", b"name", "payload", b"payload", "priority", b"priority", "queue", b"queue", "rate_limit", b"rate_limit", "result", b"result", "retry", b"retry", "soft_timeout", b"soft_timeout", "started_at", b"started_at", "state", b"state", "timeout", b"timeout", "waiting_reason", b"waiting_reason", "worker_id", b"worker_id", "workflow_id", b"workflow_id", "workflow_node", b"workflow_node"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
