@@ -40,6 +40,13 @@ WORKER_SCRIPTS = "worker_"
 """Scripts whose hash is a worker registry hash (cv:{workers}:w:ID)."""
 WORKER_MODULES = {"registry.py"}
 """Python modules whose hash records are worker registry hashes."""
+WORKFLOW_SCRIPTS = "wf_"
+"""Scripts whose literal hash fields are a workflow's meta hash (cv:{w:ID}:w); its other hashes
+are keyed by node keys, never by literals."""
+WORKFLOW_MODULES = {"workflows.py", "workflow_store.py"}
+"""Python modules whose hash records are workflow meta hashes."""
+NO_HASH_MODULES = {"workflow_payloads.py"}
+"""Python modules whose short bytes literals are not hash fields (outcome markers)."""
 FIELD_RE = re.compile(r"[a-z][a-z0-9]{0,3}")
 HASH_COMMANDS = {"hset", "hget", "hmget", "hdel", "hexists", "hincrby"}
 TABLES = {
@@ -47,6 +54,7 @@ TABLES = {
     "### Task hash fields": "task",
     "### Schedule hash fields": "schedule",
     "### Worker hash fields": "worker",
+    "### Workflow hash fields": "workflow",
 }
 """Headings of docs/ARCHITECTURE.md's legend tables."""
 
@@ -113,16 +121,18 @@ def _field_positions(command: str, rest: list) -> list:
     return []
 
 
-def lua_fields() -> tuple[Uses, Uses, Uses]:
-    """(task, schedule, worker hash fields) the scripts read or write."""
+def lua_fields() -> tuple[Uses, Uses, Uses, Uses]:
+    """(task, schedule, worker, workflow hash fields) the scripts read or write."""
     task: Uses = defaultdict(set)
     schedule: Uses = defaultdict(set)
     worker: Uses = defaultdict(set)
+    workflow: Uses = defaultdict(set)
     for path in sorted(LUA.glob("*.lua")):
         if path.name in NO_TASK_HASH_SCRIPTS:
             continue
         uses = schedule if path.name.startswith(SCHEDULE_SCRIPTS) else \
-            worker if path.name.startswith(WORKER_SCRIPTS) else task
+            worker if path.name.startswith(WORKER_SCRIPTS) else \
+            workflow if path.name.startswith(WORKFLOW_SCRIPTS) else task
         code = _strip_lua_comments(path.read_text(encoding="utf-8"))
         for m in re.finditer(r"redis\.call\s*\(", code):
             args = _call_args(code, m.end() - 1)
@@ -138,7 +148,7 @@ def lua_fields() -> tuple[Uses, Uses, Uses]:
                     uses[name].add(f"{path.name} (finish)")
         for m in re.finditer(r"\bf\.([A-Za-z_]\w*)", code):  # reads of a HGETALL record map
             uses[m.group(1)].add(f"{path.name} (f.{m.group(1)})")
-    return task, schedule, worker
+    return task, schedule, worker, workflow
 
 
 # -- reading the Python code --------------------------------------------------------------------
@@ -183,17 +193,21 @@ def _python_fields(path: Path, uses: Uses) -> None:
                     add_built(arg)
 
 
-def python_fields() -> tuple[Uses, Uses, Uses]:
-    """(task, schedule, worker hash fields) the scheduler package and the bench use."""
+def python_fields() -> tuple[Uses, Uses, Uses, Uses]:
+    """(task, schedule, worker, workflow hash fields) the scheduler package and the bench use."""
     task: Uses = defaultdict(set)
     schedule: Uses = defaultdict(set)
     worker: Uses = defaultdict(set)
+    workflow: Uses = defaultdict(set)
     for path in sorted([*PACKAGE.rglob("*.py"), *(ROOT / "bench").glob("*.py")]):
+        if path.name in NO_HASH_MODULES:
+            continue
         _python_fields(path, schedule if path.name in SCHEDULE_MODULES else
-                       worker if path.name in WORKER_MODULES else task)
+                       worker if path.name in WORKER_MODULES else
+                       workflow if path.name in WORKFLOW_MODULES else task)
     for name in keys.CLAIM_REPLY_FIELDS:
         task.pop(name, None)
-    return task, schedule, worker
+    return task, schedule, worker, workflow
 
 
 # -- keys ---------------------------------------------------------------------------------------
@@ -231,6 +245,8 @@ def built_keys() -> Uses:
         value = _placeholder_call(getattr(queue, name)) if inspect.isfunction(static) else getattr(queue, name)
         for key in _key_values(value):
             uses[normalize(key)].add(f"keys.py (QueueKeys.{name})")
+    for key in keys.WorkflowKeys.of("ID").script_keys:
+        uses[normalize(key)].add("keys.py (WorkflowKeys)")
     for path in sorted(LUA.glob("*.lua")):
         code = _strip_lua_comments(path.read_text(encoding="utf-8"))
         for m in re.finditer(r"\bPREFIX\s*\.\.\s*'([^']+)'", code):
@@ -288,6 +304,7 @@ def expected_rows() -> dict[str, dict[str, list[str]]]:
         "task": {f: [m] for f, m in keys.TASK_FIELDS.items()},
         "schedule": {f: [m] for f, m in keys.SCHEDULE_FIELDS.items()},
         "worker": {f: [m] for f, m in keys.WORKER_FIELDS.items()},
+        "workflow": {f: [m] for f, m in keys.WORKFLOW_FIELDS.items()},
     }
 
 
@@ -312,23 +329,30 @@ def _fields_in_legend(kind: str, legend: dict[str, str], lua: Uses, py: Uses) ->
 
 
 def test_task_hash_fields_match_the_legend() -> None:
-    lua, _, _ = lua_fields()
-    py, _, _ = python_fields()
+    lua, _, _, _ = lua_fields()
+    py, _, _, _ = python_fields()
     problems = _fields_in_legend("task hash (TASK_FIELDS)", keys.TASK_FIELDS, lua, py)
     assert not problems, "\n".join(problems)
 
 
 def test_schedule_hash_fields_match_the_legend() -> None:
-    _, lua, _ = lua_fields()
-    _, py, _ = python_fields()
+    _, lua, _, _ = lua_fields()
+    _, py, _, _ = python_fields()
     problems = _fields_in_legend("schedule hash (SCHEDULE_FIELDS)", keys.SCHEDULE_FIELDS, lua, py)
     assert not problems, "\n".join(problems)
 
 
 def test_worker_hash_fields_match_the_legend() -> None:
-    _, _, lua = lua_fields()
-    _, _, py = python_fields()
+    _, _, lua, _ = lua_fields()
+    _, _, py, _ = python_fields()
     problems = _fields_in_legend("worker hash (WORKER_FIELDS)", keys.WORKER_FIELDS, lua, py)
+    assert not problems, "\n".join(problems)
+
+
+def test_workflow_hash_fields_match_the_legend() -> None:
+    *_, lua = lua_fields()
+    *_, py = python_fields()
+    problems = _fields_in_legend("workflow hash (WORKFLOW_FIELDS)", keys.WORKFLOW_FIELDS, lua, py)
     assert not problems, "\n".join(problems)
 
 
@@ -367,7 +391,7 @@ def test_lua_comments_point_to_the_legend() -> None:
 def test_architecture_doc_tables_match_the_legend() -> None:
     docs, expected = doc_tables(), expected_rows()
     names = {"keys": "Keys and channels", "task": "Task hash fields", "schedule": "Schedule hash fields",
-             "worker": "Worker hash fields"}
+             "worker": "Worker hash fields", "workflow": "Workflow hash fields"}
     problems = []
     for table, rows in expected.items():
         got = docs[table]
@@ -385,8 +409,8 @@ def test_architecture_doc_tables_match_the_legend() -> None:
 
 def test_the_readers_find_what_they_look_for() -> None:
     """Guards the parsers themselves: each kind of use is found where it is known to be."""
-    lua_task, lua_schedule, lua_worker = lua_fields()
-    py_task, py_schedule, py_worker = python_fields()
+    lua_task, lua_schedule, lua_worker, lua_workflow = lua_fields()
+    py_task, py_schedule, py_worker, py_workflow = python_fields()
     assert "finish" in " ".join(lua_task["r"])  # finish(..., 'r', data)
     assert any("f.rs" in p for p in lua_task["rs"])  # claim.lua's record map
     assert any("HINCRBY" in p for p in lua_task["ev"])
@@ -397,6 +421,8 @@ def test_the_readers_find_what_they_look_for() -> None:
     assert any("beat.py" in p for p in py_schedule["ua"])  # the fields dict given to save()
     assert "worker_leave.lua (HGET)" in lua_worker["o"]
     assert any("registry.py" in p for p in py_worker["hb"])
+    assert "wf_apply.lua (HINCRBY)" in lua_workflow["nf"]
+    assert any("workflows.py" in p for p in py_workflow["en"])
     assert "lt" not in lua_task or not any(p.startswith("beat_") for p in lua_task["lt"])
     built = built_keys()
     assert normalize("cv:{q:QUEUE}:rl:NAME") in built and normalize("cv:{q:QUEUE}:r:P") in built

@@ -1,5 +1,5 @@
 """Cross-replica events over Redis pub/sub: completions, state changes, cancels, wake-ups,
-worker control.
+worker control, workflow outboxes and changes.
 
 The Lua scripts publish completions, watched tasks' state changes and cancel requests; the
 servicers publish wake-ups after a submit. keys.py documents each channel's payload.
@@ -19,10 +19,19 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from conveyor_scheduler.fast_redis import FastRedis, subscribe
-from conveyor_scheduler.keys import CANCEL_CHANNEL, CONTROL_CHANNEL, DONE_CHANNEL, STATE_CHANNEL, WAKE_CHANNEL
+from conveyor_scheduler.keys import (
+    CANCEL_CHANNEL,
+    CONTROL_CHANNEL,
+    DONE_CHANNEL,
+    STATE_CHANNEL,
+    WAKE_CHANNEL,
+    WORKFLOW_CHANNEL,
+    WORKFLOW_OUTBOX_CHANNEL,
+)
 
-CHANNELS = (DONE_CHANNEL, WAKE_CHANNEL, STATE_CHANNEL, CANCEL_CHANNEL, CONTROL_CHANNEL)
-DONE, WAKE, STATE, CANCEL, CONTROL = (c.encode() for c in CHANNELS)
+CHANNELS = (DONE_CHANNEL, WAKE_CHANNEL, STATE_CHANNEL, CANCEL_CHANNEL, CONTROL_CHANNEL, WORKFLOW_OUTBOX_CHANNEL,
+            WORKFLOW_CHANNEL)
+DONE, WAKE, STATE, CANCEL, CONTROL, WF_OUTBOX, WF_CHANGE = (c.encode() for c in CHANNELS)
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +42,8 @@ class EventBus:
         on_done: Callable[[str], None], on_wake: Callable[[str, int], None],
         on_state: Callable[[str], None], on_cancel: Callable[[str, str], None], on_reconnect: Callable[[], None],
         on_control: Callable[[str], None] = lambda payload: None,
+        on_outbox: Callable[[str], None] = lambda prefix: None,
+        on_workflow: Callable[[str], None] = lambda workflow_id: None,
     ) -> None:
         self.redis = redis
         self.fast = fast
@@ -47,6 +58,10 @@ class EventBus:
         self.on_reconnect = on_reconnect
         self.on_control = on_control
         """A worker control request (control.py): "worker id|owner|action|arg"."""
+        self.on_outbox = on_outbox
+        """A queue's workflow outbox got an entry: its key prefix "cv:{q:QUEUE}:"."""
+        self.on_workflow = on_workflow
+        """A workflow changed: its id."""
         self.ready = asyncio.Event()
         self._backoff = 0.1
         self._task: asyncio.Task[None] | None = None
@@ -82,6 +97,10 @@ class EventBus:
             self.on_cancel(task_id, worker)
         elif channel == CONTROL:
             self.on_control(data)
+        elif channel == WF_OUTBOX:
+            self.on_outbox(data)
+        elif channel == WF_CHANGE:
+            self.on_workflow(data)
 
     async def _run(self) -> None:
         """Keeps one subscription up; after a reconnect, on_reconnect makes everyone re-read."""

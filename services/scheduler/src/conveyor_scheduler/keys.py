@@ -53,6 +53,19 @@ BEAT_LEADER = BEAT_PREFIX + "leader"
 """String: the beat leader's lease token "SCHEDULER_ID/RANDOM", with the lease as its TTL."""
 
 
+WORKFLOW_OUTBOX_CHANNEL = "cv:wfo"
+"""Payload: the key prefix "cv:{q:QUEUE}:" of a queue whose workflow outbox got an entry."""
+WORKFLOW_CHANNEL = "cv:wfs"
+"""Payload: the id of a workflow that changed (a node finished or was submitted, or its state)."""
+WORKFLOW_RECOVERY = "cv:{cv}:wfr"
+"""Sorted set: workflow id -> ms after which its released nodes are looked at again (a replica
+that died between releasing nodes and submitting them leaves them there)."""
+WORKFLOW_QUEUES = "cv:{cv}:wfq"
+"""Set of the queues whose tasks include workflow nodes (their outboxes are swept)."""
+OUTBOX_GROUP = "advance"
+"""The consumer group of every queue's workflow outbox (one consumer per replica)."""
+
+
 def schedule_key(schedule_id: str) -> str:
     return f"{BEAT_PREFIX}s:{schedule_id}"
 
@@ -112,6 +125,28 @@ class QueueKeys:
         """The activity counts of the 10 seconds starting at bucket * STAT_BUCKET_MS."""
         return f"{self.prefix}m:{bucket}"
 
+    @property
+    def outbox(self) -> str:
+        """Stream of the queue's workflow nodes that finished (lib.lua's finish), read by workflows.py."""
+        return f"{self.prefix}wo"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowKeys:
+    """Key names of one workflow, in the KEYS order every workflow script expects (wf_lib.lua)."""
+
+    workflow_id: str
+    script_keys: tuple[str, ...]
+
+    @classmethod
+    def of(cls, workflow_id: str) -> WorkflowKeys:
+        prefix = f"cv:{{w:{workflow_id}}}:"
+        return cls(workflow_id, tuple(prefix + k for k in ("w", "g", "s", "ns", "nt", "nr", "pw", "ru", "o", "lv")))
+
+    @property
+    def meta(self) -> str:
+        return self.script_keys[0]
+
 # -- the legend ----------------------------------------------------------------------------
 # Placeholders are upper case: QUEUE (a queue name), P (a priority 0-9), ID (a task or
 # schedule id), KEY (an idempotency key), NAME (a task name). Times are Unix ms.
@@ -153,11 +188,29 @@ KEY_PATTERNS: dict[str, tuple[str, str]] = {
     "cv:{workers}:w:ID": ("hash", "one connected worker, ID its worker id (fields: WORKER_FIELDS); expires a "
                                   "lease TTL after its last heartbeat"),
     "cv:{workers}:seen": ("zset", "worker id -> ms its entry lapses (the list's index; lapsed ids pruned on read)"),
+    "cv:{q:QUEUE}:wo": ("stream", "workflow outbox: one entry per finished workflow node {t id, w workflow, n node, "
+                                  "u run, s state, r rc et em: its result or error}, read by the consumer group "
+                                  "\"advance\" and deleted once applied to its workflow"),
+    # One workflow: every key under its hash tag {w:ID} (wf_lib.lua).
+    "cv:{w:ID}:w": ("hash", "one workflow (fields: WORKFLOW_FIELDS)"),
+    "cv:{w:ID}:g": ("hash", "node key -> graph JSON {p parents, c children, m ParentResults, q queue, n name}"),
+    "cv:{w:ID}:s": ("hash", "node key -> its TaskSpec, serialized"),
+    "cv:{w:ID}:ns": ("hash", "node key -> 0 waiting, 2 submitted, or its task's terminal state"),
+    "cv:{w:ID}:nt": ("hash", "node key -> its task id, once submitted"),
+    "cv:{w:ID}:nr": ("hash", "node key -> its outcome: \"r\" + JSON result, \"b\" + other result, \"e\" + error JSON"),
+    "cv:{w:ID}:pw": ("hash", "node key -> parents not finished yet"),
+    "cv:{w:ID}:ru": ("set", "nodes released (parents done) and not yet marked submitted"),
+    "cv:{w:ID}:o": ("list", "node keys in request order"),
+    "cv:{w:ID}:lv": ("set", "leaf nodes (no node names them as a parent)"),
+    "cv:{cv}:wfr": ("zset", "workflow id -> ms after which its released nodes are looked at again"),
+    "cv:{cv}:wfq": ("set", "queues whose tasks include workflow nodes (their outboxes are swept)"),
     # Pub/sub channels (not keys; every replica subscribes).
     "cv:done": ("channel", "the id of every task that finished"),
     "cv:state": ("channel", "id|state|attempt|seq for each state change of a watched task"),
     "cv:cancel": ("channel", "id|worker id when a running task is asked to stop"),
     "cv:wake": ("channel", "queue|0|replica (tasks are ready) or queue|due ms|replica (one is due then)"),
+    "cv:wfo": ("channel", "the prefix cv:{q:QUEUE}: of a queue whose workflow outbox got an entry"),
+    "cv:wfs": ("channel", "the id of a workflow that changed"),
     "cv:beat": ("channel", "a schedule id whose definition changed, or released when the leader steps down"),
     "cv:control": ("channel", "worker id|owner|action|arg: drain, shutdown (arg: reason) or concurrency (arg: "
                               "slots) for the worker's stream owner, relayed by its replica"),
@@ -206,6 +259,9 @@ TASK_FIELDS: dict[str, str] = {
     "tb": "1 while a tombstone of it sits in its ready list (cancelled while QUEUED)",
     "ah": "the attempts that failed or came back unfinished, a JSON array oldest first (the last 16): "
           "{a attempt, w worker, s started ms, e ended ms, t m b: error type, message, traceback}",
+    "wf": "for a workflow's node: the workflow id",
+    "wn": "for a workflow's node: the node key",
+    "wr": "for a workflow's node: the run of the workflow it was submitted for",
 }
 """Task hash (cv:{q:QUEUE}:t:ID) field -> meaning."""
 
@@ -263,3 +319,20 @@ WORKER_FIELDS: dict[str, str] = {
     "at": "ids of the tasks it runs, comma-separated, as of the last heartbeat",
 }
 """Worker hash (cv:{workers}:w:ID) field -> meaning."""
+
+WORKFLOW_FIELDS: dict[str, str] = {
+    "st": "state: 1 RUNNING, 2 SUCCEEDED, 3 FAILED, 4 CANCELLED (WorkflowState)",
+    "nm": "name",
+    "pol": "FailurePolicy: 0 fail fast, 1 continue",
+    "tp": "the trace context every node's task carries, a JSON object of headers",
+    "run": "run number: 1, plus one per RetryWorkflow",
+    "ca": "created ms",
+    "fa": "finished ms (while terminal)",
+    "nn": "node count",
+    "nf": "nodes finished (any terminal state, a node that will never run included)",
+    "en": "the failed node's key (FAILED)",
+    "ei": "the failed node's task id",
+    "es": "the failed node's task state",
+    "ee": "the failed node's error, JSON {type, message, state}",
+}
+"""Workflow hash (cv:{w:ID}:w) field -> meaning."""

@@ -85,9 +85,12 @@ class AckEntry:
 
 def script_text(name: str) -> str:
     """A queue script is lib.lua, then its body as a function, then lib.lua's epilogue
-    (activity counts, index trimming), whichever `return` the body takes."""
+    (activity counts, index trimming), whichever `return` the body takes; a workflow script
+    (wf_*) is wf_lib.lua, then its body."""
     folder = resources.files("conveyor_scheduler") / "lua"
     body = (folder / f"{name}.lua").read_text()
+    if name.startswith("wf_"):  # a workflow script: wf_lib.lua's prelude instead
+        return f"{(folder / 'wf_lib.lua').read_text()}\n{body}"
     if name == "register_queue" or name.startswith(("beat_", "worker_")):  # not queue scripts: no prelude
         return body
     return (f"{(folder / 'lib.lua').read_text()}\nlocal function main()\n{body}\nend\n"

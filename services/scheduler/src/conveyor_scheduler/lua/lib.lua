@@ -19,7 +19,7 @@
 --           script, but they share the queue's hash tag, so every script still touches
 --           a single cluster slot.
 --   ARGV[2] now (ms)   ARGV[3] result TTL (ms)   ARGV[4] pub/sub channel prefix ("cv"):
---           PREFIX:done, PREFIX:state, PREFIX:cancel and PREFIX:wake (payloads: keys.py).
+--           PREFIX:done, PREFIX:state, PREFIX:cancel, PREFIX:wake and PREFIX:wfo (payloads: keys.py).
 local PREFIX = ARGV[1]
 local NOW = tonumber(ARGV[2])
 local RESULT_TTL = tonumber(ARGV[3])
@@ -27,6 +27,7 @@ local DONE_CHANNEL = ARGV[4] .. ':done'
 local STATE_CHANNEL = ARGV[4] .. ':state'
 local CANCEL_CHANNEL = ARGV[4] .. ':cancel'
 local WAKE_CHANNEL = ARGV[4] .. ':wake'
+local WORKFLOW_CHANNEL = ARGV[4] .. ':wfo'
 local SCHEDULED, QUEUED, ACTIVE, SUCCEEDED, FAILED, CANCELLED, EXPIRED, DEAD = 1, 2, 3, 4, 5, 6, 7, 8
 -- (Derived keys are built where they are used, PREFIX .. 'x' and so on: a name made here
 -- would cost every call a string, used or not.)
@@ -190,6 +191,13 @@ local function finish(id, key, state, watched, ...)
   end
   redis.call('PUBLISH', DONE_CHANNEL, id)
   announce(id, key, state, watched)
+  local wf = redis.call('HMGET', key, 'wf', 'wn', 'wr')
+  if wf[1] then  -- a workflow's node: its outcome goes to the workflow's outbox (workflows.py)
+    local r = redis.call('HMGET', key, 'r', 'rc', 'et', 'em')
+    redis.call('XADD', PREFIX .. 'wo', '*', 't', id, 'w', wf[1], 'n', wf[2], 'u', wf[3], 's', state,
+      'r', r[1] or '', 'rc', r[2] or '', 'et', r[3] or '', 'em', r[4] or '')
+    redis.call('PUBLISH', WORKFLOW_CHANNEL, PREFIX)
+  end
 end
 
 -- The attempts that failed or came back unfinished (Task.attempts): field 'ah', a JSON array,
