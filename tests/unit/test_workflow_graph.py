@@ -353,7 +353,7 @@ def test_name_defaults_to_the_canvas_in_a_line() -> None:
     assert compile_workflow(a.s(1) | b.s()).name == "a | b"
     assert compile_workflow(a.s(), name="nightly").name == "nightly"
     assert describe(a.s() | group(b.s(i) for i in range(40)) | cb.s()) == "a | group(b, b, ... 40 tasks) | cb"
-    assert describe(chain(a.s(), group(b.s(), c.s()) | cb.s())) == "a | (chord(group(b, c), cb))"
+    assert describe(chain(a.s(), group(b.s(), c.s()) | cb.s())) == "a | chord(group(b, c), cb)"
     long = chain(signature("x" * 50) for _ in range(10))
     assert len(describe(long)) == MAX_NAME and describe(long).endswith("…")
 

@@ -126,7 +126,7 @@ def _describe(part: Canvas) -> str:
     if isinstance(part, Signature):
         return part.name
     if isinstance(part, chain):
-        return " | ".join(f"({_describe(t)})" if isinstance(t, chain | chord) else _describe(t) for t in part.tasks)
+        return " | ".join(_describe(t) for t in part.tasks)  # nested chains are flattened: no parentheses needed
     if isinstance(part, group):
         shown = [_describe(t) for t in part.tasks[:2 if len(part.tasks) > 3 else 3]]
         more = f", ... {len(part.tasks)} tasks" if len(part.tasks) > 3 else ""
