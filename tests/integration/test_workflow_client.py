@@ -10,6 +10,7 @@ runs the real scheduler and workers.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from typing import Any
 
 import grpc
 import pytest
+from click.testing import CliRunner
 
 from conveyor import (
     App,
@@ -32,9 +34,11 @@ from conveyor import (
     WorkflowFailed,
     WorkflowHandle,
     WorkflowState,
+    chord,
     group,
     signature,
 )
+from conveyor.cli import main
 from conveyor.v1 import task_pb2
 from conveyor.v1 import workflow_pb2 as wf
 from conveyor.v1 import workflow_service_pb2 as pb
@@ -297,3 +301,29 @@ def test_the_async_handle(stand_in: tuple[StandIn, str]) -> None:
                 await client.workflow("wf_nope").result(timeout=5)
 
     asyncio.run(main())
+
+
+def test_the_cli_shows_and_watches_a_workflow(stand_in: tuple[StandIn, str]) -> None:
+    service, target = stand_in
+    with Client(target) as client:
+        client.submit_workflow(chord([add.s(1), add.s(2)], total.s()))
+        client.submit_workflow(add.s(1) | add.s(2))
+    runner = CliRunner()
+    shown = runner.invoke(main, ["-s", target, "workflow", "wf_1"])
+    assert shown.exit_code == 0, shown.output
+    assert "chord(group(w.add, w.add), w.total)" in shown.output
+    assert "├── 0" in shown.output and "0, 1 (list)" in shown.output and "t-wf_1-0" in shown.output
+    record = json.loads(runner.invoke(main, ["-s", target, "workflow", "wf_1", "--json"]).output)
+    assert record["id"] == "wf_1" and [n["key"] for n in record["nodes"]] == ["0", "1", "2"]
+    later(0.3, service.update, "wf_1", finished_nodes=2)
+    later(0.6, service.succeed, "wf_1", b"3")
+    watched = runner.invoke(main, ["-s", target, "workflow", "wf_1", "--watch", "--json"])
+    lines = [json.loads(line) for line in watched.output.splitlines()]
+    assert watched.exit_code == 0 and [line.get("finished_nodes", 0) for line in lines] == [0, 2, 3]
+    assert lines[-1]["result"]["value"] == 3
+    later(0.3, service.update, "wf_2", state=wf.WORKFLOW_STATE_FAILED, error=wf.WorkflowError(
+        node="1", task_id="t", state=task_pb2.TASK_STATE_FAILED, error=task_pb2.TaskError(type="E", message="m")))
+    failed = runner.invoke(main, ["-s", target, "workflow", "wf_2", "--watch"])
+    assert failed.exit_code == 1 and "node 1 (task t) ended FAILED: E: m" in failed.output
+    missing = runner.invoke(main, ["-s", target, "workflow", "wf_nope"])
+    assert isinstance(missing.exception, NotFound)  # `conveyor` (cli.run) prints it and exits 1
