@@ -29,6 +29,7 @@ import conveyor               # a canvas' signatures are partial (a chain's step
 flow: conveyor.Canvas = add.s(1, 2) | add.s(3) | conveyor.group(add.s(i) for i in range(3)) | greet.si("x")
 handle: conveyor.WorkflowHandle = conveyor.chord([add.s(1, 2)], add.s())(client=conveyor.Client())
 value: object = flow.submit().result(timeout=1)
+called: conveyor.WorkflowHandle = (add.s(1, 2) | add.s(3))()  # Celery's chain(...)(): submits
 '''
 
 

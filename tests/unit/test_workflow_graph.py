@@ -286,7 +286,7 @@ def test_chord_header_then_body_call_submits_it_as_celery_does() -> None:
 
 def test_calling_a_chain_or_group_submits_it() -> None:
     client = Recorder()
-    (a.s() | b.s())(client=client, on_failure="continue")  # type: ignore[arg-type]
+    (a.s() | b.s())(client=client, on_failure="continue")  # type: ignore[arg-type]  # a stand-in client
     group(a.s(), b.s())(client=client, name="two")  # type: ignore[arg-type]
     assert [len(s.nodes) for s in client.specs] == [2, 2]
     assert client.specs[0].on_failure == wf.FAILURE_POLICY_CONTINUE and client.specs[1].name == "two"

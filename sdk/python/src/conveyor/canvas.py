@@ -31,13 +31,13 @@ class Canvas:
 
     __slots__ = ()
 
-    def __or__(self, other: Canvas | Call) -> Canvas:
+    def __or__(self, other: Canvas | Call) -> Composite:
         """`a | b`: b runs after a, given a's result (a's list of results when a is a group)."""
         if not isinstance(other, Call | Canvas):
             return NotImplemented
         return chain(self, other)
 
-    def __ror__(self, other: Call) -> Canvas:
+    def __ror__(self, other: Call) -> Composite:
         """`Call(...) | sig`: a plain Call (what `Client.submit_many` takes) on the left."""
         if not isinstance(other, Call):
             return NotImplemented
@@ -114,7 +114,19 @@ def _items(tasks: tuple[Any, ...]) -> list[Canvas]:
     return [as_canvas(t) for t in tasks]
 
 
-class chain(Canvas):  # noqa: N801 - Celery's name
+class Composite(Canvas):
+    """A chain, group or chord: calling one submits it, as in Celery (a Signature is not called:
+    Celery's `sig()` runs the task in the caller's process)."""
+
+    __slots__ = ()
+
+    def __call__(self, *, client: Client | None = None, on_failure: OnFailure = "fail_fast",
+                 name: str | None = None) -> WorkflowHandle:
+        """Submits it, as Celery's `chain(...)()` and `group(...)()` do."""
+        return self.submit(client=client, on_failure=on_failure, name=name)
+
+
+class chain(Composite):  # noqa: N801 - Celery's name
     """Steps run one after another, each given the previous step's result as its first
     argument: `chain(a.s(1), b.s())` is `a.s(1) | b.s()`. Nested chains are flattened."""
 
@@ -131,11 +143,6 @@ class chain(Canvas):  # noqa: N801 - Celery's name
         for step in self.tasks:
             yield from step.signatures()
 
-    def __call__(self, *, client: Client | None = None, on_failure: OnFailure = "fail_fast",
-                 name: str | None = None) -> WorkflowHandle:
-        """Submits it, as Celery's `chain(...)()` does."""
-        return self.submit(client=client, on_failure=on_failure, name=name)
-
     def __eq__(self, other: object) -> bool:
         return type(other) is chain and self.tasks == other.tasks
 
@@ -145,7 +152,7 @@ class chain(Canvas):  # noqa: N801 - Celery's name
         return " | ".join(f"({t!r})" if isinstance(t, chord) else repr(t) for t in self.tasks)
 
 
-class group(Canvas):  # noqa: N801 - Celery's name
+class group(Composite):  # noqa: N801 - Celery's name
     """Tasks that run in parallel, each given the same input; what follows a group gets the
     list of their results in the group's order (a chord). Takes the tasks or one iterable
     of them: `group(a.s(i) for i in range(100))`. A group inside a group is flattened."""
@@ -159,7 +166,7 @@ class group(Canvas):  # noqa: N801 - Celery's name
             flat += member.tasks if isinstance(member, group) else [member]
         self.tasks = tuple(flat)
 
-    def __or__(self, other: Canvas | Call) -> Canvas:
+    def __or__(self, other: Canvas | Call) -> Composite:
         """`group | step` is a chord (Celery upgrades it so); `group | group` stays a chain."""
         if isinstance(other, Call | Canvas) and not isinstance(other, group):
             return chord(self, other)
@@ -168,11 +175,6 @@ class group(Canvas):  # noqa: N801 - Celery's name
     def signatures(self) -> Iterator[Signature]:
         for member in self.tasks:
             yield from member.signatures()
-
-    def __call__(self, *, client: Client | None = None, on_failure: OnFailure = "fail_fast",
-                 name: str | None = None) -> WorkflowHandle:
-        """Submits it, as Celery's `group(...)()` does."""
-        return self.submit(client=client, on_failure=on_failure, name=name)
 
     def __len__(self) -> int:
         return len(self.tasks)
@@ -186,7 +188,7 @@ class group(Canvas):  # noqa: N801 - Celery's name
         return f"group({', '.join(repr(t) for t in self.tasks)})"
 
 
-class chord(Canvas):  # noqa: N801 - Celery's name
+class chord(Composite):  # noqa: N801 - Celery's name
     """A group (the header) and a callback (the body) that gets the list of the header's
     results, in header order: `chord(header, body)`, or `chord(header)(body)`, which submits
     it as Celery's does. The header may be a group, an iterable of tasks, or one canvas."""
