@@ -149,7 +149,7 @@ class chain(Composite):  # noqa: N801 - Celery's name
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        return " | ".join(f"({t!r})" if isinstance(t, chord) else repr(t) for t in self.tasks)
+        return " | ".join(repr(t) for t in self.tasks)
 
 
 class group(Composite):  # noqa: N801 - Celery's name
