@@ -14,9 +14,10 @@ import typing
 from collections.abc import Iterator
 from typing import Any
 
-from conveyor import AsyncClient, AsyncTaskHandle, Client, TaskHandle
+from conveyor import AsyncClient, AsyncTaskHandle, AsyncWorkflowHandle, Client, TaskHandle, WorkflowHandle
 
-PAIRS: list[tuple[type, type]] = [(Client, AsyncClient), (TaskHandle, AsyncTaskHandle)]
+PAIRS: list[tuple[type, type]] = [(Client, AsyncClient), (TaskHandle, AsyncTaskHandle),
+                                  (WorkflowHandle, AsyncWorkflowHandle)]
 """The roots; sub-clients are found from their annotations."""
 
 SUB_CLIENTS = {"admin", "schedules"}
@@ -25,10 +26,12 @@ SUB_CLIENTS = {"admin", "schedules"}
 ALLOWED: dict[tuple[str, str], tuple[str, str]] = {
     # A handle is made locally, with no call to the scheduler: a plain method on both.
     ("Client", "handle"): ("sync", "sync"),
+    ("Client", "workflow"): ("sync", "sync"),
     # Streams of state changes: an iterator on the sync side, an async generator on the
     # async side (used with `async for`, not awaited).
     ("Client", "watch"): ("generator", "asyncgen"),
     ("TaskHandle", "watch"): ("sync", "asyncgen"),
+    ("WorkflowHandle", "watch"): ("generator", "asyncgen"),
     # Every task a search matches, page after page (one paging loop, TaskCalls.walk_tasks,
     # behind both): `for` on the sync side, `async for` on the async side.
     ("Admin", "iter_tasks"): ("generator", "asyncgen"),

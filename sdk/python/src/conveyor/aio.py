@@ -10,6 +10,7 @@ import grpc
 
 from conveyor.admin import AsyncAdmin
 from conveyor.calls import renamed
+from conveyor.canvas import OnFailure
 from conveyor.channels import TLSConfig, open_aio_channel
 from conveyor.common import (
     DEFAULT_TARGET,
@@ -31,6 +32,8 @@ from conveyor.resilience import acall_with_retry
 from conveyor.schedules import AsyncSchedules
 from conveyor.telemetry import producer_spans, tracer
 from conveyor.v1 import task_pb2, task_service_pb2, task_service_pb2_grpc
+from conveyor.workflow_graph import Workflow
+from conveyor.workflows import AsyncWorkflowHandle, AsyncWorkflows
 
 R = TypeVar("R")
 
@@ -56,6 +59,8 @@ class AsyncClient:
         """See Client._pipeline."""
         self.admin = AsyncAdmin(self._channel, self)
         self.schedules = AsyncSchedules(self._channel, self)
+        self._workflows = AsyncWorkflows(self._channel, self)
+        """WorkflowService, for the workflow handles."""
         self._sends: set[asyncio.Future[task_service_pb2.SubmitResponse]] = set()
         """See Client._sends."""
         self.timeout = timeout
@@ -244,6 +249,16 @@ class AsyncClient:
                     reply = (None, False)
             else:
                 reply = await self.get_result(task_id, wait=step.wait)
+
+    async def submit_workflow(self, workflow: Workflow, *, on_failure: OnFailure | None = None,
+                              name: str | None = None) -> AsyncWorkflowHandle:
+        """See Client.submit_workflow."""
+        submitted = await self._workflows.submit(workflow, on_failure, name)
+        return AsyncWorkflowHandle(self, submitted.id, submitted)
+
+    def workflow(self, workflow_id: str) -> AsyncWorkflowHandle:
+        """A handle for a workflow submitted elsewhere (no call is made)."""
+        return AsyncWorkflowHandle(self, workflow_id)
 
     # Deprecated names from before the sub-clients (issue 14): they warn and delegate.
     dead_letters = renamed("admin", AsyncAdmin.list_dead_letters)

@@ -8,6 +8,7 @@ from dataclasses import replace
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from conveyor.aio import AsyncClient, AsyncTaskHandle
+from conveyor.canvas import Signature
 from conveyor.channels import TLSConfig
 from conveyor.client import Client, TaskHandle
 from conveyor.common import DEFAULT_TARGET, Call
@@ -42,8 +43,19 @@ class Task(Generic[P, R]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Any:
         return self.fn(*args, **kwargs)
 
-    def s(self, *args: P.args, **kwargs: P.kwargs) -> Call:
-        """This task with arguments, for `submit_many`."""
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """This task with arguments (Celery's signature): for `submit_many`, and a step of a
+        canvas (`a.s(1) | b.s()`). Its arguments are not checked against the function's, as
+        submit's are: in a chain they are partial, the previous step's result coming first."""
+        return Signature(self.name, args, kwargs, self.options, app=self.app)
+
+    def si(self, *args: Any, **kwargs: Any) -> Signature:
+        """An immutable signature: in a canvas it runs with exactly these arguments, after the
+        steps before it but given none of their results."""
+        return Signature(self.name, args, kwargs, self.options, immutable=True, app=self.app)
+
+    def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
+        """What submit and send send: a plain Call (a Signature costs more to make)."""
         return Call(self.name, args, kwargs, self.options)
 
     def with_options(self, **options: Any) -> Task[P, R]:
@@ -53,18 +65,18 @@ class Task(Generic[P, R]):
         return copy
 
     def submit(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[R]:
-        return self.app.client.submit_many([self.s(*args, **kwargs)])[0]
+        return self.app.client.submit_many([self._call(args, kwargs)])[0]
 
     def send(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[R]:
         """Like submit, without waiting for the scheduler's answer (see Client.send)."""
-        return self.app.client.send_call(self.s(*args, **kwargs))
+        return self.app.client.send_call(self._call(args, kwargs))
 
     async def asubmit(self, *args: P.args, **kwargs: P.kwargs) -> AsyncTaskHandle[R]:
-        return (await self.app.aclient.submit_many([self.s(*args, **kwargs)]))[0]
+        return (await self.app.aclient.submit_many([self._call(args, kwargs)]))[0]
 
     async def asend(self, *args: P.args, **kwargs: P.kwargs) -> AsyncTaskHandle[R]:
         """Like asubmit, without waiting for the scheduler's answer (see AsyncClient.send)."""
-        return await self.app.aclient.send_call(self.s(*args, **kwargs))
+        return await self.app.aclient.send_call(self._call(args, kwargs))
 
 
 class App(Periodic):

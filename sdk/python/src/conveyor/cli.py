@@ -23,6 +23,7 @@ from conveyor.cli_tasks import cancel, retry, tasks
 from conveyor.cli_token import token
 from conveyor.cli_top import top
 from conveyor.cli_workers import worker, workers
+from conveyor.cli_workflow import workflow
 from conveyor.common import DEFAULT_TARGET, TaskState, outcome
 from conveyor.errors import ConveyorError, RPCError, TaskError
 from conveyor.options import SubmitOptions
@@ -34,7 +35,8 @@ Exit codes:
   0  done
   1  a call to the scheduler failed: "error: STATUS: message" on stderr
      (STATUS is the gRPC status, e.g. NOT_FOUND, UNAVAILABLE); or, for
-     `submit --wait` and `result`, the task failed (its error on stderr)
+     `submit --wait` and `result`, the task failed (its error on stderr);
+     or `workflow --watch` saw the workflow end FAILED or CANCELLED
   2  usage error (bad option or argument), or a queue the scheduler
      does not know (`queue`, `queues`, `tasks`, `retry`, `cancel`, `top`)
   3  `result`: the task has not finished yet
@@ -49,7 +51,7 @@ Listings take --json: one JSON document on stdout, for scripts."""
 @click.pass_context
 def main(ctx: click.Context, scheduler: str, token: str | None, tls_ca: Path | None, tls_cert: Path | None,
          tls_key: Path | None) -> None:
-    """Conveyor: submit tasks, read results, run a development stack, and operate it.
+    """Conveyor: submit tasks, read results, follow workflows, run a development stack, and operate it.
 
     Operators: `queues`, `queue pause|resume|purge`, `tasks`, `retry`, `cancel`, `top`,
     `workers`, `worker ...`, `dead ...`, `schedules ...`."""
@@ -69,6 +71,7 @@ main.add_command(retry)
 main.add_command(cancel)
 main.add_command(top)
 main.add_command(token)
+main.add_command(workflow)
 
 
 @main.command()

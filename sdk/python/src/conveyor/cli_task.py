@@ -37,6 +37,8 @@ def _rows(t: task_pb2.Task) -> list[tuple[str, str]]:
     rows = [("id", t.id), ("task", t.name), ("queue", t.queue), ("state", TaskState(t.state).name),
             ("priority", str(t.priority)), ("attempt", f"{t.attempt} (max retries {t.retry.max_retries})"),
             ("worker", t.worker_id or "-")]
+    if t.workflow_id:
+        rows.append(("workflow", f"{t.workflow_id}, node {t.workflow_node} (`conveyor workflow {t.workflow_id}`)"))
     rows += [(label, when(getattr(t, field), t.HasField(field))) for label, field in (
         ("created", "created_at"), ("eta", "eta"), ("started", "started_at"), ("finished", "finished_at"),
         ("expires", "expires_at"))]

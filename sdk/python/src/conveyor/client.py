@@ -13,6 +13,7 @@ import grpc
 
 from conveyor.admin import Admin
 from conveyor.calls import renamed
+from conveyor.canvas import OnFailure
 from conveyor.channels import TLSConfig, open_channel
 from conveyor.common import (
     DEFAULT_TARGET,
@@ -35,13 +36,16 @@ from conveyor.resilience import call_with_retry
 from conveyor.schedules import Schedules
 from conveyor.telemetry import producer_spans, tracer
 from conveyor.v1 import task_pb2, task_service_pb2, task_service_pb2_grpc
+from conveyor.workflow_graph import Workflow
+from conveyor.workflows import WorkflowHandle, Workflows
 
 R = TypeVar("R")
 
 
 class Client:
-    """Talks to a scheduler: submit tasks and read their state and results; operator calls
-    under `admin`, periodic schedules under `schedules`. AsyncClient has the same surface."""
+    """Talks to a scheduler: submit tasks and read their state and results, submit workflows
+    (`submit_workflow`, `workflow`); operator calls under `admin`, periodic schedules under
+    `schedules`. AsyncClient has the same surface."""
 
     admin: Admin
     """Queues, task search and bulk actions, dead letters, the worker registry and worker control
@@ -63,6 +67,8 @@ class Client:
         stays a unary call, so its server span has the caller's context)."""
         self.admin = Admin(self._channel, self)
         self.schedules = Schedules(self._channel, self)
+        self._workflows = Workflows(self._channel, self)
+        """WorkflowService, for the workflow handles."""
         self._sends: set[Future[task_service_pb2.SubmitResponse]] = set()
         """Sends not yet answered, and refused ones flush() has not reported yet."""
         self.timeout = timeout
@@ -258,6 +264,21 @@ class Client:
                     reply = (None, False)
             else:
                 reply = self.get_result(task_id, wait=step.wait)
+
+    def submit_workflow(self, workflow: Workflow, *, on_failure: OnFailure | None = None,
+                        name: str | None = None) -> WorkflowHandle:
+        """Submits a canvas (`a.s(1) | b.s()`, group, chord, or one signature) as one workflow, or
+        a WorkflowSpec as it is (then `on_failure` and `name`, when given, replace its own).
+        `on_failure`: "fail_fast" (the default: the first failed node ends the workflow FAILED
+        and cancels the rest) or "continue" (every node runs; see README "Workflows"). `name`
+        defaults to the canvas in a line. Not retried through an outage: each call makes a new
+        workflow."""
+        submitted = self._workflows.submit(workflow, on_failure, name)
+        return WorkflowHandle(self, submitted.id, submitted)
+
+    def workflow(self, workflow_id: str) -> WorkflowHandle:
+        """A handle for a workflow submitted elsewhere (no call is made)."""
+        return WorkflowHandle(self, workflow_id)
 
     # Deprecated names from before the sub-clients (issue 14): they warn and delegate.
     dead_letters = renamed("admin", Admin.list_dead_letters)

@@ -140,6 +140,39 @@ class TaskExpired(TaskError):
     """The task was not started before its expires_at."""
 
 
+class WorkflowError(ConveyorError):
+    """A workflow ended without a result; raised by WorkflowHandle.result(). Not a TaskError:
+    a workflow is not a task, and the node that ended it may never have become one (its
+    parents' results too large, say)."""
+
+    def __init__(self, workflow_id: str, state: str, message: str) -> None:
+        super().__init__(f"workflow {workflow_id} ended {state}: {message}" if message
+                         else f"workflow {workflow_id} ended {state}")
+        self.workflow_id = workflow_id
+        self.state = state
+
+
+class WorkflowFailed(WorkflowError):
+    """A node failed (FAILED, DEAD, CANCELLED or EXPIRED after its retries): the workflow's first
+    with fail-fast, a leaf with on_failure="continue". Names the node, its task and its error."""
+
+    def __init__(self, workflow_id: str, node: str, task_id: str, node_state: str, error_type: str,
+                 error_message: str, traceback: str = "") -> None:
+        task = f", task {task_id}" if task_id else ""
+        error = f": {error_type}: {error_message}" if error_type or error_message else ""
+        super().__init__(workflow_id, "FAILED", f"node {node}{task} ended {node_state}{error}")
+        self.node = node
+        self.task_id = task_id
+        self.node_state = node_state
+        self.error_type = error_type
+        self.error_message = error_message
+        self.traceback = traceback
+
+
+class WorkflowCancelled(WorkflowError):
+    """The workflow was cancelled (CancelWorkflow) before it finished."""
+
+
 class ResultTimeout(ConveyorError, TimeoutError):
     """The task did not finish within the time the caller was willing to wait."""
 
