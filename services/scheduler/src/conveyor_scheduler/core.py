@@ -25,6 +25,7 @@ from conveyor_scheduler.queue_stats import QueueStatsReader
 from conveyor_scheduler.registry import WorkerRegistry
 from conveyor_scheduler.routing import Router
 from conveyor_scheduler.store import Store, wall_clock_ms
+from conveyor_scheduler.task_events import TaskEventHooks
 from conveyor_scheduler.task_search import TaskSearch
 from conveyor_scheduler.validation import check_task_id
 from conveyor_scheduler.waiters import ResultWaiters
@@ -42,8 +43,9 @@ class Core:
         self.fast_redis = FastRedis(config.redis_url) if FastRedis.supports(config.redis_url) else None
         self.store = Store(redis, result_ttl_ms=config.result_ttl_ms,
                            default_timeout_ms=config.default_timeout_ms, clock=clock, fast=self.fast_redis)
+        self.events = TaskEventHooks()  # telemetry adds itself at setup
         self.dispatcher = Dispatcher(self.store, lease_ttl_ms=config.lease_ttl_ms, batch=config.dispatch_batch,
-                                     queue_rates=config.queue_rate_limits)
+                                     events=self.events, queue_rates=config.queue_rate_limits)
         self.registry = WorkerRegistry(redis, scheduler_id=self.scheduler_id, lease_ttl_ms=config.lease_ttl_ms,
                                        clock=clock, fast=self.fast_redis)
         self.control = WorkerControl(redis, self.dispatcher.session)

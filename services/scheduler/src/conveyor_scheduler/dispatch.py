@@ -21,13 +21,13 @@ from collections.abc import Callable, Sequence
 from redis.exceptions import RedisError
 
 from conveyor.v1 import task_pb2, worker_service_pb2
-from conveyor_scheduler import telemetry
 from conveyor_scheduler.background import Background
 from conveyor_scheduler.ids import created_ms
 from conveyor_scheduler.records import set_duration_ms, set_ms, to_leased
 from conveyor_scheduler.sessions import WorkerSession
 from conveyor_scheduler.signals import Signal
 from conveyor_scheduler.store import Match, Store, Submitted
+from conveyor_scheduler.task_events import TaskEvents
 from conveyor_scheduler.validation import JSON_TYPE, NewTask
 
 log = logging.getLogger(__name__)
@@ -52,9 +52,11 @@ class QueueDispatch:
 
 
 class Dispatcher:
-    def __init__(self, store: Store, *, lease_ttl_ms: int, batch: int, queue_rates: dict[str, str] | None = None
-                 ) -> None:
+    def __init__(self, store: Store, *, lease_ttl_ms: int, batch: int, events: TaskEvents,
+                 queue_rates: dict[str, str] | None = None) -> None:
         self.store = store
+        self.events = events
+        """Told of every lease handed out (task_events: leased)."""
         self.lease_ttl_ms = lease_ttl_ms
         self.batch = batch
         self.queue_rates = queue_rates or {}
@@ -103,6 +105,17 @@ class Dispatcher:
     def session(self, worker_id: str) -> WorkerSession | None:
         """The stream of `worker_id` attached on this replica, if any."""
         return self._sessions.get(worker_id)
+
+    def open_sessions(self) -> set[WorkerSession]:
+        """The open streams taking from this replica's queues. Read from a metric reader's thread
+        too: when the event loop changes them meanwhile, what was gathered so far."""
+        sessions: set[WorkerSession] = set()
+        try:
+            for qd in list(self._queues.values()):
+                sessions.update(s for s in list(qd.sessions) if not s.closed)
+        except RuntimeError:  # changed size while the event loop ran: report next time
+            pass
+        return sessions
 
     async def attach(self, session: WorkerSession) -> None:
         """Adds a worker's stream; returns once each of its queues finished a dispatch round
@@ -189,7 +202,7 @@ class Dispatcher:
                 self._background.spawn(self._hand_back(queue, [(lt.task.id, lt.lease_token) for lt in batch],
                                                        session.owner))
                 continue
-            telemetry.dispatched(batch, session.worker_id)
+            self.events.leased(batch, session.worker_id)
             session.push(batch)
 
     async def _hand_back(self, queue: str, leases: list[tuple[str, str]], owner: str) -> None:
@@ -264,7 +277,7 @@ class Dispatcher:
                     await self.store.release(qd.queue, [(lt.task.id, lt.lease_token) for lt in leased],
                                              session.owner)
                     return True
-                telemetry.dispatched(leased, session.worker_id)
+                self.events.leased(leased, session.worker_id)
                 session.push(leased)
             if claimed.cut or len(records) >= want:
                 more = True

@@ -25,6 +25,7 @@ from conveyor_scheduler.exposition import CertificateExpiry, FleetCollector, Met
 from conveyor_scheduler.grpc_glue import add_servicer
 from conveyor_scheduler.reflection import enable_reflection
 from conveyor_scheduler.servicers.admin_service import AdminService
+from conveyor_scheduler.servicers.pipeline import no_call_span
 from conveyor_scheduler.servicers.schedule_service import ScheduleService
 from conveyor_scheduler.servicers.task_service import TaskService
 from conveyor_scheduler.servicers.worker_service import WorkerService
@@ -65,10 +66,16 @@ class SchedulerServer:
         # One chain: auth first (a refused call does no work, not even a span), then telemetry.
         self.auth = self._auth()
         self._auth_watch: asyncio.Task[None] | None = None
-        self.server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[
-            *([self.auth] if self.auth is not None else []), *telemetry.setup(self.core, self.metrics)])
+        core = self.core
+        tel = telemetry.setup(core.events, telemetry.SchedulerView(
+            limits=config.limits, redis_url=config.redis_url, redis=self.redis, queue_of=core.queue_of,
+            open_sessions=core.dispatcher.open_sessions), self.metrics)
+        interceptors: list[grpc.aio.ServerInterceptor] = [] if self.auth is None else [self.auth]
+        if tel is not None:
+            interceptors.append(telemetry.TelemetryInterceptor(tel))
+        self.server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
         self.health = health.aio.HealthServicer()
-        tasks = TaskService(self.core)
+        tasks = TaskService(self.core, call_span=tel.pipelined_call if tel is not None else no_call_span)
         add_servicer(self.server, tasks, task_service_pb2.DESCRIPTOR.services_by_name["TaskService"])
         add_servicer(self.server, WorkerService(self.core, tasks),
                      worker_service_pb2.DESCRIPTOR.services_by_name["WorkerService"])

@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from conveyor.v1 import task_pb2
-from conveyor_scheduler import telemetry
 from conveyor_scheduler.store import Submitted
 from conveyor_scheduler.validation import NewTask, check_spec
 
@@ -37,7 +36,7 @@ async def submit_specs(core: Core, specs: Sequence[task_pb2.TaskSpec], at: str =
     tasks straight to it in the same script (if its queue has nothing ready they would
     overtake), and they are pushed on its stream at once: no wake-up, no claim.
     """
-    with telemetry.enqueue(specs) as enqueue:  # enqueue spans and counts; no-op when telemetry is off
+    with core.events.storing(specs) as storing:  # telemetry's enqueue spans and counts, when it is on
         tasks = check_specs(core, specs, at)
         offers = core.dispatcher.offers(tasks)
         try:
@@ -45,7 +44,7 @@ async def submit_specs(core: Core, specs: Sequence[task_pb2.TaskSpec], at: str =
         except BaseException:
             core.dispatcher.refund(offers)
             raise
-        enqueue.stored(submitted, tasks)
+        storing.stored(submitted, tasks)
     if offers:
         core.dispatcher.settle(offers, specs, tasks, submitted)
     ready: set[str] = set()

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator, Sequence
 import grpc
 
 from conveyor.v1 import task_pb2, task_service_pb2
-from conveyor_scheduler import telemetry
 from conveyor_scheduler.core import Core
 from conveyor_scheduler.errors import FailedPrecondition, InvalidArgument, NotFound
 from conveyor_scheduler.records import TERMINAL, to_leased, to_result, to_task
@@ -28,9 +27,11 @@ ACK_STATUS = {1: task_pb2.ACK_STATUS_ACCEPTED, 2: task_pb2.ACK_STATUS_STALE_LEAS
 
 
 class TaskService:
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: Core, call_span: pipeline.CallSpan = pipeline.no_call_span) -> None:
         self.core = core
         self.limits = core.config.limits
+        self.call_span = call_span
+        """The SERVER span of each call a Pipeline stream carries (telemetry's, when tracing)."""
 
     async def Submit(self, request: task_service_pb2.SubmitRequest, context: grpc.aio.ServicerContext
                      ) -> task_service_pb2.SubmitResponse:
@@ -106,7 +107,7 @@ class TaskService:
                 if claimed.parked:
                     self.core.dispatcher.on_parked(queue, claimed.parked)
                 leased += [to_leased(queue, rec) for rec in claimed.records]
-            telemetry.dispatched(leased, worker)
+            self.core.events.leased(leased, worker)
             remaining = loop_deadline - store_now_s(self)
             if leased or remaining <= 0 or not await wait_any(seen, remaining):
                 return task_service_pb2.PollResponse(tasks=leased)
@@ -145,7 +146,7 @@ class TaskService:
             if status == 1 and state == task_pb2.TASK_STATE_SCHEDULED:
                 self.core.maintenance.schedule(queue, self.core.store.clock())
             outcomes.append(task_pb2.AckOutcome(task_id=entry.task_id, status=ACK_STATUS[status], state=state))
-        telemetry.acked(entries, outcomes)
+        self.core.events.finished(entries, outcomes)
         return outcomes
 
     def _entry(self, ack: task_pb2.TaskAck, at: str) -> AckEntry:
@@ -236,7 +237,7 @@ class TaskService:
     async def Pipeline(self, requests: AsyncIterator[task_service_pb2.PipelineRequest],
                        context: grpc.aio.ServicerContext) -> None:
         await pipeline.serve(requests, context, self.submit, self.GetResults,
-                             lambda send: ResultPush(self.core.waiters, self.core.store.get_many, send))
+                             lambda send: ResultPush(self.core.waiters, self.core.store.get_many, send), self.call_span)
 
     async def WatchTask(self, request: task_service_pb2.WatchTaskRequest, context: grpc.aio.ServicerContext
                         ) -> AsyncIterator[task_service_pb2.WatchTaskResponse]:
