@@ -17,7 +17,6 @@ from conveyor_scheduler.bus import EventBus
 from conveyor_scheduler.config import SchedulerConfig
 from conveyor_scheduler.control import WorkerControl
 from conveyor_scheduler.dispatch import Dispatcher
-from conveyor_scheduler.errors import NotFound
 from conveyor_scheduler.fast_redis import FastRedis
 from conveyor_scheduler.maintenance import Maintenance
 from conveyor_scheduler.queue_control import QueueControl
@@ -26,8 +25,8 @@ from conveyor_scheduler.registry import WorkerRegistry
 from conveyor_scheduler.routing import Router
 from conveyor_scheduler.store import Store, wall_clock_ms
 from conveyor_scheduler.task_events import TaskEventHooks
+from conveyor_scheduler.task_lookup import TaskLookup
 from conveyor_scheduler.task_search import TaskSearch
-from conveyor_scheduler.validation import check_task_id
 from conveyor_scheduler.waiters import ResultWaiters
 from conveyor_scheduler.watchers import Watchers
 
@@ -43,6 +42,7 @@ class Core:
         self.fast_redis = FastRedis(config.redis_url) if FastRedis.supports(config.redis_url) else None
         self.store = Store(redis, result_ttl_ms=config.result_ttl_ms,
                            default_timeout_ms=config.default_timeout_ms, clock=clock, fast=self.fast_redis)
+        self.lookup = TaskLookup(self.store)
         self.events = TaskEventHooks()  # telemetry adds itself at setup
         self.dispatcher = Dispatcher(self.store, lease_ttl_ms=config.lease_ttl_ms, batch=config.dispatch_batch,
                                      events=self.events, queue_rates=config.queue_rate_limits)
@@ -79,17 +79,6 @@ class Core:
         await self.maintenance.close()
         await self.bus.close()
         await self.store.aclose()
-
-    async def queue_of(self, task_id: str, field: str = "task_id") -> str:
-        """The queue a task id belongs to (INVALID_ARGUMENT / NOT_FOUND otherwise)."""
-        return await self.store.queue_name(check_task_id(task_id, field))
-
-    async def record(self, task_id: str) -> tuple[str, dict[bytes, bytes]]:
-        queue = await self.queue_of(task_id)
-        rec = await self.store.get(queue, task_id)
-        if not rec:
-            raise NotFound(f"no task {task_id} (it never existed, or its record expired)")
-        return queue, rec
 
     def tasks_ready(self, queue: str) -> None:
         self.dispatcher.wake(queue)

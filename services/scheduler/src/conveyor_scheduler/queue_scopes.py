@@ -46,7 +46,7 @@ def routed(specs: Sequence[task_pb2.TaskSpec], core: Core, at: str) -> Named:
 
 async def by_id(task_id: str, core: Core, field: str) -> tuple[str, str]:
     """The queue a task id carries (INVALID_ARGUMENT for a malformed id, NOT_FOUND for an unknown queue)."""
-    return field, await core.queue_of(task_id, field)
+    return field, await core.lookup.queue_of(task_id, field)
 
 
 async def by_ids(task_ids: Sequence[str], core: Core, at: str) -> Named:

@@ -68,7 +68,7 @@ class SchedulerServer:
         self._auth_watch: asyncio.Task[None] | None = None
         core = self.core
         tel = telemetry.setup(core.events, telemetry.SchedulerView(
-            limits=config.limits, redis_url=config.redis_url, redis=self.redis, queue_of=core.queue_of,
+            limits=config.limits, redis_url=config.redis_url, redis=self.redis, queue_of=core.lookup.queue_of,
             open_sessions=core.dispatcher.open_sessions), self.metrics)
         interceptors: list[grpc.aio.ServerInterceptor] = [] if self.auth is None else [self.auth]
         if tel is not None:

@@ -128,8 +128,8 @@ class TaskService:
 
     async def ack(self, acks: Sequence[task_pb2.TaskAck], field: str) -> list[task_pb2.AckOutcome]:
         """Validates and records acks (shared with the worker stream)."""
-        entries = [(await self.core.queue_of(a.task_id, f"{field}[{i}].task_id"), self._entry(a, f"{field}[{i}]"))
-                   for i, a in enumerate(acks)]
+        entries = [(await self.core.lookup.queue_of(a.task_id, f"{field}[{i}].task_id"),
+                    self._entry(a, f"{field}[{i}]")) for i, a in enumerate(acks)]
         results, finished_ms = await self.core.store.ack(entries)
         waiters = self.core.waiters
         outcomes = []
@@ -175,7 +175,7 @@ class TaskService:
                           ) -> task_service_pb2.ExtendLeaseResponse:
         extend = duration_ms(request.extend_by, "extend_by", minimum=1, maximum=self.limits.max_timeout_ms)
         check_lease_token(request.lease_token, "lease_token")
-        queue = await self.core.queue_of(request.task_id)
+        queue = await self.core.lookup.queue_of(request.task_id)
         (expiry,) = await self.core.store.extend(queue, [(request.task_id, request.lease_token, extend)])
         if expiry == -2:
             raise NotFound(f"no task {request.task_id}")
@@ -190,7 +190,7 @@ class TaskService:
         wait_ms = 0
         if request.HasField("wait"):
             wait_ms = duration_ms(request.wait, "wait", minimum=0, maximum=self.limits.max_result_wait_ms)
-        queue = await self.core.queue_of(request.task_id)
+        queue = await self.core.lookup.queue_of(request.task_id)
         (rec,) = await self._wait([(queue, request.task_id)], self._capped(wait_ms, context))
         if not rec:
             raise NotFound(f"no task {request.task_id} (it never existed, or its record expired)")
@@ -207,7 +207,7 @@ class TaskService:
         tasks = []
         for i, task_id in enumerate(request.task_ids):
             try:
-                queue = await self.core.queue_of(task_id, f"task_ids[{i}]")
+                queue = await self.core.lookup.queue_of(task_id, f"task_ids[{i}]")
             except NotFound:  # a well-formed id of a queue nobody knows: no such task
                 queue = ""  # no queue is named "": its keys hold nothing
             tasks.append((queue, task_id))
@@ -219,12 +219,12 @@ class TaskService:
 
     async def GetTask(self, request: task_service_pb2.GetTaskRequest, context: grpc.aio.ServicerContext
                       ) -> task_service_pb2.GetTaskResponse:
-        queue, rec = await self.core.record(request.task_id)
+        queue, rec = await self.core.lookup.record(request.task_id)
         return task_service_pb2.GetTaskResponse(task=to_task(request.task_id, queue, rec))
 
     async def Cancel(self, request: task_service_pb2.CancelRequest, context: grpc.aio.ServicerContext
                      ) -> task_service_pb2.CancelResponse:
-        queue = await self.core.queue_of(request.task_id)
+        queue = await self.core.lookup.queue_of(request.task_id)
         state, _ = await self.core.store.cancel(queue, request.task_id)
         if state == 0:
             raise NotFound(f"no task {request.task_id}")
@@ -242,7 +242,7 @@ class TaskService:
     async def WatchTask(self, request: task_service_pb2.WatchTaskRequest, context: grpc.aio.ServicerContext
                         ) -> AsyncIterator[task_service_pb2.WatchTaskResponse]:
         task_id = request.task_id
-        queue = await self.core.queue_of(task_id)
+        queue = await self.core.lookup.queue_of(task_id)
         changes = self.core.watchers.add(task_id)
         try:
             rec = await self.core.store.watch(queue, task_id)

@@ -91,7 +91,7 @@ class WorkerService:
         stream; returns the ids of those that are no longer current (lost)."""
         by_queue: dict[str, list[tuple[str, str]]] = {}
         for i, ref in enumerate(held):
-            queue = await self.core.queue_of(ref.task_id, f"hello.held[{i}].task_id")
+            queue = await self.core.lookup.queue_of(ref.task_id, f"hello.held[{i}].task_id")
             if not 1 <= len(ref.lease_token) <= 64:
                 raise InvalidArgument(f"hello.held[{i}].lease_token", "must be 1 to 64 characters")
             by_queue.setdefault(queue, []).append((ref.task_id, ref.lease_token))
