@@ -14,6 +14,7 @@ from redis.exceptions import RedisError
 from conveyor_scheduler.background import Background
 from conveyor_scheduler.beat import Beat
 from conveyor_scheduler.bus import EventBus
+from conveyor_scheduler.completion import Completion
 from conveyor_scheduler.config import SchedulerConfig
 from conveyor_scheduler.control import WorkerControl
 from conveyor_scheduler.dispatch import Dispatcher
@@ -56,6 +57,8 @@ class Core:
         self.watchers = Watchers()
         self.maintenance = Maintenance(self.store, reaper_interval_ms=config.reaper_interval_ms,
                                        on_ready=self._ready_everywhere, on_sweep=self.dispatcher.sweep)
+        self.completion = Completion(self.store, self.lookup, self.waiters, self.maintenance, self.events,
+                                     config.limits)
         self.dispatcher.on_reserved = self.maintenance.schedule  # rate-limited tasks wait for a slot
         self.dispatcher.on_parked = self._parked
         self.bus = EventBus(redis, origin=self.scheduler_id, fast=self.fast_redis,

@@ -77,7 +77,7 @@ class SchedulerServer:
         self.health = health.aio.HealthServicer()
         tasks = TaskService(self.core, call_span=tel.pipelined_call if tel is not None else no_call_span)
         add_servicer(self.server, tasks, task_service_pb2.DESCRIPTOR.services_by_name["TaskService"])
-        add_servicer(self.server, WorkerService(self.core, tasks),
+        add_servicer(self.server, WorkerService(self.core),
                      worker_service_pb2.DESCRIPTOR.services_by_name["WorkerService"])
         add_servicer(self.server, AdminService(self.core, self.auth.source if self.auth is not None else None),
                      admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"])

@@ -13,17 +13,11 @@ from conveyor_scheduler.records import TERMINAL, to_leased, to_result, to_task
 from conveyor_scheduler.result_push import ResultPush
 from conveyor_scheduler.servicers import pipeline
 from conveyor_scheduler.signals import wait_any
-from conveyor_scheduler.store import AckEntry
 from conveyor_scheduler.submission import submit_specs
-from conveyor_scheduler.validation import check_name, check_queue, check_task_names, duration_ms
+from conveyor_scheduler.validation import check_lease_token, check_name, check_queue, check_task_names, duration_ms
 
 STATE_NAMES = {v.number: v.name.removeprefix("TASK_STATE_") for v in task_pb2.TaskState.DESCRIPTOR.values}
-MAX_TEXT = 64 * 1024
-"""An ack's error message and traceback are cut to this many characters (the type to 200)."""
 MAX_POLL_TASKS = 1000
-MAX_LEASE_TOKEN = 64
-"""The longest lease token accepted; the scheduler's own are about 20 characters."""
-ACK_STATUS = {1: task_pb2.ACK_STATUS_ACCEPTED, 2: task_pb2.ACK_STATUS_STALE_LEASE, 3: task_pb2.ACK_STATUS_NOT_FOUND}
 
 
 class TaskService:
@@ -116,7 +110,7 @@ class TaskService:
                   ) -> task_service_pb2.AckResponse:
         if not 1 <= len(request.acks) <= self.limits.max_batch:
             raise InvalidArgument("acks", f"must hold 1 to {self.limits.max_batch} acks, got {len(request.acks)}")
-        outcomes = await self.ack(request.acks, "acks")
+        outcomes = await self.core.completion.ack(request.acks, "acks")  # shared with the worker stream
         if len(outcomes) == 1 and outcomes[0].status != task_pb2.ACK_STATUS_ACCEPTED:
             o = outcomes[0]
             if o.status == task_pb2.ACK_STATUS_NOT_FOUND:
@@ -125,51 +119,6 @@ class TaskService:
                 f"stale lease for task {o.task_id}: the lease token is not the current one "
                 f"(the task is {STATE_NAMES[o.state]}); the outcome was not recorded")
         return task_service_pb2.AckResponse(outcomes=outcomes)
-
-    async def ack(self, acks: Sequence[task_pb2.TaskAck], field: str) -> list[task_pb2.AckOutcome]:
-        """Validates and records acks (shared with the worker stream)."""
-        entries = [(await self.core.lookup.queue_of(a.task_id, f"{field}[{i}].task_id"),
-                    self._entry(a, f"{field}[{i}]")) for i, a in enumerate(acks)]
-        results, finished_ms = await self.core.store.ack(entries)
-        waiters = self.core.waiters
-        outcomes = []
-        for (queue, entry), (status, state, attempt) in zip(entries, results, strict=True):
-            if status == 1 and waiters.waiting(entry.task_id):
-                if state == task_pb2.TASK_STATE_SUCCEEDED and entry.kind == "s":  # waiters need not re-read it
-                    rec = {b"st": b"4", b"at": str(attempt).encode(), b"fa": str(finished_ms).encode(),
-                           b"r": entry.a if isinstance(entry.a, bytes) else entry.a.encode()}
-                    if entry.b:
-                        rec[b"rc"] = entry.b.encode()
-                    waiters.notify(entry.task_id, rec)
-                elif state in TERMINAL:
-                    waiters.notify(entry.task_id)
-            if status == 1 and state == task_pb2.TASK_STATE_SCHEDULED:
-                self.core.maintenance.schedule(queue, self.core.store.clock())
-            outcomes.append(task_pb2.AckOutcome(task_id=entry.task_id, status=ACK_STATUS[status], state=state))
-        self.core.events.finished(entries, outcomes)
-        return outcomes
-
-    def _entry(self, ack: task_pb2.TaskAck, at: str) -> AckEntry:
-        check_lease_token(ack.lease_token, f"{at}.lease_token")
-        which = ack.WhichOneof("outcome")
-        if which == "result":
-            if len(ack.result.data) > self.limits.max_payload_bytes:
-                raise InvalidArgument(f"{at}.result.data", f"is {len(ack.result.data)} bytes, over the limit of "
-                                      f"{self.limits.max_payload_bytes}")
-            ctype = ack.result.content_type
-            return AckEntry(ack.task_id, ack.lease_token, "s", ack.result.data,
-                            "" if ctype in ("", "application/json") else ctype[:100])
-        if which == "failure":
-            f = ack.failure
-            delay = -1
-            if f.HasField("retry_delay"):
-                delay = duration_ms(f.retry_delay, f"{at}.failure.retry_delay", minimum=0,
-                                    maximum=self.limits.max_timeout_ms)
-            return AckEntry(ack.task_id, ack.lease_token, "r" if f.retry else "f", f.error.type[:200] or "Error",
-                            f.error.message[:MAX_TEXT], f.error.traceback[:MAX_TEXT], delay)
-        if which == "cancelled":
-            return AckEntry(ack.task_id, ack.lease_token, "c")
-        raise InvalidArgument(f"{at}.outcome", "set result, failure or cancelled")
 
     async def ExtendLease(self, request: task_service_pb2.ExtendLeaseRequest, context: grpc.aio.ServicerContext
                           ) -> task_service_pb2.ExtendLeaseResponse:
@@ -280,11 +229,6 @@ class TaskService:
         resp = self._event(task_id, int(rec[b"st"]), int(rec.get(b"at", 0)))
         resp.task.CopyFrom(to_task(task_id, queue, rec))
         return resp
-
-
-def check_lease_token(token: str, field: str) -> None:
-    if not 1 <= len(token) <= MAX_LEASE_TOKEN:
-        raise InvalidArgument(field, f"must be 1 to {MAX_LEASE_TOKEN} characters, got {len(token)}")
 
 
 def store_now_s(service: TaskService) -> float:

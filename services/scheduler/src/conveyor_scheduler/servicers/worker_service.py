@@ -15,7 +15,6 @@ from conveyor.v1 import task_pb2, worker_service_pb2
 from conveyor_scheduler.core import Core
 from conveyor_scheduler.errors import InvalidArgument
 from conveyor_scheduler.grpc_glue import Malformed
-from conveyor_scheduler.servicers.task_service import TaskService
 from conveyor_scheduler.sessions import WorkerSession
 from conveyor_scheduler.validation import check_name, check_queue, check_task_id, check_task_names
 
@@ -24,9 +23,8 @@ MAX_CREDIT = 10_000
 
 
 class WorkerService:
-    def __init__(self, core: Core, tasks: TaskService) -> None:
+    def __init__(self, core: Core) -> None:
         self.core = core
-        self.tasks = tasks
 
     async def Connect(self, requests: AsyncIterator[worker_service_pb2.ConnectRequest],
                       context: grpc.aio.ServicerContext) -> AsyncIterator[worker_service_pb2.ConnectResponse]:
@@ -130,7 +128,7 @@ class WorkerService:
         # (the stream broke) the lease is still held and _close hands it back; a lease whose
         # ack did land has a stale token by then, and release.lua ignores it.
         if report.acks:
-            outcomes = await self.tasks.ack(report.acks, "report.acks")
+            outcomes = await self.core.completion.ack(report.acks, "report.acks")
             for ack in report.acks:
                 session.leases.pop(ack.task_id, None)
             refused = [o for o in outcomes if o.status != task_pb2.ACK_STATUS_ACCEPTED]
