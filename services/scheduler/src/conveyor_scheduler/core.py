@@ -11,7 +11,6 @@ import socket
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from conveyor_scheduler.background import Background
 from conveyor_scheduler.beat import Beat
 from conveyor_scheduler.bus import EventBus
 from conveyor_scheduler.completion import Completion
@@ -29,6 +28,7 @@ from conveyor_scheduler.task_events import TaskEventHooks
 from conveyor_scheduler.task_lookup import TaskLookup
 from conveyor_scheduler.task_search import TaskSearch
 from conveyor_scheduler.waiters import ResultWaiters
+from conveyor_scheduler.wakes import Wakes
 from conveyor_scheduler.watchers import Watchers
 
 log = logging.getLogger(__name__)
@@ -52,22 +52,24 @@ class Core:
         self.control = WorkerControl(redis, self.dispatcher.session)
         self.queue_stats = QueueStatsReader(self.store, self.registry)
         self.task_search = TaskSearch(self.store)
-        self.queue_control = QueueControl(self.store, redis, self.task_search, on_ready=self._ready_everywhere)
         self.waiters = ResultWaiters()
         self.watchers = Watchers()
         self.maintenance = Maintenance(self.store, reaper_interval_ms=config.reaper_interval_ms,
-                                       on_ready=self._ready_everywhere, on_sweep=self.dispatcher.sweep)
+                                       on_sweep=self.dispatcher.sweep)
+        self.bus = EventBus(redis, origin=self.scheduler_id, fast=self.fast_redis,
+                            on_done=self.waiters.notify, on_state=self.watchers.on_message,
+                            on_cancel=self.dispatcher.cancel, on_reconnect=self._on_reconnect,
+                            on_control=self.control.on_message)
+        self.wakes = Wakes(self.dispatcher, self.maintenance, self.bus)
+        # Wake-ups run both ways: the promoter, the bus and dispatch call back into them.
+        self.maintenance.on_ready = self.wakes.ready_everywhere
+        self.bus.on_wake = self.wakes.heard
+        self.dispatcher.on_reserved = self.maintenance.schedule  # rate-limited tasks wait for a slot
+        self.dispatcher.on_parked = self.wakes.parked
+        self.queue_control = QueueControl(self.store, redis, self.task_search, on_ready=self.wakes.ready_everywhere)
         self.completion = Completion(self.store, self.lookup, self.waiters, self.maintenance, self.events,
                                      config.limits)
-        self.dispatcher.on_reserved = self.maintenance.schedule  # rate-limited tasks wait for a slot
-        self.dispatcher.on_parked = self._parked
-        self.bus = EventBus(redis, origin=self.scheduler_id, fast=self.fast_redis,
-                            on_done=self.waiters.notify, on_wake=self._on_wake,
-                            on_state=self.watchers.on_message, on_cancel=self.dispatcher.cancel,
-                            on_reconnect=self._on_reconnect, on_control=self.control.on_message)
         self.beat = Beat(self)
-        self._background = Background()
-        self._parked_logged: set[tuple[str, str]] = set()
 
     async def start(self) -> None:
         await self.redis.ping()
@@ -82,41 +84,6 @@ class Core:
         await self.maintenance.close()
         await self.bus.close()
         await self.store.aclose()
-
-    def tasks_ready(self, queue: str) -> None:
-        self.dispatcher.wake(queue)
-
-    def _ready_everywhere(self, queue: str) -> None:
-        """Tasks of `queue` are ready (promoted, reaped, resumed, retried): wake dispatch here and on
-        the other replicas."""
-        self.dispatcher.wake(queue)
-        self.publish_wake_soon(queue)
-
-    def publish_wake_soon(self, queue: str, due_ms: int = 0) -> None:
-        """Tells the other replicas about `queue` without making the caller wait for Redis."""
-        async def publish() -> None:
-            try:
-                await self.bus.publish_wake(queue, due_ms)
-            except (RedisError, OSError) as exc:  # their periodic sweep and rescan cover it
-                log.info("could not tell the other replicas about queue %s: %s", queue, exc)
-
-        self._background.spawn(publish())
-
-    def _parked(self, queue: str, names: list[str]) -> None:
-        """A claim parked tasks its worker does not run: say so once per name, and let the other
-        replicas' workers look (one of them may declare the name)."""
-        for name in names:
-            if (queue, name) not in self._parked_logged and len(self._parked_logged) < 10_000:
-                self._parked_logged.add((queue, name))
-                log.warning("queue %s: tasks named %s wait: the workers taking from it do not declare that name",
-                            queue, name)
-        self.publish_wake_soon(queue)
-
-    def _on_wake(self, queue: str, due_ms: int) -> None:
-        if due_ms:
-            self.maintenance.schedule(queue, due_ms)
-        else:
-            self.dispatcher.wake(queue)
 
     def _on_reconnect(self) -> None:
         self.waiters.notify_all()

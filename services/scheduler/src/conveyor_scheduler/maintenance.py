@@ -22,11 +22,13 @@ RESCAN_MS = 30_000
 
 
 class Maintenance:
-    def __init__(self, store: Store, *, reaper_interval_ms: int, on_ready: Callable[[str], None],
+    def __init__(self, store: Store, *, reaper_interval_ms: int,
+                 on_ready: Callable[[str], None] = lambda queue: None,
                  on_sweep: Callable[[], Awaitable[None]] | None = None) -> None:
         self.store = store
         self.reaper_interval_ms = reaper_interval_ms
         self.on_ready = on_ready
+        """Called with a queue whose tasks it promoted or returned: they are ready."""
         self.on_sweep = on_sweep
         """Awaited every reaper interval: dispatch re-checks every queue (bounds a missed wake)."""
         self._due: dict[str, int] = {}

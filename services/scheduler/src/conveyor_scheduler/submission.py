@@ -57,8 +57,8 @@ async def submit_specs(core: Core, specs: Sequence[task_pb2.TaskSpec], at: str =
         elif sub.state == task_pb2.TASK_STATE_SCHEDULED:
             due[sub.queue] = min(due.get(sub.queue, task.due_ms), task.due_ms)
     for queue in ready:  # other replicas heard of it from submit.lua's wake publish
-        core.tasks_ready(queue)
+        core.wakes.ready(queue)
     for queue, due_ms in due.items():
         core.maintenance.schedule(queue, due_ms)
-        core.publish_wake_soon(queue, due_ms)  # not awaited: Submit(wait_results) relies on that
+        core.wakes.publish_soon(queue, due_ms)  # not awaited: Submit(wait_results) relies on that
     return submitted

@@ -112,8 +112,8 @@ class AdminService:
         queue, ids = await self._selection(request.queue, request.task_ids, request.all)
         requeued = await self.core.store.requeue_dead(queue, ids)
         if requeued:
-            self.core.tasks_ready(queue)
-            await self.core.bus.publish_wake(queue)
+            self.core.wakes.ready(queue)
+            await self.core.wakes.publish(queue)
         return admin_service_pb2.RequeueDeadLettersResponse(requeued=requeued)
 
     async def PurgeDeadLetters(self, request: admin_service_pb2.PurgeDeadLettersRequest,

@@ -151,8 +151,8 @@ class WorkerService:
                 for task_id, _ in leases:
                     session.leases.pop(task_id, None)
                 if released:
-                    self.core.tasks_ready(queue)
-                    await self.core.bus.publish_wake(queue)
+                    self.core.wakes.ready(queue)
+                    await self.core.wakes.publish(queue)
         if report.credit and not session.draining:
             session.credit = min(session.credit + report.credit, MAX_CREDIT)
             self.core.dispatcher.credit_changed(session)
@@ -203,8 +203,8 @@ class WorkerService:
                 continue
             released += count
             if count:
-                self.core.tasks_ready(queue)
+                self.core.wakes.ready(queue)
                 with contextlib.suppress(Exception):
-                    await self.core.bus.publish_wake(queue)
+                    await self.core.wakes.publish(queue)
         session.leases.clear()
         return released
