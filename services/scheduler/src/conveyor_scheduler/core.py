@@ -24,6 +24,7 @@ from conveyor_scheduler.queue_stats import QueueStatsReader
 from conveyor_scheduler.registry import WorkerRegistry
 from conveyor_scheduler.routing import Router
 from conveyor_scheduler.store import Store, wall_clock_ms
+from conveyor_scheduler.submission import Submission
 from conveyor_scheduler.task_events import TaskEventHooks
 from conveyor_scheduler.task_lookup import TaskLookup
 from conveyor_scheduler.task_search import TaskSearch
@@ -69,7 +70,10 @@ class Core:
         self.queue_control = QueueControl(self.store, redis, self.task_search, on_ready=self.wakes.ready_everywhere)
         self.completion = Completion(self.store, self.lookup, self.waiters, self.maintenance, self.events,
                                      config.limits)
-        self.beat = Beat(self)
+        self.submission = Submission(config, self.router, self.store, self.dispatcher, self.maintenance, self.wakes,
+                                     self.events, self.scheduler_id)
+        self.beat = Beat(redis, self.submission, clock=self.store.clock, scheduler_id=self.scheduler_id,
+                         lease_ms=config.beat_lease_ms, grace_ms=config.beat_misfire_grace_ms)
 
     async def start(self) -> None:
         await self.redis.ping()

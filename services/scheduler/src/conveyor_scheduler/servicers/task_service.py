@@ -13,7 +13,6 @@ from conveyor_scheduler.records import TERMINAL, to_leased, to_result, to_task
 from conveyor_scheduler.result_push import ResultPush
 from conveyor_scheduler.servicers import pipeline
 from conveyor_scheduler.signals import wait_any
-from conveyor_scheduler.submission import submit_specs
 from conveyor_scheduler.validation import check_lease_token, check_name, check_queue, check_task_names, duration_ms
 
 STATE_NAMES = {v.number: v.name.removeprefix("TASK_STATE_") for v in task_pb2.TaskState.DESCRIPTOR.values}
@@ -41,7 +40,7 @@ class TaskService:
         if request.HasField("wait_results"):
             wait_ms = duration_ms(request.wait_results, "wait_results", minimum=0,
                                   maximum=self.limits.max_result_wait_ms)
-        submitted = await submit_specs(self.core, request.tasks)  # shared with the beat's firings
+        submitted = await self.core.submission.submit_specs(request.tasks)  # shared with the beat's firings
         pushed = push.follow(request.tasks, submitted) if push is not None and wait_ms < 0 else [False] * count
         resp = task_service_pb2.SubmitResponse(tasks=[
             task_service_pb2.SubmittedTask(id=s.id, queue=s.queue, state=s.state, duplicate=s.duplicate,
