@@ -4,12 +4,10 @@ pub/sub and maintenance together. The gRPC servicers are thin layers over it."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import socket
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from conveyor_scheduler.beat import Beat
 from conveyor_scheduler.bus import EventBus
@@ -31,8 +29,6 @@ from conveyor_scheduler.task_search import TaskSearch
 from conveyor_scheduler.waiters import ResultWaiters
 from conveyor_scheduler.wakes import Wakes
 from conveyor_scheduler.watchers import Watchers
-
-log = logging.getLogger(__name__)
 
 
 class Core:
@@ -90,15 +86,8 @@ class Core:
         await self.store.aclose()
 
     def _on_reconnect(self) -> None:
+        """The event bus is back after an outage: whatever it missed, everyone re-reads Redis."""
         self.waiters.notify_all()
         self.watchers.resync_all()
         self.dispatcher.wake_all()
-        self._rescan = asyncio.get_running_loop().create_task(self._rescan_after_reconnect())
-
-    async def _rescan_after_reconnect(self) -> None:
-        """After an outage the promoter re-reads every queue's next due time (the periodic
-        rescan covers it if Redis is still away)."""
-        try:
-            await self.maintenance.rescan()
-        except RedisError as exc:
-            log.warning("rescan after reconnect failed (%s); the periodic rescan will retry", exc)
+        self.maintenance.rescan_soon()

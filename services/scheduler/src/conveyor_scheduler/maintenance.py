@@ -34,6 +34,7 @@ class Maintenance:
         self._due: dict[str, int] = {}
         self._timer = Signal()
         self._tasks: list[asyncio.Task[None]] = []
+        self._rescan: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._promote_loop(), name="promoter"),
@@ -54,6 +55,18 @@ class Maintenance:
         for queue in await self.store.queues():
             self._due[queue] = 0
         self._timer.notify()
+
+    def rescan_soon(self) -> None:
+        """After an outage (the event bus reconnected) the promoter re-reads every queue's next
+        due time, in the background."""
+        self._rescan = asyncio.get_running_loop().create_task(self._rescan_after_reconnect())
+
+    async def _rescan_after_reconnect(self) -> None:
+        """The periodic rescan covers it if Redis is still away."""
+        try:
+            await self.rescan()
+        except RedisError as exc:
+            log.warning("rescan after reconnect failed (%s); the periodic rescan will retry", exc)
 
     async def _promote_loop(self) -> None:
         next_rescan = 0
