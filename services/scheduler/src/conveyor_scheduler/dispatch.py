@@ -9,7 +9,8 @@ not cost a claim; the reaper's periodic `sweep` (a probe of the ready lists) bou
 missed wake-up.
 
 Submits also offer this replica's workers for the sync-match fast path (`offers`):
-credit is reserved before the store call and settled after it (`settle`).
+credit is reserved before the store call and settled after it (`settle`). Workers without
+a stream claim for themselves (`poll`, TaskService.Poll), woken by the same signals.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from conveyor_scheduler.background import Background
 from conveyor_scheduler.ids import created_ms
 from conveyor_scheduler.records import set_duration_ms, set_ms, to_leased
 from conveyor_scheduler.sessions import WorkerSession
-from conveyor_scheduler.signals import Signal
+from conveyor_scheduler.signals import Signal, wait_any
 from conveyor_scheduler.store import Match, Store, Submitted
 from conveyor_scheduler.task_events import TaskEvents
 from conveyor_scheduler.validation import JSON_TYPE, NewTask
@@ -211,6 +212,35 @@ class Dispatcher:
         except RedisError as exc:
             log.warning("could not hand back %d leases of queue %s (the reaper will): %s", len(leases), queue, exc)
         self.wake(queue)
+
+    # -- Poll: a worker without a stream claims for itself -------------------------------
+
+    async def poll(self, queues: Sequence[str], max_tasks: int, worker_id: str, names: Sequence[str],
+                   wait_ms: int) -> list[task_pb2.LeasedTask]:
+        """Leases up to `max_tasks` ready tasks of `queues` (in that order) to `worker_id`, polled
+        leases held by no stream; when none is ready, waits up to `wait_ms` for a wake of one
+        of the queues and claims again."""
+        store = self.store
+        loop_deadline = store.clock() / 1000 + wait_ms / 1000
+        signals = [self.queue(q).signal for q in queues]
+        while True:
+            seen = [(sig, sig.gen) for sig in signals]
+            leased: list[task_pb2.LeasedTask] = []
+            for queue in queues:
+                want = max_tasks - len(leased)
+                if want <= 0:
+                    break
+                rate = self.queue_rates.get(queue, "")
+                claimed = await store.claim(queue, want, worker_id, 0, rate, names=names)
+                if claimed.reserved_ms >= 0:
+                    self.on_reserved(queue, claimed.reserved_ms)
+                if claimed.parked:
+                    self.on_parked(queue, claimed.parked)
+                leased += [to_leased(queue, rec) for rec in claimed.records]
+            self.events.leased(leased, worker_id)
+            remaining = loop_deadline - store.clock() / 1000
+            if leased or remaining <= 0 or not await wait_any(seen, remaining):
+                return leased
 
     async def close(self) -> None:
         tasks = [qd.task for qd in self._queues.values() if qd.task is not None]

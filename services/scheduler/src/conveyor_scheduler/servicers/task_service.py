@@ -9,10 +9,9 @@ import grpc
 from conveyor.v1 import task_pb2, task_service_pb2
 from conveyor_scheduler.core import Core
 from conveyor_scheduler.errors import FailedPrecondition, InvalidArgument, NotFound
-from conveyor_scheduler.records import TERMINAL, to_leased, to_result, to_task
+from conveyor_scheduler.records import TERMINAL, to_result, to_task
 from conveyor_scheduler.result_push import ResultPush
 from conveyor_scheduler.servicers import pipeline
-from conveyor_scheduler.signals import wait_any
 from conveyor_scheduler.validation import check_lease_token, check_name, check_queue, check_task_names, duration_ms
 
 STATE_NAMES = {v.number: v.name.removeprefix("TASK_STATE_") for v in task_pb2.TaskState.DESCRIPTOR.values}
@@ -84,26 +83,8 @@ class TaskService:
             wait_ms = duration_ms(request.wait, "wait", minimum=0, maximum=self.limits.max_poll_wait_ms)
         worker = check_name(request.worker_id, "worker_id") if request.worker_id else "poll"
         names = check_task_names(request.task_names, "task_names")
-        store, loop_deadline = self.core.store, store_now_s(self) + wait_ms / 1000
-        signals = [self.core.dispatcher.queue(q).signal for q in queues]
-        while True:
-            seen = [(sig, sig.gen) for sig in signals]
-            leased: list[task_pb2.LeasedTask] = []
-            for queue in queues:
-                want = max_tasks - len(leased)
-                if want <= 0:
-                    break
-                rate = self.core.config.queue_rate_limits.get(queue, "")
-                claimed = await store.claim(queue, want, worker, 0, rate, names=names)
-                if claimed.reserved_ms >= 0:
-                    self.core.maintenance.schedule(queue, claimed.reserved_ms)
-                if claimed.parked:
-                    self.core.dispatcher.on_parked(queue, claimed.parked)
-                leased += [to_leased(queue, rec) for rec in claimed.records]
-            self.core.events.leased(leased, worker)
-            remaining = loop_deadline - store_now_s(self)
-            if leased or remaining <= 0 or not await wait_any(seen, remaining):
-                return task_service_pb2.PollResponse(tasks=leased)
+        leased = await self.core.dispatcher.poll(queues, max_tasks, worker, names, wait_ms)
+        return task_service_pb2.PollResponse(tasks=leased)
 
     async def Ack(self, request: task_service_pb2.AckRequest, context: grpc.aio.ServicerContext
                   ) -> task_service_pb2.AckResponse:
@@ -228,7 +209,3 @@ class TaskService:
         resp = self._event(task_id, int(rec[b"st"]), int(rec.get(b"at", 0)))
         resp.task.CopyFrom(to_task(task_id, queue, rec))
         return resp
-
-
-def store_now_s(service: TaskService) -> float:
-    return service.core.store.clock() / 1000
