@@ -23,6 +23,7 @@ from conveyor_scheduler.config import SchedulerConfig
 from conveyor_scheduler.core import Core
 from conveyor_scheduler.exposition import CertificateExpiry, FleetCollector, MetricsEndpoint
 from conveyor_scheduler.grpc_glue import add_servicer
+from conveyor_scheduler.queue_scopes import Resolver
 from conveyor_scheduler.reflection import enable_reflection
 from conveyor_scheduler.servicers.admin_service import AdminService
 from conveyor_scheduler.servicers.pipeline import no_call_span
@@ -109,7 +110,7 @@ class SchedulerServer:
         """The auth interceptor, with its denial counter on /metrics and OTLP (None without --auth-file)."""
         if self.config.auth_file is None:
             return None
-        interceptor = AuthInterceptor(AuthSource(self.config.auth_file), self.core)
+        interceptor = AuthInterceptor(AuthSource(self.config.auth_file), Resolver(self.core.router, self.core.lookup))
         if self.metrics is not None:
             interceptor.denials.register(self.metrics.meter(AUTH_METER))
         if t.metrics_enabled():
