@@ -10,9 +10,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
-LOCATOR = pytest.mark.xfail(strict=True, reason="the servicers, auth and queue scopes still take the Core")
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "services/scheduler/src/conveyor_scheduler"
 NAME = "conveyor_scheduler"
@@ -95,7 +92,6 @@ def test_the_scheduler_modules_import_each_other_without_a_circle() -> None:
     assert cycle is None, "import circle: " + " -> ".join(cycle or ())
 
 
-@LOCATOR
 def test_only_the_server_imports_core() -> None:
     importers = sorted(name for name, targets in graph().items() if f"{NAME}.core" in targets)
     assert importers == [f"{NAME}.server"], f"modules importing {NAME}.core: {importers}"

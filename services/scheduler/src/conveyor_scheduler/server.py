@@ -76,13 +76,20 @@ class SchedulerServer:
             interceptors.append(telemetry.TelemetryInterceptor(tel))
         self.server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
         self.health = health.aio.HealthServicer()
-        tasks = TaskService(self.core, call_span=tel.pipelined_call if tel is not None else no_call_span)
+        tasks = TaskService(limits=config.limits, submission=core.submission, completion=core.completion,
+                            dispatcher=core.dispatcher, lookup=core.lookup, store=core.store, waiters=core.waiters,
+                            watchers=core.watchers,
+                            call_span=tel.pipelined_call if tel is not None else no_call_span)
+        workers = WorkerService(config=config, scheduler_id=core.scheduler_id, completion=core.completion,
+                                dispatcher=core.dispatcher, registry=core.registry, lookup=core.lookup,
+                                store=core.store, wakes=core.wakes)
+        admin = AdminService(store=core.store, queue_stats=core.queue_stats, queue_control=core.queue_control,
+                             task_search=core.task_search, registry=core.registry, worker_control=core.control,
+                             wakes=core.wakes, auth=self.auth.source if self.auth is not None else None)
         add_servicer(self.server, tasks, task_service_pb2.DESCRIPTOR.services_by_name["TaskService"])
-        add_servicer(self.server, WorkerService(self.core),
-                     worker_service_pb2.DESCRIPTOR.services_by_name["WorkerService"])
-        add_servicer(self.server, AdminService(self.core, self.auth.source if self.auth is not None else None),
-                     admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"])
-        add_servicer(self.server, ScheduleService(self.core),
+        add_servicer(self.server, workers, worker_service_pb2.DESCRIPTOR.services_by_name["WorkerService"])
+        add_servicer(self.server, admin, admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"])
+        add_servicer(self.server, ScheduleService(core.beat),
                      schedule_service_pb2.DESCRIPTOR.services_by_name["ScheduleService"])
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         enable_reflection(self.server, (*SERVICE_NAMES, health.SERVICE_NAME))  # as grpc.reflection.v1 and v1alpha

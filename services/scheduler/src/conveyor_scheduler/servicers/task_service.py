@@ -7,21 +7,41 @@ from collections.abc import AsyncIterator, Sequence
 import grpc
 
 from conveyor.v1 import task_pb2, task_service_pb2
-from conveyor_scheduler.core import Core
+from conveyor_scheduler.completion import Completion
+from conveyor_scheduler.config import Limits
+from conveyor_scheduler.dispatch import Dispatcher
 from conveyor_scheduler.errors import FailedPrecondition, InvalidArgument, NotFound
 from conveyor_scheduler.records import TERMINAL, to_result, to_task
 from conveyor_scheduler.result_push import ResultPush
 from conveyor_scheduler.servicers import pipeline
+from conveyor_scheduler.store import Store
+from conveyor_scheduler.submission import Submission
+from conveyor_scheduler.task_lookup import TaskLookup
 from conveyor_scheduler.validation import check_lease_token, check_name, check_queue, check_task_names, duration_ms
+from conveyor_scheduler.waiters import ResultWaiters
+from conveyor_scheduler.watchers import Watchers
 
 STATE_NAMES = {v.number: v.name.removeprefix("TASK_STATE_") for v in task_pb2.TaskState.DESCRIPTOR.values}
 MAX_POLL_TASKS = 1000
 
 
 class TaskService:
-    def __init__(self, core: Core, call_span: pipeline.CallSpan = pipeline.no_call_span) -> None:
-        self.core = core
-        self.limits = core.config.limits
+    def __init__(self, *, limits: Limits, submission: Submission, completion: Completion, dispatcher: Dispatcher,
+                 lookup: TaskLookup, store: Store, waiters: ResultWaiters, watchers: Watchers,
+                 call_span: pipeline.CallSpan = pipeline.no_call_span) -> None:
+        self.limits = limits
+        self.submission = submission
+        """Submit (and the beat's firings)."""
+        self.completion = completion
+        """Ack (and the worker stream's reports)."""
+        self.dispatcher = dispatcher
+        """Poll."""
+        self.lookup = lookup
+        self.store = store
+        self.waiters = waiters
+        """Submit(wait_results), GetResult(s) and Pipeline's pushed results wait here."""
+        self.watchers = watchers
+        """WatchTask's state changes."""
         self.call_span = call_span
         """The SERVER span of each call a Pipeline stream carries (telemetry's, when tracing)."""
 
@@ -39,7 +59,7 @@ class TaskService:
         if request.HasField("wait_results"):
             wait_ms = duration_ms(request.wait_results, "wait_results", minimum=0,
                                   maximum=self.limits.max_result_wait_ms)
-        submitted = await self.core.submission.submit_specs(request.tasks)  # shared with the beat's firings
+        submitted = await self.submission.submit_specs(request.tasks)  # shared with the beat's firings
         pushed = push.follow(request.tasks, submitted) if push is not None and wait_ms < 0 else [False] * count
         resp = task_service_pb2.SubmitResponse(tasks=[
             task_service_pb2.SubmittedTask(id=s.id, queue=s.queue, state=s.state, duplicate=s.duplicate,
@@ -63,11 +83,11 @@ class TaskService:
         queues = {task_id: queue for queue, task_id in tasks}
 
         async def fetch(ids: Sequence[str]) -> list[dict[bytes, bytes]]:
-            return await self.core.store.get_many([(queues[i], i) for i in ids])
+            return await self.store.get_many([(queues[i], i) for i in ids])
 
         if not wait_ms:
             return await fetch([task_id for _, task_id in tasks])
-        return await self.core.waiters.wait_many([task_id for _, task_id in tasks], wait_ms / 1000, fetch,
+        return await self.waiters.wait_many([task_id for _, task_id in tasks], wait_ms / 1000, fetch,
                                                  unfinished)
 
     async def Poll(self, request: task_service_pb2.PollRequest, context: grpc.aio.ServicerContext
@@ -83,14 +103,14 @@ class TaskService:
             wait_ms = duration_ms(request.wait, "wait", minimum=0, maximum=self.limits.max_poll_wait_ms)
         worker = check_name(request.worker_id, "worker_id") if request.worker_id else "poll"
         names = check_task_names(request.task_names, "task_names")
-        leased = await self.core.dispatcher.poll(queues, max_tasks, worker, names, wait_ms)
+        leased = await self.dispatcher.poll(queues, max_tasks, worker, names, wait_ms)
         return task_service_pb2.PollResponse(tasks=leased)
 
     async def Ack(self, request: task_service_pb2.AckRequest, context: grpc.aio.ServicerContext
                   ) -> task_service_pb2.AckResponse:
         if not 1 <= len(request.acks) <= self.limits.max_batch:
             raise InvalidArgument("acks", f"must hold 1 to {self.limits.max_batch} acks, got {len(request.acks)}")
-        outcomes = await self.core.completion.ack(request.acks, "acks")  # shared with the worker stream
+        outcomes = await self.completion.ack(request.acks, "acks")  # shared with the worker stream
         if len(outcomes) == 1 and outcomes[0].status != task_pb2.ACK_STATUS_ACCEPTED:
             o = outcomes[0]
             if o.status == task_pb2.ACK_STATUS_NOT_FOUND:
@@ -104,8 +124,8 @@ class TaskService:
                           ) -> task_service_pb2.ExtendLeaseResponse:
         extend = duration_ms(request.extend_by, "extend_by", minimum=1, maximum=self.limits.max_timeout_ms)
         check_lease_token(request.lease_token, "lease_token")
-        queue = await self.core.lookup.queue_of(request.task_id)
-        (expiry,) = await self.core.store.extend(queue, [(request.task_id, request.lease_token, extend)])
+        queue = await self.lookup.queue_of(request.task_id)
+        (expiry,) = await self.store.extend(queue, [(request.task_id, request.lease_token, extend)])
         if expiry == -2:
             raise NotFound(f"no task {request.task_id}")
         if expiry == -1:
@@ -119,7 +139,7 @@ class TaskService:
         wait_ms = 0
         if request.HasField("wait"):
             wait_ms = duration_ms(request.wait, "wait", minimum=0, maximum=self.limits.max_result_wait_ms)
-        queue = await self.core.lookup.queue_of(request.task_id)
+        queue = await self.lookup.queue_of(request.task_id)
         (rec,) = await self._wait([(queue, request.task_id)], self._capped(wait_ms, context))
         if not rec:
             raise NotFound(f"no task {request.task_id} (it never existed, or its record expired)")
@@ -136,7 +156,7 @@ class TaskService:
         tasks = []
         for i, task_id in enumerate(request.task_ids):
             try:
-                queue = await self.core.lookup.queue_of(task_id, f"task_ids[{i}]")
+                queue = await self.lookup.queue_of(task_id, f"task_ids[{i}]")
             except NotFound:  # a well-formed id of a queue nobody knows: no such task
                 queue = ""  # no queue is named "": its keys hold nothing
             tasks.append((queue, task_id))
@@ -148,17 +168,17 @@ class TaskService:
 
     async def GetTask(self, request: task_service_pb2.GetTaskRequest, context: grpc.aio.ServicerContext
                       ) -> task_service_pb2.GetTaskResponse:
-        queue, rec = await self.core.lookup.record(request.task_id)
+        queue, rec = await self.lookup.record(request.task_id)
         return task_service_pb2.GetTaskResponse(task=to_task(request.task_id, queue, rec))
 
     async def Cancel(self, request: task_service_pb2.CancelRequest, context: grpc.aio.ServicerContext
                      ) -> task_service_pb2.CancelResponse:
-        queue = await self.core.lookup.queue_of(request.task_id)
-        state, _ = await self.core.store.cancel(queue, request.task_id)
+        queue = await self.lookup.queue_of(request.task_id)
+        state, _ = await self.store.cancel(queue, request.task_id)
         if state == 0:
             raise NotFound(f"no task {request.task_id}")
         if state == task_pb2.TASK_STATE_CANCELLED:
-            self.core.waiters.notify(request.task_id)
+            self.waiters.notify(request.task_id)
         elif state in TERMINAL:
             raise FailedPrecondition(f"task {request.task_id} already finished as {STATE_NAMES[state]}")
         return task_service_pb2.CancelResponse(state=state)
@@ -166,15 +186,15 @@ class TaskService:
     async def Pipeline(self, requests: AsyncIterator[task_service_pb2.PipelineRequest],
                        context: grpc.aio.ServicerContext) -> None:
         await pipeline.serve(requests, context, self.submit, self.GetResults,
-                             lambda send: ResultPush(self.core.waiters, self.core.store.get_many, send), self.call_span)
+                             lambda send: ResultPush(self.waiters, self.store.get_many, send), self.call_span)
 
     async def WatchTask(self, request: task_service_pb2.WatchTaskRequest, context: grpc.aio.ServicerContext
                         ) -> AsyncIterator[task_service_pb2.WatchTaskResponse]:
         task_id = request.task_id
-        queue = await self.core.lookup.queue_of(task_id)
-        changes = self.core.watchers.add(task_id)
+        queue = await self.lookup.queue_of(task_id)
+        changes = self.watchers.add(task_id)
         try:
-            rec = await self.core.store.watch(queue, task_id)
+            rec = await self.store.watch(queue, task_id)
             if not rec:
                 raise NotFound(f"no task {task_id} (it never existed, or its record expired)")
             seq = int(rec.get(b"ev", 0))
@@ -183,7 +203,7 @@ class TaskService:
             while state not in TERMINAL:
                 change = await changes.get()
                 if change.seq == 0:  # the event bus reconnected: re-read, emit if it moved
-                    rec = await self.core.store.get(queue, task_id)
+                    rec = await self.store.get(queue, task_id)
                     if not rec or int(rec.get(b"ev", 0)) <= seq:
                         continue
                     seq, state = int(rec.get(b"ev", 0)), int(rec[b"st"])
@@ -193,16 +213,16 @@ class TaskService:
                     continue
                 seq, state = change.seq, change.state
                 if state in TERMINAL:
-                    rec = await self.core.store.get(queue, task_id)
+                    rec = await self.store.get(queue, task_id)
                     yield self._change(task_id, queue, rec)
                 else:
                     yield self._event(task_id, state, change.attempt)
         finally:
-            self.core.watchers.remove(task_id, changes)
+            self.watchers.remove(task_id, changes)
 
     def _event(self, task_id: str, state: int, attempt: int) -> task_service_pb2.WatchTaskResponse:
         resp = task_service_pb2.WatchTaskResponse(task_id=task_id, state=state, attempt=attempt)
-        resp.at.FromMilliseconds(self.core.store.clock())
+        resp.at.FromMilliseconds(self.store.clock())
         return resp
 
     def _change(self, task_id: str, queue: str, rec: dict[bytes, bytes]) -> task_service_pb2.WatchTaskResponse:
