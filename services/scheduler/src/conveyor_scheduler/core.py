@@ -1,5 +1,8 @@
-"""The scheduler core: one object per replica tying the store, dispatch, waiters,
-pub/sub and maintenance together. The gRPC servicers are thin layers over it."""
+"""The scheduler core: the one place where a replica's objects are built and wired together
+(store, submission, dispatch, completion, wake-ups, waiters, pub/sub, maintenance, the beat and
+the task-event hooks). Each gets its collaborators here, by injection, so none needs the Core:
+only server.py imports it, to start and stop it and to hand the servicers the objects they call.
+"""
 
 from __future__ import annotations
 
