@@ -33,6 +33,10 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from conveyor_scheduler.task_events import TaskEventHooks
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -61,10 +65,7 @@ def _stub_out_telemetry() -> None:
     telemetry.configure_from_env = lambda service_name: telemetry.Telemetry()  # type: ignore[assignment]
     try:
         import conveyor_scheduler.telemetry as st  # noqa: PLC0415
-        st.setup = lambda core, endpoint=None: []  # type: ignore[assignment]
-        st.enqueue = lambda specs: st.NOT_ENQUEUING  # type: ignore[assignment]
-        st.dispatched = lambda leased, worker_id: None  # type: ignore[assignment]
-        st.acked = lambda entries, outcomes: None  # type: ignore[assignment]
+        st.setup = lambda hooks, view, endpoint=None: None  # type: ignore[assignment]  # no task-event hook
     except ImportError:
         pass
     try:
@@ -152,14 +153,15 @@ class _DoneCounter:
 
 # -- per-task hook cost ------------------------------------------------------------------------
 
-def _hook_cost(n: int = 20000) -> dict[str, float]:
-    """Nanoseconds per task spent in the hooks: producer spans, dispatch, ack, the attempt span."""
+def _hook_cost(hooks: TaskEventHooks, n: int = 20000) -> dict[str, float]:
+    """Nanoseconds per task spent in the hooks: producer spans, the scheduler's task events
+    (`hooks`: stored, leased, finished), the attempt span."""
 
-    import conveyor_scheduler.telemetry as st  # noqa: PLC0415
     import conveyor_worker.telemetry as wt  # noqa: PLC0415
     from conveyor.common import Call, submit_request  # noqa: PLC0415
     from conveyor.telemetry import producer_spans  # noqa: PLC0415
     from conveyor.v1 import task_pb2, task_service_pb2  # noqa: PLC0415
+    from conveyor_scheduler.store import Submitted  # noqa: PLC0415
     from conveyor_scheduler.validation import NewTask  # noqa: PLC0415
 
     leased = task_pb2.LeasedTask(task=task_pb2.Task(id="01JD8X0000000000000000000", name="t.add", queue="default",
@@ -198,14 +200,14 @@ def _hook_cost(n: int = 20000) -> dict[str, float]:
         return (time.perf_counter_ns() - start) / n
 
     specs = list(template.tasks)
-    submitted = [st.Submitted(leased.task.id, "default", 2, False)]
+    submitted = [Submitted(leased.task.id, "default", 2, False)]
     tasks = [NewTask("default", 0, 0, "", 0, [], name=spec.name) for spec in specs]
 
     def scheduler() -> None:
-        with st.enqueue(specs) as enqueue:
-            enqueue.stored(submitted, tasks)
-        st.dispatched([leased], "w")
-        st.acked(entries, outcome)
+        with hooks.storing(specs) as storing:
+            storing.stored(submitted, tasks)
+        hooks.leased([leased], "w")
+        hooks.finished(entries, outcome)  # type: ignore[arg-type]
 
     out = {"producer": per_call(producer) - per_call(baseline), "scheduler": per_call(scheduler)}
     out["worker"] = per_call(attempt)
@@ -213,17 +215,19 @@ def _hook_cost(n: int = 20000) -> dict[str, float]:
 
 
 def _hook_costs() -> dict[str, dict[str, float]]:
-    """The hook cost with nothing configured, then with an SDK tracer provider recording all spans."""
-    from types import SimpleNamespace  # noqa: PLC0415
-
+    """The hook cost with nothing configured (no task-event hook), then with an SDK tracer provider
+    recording all spans (the scheduler's telemetry as its hook)."""
     from opentelemetry import trace  # noqa: PLC0415
     from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult  # noqa: PLC0415
 
     import conveyor_scheduler.telemetry as st  # noqa: PLC0415
     from conveyor import telemetry  # noqa: PLC0415
+    from conveyor_scheduler.config import Limits  # noqa: PLC0415
+    from conveyor_scheduler.task_events import TaskEventHooks  # noqa: PLC0415
 
-    api = _hook_cost()
+    hooks = TaskEventHooks()
+    api = _hook_cost(hooks)
 
     class Drop(SpanExporter):
         def export(self, spans: object) -> SpanExportResult:
@@ -232,15 +236,16 @@ def _hook_costs() -> dict[str, dict[str, float]]:
     provider = TracerProvider()
     provider.add_span_processor(BatchSpanProcessor(Drop(), max_queue_size=100_000))
     trace.set_tracer_provider(provider)
-    core = SimpleNamespace(config=SimpleNamespace(limits=SimpleNamespace(max_headers=64, max_header_bytes=16384)))
-    st._active = st.SchedulerTelemetry(core, telemetry.tracer())  # type: ignore[arg-type]
+    view = st.SchedulerView(limits=Limits(), redis_url="", redis=None, queue_of=None,  # type: ignore[arg-type]
+                            open_sessions=set)
+    hooks.add(st.SchedulerTelemetry(view, telemetry.tracer()))
     # The dispatch span needs the producer's context in the task headers, as it has in real use.
-    sdk = _hook_cost_with_context()
+    sdk = _hook_cost_with_context(hooks)
     provider.shutdown()
     return {"api": api, "sdk": sdk}
 
 
-def _hook_cost_with_context() -> dict[str, float]:
+def _hook_cost_with_context(hooks: TaskEventHooks) -> dict[str, float]:
     from conveyor.telemetry import inject, tracer  # noqa: PLC0415
 
     tr = tracer()
@@ -259,7 +264,7 @@ def _hook_cost_with_context() -> dict[str, float]:
 
     task_pb2.Task = with_headers  # type: ignore[misc]
     try:
-        return _hook_cost(5000)
+        return _hook_cost(hooks, 5000)
     finally:
         task_pb2.Task = original  # type: ignore[misc]
 

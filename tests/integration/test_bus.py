@@ -19,7 +19,6 @@ from conveyor_scheduler.core import Core
 from conveyor_scheduler.fast_redis import FastRedis
 from conveyor_scheduler.keys import WAKE_CHANNEL
 from conveyor_scheduler.store import Match
-from conveyor_scheduler.submission import check_specs
 
 
 class Events:
@@ -113,11 +112,11 @@ def test_submit_publishes_its_wake_only_when_a_task_was_queued(redis_url: str) -
             for bus in (a, b):
                 bus.start()
             await asyncio.wait_for(asyncio.gather(a.ready.wait(), b.ready.wait()), 10)
-            store = core.store
-            await store.submit(check_specs(core, [spec("leased")]), [Match("leased", "w", 1, 30_000)], "replica-a")
-            await store.submit(check_specs(core, [spec("later", countdown={"seconds": 60})]), [], "replica-a")
-            await store.submit(check_specs(core, [spec("silent")]), [], "")  # no origin: no publish
-            await store.submit(check_specs(core, [spec("queued")]), [], "replica-a")
+            store, check = core.store, core.submission.check_specs
+            await store.submit(check([spec("leased")]), [Match("leased", "w", 1, 30_000)], "replica-a")
+            await store.submit(check([spec("later", countdown={"seconds": 60})]), [], "replica-a")
+            await store.submit(check([spec("silent")]), [], "")  # no origin: no publish
+            await store.submit(check([spec("queued")]), [], "replica-a")
             await conn.publish(WAKE_CHANNEL, "witness|0|replica-b")
             async with asyncio.timeout(10):
                 while not a_events.wakes or not b_events.wakes:

@@ -27,7 +27,6 @@ from conveyor_scheduler.config import SchedulerConfig
 from conveyor_scheduler.core import Core
 from conveyor_scheduler.sessions import WorkerSession
 from conveyor_scheduler.store import Match
-from conveyor_scheduler.submission import check_specs
 from tests.harness import Cluster, connected, worker_id
 
 SCHEDULED, QUEUED, ACTIVE = (task_pb2.TASK_STATE_SCHEDULED, task_pb2.TASK_STATE_QUEUED,
@@ -171,7 +170,7 @@ def test_submit_lua_matches_only_while_every_ready_list_is_empty(redis_url: str)
         store = core.store
 
         async def submit(queue: str, specs: list[task_pb2.TaskSpec], credit: int) -> list[tuple[int, bool]]:
-            tasks = check_specs(core, [_with_queue(s, queue) for s in specs])
+            tasks = core.submission.check_specs([_with_queue(s, queue) for s in specs])
             match = [Match(queue, "w-1", credit, 30_000)] if credit else []
             subs = await store.submit(tasks, match)
             return [(s.state, bool(s.lease_token)) for s in subs]
@@ -190,8 +189,9 @@ def test_submit_lua_matches_only_while_every_ready_list_is_empty(redis_url: str)
             assert await submit("qd", [_spec(rate_limit="10/s"), _spec()], 5) == [(QUEUED, False), (QUEUED, False)]
             # A duplicate takes no credit and changes nothing.
             keyed = _spec(idempotency_key="k-1")
-            first = await store.submit(check_specs(core, [_with_queue(keyed, "qe")]), [Match("qe", "w-1", 1, 30_000)])
-            again = await store.submit(check_specs(core, [_with_queue(keyed, "qe"), _with_queue(_spec(), "qe")]),
+            check = core.submission.check_specs
+            first = await store.submit(check([_with_queue(keyed, "qe")]), [Match("qe", "w-1", 1, 30_000)])
+            again = await store.submit(check([_with_queue(keyed, "qe"), _with_queue(_spec(), "qe")]),
                                        [Match("qe", "w-1", 1, 30_000)])
             assert (first[0].state, again[0].duplicate, again[0].id) == (ACTIVE, True, first[0].id)
             assert (again[0].lease_token, again[1].state) == ("", ACTIVE)
@@ -233,7 +233,7 @@ def test_attach_returns_once_the_hello_credit_is_settled(redis_url: str) -> None
         try:
             await core.dispatcher.attach(session)
             assert len(claims) == 1 and session.credit == 1  # the round ran, found nothing, gave it back
-            offers = core.dispatcher.offers(check_specs(core, [_with_queue(_spec(), "qa")]))
+            offers = core.dispatcher.offers(core.submission.check_specs([_with_queue(_spec(), "qa")]))
             assert [(m.worker_id, m.credit) for m, _ in offers.values()] == [("w-1", 1)]
         finally:
             await core.dispatcher.close()

@@ -24,7 +24,6 @@ from conveyor.v1 import task_pb2, task_service_pb2, task_service_pb2_grpc
 from conveyor_scheduler.config import SchedulerConfig
 from conveyor_scheduler.core import Core
 from conveyor_scheduler.store import Store
-from conveyor_scheduler.submission import check_specs
 from tests.harness import Cluster
 from tests.streams import RawWorkerStream
 
@@ -63,7 +62,7 @@ def test_claim_takes_only_declared_names_in_priority_then_fifo_order(redis_url: 
     async def scenario() -> None:
         async with in_process(redis_url) as (core, store):
             plan = [("a", 0), ("b", 0), ("a", 5), ("b", 5), ("c", 0), ("a", 0), ("b", 9)]
-            subs = await store.submit(check_specs(core, [_spec(n, p) for n, p in plan]))
+            subs = await store.submit(core.submission.check_specs([_spec(n, p) for n, p in plan]))
             ids = {(i, n, p): s.id for i, ((n, p), s) in enumerate(zip(plan, subs, strict=True))}
             by = {key[0]: task_id for key, task_id in ids.items()}
 
@@ -76,7 +75,7 @@ def test_claim_takes_only_declared_names_in_priority_then_fifo_order(redis_url: 
             assert [db.hget(f"cv:{{q:nq}}:t:{i}", "o") for i in got] == [b"s"] * 3  # owned by the claiming stream
 
             # A task of a parked name submitted later queues behind the parked ones.
-            (late,) = await store.submit(check_specs(core, [_spec("b", 5)]))
+            (late,) = await store.submit(core.submission.check_specs([_spec("b", 5)]))
             assert await _claim_ids(store, ["b"], want=2) == [by[6], by[3]]  # 9 first, then the parked 5
             assert await _claim_ids(store, ["b"]) == [late.id, by[1]]
             assert db.smembers("cv:{q:nq}:pn") == {b"c"}
@@ -92,7 +91,7 @@ def test_claim_takes_only_declared_names_in_priority_then_fifo_order(redis_url: 
 def test_parked_tasks_merge_across_names_by_age_and_leave_on_cancel(redis_url: str, db: redis.Redis) -> None:
     async def scenario() -> None:
         async with in_process(redis_url) as (core, store):
-            subs = await store.submit(check_specs(core, [_spec(n) for n in "xyxyz"]))
+            subs = await store.submit(core.submission.check_specs([_spec(n) for n in "xyxyz"]))
             ids = [s.id for s in subs]
             assert await _claim_ids(store, ["other"]) == []  # parks all five
             state, _ = await store.cancel("nq", ids[2])
@@ -108,8 +107,8 @@ def test_parked_tasks_merge_across_names_by_age_and_leave_on_cancel(redis_url: s
 def test_one_claim_parks_at_most_a_thousand_and_says_more_may_be_ready(redis_url: str, db: redis.Redis) -> None:
     async def scenario() -> None:
         async with in_process(redis_url) as (core, store):
-            await store.submit(check_specs(core, [_spec("unknown")] * 2500))
-            (mine,) = await store.submit(check_specs(core, [_spec("known")]))
+            await store.submit(core.submission.check_specs([_spec("unknown")] * 2500))
+            (mine,) = await store.submit(core.submission.check_specs([_spec("known")]))
             cuts = []
             while True:
                 claimed = await store.claim("nq", 10, "w", 30_000, owner="s", names=["known"])

@@ -3,17 +3,17 @@ overflow, and one in-process scheduler telemetry read back through the text form
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conveyor.v1 import task_pb2
 from conveyor_scheduler import telemetry
+from conveyor_scheduler.config import Limits
 from conveyor_scheduler.exposition import FleetCollector, MetricsEndpoint
 from conveyor_scheduler.records import set_ms
 from conveyor_scheduler.store import Submitted
 from conveyor_scheduler.tallies import OVERFLOW, Tally
+from conveyor_scheduler.task_events import TaskEventHooks
 from conveyor_scheduler.validation import NewTask
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -49,28 +49,34 @@ def leased(queue: str, created_ms: int, started_ms: int, eta_ms: int = 0) -> tas
 
 
 def test_scheduler_telemetry_counts_into_the_prometheus_endpoint() -> None:
-    """The hooks, as the servicers call them, against an endpoint that is not serving: its
-    registry is read directly. The queue-depth gauge cannot reach Redis and reports nothing."""
-    core = SimpleNamespace(config=SimpleNamespace(redis_url="redis://127.0.0.1:1"),
-                           dispatcher=SimpleNamespace(_queues={}))
+    """Telemetry set up as a task-events hook, called as submission, dispatch and completion
+    call it, against an endpoint that is not serving: its registry is read directly. The
+    queue-depth gauge cannot reach Redis and reports nothing."""
+
+    async def no_queue(task_id: str) -> str:
+        raise AssertionError("not read without a cancel")
+
+    view = telemetry.SchedulerView(limits=Limits(), redis_url="redis://127.0.0.1:1", redis=None,  # type: ignore[arg-type]
+                                   queue_of=no_queue, open_sessions=set)
     endpoint = MetricsEndpoint("127.0.0.1", 0, FleetCollector("r", lambda: False, "redis://127.0.0.1:1"))
-    tel = telemetry.SchedulerTelemetry(core, None, endpoint)  # type: ignore[arg-type]
+    hooks = TaskEventHooks()
+    assert telemetry.setup(hooks, view, endpoint) is not None
     try:
         names = ("t.add", "t.add", "t.mul", "t.add")
         specs = [task_pb2.TaskSpec(name=n) for n in names]
-        with telemetry.Enqueue(tel, specs, []) as enqueue:
-            enqueue.stored([Submitted("1", "q", 2, False), Submitted("2", "q", 2, False),
+        with hooks.storing(specs) as storing:
+            storing.stored([Submitted("1", "q", 2, False), Submitted("2", "q", 2, False),
                             Submitted("3", "q", 2, False), Submitted("4", "q", 2, True)],  # a duplicate: not new
                            [NewTask("q", 0, 0, "", 0, [], name=n) for n in names])
         t0 = 1_700_000_000_000
-        tel.on_dispatch([leased("q", t0, t0 + 3),  # waited 3 ms
-                         leased("q", t0, t0 + 5_000, eta_ms=t0 + 4_900),  # ready at its eta: 100 ms
-                         leased("q", t0, t0 + 10, eta_ms=t0 + 20)], "w")  # leased before its eta: 0
+        hooks.leased([leased("q", t0, t0 + 3),  # waited 3 ms
+                      leased("q", t0, t0 + 5_000, eta_ms=t0 + 4_900),  # ready at its eta: 100 ms
+                      leased("q", t0, t0 + 10, eta_ms=t0 + 20)], "w")  # leased before its eta: 0
         ok, retry, stale = (task_pb2.AckOutcome(status=task_pb2.ACK_STATUS_ACCEPTED, state=s)
                             for s in (task_pb2.TASK_STATE_SUCCEEDED, task_pb2.TASK_STATE_SCHEDULED,
                                       task_pb2.TASK_STATE_FAILED))
         stale.status = task_pb2.ACK_STATUS_STALE_LEASE
-        tel.on_ack([("q", None)] * 4, [ok, ok, retry, stale])
+        hooks.finished([("q", None)] * 4, [ok, ok, retry, stale])  # type: ignore[list-item]
         types, samples = parse(endpoint.registry)
     finally:
         endpoint.stop()

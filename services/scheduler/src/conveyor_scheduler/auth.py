@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
 import grpc
 
@@ -29,10 +29,7 @@ from conveyor_scheduler.auth_file import Principal
 from conveyor_scheduler.auth_source import AuthSource
 from conveyor_scheduler.errors import PermissionDenied, Unauthenticated
 from conveyor_scheduler.grpc_glue import Malformed, abort_for, method_of
-from conveyor_scheduler.queue_scopes import FINDERS, QUEUE_FREE, STREAM_FINDERS, Finder, SpansQueues
-
-if TYPE_CHECKING:
-    from conveyor_scheduler.core import Core
+from conveyor_scheduler.queue_scopes import FINDERS, QUEUE_FREE, STREAM_FINDERS, Finder, Resolver, SpansQueues
 
 Gate = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 """Runs before a handler: returns the request (or a checking request iterator), or raises."""
@@ -40,9 +37,10 @@ MAX_CACHED = 10_000
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, source: AuthSource, core: Core, denials: Denials | None = None) -> None:
+    def __init__(self, source: AuthSource, resolver: Resolver, denials: Denials | None = None) -> None:
         self.source = source
-        self.core = core
+        self.resolver = resolver
+        """Finds the queues a request names, for principals scoped to queues."""
         self.denials = denials or Denials()
         self._table = source.table
         self._cache: dict[tuple[str, Principal | None], tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
@@ -166,7 +164,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     async def _check_queues(self, method: str, principal: Principal, finder: Finder, request: Any,
                             context: grpc.aio.ServicerContext) -> None:
         try:
-            named = await finder(request, self.core)
+            named = await finder(request, self.resolver)
         except SpansQueues as exc:
             self._deny(method, QUEUE, principal.describe(), context,
                        self._spans_denial(method, principal, exc.field))

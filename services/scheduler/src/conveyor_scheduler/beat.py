@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from conveyor.v1 import schedule_service_pb2
@@ -44,11 +45,10 @@ from conveyor_scheduler.schedules import (
 )
 from conveyor_scheduler.signals import Signal
 from conveyor_scheduler.store import Record
-from conveyor_scheduler.submission import check_specs, submit_specs
+from conveyor_scheduler.submission import Submission
 
 if TYPE_CHECKING:
     from conveyor.v1 import task_pb2
-    from conveyor_scheduler.core import Core
 
 log = logging.getLogger(__name__)
 SAFETY_RECHECK_S = 5.0
@@ -62,12 +62,18 @@ PLAN_RETRY_MS = 60_000
 
 
 class Beat:
-    def __init__(self, core: Core) -> None:
-        self.core = core
-        self.store = ScheduleStore(core.redis)
-        self.lease_ms = core.config.beat_lease_ms
-        self.grace_ms = core.config.beat_misfire_grace_ms
-        self.token = f"{core.scheduler_id}/{os.urandom(4).hex()}"
+    def __init__(self, redis: Redis, submission: Submission, *, clock: Callable[[], int], scheduler_id: str,
+                 lease_ms: int, grace_ms: int) -> None:
+        self.redis = redis
+        """The schedules (ScheduleStore) and the change channel."""
+        self.submission = submission
+        """Where firings go: the submit path of every other task."""
+        self.clock = clock
+        self.scheduler_id = scheduler_id
+        self.store = ScheduleStore(redis)
+        self.lease_ms = lease_ms
+        self.grace_ms = grace_ms
+        self.token = f"{scheduler_id}/{os.urandom(4).hex()}"
         self._held = False
         self._valid_until = 0.0
         self._changed = Signal()
@@ -75,10 +81,6 @@ class Beat:
         self._released = Signal()
         """The leader released its lease: followers try to take it now."""
         self._tasks: list[asyncio.Task[None]] = []
-
-    @property
-    def clock(self) -> Callable[[], int]:
-        return self.core.store.clock
 
     @property
     def is_leader(self) -> bool:
@@ -108,7 +110,7 @@ class Beat:
     def check(self, msg: schedule_service_pb2.Schedule, at: str = "schedule") -> ScheduleDef:
         """Validates a definition, including its template as Submit would validate a firing."""
         d = check_schedule(msg, at, now_ms=self.clock())
-        check_specs(self.core, [firing_spec(d, self.clock())], f"{at}.template", indexed=False)
+        self.submission.check_specs([firing_spec(d, self.clock())], f"{at}.template", indexed=False)
         return d
 
     async def get(self, schedule_id: str) -> Record:
@@ -207,7 +209,7 @@ class Beat:
                 self._valid_until = started + self.lease_ms / 1000 * 0.9
                 if not self._held:
                     self._held = True
-                    log.info("beat: %s is the beat leader (lease %.1fs)", self.core.scheduler_id, self.lease_ms / 1000)
+                    log.info("beat: %s is the beat leader (lease %.1fs)", self.scheduler_id, self.lease_ms / 1000)
                     self._changed.notify()
                 return renew_every
             self._step_down("another replica holds the lease")
@@ -220,7 +222,7 @@ class Beat:
 
     def _step_down(self, why: str) -> None:
         if self._held:
-            log.warning("beat: %s is no longer the beat leader: %s", self.core.scheduler_id, why)
+            log.warning("beat: %s is no longer the beat leader: %s", self.scheduler_id, why)
             self._held = False
             self._valid_until = 0.0
             self._changed.notify()
@@ -229,7 +231,7 @@ class Beat:
         """Change notifications from every replica (and the leader's 'released')."""
         backoff = 0.1
         while True:
-            pubsub = self.core.redis.pubsub(ignore_subscribe_messages=True)
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(BEAT_CHANNEL)
                 backoff = 0.1
@@ -293,7 +295,7 @@ class Beat:
                                     last_ms=int(rec.get(b"lf", -1)), now_ms=now, grace_ms=self.grace_ms)
             except Exception as exc:  # one broken schedule must not stop the others
                 log.exception("beat: cannot plan schedule %s; retrying in a minute", sid)
-                errors[sid] = f"cannot compute fire times on {self.core.scheduler_id}: {exc}"
+                errors[sid] = f"cannot compute fire times on {self.scheduler_id}: {exc}"
                 passes.append((sid, int(rec[b"v"]), [], 0, now + PLAN_RETRY_MS, []))
                 continue
             passes.append((sid, int(rec[b"v"]), plan.fires, plan.missed, plan.next_ms,
@@ -327,12 +329,12 @@ class Beat:
         if not flat:
             return [[] for _ in batches]
         try:
-            submitted = await submit_specs(self.core, flat, "firings")
+            submitted = await self.submission.submit_specs(flat, "firings")
         except SchedulerError:
             out: list[list | str] = []
             for batch in batches:
                 try:
-                    out.append(await submit_specs(self.core, batch, "firings") if batch else [])
+                    out.append(await self.submission.submit_specs(batch, "firings") if batch else [])
                 except SchedulerError as exc:
                     out.append(str(exc))
             return out

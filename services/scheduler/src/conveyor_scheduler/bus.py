@@ -39,8 +39,8 @@ log = logging.getLogger(__name__)
 class EventBus:
     def __init__(
         self, redis: Redis, *, origin: str, fast: FastRedis | None = None,
-        on_done: Callable[[str], None], on_wake: Callable[[str, int], None],
-        on_state: Callable[[str], None], on_cancel: Callable[[str, str], None], on_reconnect: Callable[[], None],
+        on_done: Callable[[str], None], on_state: Callable[[str], None], on_cancel: Callable[[str, str], None],
+        on_reconnect: Callable[[], None], on_wake: Callable[[str, int], None] = lambda queue, due_ms: None,
         on_control: Callable[[str], None] = lambda payload: None,
         on_outbox: Callable[[str], None] = lambda prefix: None,
         on_workflow: Callable[[str], None] = lambda workflow_id: None,
@@ -55,6 +55,7 @@ class EventBus:
         self.on_state = on_state
         self.on_cancel = on_cancel
         self.on_wake = on_wake
+        """Another replica's wake-up: (queue, 0) when tasks are ready, (queue, due ms) when one is due."""
         self.on_reconnect = on_reconnect
         self.on_control = on_control
         """A worker control request (control.py): "worker id|owner|action|arg"."""

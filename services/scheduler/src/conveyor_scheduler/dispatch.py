@@ -9,7 +9,8 @@ not cost a claim; the reaper's periodic `sweep` (a probe of the ready lists) bou
 missed wake-up.
 
 Submits also offer this replica's workers for the sync-match fast path (`offers`):
-credit is reserved before the store call and settled after it (`settle`).
+credit is reserved before the store call and settled after it (`settle`). Workers without
+a stream claim for themselves (`poll`, TaskService.Poll), woken by the same signals.
 """
 
 from __future__ import annotations
@@ -21,13 +22,13 @@ from collections.abc import Callable, Sequence
 from redis.exceptions import RedisError
 
 from conveyor.v1 import task_pb2, worker_service_pb2
-from conveyor_scheduler import telemetry
 from conveyor_scheduler.background import Background
 from conveyor_scheduler.ids import created_ms
 from conveyor_scheduler.records import set_duration_ms, set_ms, to_leased
 from conveyor_scheduler.sessions import WorkerSession
-from conveyor_scheduler.signals import Signal
+from conveyor_scheduler.signals import Signal, wait_any
 from conveyor_scheduler.store import Match, Store, Submitted
+from conveyor_scheduler.task_events import TaskEvents
 from conveyor_scheduler.validation import JSON_TYPE, NewTask
 
 log = logging.getLogger(__name__)
@@ -52,9 +53,11 @@ class QueueDispatch:
 
 
 class Dispatcher:
-    def __init__(self, store: Store, *, lease_ttl_ms: int, batch: int, queue_rates: dict[str, str] | None = None
-                 ) -> None:
+    def __init__(self, store: Store, *, lease_ttl_ms: int, batch: int, events: TaskEvents,
+                 queue_rates: dict[str, str] | None = None) -> None:
         self.store = store
+        self.events = events
+        """Told of every lease handed out (task_events: leased)."""
         self.lease_ttl_ms = lease_ttl_ms
         self.batch = batch
         self.queue_rates = queue_rates or {}
@@ -103,6 +106,17 @@ class Dispatcher:
     def session(self, worker_id: str) -> WorkerSession | None:
         """The stream of `worker_id` attached on this replica, if any."""
         return self._sessions.get(worker_id)
+
+    def open_sessions(self) -> set[WorkerSession]:
+        """The open streams taking from this replica's queues. Read from a metric reader's thread
+        too: when the event loop changes them meanwhile, what was gathered so far."""
+        sessions: set[WorkerSession] = set()
+        try:
+            for qd in list(self._queues.values()):
+                sessions.update(s for s in list(qd.sessions) if not s.closed)
+        except RuntimeError:  # changed size while the event loop ran: report next time
+            pass
+        return sessions
 
     async def attach(self, session: WorkerSession) -> None:
         """Adds a worker's stream; returns once each of its queues finished a dispatch round
@@ -189,7 +203,7 @@ class Dispatcher:
                 self._background.spawn(self._hand_back(queue, [(lt.task.id, lt.lease_token) for lt in batch],
                                                        session.owner))
                 continue
-            telemetry.dispatched(batch, session.worker_id)
+            self.events.leased(batch, session.worker_id)
             session.push(batch)
 
     async def _hand_back(self, queue: str, leases: list[tuple[str, str]], owner: str) -> None:
@@ -198,6 +212,35 @@ class Dispatcher:
         except RedisError as exc:
             log.warning("could not hand back %d leases of queue %s (the reaper will): %s", len(leases), queue, exc)
         self.wake(queue)
+
+    # -- Poll: a worker without a stream claims for itself -------------------------------
+
+    async def poll(self, queues: Sequence[str], max_tasks: int, worker_id: str, names: Sequence[str],
+                   wait_ms: int) -> list[task_pb2.LeasedTask]:
+        """Leases up to `max_tasks` ready tasks of `queues` (in that order) to `worker_id`, polled
+        leases held by no stream; when none is ready, waits up to `wait_ms` for a wake of one
+        of the queues and claims again."""
+        store = self.store
+        loop_deadline = store.clock() / 1000 + wait_ms / 1000
+        signals = [self.queue(q).signal for q in queues]
+        while True:
+            seen = [(sig, sig.gen) for sig in signals]
+            leased: list[task_pb2.LeasedTask] = []
+            for queue in queues:
+                want = max_tasks - len(leased)
+                if want <= 0:
+                    break
+                rate = self.queue_rates.get(queue, "")
+                claimed = await store.claim(queue, want, worker_id, 0, rate, names=names)
+                if claimed.reserved_ms >= 0:
+                    self.on_reserved(queue, claimed.reserved_ms)
+                if claimed.parked:
+                    self.on_parked(queue, claimed.parked)
+                leased += [to_leased(queue, rec) for rec in claimed.records]
+            self.events.leased(leased, worker_id)
+            remaining = loop_deadline - store.clock() / 1000
+            if leased or remaining <= 0 or not await wait_any(seen, remaining):
+                return leased
 
     async def close(self) -> None:
         tasks = [qd.task for qd in self._queues.values() if qd.task is not None]
@@ -264,7 +307,7 @@ class Dispatcher:
                     await self.store.release(qd.queue, [(lt.task.id, lt.lease_token) for lt in leased],
                                              session.owner)
                     return True
-                telemetry.dispatched(leased, session.worker_id)
+                self.events.leased(leased, session.worker_id)
                 session.push(leased)
             if claimed.cut or len(records) >= want:
                 more = True

@@ -22,16 +22,19 @@ RESCAN_MS = 30_000
 
 
 class Maintenance:
-    def __init__(self, store: Store, *, reaper_interval_ms: int, on_ready: Callable[[str], None],
+    def __init__(self, store: Store, *, reaper_interval_ms: int,
+                 on_ready: Callable[[str], None] = lambda queue: None,
                  on_sweep: Callable[[], Awaitable[None]] | None = None) -> None:
         self.store = store
         self.reaper_interval_ms = reaper_interval_ms
         self.on_ready = on_ready
+        """Called with a queue whose tasks it promoted or returned: they are ready."""
         self.on_sweep = on_sweep
         """Awaited every reaper interval: dispatch re-checks every queue (bounds a missed wake)."""
         self._due: dict[str, int] = {}
         self._timer = Signal()
         self._tasks: list[asyncio.Task[None]] = []
+        self._rescan: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._promote_loop(), name="promoter"),
@@ -52,6 +55,18 @@ class Maintenance:
         for queue in await self.store.queues():
             self._due[queue] = 0
         self._timer.notify()
+
+    def rescan_soon(self) -> None:
+        """After an outage (the event bus reconnected) the promoter re-reads every queue's next
+        due time, in the background."""
+        self._rescan = asyncio.get_running_loop().create_task(self._rescan_after_reconnect())
+
+    async def _rescan_after_reconnect(self) -> None:
+        """The periodic rescan covers it if Redis is still away."""
+        try:
+            await self.rescan()
+        except RedisError as exc:
+            log.warning("rescan after reconnect failed (%s); the periodic rescan will retry", exc)
 
     async def _promote_loop(self) -> None:
         next_rescan = 0

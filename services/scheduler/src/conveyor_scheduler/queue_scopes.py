@@ -17,17 +17,28 @@ reveals no queue data and is open to scoped readers.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from conveyor.v1 import task_pb2
 from conveyor_scheduler.errors import NotFound
-
-if TYPE_CHECKING:
-    from conveyor_scheduler.core import Core
+from conveyor_scheduler.routing import Router
+from conveyor_scheduler.task_lookup import TaskLookup
 
 Named = list[tuple[str, str]]
 """(field path, queue) pairs."""
-Finder = Callable[[Any, "Core"], Awaitable[Named]]
+
+
+@dataclass(frozen=True, slots=True)
+class Resolver:
+    """Where a request's queues come from: the routing rules (a task without a queue) and the
+    queue registry (a task id)."""
+
+    router: Router
+    lookup: TaskLookup
+
+
+Finder = Callable[[Any, Resolver], Awaitable[Named]]
 
 
 class SpansQueues(Exception):
@@ -38,23 +49,23 @@ class SpansQueues(Exception):
         self.field = field
 
 
-def routed(specs: Sequence[task_pb2.TaskSpec], core: Core, at: str) -> Named:
+def routed(specs: Sequence[task_pb2.TaskSpec], resolver: Resolver, at: str) -> Named:
     """Each task's queue: explicit, or where the routing rules send its name (as Submit does)."""
-    route = core.router.route
+    route = resolver.router.route
     return [(f"{at}[{i}].queue", spec.queue or route(spec.name)) for i, spec in enumerate(specs)]
 
 
-async def by_id(task_id: str, core: Core, field: str) -> tuple[str, str]:
+async def by_id(task_id: str, resolver: Resolver, field: str) -> tuple[str, str]:
     """The queue a task id carries (INVALID_ARGUMENT for a malformed id, NOT_FOUND for an unknown queue)."""
-    return field, await core.queue_of(task_id, field)
+    return field, await resolver.lookup.queue_of(task_id, field)
 
 
-async def by_ids(task_ids: Sequence[str], core: Core, at: str) -> Named:
+async def by_ids(task_ids: Sequence[str], resolver: Resolver, at: str) -> Named:
     """As by_id; ids of queues nobody knows are skipped (GetResults reports such tasks as unknown)."""
     named = []
     for i, task_id in enumerate(task_ids):
         try:
-            named.append(await by_id(task_id, core, f"{at}[{i}]"))
+            named.append(await by_id(task_id, resolver, f"{at}[{i}]"))
         except NotFound:
             continue
     return named
@@ -66,55 +77,55 @@ def queue_field(value: str, field: str, *, empty_means_all: bool = False) -> Nam
     return [(field, value)]
 
 
-async def _submit(r: Any, core: Core) -> Named:
-    return routed(r.tasks, core, "tasks")
+async def _submit(r: Any, resolver: Resolver) -> Named:
+    return routed(r.tasks, resolver, "tasks")
 
 
-async def _poll(r: Any, core: Core) -> Named:
+async def _poll(r: Any, resolver: Resolver) -> Named:
     return [(f"queues[{i}]", q) for i, q in enumerate(r.queues)]
 
 
-async def _ack(r: Any, core: Core) -> Named:
-    return [await by_id(a.task_id, core, f"acks[{i}].task_id") for i, a in enumerate(r.acks)]
+async def _ack(r: Any, resolver: Resolver) -> Named:
+    return [await by_id(a.task_id, resolver, f"acks[{i}].task_id") for i, a in enumerate(r.acks)]
 
 
-async def _task_id(r: Any, core: Core) -> Named:
-    return [await by_id(r.task_id, core, "task_id")]
+async def _task_id(r: Any, resolver: Resolver) -> Named:
+    return [await by_id(r.task_id, resolver, "task_id")]
 
 
-async def _task_ids(r: Any, core: Core) -> Named:
-    return await by_ids(r.task_ids, core, "task_ids")
+async def _task_ids(r: Any, resolver: Resolver) -> Named:
+    return await by_ids(r.task_ids, resolver, "task_ids")
 
 
-async def _queue(r: Any, core: Core) -> Named:
+async def _queue(r: Any, resolver: Resolver) -> Named:
     return queue_field(r.queue, "queue")
 
 
-async def _queue_or_all(r: Any, core: Core) -> Named:
+async def _queue_or_all(r: Any, resolver: Resolver) -> Named:
     return queue_field(r.queue, "queue", empty_means_all=True)
 
 
-async def _filter(r: Any, core: Core) -> Named:
+async def _filter(r: Any, resolver: Resolver) -> Named:
     return queue_field(r.filter.queue, "filter.queue", empty_means_all=True)
 
 
-async def hello(r: Any, core: Core) -> Named:
+async def hello(r: Any, resolver: Resolver) -> Named:
     """WorkerService.Connect's first message: the queues it consumes and the leases it adopts.
     (Later messages ack leases this stream was given: their lease tokens tie them to it.)"""
     if r.WhichOneof("kind") != "hello":
         return []  # the stream refuses it
     h = r.hello
     named = [(f"hello.queues[{i}]", q) for i, q in enumerate(h.queues)]
-    return named + [await by_id(ref.task_id, core, f"hello.held[{i}].task_id") for i, ref in enumerate(h.held)]
+    return named + [await by_id(ref.task_id, resolver, f"hello.held[{i}].task_id") for i, ref in enumerate(h.held)]
 
 
-async def pipelined(r: Any, core: Core) -> Named:
+async def pipelined(r: Any, resolver: Resolver) -> Named:
     """One TaskService.Pipeline message: a submit or a result read."""
     kind = r.WhichOneof("call")
     if kind == "submit":
-        return routed(r.submit.tasks, core, "submit.tasks")
+        return routed(r.submit.tasks, resolver, "submit.tasks")
     if kind == "get_results":
-        return await by_ids(r.get_results.task_ids, core, "get_results.task_ids")
+        return await by_ids(r.get_results.task_ids, resolver, "get_results.task_ids")
     return []  # the stream refuses it
 
 

@@ -1,4 +1,5 @@
-"""Builds and runs one scheduler replica: grpc.aio server, health and reflection."""
+"""Builds and runs one scheduler replica: the Core, and over it the gRPC layer (servicers handed
+the objects they call, the auth and telemetry interceptors), health and reflection."""
 
 from __future__ import annotations
 
@@ -23,8 +24,10 @@ from conveyor_scheduler.config import SchedulerConfig
 from conveyor_scheduler.core import Core
 from conveyor_scheduler.exposition import CertificateExpiry, FleetCollector, MetricsEndpoint
 from conveyor_scheduler.grpc_glue import add_servicer
+from conveyor_scheduler.queue_scopes import Resolver
 from conveyor_scheduler.reflection import enable_reflection
 from conveyor_scheduler.servicers.admin_service import AdminService
+from conveyor_scheduler.servicers.pipeline import no_call_span
 from conveyor_scheduler.servicers.schedule_service import ScheduleService
 from conveyor_scheduler.servicers.task_service import TaskService
 from conveyor_scheduler.servicers.worker_service import WorkerService
@@ -65,17 +68,13 @@ class SchedulerServer:
         # One chain: auth first (a refused call does no work, not even a span), then telemetry.
         self.auth = self._auth()
         self._auth_watch: asyncio.Task[None] | None = None
-        self.server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[
-            *([self.auth] if self.auth is not None else []), *telemetry.setup(self.core, self.metrics)])
+        tel = self._telemetry()
+        interceptors: list[grpc.aio.ServerInterceptor] = [] if self.auth is None else [self.auth]
+        if tel is not None:
+            interceptors.append(telemetry.TelemetryInterceptor(tel))
+        self.server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
         self.health = health.aio.HealthServicer()
-        tasks = TaskService(self.core)
-        add_servicer(self.server, tasks, task_service_pb2.DESCRIPTOR.services_by_name["TaskService"])
-        add_servicer(self.server, WorkerService(self.core, tasks),
-                     worker_service_pb2.DESCRIPTOR.services_by_name["WorkerService"])
-        add_servicer(self.server, AdminService(self.core, self.auth.source if self.auth is not None else None),
-                     admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"])
-        add_servicer(self.server, ScheduleService(self.core),
-                     schedule_service_pb2.DESCRIPTOR.services_by_name["ScheduleService"])
+        self._add_servicers(tel)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         enable_reflection(self.server, (*SERVICE_NAMES, health.SERVICE_NAME))  # as grpc.reflection.v1 and v1alpha
         address = f"{config.host}:{config.port}"
@@ -102,12 +101,38 @@ class SchedulerServer:
         """The auth interceptor, with its denial counter on /metrics and OTLP (None without --auth-file)."""
         if self.config.auth_file is None:
             return None
-        interceptor = AuthInterceptor(AuthSource(self.config.auth_file), self.core)
+        interceptor = AuthInterceptor(AuthSource(self.config.auth_file), Resolver(self.core.router, self.core.lookup))
         if self.metrics is not None:
             interceptor.denials.register(self.metrics.meter(AUTH_METER))
         if t.metrics_enabled():
             interceptor.denials.register(t.meter(AUTH_METER))
         return interceptor
+
+    def _telemetry(self) -> telemetry.SchedulerTelemetry | None:
+        """Telemetry as a task-events hook on the core, given what it reads of the replica (None when off)."""
+        config, core = self.config, self.core
+        return telemetry.setup(core.events, telemetry.SchedulerView(
+            limits=config.limits, redis_url=config.redis_url, redis=self.redis, queue_of=core.lookup.queue_of,
+            open_sessions=core.dispatcher.open_sessions), self.metrics)
+
+    def _add_servicers(self, tel: telemetry.SchedulerTelemetry | None) -> None:
+        """The four services, each handed the objects of the core it calls."""
+        config, core = self.config, self.core
+        tasks = TaskService(limits=config.limits, submission=core.submission, completion=core.completion,
+                            dispatcher=core.dispatcher, lookup=core.lookup, store=core.store, waiters=core.waiters,
+                            watchers=core.watchers,
+                            call_span=tel.pipelined_call if tel is not None else no_call_span)
+        workers = WorkerService(config=config, scheduler_id=core.scheduler_id, completion=core.completion,
+                                dispatcher=core.dispatcher, registry=core.registry, lookup=core.lookup,
+                                store=core.store, wakes=core.wakes)
+        admin = AdminService(store=core.store, queue_stats=core.queue_stats, queue_control=core.queue_control,
+                             task_search=core.task_search, registry=core.registry, worker_control=core.control,
+                             wakes=core.wakes, auth=self.auth.source if self.auth is not None else None)
+        add_servicer(self.server, tasks, task_service_pb2.DESCRIPTOR.services_by_name["TaskService"])
+        add_servicer(self.server, workers, worker_service_pb2.DESCRIPTOR.services_by_name["WorkerService"])
+        add_servicer(self.server, admin, admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"])
+        add_servicer(self.server, ScheduleService(core.beat),
+                     schedule_service_pb2.DESCRIPTOR.services_by_name["ScheduleService"])
 
     def _open_metrics(self) -> MetricsEndpoint | None:
         """Serves /metrics when a port is set (a port that cannot be bound stops start-up)."""

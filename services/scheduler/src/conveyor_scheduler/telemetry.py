@@ -1,9 +1,11 @@
 """OpenTelemetry in the scheduler: spans for gRPC calls, enqueue, dispatch and cancel; metrics.
 
-`setup(core, endpoint)` runs once per server, after `configure_from_env` installed (or did not
-install) the SDK providers and after the Prometheus endpoint (if any) was opened. When neither
-tracing nor metrics is on it returns no interceptor and the hooks (`enqueue`, `dispatched`,
-`acked`) return at their first line, so the hot path pays one call.
+`setup(hooks, view, endpoint)` runs once per server, after `configure_from_env` installed (or
+did not install) the SDK providers and after the Prometheus endpoint (if any) was opened. It
+adds `SchedulerTelemetry` to the replica's task-event hooks (`task_events`: stored, leased,
+finished) and returns it, for the server's interceptor and Pipeline's call spans. When neither
+tracing nor metrics is on it adds nothing and returns None, so the hot path pays one call per
+event. What it reads of the scheduler comes in a `SchedulerView`: it never holds the Core.
 
 Spans (see conveyor.telemetry for the whole trace):
 - "conveyor.v1.TaskService/Submit" etc. (SERVER) for every unary and server-streaming
@@ -37,6 +39,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -51,14 +54,17 @@ from conveyor.v1 import task_pb2, task_service_pb2
 from conveyor_scheduler.grpc_glue import method_of
 from conveyor_scheduler.keys import QueueKeys
 from conveyor_scheduler.queue_stats import SyncQueueReader
-from conveyor_scheduler.store import Submitted
+from conveyor_scheduler.store import AckEntry, Submitted
 from conveyor_scheduler.tallies import Tally
+from conveyor_scheduler.task_events import TaskEventHooks, TaskEvents
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import Histogram, Meter
+    from redis.asyncio import Redis
 
-    from conveyor_scheduler.core import Core
+    from conveyor_scheduler.config import Limits
     from conveyor_scheduler.exposition import MetricsEndpoint
+    from conveyor_scheduler.sessions import WorkerSession
     from conveyor_scheduler.validation import NewTask
 
 log = logging.getLogger(__name__)
@@ -81,27 +87,35 @@ WAIT_DESCRIPTION = ("Time an attempt waited ready in its queue (since submit, et
                     "before a worker leased it.")
 OVERFLOW_ATTRIBUTES = {"otel.metric.overflow": True}
 
-_active: SchedulerTelemetry | None = None
+
+@dataclass(frozen=True, slots=True)
+class SchedulerView:
+    """What telemetry reads of its replica, handed over at setup."""
+
+    limits: Limits
+    """Header room: a task that arrives without trace context gets the enqueue span's if it fits."""
+    redis_url: str
+    """For the metric reader's own connection (conveyor.queue.depth)."""
+    redis: Redis
+    """Reads a cancelled task's headers (its trace)."""
+    queue_of: Callable[[str], Awaitable[str]]
+    """A task id's queue."""
+    open_sessions: Callable[[], set[WorkerSession]]
+    """The worker streams open on this replica (conveyor.leases.active, conveyor.workers.connected)."""
 
 
-def setup(core: Core, endpoint: MetricsEndpoint | None = None) -> list[grpc.aio.ServerInterceptor]:
-    """Creates the instruments and returns the server interceptors (none when telemetry is off).
-    Metrics go to `endpoint` (Prometheus) when given, and to the global meter provider when an SDK
-    one is installed (`configure_from_env` for OTLP)."""
-    global _active  # noqa: PLW0603 - one scheduler per process; the hooks below read it
+def setup(hooks: TaskEventHooks, view: SchedulerView, endpoint: MetricsEndpoint | None = None
+          ) -> SchedulerTelemetry | None:
+    """Creates the instruments and adds them to `hooks` (None when telemetry is off). Metrics go
+    to `endpoint` (Prometheus) when given, and to the global meter provider when an SDK one is
+    installed (`configure_from_env` for OTLP)."""
     tracer = t.tracer()
     otlp = t.metrics_enabled()
     if tracer is None and endpoint is None and not otlp:
-        _active = None
-        return []
-    _active = SchedulerTelemetry(core, tracer, endpoint, otlp)
-    return [TelemetryInterceptor(_active)]
-
-
-def enqueue(specs: Sequence[task_pb2.TaskSpec]) -> Enqueue | _NotEnqueuing:
-    """Hook around storing new tasks: `with telemetry.enqueue(specs) as e: ...; e.stored(submitted, tasks)`."""
-    tel = _active
-    return NOT_ENQUEUING if tel is None else tel.start_enqueue(specs)
+        return None
+    tel = SchedulerTelemetry(view, tracer, endpoint, otlp)
+    hooks.add(tel)
+    return tel
 
 
 @contextlib.contextmanager
@@ -129,42 +143,18 @@ def record_status(span: trace.Span, code: int, message: str, exc: BaseException 
             span.record_exception(exc)
 
 
-@contextlib.contextmanager
-def pipelined_call(method: str) -> Iterator[Callable[[int, str], None]]:
-    """The SERVER span of one call on a Pipeline stream, as for the unary call it stands for (a
-    pipelined caller is not tracing, so the span is a root). Yields a function that records the
-    call's status code (and message when it failed)."""
-    tel = _active
-    tracer = tel.tracer if tel is not None else None
-    if tracer is None:
-        yield _no_status
-        return
-    with server_span(tracer, method, None) as span:
-        yield lambda code, message: record_status(span, code, message)
-
-
 def _no_status(code: int, message: str) -> None:
     pass
 
 
-def dispatched(leased: Sequence[task_pb2.LeasedTask], worker_id: str) -> None:
-    """Hook: these attempts were just leased to `worker_id` (streamed or polled)."""
-    tel = _active
-    if tel is not None and leased:
-        tel.on_dispatch(leased, worker_id)
+class SchedulerTelemetry(TaskEvents):
+    """The spans and metrics of one replica: a task-events hook (enqueue spans and counts,
+    dispatch spans and waits, completions) and the state the interceptor and the observable
+    instruments read."""
 
-
-def acked(entries: Sequence[tuple[str, Any]], outcomes: Sequence[task_pb2.AckOutcome]) -> None:
-    """Hook: acks of (queue, entry) were recorded with these outcomes."""
-    tel = _active
-    if tel is not None and tel.metrics:
-        tel.on_ack(entries, outcomes)
-
-
-class SchedulerTelemetry:
-    def __init__(self, core: Core, tracer: trace.Tracer | None, endpoint: MetricsEndpoint | None = None,
+    def __init__(self, view: SchedulerView, tracer: trace.Tracer | None, endpoint: MetricsEndpoint | None = None,
                  otlp: bool = False) -> None:
-        self.core = core
+        self.view = view
         self.tracer = tracer
         self.metrics = endpoint is not None or otlp
         self._attrs: dict[tuple[str, ...], dict[str, str]] = {}
@@ -217,9 +207,29 @@ class SchedulerTelemetry:
                 self._attrs[pairs] = cached
         return cached
 
-    # -- hooks ----------------------------------------------------------------------------------
+    # -- task events ----------------------------------------------------------------------------
 
-    def on_dispatch(self, leased: Sequence[task_pb2.LeasedTask], worker_id: str) -> None:
+    def leased(self, leased: Sequence[task_pb2.LeasedTask], worker_id: str) -> None:
+        if leased:
+            self._dispatched(leased, worker_id)
+
+    def finished(self, entries: Sequence[tuple[str, AckEntry]], outcomes: Sequence[task_pb2.AckOutcome]) -> None:
+        if self.metrics:
+            self._acked(entries, outcomes)
+
+    @contextlib.contextmanager
+    def pipelined_call(self, method: str) -> Iterator[Callable[[int, str], None]]:
+        """The SERVER span of one call on a Pipeline stream, as for the unary call it stands for (a
+        pipelined caller is not tracing, so the span is a root). Yields a function that records the
+        call's status code (and message when it failed)."""
+        tracer = self.tracer
+        if tracer is None:
+            yield _no_status
+            return
+        with server_span(tracer, method, None) as span:
+            yield lambda code, message: record_status(span, code, message)
+
+    def _dispatched(self, leased: Sequence[task_pb2.LeasedTask], worker_id: str) -> None:
         if self.wait is not None:
             self._count_waits(leased)
         if self.tracer is None:
@@ -265,7 +275,7 @@ class SchedulerTelemetry:
             for ms in waits_ms:
                 self.wait.record(ms / 1000, attributes)
 
-    def on_ack(self, entries: Sequence[tuple[str, Any]], outcomes: Sequence[task_pb2.AckOutcome]) -> None:
+    def _acked(self, entries: Sequence[tuple[str, AckEntry]], outcomes: Sequence[task_pb2.AckOutcome]) -> None:
         counts = collections.Counter((queue, outcome.state) for (queue, _), outcome
                                      in zip(entries, outcomes, strict=False) if outcome.status == ACCEPTED)
         for (queue, state), n in counts.items():
@@ -276,12 +286,12 @@ class SchedulerTelemetry:
 
     # -- submit -------------------------------------------------------------------------------
 
-    def start_enqueue(self, specs: Sequence[task_pb2.TaskSpec]) -> Enqueue:
+    def storing(self, specs: Sequence[task_pb2.TaskSpec]) -> Enqueue:
         """Starts one enqueue span per task before the tasks are stored (see the module doc)."""
         spans: list[trace.Span] = []
         if self.tracer is not None:
             current = trace.get_current_span().get_span_context()  # the Submit span; none for the beat
-            limits = self.core.config.limits
+            limits = self.view.limits
             for spec in specs:
                 headers = spec.headers
                 links = None
@@ -307,12 +317,12 @@ class SchedulerTelemetry:
     # -- Cancel -------------------------------------------------------------------------------
 
     async def cancelled(self, request: Any, response: Any, server: trace.Span | None) -> None:
-        queue = await self.core.queue_of(request.task_id)
+        queue = await self.view.queue_of(request.task_id)
         if self.metrics and response.state == CANCELLED:
             self.completed.add((queue, "cancelled"))
         if self.tracer is None or server is None:
             return
-        raw = await self.core.redis.hget(QueueKeys.of(queue).task(request.task_id), "h")
+        raw = await self.view.redis.hget(QueueKeys.of(queue).task(request.task_id), "h")
         headers = json.loads(raw) if raw else {}
         if t.TRACEPARENT not in headers:
             return
@@ -339,7 +349,7 @@ class SchedulerTelemetry:
 
     def _sync_redis(self) -> redis.Redis:
         if self._redis is None:
-            self._redis = redis.Redis.from_url(self.core.config.redis_url, socket_timeout=2, socket_connect_timeout=2)
+            self._redis = redis.Redis.from_url(self.view.redis_url, socket_timeout=2, socket_connect_timeout=2)
         return self._redis
 
     def _observe_depth(self, options: CallbackOptions) -> Iterable[Observation]:
@@ -358,42 +368,16 @@ class SchedulerTelemetry:
                 out.append(Observation(value, self.attrs(t.DESTINATION, queue, t.TASK_STATE, state)))
         return out
 
-    def _sessions(self) -> set[Any]:
-        sessions: set[Any] = set()
-        try:
-            for qd in list(self.core.dispatcher._queues.values()):
-                sessions.update(s for s in list(qd.sessions) if not s.closed)
-        except RuntimeError:  # changed size while the event loop ran: report next time
-            pass
-        return sessions
-
     def _observe_leases(self, options: CallbackOptions) -> Iterable[Observation]:
-        return [Observation(sum(len(s.leases) for s in self._sessions()), self.attrs())]
+        return [Observation(sum(len(s.leases) for s in self.view.open_sessions()), self.attrs())]
 
     def _observe_workers(self, options: CallbackOptions) -> Iterable[Observation]:
-        return [Observation(len(self._sessions()), self.attrs())]
-
-
-class _NotEnqueuing:
-    """`enqueue` while telemetry is off: does nothing."""
-
-    __slots__ = ()
-
-    def __enter__(self) -> _NotEnqueuing:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def stored(self, submitted: Sequence[Submitted], tasks: Sequence[NewTask]) -> None:
-        return None
-
-
-NOT_ENQUEUING = _NotEnqueuing()
+        return [Observation(len(self.view.open_sessions()), self.attrs())]
 
 
 class Enqueue:
-    """The enqueue spans (and submitted count) of one batch of new tasks."""
+    """The enqueue spans (and submitted count) of one batch of new tasks: SchedulerTelemetry's
+    `storing` (task_events.Storing)."""
 
     __slots__ = ("spans", "specs", "tel")
 

@@ -70,6 +70,15 @@ def check_queue(value: str, field: str) -> str:
     return value
 
 
+MAX_LEASE_TOKEN = 64
+"""The longest lease token accepted; the scheduler's own are about 20 characters."""
+
+
+def check_lease_token(token: str, field: str) -> None:
+    if not 1 <= len(token) <= MAX_LEASE_TOKEN:
+        raise InvalidArgument(field, f"must be 1 to {MAX_LEASE_TOKEN} characters, got {len(token)}")
+
+
 def check_task_id(value: str, field: str = "task_id") -> int:
     """Returns the queue code carried by the id."""
     try:

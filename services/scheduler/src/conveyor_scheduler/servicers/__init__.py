@@ -1,1 +1,2 @@
-"""Thin gRPC servicers over the scheduler core, one module per service."""
+"""Thin gRPC servicers, one module per service: each checks its requests and calls the domain
+objects server.py hands it (submission, completion, dispatch, ...), never the Core."""

@@ -10,14 +10,15 @@ ended with, goes back tagged with the request's call_id.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 import grpc
 
 from conveyor.v1 import task_service_pb2
-from conveyor_scheduler import telemetry
 from conveyor_scheduler.background import Background
 from conveyor_scheduler.errors import InvalidArgument
 from conveyor_scheduler.grpc_glue import Malformed, status_for
@@ -37,6 +38,20 @@ class Deadline(Protocol):
 SubmitHandler = Callable[[task_service_pb2.SubmitRequest, Deadline, ResultPush],
                          Awaitable[task_service_pb2.SubmitResponse]]
 NewPush = Callable[[Send], ResultPush]
+RecordStatus = Callable[[int, str], None]
+"""Records a call's status code (and its message when it failed)."""
+CallSpan = Callable[[str], AbstractContextManager[RecordStatus]]
+"""Opens the SERVER span of one pipelined call of a method, yielding its RecordStatus."""
+
+
+def _no_status(code: int, message: str) -> None:
+    pass
+
+
+@contextlib.contextmanager
+def no_call_span(method: str) -> Iterator[RecordStatus]:
+    """The CallSpan while telemetry is off: no span."""
+    yield _no_status
 
 
 class _NoDeadline:
@@ -55,7 +70,7 @@ GET_RESULTS = "conveyor.v1.TaskService/GetResults"
 
 
 async def serve(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext, submit: SubmitHandler,
-                get_results: Handler, new_push: NewPush) -> None:
+                get_results: Handler, new_push: NewPush, call_span: CallSpan = no_call_span) -> None:
     """Runs until the client half-closes (then answers what is in flight) or the stream breaks.
     Each call writes its own answer (context.write, one at a time): no queue, no extra hop.
     Results pushed to the client (result_push) go out the same way, with call_id 0."""
@@ -74,7 +89,7 @@ async def serve(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext,
 
     async def run(call_id: int, handler: Handler, request: Any, field: str, method: str) -> None:
         resp = task_service_pb2.PipelineResponse(call_id=call_id)
-        with telemetry.pipelined_call(method) as status:
+        with call_span(method) as status:
             try:
                 getattr(resp, field).CopyFrom(await handler(request, NO_DEADLINE))
             except Exception as exc:  # one call's failure must not end the other calls' stream

@@ -8,14 +8,14 @@ from __future__ import annotations
 import grpc
 
 from conveyor.v1 import schedule_service_pb2 as pb
-from conveyor_scheduler.core import Core
+from conveyor_scheduler.beat import Beat
 from conveyor_scheduler.errors import InvalidArgument
 from conveyor_scheduler.schedules import ScheduleDef, to_schedule
 
 
 class ScheduleService:
-    def __init__(self, core: Core) -> None:
-        self.beat = core.beat
+    def __init__(self, beat: Beat) -> None:
+        self.beat = beat
 
     def _definition(self, request: pb.CreateScheduleRequest | pb.UpdateScheduleRequest) -> ScheduleDef:
         if not request.HasField("schedule"):

@@ -7,30 +7,43 @@ from collections.abc import AsyncIterator, Sequence
 import grpc
 
 from conveyor.v1 import task_pb2, task_service_pb2
-from conveyor_scheduler import telemetry
-from conveyor_scheduler.core import Core
+from conveyor_scheduler.completion import Completion
+from conveyor_scheduler.config import Limits
+from conveyor_scheduler.dispatch import Dispatcher
 from conveyor_scheduler.errors import FailedPrecondition, InvalidArgument, NotFound
-from conveyor_scheduler.records import TERMINAL, to_leased, to_result, to_task
+from conveyor_scheduler.records import TERMINAL, to_result, to_task
 from conveyor_scheduler.result_push import ResultPush
 from conveyor_scheduler.servicers import pipeline
-from conveyor_scheduler.signals import wait_any
-from conveyor_scheduler.store import AckEntry
-from conveyor_scheduler.submission import submit_specs
-from conveyor_scheduler.validation import check_name, check_queue, check_task_names, duration_ms
+from conveyor_scheduler.store import Store
+from conveyor_scheduler.submission import Submission
+from conveyor_scheduler.task_lookup import TaskLookup
+from conveyor_scheduler.validation import check_lease_token, check_name, check_queue, check_task_names, duration_ms
+from conveyor_scheduler.waiters import ResultWaiters
+from conveyor_scheduler.watchers import Watchers
 
 STATE_NAMES = {v.number: v.name.removeprefix("TASK_STATE_") for v in task_pb2.TaskState.DESCRIPTOR.values}
-MAX_TEXT = 64 * 1024
-"""An ack's error message and traceback are cut to this many characters (the type to 200)."""
 MAX_POLL_TASKS = 1000
-MAX_LEASE_TOKEN = 64
-"""The longest lease token accepted; the scheduler's own are about 20 characters."""
-ACK_STATUS = {1: task_pb2.ACK_STATUS_ACCEPTED, 2: task_pb2.ACK_STATUS_STALE_LEASE, 3: task_pb2.ACK_STATUS_NOT_FOUND}
 
 
 class TaskService:
-    def __init__(self, core: Core) -> None:
-        self.core = core
-        self.limits = core.config.limits
+    def __init__(self, *, limits: Limits, submission: Submission, completion: Completion, dispatcher: Dispatcher,
+                 lookup: TaskLookup, store: Store, waiters: ResultWaiters, watchers: Watchers,
+                 call_span: pipeline.CallSpan = pipeline.no_call_span) -> None:
+        self.limits = limits
+        self.submission = submission
+        """Submit (and the beat's firings)."""
+        self.completion = completion
+        """Ack (and the worker stream's reports)."""
+        self.dispatcher = dispatcher
+        """Poll."""
+        self.lookup = lookup
+        self.store = store
+        self.waiters = waiters
+        """Submit(wait_results), GetResult(s) and Pipeline's pushed results wait here."""
+        self.watchers = watchers
+        """WatchTask's state changes."""
+        self.call_span = call_span
+        """The SERVER span of each call a Pipeline stream carries (telemetry's, when tracing)."""
 
     async def Submit(self, request: task_service_pb2.SubmitRequest, context: grpc.aio.ServicerContext
                      ) -> task_service_pb2.SubmitResponse:
@@ -46,7 +59,7 @@ class TaskService:
         if request.HasField("wait_results"):
             wait_ms = duration_ms(request.wait_results, "wait_results", minimum=0,
                                   maximum=self.limits.max_result_wait_ms)
-        submitted = await submit_specs(self.core, request.tasks)  # shared with the beat's firings
+        submitted = await self.submission.submit_specs(request.tasks)  # shared with the beat's firings
         pushed = push.follow(request.tasks, submitted) if push is not None and wait_ms < 0 else [False] * count
         resp = task_service_pb2.SubmitResponse(tasks=[
             task_service_pb2.SubmittedTask(id=s.id, queue=s.queue, state=s.state, duplicate=s.duplicate,
@@ -70,11 +83,11 @@ class TaskService:
         queues = {task_id: queue for queue, task_id in tasks}
 
         async def fetch(ids: Sequence[str]) -> list[dict[bytes, bytes]]:
-            return await self.core.store.get_many([(queues[i], i) for i in ids])
+            return await self.store.get_many([(queues[i], i) for i in ids])
 
         if not wait_ms:
             return await fetch([task_id for _, task_id in tasks])
-        return await self.core.waiters.wait_many([task_id for _, task_id in tasks], wait_ms / 1000, fetch,
+        return await self.waiters.wait_many([task_id for _, task_id in tasks], wait_ms / 1000, fetch,
                                                  unfinished)
 
     async def Poll(self, request: task_service_pb2.PollRequest, context: grpc.aio.ServicerContext
@@ -90,32 +103,14 @@ class TaskService:
             wait_ms = duration_ms(request.wait, "wait", minimum=0, maximum=self.limits.max_poll_wait_ms)
         worker = check_name(request.worker_id, "worker_id") if request.worker_id else "poll"
         names = check_task_names(request.task_names, "task_names")
-        store, loop_deadline = self.core.store, store_now_s(self) + wait_ms / 1000
-        signals = [self.core.dispatcher.queue(q).signal for q in queues]
-        while True:
-            seen = [(sig, sig.gen) for sig in signals]
-            leased: list[task_pb2.LeasedTask] = []
-            for queue in queues:
-                want = max_tasks - len(leased)
-                if want <= 0:
-                    break
-                rate = self.core.config.queue_rate_limits.get(queue, "")
-                claimed = await store.claim(queue, want, worker, 0, rate, names=names)
-                if claimed.reserved_ms >= 0:
-                    self.core.maintenance.schedule(queue, claimed.reserved_ms)
-                if claimed.parked:
-                    self.core.dispatcher.on_parked(queue, claimed.parked)
-                leased += [to_leased(queue, rec) for rec in claimed.records]
-            telemetry.dispatched(leased, worker)
-            remaining = loop_deadline - store_now_s(self)
-            if leased or remaining <= 0 or not await wait_any(seen, remaining):
-                return task_service_pb2.PollResponse(tasks=leased)
+        leased = await self.dispatcher.poll(queues, max_tasks, worker, names, wait_ms)
+        return task_service_pb2.PollResponse(tasks=leased)
 
     async def Ack(self, request: task_service_pb2.AckRequest, context: grpc.aio.ServicerContext
                   ) -> task_service_pb2.AckResponse:
         if not 1 <= len(request.acks) <= self.limits.max_batch:
             raise InvalidArgument("acks", f"must hold 1 to {self.limits.max_batch} acks, got {len(request.acks)}")
-        outcomes = await self.ack(request.acks, "acks")
+        outcomes = await self.completion.ack(request.acks, "acks")  # shared with the worker stream
         if len(outcomes) == 1 and outcomes[0].status != task_pb2.ACK_STATUS_ACCEPTED:
             o = outcomes[0]
             if o.status == task_pb2.ACK_STATUS_NOT_FOUND:
@@ -125,57 +120,12 @@ class TaskService:
                 f"(the task is {STATE_NAMES[o.state]}); the outcome was not recorded")
         return task_service_pb2.AckResponse(outcomes=outcomes)
 
-    async def ack(self, acks: Sequence[task_pb2.TaskAck], field: str) -> list[task_pb2.AckOutcome]:
-        """Validates and records acks (shared with the worker stream)."""
-        entries = [(await self.core.queue_of(a.task_id, f"{field}[{i}].task_id"), self._entry(a, f"{field}[{i}]"))
-                   for i, a in enumerate(acks)]
-        results, finished_ms = await self.core.store.ack(entries)
-        waiters = self.core.waiters
-        outcomes = []
-        for (queue, entry), (status, state, attempt) in zip(entries, results, strict=True):
-            if status == 1 and waiters.waiting(entry.task_id):
-                if state == task_pb2.TASK_STATE_SUCCEEDED and entry.kind == "s":  # waiters need not re-read it
-                    rec = {b"st": b"4", b"at": str(attempt).encode(), b"fa": str(finished_ms).encode(),
-                           b"r": entry.a if isinstance(entry.a, bytes) else entry.a.encode()}
-                    if entry.b:
-                        rec[b"rc"] = entry.b.encode()
-                    waiters.notify(entry.task_id, rec)
-                elif state in TERMINAL:
-                    waiters.notify(entry.task_id)
-            if status == 1 and state == task_pb2.TASK_STATE_SCHEDULED:
-                self.core.maintenance.schedule(queue, self.core.store.clock())
-            outcomes.append(task_pb2.AckOutcome(task_id=entry.task_id, status=ACK_STATUS[status], state=state))
-        telemetry.acked(entries, outcomes)
-        return outcomes
-
-    def _entry(self, ack: task_pb2.TaskAck, at: str) -> AckEntry:
-        check_lease_token(ack.lease_token, f"{at}.lease_token")
-        which = ack.WhichOneof("outcome")
-        if which == "result":
-            if len(ack.result.data) > self.limits.max_payload_bytes:
-                raise InvalidArgument(f"{at}.result.data", f"is {len(ack.result.data)} bytes, over the limit of "
-                                      f"{self.limits.max_payload_bytes}")
-            ctype = ack.result.content_type
-            return AckEntry(ack.task_id, ack.lease_token, "s", ack.result.data,
-                            "" if ctype in ("", "application/json") else ctype[:100])
-        if which == "failure":
-            f = ack.failure
-            delay = -1
-            if f.HasField("retry_delay"):
-                delay = duration_ms(f.retry_delay, f"{at}.failure.retry_delay", minimum=0,
-                                    maximum=self.limits.max_timeout_ms)
-            return AckEntry(ack.task_id, ack.lease_token, "r" if f.retry else "f", f.error.type[:200] or "Error",
-                            f.error.message[:MAX_TEXT], f.error.traceback[:MAX_TEXT], delay)
-        if which == "cancelled":
-            return AckEntry(ack.task_id, ack.lease_token, "c")
-        raise InvalidArgument(f"{at}.outcome", "set result, failure or cancelled")
-
     async def ExtendLease(self, request: task_service_pb2.ExtendLeaseRequest, context: grpc.aio.ServicerContext
                           ) -> task_service_pb2.ExtendLeaseResponse:
         extend = duration_ms(request.extend_by, "extend_by", minimum=1, maximum=self.limits.max_timeout_ms)
         check_lease_token(request.lease_token, "lease_token")
-        queue = await self.core.queue_of(request.task_id)
-        (expiry,) = await self.core.store.extend(queue, [(request.task_id, request.lease_token, extend)])
+        queue = await self.lookup.queue_of(request.task_id)
+        (expiry,) = await self.store.extend(queue, [(request.task_id, request.lease_token, extend)])
         if expiry == -2:
             raise NotFound(f"no task {request.task_id}")
         if expiry == -1:
@@ -189,7 +139,7 @@ class TaskService:
         wait_ms = 0
         if request.HasField("wait"):
             wait_ms = duration_ms(request.wait, "wait", minimum=0, maximum=self.limits.max_result_wait_ms)
-        queue = await self.core.queue_of(request.task_id)
+        queue = await self.lookup.queue_of(request.task_id)
         (rec,) = await self._wait([(queue, request.task_id)], self._capped(wait_ms, context))
         if not rec:
             raise NotFound(f"no task {request.task_id} (it never existed, or its record expired)")
@@ -206,7 +156,7 @@ class TaskService:
         tasks = []
         for i, task_id in enumerate(request.task_ids):
             try:
-                queue = await self.core.queue_of(task_id, f"task_ids[{i}]")
+                queue = await self.lookup.queue_of(task_id, f"task_ids[{i}]")
             except NotFound:  # a well-formed id of a queue nobody knows: no such task
                 queue = ""  # no queue is named "": its keys hold nothing
             tasks.append((queue, task_id))
@@ -218,17 +168,17 @@ class TaskService:
 
     async def GetTask(self, request: task_service_pb2.GetTaskRequest, context: grpc.aio.ServicerContext
                       ) -> task_service_pb2.GetTaskResponse:
-        queue, rec = await self.core.record(request.task_id)
+        queue, rec = await self.lookup.record(request.task_id)
         return task_service_pb2.GetTaskResponse(task=to_task(request.task_id, queue, rec))
 
     async def Cancel(self, request: task_service_pb2.CancelRequest, context: grpc.aio.ServicerContext
                      ) -> task_service_pb2.CancelResponse:
-        queue = await self.core.queue_of(request.task_id)
-        state, _ = await self.core.store.cancel(queue, request.task_id)
+        queue = await self.lookup.queue_of(request.task_id)
+        state, _ = await self.store.cancel(queue, request.task_id)
         if state == 0:
             raise NotFound(f"no task {request.task_id}")
         if state == task_pb2.TASK_STATE_CANCELLED:
-            self.core.waiters.notify(request.task_id)
+            self.waiters.notify(request.task_id)
         elif state in TERMINAL:
             raise FailedPrecondition(f"task {request.task_id} already finished as {STATE_NAMES[state]}")
         return task_service_pb2.CancelResponse(state=state)
@@ -236,15 +186,15 @@ class TaskService:
     async def Pipeline(self, requests: AsyncIterator[task_service_pb2.PipelineRequest],
                        context: grpc.aio.ServicerContext) -> None:
         await pipeline.serve(requests, context, self.submit, self.GetResults,
-                             lambda send: ResultPush(self.core.waiters, self.core.store.get_many, send))
+                             lambda send: ResultPush(self.waiters, self.store.get_many, send), self.call_span)
 
     async def WatchTask(self, request: task_service_pb2.WatchTaskRequest, context: grpc.aio.ServicerContext
                         ) -> AsyncIterator[task_service_pb2.WatchTaskResponse]:
         task_id = request.task_id
-        queue = await self.core.queue_of(task_id)
-        changes = self.core.watchers.add(task_id)
+        queue = await self.lookup.queue_of(task_id)
+        changes = self.watchers.add(task_id)
         try:
-            rec = await self.core.store.watch(queue, task_id)
+            rec = await self.store.watch(queue, task_id)
             if not rec:
                 raise NotFound(f"no task {task_id} (it never existed, or its record expired)")
             seq = int(rec.get(b"ev", 0))
@@ -253,7 +203,7 @@ class TaskService:
             while state not in TERMINAL:
                 change = await changes.get()
                 if change.seq == 0:  # the event bus reconnected: re-read, emit if it moved
-                    rec = await self.core.store.get(queue, task_id)
+                    rec = await self.store.get(queue, task_id)
                     if not rec or int(rec.get(b"ev", 0)) <= seq:
                         continue
                     seq, state = int(rec.get(b"ev", 0)), int(rec[b"st"])
@@ -263,28 +213,19 @@ class TaskService:
                     continue
                 seq, state = change.seq, change.state
                 if state in TERMINAL:
-                    rec = await self.core.store.get(queue, task_id)
+                    rec = await self.store.get(queue, task_id)
                     yield self._change(task_id, queue, rec)
                 else:
                     yield self._event(task_id, state, change.attempt)
         finally:
-            self.core.watchers.remove(task_id, changes)
+            self.watchers.remove(task_id, changes)
 
     def _event(self, task_id: str, state: int, attempt: int) -> task_service_pb2.WatchTaskResponse:
         resp = task_service_pb2.WatchTaskResponse(task_id=task_id, state=state, attempt=attempt)
-        resp.at.FromMilliseconds(self.core.store.clock())
+        resp.at.FromMilliseconds(self.store.clock())
         return resp
 
     def _change(self, task_id: str, queue: str, rec: dict[bytes, bytes]) -> task_service_pb2.WatchTaskResponse:
         resp = self._event(task_id, int(rec[b"st"]), int(rec.get(b"at", 0)))
         resp.task.CopyFrom(to_task(task_id, queue, rec))
         return resp
-
-
-def check_lease_token(token: str, field: str) -> None:
-    if not 1 <= len(token) <= MAX_LEASE_TOKEN:
-        raise InvalidArgument(field, f"must be 1 to {MAX_LEASE_TOKEN} characters, got {len(token)}")
-
-
-def store_now_s(service: TaskService) -> float:
-    return service.core.store.clock() / 1000

@@ -12,21 +12,37 @@ from google.protobuf.duration_pb2 import Duration
 from redis.exceptions import RedisError
 
 from conveyor.v1 import task_pb2, worker_service_pb2
-from conveyor_scheduler.core import Core
+from conveyor_scheduler.completion import Completion
+from conveyor_scheduler.config import SchedulerConfig
+from conveyor_scheduler.dispatch import Dispatcher
 from conveyor_scheduler.errors import InvalidArgument
 from conveyor_scheduler.grpc_glue import Malformed
-from conveyor_scheduler.servicers.task_service import TaskService
+from conveyor_scheduler.registry import WorkerRegistry
 from conveyor_scheduler.sessions import WorkerSession
+from conveyor_scheduler.store import Store
+from conveyor_scheduler.task_lookup import TaskLookup
 from conveyor_scheduler.validation import check_name, check_queue, check_task_id, check_task_names
+from conveyor_scheduler.wakes import Wakes
 
 log = logging.getLogger(__name__)
 MAX_CREDIT = 10_000
 
 
 class WorkerService:
-    def __init__(self, core: Core, tasks: TaskService) -> None:
-        self.core = core
-        self.tasks = tasks
+    def __init__(self, *, config: SchedulerConfig, scheduler_id: str, completion: Completion, dispatcher: Dispatcher,
+                 registry: WorkerRegistry, lookup: TaskLookup, store: Store, wakes: Wakes) -> None:
+        self.config = config
+        """The lease TTL and heartbeat interval the worker is told."""
+        self.scheduler_id = scheduler_id
+        self.completion = completion
+        """The acks of a report."""
+        self.dispatcher = dispatcher
+        """Pushes leases on the stream, within its credit."""
+        self.registry = registry
+        self.lookup = lookup
+        self.store = store
+        self.wakes = wakes
+        """Told when a hand-back makes tasks ready again."""
 
     async def Connect(self, requests: AsyncIterator[worker_service_pb2.ConnectRequest],
                       context: grpc.aio.ServicerContext) -> AsyncIterator[worker_service_pb2.ConnectResponse]:
@@ -36,10 +52,10 @@ class WorkerService:
             return
         session = self._hello(first)
         lost = await self._adopt(session, first.hello.held)
-        await self.core.registry.join(session)
-        cfg = self.core.config
+        await self.registry.join(session)
+        cfg = self.config
         accepted = worker_service_pb2.ConnectAccepted(
-            scheduler_id=self.core.scheduler_id,
+            scheduler_id=self.scheduler_id,
             heartbeat_interval=Duration(seconds=cfg.heartbeat_interval_ms // 1000,
                                         nanos=cfg.heartbeat_interval_ms % 1000 * 1_000_000),
             lease_ttl=Duration(seconds=cfg.lease_ttl_ms // 1000, nanos=cfg.lease_ttl_ms % 1000 * 1_000_000),
@@ -47,7 +63,7 @@ class WorkerService:
         yield worker_service_pb2.ConnectResponse(accepted=accepted)
         reader = asyncio.create_task(self._read(requests, session))
         try:
-            await self.core.dispatcher.attach(session)
+            await self.dispatcher.attach(session)
             log.info("worker %s connected (queues %s, credit %d)", session.worker_id, ",".join(session.queues),
                      session.credit)
             while True:
@@ -56,7 +72,7 @@ class WorkerService:
                     break
                 yield msg
         finally:
-            self.core.dispatcher.detach(session)
+            self.dispatcher.detach(session)
             reader.cancel()
             # The call may be cancelled again while we clean up: the hand-back runs in its own
             # task, shielded, so a broken stream never leaves leases behind.
@@ -91,14 +107,14 @@ class WorkerService:
         stream; returns the ids of those that are no longer current (lost)."""
         by_queue: dict[str, list[tuple[str, str]]] = {}
         for i, ref in enumerate(held):
-            queue = await self.core.queue_of(ref.task_id, f"hello.held[{i}].task_id")
+            queue = await self.lookup.queue_of(ref.task_id, f"hello.held[{i}].task_id")
             if not 1 <= len(ref.lease_token) <= 64:
                 raise InvalidArgument(f"hello.held[{i}].lease_token", "must be 1 to 64 characters")
             by_queue.setdefault(queue, []).append((ref.task_id, ref.lease_token))
         lost = []
         for queue, leases in by_queue.items():
-            adopted = await self.core.store.adopt(queue, leases, session.owner, session.worker_id,
-                                                  self.core.config.lease_ttl_ms)
+            adopted = await self.store.adopt(queue, leases, session.owner, session.worker_id,
+                                                  self.config.lease_ttl_ms)
             for (task_id, token), ok in zip(leases, adopted, strict=True):
                 if ok:
                     session.leases[task_id] = (queue, token)
@@ -130,7 +146,7 @@ class WorkerService:
         # (the stream broke) the lease is still held and _close hands it back; a lease whose
         # ack did land has a stale token by then, and release.lua ignores it.
         if report.acks:
-            outcomes = await self.tasks.ack(report.acks, "report.acks")
+            outcomes = await self.completion.ack(report.acks, "report.acks")
             for ack in report.acks:
                 session.leases.pop(ack.task_id, None)
             refused = [o for o in outcomes if o.status != task_pb2.ACK_STATUS_ACCEPTED]
@@ -141,7 +157,7 @@ class WorkerService:
                 session.report_done(report.seq, refused)
         if report.draining:  # before the hand-back's awaits: nothing may be leased to it meanwhile
             session.stop_work()
-            await self.core.registry.beat(session)
+            await self.registry.beat(session)
         if report.releases:
             by_queue: dict[str, list[tuple[str, str]]] = {}
             for ref in report.releases:
@@ -149,24 +165,24 @@ class WorkerService:
                 if held:
                     by_queue.setdefault(held[0], []).append((ref.task_id, ref.lease_token))
             for queue, leases in by_queue.items():
-                released = await self.core.store.release(queue, leases, session.owner)
+                released = await self.store.release(queue, leases, session.owner)
                 for task_id, _ in leases:
                     session.leases.pop(task_id, None)
                 if released:
-                    self.core.tasks_ready(queue)
-                    await self.core.bus.publish_wake(queue)
+                    self.wakes.ready(queue)
+                    await self.wakes.publish(queue)
         if report.credit and not session.draining:
             session.credit = min(session.credit + report.credit, MAX_CREDIT)
-            self.core.dispatcher.credit_changed(session)
+            self.dispatcher.credit_changed(session)
 
     async def _heartbeat(self, session: WorkerSession, beat: worker_service_pb2.WorkerHeartbeat) -> None:
         if len(beat.active_task_ids) > MAX_CREDIT:
             raise InvalidArgument("heartbeat.active_task_ids", f"must name at most {MAX_CREDIT} tasks")
         for i, task_id in enumerate(beat.active_task_ids):
             check_task_id(task_id, f"heartbeat.active_task_ids[{i}]")
-        ttl = self.core.config.lease_ttl_ms
+        ttl = self.config.lease_ttl_ms
         for queue, leases in session.leases_by_queue().items():
-            expiries = await self.core.store.extend(queue, [(tid, tok, ttl) for tid, tok in leases], session.owner)
+            expiries = await self.store.extend(queue, [(tid, tok, ttl) for tid, tok in leases], session.owner)
             for (task_id, _), expiry in zip(leases, expiries, strict=True):
                 if expiry < 0:
                     session.leases.pop(task_id, None)
@@ -174,12 +190,12 @@ class WorkerService:
         session.succeeded, session.failed = beat.succeeded, beat.failed
         if beat.concurrency:
             session.concurrency = beat.concurrency
-        await self.core.registry.beat(session)  # what AdminService.ListWorkers shows
+        await self.registry.beat(session)  # what AdminService.ListWorkers shows
 
     async def _close(self, session: WorkerSession, reader: asyncio.Task[None]) -> None:
         await asyncio.gather(reader, return_exceptions=True)
         try:
-            await self.core.registry.leave(session)
+            await self.registry.leave(session)
         except Exception as exc:  # noqa: BLE001 - the entry lapses after the lease TTL
             log.info("could not remove worker %s from the registry: %s", session.worker_id, exc)
         held = len(session.leases)
@@ -199,14 +215,14 @@ class WorkerService:
         released = 0
         for queue, leases in session.leases_by_queue().items():
             try:
-                count = await self.core.store.release(queue, leases, session.owner)
+                count = await self.store.release(queue, leases, session.owner)
             except Exception as exc:  # noqa: BLE001 - the reaper returns them when their lease lapses
                 log.warning("could not hand back %d leases of %s: %s", len(leases), session.worker_id, exc)
                 continue
             released += count
             if count:
-                self.core.tasks_ready(queue)
+                self.wakes.ready(queue)
                 with contextlib.suppress(Exception):
-                    await self.core.bus.publish_wake(queue)
+                    await self.wakes.publish(queue)
         session.leases.clear()
         return released
