@@ -17,7 +17,14 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2
 
-from conveyor.v1 import admin_service_pb2, schedule_service_pb2, task_pb2, task_service_pb2, worker_service_pb2
+from conveyor.v1 import (
+    admin_service_pb2,
+    schedule_service_pb2,
+    task_pb2,
+    task_service_pb2,
+    worker_service_pb2,
+    workflow_service_pb2,
+)
 from conveyor_scheduler import access
 from tests.auth_calls import Method, auth_file, call, granted
 from tests.harness import Cluster, free_port, wait_for
@@ -34,7 +41,7 @@ def every_method() -> list[Method]:
     """Every method of every service the scheduler serves behind auth, each with a request that
     is valid enough: what an allowed call may still fail with is INVALID_ARGUMENT or NOT_FOUND."""
     methods = [Method.of(m) for module in (task_service_pb2, worker_service_pb2, admin_service_pb2,
-                                           schedule_service_pb2)
+                                           schedule_service_pb2, workflow_service_pb2)
                for service in module.DESCRIPTOR.services_by_name.values() for m in service.methods]
     reflection = reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"].methods_by_name["ServerReflectionInfo"]
     v1alpha = Method.of(reflection, REFLECTION_REQUEST)

@@ -12,7 +12,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 
 RPC_TIMEOUT = 30.0
 CONVEYOR = {"conveyor.v1.TaskService", "conveyor.v1.WorkerService", "conveyor.v1.AdminService",
-            "conveyor.v1.ScheduleService"}
+            "conveyor.v1.ScheduleService", "conveyor.v1.WorkflowService"}
 EXPECTED = CONVEYOR | {"grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection",
                        "grpc.reflection.v1alpha.ServerReflection"}
 

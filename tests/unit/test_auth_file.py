@@ -10,14 +10,21 @@ import pytest
 
 from conveyor.cli_token import ROLES as CLI_ROLES
 from conveyor.cli_token import entry
-from conveyor.v1 import admin_service_pb2, schedule_service_pb2, task_service_pb2, worker_service_pb2
+from conveyor.v1 import (
+    admin_service_pb2,
+    schedule_service_pb2,
+    task_service_pb2,
+    worker_service_pb2,
+    workflow_service_pb2,
+)
 from conveyor_scheduler import access
 from conveyor_scheduler.auth_file import AuthFileError, parse
 from conveyor_scheduler.auth_source import AuthSource, sha256_hex
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGEST = "a" * 64
-SERVICES = {d.full_name: d for m in (task_service_pb2, worker_service_pb2, admin_service_pb2, schedule_service_pb2)
+SERVICES = {d.full_name: d for m in (task_service_pb2, worker_service_pb2, admin_service_pb2, schedule_service_pb2,
+                                                  workflow_service_pb2)
             for d in m.DESCRIPTOR.services_by_name.values()}
 
 

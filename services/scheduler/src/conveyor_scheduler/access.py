@@ -63,6 +63,13 @@ TABLE: dict[str, dict[str, frozenset[str]]] = {
         "ListSchedules": READS,
         "FireSchedule": ADMIN_ONLY,
     },
+    "conveyor.v1.WorkflowService": {
+        "SubmitWorkflow": _P | _W | _A,  # a worker's tasks may start workflows
+        "GetWorkflow": _P | _W | _R | _A,
+        "WatchWorkflow": _P | _W | _R | _A,
+        "CancelWorkflow": _P | _A,
+        "RetryWorkflow": _P | _A,
+    },
     "grpc.reflection.v1.ServerReflection": {
         "ServerReflectionInfo": READS,
     },

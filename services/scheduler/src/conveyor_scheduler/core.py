@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 
 from conveyor_scheduler.beat import Beat
 from conveyor_scheduler.bus import EventBus
+from conveyor_scheduler.cancels import Cancels
 from conveyor_scheduler.completion import Completion
 from conveyor_scheduler.config import SchedulerConfig
 from conveyor_scheduler.control import WorkerControl
@@ -32,6 +33,8 @@ from conveyor_scheduler.task_search import TaskSearch
 from conveyor_scheduler.waiters import ResultWaiters
 from conveyor_scheduler.wakes import Wakes
 from conveyor_scheduler.watchers import Watchers
+from conveyor_scheduler.workflow_store import WorkflowStore
+from conveyor_scheduler.workflows import Workflows
 
 
 class Core:
@@ -71,6 +74,15 @@ class Core:
                                      config.limits)
         self.submission = Submission(config, self.router, self.store, self.dispatcher, self.maintenance, self.wakes,
                                      self.events, self.scheduler_id)
+        self.cancels = Cancels(self.lookup, self.store, self.waiters)
+        self.workflows = Workflows(
+            WorkflowStore(redis, result_ttl_ms=config.result_ttl_ms, clock=self.store.clock),
+            check_task=lambda spec, at: self.submission.check_specs([spec], at, indexed=False)[0],
+            submit_nodes=lambda nodes: self.submission.submit_specs([s for s, _ in nodes], "workflow.nodes",
+                                                                    [f for _, f in nodes]),
+            cancel_tasks=self.cancels.cancel, task_states=self.lookup.states, consumer=self.scheduler_id)
+        self.bus.on_outbox = self.workflows.outbox_written
+        self.bus.on_workflow = self.workflows.changed
         self.beat = Beat(redis, self.submission, clock=self.store.clock, scheduler_id=self.scheduler_id,
                          lease_ms=config.beat_lease_ms, grace_ms=config.beat_misfire_grace_ms)
 
@@ -80,9 +92,11 @@ class Core:
         self.maintenance.start()
         await asyncio.wait_for(self.bus.ready.wait(), 10)
         await self.beat.start()
+        self.workflows.start()
 
     async def close(self) -> None:
         await self.beat.close()  # first: a graceful stop hands the beat lease over at once
+        await self.workflows.close()
         await self.dispatcher.close()
         await self.maintenance.close()
         await self.bus.close()
@@ -94,3 +108,5 @@ class Core:
         self.watchers.resync_all()
         self.dispatcher.wake_all()
         self.maintenance.rescan_soon()
+        self.workflows.drain_all_soon()
+        self.workflows.changed_all()

@@ -10,7 +10,8 @@ A scoped token is refused what is not tied to queues it may use: a request whose
 queue field means "every queue" (ListQueues, ListWorkers and TaskFilter without a queue:
 SpansQueues; name a queue), and the methods without a finder here: worker registry calls by
 worker id (a worker may consume several queues) and every ScheduleService call (schedule
-ids are global, so a scoped token could replace another team's schedule). Reflection
+ids are global, so a scoped token could replace another team's schedule) and every
+WorkflowService call naming a workflow by id (a workflow spans queues). Reflection
 reveals no queue data and is open to scoped readers.
 """
 
@@ -81,6 +82,12 @@ async def _submit(r: Any, resolver: Resolver) -> Named:
     return routed(r.tasks, resolver, "tasks")
 
 
+async def _submit_workflow(r: Any, resolver: Resolver) -> Named:
+    """Every node's queue (a scoped token may start a workflow only inside its queues)."""
+    return [(f"workflow.nodes[{i}].task.queue", node.task.queue or resolver.router.route(node.task.name))
+            for i, node in enumerate(r.workflow.nodes)]
+
+
 async def _poll(r: Any, resolver: Resolver) -> Named:
     return [(f"queues[{i}]", q) for i, q in enumerate(r.queues)]
 
@@ -139,6 +146,7 @@ FINDERS: dict[str, Finder] = {
     A + "ListTasks": _filter, A + "CancelTasks": _filter, A + "RetryTasks": _filter,
     A + "ListDeadLetters": _queue, A + "RequeueDeadLetters": _queue, A + "PurgeDeadLetters": _queue,
     A + "ListWorkers": _queue_or_all,
+    "/conveyor.v1.WorkflowService/SubmitWorkflow": _submit_workflow,
 }
 """Unary and server-streaming methods: the queues of their one request."""
 STREAM_FINDERS: dict[str, tuple[Finder, bool]] = {

@@ -91,6 +91,8 @@ def fill_task(task: task_pb2.Task, task_id: str, queue: str, rec: Record) -> Non
         set_duration_ms(task.soft_timeout, int(raw))
     if (raw := get(b"rl")) is not None:
         task.rate_limit = format_rate(raw.decode())
+    if (raw := get(b"wf")) is not None:
+        task.workflow_id, task.workflow_node = raw.decode(), get(b"wn", b"").decode()
     if get(b"cx") == b"1":
         task.cancel_requested = True
     if get(b"pk") == b"1" and state == 2:

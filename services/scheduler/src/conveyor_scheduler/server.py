@@ -16,7 +16,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from conveyor import telemetry as t
-from conveyor.v1 import admin_service_pb2, schedule_service_pb2, task_service_pb2, worker_service_pb2
+from conveyor.v1 import (
+    admin_service_pb2,
+    schedule_service_pb2,
+    task_service_pb2,
+    worker_service_pb2,
+    workflow_service_pb2,
+)
 from conveyor_scheduler import telemetry
 from conveyor_scheduler.auth import AuthInterceptor
 from conveyor_scheduler.auth_source import AuthSource
@@ -31,11 +37,12 @@ from conveyor_scheduler.servicers.pipeline import no_call_span
 from conveyor_scheduler.servicers.schedule_service import ScheduleService
 from conveyor_scheduler.servicers.task_service import TaskService
 from conveyor_scheduler.servicers.worker_service import WorkerService
+from conveyor_scheduler.servicers.workflow_service import WorkflowService
 from conveyor_scheduler.tls import ServerCertificates
 
 log = logging.getLogger(__name__)
 SERVICE_NAMES = ("conveyor.v1.TaskService", "conveyor.v1.WorkerService", "conveyor.v1.AdminService",
-                 "conveyor.v1.ScheduleService")
+                 "conveyor.v1.ScheduleService", "conveyor.v1.WorkflowService")
 AUTH_METER = "conveyor.scheduler.auth"
 MAX_MESSAGE = 256 * 1024 * 1024
 SERVER_OPTIONS = [
@@ -116,7 +123,7 @@ class SchedulerServer:
             open_sessions=core.dispatcher.open_sessions), self.metrics)
 
     def _add_servicers(self, tel: telemetry.SchedulerTelemetry | None) -> None:
-        """The four services, each handed the objects of the core it calls."""
+        """The five services, each handed the objects of the core it calls."""
         config, core = self.config, self.core
         tasks = TaskService(limits=config.limits, submission=core.submission, completion=core.completion,
                             dispatcher=core.dispatcher, lookup=core.lookup, store=core.store, waiters=core.waiters,
@@ -133,6 +140,8 @@ class SchedulerServer:
         add_servicer(self.server, admin, admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"])
         add_servicer(self.server, ScheduleService(core.beat),
                      schedule_service_pb2.DESCRIPTOR.services_by_name["ScheduleService"])
+        add_servicer(self.server, WorkflowService(core.workflows),
+                     workflow_service_pb2.DESCRIPTOR.services_by_name["WorkflowService"])
 
     def _open_metrics(self) -> MetricsEndpoint | None:
         """Serves /metrics when a port is set (a port that cannot be bound stops start-up)."""

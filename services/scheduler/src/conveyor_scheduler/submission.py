@@ -59,7 +59,7 @@ class Submission:
     async def submit_specs(self, specs: Sequence[task_pb2.TaskSpec], at: str = "tasks",
                            extra_fields: Sequence[list[str | bytes | int]] = ()) -> list[Submitted]:
         """Validates, stores and announces a batch (accepted or rejected whole). Nothing that
-        could let a completion through is awaited after the store call (see SubmitBatches), so a
+        could let a completion through is awaited after the store call (see `batches`), so a
         caller that registers result waiters right after it cannot miss a completion.
         `extra_fields[i]` is added to task i's hash (a workflow's node says which it is)."""
         with self.events.storing(specs) as storing:  # telemetry's enqueue spans and counts, when it is on
@@ -71,7 +71,7 @@ class Submission:
         return submitted
 
     async def _store(self, items: list[tuple[task_pb2.TaskSpec, NewTask]]) -> list[Submitted]:
-        """Stores the submits of one batch (SubmitBatches): one script call per queue for all of them.
+        """Stores the submits of one batch (`batches`): one script call per queue for all of them.
 
         Sync match: where a worker on this replica has free credit, the store leases ready-now
         tasks straight to it in the same script (if its queue has nothing ready they would

@@ -4,6 +4,8 @@ starts here, so a malformed id or an unknown queue gets the same answer everywhe
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from conveyor_scheduler.errors import NotFound
 from conveyor_scheduler.store import Record, Store
 from conveyor_scheduler.validation import check_task_id
@@ -24,3 +26,8 @@ class TaskLookup:
         if not rec:
             raise NotFound(f"no task {task_id} (it never existed, or its record expired)")
         return queue, rec
+
+    async def states(self, task_ids: Sequence[str]) -> list[int]:
+        """The states of tasks, in order, read in one round trip (0 for one whose record is gone)."""
+        pairs = [(await self.queue_of(task_id), task_id) for task_id in task_ids]
+        return [int(rec.get(b"st", 0)) for rec in await self.store.get_many(pairs)]

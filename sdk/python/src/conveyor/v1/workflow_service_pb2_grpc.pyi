@@ -39,15 +39,19 @@ class WorkflowServiceStub:
       backoff; every RPC is safe to retry except SubmitWorkflow, which makes a
       new workflow each time.
 
-    Access with the scheduler's --auth-file (see TaskService for tokens):
-      RPC               producer  worker  reader  admin
-      SubmitWorkflow    yes       yes     -       yes
-      GetWorkflow       yes       yes     yes     yes
-      WatchWorkflow     yes       yes     yes     yes
-      CancelWorkflow    yes       -       -       yes
-      RetryWorkflow     yes       -       -       yes
-    A token scoped to queues may submit and steer only workflows whose every
-    node's queue it covers.
+    Access with the scheduler's --auth-file: every RPC needs a token (metadata
+    "authorization: Bearer <token>") or a listed client certificate, else
+    UNAUTHENTICATED; PERMISSION_DENIED when the caller's roles, or the queues it is
+    scoped to, do not cover the call (a scoped token may submit a workflow only
+    when it covers every node's queue, and may not name a workflow by id). The
+    roles that may call each RPC (the source is
+    conveyor_scheduler/access.py; admin may call everything):
+      RPC             producer  worker  reader  admin
+      SubmitWorkflow  yes       yes     -       yes
+      GetWorkflow     yes       yes     yes     yes
+      WatchWorkflow   yes       yes     yes     yes
+      CancelWorkflow  yes       -       -       yes
+      RetryWorkflow   yes       -       -       yes
     """
 
     @_typing.overload
@@ -89,15 +93,19 @@ class WorkflowServiceAsyncStub(WorkflowServiceStub):
       backoff; every RPC is safe to retry except SubmitWorkflow, which makes a
       new workflow each time.
 
-    Access with the scheduler's --auth-file (see TaskService for tokens):
-      RPC               producer  worker  reader  admin
-      SubmitWorkflow    yes       yes     -       yes
-      GetWorkflow       yes       yes     yes     yes
-      WatchWorkflow     yes       yes     yes     yes
-      CancelWorkflow    yes       -       -       yes
-      RetryWorkflow     yes       -       -       yes
-    A token scoped to queues may submit and steer only workflows whose every
-    node's queue it covers.
+    Access with the scheduler's --auth-file: every RPC needs a token (metadata
+    "authorization: Bearer <token>") or a listed client certificate, else
+    UNAUTHENTICATED; PERMISSION_DENIED when the caller's roles, or the queues it is
+    scoped to, do not cover the call (a scoped token may submit a workflow only
+    when it covers every node's queue, and may not name a workflow by id). The
+    roles that may call each RPC (the source is
+    conveyor_scheduler/access.py; admin may call everything):
+      RPC             producer  worker  reader  admin
+      SubmitWorkflow  yes       yes     -       yes
+      GetWorkflow     yes       yes     yes     yes
+      WatchWorkflow   yes       yes     yes     yes
+      CancelWorkflow  yes       -       -       yes
+      RetryWorkflow   yes       -       -       yes
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -135,15 +143,19 @@ class WorkflowServiceServicer(metaclass=_abc_1.ABCMeta):
       backoff; every RPC is safe to retry except SubmitWorkflow, which makes a
       new workflow each time.
 
-    Access with the scheduler's --auth-file (see TaskService for tokens):
-      RPC               producer  worker  reader  admin
-      SubmitWorkflow    yes       yes     -       yes
-      GetWorkflow       yes       yes     yes     yes
-      WatchWorkflow     yes       yes     yes     yes
-      CancelWorkflow    yes       -       -       yes
-      RetryWorkflow     yes       -       -       yes
-    A token scoped to queues may submit and steer only workflows whose every
-    node's queue it covers.
+    Access with the scheduler's --auth-file: every RPC needs a token (metadata
+    "authorization: Bearer <token>") or a listed client certificate, else
+    UNAUTHENTICATED; PERMISSION_DENIED when the caller's roles, or the queues it is
+    scoped to, do not cover the call (a scoped token may submit a workflow only
+    when it covers every node's queue, and may not name a workflow by id). The
+    roles that may call each RPC (the source is
+    conveyor_scheduler/access.py; admin may call everything):
+      RPC             producer  worker  reader  admin
+      SubmitWorkflow  yes       yes     -       yes
+      GetWorkflow     yes       yes     yes     yes
+      WatchWorkflow   yes       yes     yes     yes
+      CancelWorkflow  yes       -       -       yes
+      RetryWorkflow   yes       -       -       yes
     """
 
     @_abc_1.abstractmethod
