@@ -21,7 +21,7 @@ from opentelemetry import metrics, trace
 from opentelemetry.util._once import Once
 from prometheus_client.parser import text_string_to_metric_families
 
-from conveyor import AsyncClient, Client, InvalidArgument, TaskCancelled, TaskFailed, TaskState
+from conveyor import AsyncClient, Client, InvalidArgument, TaskCancelled, TaskFailed, TaskState, group, signature
 from conveyor.telemetry import Telemetry, configure_from_env, exporters_for
 from conveyor.v1 import task_pb2, task_service_pb2, task_service_pb2_grpc
 from tests.harness import Cluster, free_port, wait_for
@@ -527,3 +527,24 @@ def test_a_watch_is_a_server_span_in_the_callers_trace(otel: Otel, cluster: Clus
     (watch,) = otel.wait_trace(trace_id, {"conveyor.v1.TaskService/WatchTask"}, count=1)
     assert (watch.kind, watch.service, watch.parent_span_id) == ("SERVER", "conveyor-scheduler", parent_id)
     assert watch.attributes["rpc.grpc.status_code"] == 0
+
+
+
+def test_a_workflow_is_one_trace_from_its_submit_to_every_node(otel: Otel, cluster: Cluster, redis_url: str) -> None:
+    queue = "tel-workflow"
+    target = _start(cluster, redis_url, queue)
+    with Client(target) as client:
+        handle = client.submit_workflow(signature("tel.add", [1, 1], queue=queue)
+                                        | group(signature("tel.add", [10], queue=queue),
+                                                signature("tel.add", [20], queue=queue)))
+        assert handle.result(timeout=30) == [12, 22]
+        node_ids = [n.task_id for n in handle.get().nodes]
+    submit = wait_for(lambda: [s for s in otel.spans() if s.name == "conveyor.v1.WorkflowService/SubmitWorkflow"],
+                      what="the SubmitWorkflow span")[0]
+    def every_node(kind: str) -> list[ReceivedSpan] | None:
+        found = [s for s in otel.spans(submit.trace_id) if s.name == f"{kind} {queue}"]
+        return found if len(found) == 3 else None
+
+    for kind in ("enqueue", "dispatch", "process"):  # the two nodes the scheduler submitted later joined it too
+        spans = wait_for(lambda kind=kind: every_node(kind), what=f"every node's {kind} span in the workflow's trace")
+        assert sorted(s.attributes["messaging.message.id"] for s in spans) == sorted(node_ids), kind

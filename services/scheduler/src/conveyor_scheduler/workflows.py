@@ -54,6 +54,8 @@ CLAIM_IDLE_MS = 10_000
 RECOVERY_AFTER_MS = 10_000
 """A workflow whose released nodes are not recorded this long after release is finished by the sweep."""
 SWEEP_S = 2.0
+SUBMIT_CHUNK = 1000
+"""Nodes submitted (and recorded) per call: a group of 100,000 roots never makes one huge script call."""
 IDEMPOTENCY_WINDOW_MS = 24 * 3600 * 1000
 """How long a node's idempotency key outlives its submit: far beyond any replay (seconds)."""
 RUNNING = workflow_pb2.WORKFLOW_STATE_RUNNING
@@ -226,15 +228,16 @@ class Workflows:
                     continue
                 spec.idempotency_key = f"wf:{workflow_id}:{run}:{node.key}"
                 spec.idempotency_window.FromMilliseconds(IDEMPOTENCY_WINDOW_MS)
-                for name in ("traceparent", "tracestate"):
-                    spec.headers.pop(name, None)
-                spec.headers.update(trace)
+                if trace:  # the workflow's trace replaces any of the node's own (one trace per workflow)
+                    for name in ("traceparent", "tracestate"):
+                        spec.headers.pop(name, None)
+                    spec.headers.update(trace)
                 tasks.append((spec, ["wf", workflow_id, "wn", node.key, "wr", run]))
                 keys.append(node.key)
-            if tasks:
-                submitted = await self.submit_nodes(tasks)
-                unwanted = await self.store.mark(workflow_id, [(k, s.id) for k, s in zip(keys, submitted,
-                                                                                        strict=True)])
+            for start in range(0, len(tasks), SUBMIT_CHUNK):
+                submitted = await self.submit_nodes(tasks[start:start + SUBMIT_CHUNK])
+                unwanted = await self.store.mark(workflow_id, [(k, s.id) for k, s in zip(
+                    keys[start:start + SUBMIT_CHUNK], submitted, strict=True)])
                 if unwanted:
                     await self.cancel_tasks(unwanted)
             released = []
