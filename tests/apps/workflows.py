@@ -66,3 +66,15 @@ def wait_file(path: str, value: Any = None) -> Any:
     while not Path(path).exists():
         time.sleep(0.01)
     return value
+
+
+@app.task(name="wf.blob")
+def blob(size: int, fill: str) -> str:
+    """A large result: `size` characters of `fill`."""
+    return fill * size
+
+
+@app.task(name="wf.sizes")
+def sizes(parts: list[str]) -> list[list[object]]:
+    """What a chord callback got: each part's length and first character."""
+    return [[len(p), p[:1]] for p in parts]

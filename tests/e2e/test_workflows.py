@@ -28,7 +28,7 @@ from conveyor import (
     group,
 )
 from conveyor.cli import main
-from tests.apps.workflows import add, echo, fail, mark, mul, then, tsum, wait_file
+from tests.apps.workflows import add, blob, echo, fail, mark, mul, sizes, then, tsum, wait_file
 from tests.harness import Cluster, wait_for
 
 APP = "tests.apps.workflows:app"
@@ -68,6 +68,13 @@ def test_chord_of_ten_headers_sums_them(workers: str, client: Client) -> None:
     handle = chord(add.s(i, 1) for i in range(10))(tsum.s(), client=client)  # Celery's chord(header)(body)
     assert handle.result(timeout=WAIT) == sum(i + 1 for i in range(10))
     assert handle.get().node("10").parents == tuple(str(i) for i in range(10))
+
+
+def test_a_chord_callback_gets_header_results_past_the_task_payload_limit(workers: str, client: Client) -> None:
+    """Three 600 KB results: 1.8 MB for the callback, over a submitted task's 1 MiB payload limit
+    (a node with its parents' results may reach 64 MiB, workflow.proto)."""
+    handle = chord(blob.s(600_000, c) for c in "abc")(sizes.s(), client=client)
+    assert handle.result(timeout=WAIT) == [[600_000, "a"], [600_000, "b"], [600_000, "c"]]
 
 
 def test_group_piped_into_a_task_is_a_chord(workers: str, client: Client) -> None:

@@ -14,7 +14,7 @@ from conveyor_scheduler.validation import NewTask
 from conveyor_scheduler.workflow_checks import MAX_NODES, check_workflow
 from conveyor_scheduler.workflow_payloads import (
     MAX_NODE_PAYLOAD,
-    ParentResultsError,
+    NodeError,
     node_payload,
     outcome_of,
     workflow_result,
@@ -130,14 +130,14 @@ def test_continue_wraps_each_outcome_so_a_callback_sees_results_and_errors() -> 
 
 def test_a_result_that_is_not_json_cannot_be_passed_on() -> None:
     binary = outcome_of(task_pb2.TASK_STATE_SUCCEEDED, b"\x00\x01", "application/octet-stream", "", "")
-    with pytest.raises(ParentResultsError) as info:
+    with pytest.raises(NodeError) as info:
         node_payload(b"", VALUE, ["a"], [binary], False)
     assert info.value.type == "ParentResultNotJSON"
 
 
 def test_results_past_the_node_payload_limit_fail_the_node() -> None:
     big = b"r" + b'"' + b"x" * (MAX_NODE_PAYLOAD // 2) + b'"'
-    with pytest.raises(ParentResultsError) as info:
+    with pytest.raises(NodeError) as info:
         node_payload(b"", LIST, ["a", "b", "c"], [big, big, big], False)
     assert info.value.type == "ParentResultsTooLarge"
 

@@ -15,8 +15,9 @@ MAX_NODE_PAYLOAD = 64 * 1024 * 1024
 STATE_NAMES = {v.number: v.name.removeprefix("TASK_STATE_") for v in task_pb2.TaskState.DESCRIPTOR.values}
 
 
-class ParentResultsError(Exception):
-    """A node cannot be given its parents' results: it fails with `type` without running."""
+class NodeError(Exception):
+    """A node that cannot be submitted (its parents' results cannot be passed, or the submit path
+    refuses it): it fails with `type` without running."""
 
     def __init__(self, type_: str, message: str) -> None:
         super().__init__(message)
@@ -55,7 +56,7 @@ def node_payload(payload: bytes, mode: int, parents: list[str], outcomes: list[b
     out = (b'{"args":[' + value + (b"," + rest if rest else b"") + b'],"kwargs":'
            + json.dumps(kwargs, separators=(",", ":")).encode() + b"}")
     if len(out) > MAX_NODE_PAYLOAD:
-        raise ParentResultsError("ParentResultsTooLarge", f"the payload with the parents' results would be "
+        raise NodeError("ParentResultsTooLarge", f"the payload with the parents' results would be "
                                  f"{len(out):,} bytes, over the limit of {MAX_NODE_PAYLOAD:,}")
     return out
 
@@ -67,7 +68,7 @@ def _passed(parent: str, outcome: bytes | None, continue_on_failure: bool) -> by
         return b'{"result":' + body + b"}" if continue_on_failure else body
     if kind == b"b" or (kind == b"r" and not body):
         if not continue_on_failure:
-            raise ParentResultsError("ParentResultNotJSON", f"the result of node {parent!r} is not JSON, so it "
+            raise NodeError("ParentResultNotJSON", f"the result of node {parent!r} is not JSON, so it "
                                      "cannot be passed on")
         error = {"type": "ParentResultNotJSON", "message": "the result is not JSON", "state": "SUCCEEDED"}
     else:

@@ -39,7 +39,7 @@ from conveyor_scheduler.ids import new_task_id
 from conveyor_scheduler.store import Submitted
 from conveyor_scheduler.workflow_checks import CheckTask, check_workflow
 from conveyor_scheduler.workflow_payloads import (
-    ParentResultsError,
+    NodeError,
     error_json,
     node_payload,
     outcome_of,
@@ -217,13 +217,13 @@ class Workflows:
         while released:
             tasks: list[NodeTask] = []
             keys: list[str] = []
-            failed: list[tuple[str, ParentResultsError]] = []
+            failed: list[tuple[str, NodeError]] = []
             for node in released:
                 spec = task_pb2.TaskSpec.FromString(node.spec)
                 try:
                     spec.payload = node_payload(spec.payload, node.mode, node.parents, node.outcomes,
                                                 continue_on_failure)
-                except ParentResultsError as exc:
+                except NodeError as exc:
                     failed.append((node.key, exc))
                     continue
                 spec.idempotency_key = f"wf:{workflow_id}:{run}:{node.key}"
@@ -235,20 +235,38 @@ class Workflows:
                 tasks.append((spec, ["wf", workflow_id, "wn", node.key, "wr", run]))
                 keys.append(node.key)
             for start in range(0, len(tasks), SUBMIT_CHUNK):
-                submitted = await self.submit_nodes(tasks[start:start + SUBMIT_CHUNK])
-                unwanted = await self.store.mark(workflow_id, [(k, s.id) for k, s in zip(
-                    keys[start:start + SUBMIT_CHUNK], submitted, strict=True)])
+                chunk, chunk_keys = tasks[start:start + SUBMIT_CHUNK], keys[start:start + SUBMIT_CHUNK]
+                try:
+                    submitted = await self.submit_nodes(chunk)
+                except InvalidArgument:  # a node the submit path refuses for good: find it, fail it alone
+                    submitted, chunk_keys = await self._one_by_one(chunk, chunk_keys, failed)
+                unwanted = await self.store.mark(workflow_id, [(k, s.id) for k, s in zip(chunk_keys, submitted,
+                                                                                        strict=True)])
                 if unwanted:
                     await self.cancel_tasks(unwanted)
             released = []
-            for key, exc in failed:  # fails like a task would, through the same apply
+            for key, error in failed:  # fails like a task would, through the same apply
                 entry = OutboxEntry("", "", workflow_id, key, str(run), task_pb2.TASK_STATE_FAILED, b"", "",
-                                    exc.type, str(exc))
-                outcome = outcome_of(entry.state, b"", "", exc.type, str(exc))
+                                    error.type, str(error))
+                outcome = outcome_of(entry.state, b"", "", error.type, str(error))
                 applied = await self.store.apply(entry, outcome)
                 if applied.cancel:
                     await self.cancel_tasks(applied.cancel)
                 released += applied.released
+
+    async def _one_by_one(self, tasks: list[NodeTask], keys: list[str], failed: list[tuple[str, NodeError]]
+                          ) -> tuple[list[Submitted], list[str]]:
+        """Submits nodes one at a time; the ones refused (INVALID_ARGUMENT) join `failed`, so a
+        node that can never be submitted fails its workflow instead of being retried forever."""
+        submitted: list[Submitted] = []
+        kept: list[str] = []
+        for task, key in zip(tasks, keys, strict=True):
+            try:
+                submitted += await self.submit_nodes([task])
+                kept.append(key)
+            except InvalidArgument as exc:
+                failed.append((key, NodeError("InvalidArgument", str(exc))))
+        return submitted, kept
 
     # -- the sweep: what a dead replica left behind -----------------------------------------------
 
