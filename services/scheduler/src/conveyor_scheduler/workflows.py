@@ -186,6 +186,8 @@ class Workflows:
                     return
         except RedisError as exc:  # unacknowledged entries are claimed by the sweep
             log.warning("workflow outbox of queue %s: %s (the sweep retries)", queue, exc)
+        except Exception:  # a bug: say so; the entry stays unacknowledged, so the sweep retries it
+            log.exception("workflow outbox of queue %s: an entry could not be applied", queue)
 
     async def _handle(self, queue: str, entries: Sequence[OutboxEntry]) -> None:
         """Applies entries in order, acknowledging each batch once everything it caused is stored."""
