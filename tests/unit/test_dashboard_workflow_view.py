@@ -1,11 +1,12 @@
 """How the workflow page lays a graph out (columns by longest path, wide columns as one box, edges
-once per pair of elements)."""
+once per pair of elements) and what its event stream sends (only what changed)."""
 
 from __future__ import annotations
 
 from conveyor.common import TaskState
 from conveyor.v1 import workflow_pb2 as wf
-from conveyor.workflow_snapshots import NodeSnapshot
+from conveyor.workflow_snapshots import NodeSnapshot, WorkflowSnapshot
+from conveyor_dashboard.events import WorkflowChanges
 from conveyor_dashboard.workflow_view import COLLAPSE_OVER, MAX_COLUMNS, MAX_SQUARES, after_text, layout
 
 LIST, VALUE = wf.PARENT_RESULTS_LIST, wf.PARENT_RESULTS_VALUE
@@ -88,3 +89,31 @@ def test_after_text_says_what_a_node_gets() -> None:
     assert after_text(NodeSnapshot.of(node("x", "a", results=VALUE))) == "a (value)"
     assert after_text(NodeSnapshot.of(node("x", "a", "b"))) == "a, b (waits only)"
 
+
+def workflow(state: int, *nodes: wf.NodeState) -> WorkflowSnapshot:
+    record = wf.Workflow(id="wf_x", state=state, run=1, nodes=nodes,
+                         finished_nodes=sum(1 for n in nodes if n.state >= TaskState.SUCCEEDED))
+    return WorkflowSnapshot.of(record)
+
+
+def test_the_stream_sends_every_node_first_then_only_what_changed() -> None:
+    running, done = wf.WORKFLOW_STATE_RUNNING, wf.WORKFLOW_STATE_SUCCEEDED
+    headers = [node(str(i), state=TaskState.ACTIVE, task_id=f"t{i}") for i in range(20)]
+    callback = node("cb", *(str(i) for i in range(20)), results=LIST)
+    changes = WorkflowChanges()
+    first = changes.event(workflow(running, *headers, callback))
+    assert len(first["nodes"]) == 21 and first["nodes"][-1] == ["cb", "WAITING", ""]
+    assert first["groups"] == {"group-0": [("ACTIVE", 20)]}
+    assert (first["state"], first["terminal"], first["finished"], first["total"]) == ("RUNNING", False, 0, 21)
+
+    headers[3] = node("3", state=TaskState.SUCCEEDED, task_id="t3")
+    second = changes.event(workflow(running, *headers, callback))
+    assert second["nodes"] == [["3", "SUCCEEDED", "t3"]]
+    assert second["groups"] == {"group-0": [("ACTIVE", 19), ("SUCCEEDED", 1)]}
+    assert second["counts"] == [("WAITING", 1), ("ACTIVE", 19), ("SUCCEEDED", 1)]
+
+    headers = [node(str(i), state=TaskState.SUCCEEDED, task_id=f"t{i}") for i in range(20)]
+    callback = node("cb", *(str(i) for i in range(20)), results=LIST, state=TaskState.SUCCEEDED, task_id="tcb")
+    last = changes.event(workflow(done, *headers, callback))
+    assert len(last["nodes"]) == 20 and ["cb", "SUCCEEDED", "tcb"] in last["nodes"] and last["terminal"]
+    assert last["groups"] == {"group-0": [("SUCCEEDED", 20)]} and last["finished"] == 21
