@@ -9,7 +9,7 @@ from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from conveyor import TaskState
+from conveyor import TaskState, chord, signature
 from tests.browser.chrome import assert_no_problems
 from tests.browser.conftest import Stack
 from tests.browser.screenshots import screenshot, write_readme_images
@@ -17,16 +17,18 @@ from tests.browser.ui import open_page, wait_state
 
 
 def populate(stack: Stack) -> dict[str, str]:
-    """A succeeded task, a failed one, a dead letter and a schedule: something on every page."""
+    """A succeeded task, a failed one, a dead letter, a schedule and a workflow: something on every page."""
     client = stack.client
     ok = client.submit("t.add", [2, 3], headers={"tenant": "acme"})
     failed = client.submit("t.fail", ["the answer was 41"])
     dead = client.submit("t.fail", ["gone for good"], max_retries=1, retry_backoff=0)
     client.schedules.create("nightly-report", "t.add", [1, 1], cron="0 2 * * *")
+    workflow = client.submit_workflow(chord([signature("t.add", [i, 1]) for i in range(3)], signature("t.echo")))
     wait_state(client, ok.id, TaskState.SUCCEEDED)
     wait_state(client, failed.id, TaskState.FAILED)
     wait_state(client, dead.id, TaskState.DEAD)
-    return {"ok": ok.id, "failed": failed.id, "dead": dead.id}
+    assert workflow.result(timeout=30) == [1, 2, 3]
+    return {"ok": ok.id, "failed": failed.id, "dead": dead.id, "workflow": workflow.id}
 
 
 def test_every_page_renders_with_no_console_error_and_no_failed_request(stack: Stack,
@@ -43,6 +45,8 @@ def test_every_page_renders_with_no_console_error_and_no_failed_request(stack: S
         "dead": "/dead?queue=default",
         "workers": "/workers",
         "schedules": "/schedules",
+        "workflows": "/workflows",
+        "workflow": f"/workflows/{ids['workflow']}",
     }
     for name, path in pages.items():
         open_page(browser, stack.url + path)

@@ -1,7 +1,8 @@
 """Interop: a Node.js producer and worker built only from proto/ talk to the real scheduler.
 
 They prove the contract is enough for another language: Python produces for a Node worker,
-Node produces for a Python worker, and Node talks to Node with no Python in the task path.
+Node produces for a Python worker, and Node talks to Node with no Python in the task path; a Node
+producer submits a chord (WorkflowService) and follows it to its result, run by either worker.
 Node is required: these tests fail (they do not skip) when it is missing.
 """
 
@@ -12,14 +13,16 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from conveyor import Call, Client, SubmitOptions, TaskFailed, TaskState
+from conveyor import Call, Client, SubmitOptions, TaskFailed, TaskState, WorkflowState
 from tests.harness import ROOT, Cluster, Proc, spawn, wait_for
 
 INTEROP = Path(__file__).resolve().parent
 PRODUCER = INTEROP / "producer.js"
+WORKFLOW = INTEROP / "workflow.js"
 WORKER = INTEROP / "worker.js"
 QUEUE = "interop"
 SUCCEEDED = "TASK_STATE_SUCCEEDED"
@@ -55,6 +58,50 @@ def produce(node: str, target: str, name: str, args: object, queue: str | None =
     lines = done.stdout.splitlines()
     assert len(lines) == 1, f"producer printed {lines!r} (status {done.returncode}); stderr:\n{done.stderr}"
     return done.returncode, json.loads(lines[0])
+
+
+def submit_chord(node: str, target: str, header: str, callback: str, header_args: list[list[int]],
+                 queue: str | None = None) -> tuple[int, dict[str, Any], str]:
+    """Runs workflow.js once; returns its exit status, the JSON line it printed, and its stderr."""
+    cmd = [node, str(WORKFLOW), target, header, callback, json.dumps(header_args)] + ([queue] if queue else [])
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=90, cwd=ROOT, check=False)
+    lines = done.stdout.splitlines()
+    assert len(lines) == 1, f"workflow.js printed {lines!r} (status {done.returncode}); stderr:\n{done.stderr}"
+    return done.returncode, json.loads(lines[0]), done.stderr
+
+
+HEADER_ARGS = [[5, 5], [1, 0], [4, 4], [0, 3], [2, 7]]
+"""The chord's five headers' args: sums 10, 1, 8, 3, 9, not in sorted order, so the callback's
+list shows the order of its parents."""
+
+
+@pytest.mark.parametrize("worker", ["python", "node"])
+def test_node_producer_submits_a_chord_whose_callback_gets_the_headers_results_in_order(
+        worker: str, cluster: Cluster, scheduler: str, client: Client) -> None:
+    node = node_binary()
+    if worker == "node":
+        start_node_worker(node, cluster, scheduler)
+        names, queue = ("interop.add", "interop.echo"), QUEUE
+    else:
+        cluster.worker(scheduler, "tests.apps.workflows:app", queues="default")
+        names, queue = ("wf.add", "wf.echo"), None
+    status, out, stderr = submit_chord(node, scheduler, *names, HEADER_ARGS, queue)
+    assert (status, out["state"], out["error"]) == (0, "WORKFLOW_STATE_SUCCEEDED", None), stderr
+    sums = [a + b for a, b in HEADER_ARGS]
+    # The one leaf, the callback, is the workflow's result: it was called with the list as args[0].
+    assert out["result"] == {"args": [sums], "kwargs": {}}
+    assert [n["key"] for n in out["nodes"]] == ["h0", "h1", "h2", "h3", "h4", "callback"]
+    assert {n["state"] for n in out["nodes"]} == {SUCCEEDED} and all(n["task_id"] for n in out["nodes"])
+    assert out["updates"] >= 1, stderr  # one message when it had ended before the stream opened
+
+    snapshot = client.workflow(out["id"]).get()  # the SDK reads what Node submitted
+    assert snapshot.state is WorkflowState.SUCCEEDED and snapshot.outcome() == {"args": [sums], "kwargs": {}}
+    assert snapshot.node("callback").parents == ("h0", "h1", "h2", "h3", "h4")
+    assert snapshot.node("callback").receives == "list"
+    for n in snapshot.nodes[:-1]:
+        task = client.get_task(n.task_id)
+        assert (task.workflow_id, task.workflow_node, task.name) == (out["id"], n.key, names[0])
+        assert client.handle(n.task_id).result(timeout=5) == sums[int(n.key[1:])]
 
 
 def test_python_producer_node_worker(cluster: Cluster, scheduler: str, client: Client) -> None:

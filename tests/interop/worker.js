@@ -4,8 +4,9 @@
 //
 //   node tests/interop/worker.js TARGET QUEUE
 //
-// Prints "ready" on stdout once the scheduler accepts the hello. Runs "interop.add" and
-// "interop.upper"; any other task name fails (without retry). SIGTERM/SIGINT half-close the
+// Prints "ready" on stdout once the scheduler accepts the hello. Runs "interop.add",
+// "interop.upper", "interop.echo" (returns what it was called with, {"args", "kwargs"}) and
+// "interop.fail" (fails with its argument as the message); any other task name fails (without retry). SIGTERM/SIGINT half-close the
 // stream, and the process exits 0 once the scheduler has closed its side.
 'use strict';
 
@@ -24,6 +25,7 @@ const CONCURRENCY = 4;
 const HANDLERS = {
   'interop.add': (args) => args[0] + args[1],
   'interop.upper': (args) => args[0].toUpperCase(),
+  'interop.echo': (args, kwargs) => ({ args, kwargs }),
   'interop.fail': (args) => { throw new TypeError(args[0]); },
 };
 

@@ -21,6 +21,7 @@ from conveyor_dashboard import (
     pages_schedules,
     pages_tasks,
     pages_workers,
+    pages_workflows,
 )
 from conveyor_dashboard.render import HERE
 from conveyor_dashboard.sessions import Sessions
@@ -51,6 +52,7 @@ def create_app(settings: Settings) -> Starlette:
             await dash.sessions.close()
 
     routes = [*pages_auth.routes, *pages_overview.routes, *pages_queues.routes, *pages_tasks.routes,
-              *pages_dead.routes, *pages_workers.routes, *pages_schedules.routes, *events.routes,
+              *pages_dead.routes, *pages_workers.routes, *pages_schedules.routes, *pages_workflows.routes,
+              *events.routes,
               Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")]
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error})

@@ -5,7 +5,12 @@ it), every Settings.overview_interval_s while anyone listens, fanned out to ever
 overview; it stops when the last one goes.
 
 /events/tasks/{id}: one WatchTask stream per open task page, on that session's channel,
-cancelled when the browser goes (Starlette cancels the response when the client disconnects)."""
+cancelled when the browser goes (Starlette cancels the response when the client disconnects).
+
+/events/workflows/{id}: likewise one WatchWorkflow stream per open workflow page. Each of its
+messages is the whole workflow; the browser gets only what changed: the nodes whose state or task
+changed since the last message (all of them first), the counts of the boxes they are in, and the
+workflow's own state and progress."""
 
 from __future__ import annotations
 
@@ -24,9 +29,11 @@ from starlette.routing import Route
 from conveyor.aio import AsyncClient
 from conveyor.common import TaskState
 from conveyor.errors import RPCError
-from conveyor.v1 import task_service_pb2, task_service_pb2_grpc
+from conveyor.v1 import task_service_pb2, task_service_pb2_grpc, workflow_service_pb2, workflow_service_pb2_grpc
+from conveyor.workflow_snapshots import WorkflowSnapshot
 from conveyor_dashboard.overview import snapshot
 from conveyor_dashboard.web import SignInNeeded, dashboard, session_for
+from conveyor_dashboard.workflow_view import counts, layout, node_state
 
 log = logging.getLogger(__name__)
 KEEPALIVE_S = 15.0
@@ -167,4 +174,52 @@ async def task_events(request: Request) -> Response:
     return StreamingResponse(_with_keepalive(stream()), media_type="text/event-stream", headers=SSE_HEADERS)
 
 
-routes = [Route("/events/overview", overview_events), Route("/events/tasks/{task_id}", task_events)]
+class WorkflowChanges:
+    """Turns a workflow's successive snapshots into what the page needs to change (see the module)."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, tuple[str, str]] = {}
+        """node key -> (state, task id) as last sent"""
+        self.groups: dict[str, str] | None = None
+        """node key -> the box it is counted in (the graph never changes: laid out once)"""
+
+    def event(self, snap: WorkflowSnapshot) -> dict[str, Any]:
+        if self.groups is None:
+            self.groups = layout(snap.nodes).groups()
+        now = {n.key: (node_state(n.state), n.task_id) for n in snap.nodes}
+        changed = [[key, *value] for key, value in now.items() if self.seen.get(key) != value]
+        touched = {self.groups[key] for key, _, _ in changed if key in self.groups}
+        self.seen = now
+        boxes = {g: counts(now[key][0] for key, box in self.groups.items() if box == g) for g in touched}
+        return {"state": snap.state.name, "run": snap.run, "terminal": snap.state.terminal,
+                "finished": snap.finished_nodes, "total": len(snap.nodes),
+                "counts": counts(state for state, _ in now.values()), "groups": boxes, "nodes": changed}
+
+
+async def workflow_events(request: Request) -> Response:
+    workflow_id = request.path_params["workflow_id"]
+    try:
+        session = await session_for(request)
+    except SignInNeeded:
+        return Response("sign in first", 401)
+
+    async def stream() -> AsyncIterator[bytes]:
+        call = workflow_service_pb2_grpc.WorkflowServiceStub(session.channel).WatchWorkflow(
+            workflow_service_pb2.WatchWorkflowRequest(workflow_id=workflow_id))
+        changes = WorkflowChanges()
+        try:
+            async for message in call:
+                snap = WorkflowSnapshot.of(message.workflow)
+                yield sse("workflow", changes.event(snap))
+                if snap.state.terminal:
+                    return
+        except grpc.RpcError as exc:
+            yield sse("gone", {"error": str(exc.details() if hasattr(exc, "details") else exc)})
+        finally:
+            call.cancel()
+
+    return StreamingResponse(_with_keepalive(stream()), media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+routes = [Route("/events/overview", overview_events), Route("/events/tasks/{task_id}", task_events),
+          Route("/events/workflows/{workflow_id}", workflow_events)]

@@ -21,6 +21,8 @@ ACTION_ROLES: dict[str, frozenset[str]] = {
     "worker.drain": _ADMIN, "worker.shutdown": _ADMIN, "worker.scale": _ADMIN,
     "schedule.pause": _ADMIN, "schedule.resume": _ADMIN,
     "schedule.fire": _ADMIN,  # ScheduleService.FireSchedule
+    "workflow.cancel": frozenset({PRODUCER, ADMIN}),  # WorkflowService.CancelWorkflow
+    "workflow.retry": frozenset({PRODUCER, ADMIN}),  # WorkflowService.RetryWorkflow
 }
 READ_ROLES = frozenset({READER, ADMIN})
 
