@@ -66,3 +66,15 @@ def wait_file(path: str, value: Any = None) -> Any:
     while not Path(path).exists():
         time.sleep(0.01)
     return value
+
+
+@app.task(name="wf.blob")
+def blob(size: int, char: str = "x") -> str:
+    """A result of `size` characters."""
+    return char * size
+
+
+@app.task(name="wf.lengths")
+def lengths(values: list[str]) -> list[list[Any]]:
+    """[first character, length] of each value received, in order."""
+    return [[v[:1], len(v)] for v in values]

@@ -28,7 +28,7 @@ from conveyor import (
     group,
 )
 from conveyor.cli import main
-from tests.apps.workflows import add, echo, fail, mark, mul, then, tsum, wait_file
+from tests.apps.workflows import add, blob, echo, fail, lengths, mark, mul, then, tsum, wait_file
 from tests.harness import Cluster, wait_for
 
 APP = "tests.apps.workflows:app"
@@ -200,3 +200,10 @@ def test_the_cli_shows_the_tree(workers: str, client: Client) -> None:
     assert "SUCCEEDED" in shown.output and "├── 0" in shown.output and "wf.tsum" in shown.output
     record = json.loads(CliRunner().invoke(main, ["-s", workers, "workflow", handle.id, "--json"]).output)
     assert record["result"]["value"] == 6
+
+
+def test_a_callback_gets_its_headers_results_past_the_task_payload_limit(workers: str, client: Client) -> None:
+    """Three headers of 500,000 characters each: the callback's payload with their results
+    (1.5 MB) is past a Submit's 1 MiB payload limit, within a node's 64 MiB (workflow.proto)."""
+    handle = client.submit_workflow(chord([blob.s(500_000, c) for c in "abc"], lengths.s()))
+    assert handle.result(timeout=WAIT) == [["a", 500_000], ["b", 500_000], ["c", 500_000]]

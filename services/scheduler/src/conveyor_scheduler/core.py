@@ -33,6 +33,7 @@ from conveyor_scheduler.task_search import TaskSearch
 from conveyor_scheduler.waiters import ResultWaiters
 from conveyor_scheduler.wakes import Wakes
 from conveyor_scheduler.watchers import Watchers
+from conveyor_scheduler.workflow_payloads import MAX_NODE_PAYLOAD
 from conveyor_scheduler.workflow_store import WorkflowStore
 from conveyor_scheduler.workflows import Workflows
 
@@ -79,7 +80,8 @@ class Core:
             WorkflowStore(redis, result_ttl_ms=config.result_ttl_ms, clock=self.store.clock),
             check_task=lambda spec, at: self.submission.check_specs([spec], at, indexed=False)[0],
             submit_nodes=lambda nodes: self.submission.submit_specs([s for s, _ in nodes], "workflow.nodes",
-                                                                    [f for _, f in nodes]),
+                                                                    [f for _, f in nodes],
+                                                                    max_payload_bytes=MAX_NODE_PAYLOAD),
             cancel_tasks=self.cancels.cancel, task_states=self.lookup.states, consumer=self.scheduler_id)
         self.bus.on_outbox = self.workflows.outbox_written
         self.bus.on_workflow = self.workflows.changed

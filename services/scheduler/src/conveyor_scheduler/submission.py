@@ -8,6 +8,7 @@ The twin of completion.py: this is how tasks come in, that is how they end.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from conveyor.v1 import task_pb2
 from conveyor_scheduler.coalescing import Coalescer
@@ -48,22 +49,27 @@ class Submission:
         first in, first out), and a task cannot finish before its submit's reply has arrived."""
 
     def check_specs(self, specs: Sequence[task_pb2.TaskSpec], at: str = "tasks", *,
-                    indexed: bool = True) -> list[NewTask]:
-        """Validates specs as Submit does; errors name `at[i].field` (or `at.field` unindexed)."""
+                    indexed: bool = True, max_payload_bytes: int | None = None) -> list[NewTask]:
+        """Validates specs as Submit does; errors name `at[i].field` (or `at.field` unindexed).
+        `max_payload_bytes` replaces the configured payload limit (a workflow node's payload
+        with its parents' results in it has a limit of its own)."""
         cfg, now = self.config, self.store.clock()
-        return [check_spec(spec, f"{at}[{i}]" if indexed else at, limits=cfg.limits, router=self.router, now_ms=now,
+        limits = cfg.limits if max_payload_bytes is None else replace(cfg.limits, max_payload_bytes=max_payload_bytes)
+        return [check_spec(spec, f"{at}[{i}]" if indexed else at, limits=limits, router=self.router, now_ms=now,
                            default_timeout_ms=cfg.default_timeout_ms, default_window_ms=cfg.idempotency_window_ms,
                            rate_limits=cfg.task_rate_limits)
                 for i, spec in enumerate(specs)]
 
     async def submit_specs(self, specs: Sequence[task_pb2.TaskSpec], at: str = "tasks",
-                           extra_fields: Sequence[list[str | bytes | int]] = ()) -> list[Submitted]:
+                           extra_fields: Sequence[list[str | bytes | int]] = (), *,
+                           max_payload_bytes: int | None = None) -> list[Submitted]:
         """Validates, stores and announces a batch (accepted or rejected whole). Nothing that
         could let a completion through is awaited after the store call (see `batches`), so a
         caller that registers result waiters right after it cannot miss a completion.
-        `extra_fields[i]` is added to task i's hash (a workflow's node says which it is)."""
+        `extra_fields[i]` is added to task i's hash (a workflow's node says which it is);
+        `max_payload_bytes`: see check_specs."""
         with self.events.storing(specs) as storing:  # telemetry's enqueue spans and counts, when it is on
-            tasks = self.check_specs(specs, at)
+            tasks = self.check_specs(specs, at, max_payload_bytes=max_payload_bytes)
             for task, fields in zip(tasks, extra_fields, strict=False):
                 task.fields.extend(fields)
             submitted = await self.batches(list(zip(specs, tasks, strict=True)))
