@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import collections
 import json
+import os
+import signal
 import socket
 import time
 from collections.abc import Iterator, Sequence
@@ -140,6 +142,15 @@ def pending_of(r: redis.Redis, consumer: str) -> int:
     return 0
 
 
+def frozen_holding(replica: Proc, r: redis.Redis, consumer: str) -> bool:
+    """Stops `replica` (SIGSTOP) if it holds outbox entries unacknowledged; else lets it go on."""
+    os.kill(replica.popen.pid, signal.SIGSTOP)
+    if pending_of(r, consumer) > 0:
+        return True
+    os.kill(replica.popen.pid, signal.SIGCONT)
+    return False
+
+
 def node_tasks(r: redis.Redis, workflow_id: str) -> dict[str, list[tuple[str, int]]]:
     """Every task record of the queue that belongs to `workflow_id`, by node key: (id, state)."""
     out: dict[str, list[tuple[str, int]]] = collections.defaultdict(list)
@@ -216,10 +227,13 @@ def test_chord_of_1000_survives_worker_replica_and_redis_sigkill(cluster: Cluste
 
             # Fault 2: SIGKILL the replica the workers are on while it holds outbox entries it has
             # read and not acknowledged: replica b's sweep must claim them (after CLAIM_IDLE_MS).
+            # The replica is frozen (SIGSTOP) to look at what it holds, and thawed if nothing: it
+            # acknowledges each batch at once, so a look at a running one may be stale by the kill.
             a_consumer = scheduler_id(replica_a)
-            wait_for(lambda: worker_connected(replica_a, replacement) and headers.succeeded() >= at_worker + 150
-                     and pending_of(r, a_consumer) > 0, 30, interval=0.001,
-                     what="the replacement working and replica a holding outbox entries")
+            wait_for(lambda: worker_connected(replica_a, replacement) and headers.succeeded() >= at_worker + 150,
+                     30, interval=0.005, what="the replacement working")
+            wait_for(lambda: frozen_holding(replica_a, r, a_consumer), 30, interval=0.002,
+                     what="replica a holding outbox entries")
             replica_a.kill()
             left_on_a = pending_of(r, a_consumer)
             at_replica = headers.succeeded()
