@@ -1,6 +1,6 @@
 """A scheduler on a TLS-only redis-server (client certificates required) as an ACL user that holds
 only redis_acl.COMMANDS, keys and channels cv:*: a real worker runs tasks end to end, the admin
-calls, the beat and /metrics all work, and Redis' ACL LOG stays empty."""
+calls, the beat, a workflow and /metrics all work, and Redis' ACL LOG stays empty."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from urllib.parse import quote, urlencode
 import pytest
 import redis
 
-from conveyor import Client, TaskFailed
+from conveyor import Client, TaskFailed, chord, signature
 from conveyor_scheduler.redis_acl import acl_rule
 from tests.harness import Cluster, RedisServer, connected, free_port, pings, spawn, wait_for
 from tests.integration.test_metrics import scrape, value
@@ -85,6 +85,10 @@ def test_scheduler_on_tls_redis_with_an_acl_user(cluster: Cluster, tls_redis: TL
         wait_for(lambda: len(client.admin.list_tasks("acl", states=["SUCCEEDED"]).tasks) > before,
                  what="a scheduled firing to run")
         client.schedules.delete("acl-tick")
+        # A workflow: its outboxes are read through a consumer group (XGROUP, XREADGROUP, XACK,
+        # and XAUTOCLAIM in the sweep).
+        canvas = chord([signature("t.add", [i, 1], queue="acl") for i in range(3)], signature("t.echo", queue="acl"))
+        assert client.submit_workflow(canvas).result(timeout=30) == [1, 2, 3]
         assert client.admin.purge_queue("acl") >= 0
     wait_for(lambda: value(scrape(metrics), "conveyor_fleet_queue_tasks", queue="acl", state="queued") is not None,
              what="the fleet gauges (a sync redis-py client over TLS)")

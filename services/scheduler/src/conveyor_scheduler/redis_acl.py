@@ -14,8 +14,11 @@ import sys
 
 DIRECT = ("ping", "select", "evalsha", "script|load", "script|exists", "subscribe", "unsubscribe", "publish",
           "get", "set", "mget", "exists", "del", "pttl", "hget", "hgetall", "hkeys", "hlen", "hscan", "zrange",
-          "zrangebylex", "zrangebyscore", "zremrangebyscore", "zcard")
-"""Sent by the scheduler itself (redis-py and FastRedis)."""
+          "zrangebylex", "zrangebyscore", "zremrangebyscore", "zcard", "xgroup|create", "xreadgroup", "xack",
+          "xautoclaim")
+"""Sent by the scheduler itself (redis-py and FastRedis). The workflow outboxes' consumer group
+(workflow_store.py) also sends hmget, lrange, sadd, smembers, zadd, zrem and xdel, listed below
+with the scripts that use them."""
 SCRIPTED = ("hset", "hmget", "hdel", "hincrby", "hexists", "pexpire", "persist", "incr", "decr", "bitfield",
             "rpush", "lpush", "lpop", "lrange", "llen", "sadd", "srem", "smembers", "sismember", "zadd", "zrem",
             "zpopmin", "zcount", "xadd", "xrange", "xrevrange", "xdel")

@@ -14,7 +14,8 @@ The walk of one workflow:
 Why nothing is lost or doubled (DESIGN.md has the long form): the outcome is written with
 the task's end, in the task's slot, so it cannot be lost; an entry is deleted only after
 everything it caused is stored, so a replica that dies midway leaves it to be claimed
-by another (XAUTOCLAIM after CLAIM_IDLE_MS) and replayed; a replay applies nothing twice
+by another (XAUTOCLAIM after CLAIM_IDLE_MS) and replayed, and an entry no replica read (they
+died before their read, or it failed) is read by the next sweep; a replay applies nothing twice
 (the node's state in the workflow says it was applied) and submits nothing twice (the
 idempotency key returns the task already made). Roots and retried nodes have no outbox
 entry behind them: the workflow sits in a recovery set (cv:{cv}:wfr) until its released
@@ -184,7 +185,7 @@ class Workflows:
                     await self._handle(queue, entries)
                 elif not drain.again:
                     return
-        except RedisError as exc:  # unacknowledged entries are claimed by the sweep
+        except RedisError as exc:  # the sweep reads what is left, and claims what was read and not applied
             log.warning("workflow outbox of queue %s: %s (the sweep retries)", queue, exc)
         except Exception:  # a bug: say so; the entry stays unacknowledged, so the sweep retries it
             log.exception("workflow outbox of queue %s: an entry could not be applied", queue)
@@ -283,10 +284,18 @@ class Workflows:
                 log.exception("workflow sweep failed")
 
     async def sweep(self) -> None:
-        """Claims and applies outbox entries left unacknowledged; finishes releases left unrecorded."""
+        """Claims and applies outbox entries left unacknowledged; reads entries nobody read;
+        finishes releases left unrecorded.
+
+        XAUTOCLAIM only finds entries a consumer was handed. An entry that no replica has read
+        yet is found by a read of new entries alone, which only a publish on cv:wfo (or a
+        reconnect) starts: when every replica that heard it died before its read, or its read
+        failed, the next publish on that queue may never come (the entry was the last node
+        of its workflow running there), so every sweep reads too."""
         for queue in await self.store.outbox_queues():
             while entries := await self.store.claim_stale(queue, self.consumer, CLAIM_IDLE_MS):
                 await self._handle(queue, entries)
+            self.drain_soon(queue)
         for workflow_id in await self.store.due_for_recovery():
             state, run, released = await self.store.ready(workflow_id)
             if state == RUNNING and released:
