@@ -11,7 +11,7 @@ The walk of one workflow:
    children it released with the idempotency key wf:ID:RUN:NODE, records them
    (wf_mark.lua), and only then acknowledges and deletes the entry.
 
-Why nothing is lost or doubled (DESIGN.md has the long form): the outcome is written with
+Why nothing is lost or doubled (docs/ARCHITECTURE.md, "Workflows"): the outcome is written with
 the task's end, in the task's slot, so it cannot be lost; an entry is deleted only after
 everything it caused is stored, so a replica that dies midway leaves it to be claimed
 by another (XAUTOCLAIM after CLAIM_IDLE_MS) and replayed, and an entry no replica read (they
@@ -293,15 +293,21 @@ class Workflows:
         failed, the next publish on that queue may never come (the entry was the last node
         of its workflow running there), so every sweep reads too."""
         for queue in await self.store.outbox_queues():
-            while entries := await self.store.claim_stale(queue, self.consumer, CLAIM_IDLE_MS):
-                await self._handle(queue, entries)
+            try:
+                while entries := await self.store.claim_stale(queue, self.consumer, CLAIM_IDLE_MS):
+                    await self._handle(queue, entries)
+            except Exception:  # one queue's trouble must not stop the sweep of the others
+                log.exception("workflow sweep: the outbox of queue %s", queue)
             self.drain_soon(queue)
         for workflow_id in await self.store.due_for_recovery():
-            state, run, released = await self.store.ready(workflow_id)
-            if state == RUNNING and released:
-                policy, trace = await self._policy_and_trace(workflow_id)
-                await self._submit(workflow_id, run, released, policy, trace)
-            await self.store.recovered(workflow_id)
+            try:
+                state, run, released = await self.store.ready(workflow_id)
+                if state == RUNNING and released:
+                    policy, trace = await self._policy_and_trace(workflow_id)
+                    await self._submit(workflow_id, run, released, policy, trace)
+                await self.store.recovered(workflow_id)
+            except Exception:  # nor one workflow's the recovery of the others
+                log.exception("workflow sweep: recovering workflow %s", workflow_id)
 
     # -- reading: GetWorkflow and WatchWorkflow ------------------------------------------------------
 
