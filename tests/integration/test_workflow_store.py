@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 from conveyor.v1 import task_pb2, workflow_pb2
 from conveyor_scheduler.keys import WorkflowKeys
 from conveyor_scheduler.workflow_payloads import outcome_of
-from conveyor_scheduler.workflow_store import GraphNode, OutboxEntry, WorkflowStore
+from conveyor_scheduler.workflow_store import CREATE_CHUNK, GraphNode, OutboxEntry, WorkflowStore
 
 SUCCEEDED, FAILED, CANCELLED = task_pb2.TASK_STATE_SUCCEEDED, task_pb2.TASK_STATE_FAILED, task_pb2.TASK_STATE_CANCELLED
 W_RUNNING, W_SUCCEEDED, W_FAILED, W_CANCELLED = (workflow_pb2.WORKFLOW_STATE_RUNNING,
@@ -164,5 +164,20 @@ def test_a_ten_thousand_header_chord_releases_its_callback_once_with_every_resul
             assert (await apply(store, entry(wf, f"h{i}", result=str(i).encode()))).released == []
         (cb,) = (await apply(store, entry(wf, f"h{n - 1}", result=str(n - 1).encode()))).released
         assert cb.outcomes == [f"r{i}".encode() for i in range(n)]
+
+    run(redis_url, body)
+
+
+def test_a_workflow_stored_in_chunks_expires_unless_its_last_chunk_comes(redis_url: str) -> None:
+    async def body(store: WorkflowStore, redis: Redis) -> None:
+        edges = {f"n{i}": [] for i in range(CREATE_CHUNK + 5)}
+        await store.create("wf_whole", graph(edges), name="", policy=0, trace={})
+        keys = WorkflowKeys.of("wf_whole").script_keys
+        assert {await redis.pttl(k) for k in keys if await redis.exists(k)} == {-1}  # complete: kept
+        half = graph({f"n{i}": [] for i in range(CREATE_CHUNK)})  # as if its replica died after chunk 1
+        await store._run("wf_create", "wf_half", "0", "", 0, "{}", CREATE_CHUNK + 5,
+                         *[v for n in half for v in (n.key, "{}", n.spec, 0, "1")])
+        ttls = {await redis.pttl(k) for k in WorkflowKeys.of("wf_half").script_keys if await redis.exists(k)}
+        assert ttls and all(0 < t <= 3_600_000 for t in ttls)
 
     run(redis_url, body)
