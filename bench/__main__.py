@@ -64,7 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="POOL:CONCURRENCY to skip the calibration, e.g. prefork:2 (default: calibrate)")
     ap.add_argument("--profile", type=Path, default=None,
                     help="py-spy the scheduler and a worker (in ordinary, this producer too) during single_producer, "
-                         "batch, latency, ordinary and many_producers into this folder")
+                         "batch, latency, ordinary, many_producers and workflows' timed chords into this folder")
     ap.add_argument("--profile-native", action="store_true",
                     help="with --profile: native frames too (grpc, hiredis); pauses the process per sample")
     ap.add_argument("--keep-logs", action="store_true", help="keep the processes' logs (kept anyway on failure)")

@@ -15,6 +15,7 @@ Speed settings (everything else is Celery's default):
 from __future__ import annotations
 
 import os
+import time
 
 from celery import Celery
 
@@ -51,6 +52,12 @@ def make_app() -> Celery:
     @celery.task(name="bench.burn", shared=False)
     def burn(n: int) -> int:
         return work.burn(n)
+
+    @celery.task(name="bench.tsum", shared=False)
+    def tsum(values: list[int]) -> dict[str, float]:
+        """workflows: a chord's callback, as bench/tasks.py's (the sum, and time.time() at its start)."""
+        started = time.time()
+        return {"sum": sum(values), "started": started}
 
     return celery
 

@@ -5,6 +5,7 @@ fastest on this machine, producers in this process. Settings: bench/celery_app.p
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import importlib.util
 import os
@@ -15,7 +16,7 @@ from typing import Any
 
 from bench import ordinary, work
 from bench.common import Context, private_redis, start, stop
-from bench.measure import Completions, CpuMeter, RedisCalls, cpu_fields, percentile
+from bench.measure import Completions, CpuMeter, RedisCalls, cpu_fields, percentile, redis_used_memory
 from tests.harness import Proc
 
 RESULT_PREFIX = "celery-task-meta-"
@@ -93,17 +94,20 @@ class CeleryRunner:
 
     # -- processes ----------------------------------------------------------------------
 
-    def _start_worker(self, label: str, pool: str, concurrency: int) -> None:
+    def _start_worker(self, label: str, pool: str, concurrency: int, fresh: bool = True) -> None:
+        """A worker on an empty Redis and a new producer app, ready once it answered a task; or,
+        with fresh=False, on what Redis holds (e.g. tasks sent while no worker ran), not waited for."""
         self._stop_worker()
-        self.redis.flushall()
-        self._new_app()
+        if fresh:
+            self.redis.flushall()
+            self._new_app()
         self._serial += 1
         self.worker = start(f"{label}-celery-{self._serial}", [
             sys.executable, "-m", "celery", "-A", "bench.celery_app", "worker", f"--pool={pool}",
             f"--concurrency={concurrency}", "--without-gossip", "--without-mingle", "--without-heartbeat",
             "-Q", "bench", "--loglevel=WARNING", "-n", f"bench{self._serial}@%h"], self.ctx.work_dir)
         # Ready once it answers a task.
-        if self.add.delay(1, 2).get(timeout=120) != 3:
+        if fresh and self.add.delay(1, 2).get(timeout=120) != 3:
             raise RuntimeError("celery worker gave a wrong warm-up result")
 
     def _stop_worker(self) -> None:
@@ -195,6 +199,123 @@ class CeleryRunner:
         res = self._batch_rate(n, min(n, 500), task=burn, args=lambda i: (size + i % work.VARIANTS,),
                                expect=lambda i: work.expected(i % work.VARIANTS))
         return {**res, "processes_throughput": res["throughput"], "burn_n": size, "children": children}
+
+    def workflows(self, n: int, steps: int, rounds: int, small: int) -> dict[str, Any]:
+        """ConveyorRunner.workflows with Celery's canvas on its Redis result backend: the same
+        chord, `chord(header)(callback)`, and chain, timed to the last task's result on Redis
+        pub/sub (nobody waits on them meanwhile). A header's end is its result's date_done (stored
+        just before its chord counter is counted: Celery acks on receipt, so its ack says nothing
+        about the end); the callback's start is the time.time() bench.tsum takes first. The chain
+        and the small chord again waited for as an application does, with AsyncResult.get() from
+        the send on (it follows the result's parents: on a chord, every header's result)."""
+        from celery import chain, chord  # noqa: PLC0415 - Celery only where it runs
+
+        self._fresh("workflows")
+        assert self.pool is not None and self.concurrency is not None
+        add, tsum = self.app.tasks["bench.add"], self.app.tasks["bench.tsum"]
+
+        def chord_of(size: int) -> Any:
+            return chord([add.s(i, i) for i in range(size)], tsum.s())
+
+        def chain_of(size: int) -> Any:
+            return chain(add.s(0, 1), *(add.s(1) for _ in range(size - 1)))
+
+        out: dict[str, Any] = {"chord_size": n, "chain_size": steps, "rounds": rounds, "small_chord_size": small}
+        self._stop_worker()  # stored, not run
+        canvas = chord_of(n)
+        mem0 = redis_used_memory(self.redis)
+        result = canvas.apply_async()
+        time.sleep(0.2)
+        out["redis_bytes_per_node"] = (redis_used_memory(self.redis) - mem0) / (n + 1)
+        done = Completions(self.results_url, RESULT_PREFIX + "*", n + 1, self.ctx.sizes.timeout, self.ctx.work_dir,
+                           strip=RESULT_PREFIX)
+        try:
+            self._start_worker("workflows", self.pool, self.concurrency, fresh=False)
+            done.wait()  # then get() finds it done: get() all along costs (see _timed_workflow)
+        finally:
+            done.close()
+        tasks, (verified, cold) = n + 1, self._chord_outcome(result, n, result.get(timeout=self.ctx.sizes.timeout))
+
+        meter = self._meter()
+        runs = [self._timed_workflow(chord_of(n), n + 1) for _ in range(rounds)]
+        cpu, calls = meter.stop(), self._calls.per_task(rounds * (n + 1))
+        samples = []
+        for took, result, value in runs:
+            right, got = self._chord_outcome(result, n, value)
+            tasks, verified = tasks + n + 1, verified + right
+            samples.append({**got, "seconds": took})
+
+        meter = self._meter()
+        chain_took, result, value = self._timed_workflow(chain_of(steps), steps)
+        chain_cpu = meter.stop()
+        tasks, verified = tasks + steps, verified + self._chain_verified(result, steps, value)
+        watched_took, result, value = self._timed_workflow(chain_of(steps), steps, watch=True)
+        tasks, verified = tasks + steps, verified + self._chain_verified(result, steps, value)
+
+        for watch in (False, True):
+            took, result, value = self._timed_workflow(chord_of(small), small + 1, watch)
+            tasks, verified = tasks + small + 1, verified + self._chord_outcome(result, small, value)[0]
+            out["small_chord_result_seconds" if watch else "small_chord_seconds"] = took
+
+        def p50(key: str) -> float:
+            return percentile([s[key] for s in samples], 50)
+
+        for key in ("ack_to_callback_ms", "seconds"):
+            out[f"chord_{key}_samples"] = [round(s[key], 4) for s in samples]
+        out.update({
+            "chord_ack_to_callback_ms": p50("ack_to_callback_ms"),
+            "chord_ack_to_callback_max_ms": max(s["ack_to_callback_ms"] for s in samples),
+            "chord_seconds": p50("seconds"), "chord_nodes_per_s": (n + 1) / p50("seconds"),
+            "cold_chord_ack_to_callback_ms": cold["ack_to_callback_ms"],
+            "chain_seconds": chain_took, "chain_steps_per_s": steps / chain_took,
+            "chain_result_steps_per_s": steps / watched_took,
+            "chain_cpu_ms_per_step_total": round(1000 * sum(chain_cpu.values()) / steps, 3),
+            "tasks": tasks, "verified": verified, **cpu_fields(cpu, rounds * (n + 1)), **calls})
+        return out
+
+    def _timed_workflow(self, canvas: Any, tasks: int, watch: bool = False) -> tuple[float, Any, Any]:
+        """(seconds, its AsyncResult, the value) of one canvas of `tasks` tasks sent on an idle worker:
+        from the send to the last task's result on Redis pub/sub, or with `watch`, to the return of
+        AsyncResult.get() (called at once)."""
+        done = Completions(self.results_url, RESULT_PREFIX + "*", tasks, self.ctx.sizes.timeout, self.ctx.work_dir,
+                           strip=RESULT_PREFIX)
+        try:
+            t0 = time.monotonic()
+            result = canvas.apply_async()
+            if watch:
+                value = result.get(timeout=self.ctx.sizes.timeout)
+                end = time.monotonic()
+                done.wait()
+            else:
+                end = done.wait().last()
+                value = result.get(timeout=self.ctx.sizes.timeout)
+        finally:
+            done.close()
+        return end - t0, result, value
+
+    def _chord_outcome(self, result: Any, n: int, value: Any) -> tuple[int, dict[str, float]]:
+        """How many of a finished chord's n + 1 tasks verified (every header's stored result, the
+        callback's sum), and the last header's date_done -> the callback's start."""
+        ids = [r.id for r in result.parent.results]  # the callback's parent: the header's GroupResult
+        metas = dict(self.app.backend.get_many(ids, timeout=self.ctx.sizes.timeout, interval=0.2))
+        right = sum(1 for i, task_id in enumerate(ids)
+                    if metas[task_id]["status"] == "SUCCESS" and metas[task_id]["result"] == 2 * i)
+        right += int(isinstance(value, dict) and value.get("sum") == n * (n - 1))
+        last = max(dt.datetime.fromisoformat(metas[task_id]["date_done"]).timestamp() for task_id in ids)
+        started = float(value["started"]) if isinstance(value, dict) else float("nan")
+        return right, {"ack_to_callback_ms": 1000 * (started - last)}
+
+    def _chain_verified(self, result: Any, steps: int, value: Any) -> int:
+        """How many of a chain's steps verified (step i's result is i + 1), walked back from the
+        last step's AsyncResult through .parent."""
+        ids: list[str] = []
+        while result is not None:
+            ids.append(result.id)
+            result = result.parent
+        ids.reverse()
+        if value != steps or len(ids) != steps:
+            return 0
+        return self._verify({task_id: i + 1 for i, task_id in enumerate(ids)})
 
     def _batch_rate(self, n: int, batch_size: int, task: Any = None,
                     args: Callable[[int], tuple[Any, ...]] | None = None,

@@ -51,6 +51,14 @@ class Sizes:
     """cpu_bound: ~20 ms tasks per pool (about 6 s in threads on 2 slots, half that in processes)."""
     cpu_noop: int = 20_000
     """cpu_bound: no-op tasks through the 2 children."""
+    workflow_chord: int = 10_000
+    """workflows: header tasks of the chord (its callback sums their results)."""
+    workflow_chain: int = 1_000
+    """workflows: steps of the chain."""
+    workflow_rounds: int = 3
+    """workflows: timed chords on warm workers (the ack -> callback gap is their p50)."""
+    workflow_small_chord: int = 1_000
+    """workflows: the chord timed with and without handle.result() following it (WatchWorkflow)."""
     warmup: int = 300
     celery_calibration: int = 2_000
     celery_batch_seconds: float = 150.0
@@ -66,8 +74,8 @@ FULL = Sizes()
 QUICK = Sizes(single=200, batch=2_000, batch_size=500, latency=30, ordinary=200, many_producers=400,
               depth_small=1_000, depth_large=20_000, depth_rounds=2, depth_push_batch=5_000, fan_in_workers=20,
               fan_in_seconds=2.0, dashboard_tasks=20_000, dashboard_requests=5, dashboard_seconds=2.0, cpu_tasks=40,
-              cpu_noop=1_000, warmup=50,
-              celery_calibration=300, timeout=120.0, quick=True)
+              cpu_noop=1_000, workflow_chord=200, workflow_chain=50, workflow_rounds=2, workflow_small_chord=100,
+              warmup=50, celery_calibration=300, timeout=120.0, quick=True)
 
 
 @dataclass

@@ -37,7 +37,7 @@ from bench.measure import (
     rss_mib,
 )
 from bench.tasks import make_app
-from conveyor import AsyncClient, Call, Client, TaskHandle, TaskState
+from conveyor import AsyncClient, Call, Canvas, Client, TaskHandle, TaskState, WorkflowHandle, chain, chord
 from conveyor.cli_token import entry, new_token
 from conveyor.common import outcome
 from conveyor.serialization import JSON, decode_result
@@ -446,6 +446,147 @@ class ConveyorRunner:
                 "cpu_ms_per_task_1k": _per_task(cpu_small, rounds * small),
                 "cpu_ms_per_task_1m": _per_task(cpu_large, deep_claimed),
                 "tasks": total, "verified": verified}
+
+    def workflows(self, n: int, steps: int, rounds: int, small: int) -> dict[str, Any]:
+        """A chord of `n` add(i, i) headers into bench.tsum and a chain of `steps` adds, submitted
+        through the SDK (`chord(...)`, `add.s(0, 1) | add.s(1) | ...`); every node's result verified.
+
+        1. Redis bytes per node: used_memory before the chord is submitted and once it is stored
+           (headers queued, the callback waiting) with no worker connected; then workers start
+           and it runs (untimed).
+        2. `rounds` chords on warm workers, each timed from its submit to the callback's
+           completion on cv:done (an outside listener, as in batch: nobody watches the workflow
+           meanwhile). The last header's ack is the greatest finished_at of the header tasks (the
+           scheduler sets it as it records the ack); the callback's start is the time.time()
+           bench.tsum takes first (in its result); between them, the callback's created_at (the
+           scheduler's advance submitted it) and started_at (leased to the worker).
+        3. The chain, timed the same way: steps per second.
+        4. The same waited for as an application does, with handle.result() (WatchWorkflow): the
+           chain again, and a chord of `small` headers timed with and without it.
+        """
+        self._fresh("workflows")
+        app = make_app(self.target)
+        add, tsum = app.tasks["bench.add"], app.tasks["bench.tsum"]
+
+        def chord_of(size: int) -> Canvas:
+            return chord([add.s(i, i) for i in range(size)], tsum.s())
+
+        def chain_of(size: int) -> Canvas:
+            return chain(add.s(0, 1), *(add.s(1) for _ in range(size - 1)))
+
+        timeout = self.ctx.sizes.timeout
+        out: dict[str, Any] = {"chord_size": n, "chain_size": steps, "rounds": rounds, "small_chord_size": small}
+        tasks = verified = 0
+        try:
+            with Client(self.target, timeout=300) as client:
+                self._stop_workers()  # stored, not run
+                canvas = chord_of(n)
+                mem0 = redis_used_memory(self.redis)
+                handle = client.submit_workflow(canvas)
+                time.sleep(0.2)
+                out["redis_bytes_per_node"] = (redis_used_memory(self.redis) - mem0) / (n + 1)
+                done = Completions(self.redis_url, DONE_CHANNEL, n + 1, timeout, self.ctx.work_dir)
+                try:
+                    self._start_workers("workflows")
+                    done.wait()  # then result() reads it finished: a watcher all along would slow it (see 4.)
+                finally:
+                    done.close()
+                right, cold = self._chord_outcome(client, handle, n, handle.result(timeout=timeout))
+                tasks, verified = tasks + n + 1, verified + right
+
+                with Profiler(self.ctx, "workflows-conveyor", self._pids()) as prof:
+                    meter = self._meter()
+                    runs = [self._timed_workflow(client, chord_of(n), n + 1) for _ in range(rounds)]
+                    cpu, calls = meter.stop(), self._calls.per_task(rounds * (n + 1))
+                samples = []
+                for took, handle, value in runs:
+                    right, got = self._chord_outcome(client, handle, n, value)
+                    tasks, verified = tasks + n + 1, verified + right
+                    samples.append({**got, "seconds": took})
+
+                meter = self._meter()
+                chain_took, handle, value = self._timed_workflow(client, chain_of(steps), steps)
+                chain_cpu = meter.stop()
+                tasks, verified = tasks + steps, verified + self._chain_verified(client, handle, steps, value)
+                watched_took, handle, value = self._timed_workflow(client, chain_of(steps), steps, watch=True)
+                tasks, verified = tasks + steps, verified + self._chain_verified(client, handle, steps, value)
+
+                for watch in (False, True):
+                    took, handle, value = self._timed_workflow(client, chord_of(small), small + 1, watch)
+                    right, _ = self._chord_outcome(client, handle, small, value)
+                    tasks, verified = tasks + small + 1, verified + right
+                    out["small_chord_result_seconds" if watch else "small_chord_seconds"] = took
+        finally:
+            app.client.close()
+
+        def p50(key: str) -> float:
+            return percentile([s[key] for s in samples], 50)
+
+        for key in ("ack_to_callback_ms", "ack_to_release_ms", "ack_to_lease_ms", "seconds"):
+            out[f"chord_{key}_samples"] = [round(s[key], 4) for s in samples]
+        out.update({
+            "chord_ack_to_callback_ms": p50("ack_to_callback_ms"),
+            "chord_ack_to_callback_max_ms": max(s["ack_to_callback_ms"] for s in samples),
+            "chord_ack_to_release_ms": p50("ack_to_release_ms"), "chord_ack_to_lease_ms": p50("ack_to_lease_ms"),
+            "chord_seconds": p50("seconds"), "chord_nodes_per_s": (n + 1) / p50("seconds"),
+            "cold_chord_ack_to_callback_ms": cold["ack_to_callback_ms"],
+            "chain_seconds": chain_took, "chain_steps_per_s": steps / chain_took,
+            "chain_result_steps_per_s": steps / watched_took,
+            "chain_cpu_ms_per_step_total": round(1000 * sum(chain_cpu.values()) / steps, 3),
+            "tasks": tasks, "verified": verified,
+            **cpu_fields(cpu, rounds * (n + 1)), **calls, **_profile(prof)})
+        return out
+
+    def _timed_workflow(self, client: Client, canvas: Canvas, nodes: int, watch: bool = False
+                        ) -> tuple[float, WorkflowHandle, Any]:
+        """(seconds, handle, result) of one workflow of `nodes` tasks on idle workers: from its
+        submit to its last task's completion on cv:done, or with `watch`, to handle.result()'s
+        return (it follows the workflow on WatchWorkflow from the submit on)."""
+        done = Completions(self.redis_url, DONE_CHANNEL, nodes, self.ctx.sizes.timeout, self.ctx.work_dir)
+        try:
+            t0 = time.monotonic()
+            handle = client.submit_workflow(canvas)
+            if watch:
+                value = handle.result(timeout=self.ctx.sizes.timeout)
+                end = time.monotonic()
+                done.wait()
+            else:
+                end = done.wait().last()
+                value = handle.result(timeout=self.ctx.sizes.timeout)
+        finally:
+            done.close()
+        return end - t0, handle, value
+
+    def _chord_outcome(self, client: Client, handle: WorkflowHandle, n: int, value: Any
+                       ) -> tuple[int, dict[str, float]]:
+        """How many of a finished chord's n + 1 nodes verified (every header's result read through
+        the SDK, the callback's sum), and its ack -> callback figures (see workflows)."""
+        nodes = handle.get().nodes
+        header_ids, callback_id = [node.task_id for node in nodes[:n]], nodes[n].task_id
+        results = client.results(header_ids, timeout=self.ctx.sizes.timeout)
+        right = sum(1 for i, v in enumerate(results) if v == 2 * i)
+        right += int(isinstance(value, dict) and value.get("sum") == n * (n - 1))
+        # Every header's finished_at from the task records (n GetTask calls would take seconds);
+        # the last one's is read through GetTask too, and must agree.
+        keys = QueueKeys.of(QUEUE)
+        pipe = self.redis.pipeline(transaction=False)
+        for task_id in header_ids:
+            pipe.hget(keys.task(task_id), "fa")
+        finished = [int(fa) for fa in pipe.execute()]
+        last = max(range(n), key=finished.__getitem__)
+        last_ms = client.get_task(header_ids[last]).finished_at.ToMilliseconds()
+        if last_ms != finished[last]:
+            raise RuntimeError(f"header {header_ids[last]}: finished_at {last_ms} by GetTask, {finished[last]} stored")
+        callback = client.get_task(callback_id)
+        started = 1000 * float(value["started"]) if isinstance(value, dict) else float("nan")
+        return right, {"ack_to_callback_ms": started - last_ms,
+                       "ack_to_release_ms": callback.created_at.ToMilliseconds() - last_ms,
+                       "ack_to_lease_ms": callback.started_at.ToMilliseconds() - last_ms}
+
+    def _chain_verified(self, client: Client, handle: WorkflowHandle, steps: int, value: Any) -> int:
+        """How many of a chain's steps verified: step i's result is i + 1, the chain's is `steps`."""
+        values = client.results([node.task_id for node in handle.get().nodes], timeout=self.ctx.sizes.timeout)
+        return sum(1 for i, v in enumerate(values) if v == i + 1) if value == steps else 0
 
     def _purge_timed(self, queue: str, queued: int) -> dict[str, Any]:
         """PurgeQueue on the `queued` tasks left in `queue`, timed, with Redis PINGed without pause

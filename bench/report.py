@@ -1,5 +1,5 @@
-"""The benchmark's report: the targets of issues 6, 15, 16, 17 and 18 checked against a run, the
-printed table, and the ordinary path's per-hop budget."""
+"""The benchmark's report: the targets of issues 6, 15, 16, 17 and 18 and of workflows checked against a
+run, the printed table, and the ordinary path's per-hop budget."""
 
 from __future__ import annotations
 
@@ -105,6 +105,10 @@ TARGETS = [
            _ratio("cpu_bound", ("conveyor", "processes_throughput"), ("celery", "processes_throughput"), 1.0)),
     Target("cpu_bound", "no-op tasks through 2 children >= 3,000/s",
            _at_least("cpu_bound", "noop_processes_throughput", 3_000)),
+    Target("workflows", "last header ack -> callback start <= 100 ms",
+           _at_most("workflows", "chord_ack_to_callback_ms", 100)),
+    Target("workflows", "chain steps/s >= celery's (the ratio)",
+           _ratio("workflows", ("conveyor", "chain_steps_per_s"), ("celery", "chain_steps_per_s"), 1.0)),
 ]
 
 ORDINARY_ROWS = [
@@ -168,9 +172,22 @@ ROWS = [
     ("cpu_bound", "threads_throughput", "~20 ms tasks/s, 2 threads", "{:,.1f}", True),
     ("cpu_bound", "processes_throughput", "~20 ms tasks/s, 2 child processes", "{:,.1f}", True),
     ("cpu_bound", "noop_processes_throughput", "no-op tasks/s, 2 child processes", "{:,.0f}", True),
+    ("workflows", "chord_ack_to_callback_ms", "chord ack->callback start p50 ms", "{:.1f}", False),
+    ("workflows", "chord_ack_to_callback_max_ms", "chord ack->callback start max ms", "{:.1f}", False),
+    ("workflows", "chord_ack_to_release_ms", "chord ack->callback submitted ms", "{:.1f}", False),
+    ("workflows", "chord_ack_to_lease_ms", "chord ack->callback leased ms", "{:.1f}", False),
+    ("workflows", "chord_seconds", "chord end-to-end s, p50", "{:.2f}", False),
+    ("workflows", "chord_nodes_per_s", "chord nodes/s", "{:,.0f}", True),
+    ("workflows", "redis_bytes_per_node", "chord stored: Redis bytes/node", "{:,.0f}", False),
+    ("workflows", "cpu_ms_per_task_total", "chord CPU ms/node, all processes", "{:.2f}", False),
+    ("workflows", "chain_steps_per_s", "chain steps/s", "{:,.0f}", True),
+    ("workflows", "chain_cpu_ms_per_step_total", "chain CPU ms/step, all processes", "{:.2f}", False),
+    ("workflows", "chain_result_steps_per_s", "chain steps/s to result()/get()", "{:,.0f}", True),
+    ("workflows", "small_chord_seconds", "small chord end-to-end s", "{:.2f}", False),
+    ("workflows", "small_chord_result_seconds", "small chord s to result()/get()", "{:.2f}", False),
     *((scenario, "cpu_steal_pct", "machine: CPU % stolen by host", "{:.1f}", False)
       for scenario in ("single_producer", "batch", "latency", "ordinary", "many_producers", "depth", "fan_in",
-                       "dashboard", "cpu_bound")),
+                       "dashboard", "cpu_bound", "workflows")),
 ]
 
 

@@ -16,7 +16,7 @@ from bench.common import Context
 from bench.measure import StealMeter
 
 SCENARIOS = ("single_producer", "batch", "latency", "ordinary", "many_producers", "depth", "fan_in", "dashboard",
-             "cpu_bound")
+             "cpu_bound", "workflows")
 CONVEYOR_ONLY = {"depth", "fan_in", "dashboard"}
 """Celery has no equivalent of these (its queue depth and idle-worker cost are Redis's and kombu's)."""
 WITH_TLS = {"single_producer", "batch", "latency"}
@@ -37,6 +37,8 @@ DESCRIPTIONS = {
                  "with 50 open /events/overview streams",
     "cpu_bound": "a ~20 ms pure-Python task on 2 slots: threads vs child processes (Celery: prefork -c 2); "
                  "then no-op tasks through 2 children",
+    "workflows": "a chord of N add(i, i) into a sum (last header ack -> callback start; Redis bytes per node, "
+                 "stored not run) and a chain of add steps (steps/s)",
 }
 
 
@@ -54,6 +56,8 @@ def run_system(ctx: Context, runner: Any, scenarios: list[str]) -> dict[str, dic
         "dashboard": lambda: runner.dashboard(s.dashboard_tasks, s.depth_push_batch, s.dashboard_requests,
                                               s.dashboard_streams, s.dashboard_seconds),
         "cpu_bound": lambda: runner.cpu_bound(s.cpu_tasks, s.cpu_noop, 2),
+        "workflows": lambda: runner.workflows(s.workflow_chord, s.workflow_chain, s.workflow_rounds,
+                                                 s.workflow_small_chord),
     }
     out: dict[str, dict[str, Any]] = {}
     for name in scenarios:

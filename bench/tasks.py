@@ -7,6 +7,8 @@ and an App keeps the client it opened first).
 
 from __future__ import annotations
 
+import time
+
 from bench import work
 from conveyor import App, current_task
 from conveyor.common import DEFAULT_TARGET
@@ -29,6 +31,13 @@ def make_app(scheduler: str = DEFAULT_TARGET) -> App:
     def burn(n: int) -> int:
         """cpu_bound: pure-Python work (no pool named: the worker's --pool decides where it runs)."""
         return work.burn(n)
+
+    @app.task(name="bench.tsum")
+    def tsum(values: list[int]) -> dict[str, float]:
+        """workflows: a chord's callback. Its header's sum, and when it started (time.time(), its
+        first statement): the benchmark times the last header's ack to here."""
+        started = time.time()
+        return {"sum": sum(values), "started": started}
 
     return app
 

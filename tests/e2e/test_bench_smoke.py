@@ -31,6 +31,9 @@ FIELDS = {
                   "cpu_steal_pct"),
     "cpu_bound": ("threads_throughput", "processes_throughput", "noop_processes_throughput", "speedup",
                   "cpu_steal_pct"),
+    "workflows": ("chord_ack_to_callback_ms", "chord_ack_to_release_ms", "chord_ack_to_lease_ms", "chord_seconds",
+                  "redis_bytes_per_node", "cpu_ms_per_task_total", "chain_steps_per_s", "chain_result_steps_per_s",
+                  "small_chord_seconds", "small_chord_result_seconds", "cpu_steal_pct"),
 }
 
 
@@ -56,6 +59,10 @@ def test_bench_quick_runs_conveyor_and_verifies_every_task(tmp_path: Path) -> No
     assert "per-hop budget" in done.stdout
     depth = doc["scenarios"]["depth"]["conveyor"]
     assert depth["rate_1k"] > 0 and depth["rate_1m"] > 0 and depth["redis_bytes_per_task"] > 0
+    flows = doc["scenarios"]["workflows"]["conveyor"]
+    assert flows["redis_bytes_per_node"] > 0 and flows["chain_steps_per_s"] > 0, flows
+    # the callback starts after the last header's ack, and is submitted before it is leased
+    assert 0 <= flows["chord_ack_to_release_ms"] <= flows["chord_ack_to_lease_ms"] <= flows["chord_ack_to_callback_ms"]
     assert doc["verification_problems"] == []
     judged = {t["target"]: t["result"] for t in doc["targets"]}
     assert judged["conveyor throughput >= 5x celery's"] == "n/a"  # no Celery in this run
