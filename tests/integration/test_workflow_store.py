@@ -42,7 +42,8 @@ def entry(wf: str, node: str, state: int = SUCCEEDED, result: bytes = b"1", run:
 
 
 async def apply(store: WorkflowStore, e: OutboxEntry) -> Any:
-    return await store.apply(e, outcome_of(e.state, e.result, e.result_type, e.error_type, e.error_message))
+    return await store.apply(e.workflow_id, [(e, outcome_of(e.state, e.result, e.result_type, e.error_type,
+                                                             e.error_message))])
 
 
 def run(redis_url: str, body: Callable[[WorkflowStore, Redis], Awaitable[None]]) -> None:
@@ -64,13 +65,13 @@ def test_the_callback_is_released_once_by_its_last_header_and_replays_change_not
         await store.mark(wf, [("h0", "task-h0"), ("h1", "task-h1"), ("h2", "task-h2")])
         for n, key in enumerate(("h2", "h0")):
             applied = await apply(store, entry(wf, key, result=str(n).encode()))
-            assert (applied.code, applied.state, applied.released) == (1, W_RUNNING, [])
+            assert (applied.codes, applied.state, applied.released) == ([1], W_RUNNING, [])
         last = await apply(store, entry(wf, "h1", result=b'"x"'))
         assert [r.key for r in last.released] == ["cb"]
         (cb,) = last.released
         assert cb.parents == ["h0", "h1", "h2"] and cb.outcomes == [b"r1", b'r"x"', b"r0"]  # parent order
         again = await apply(store, entry(wf, "h1", result=b'"x"'))  # the same entry, replayed
-        assert again.code == 2 and [r.key for r in again.released] == ["cb"]  # not marked yet: offered again
+        assert again.codes == [2] and [r.key for r in again.released] == ["cb"]  # not marked yet: offered again
         await store.mark(wf, [("cb", "task-cb")])
         assert (await apply(store, entry(wf, "h1"))).released == []  # marked: nothing more
         assert int(await redis.hget(WorkflowKeys.of(wf).meta, "nf")) == 3
@@ -93,7 +94,7 @@ def test_fail_fast_cancels_what_waits_and_hands_back_running_tasks(redis_url: st
         meta = await redis.hgetall(WorkflowKeys.of(wf).meta)
         assert meta[b"en"] == b"a" and json.loads(meta[b"ee"])["type"] == "ValueError"
         late = await apply(store, entry(wf, "b", SUCCEEDED))  # b finished before its cancel landed
-        assert (late.code, late.state, late.released) == (1, W_FAILED, [])
+        assert (late.codes, late.state, late.released) == ([1], W_FAILED, [])
         assert int(meta[b"nn"]) == 4 and int(await redis.hget(WorkflowKeys.of(wf).meta, "nf")) == 4
 
     run(redis_url, body)
@@ -123,7 +124,7 @@ def test_retry_resets_what_did_not_succeed_and_ignores_the_old_run(redis_url: st
         state, new_run, released = await store.retry(wf)
         assert (state, new_run, [r.key for r in released]) == (W_FAILED, 2, ["b"])
         stale = await apply(store, entry(wf, "b", SUCCEEDED, run="1"))
-        assert stale.code == 0  # an outcome of run 1 does not count in run 2
+        assert stale.codes == [0]  # an outcome of run 1 does not count in run 2
         await store.mark(wf, [("b", "task-b2")])
         cb = (await apply(store, entry(wf, "b", run="2", task_id="task-b2", result=b"20"))).released
         assert [(r.key, r.outcomes) for r in cb] == [("c", [b"r10", b"r20"])]  # a's result was kept
@@ -160,10 +161,17 @@ def test_a_ten_thousand_header_chord_releases_its_callback_once_with_every_resul
         edges["cb"] = [f"h{i}" for i in range(n)]
         await store.create(wf, graph(edges), name="", policy=0, trace={})
         await store.mark(wf, [(f"h{i}", f"task-h{i}") for i in range(n)])
-        for i in range(n - 1):
-            assert (await apply(store, entry(wf, f"h{i}", result=str(i).encode()))).released == []
-        (cb,) = (await apply(store, entry(wf, f"h{n - 1}", result=str(n - 1).encode()))).released
+        outcomes = [(e, outcome_of(e.state, e.result, "", "", "")) for e in
+                    (entry(wf, f"h{i}", result=str(i).encode()) for i in range(n))]
+        released = []
+        for start in range(0, n, 1000):  # as the outbox is read: batches of 1,000, one call each
+            batch = await store.apply(wf, outcomes[start:start + 1000])
+            assert batch.codes == [1] * 1000
+            released += batch.released
+        (cb,) = released
         assert cb.outcomes == [f"r{i}".encode() for i in range(n)]
+        again = await store.apply(wf, outcomes[-2:])  # a replayed batch: applied before, offers the callback
+        assert again.codes == [2, 2] and [r.key for r in again.released] == ["cb"]
 
     run(redis_url, body)
 

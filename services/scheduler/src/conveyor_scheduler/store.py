@@ -349,6 +349,17 @@ class Store:
             return list(await self.fast.execute("MGET", *keys))
         return list(await self.redis.mget(keys))
 
+    async def states(self, tasks: Sequence[tuple[str, str]]) -> list[int]:
+        """The states of (queue, task id) pairs, in one pipelined round trip (0: no record)."""
+        if self.fast:
+            raw = await asyncio.gather(*(self.fast.execute("HGET", self.keys(q).task(t), "st") for q, t in tasks))
+        else:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for queue, task_id in tasks:
+                    pipe.hget(self.keys(queue).task(task_id), "st")
+                raw = await pipe.execute()
+        return [int(v or 0) for v in raw]
+
     async def get_many(self, tasks: Sequence[tuple[str, str]]) -> list[Record]:
         """The records of (queue, task id) pairs, in one pipelined round trip."""
         if len(tasks) == 1 or self.fast:

@@ -29,5 +29,4 @@ class TaskLookup:
 
     async def states(self, task_ids: Sequence[str]) -> list[int]:
         """The states of tasks, in order, read in one round trip (0 for one whose record is gone)."""
-        pairs = [(await self.queue_of(task_id), task_id) for task_id in task_ids]
-        return [int(rec.get(b"st", 0)) for rec in await self.store.get_many(pairs)]
+        return await self.store.states([(await self.queue_of(task_id), task_id) for task_id in task_ids])

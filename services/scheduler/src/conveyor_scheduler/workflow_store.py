@@ -53,9 +53,10 @@ class Released:
 
 @dataclass(frozen=True, slots=True)
 class Applied:
-    """What wf_apply did: code 0 ignored, 1 applied, 2 applied before; the workflow's state after."""
+    """What wf_apply did: per outcome, code 0 ignored, 1 applied, 2 applied before; the
+    workflow's state after them; the nodes they released; the tasks to cancel."""
 
-    code: int
+    codes: list[int]
     state: int
     released: list[Released]
     cancel: list[str]
@@ -116,10 +117,15 @@ class WorkflowStore:
                 args += [n.key, graph, n.spec, len(n.parents), "1" if n.key in leaves else "0"]
             await self._run("wf_create", workflow_id, *args)
 
-    async def apply(self, entry: OutboxEntry, outcome: bytes) -> Applied:
-        code, state, released, cancel = await self._run("wf_apply", entry.workflow_id, entry.node, entry.task_id,
-                                                        entry.run, entry.state, outcome)
-        return Applied(int(code), int(state), [_released(r) for r in released], [c.decode() for c in cancel])
+    async def apply(self, workflow_id: str, outcomes: Sequence[tuple[OutboxEntry, bytes]]) -> Applied:
+        """Applies outcomes of one workflow's nodes, in order, in one script call (a chord's
+        headers finishing together cost one call per batch read from the outbox, not one each)."""
+        args: list[object] = []
+        for entry, outcome in outcomes:
+            args += [entry.node, entry.task_id, entry.run, entry.state, outcome]
+        codes, state, released, cancel = await self._run("wf_apply", workflow_id, *args)
+        nodes = {r.key: r for r in map(_released, released)}  # two replays may offer one child twice
+        return Applied([int(c) for c in codes], int(state), list(nodes.values()), [c.decode() for c in cancel])
 
     async def mark(self, workflow_id: str, submitted: Sequence[tuple[str, str]]) -> list[str]:
         """Records (node key, task id) pairs; returns the task ids the workflow no longer wants."""
@@ -197,7 +203,7 @@ class WorkflowStore:
     async def outbox_queues(self) -> list[str]:
         return sorted(q.decode() for q in await self.redis.smembers(WORKFLOW_QUEUES))
 
-    async def read_outbox(self, queue: str, consumer: str, count: int = 100) -> list[OutboxEntry]:
+    async def read_outbox(self, queue: str, consumer: str, count: int = 1000) -> list[OutboxEntry]:
         """New entries of `queue`'s outbox for this replica (the group hands each to one consumer)."""
         key = QueueKeys.of(queue).outbox
         try:
@@ -209,7 +215,7 @@ class WorkflowStore:
             return []
         return [_entry(eid, fields) for _, entries in reply or [] for eid, fields in entries]
 
-    async def claim_stale(self, queue: str, consumer: str, idle_ms: int, count: int = 100) -> list[OutboxEntry]:
+    async def claim_stale(self, queue: str, consumer: str, idle_ms: int, count: int = 1000) -> list[OutboxEntry]:
         """Entries handed to a consumer that has not acknowledged them for `idle_ms` (its
         replica died, or failed to apply them): they are this replica's now."""
         key = QueueKeys.of(queue).outbox

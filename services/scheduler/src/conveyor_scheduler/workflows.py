@@ -191,23 +191,23 @@ class Workflows:
             log.exception("workflow outbox of queue %s: an entry could not be applied", queue)
 
     async def _handle(self, queue: str, entries: Sequence[OutboxEntry]) -> None:
-        """Applies entries in order, acknowledging each batch once everything it caused is stored."""
-        done: list[str] = []
-        try:
-            for entry in entries:
-                await self._apply(entry)
-                done.append(entry.entry_id)
-        finally:
-            await self.store.done(queue, done)
+        """Applies a batch of entries, one script call per workflow (its entries in order), and
+        acknowledges each workflow's entries once everything they caused is stored."""
+        by_workflow: dict[str, list[OutboxEntry]] = {}
+        for entry in entries:
+            by_workflow.setdefault(entry.workflow_id, []).append(entry)
+        for workflow_id, mine in by_workflow.items():
+            await self._apply(workflow_id, mine)
+            await self.store.done(queue, [e.entry_id for e in mine])
 
-    async def _apply(self, entry: OutboxEntry) -> None:
-        outcome = outcome_of(entry.state, entry.result, entry.result_type, entry.error_type, entry.error_message)
-        applied = await self.store.apply(entry, outcome)
+    async def _apply(self, workflow_id: str, entries: list[OutboxEntry]) -> None:
+        applied = await self.store.apply(workflow_id, [(e, outcome_of(e.state, e.result, e.result_type, e.error_type,
+                                                                      e.error_message)) for e in entries])
         if applied.cancel:
             await self.cancel_tasks(applied.cancel)
         if applied.released:
-            policy, trace = await self._policy_and_trace(entry.workflow_id)
-            await self._submit(entry.workflow_id, int(entry.run), applied.released, policy, trace)
+            policy, trace = await self._policy_and_trace(workflow_id)
+            await self._submit(workflow_id, int(entries[-1].run), applied.released, policy, trace)
 
     async def _policy_and_trace(self, workflow_id: str) -> tuple[bool, dict[str, str]]:
         policy, trace = await self.store.policy_and_trace(workflow_id)
@@ -252,7 +252,7 @@ class Workflows:
                 entry = OutboxEntry("", "", workflow_id, key, str(run), task_pb2.TASK_STATE_FAILED, b"", "",
                                     error.type, str(error))
                 outcome = outcome_of(entry.state, b"", "", error.type, str(error))
-                applied = await self.store.apply(entry, outcome)
+                applied = await self.store.apply(workflow_id, [(entry, outcome)])
                 if applied.cancel:
                     await self.cancel_tasks(applied.cancel)
                 released += applied.released

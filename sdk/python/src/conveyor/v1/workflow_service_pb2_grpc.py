@@ -129,8 +129,10 @@ class WorkflowServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchWorkflow(self, request, context):
-        """The workflow now, then again each time a node finishes or the workflow's
-        state changes; the stream ends after the terminal state.
+        """The workflow now, then again after nodes finish or are submitted or the
+        workflow's state changes: at most ten times a second (changes in between
+        arrive together, in the next message); the stream ends after the terminal
+        state.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

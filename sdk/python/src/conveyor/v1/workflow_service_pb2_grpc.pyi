@@ -64,8 +64,10 @@ class WorkflowServiceStub:
     """
     GetWorkflow: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.GetWorkflowRequest, _workflow_service_pb2.GetWorkflowResponse]
     WatchWorkflow: _grpc.UnaryStreamMultiCallable[_workflow_service_pb2.WatchWorkflowRequest, _workflow_service_pb2.WatchWorkflowResponse]
-    """The workflow now, then again each time a node finishes or the workflow's
-    state changes; the stream ends after the terminal state.
+    """The workflow now, then again after nodes finish or are submitted or the
+    workflow's state changes: at most ten times a second (changes in between
+    arrive together, in the next message); the stream ends after the terminal
+    state.
     """
     CancelWorkflow: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.CancelWorkflowRequest, _workflow_service_pb2.CancelWorkflowResponse]
     """Ends a running workflow CANCELLED: nodes not yet submitted never will be,
@@ -115,8 +117,10 @@ class WorkflowServiceAsyncStub(WorkflowServiceStub):
     """
     GetWorkflow: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.GetWorkflowRequest, _workflow_service_pb2.GetWorkflowResponse]  # type: ignore[assignment]
     WatchWorkflow: _aio.UnaryStreamMultiCallable[_workflow_service_pb2.WatchWorkflowRequest, _workflow_service_pb2.WatchWorkflowResponse]  # type: ignore[assignment]
-    """The workflow now, then again each time a node finishes or the workflow's
-    state changes; the stream ends after the terminal state.
+    """The workflow now, then again after nodes finish or are submitted or the
+    workflow's state changes: at most ten times a second (changes in between
+    arrive together, in the next message); the stream ends after the terminal
+    state.
     """
     CancelWorkflow: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.CancelWorkflowRequest, _workflow_service_pb2.CancelWorkflowResponse]  # type: ignore[assignment]
     """Ends a running workflow CANCELLED: nodes not yet submitted never will be,
@@ -181,8 +185,10 @@ class WorkflowServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _workflow_service_pb2.WatchWorkflowRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_workflow_service_pb2.WatchWorkflowResponse], _abc.AsyncIterator[_workflow_service_pb2.WatchWorkflowResponse]]:
-        """The workflow now, then again each time a node finishes or the workflow's
-        state changes; the stream ends after the terminal state.
+        """The workflow now, then again after nodes finish or are submitted or the
+        workflow's state changes: at most ten times a second (changes in between
+        arrive together, in the next message); the stream ends after the terminal
+        state.
         """
 
     @_abc_1.abstractmethod
