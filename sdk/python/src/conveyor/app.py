@@ -107,9 +107,21 @@ class App(Periodic):
             self._aclient = AsyncClient(self.scheduler, tls=self.tls, token=self._token)
         return self._aclient
 
+    def close(self) -> None:
+        """Closes the app's client and forgets it (and the async one, which the caller closes
+        with `await app.aclient.close()` if it used it); the next use opens new ones."""
+        if self._client is not None:
+            self._client.close()
+        self._client = self._aclient = None
+
     def queues(self) -> set[str]:
-        """Queues named by the task definitions (a worker's default)."""
+        """Queues named by the task definitions."""
         return {t.options.queue for t in self.tasks.values() if t.options.queue}
+
+    def default_queues(self) -> set[str]:
+        """The queues a worker takes when given none (`conveyor-worker` without --queues): the
+        task definitions' queues plus "default"."""
+        return self.queues() | {"default"}
 
     @overload
     def task(self, fn: Callable[P, Awaitable[R]], /) -> Task[P, R]: ...
