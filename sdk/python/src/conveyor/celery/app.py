@@ -25,7 +25,7 @@ from conveyor.celery.exceptions import Unsupported
 from conveyor.celery.options import call_fields, task_settings
 from conveyor.celery.result import AsyncResult, GroupResult
 from conveyor.celery.routes import Router, compile_routes, route
-from conveyor.celery.schedules import BeatEntry, beat_entries, trigger
+from conveyor.celery.schedules import BeatEntry, beat_entries, schedule_id, trigger
 from conveyor.celery.settings import OLD_STYLE
 from conveyor.celery.signals import Signal
 from conveyor.celery.task import Task
@@ -144,8 +144,9 @@ class Celery:
             self.close()
         if "task_routes" in names:
             self._routers = compile_routes(self.conf.task_routes)
-        if names & {"beat_schedule", "timezone", "task_routes", "task_default_queue", "task_default_priority"}:
-            self._build_schedules()
+        if names & {"beat_schedule", "timezone", "enable_utc", "task_routes", "task_default_queue",
+                    "task_default_priority"} and (self.conf.enable_utc is not False or self.conf.timezone):
+            self._build_schedules()  # checked now; with enable_utc=False, once the timezone is set (or at finalize)
 
     def config_from_object(self, obj: Any, silent: bool = False, force: bool = False,
                            namespace: str | None = None) -> None:
@@ -177,12 +178,12 @@ class Celery:
 
     def now(self) -> dt.datetime:
         """Now, in the app's timezone."""
-        tz = self.conf.timezone
+        tz = self.conf.zone()
         return dt.datetime.now(zoneinfo.ZoneInfo(tz) if tz else dt.UTC)
 
     @property
     def timezone(self) -> dt.tzinfo:
-        tz = self.conf.timezone
+        tz = self.conf.zone()
         return zoneinfo.ZoneInfo(tz) if tz else dt.UTC
 
     # The scheduler
@@ -243,7 +244,7 @@ class Celery:
         """The SubmitOptions of a call: the call's options, then the task's, then task_routes,
         then the app's defaults (Celery's order). A task this app does not define gets Celery's
         default retry limit (3)."""
-        given = call_fields(options, self.conf.timezone)
+        given = call_fields(options, self.conf.zone())
         base = task.conveyor_task.options if task is not None else SubmitOptions(max_retries=3)
         conf = self.conf
         routed: dict[str, Any] = {}
@@ -325,14 +326,14 @@ class Celery:
     def add_periodic_task(self, schedule: Any, sig: Any, args: Sequence[Any] = (), kwargs: Mapping[str, Any] = (),
                           name: str | None = None, **opts: Any) -> str:
         """Declares a periodic task (a signature, every `schedule`: seconds, timedelta, crontab);
-        returns its id (`name`, else the signature's repr)."""
+        returns its schedule id (`name`, else the signature's repr, made a schedule id: see schedule_id)."""
         if not isinstance(sig, Signature):
             sig = signature(sig, app=self)
         if args or kwargs:
             sig = sig.clone(args, dict(kwargs))
-        key = name or repr(sig)
+        key = schedule_id(name or repr(sig))
         every, cron = trigger(schedule, f"add_periodic_task({key!r})")
-        fields = call_fields(opts, self.conf.timezone, "add_periodic_task")
+        fields = call_fields(opts, self.conf.zone(), "add_periodic_task")
         entry = BeatEntry(key, sig.name, tuple(sig.args), dict(sig.kwargs), every, cron)
         self._periodic[key] = (entry, replace(sig.options, **fields))
         self._build_schedules()
@@ -341,10 +342,13 @@ class Celery:
     def _build_schedules(self) -> None:
         """Declares beat_schedule's entries and add_periodic_task's on the conveyor App (replacing
         earlier ones), for the worker to apply at start-up."""
-        tz = self.conf.timezone
+        tz = self.conf.zone()
         declared = {}
         entries = [(e, None) for e in beat_entries(self.conf.beat_schedule)] + list(self._periodic.values())
         for entry, fixed in entries:
+            if entry.id in declared:
+                raise Unsupported(f"beat_schedule[{entry.id!r}]", "two entries have this schedule id (names differing "
+                                  "only in characters a schedule id cannot hold: letters, digits and _.:- remain)")
             opts = fixed or self.submit_options(entry.task, self.tasks.get(entry.task), entry.options, entry.args,
                                                 entry.kwargs)
             try:

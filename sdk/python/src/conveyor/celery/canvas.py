@@ -34,7 +34,7 @@ def _app_of(canvas: base.Canvas) -> Any:
 
 
 def _timezone(app: Any) -> str | None:
-    return app.conf.timezone if hasattr(app, "conf") else None
+    return app.conf.zone() if hasattr(app, "conf") else None
 
 
 def _pipe(left: base.Canvas | Call, right: Any) -> Any:

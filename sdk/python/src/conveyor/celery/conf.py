@@ -53,26 +53,40 @@ class Settings(MutableMapping[str, Any]):
     def update(self, other: Mapping[str, Any] | None = None, /, **kwargs: Any) -> None:  # type: ignore[override]
         """Sets several settings at once; all are checked before any is kept."""
         checked = self._checked({**(other or {}), **kwargs}, self._values)
-        self._values.update(checked)
-        self._on_change(set(checked))
+        self._apply({**self._values, **checked}, set(checked))
 
     def replace_all(self, changes: Mapping[str, Any], keep: Mapping[str, Any]) -> None:
         """Drops every setting, then sets `changes` and `keep`, which wins (config_from_object: the
         app's constructor arguments win over the config object, as in Celery)."""
         checked = self._checked(changes, keep)
-        old = set(self._values)
+        self._apply({**checked, **keep}, set(self._values) | set(checked))
+
+    def _apply(self, values: dict[str, Any], changed: set[str]) -> None:
+        """Keeps `values` and tells the app; if the app refuses them (a beat entry's options, say),
+        the settings before are put back and the refusal raised."""
+        before = dict(self._values)
         self._values.clear()
-        self._values.update({**checked, **keep})
-        self._on_change(old | set(checked))
+        self._values.update(values)
+        try:
+            self._on_change(changed)
+        except BaseException:
+            self._values.clear()
+            self._values.update(before)
+            self._on_change(changed)
+            raise
 
     @staticmethod
     def _checked(changes: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:
-        checked = {name: check_setting(name, value) for name, value in changes.items()}
-        merged = {**DEFAULTS, **current, **checked}
-        if merged["enable_utc"] is False and not merged["timezone"]:
+        return {name: check_setting(name, value) for name, value in changes.items()}
+
+    def zone(self) -> str | None:
+        """The timezone crontabs and naive datetimes are read in (None: UTC). enable_utc=False
+        without a timezone (the machine's local time) is refused here, where it is used, since
+        Celery programs set enable_utc and timezone one after the other."""
+        if self["enable_utc"] is False and not self["timezone"]:
             raise Unsupported("enable_utc=False", "without timezone= it means the machine's local time; give "
                               "timezone='Area/City' (crontabs fire in a named zone)")
-        return checked
+        return self["timezone"]  # type: ignore[no-any-return]
 
     def changes(self) -> dict[str, Any]:
         """The settings set so far (not the defaults)."""

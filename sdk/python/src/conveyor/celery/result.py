@@ -56,6 +56,21 @@ def task_exception(task_id: str, state: str, error_type: str, message: str, trac
     return exc
 
 
+def retry_reason(delay: float, exc: BaseException | None) -> str:
+    """The message of the Retry self.retry() raises: it names the exception the retry is for, so
+    the task's record (RETRY) gives it back as `.result` (see retried)."""
+    return f"Retry in {delay:g}s" + (f": {type(exc).__name__}: {exc}" if exc is not None else "")
+
+
+def retried(task_id: str, message: str, traceback: str) -> BaseException | None:
+    """The exception a RETRY record's Retry names (retry_reason), rebuilt; None if it names none."""
+    _, _, rest = message.partition("s: ")
+    error_type, sep, error_message = rest.partition(": ")
+    if not message.startswith("Retry in ") or not sep:
+        return None
+    return task_exception(task_id, states.RETRY, error_type, error_message, traceback)
+
+
 def revoked(task_id: str, state: TaskState) -> TaskRevokedError:
     why = "it expired before it started" if state is TaskState.EXPIRED else "it was revoked (cancelled)"
     return TaskRevokedError(task_id, states.REVOKED, why)
@@ -73,7 +88,7 @@ class AsyncResult:
     Each property that reads the task (state, result, traceback, ...) asks the scheduler anew.
     An id starting with "wf_" is a workflow's: you get a WorkflowResult."""
 
-    def __new__(cls, id: str, *args: Any, **kwargs: Any) -> AsyncResult:
+    def __new__(cls, id: str | None = None, *args: Any, **kwargs: Any) -> AsyncResult:
         kind = WorkflowResult if cls is AsyncResult and str(id).startswith("wf_") else cls
         return object.__new__(kind)
 
@@ -160,7 +175,8 @@ class AsyncResult:
 
     @property
     def result(self) -> Any:
-        """The value (SUCCESS), the exception (FAILURE, REVOKED, and the last one while RETRY), else None."""
+        """The value (SUCCESS), the exception (FAILURE, REVOKED; while RETRY, the one the retry was
+        asked for with), else None."""
         record = self._record()
         if record is None:
             return None
@@ -169,6 +185,8 @@ class AsyncResult:
             return decode_result(record.result.data, record.result.content_type)
         if state in (TaskState.CANCELLED, TaskState.EXPIRED):
             return revoked(self.id, state)
+        if record.HasField("error") and record.error.type == "Retry" and state is TaskState.SCHEDULED:
+            return retried(self.id, record.error.message, record.error.traceback)
         if record.HasField("error"):
             return task_exception(self.id, states.task_state(state, record.attempt), record.error.type,
                                   record.error.message, record.error.traceback)

@@ -8,6 +8,8 @@ applies the app's entries on start-up, so there is no `celery beat` process to r
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +17,19 @@ from typing import Any
 from conveyor.celery.exceptions import Unsupported
 
 ENTRY_KEYS = frozenset({"task", "schedule", "args", "kwargs", "options", "relative"})
+MAX_ID = 128
+"""A schedule id's limit (ScheduleService): letters, digits and _.:- only."""
+_NOT_IN_ID = re.compile(r"[^A-Za-z0-9_.:-]+")
+
+
+def schedule_id(name: str) -> str:
+    """The schedule id of a beat entry name: each run of characters a schedule id cannot hold
+    (spaces, quotes, parentheses) becomes one '_' ("add every 10" is "add_every_10"); a name over
+    128 characters is cut and ends with a hash of the whole."""
+    text = _NOT_IN_ID.sub("_", name).strip("_") or "entry"
+    if len(text) > MAX_ID:
+        text = f"{text[:MAX_ID - 9]}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+    return text
 
 
 def _cron_field(name: str, value: Any) -> str:
@@ -109,6 +124,7 @@ class BeatEntry:
     """One `beat_schedule` entry: its task and trigger (`every` seconds or a `cron` expression)."""
 
     id: str
+    """The schedule id (schedule_id of the entry's name)."""
     task: str
     args: tuple[Any, ...] = ()
     kwargs: Mapping[str, Any] = field(default_factory=dict)
@@ -133,7 +149,7 @@ def beat_entries(value: Any) -> list[BeatEntry]:
         return []
     if not isinstance(value, Mapping):
         raise Unsupported("beat_schedule", f"{value!r}: give a dict of entry name -> {{'task', 'schedule', ...}}")
-    entries = []
+    entries: list[BeatEntry] = []
     for name, entry in value.items():
         where = f"beat_schedule[{name!r}]"
         if not isinstance(entry, Mapping) or "task" not in entry or "schedule" not in entry:
@@ -144,6 +160,6 @@ def beat_entries(value: Any) -> list[BeatEntry]:
         if entry.get("relative"):
             raise Unsupported(f"{where}: relative", "an interval schedule is anchored at its start time")
         every, cron = trigger(entry["schedule"], f"{where}['schedule']")
-        entries.append(BeatEntry(str(name), str(entry["task"]), tuple(entry.get("args") or ()),
+        entries.append(BeatEntry(schedule_id(str(name)), str(entry["task"]), tuple(entry.get("args") or ()),
                                  dict(entry.get("kwargs") or {}), every, cron, dict(entry.get("options") or {})))
     return entries

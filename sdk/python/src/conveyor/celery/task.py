@@ -29,7 +29,7 @@ from conveyor.celery.canvas import Signature
 from conveyor.celery.exceptions import MaxRetriesExceededError, Unsupported
 from conveyor.celery.options import TaskSettings, aware
 from conveyor.celery.request import Called, Request, calling, done
-from conveyor.celery.result import AsyncResult, EagerResult
+from conveyor.celery.result import AsyncResult, EagerResult, retry_reason
 from conveyor.common import Call
 from conveyor.context import TaskContext, bind
 from conveyor.errors import Retry
@@ -193,9 +193,9 @@ class Task:
             raise MaxRetriesExceededError(f"Can't retry {self.name}[{request.id}] args:{request.args} "
                                           f"kwargs:{request.kwargs}")
         if countdown is None and eta is not None:
-            countdown = (aware(eta, self.app.conf.timezone) - dt.datetime.now(dt.UTC)).total_seconds()
+            countdown = (aware(eta, self.app.conf.zone()) - dt.datetime.now(dt.UTC)).total_seconds()
         delay = max(0.0, self.default_retry_delay if countdown is None else float(countdown))
-        raise Retry(delay=delay, reason=f"Retry in {delay:g}s" + (f": {exc!r}" if exc is not None else ""))
+        raise Retry(delay=delay, reason=retry_reason(delay, exc)) from exc
 
     def _autoretry(self, exc: BaseException, request: Request) -> NoReturn:
         retry_kwargs = dict(self.retry_kwargs)
