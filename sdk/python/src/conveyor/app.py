@@ -146,7 +146,9 @@ class App(Periodic):
 
         A failed attempt is retried (while max_retries allows) when its exception is an
         instance of `retry_for` and not of `dont_retry_for`; `raise Retry(delay=...)` always
-        asks for one. `rate_limit` ("100/s", "5000/m") is global across all workers.
+        asks for one. Time limits (TimeLimitExceeded, SoftTimeLimitExceeded) and a lost child
+        process (WorkerLost) are retried whatever `retry_for` says, unless in `dont_retry_for`.
+        `rate_limit` ("100/s", "5000/m") is global across all workers.
         `pool` ("threads" or "processes") says where a worker runs a plain function (default:
         the worker's first `--pool`); only workers that run that pool are leased the task.
         `ignore_result` (Celery's name): its outcome is not pushed back to the submitting client
