@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conveyor import Client
+from conveyor import Client, TimeLimitExceeded
 from conveyor.celery import AsyncResult, GroupResult, TaskRevokedError, chain, chord, group, states
 from tests.harness import ROOT, Cluster, Proc, spawn, unknown_id_like, wait_for
 
@@ -161,6 +161,17 @@ def test_autoretry_for_gives_up_with_the_original_error(celery_worker: Worker) -
     with pytest.raises(ConnectionError, match="the service is down"):
         result.get(timeout=WAIT)
     assert result.state == states.FAILURE and result.retries == 2  # retry_kwargs={'max_retries': 2}
+
+
+def test_time_limits_fail_the_task_as_in_celery(celery_worker: Worker) -> None:
+    from proj.tasks import cleans_up, too_slow  # noqa: PLC0415
+
+    celery_worker("proj", "-P", "prefork", "-c", "2")  # Celery's limits need prefork; so do real ones here
+    assert cleans_up.delay().get(timeout=WAIT) == "cleaned up in a hurry"  # SoftTimeLimitExceeded, caught
+    slow = too_slow.delay()
+    with pytest.raises(TimeLimitExceeded):
+        slow.get(timeout=WAIT)
+    assert slow.state == states.FAILURE and slow.retries == 0  # failed, not retried (Celery's way)
 
 
 def test_states_pending_started_success_and_failure(celery_worker: Worker, tmp_path: Path) -> None:

@@ -1,6 +1,8 @@
-# "Next steps" (add, mul, xsum) plus the task guide's bound tasks, retries and states.
+# "Next steps" (add, mul, xsum) plus the task guide's bound tasks, retries, states and time limits.
 import os
 import time
+
+from conveyor.celery.exceptions import SoftTimeLimitExceeded
 
 from .celery import app
 
@@ -50,3 +52,16 @@ def wait_for(path):
 @app.task
 def divide(x, y):
     return x / y
+
+
+@app.task(soft_time_limit=0.5, time_limit=30)
+def cleans_up():
+    try:
+        time.sleep(30)
+    except SoftTimeLimitExceeded:
+        return 'cleaned up in a hurry'
+
+
+@app.task(time_limit=0.5)
+def too_slow():
+    time.sleep(30)

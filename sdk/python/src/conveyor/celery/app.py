@@ -235,7 +235,8 @@ class Celery:
         task.conveyor_task = self.conveyor_app.task(
             name=name, queue=settings.queue, priority=settings.priority, timeout=settings.time_limit,
             soft_timeout=settings.soft_time_limit, max_retries=task.retries_allowed, rate_limit=settings.rate_limit,
-            retry_for=(), ignore_result=bool(settings.ignore_result), pool=settings.pool)(task.handler())
+            retry_for=(), dont_retry_for=task.not_retried(), ignore_result=bool(settings.ignore_result),
+            pool=settings.pool)(task.handler())
         self.tasks[name] = task
         return task
 

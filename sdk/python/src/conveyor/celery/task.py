@@ -32,7 +32,7 @@ from conveyor.celery.request import Called, Request, calling, done
 from conveyor.celery.result import AsyncResult, EagerResult, retry_reason
 from conveyor.common import Call
 from conveyor.context import TaskContext, bind
-from conveyor.errors import Retry
+from conveyor.errors import Retry, SoftTimeLimitExceeded, TimeLimitExceeded
 from conveyor.serialization import decode_call, decode_result, encode_call, encode_result
 
 MAX_RETRIES = 1000
@@ -118,6 +118,12 @@ class Task:
         """The max_retries the scheduler holds the task to: enough for autoretry's retry_kwargs too."""
         limits = [self.max_retries, self.retry_kwargs.get("max_retries", self.max_retries)]
         return MAX_RETRIES if None in limits else max(limits)  # type: ignore[type-var]
+
+    def not_retried(self) -> tuple[type[BaseException], ...]:
+        """What the conveyor task must not retry by itself: time limits, which fail a Celery task
+        (unless autoretry_for names them). Everything else is retried only when asked (Retry)."""
+        return tuple(e for e in (TimeLimitExceeded, SoftTimeLimitExceeded)
+                     if not (self.autoretry_for and issubclass(e, self.autoretry_for)))
 
     # Submitting
 
