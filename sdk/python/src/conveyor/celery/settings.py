@@ -194,5 +194,5 @@ def check_setting(name: str, value: Any) -> Any:
         raise Unsupported("task_always_eager=True", "delay() always goes through the scheduler, so tests see what "
                           "production does (JSON payloads, routing, retries). To run a task in-process, call "
                           "task.apply(args, kwargs) (an EagerResult, retries included) or the function itself; "
-                          "for a real worker, `conveyor dev` runs a scheduler and a worker in one command")
+                          "for a real worker, `conveyor dev -A MODULE` runs a scheduler and a worker in one command")
     return value
