@@ -28,7 +28,7 @@ from conveyor.celery.routes import Router, compile_routes, route
 from conveyor.celery.schedules import BeatEntry, beat_entries, schedule_id, trigger
 from conveyor.celery.settings import OLD_STYLE
 from conveyor.celery.signals import Signal
-from conveyor.celery.task import Task
+from conveyor.celery.task import Task as CeleryTask
 from conveyor.client import Client
 from conveyor.common import DEFAULT_TARGET, Call
 from conveyor.options import SubmitOptions
@@ -89,7 +89,7 @@ class Celery:
                  events: Any = None, log: Any = None, control: Any = None, set_as_current: bool = True,
                  tasks: Any = None, broker: str | None = None, include: Sequence[str] | None = None,
                  changes: Mapping[str, Any] | None = None, config_source: Any = None, fixups: Any = None,
-                 task_cls: type[Task] | None = None, autofinalize: bool = True, namespace: str | None = None,
+                 task_cls: type[CeleryTask] | None = None, autofinalize: bool = True, namespace: str | None = None,
                  strict_typing: bool = True, **kwargs: Any) -> None:
         given = {"loader": loader, "amqp": amqp, "events": events, "log": log, "control": control,
                  "fixups": fixups, "tasks": tasks}
@@ -97,12 +97,12 @@ class Celery:
             if given[name] is not None:
                 raise Unsupported(f"Celery({name}=...)", "Conveyor's app has no pluggable loader, AMQP, event, log or "
                                                          "control classes")
-        if task_cls is not None and not (isinstance(task_cls, type) and issubclass(task_cls, Task)):
+        if task_cls is not None and not (isinstance(task_cls, type) and issubclass(task_cls, CeleryTask)):
             raise Unsupported("Celery(task_cls=...)", "give a subclass of conveyor.celery.Task")
         self.main = main
         self.namespace = namespace
-        self.task_cls: type[Task] = task_cls or Task
-        self.tasks: dict[str, Task] = {}
+        self.task_cls: type[CeleryTask] = task_cls or CeleryTask
+        self.tasks: dict[str, CeleryTask] = {}
         self.conveyor_app = WorkerApp(self)
         """The conveyor App the tasks are registered on (what conveyor-worker runs)."""
         self.control = Control(self)
@@ -133,7 +133,7 @@ class Celery:
         raise AttributeError(name)
 
     @property
-    def Task(self) -> type[Task]:
+    def Task(self) -> type[CeleryTask]:
         """The app's task base class (subclass it for `base=`)."""
         return self.task_cls
 
@@ -217,19 +217,19 @@ class Celery:
 
     def task(self, *args: Any, **options: Any) -> Any:
         """Celery's `@app.task`, bare or with options (see the table in docs/migrating-from-celery.md)."""
-        if len(args) == 1 and callable(args[0]) and not isinstance(args[0], Task):
+        if len(args) == 1 and callable(args[0]) and not isinstance(args[0], CeleryTask):
             return self._register(args[0], options)
         if args:
             raise TypeError("@app.task takes the function, or keyword options: @app.task(name=..., ...)")
         return lambda fn: self._register(fn, options)
 
-    def _register(self, fn: Callable[..., Any], options: Mapping[str, Any]) -> Task:
+    def _register(self, fn: Callable[..., Any], options: Mapping[str, Any]) -> CeleryTask:
         settings = task_settings(options)
         name = settings.name or gen_task_name(self.main, fn.__name__, fn.__module__)
         if name in self.tasks:
             return self.tasks[name]
         cls = settings.base or self.task_cls
-        if not (isinstance(cls, type) and issubclass(cls, Task)):
+        if not (isinstance(cls, type) and issubclass(cls, CeleryTask)):
             raise Unsupported("@app.task(base=...)", "give a subclass of conveyor.celery.Task (its hooks run)")
         task = cls(self, fn, name, settings)
         task.conveyor_task = self.conveyor_app.task(
@@ -240,7 +240,7 @@ class Celery:
         self.tasks[name] = task
         return task
 
-    def submit_options(self, name: str, task: Task | None, options: Mapping[str, Any], args: Sequence[Any],
+    def submit_options(self, name: str, task: CeleryTask | None, options: Mapping[str, Any], args: Sequence[Any],
                        kwargs: Mapping[str, Any]) -> SubmitOptions:
         """The SubmitOptions of a call: the call's options, then the task's, then task_routes,
         then the app's defaults (Celery's order). A task this app does not define gets Celery's
@@ -324,14 +324,14 @@ class Celery:
             self._build_schedules()
         return self.conveyor_app
 
-    def add_periodic_task(self, schedule: Any, sig: Any, args: Sequence[Any] = (), kwargs: Mapping[str, Any] = (),
-                          name: str | None = None, **opts: Any) -> str:
+    def add_periodic_task(self, schedule: Any, sig: Any, args: Sequence[Any] = (),
+                          kwargs: Mapping[str, Any] | None = None, name: str | None = None, **opts: Any) -> str:
         """Declares a periodic task (a signature, every `schedule`: seconds, timedelta, crontab);
         returns its schedule id (`name`, else the signature's repr, made a schedule id: see schedule_id)."""
         if not isinstance(sig, Signature):
             sig = signature(sig, app=self)
         if args or kwargs:
-            sig = sig.clone(args, dict(kwargs))
+            sig = sig.clone(args, dict(kwargs or {}))
         key = schedule_id(name or repr(sig))
         every, cron = trigger(schedule, f"add_periodic_task({key!r})")
         fields = call_fields(opts, self.conf.zone(), "add_periodic_task")
@@ -405,7 +405,7 @@ class SharedTask:
     def __init__(self, name: str) -> None:
         self.name = name
 
-    def _task(self) -> Task:
+    def _task(self) -> CeleryTask:
         return current.current_app().tasks[self.name]  # type: ignore[no-any-return]
 
     def __getattr__(self, attr: str) -> Any:

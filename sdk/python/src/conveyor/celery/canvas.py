@@ -9,7 +9,7 @@ workflow, which the scheduler runs step by step (a WorkflowResult, or a GroupRes
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from conveyor import canvas as base
 from conveyor.celery.current import current_app
@@ -84,15 +84,15 @@ class Signature(base.Signature):
     def __ror__(self, other: Any) -> Any:
         return chain(other, self) if isinstance(other, Call) else NotImplemented
 
-    def set(self, *, immutable: bool | None = None, **options: Any) -> Signature:  # type: ignore[override]
+    def set(self, *, immutable: bool | None = None, **options: Any) -> Signature:
         """A copy with other options, in Celery's names (queue, countdown, time_limit, ...)."""
         fields = call_fields(options, _timezone(self.app or current_app()), "set")
-        return base.Signature.set(self, immutable=immutable, **fields)  # type: ignore[return-value]
+        return cast(Signature, base.Signature.set(self, immutable=immutable, **fields))
 
     def clone(self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
               **options: Any) -> Signature:
-        sig = _merged(self, tuple(args or ()), dict(kwargs or {}))
-        return sig.set(**options) if options else sig  # type: ignore[return-value,attr-defined]
+        sig = cast(Signature, _merged(self, tuple(args or ()), dict(kwargs or {})))
+        return sig.set(**options) if options else sig
 
     def apply_async(self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
                     **options: Any) -> AsyncResult:
@@ -138,7 +138,7 @@ class _Workflow:
         return _pipe(self, other)  # type: ignore[arg-type]
 
     def __ror__(self, other: Any) -> Any:
-        return chain(other, self) if isinstance(other, Call) else NotImplemented
+        return chain(other, self) if isinstance(other, Call) else NotImplemented  # type: ignore[arg-type]
 
     def apply_async(self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
                     **options: Any) -> WorkflowResult:
@@ -166,13 +166,13 @@ class _Workflow:
         return self.apply_async(args, kwargs)
 
 
-class chain(_Workflow, base.chain):  # noqa: N801 - Celery's name
+class chain(_Workflow, base.chain):  # type: ignore[misc]  # noqa: N801 - Celery's name: called as Celery's
     """Steps one after another, each given the previous result first: `chain(a.s(1), b.s())`."""
 
     __slots__ = ()
 
 
-class group(_Workflow, base.group):  # noqa: N801 - Celery's name
+class group(_Workflow, base.group):  # type: ignore[misc]  # noqa: N801 - Celery's name: called as Celery's
     """Tasks run in parallel; `group(...)()` gives a GroupResult whose get() lists their results."""
 
     __slots__ = ()

@@ -215,7 +215,8 @@ class AsyncResult:
                                                   "one cannot be deleted")
 
     @property
-    def children(self) -> None:
+    def children(self) -> list[AsyncResult] | None:
+        """Celery's children of a task (None: Conveyor does not track them; a group's are its results)."""
         return None
 
     def _field(self, read: Any) -> Any:
@@ -311,7 +312,7 @@ class WorkflowResult(AsyncResult):
             self.get(timeout, propagate=False)
 
     @property
-    def parent(self) -> Any:  # type: ignore[override]
+    def parent(self) -> Any:
         raise Unsupported("result.parent", "a workflow's steps are its nodes: result.workflow.nodes() gives each "
                                            "step's TaskHandle, `conveyor workflow ID` shows them")
 
@@ -354,7 +355,9 @@ class GroupResult(WorkflowResult):
             leaves = self._leaves(self._snapshot())
         return [AsyncResult(node.task_id, app=self.app) for node in leaves if node.submitted]
 
-    children = results
+    @property
+    def children(self) -> list[AsyncResult] | None:
+        return self.results
 
     def __iter__(self) -> Iterator[AsyncResult]:
         return iter(self.results)

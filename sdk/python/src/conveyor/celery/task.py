@@ -117,7 +117,7 @@ class Task:
     def retries_allowed(self) -> int:
         """The max_retries the scheduler holds the task to: enough for autoretry's retry_kwargs too."""
         limits = [self.max_retries, self.retry_kwargs.get("max_retries", self.max_retries)]
-        return MAX_RETRIES if None in limits else max(limits)  # type: ignore[type-var]
+        return max((MAX_RETRIES if limit is None else int(limit)) for limit in limits)
 
     def not_retried(self) -> tuple[type[BaseException], ...]:
         """What the conveyor task must not retry by itself: time limits, which fail a Celery task
