@@ -1,5 +1,6 @@
 """The scheduler's modules import each other without a circle, not even one only a type
 checker sees (`if TYPE_CHECKING:`), and only server.py imports the Core that wires them.
+conveyor.celery's modules, too, import each other without a circle.
 
 A circle means two modules cannot be read, tested or changed apart; Core is where objects
 are wired together, and a module that imports it is using it as a service locator.
@@ -13,13 +14,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "services/scheduler/src/conveyor_scheduler"
 NAME = "conveyor_scheduler"
+CELERY_PACKAGE = ROOT / "sdk/python/src/conveyor/celery"
+CELERY_NAME = "conveyor.celery"
 
 
-def modules() -> dict[str, Path]:
+def modules(package: Path = PACKAGE, package_name: str = NAME) -> dict[str, Path]:
     """Dotted name -> file, for every module of the package (a package is its __init__)."""
     out = {}
-    for path in sorted(PACKAGE.rglob("*.py")):
-        parts = (NAME, *path.relative_to(PACKAGE).with_suffix("").parts)
+    for path in sorted(package.rglob("*.py")):
+        parts = (package_name, *path.relative_to(package).with_suffix("").parts)
         out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
     return out
 
@@ -45,8 +48,8 @@ def imports(name: str, path: Path, known: set[str]) -> set[str]:
     return found
 
 
-def graph() -> dict[str, set[str]]:
-    mods = modules()
+def graph(package: Path = PACKAGE, package_name: str = NAME) -> dict[str, set[str]]:
+    mods = modules(package, package_name)
     return {name: imports(name, path, set(mods)) for name, path in mods.items()}
 
 
@@ -95,3 +98,10 @@ def test_the_scheduler_modules_import_each_other_without_a_circle() -> None:
 def test_only_the_server_imports_core() -> None:
     importers = sorted(name for name, targets in graph().items() if f"{NAME}.core" in targets)
     assert importers == [f"{NAME}.server"], f"modules importing {NAME}.core: {importers}"
+
+
+def test_the_celery_compat_modules_import_each_other_without_a_circle() -> None:
+    edges = graph(CELERY_PACKAGE, CELERY_NAME)
+    assert f"{CELERY_NAME}.app" in edges and f"{CELERY_NAME}.task" in edges[f"{CELERY_NAME}.app"]
+    cycle = find_cycle(edges)
+    assert cycle is None, "import circle: " + " -> ".join(cycle or ())

@@ -107,9 +107,21 @@ class App(Periodic):
             self._aclient = AsyncClient(self.scheduler, tls=self.tls, token=self._token)
         return self._aclient
 
+    def close(self) -> None:
+        """Closes the app's client and forgets it (and the async one, which the caller closes
+        with `await app.aclient.close()` if it used it); the next use opens new ones."""
+        if self._client is not None:
+            self._client.close()
+        self._client = self._aclient = None
+
     def queues(self) -> set[str]:
-        """Queues named by the task definitions (a worker's default)."""
+        """Queues named by the task definitions."""
         return {t.options.queue for t in self.tasks.values() if t.options.queue}
+
+    def default_queues(self) -> set[str]:
+        """The queues a worker takes when given none (`conveyor-worker` without --queues): the
+        task definitions' queues plus "default"."""
+        return self.queues() | {"default"}
 
     @overload
     def task(self, fn: Callable[P, Awaitable[R]], /) -> Task[P, R]: ...
@@ -134,7 +146,9 @@ class App(Periodic):
 
         A failed attempt is retried (while max_retries allows) when its exception is an
         instance of `retry_for` and not of `dont_retry_for`; `raise Retry(delay=...)` always
-        asks for one. `rate_limit` ("100/s", "5000/m") is global across all workers.
+        asks for one. Time limits (TimeLimitExceeded, SoftTimeLimitExceeded) and a lost child
+        process (WorkerLost) are retried whatever `retry_for` says, unless in `dont_retry_for`.
+        `rate_limit` ("100/s", "5000/m") is global across all workers.
         `pool` ("threads" or "processes") says where a worker runs a plain function (default:
         the worker's first `--pool`); only workers that run that pool are leased the task.
         `ignore_result` (Celery's name): its outcome is not pushed back to the submitting client

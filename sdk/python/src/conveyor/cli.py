@@ -136,7 +136,8 @@ def watch(ctx: click.Context, task_id: str, timeout: float | None) -> None:
 
 
 @main.command()
-@click.option("--app", "app_ref", default="conveyor.demo:app", show_default=True, help="Worker app MODULE:app.")
+@click.option("--app", "-A", "app_ref", default="conveyor.demo:app", show_default=True,
+              help="The worker's app: MODULE:app, or a MODULE holding one (a conveyor.celery app too).")
 @click.option("--port", default=50051, show_default=True, type=int)
 @click.option("--concurrency", default=8, show_default=True, type=int)
 @click.option("--data-dir", default=".conveyor", show_default=True, help="Embedded Redis data folder.")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import os
 import queue
 import signal
@@ -38,6 +39,7 @@ from conveyor.context import TaskContext, bind
 from conveyor.errors import SoftTimeLimitExceeded
 from conveyor.v1 import task_pb2
 from conveyor_worker import outcomes
+from conveyor_worker.config import LOG_FORMAT, LOG_LEVEL_ENV
 from conveyor_worker.loader import load_app
 
 STARTED, FINISHED = 0, 1
@@ -171,6 +173,8 @@ def main(app_ref: str, conn: Connection, progress: MutableSequence[int], max_tas
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the worker decides
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if not logging.getLogger().handlers:  # spawn/forkserver: a fresh process logs as its worker does
+        logging.basicConfig(level=os.environ.get(LOG_LEVEL_ENV, "WARNING"), format=LOG_FORMAT)
     if t.tracer() is None:  # spawn/forkserver: a fresh process; fork inherits the worker's provider
         os.environ["OTEL_METRICS_EXPORTER"] = "none"  # the worker counts attempts; spans only
         t.configure_from_env("conveyor-worker")

@@ -9,6 +9,11 @@ from dataclasses import dataclass, field
 
 from conveyor.channels import TLSConfig
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+"""The worker's log lines (its children's too)."""
+LOG_LEVEL_ENV = "CONVEYOR_WORKER_LOG_LEVEL"
+"""The worker's --log-level, which the process pool's children read."""
+
 
 @dataclass(frozen=True, slots=True)
 class PoolOptions:

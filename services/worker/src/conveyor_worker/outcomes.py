@@ -2,11 +2,13 @@
 
 - A handler's return value is the result; `raise Retry(delay=...)` asks for a retry.
 - Time limits: past the soft limit the attempt is reported as SoftTimeLimitExceeded, past
-  the hard limit as TimeLimitExceeded; both are retried per the task's policy.
+  the hard limit as TimeLimitExceeded; both are retried per the task's policy, unless the
+  task names them in `dont_retry_for` (as conveyor.celery's tasks do: Celery fails them).
 - A cancel request makes the attempt CANCELLED, whatever the handler raised on the way out.
 - Other exceptions are retried (while retries remain) when they match the task's `retry_for`
   and not its `dont_retry_for`; a missing handler or an undecodable payload never is.
-- A child process that died under its attempt is WorkerLost, retried per policy.
+- A child process that died under its attempt is WorkerLost, retried per policy (unless in
+  `dont_retry_for`).
 
 Runners (`runner.py`) build their acks only through these functions.
 """
@@ -112,8 +114,8 @@ def settle(ack: task_pb2.TaskAck, exc: Exception, ctx: TaskContext, definition: 
     """Records a handler's exception as the attempt's outcome."""
     if isinstance(exc, Retry):
         ack.failure.CopyFrom(failure(exc, retry=True, delay=exc.delay))
-    elif isinstance(exc, (TimeLimitExceeded, SoftTimeLimitExceeded, WorkerLost)):
-        ack.failure.CopyFrom(failure(exc, retry=True))
+    elif isinstance(exc, (TimeLimitExceeded, SoftTimeLimitExceeded, WorkerLost)):  # whatever retry_for says
+        ack.failure.CopyFrom(failure(exc, retry=not isinstance(exc, definition.dont_retry_for)))
     elif ctx.cancelled:
         ack.cancelled.reason = "cancel requested"
     else:
