@@ -30,6 +30,12 @@ async def slow_square(x: int, delay: float = 0.2) -> int:
     return x * x
 
 
+@app.task(name="demo.total")
+def total(values: list[int]) -> int:
+    """A chord's callback: gets its header's results, in order."""
+    return sum(values)
+
+
 @app.task(name="demo.fail")
 def fail(message: str = "boom") -> None:
     raise ValueError(message)
@@ -37,7 +43,7 @@ def fail(message: str = "boom") -> None:
 
 def run_demo(target: str) -> None:
     """Submits a few example tasks and prints their results."""
-    from conveyor import Client, TaskFailed  # noqa: PLC0415
+    from conveyor import Client, TaskFailed, chord  # noqa: PLC0415
 
     with Client(target) as client:
         print("demo: submitting example tasks ...", flush=True)
@@ -52,4 +58,7 @@ def run_demo(target: str) -> None:
             h_fail.result(timeout=30)
         except TaskFailed as exc:
             print(f"demo: demo.fail raised as expected -> {exc.error_type}: {exc.error_message}", flush=True)
+        workflow = chord(add.s(i, i) for i in range(5))(total.s(), client=client)  # a workflow, Celery's words
+        print(f"demo: chord(add(i, i) for i in 0..4)(total) = {workflow.result(timeout=30)} "
+              f"(workflow {workflow.id}; see `conveyor workflow {workflow.id}`)", flush=True)
         print(f"demo: done; task {h_add.id} is {h_add.state.name}", flush=True)
