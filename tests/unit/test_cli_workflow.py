@@ -8,10 +8,11 @@ from typing import Any
 from rich.console import Console
 
 from conveyor import NodeSnapshot, TaskState, WorkflowSnapshot, chord, group, signature
-from conveyor.cli_workflow import after_text, tree_rows, view, workflow_json
+from conveyor.cli_workflow import tree_rows, view, workflow_json
 from conveyor.v1 import task_pb2
 from conveyor.v1 import workflow_pb2 as wf
 from conveyor.workflow_graph import compile_workflow
+from conveyor.workflow_snapshots import after_text
 
 a, b, c, d, cb = (signature(name) for name in ("a", "b", "c", "d", "cb"))
 
@@ -59,7 +60,7 @@ def test_a_node_naming_an_unknown_parent_is_still_drawn() -> None:
 def test_after_names_the_parents_and_what_the_node_gets() -> None:
     nodes = snapshot_of(chord([a] * 6, cb) | d.set(immutable=True)).nodes
     assert after_text(nodes[0]) == ""
-    assert after_text(nodes[6]) == "0, 1, 2, 3, ... 6 in all (list)"
+    assert after_text(nodes[6]) == "0, 1, 2, 3, … 6 in all (list)"
     assert after_text(nodes[7]) == "6 (waits only)"
     assert after_text(snapshot_of(a | b).nodes[1]) == "0 (value)"
     assert after_text(snapshot_of(group() | b).nodes[0]) == "[] (list)"

@@ -18,10 +18,8 @@ from rich.text import Text
 from conveyor.cli_common import client_of, console, emit_json, json_option, raw, when
 from conveyor.common import TaskState
 from conveyor.serialization import JSON, decode_result
-from conveyor.workflow_snapshots import NodeSnapshot, WorkflowSnapshot, WorkflowState
+from conveyor.workflow_snapshots import NodeSnapshot, WorkflowSnapshot, WorkflowState, after_text
 
-SHOWN_PARENTS = 4
-"""Parents named in a node's "after" cell; more are counted."""
 RESULT_CHARS = 2000
 """Characters of a result shown (pretty-printed JSON); --json has all of it."""
 BRANCH, LAST, PIPE, BLANK = "├── ", "└── ", "│   ", "    "
@@ -60,15 +58,6 @@ def _branches(kids: list[NodeSnapshot], prefix: str) -> list[tuple[NodeSnapshot,
     return entries[::-1]
 
 
-def after_text(node: NodeSnapshot) -> str:
-    """Whom the node waits for and what it gets from them: "0 (value)", "0, 1, 2 (list)",
-    "0, 1, 2, 3, ... 10 in all (list)", "4 (waits only)"."""
-    if not node.parents:
-        return "[] (list)" if node.receives == "list" else ""
-    names = ", ".join(node.parents[:SHOWN_PARENTS])
-    if len(node.parents) > SHOWN_PARENTS:
-        names += f", ... {len(node.parents)} in all"
-    return f"{names} ({'waits only' if node.receives == 'nothing' else node.receives})"
 
 
 def state_text(node: NodeSnapshot) -> str:

@@ -123,3 +123,19 @@ class WorkflowSnapshot:
     def progress(self) -> str:
         """Like "3/10 nodes finished"."""
         return f"{self.finished_nodes}/{len(self.nodes)} nodes finished"
+
+
+SHOWN_PARENTS = 4
+"""Parents named in after_text before the rest is counted."""
+
+
+def after_text(node: NodeSnapshot) -> str:
+    """Whom the node runs after and what it gets from them, as the CLI and the dashboard say it:
+    "0 (value)", "0, 1, 2 (list)", "0, 1, 2, 3, … 10 in all (list)", "4 (waits only)"; "" for a
+    root (one that gets its empty list says "[] (list)")."""
+    if not node.parents:
+        return "[] (list)" if node.receives == "list" else ""
+    names = ", ".join(node.parents[:SHOWN_PARENTS])
+    if len(node.parents) > SHOWN_PARENTS:
+        names += f", … {len(node.parents)} in all"
+    return f"{names} ({'waits only' if node.receives == 'nothing' else node.receives})"

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from conveyor.common import TaskState
-from conveyor.workflow_snapshots import NodeSnapshot
+from conveyor.workflow_snapshots import NodeSnapshot, after_text
 
 COLLAPSE_OVER = 12
 """A column with more nodes than this is drawn as one box of state squares."""
@@ -28,8 +28,6 @@ MAX_SQUARES = 2_000
 """State squares drawn in one box; the rest are counted (and listed in the node list)."""
 MAX_COLUMNS = 40
 """Deeper graphs are shown as one box of all their nodes, without edges."""
-SHOWN_PARENTS = 4
-"""Parents named in a node's "after" text; more are counted (as the CLI does)."""
 WAITING = "WAITING"
 """A node not submitted yet (NodeState.state UNSPECIFIED): it waits for its parents."""
 STATES = [WAITING, *(s.name for s in TaskState if s is not TaskState.UNSPECIFIED)]
@@ -40,15 +38,6 @@ def node_state(state: TaskState) -> str:
     return WAITING if state is TaskState.UNSPECIFIED else state.name
 
 
-def after_text(node: NodeSnapshot) -> str:
-    """Whom the node runs after and what it gets from them, as the CLI says it: "0 (value)",
-    "0, 1, 2 (list)", "0, 1, 2, 3, … 10 in all (list)", "4 (waits only)"; "" for a root."""
-    if not node.parents:
-        return "[] (list)" if node.receives == "list" else ""
-    names = ", ".join(node.parents[:SHOWN_PARENTS])
-    if len(node.parents) > SHOWN_PARENTS:
-        names += f", … {len(node.parents)} in all"
-    return f"{names} ({'waits only' if node.receives == 'nothing' else node.receives})"
 
 
 def counts(states: Iterable[str]) -> list[tuple[str, int]]:
