@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -150,6 +150,24 @@ async def overview_events(request: Request) -> Response:
     return StreamingResponse(_with_keepalive(stream()), media_type="text/event-stream", headers=SSE_HEADERS)
 
 
+async def _follow(open_call: Callable[[], Any], render: Callable[[Any], tuple[bytes, bool]]
+                  ) -> AsyncIterator[bytes]:
+    """One SSE event per message of a server-streaming watch call (`render` gives the event and
+    whether it is the last), "gone" when the call fails. The call is opened when the response
+    starts and cancelled when the page goes (the task page's and the workflow page's stream)."""
+    call = open_call()
+    try:
+        async for message in call:
+            event, terminal = render(message)
+            yield event
+            if terminal:
+                return
+    except grpc.RpcError as exc:
+        yield sse("gone", {"error": str(exc.details() if hasattr(exc, "details") else exc)})
+    finally:
+        call.cancel()
+
+
 async def task_events(request: Request) -> Response:
     task_id = request.path_params["task_id"]
     try:
@@ -157,21 +175,17 @@ async def task_events(request: Request) -> Response:
     except SignInNeeded:
         return Response("sign in first", 401)
 
-    async def stream() -> AsyncIterator[bytes]:
-        call = task_service_pb2_grpc.TaskServiceStub(session.channel).WatchTask(
-            task_service_pb2.WatchTaskRequest(task_id=task_id))
-        try:
-            async for event in call:
-                state = TaskState(event.state)
-                yield sse("state", {"state": state.name, "attempt": event.attempt, "terminal": state.terminal})
-                if state.terminal:
-                    return
-        except grpc.RpcError as exc:
-            yield sse("gone", {"error": str(exc.details() if hasattr(exc, "details") else exc)})
-        finally:
-            call.cancel()
+    def render(event: Any) -> tuple[bytes, bool]:
+        state = TaskState(event.state)
+        return sse("state", {"state": state.name, "attempt": event.attempt, "terminal": state.terminal}), \
+            state.terminal
 
-    return StreamingResponse(_with_keepalive(stream()), media_type="text/event-stream", headers=SSE_HEADERS)
+    def watch() -> Any:
+        return task_service_pb2_grpc.TaskServiceStub(session.channel).WatchTask(
+            task_service_pb2.WatchTaskRequest(task_id=task_id))
+
+    return StreamingResponse(_with_keepalive(_follow(watch, render)), media_type="text/event-stream",
+                             headers=SSE_HEADERS)
 
 
 class WorkflowChanges:
@@ -203,23 +217,18 @@ async def workflow_events(request: Request) -> Response:
     except SignInNeeded:
         return Response("sign in first", 401)
 
-    async def stream() -> AsyncIterator[bytes]:
-        call = workflow_service_pb2_grpc.WorkflowServiceStub(session.channel).WatchWorkflow(
+    changes = WorkflowChanges()
+
+    def render(message: Any) -> tuple[bytes, bool]:
+        snap = WorkflowSnapshot.of(message.workflow)
+        return sse("workflow", changes.event(snap)), snap.state.terminal
+
+    def watch() -> Any:
+        return workflow_service_pb2_grpc.WorkflowServiceStub(session.channel).WatchWorkflow(
             workflow_service_pb2.WatchWorkflowRequest(workflow_id=workflow_id))
-        changes = WorkflowChanges()
-        try:
-            async for message in call:
-                snap = WorkflowSnapshot.of(message.workflow)
-                yield sse("workflow", changes.event(snap))
-                if snap.state.terminal:
-                    return
-        except grpc.RpcError as exc:
-            yield sse("gone", {"error": str(exc.details() if hasattr(exc, "details") else exc)})
-        finally:
-            call.cancel()
 
-    return StreamingResponse(_with_keepalive(stream()), media_type="text/event-stream", headers=SSE_HEADERS)
-
+    return StreamingResponse(_with_keepalive(_follow(watch, render)), media_type="text/event-stream",
+                             headers=SSE_HEADERS)
 
 routes = [Route("/events/overview", overview_events), Route("/events/tasks/{task_id}", task_events),
           Route("/events/workflows/{workflow_id}", workflow_events)]
