@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 
+from conveyor.v1 import workflow_pb2
 from conveyor_scheduler.keys import (
     OUTBOX_GROUP,
     WORKFLOW_CHANNEL,
@@ -60,6 +61,10 @@ class Applied:
     state: int
     released: list[Released]
     cancel: list[str]
+    trace: dict[str, str]
+    continue_on_failure: bool
+    """The trace context its released nodes carry and its FailurePolicy, read in the same call
+    (building the released nodes' payloads needs no second round trip)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,9 +128,10 @@ class WorkflowStore:
         args: list[object] = []
         for entry, outcome in outcomes:
             args += [entry.node, entry.task_id, entry.run, entry.state, outcome]
-        codes, state, released, cancel = await self._run("wf_apply", workflow_id, *args)
+        codes, state, released, cancel, trace, policy = await self._run("wf_apply", workflow_id, *args)
         nodes = {r.key: r for r in map(_released, released)}  # two replays may offer one child twice
-        return Applied([int(c) for c in codes], int(state), list(nodes.values()), [c.decode() for c in cancel])
+        return Applied([int(c) for c in codes], int(state), list(nodes.values()), [c.decode() for c in cancel],
+                       json.loads(trace) if trace else {}, int(policy) == workflow_pb2.FAILURE_POLICY_CONTINUE)
 
     async def mark(self, workflow_id: str, submitted: Sequence[tuple[str, str]]) -> list[str]:
         """Records (node key, task id) pairs; returns the task ids the workflow no longer wants."""

@@ -206,8 +206,8 @@ class Workflows:
         if applied.cancel:
             await self.cancel_tasks(applied.cancel)
         if applied.released:
-            policy, trace = await self._policy_and_trace(workflow_id)
-            await self._submit(workflow_id, int(entries[-1].run), applied.released, policy, trace)
+            await self._submit(workflow_id, int(entries[-1].run), applied.released, applied.continue_on_failure,
+                               applied.trace)
 
     async def _policy_and_trace(self, workflow_id: str) -> tuple[bool, dict[str, str]]:
         policy, trace = await self.store.policy_and_trace(workflow_id)

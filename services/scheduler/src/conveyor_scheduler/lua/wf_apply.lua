@@ -6,15 +6,16 @@
 -- KEYS, ARGV[1..4]: see wf_lib.lua.
 -- ARGV[5..]: per outcome: node key, task id, run of that task, task state (4-8), outcome
 -- ("r"+JSON result, "b"+other result, "e"+error JSON).
--- Returns {codes, workflow state, released nodes, task ids to cancel}: per outcome code 0
--- ignored (no such workflow or node, or a task of an earlier run), 1 applied, 2 applied before.
-local meta = redis.call('HMGET', W, 'st', 'run', 'pol', 'nn')
+-- Returns {codes, workflow state, released nodes, task ids to cancel, the workflow's trace
+-- headers and FailurePolicy (fields tp and pol, for submitting what was released)}: per outcome code 0 ignored (no
+-- such workflow or node, or a task of an earlier run), 1 applied, 2 applied before.
+local meta = redis.call('HMGET', W, 'st', 'run', 'pol', 'nn', 'tp')
 local codes, out, cancel = {}, {}, {}
 if not meta[1] then
   for i = 5, #ARGV, 5 do
     codes[#codes + 1] = 0
   end
-  return {codes, 0, out, cancel}
+  return {codes, 0, out, cancel, '', '0'}
 end
 local wstate = tonumber(meta[1])
 local changed = false
@@ -77,4 +78,4 @@ if changed then
   end
   redis.call('PUBLISH', CHANGES, ID)
 end
-return {codes, wstate, out, cancel}
+return {codes, wstate, out, cancel, meta[5] or '', meta[3] or '0'}
