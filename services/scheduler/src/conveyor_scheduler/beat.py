@@ -26,12 +26,12 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from conveyor.v1 import schedule_service_pb2
 from conveyor_scheduler.errors import Aborted, AlreadyExists, InvalidArgument, NotFound, SchedulerError
 from conveyor_scheduler.keys import BEAT_CHANNEL
+from conveyor_scheduler.redis_clients import AsyncRedis
 from conveyor_scheduler.schedule_store import ScheduleStore
 from conveyor_scheduler.schedules import (
     FIRE_ONCE,
@@ -62,7 +62,7 @@ PLAN_RETRY_MS = 60_000
 
 
 class Beat:
-    def __init__(self, redis: Redis, submission: Submission, *, clock: Callable[[], int], scheduler_id: str,
+    def __init__(self, redis: AsyncRedis, submission: Submission, *, clock: Callable[[], int], scheduler_id: str,
                  lease_ms: int, grace_ms: int) -> None:
         self.redis = redis
         """The schedules (ScheduleStore) and the change channel."""

@@ -5,6 +5,13 @@ The Lua scripts publish completions, watched tasks' state changes and cancel req
 servicers publish wake-ups after a submit. keys.py documents each channel's payload.
 After a reconnect every local waiter and dispatcher re-checks Redis, so a message lost
 while disconnected costs a re-read, never a stuck task.
+
+On a Redis Cluster a queue's events go to its own shard channels (keys.QUEUE_EVENTS), which
+stay on the primary that owns the queue's slot instead of crossing the whole cluster. A replica
+hears a queue once it `follow`s it: the Store follows every queue it learns of (a submit, a
+task looked up by id) before it answers, and a worker's stream follows its queues when it
+connects, so nobody waits for an event from a queue this replica does not hear. The fleet-wide
+channels (worker control, workflow changes) stay classic.
 """
 
 from __future__ import annotations
@@ -14,31 +21,42 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
+from conveyor_scheduler.fast_cluster import ClusterSubscription, FastCluster
 from conveyor_scheduler.fast_redis import FastRedis, subscribe
 from conveyor_scheduler.keys import (
     CANCEL_CHANNEL,
     CONTROL_CHANNEL,
     DONE_CHANNEL,
+    QUEUE_EVENTS,
     STATE_CHANNEL,
     WAKE_CHANNEL,
     WORKFLOW_CHANNEL,
     WORKFLOW_OUTBOX_CHANNEL,
+    QueueKeys,
 )
+from conveyor_scheduler.redis_clients import AsyncRedis
 
 CHANNELS = (DONE_CHANNEL, WAKE_CHANNEL, STATE_CHANNEL, CANCEL_CHANNEL, CONTROL_CHANNEL, WORKFLOW_OUTBOX_CHANNEL,
             WORKFLOW_CHANNEL)
-DONE, WAKE, STATE, CANCEL, CONTROL, WF_OUTBOX, WF_CHANGE = (c.encode() for c in CHANNELS)
+FLEET_CHANNELS = (CONTROL_CHANNEL, WORKFLOW_CHANNEL)
+"""The classic channels of a cluster; each queue's other events are on its shard channels."""
+DONE, WAKE, STATE, CANCEL, CONTROL, WF_OUTBOX, WF_CHANGE = (c.rpartition(":")[2].encode() for c in CHANNELS)
+"""A message's kind: its channel's last segment, classic ("cv:done") or shard ("cv:{q:QUEUE}:done")."""
 
 log = logging.getLogger(__name__)
 
 
+def shard_channels(queue: str) -> tuple[str, ...]:
+    keys = QueueKeys.of(queue)
+    return tuple(keys.shard_channel(event) for event in QUEUE_EVENTS)
+
+
 class EventBus:
     def __init__(
-        self, redis: Redis, *, origin: str, fast: FastRedis | None = None,
+        self, redis: AsyncRedis, *, origin: str, fast: FastRedis | FastCluster | None = None,
         on_done: Callable[[str], None], on_state: Callable[[str], None], on_cancel: Callable[[str, str], None],
         on_reconnect: Callable[[], None], on_wake: Callable[[str, int], None] = lambda queue, due_ms: None,
         on_control: Callable[[str], None] = lambda payload: None,
@@ -66,6 +84,10 @@ class EventBus:
         self.ready = asyncio.Event()
         self._backoff = 0.1
         self._task: asyncio.Task[None] | None = None
+        self._queues: dict[str, asyncio.Future[None]] = {}
+        """On a cluster: the queues whose shard channels this replica hears (each with its first
+        subscription, which a second `follow` of the queue waits for too)."""
+        self._shards: ClusterSubscription | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="event-bus")
@@ -75,15 +97,41 @@ class EventBus:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
+    @property
+    def sharded(self) -> bool:
+        """Whether queue events travel on shard channels (a Redis Cluster)."""
+        return isinstance(self.fast, FastCluster)
+
+    async def follow(self, queue: str) -> None:
+        """On a cluster, hear `queue`'s events from now on (returns once Redis confirmed the
+        subscription, or at once while the bus is reconnecting: the reconnect re-reads
+        everything); nothing to do on one server, where every replica hears every queue."""
+        if not self.sharded:
+            return
+        following = self._queues.get(queue)
+        if following is None:
+            following = self._queues[queue] = asyncio.ensure_future(self._ssubscribe(queue))
+        await asyncio.shield(following)
+
+    async def _ssubscribe(self, queue: str) -> None:
+        if self._shards is not None:
+            try:
+                await self._shards.ssubscribe(shard_channels(queue))
+            except (RedisError, OSError) as exc:  # the subscription starts over, this queue included
+                log.warning("event bus could not follow queue %s (%s)", queue, exc)
+
     async def publish_wake(self, queue: str, due_ms: int = 0) -> None:
         payload = f"{queue}|{due_ms}|{self.origin}"
-        if self.fast:
+        if self.sharded:
+            await self.fast.execute("SPUBLISH", QueueKeys.of(queue).shard_channel("wake"), payload)
+        elif self.fast:
             await self.fast.execute("PUBLISH", WAKE_CHANNEL, payload)
         else:
             await self.redis.publish(WAKE_CHANNEL, payload)
 
     def _message(self, channel: bytes, raw: bytes) -> None:
         data = raw.decode()
+        channel = channel.rpartition(b":")[2]
         if channel == DONE:
             self.on_done(data)
         elif channel == WAKE:
@@ -105,7 +153,7 @@ class EventBus:
 
     async def _run(self) -> None:
         """Keeps one subscription up; after a reconnect, on_reconnect makes everyone re-read."""
-        listen = self._listen_fast if self.fast else self._listen
+        listen = self._listen_cluster if self.sharded else self._listen_fast if self.fast else self._listen
         self._backoff, first = 0.1, True
         while True:
             try:
@@ -135,6 +183,26 @@ class EventBus:
         finally:
             with contextlib.suppress(RedisError, OSError):
                 await pubsub.aclose()
+
+    async def _listen_cluster(self, first: bool) -> None:
+        """The fleet channels on one node, each followed queue's shard channels on its primary;
+        raises when any of it is lost."""
+        assert isinstance(self.fast, FastCluster)
+        shards = ClusterSubscription(self.fast, self._message)
+        try:
+            await shards.subscribe(FLEET_CHANNELS)
+            self._shards = shards  # from here `follow` subscribes a new queue itself
+            done: set[str] = set()
+            while todo := self._queues.keys() - done:
+                for queue in todo:
+                    await shards.ssubscribe(shard_channels(queue))
+                done |= todo
+            self._subscribed(first)
+            exc = await shards.closed
+            raise RedisConnectionError(f"subscription lost: {exc or 'closed'}")
+        finally:
+            self._shards = None
+            shards.close()
 
     async def _listen_fast(self, first: bool) -> None:
         """A hiredis subscription whose messages are handled as parsed; raises when it is lost."""

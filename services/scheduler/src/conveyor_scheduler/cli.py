@@ -86,7 +86,16 @@ def _rate_limits(texts: tuple[str, ...]) -> tuple[dict[str, str], dict[str, str]
               help="Port of the Prometheus /metrics endpoint, on --host (0: off). Replicas on one host need "
                    "a port each; one that cannot be bound stops start-up.")
 @click.option("--redis-url", envvar="CONVEYOR_REDIS_URL", default=None,
-              help="Redis/Valkey URL. Unset: start a private embedded Redis.")
+              help="Redis/Valkey URL (redis://, rediss://, unix://), or a Redis Cluster's "
+                   "redis+cluster://HOST:PORT,HOST:PORT (rediss+cluster:// over TLS). Unset: start a private "
+                   "embedded Redis.")
+@click.option("--redis-wait-replicas", default=0, show_default=True, envvar=P + "REDIS_WAIT_REPLICAS",
+              type=click.IntRange(0, 16),
+              help="Answer a submit or an ack only once this many Redis replicas have it (WAIT), so a "
+                   "primary's failover cannot lose it; 0: once the primary has it.")
+@click.option("--redis-wait-timeout", default=1.0, show_default=True, envvar=P + "REDIS_WAIT_TIMEOUT",
+              type=click.FloatRange(min=0.001),
+              help="Seconds a WAIT may take; too few replicas by then fails the call with UNAVAILABLE.")
 @click.option("--data-dir", default=".conveyor", show_default=True, envvar="CONVEYOR_DATA_DIR",
               type=click.Path(path_type=Path), help="Data folder of the embedded Redis.")
 @click.option("--route", "routes", multiple=True, envvar=P + "ROUTES",
@@ -127,7 +136,7 @@ def main(host: str, port: int, metrics_port: int, redis_url: str | None, data_di
          lease_ttl: float, heartbeat_interval: float, reaper_interval: float, default_timeout: float,
          rate_limits: tuple[str, ...], scheduler_id: str, insecure: bool, check_only: bool, log_level: str,
          beat_lease: float, loop: str, tls_cert: Path | None, tls_key: Path | None, tls_client_ca: Path | None,
-         auth_file: Path | None) -> None:
+         auth_file: Path | None, redis_wait_replicas: int, redis_wait_timeout: float) -> None:
     """Run a Conveyor scheduler replica."""
     if check_only:
         sys.exit(0 if check(host, port, tls_cert) else 1)
@@ -159,7 +168,8 @@ def main(host: str, port: int, metrics_port: int, redis_url: str | None, data_di
         result_ttl_ms=int(result_ttl * 1000), lease_ttl_ms=int(lease_ttl * 1000),
         heartbeat_interval_ms=int(heartbeat_interval * 1000), reaper_interval_ms=int(reaper_interval * 1000),
         default_timeout_ms=int(default_timeout * 1000), task_rate_limits=task_rates, queue_rate_limits=queue_rates,
-        tls_cert=tls_cert, tls_key=tls_key, tls_client_ca=tls_client_ca, auth_file=auth_file)
+        tls_cert=tls_cert, tls_key=tls_key, tls_client_ca=tls_client_ca, auth_file=auth_file,
+        redis_wait_replicas=redis_wait_replicas, redis_wait_timeout_ms=int(redis_wait_timeout * 1000))
     try:
         event_loop.run(serve(config), loop)
     except MetricsPortError as exc:

@@ -31,7 +31,13 @@ class SchedulerConfig:
     """Everything a scheduler replica needs to run."""
 
     redis_url: str
-    """Redis (or Valkey) URL shared by all replicas."""
+    """Redis (or Valkey) URL shared by all replicas: redis://, rediss://, unix://, or a Redis
+    Cluster's redis+cluster://host:port,host:port (redis_clients.py)."""
+    redis_wait_replicas: int = 0
+    """Submits and acks answer only once this many replicas have them (Redis WAIT); 0: once the
+    primary has them (asynchronous replication: a failover can lose the last writes)."""
+    redis_wait_timeout_ms: int = 1_000
+    """How long a WAIT may take; fewer replicas by then fails the call with UNAVAILABLE."""
     host: str = "127.0.0.1"
     """Address the gRPC server binds."""
     port: int = 50051

@@ -10,10 +10,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from redis.asyncio import Redis
-
 from conveyor.v1 import worker_service_pb2
 from conveyor_scheduler.keys import CONTROL_CHANNEL
+from conveyor_scheduler.redis_clients import AsyncRedis
 from conveyor_scheduler.sessions import WorkerSession
 
 log = logging.getLogger(__name__)
@@ -21,7 +20,7 @@ DRAIN, SHUTDOWN, CONCURRENCY = "drain", "shutdown", "concurrency"
 
 
 class WorkerControl:
-    def __init__(self, redis: Redis, session_of: Callable[[str], WorkerSession | None]) -> None:
+    def __init__(self, redis: AsyncRedis, session_of: Callable[[str], WorkerSession | None]) -> None:
         self.redis = redis
         self.session_of = session_of
         """worker id -> its stream on this replica, if it is here."""

@@ -10,8 +10,6 @@ import asyncio
 import os
 import socket
 
-from redis.asyncio import Redis
-
 from conveyor_scheduler.beat import Beat
 from conveyor_scheduler.bus import EventBus
 from conveyor_scheduler.cancels import Cancels
@@ -19,10 +17,10 @@ from conveyor_scheduler.completion import Completion
 from conveyor_scheduler.config import SchedulerConfig
 from conveyor_scheduler.control import WorkerControl
 from conveyor_scheduler.dispatch import Dispatcher
-from conveyor_scheduler.fast_redis import FastRedis
 from conveyor_scheduler.maintenance import Maintenance
 from conveyor_scheduler.queue_control import QueueControl
 from conveyor_scheduler.queue_stats import QueueStatsReader
+from conveyor_scheduler.redis_clients import AsyncRedis, fast_client
 from conveyor_scheduler.registry import WorkerRegistry
 from conveyor_scheduler.routing import Router
 from conveyor_scheduler.store import Store, wall_clock_ms
@@ -39,14 +37,15 @@ from conveyor_scheduler.workflows import Workflows
 
 
 class Core:
-    def __init__(self, config: SchedulerConfig, redis: Redis, clock=wall_clock_ms) -> None:
+    def __init__(self, config: SchedulerConfig, redis: AsyncRedis, clock=wall_clock_ms) -> None:
         self.config = config
         self.scheduler_id = config.scheduler_id or f"{socket.gethostname()}-{os.getpid()}"
         self.redis = redis
         self.router = Router(config.routes)
-        self.fast_redis = FastRedis(config.redis_url) if FastRedis.supports(config.redis_url) else None
+        self.fast_redis = fast_client(config.redis_url, wait_timeout_ms=config.redis_wait_timeout_ms)
         self.store = Store(redis, result_ttl_ms=config.result_ttl_ms,
-                           default_timeout_ms=config.default_timeout_ms, clock=clock, fast=self.fast_redis)
+                           default_timeout_ms=config.default_timeout_ms, clock=clock, fast=self.fast_redis,
+                           wait_replicas=config.redis_wait_replicas)
         self.lookup = TaskLookup(self.store)
         self.events = TaskEventHooks()  # telemetry adds itself at setup
         self.dispatcher = Dispatcher(self.store, lease_ttl_ms=config.lease_ttl_ms, batch=config.dispatch_batch,
@@ -64,6 +63,8 @@ class Core:
                             on_done=self.waiters.notify, on_state=self.watchers.on_message,
                             on_cancel=self.dispatcher.cancel, on_reconnect=self._on_reconnect,
                             on_control=self.control.on_message)
+        # On a Redis Cluster a queue met (a submit, a task looked up) or served is a queue heard.
+        self.store.on_queue = self.dispatcher.on_serving = self.bus.follow
         self.wakes = Wakes(self.dispatcher, self.maintenance, self.bus)
         # Wake-ups run both ways: the promoter, the bus and dispatch call back into them.
         self.maintenance.on_ready = self.wakes.ready_everywhere

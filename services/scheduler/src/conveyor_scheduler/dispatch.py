@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from redis.exceptions import RedisError
 
@@ -32,6 +32,10 @@ from conveyor_scheduler.task_events import TaskEvents
 from conveyor_scheduler.validation import JSON_TYPE, NewTask
 
 log = logging.getLogger(__name__)
+
+
+async def _nothing(queue: str) -> None:
+    return None
 
 
 class QueueDispatch:
@@ -65,6 +69,9 @@ class Dispatcher:
         """Called with the earliest start a claim reserved for rate-limited tasks."""
         self.on_parked: Callable[[str, list[str]], None] = lambda queue, names: None
         """Called with the task names a claim parked: the worker it claimed for does not run them."""
+        self.on_serving: Callable[[str], Awaitable[None]] = _nothing
+        """Awaited before a queue gets a worker's stream or a poll here: the event bus follows it, so
+        its wake-ups and cancels reach this replica (bus.py)."""
         self._queues: dict[str, QueueDispatch] = {}
         self._sessions: dict[str, WorkerSession] = {}
         self._background = Background()
@@ -122,6 +129,8 @@ class Dispatcher:
         """Adds a worker's stream; returns once each of its queues finished a dispatch round
         begun after that. Until then a claim may hold the hello's credit, and a submit in
         between would not be sync-matched; from then on the credit is settled."""
+        for name in session.queues:
+            await self.on_serving(name)
         self._sessions[session.worker_id] = session
         rounds: list[tuple[QueueDispatch, int]] = []
         for name in session.queues:
@@ -221,6 +230,8 @@ class Dispatcher:
         leases held by no stream; when none is ready, waits up to `wait_ms` for a wake of one
         of the queues and claims again."""
         store = self.store
+        for queue in queues:
+            await self.on_serving(queue)
         loop_deadline = store.clock() / 1000 + wait_ms / 1000
         signals = [self.queue(q).signal for q in queues]
         while True:

@@ -30,6 +30,7 @@ from prometheus_client.registry import Collector
 
 from conveyor_scheduler.keys import WORKERS_INDEX, worker_key
 from conveyor_scheduler.queue_stats import SyncQueueReader
+from conveyor_scheduler.redis_clients import SyncRedis, sync_client
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -54,7 +55,7 @@ class MetricsPortError(Exception):
 class FleetSource(Protocol):
     """One group of fleet-wide gauges read from Redis: add one to `FleetCollector.sources`."""
 
-    def collect(self, client: redis.Redis) -> Iterable[Metric]: ...
+    def collect(self, client: SyncRedis) -> Iterable[Metric]: ...
 
 
 class QueueDepth:
@@ -67,7 +68,7 @@ class QueueDepth:
         self.clock = clock
         self._reader: SyncQueueReader | None = None
 
-    def collect(self, client: redis.Redis) -> Iterable[Metric]:
+    def collect(self, client: SyncRedis) -> Iterable[Metric]:
         if self._reader is None or self._reader.client is not client:
             self._reader = SyncQueueReader(client)
         queues, total = self._reader.queues(self.max_queues)
@@ -115,7 +116,7 @@ class WorkersOnline:
         self.max_workers = max_workers
         self.clock = clock
 
-    def collect(self, client: redis.Redis) -> Iterable[Metric]:
+    def collect(self, client: SyncRedis) -> Iterable[Metric]:
         now_ms = int(self.clock() * 1000)
         ids = client.zrangebyscore(WORKERS_INDEX, now_ms, "+inf", start=0, num=self.max_workers)
         pipe = client.pipeline(transaction=False)
@@ -139,11 +140,11 @@ class FleetCollector(Collector):
         self.is_leader = is_leader
         self.redis_url = redis_url
         self.sources = tuple(sources)
-        self._client: redis.Redis | None = None
+        self._client: SyncRedis | None = None
 
-    def _redis(self) -> redis.Redis:
+    def _redis(self) -> SyncRedis:
         if self._client is None:  # a race makes two; both work (redis-py clients are thread-safe)
-            self._client = redis.Redis.from_url(self.redis_url, socket_timeout=REDIS_TIMEOUT_S,
+            self._client = sync_client(self.redis_url, socket_timeout=REDIS_TIMEOUT_S,
                                                 socket_connect_timeout=REDIS_TIMEOUT_S)
         return self._client
 

@@ -30,8 +30,8 @@ import hashlib
 import logging
 import socket
 import ssl
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol, TypeVar
 from urllib.parse import parse_qs, unquote, urlparse
 
 import hiredis
@@ -139,8 +139,10 @@ class _Protocol(asyncio.Protocol):
 class FastRedis:
     """A minimal asyncio Redis client for redis://, rediss:// (TLS) and unix:// URLs."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, wait_timeout_ms: int = 1000) -> None:
         parsed = urlparse(url)
+        self.wait_timeout_ms = wait_timeout_ms
+        """WAIT's timeout for `run_script(replicas=N)`."""
         if parsed.scheme not in SCHEMES:
             raise ValueError(f"FastRedis takes redis://, rediss:// or unix:// URLs, not {parsed.scheme}://")
         self._unix = parsed.path if parsed.scheme == "unix" else ""
@@ -155,6 +157,11 @@ class FastRedis:
         self._protocol: _Protocol | None = None
         self._pending: collections.deque[asyncio.Future[Any]] = collections.deque()
         self._connecting = asyncio.Lock()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """(host, port) of the server (a unix socket's path and 0)."""
+        return (self._unix, 0) if self._unix else (self._host, self._port)
 
     @staticmethod
     def supports(url: str) -> bool:
@@ -200,6 +207,14 @@ class FastRedis:
         protocol.transport.write(hiredis.pack_command(args))
         return fut
 
+    def _send_many(self, protocol: _Protocol, commands: Sequence[tuple[Any, ...]]) -> list[asyncio.Future[Any]]:
+        assert protocol.transport is not None
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in commands]
+        self._pending.extend(futures)
+        protocol.transport.write(b"".join(hiredis.pack_command(args) for args in commands))
+        return futures
+
     def _lost(self, protocol: _Protocol, exc: Exception | None) -> None:
         if self._protocol is protocol:
             self._protocol = None
@@ -210,17 +225,32 @@ class FastRedis:
 
     async def execute(self, *args: Any) -> Any:
         """Sends one command and returns its reply (bytes, int, list, None)."""
+        reply = (await self.pipeline((args,)))[0]
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    async def pipeline(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Sends `commands` in one write and returns their replies in order, an error reply as
+        its exception (returned, not raised). A lost connection sends them all again."""
         for attempt in range(RETRIES + 1):
             protocol = self._protocol or await self._connect()
+            futures = self._send_many(protocol, commands)
             try:
-                return await self._send(protocol, args)
-            except TransientRedisError:  # Redis answered "not now": the caller backs off, not us
-                raise
+                await futures[-1]  # Redis answers a connection's commands in order
+            except (ResponseError, TransientRedisError):  # a reply; the caller looks at it
+                pass
             except RedisConnectionError:
                 if attempt == RETRIES:
                     raise
                 await asyncio.sleep(0.01 * 2 ** attempt)
+                continue
+            return [f.exception() or f.result() for f in futures]
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def run_script(self, script: Script, keys: Sequence[str], args: Sequence[Any], replicas: int = 0) -> Any:
+        """EVALSHA `script`; with `replicas`, its writes are on that many replicas when it returns."""
+        return await run_script(self.pipeline, script, keys, args, replicas, self.wait_timeout_ms)
 
     async def aclose(self) -> None:
         if self._protocol is not None and self._protocol.transport is not None:
@@ -228,37 +258,91 @@ class FastRedis:
         self._protocol = None
 
 
-class Script:
-    """A Lua script called by its SHA1, loaded on first NOSCRIPT (a restarted or flushed Redis)."""
+class NotReplicated(TransientRedisError):
+    """WAIT timed out before enough replicas had a write: it is on the primary only, and a failover
+    now could lose it (the caller is told UNAVAILABLE; a resend is safe, see server.py)."""
 
-    def __init__(self, conn: FastRedis, text: str) -> None:
+
+class Script:
+    """A Lua script called by its SHA1, loaded on first NOSCRIPT (a restarted or flushed Redis,
+    a cluster node that never ran it)."""
+
+    def __init__(self, conn: FastRedis | ScriptRunner, text: str) -> None:
         self.conn = conn
         self.text = text
         self.sha = hashlib.sha1(text.encode()).hexdigest()
 
-    async def __call__(self, keys: tuple[str, ...] | list[str], args: list[Any]) -> Any:
-        try:
-            return await self.conn.execute("EVALSHA", self.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            await self.conn.execute("SCRIPT", "LOAD", self.text)
-            return await self.conn.execute("EVALSHA", self.sha, len(keys), *keys, *args)
+    async def __call__(self, keys: Sequence[str], args: Sequence[Any], replicas: int = 0) -> Any:
+        return await self.conn.run_script(self, keys, args, replicas)
 
 
-class _Subscriber(asyncio.Protocol):
-    """A SUBSCRIBE connection: each message goes straight from data_received to a callback
-    (no task, no extra loop iteration per message)."""
+class ScriptRunner(Protocol):
+    """What Script calls: FastRedis, or FastCluster (which routes by the script's first key)."""
 
-    def __init__(self, channels: int, on_message: Callable[[bytes, bytes], None]) -> None:
+    async def run_script(self, script: Script, keys: Sequence[str], args: Sequence[Any], replicas: int = 0
+                         ) -> Any: ...
+
+
+Send = Callable[[Sequence[tuple[Any, ...]]], Awaitable[list[Any]]]
+
+
+async def run_script(send: Send, script: Script, keys: Sequence[str], args: Sequence[Any], replicas: int,
+                     wait_timeout_ms: int) -> Any:
+    """EVALSHA through `send` (one connection's pipeline), then SCRIPT LOAD and again on NOSCRIPT.
+    With `replicas`, WAIT follows in the same write: it counts the replicas that have every write
+    the connection made so far, this script's included, and NotReplicated is raised when fewer
+    than `replicas` had it within `wait_timeout_ms`."""
+    command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+    commands = [command, ("WAIT", replicas, wait_timeout_ms)] if replicas else [command]
+    replies = await send(commands)
+    if isinstance(replies[0], NoScriptError):
+        loaded = (await send((("SCRIPT", "LOAD", script.text),)))[0]
+        if isinstance(loaded, Exception):
+            raise loaded
+        replies = await send(commands)
+    if isinstance(replies[0], Exception):
+        raise replies[0]
+    if replicas:
+        if isinstance(replies[1], Exception):
+            raise replies[1]
+        if replies[1] < replicas:
+            raise NotReplicated(f"NOREPLICAS the write reached {replies[1]} of {replicas} replicas within "
+                                f"{wait_timeout_ms} ms (--redis-wait-replicas); it is on the primary only")
+    return replies[0]
+
+
+class Subscriber(asyncio.Protocol):
+    """A pub/sub connection: each message goes straight from data_received to a callback
+    (no task, no extra loop iteration per message). SUBSCRIBE (classic channels) and SSUBSCRIBE
+    (a cluster's shard channels) both; `request` adds channels while it runs."""
+
+    def __init__(self, on_message: Callable[[bytes, bytes], None]) -> None:
         self.reader = hiredis.Reader(replyError=ResponseError)
         self.on_message = on_message
-        self.unconfirmed = channels
-        loop = asyncio.get_running_loop()
-        self.subscribed: asyncio.Future[None] = loop.create_future()
-        self.closed: asyncio.Future[Exception | None] = loop.create_future()
+        self._requests: collections.deque[list[Any]] = collections.deque()
+        """[confirmations still due, future] per subscribe command, in the order sent."""
+        self.closed: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+
+    def authenticate(self, auth: tuple[Any, ...]) -> None:
+        """Sends AUTH first; its reply is skipped (a refusal fails the subscribe that follows)."""
+        assert self.transport is not None
+        self._requests.append([1, None])
+        self.transport.write(hiredis.pack_command(auth))
+
+    def request(self, command: str, channels: Sequence[str]) -> asyncio.Future[None]:
+        """Sends `command` (SUBSCRIBE or SSUBSCRIBE) for `channels`; the future completes once
+        Redis confirmed every channel."""
+        assert self.transport is not None
+        if self.closed.done():
+            raise RedisConnectionError("the subscription is closed")
+        done = asyncio.get_running_loop().create_future()
+        self._requests.append([len(channels), done])
+        self.transport.write(hiredis.pack_command((command, *channels)))
+        return done
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
@@ -266,26 +350,48 @@ class _Subscriber(asyncio.Protocol):
             reply = self.reader.gets()
             if reply is False:
                 return
-            if isinstance(reply, ResponseError):
-                if not self.subscribed.done():
-                    self.subscribed.set_exception(reply_error(reply))
+            if isinstance(reply, ResponseError) or not isinstance(reply, list):  # refused, or AUTH's +OK
+                request = self._requests.popleft() if self._requests else [0, None]
+                if isinstance(reply, ResponseError) and request[1] is not None and not request[1].done():
+                    request[1].set_exception(reply_error(reply))
                 continue
             kind = reply[0]
-            if kind == b"message":
+            if kind in (b"message", b"smessage"):
                 try:
                     self.on_message(reply[1], reply[2])
                 except Exception:  # one bad message must not break the subscription
                     log.exception("handling a pub/sub message failed")
-            elif kind == b"subscribe":
-                self.unconfirmed -= 1
-                if self.unconfirmed == 0 and not self.subscribed.done():
-                    self.subscribed.set_result(None)
+            elif kind in (b"subscribe", b"ssubscribe") and self._requests:
+                request = self._requests[0]
+                request[0] -= 1
+                if request[0] <= 0:
+                    self._requests.popleft()
+                    if request[1] is not None and not request[1].done():
+                        request[1].set_result(None)
+            elif kind == b"sunsubscribe":  # the slot moved away (never asked for here): start over
+                self._close(RedisConnectionError(f"shard channel {reply[1]!r} moved to another node"))
+
+    def _close(self, exc: Exception | None) -> None:
+        if self.transport is not None:
+            self.transport.close()
+        self.connection_lost(exc)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if not self.subscribed.done():
-            self.subscribed.set_exception(RedisConnectionError(f"lost the connection to Redis: {exc or 'closed'}"))
+        error = RedisConnectionError(f"lost the connection to Redis: {exc or 'closed'}")
+        for _, done in self._requests:
+            if done is not None and not done.done():
+                done.set_exception(error)
+        self._requests.clear()
         if not self.closed.done():
             self.closed.set_result(exc)
+
+
+async def open_subscriber(conn: FastRedis, on_message: Callable[[bytes, bytes], None]) -> Subscriber:
+    """A new pub/sub connection to `conn`'s server (authenticated as `conn` is)."""
+    _, protocol = await conn._open(functools.partial(Subscriber, on_message))
+    if conn._password is not None:
+        protocol.authenticate(conn._auth())
+    return protocol
 
 
 async def subscribe(conn: FastRedis, channels: Sequence[str], on_message: Callable[[bytes, bytes], None]
@@ -293,13 +399,11 @@ async def subscribe(conn: FastRedis, channels: Sequence[str], on_message: Callab
     """Subscribes a new connection of `conn`'s server to `channels`; returns once Redis
     confirmed them, with a future that completes when the connection is lost and a close
     function."""
-    transport, protocol = await conn._open(functools.partial(_Subscriber, len(channels), on_message))
-    if conn._password is not None:  # replies before SUBSCRIBE's are not messages: skipped
-        transport.write(hiredis.pack_command(conn._auth()))
-    transport.write(hiredis.pack_command(("SUBSCRIBE", *channels)))
+    protocol = await open_subscriber(conn, on_message)
+    assert protocol.transport is not None
     try:
-        await protocol.subscribed
+        await protocol.request("SUBSCRIBE", channels)
     except BaseException:
-        transport.close()
+        protocol.transport.close()
         raise
-    return protocol.closed, transport.close
+    return protocol.closed, protocol.transport.close

@@ -24,6 +24,9 @@ of counters each (a string ends at its highest histogram bucket): in Redis, 0.8-
 MEMORY USAGE under a mixed load (0-200 ms tasks), so about 0.5 MB per continuously busy queue,
 four times the 15 minutes kept before; an idle minute costs nothing."""
 CHANNEL_PREFIX = "cv"
+"""The prefix of the classic channels below. On a Redis Cluster a queue's own events (QUEUE_EVENTS)
+go to shard channels "cv:{q:QUEUE}:EVENT" instead (QueueKeys.shard_channels), with the same payloads."""
+QUEUE_EVENTS = ("done", "state", "cancel", "wake", "wfo")
 DONE_CHANNEL = "cv:done"
 """Payload: the id of a task that finished (published by the Lua scripts)."""
 STATE_CHANNEL = "cv:state"
@@ -90,6 +93,11 @@ class QueueKeys:
 
     def task(self, task_id: str) -> str:
         return f"{self.prefix}t:{task_id}"
+
+    def shard_channel(self, event: str) -> str:
+        """On a Redis Cluster, this queue's own channel of one of QUEUE_EVENTS: a shard channel in
+        the queue's slot (lib.lua's ARGV[4] is the prefix up to the event)."""
+        return f"{self.prefix}{event}"
 
     @property
     def ready(self) -> tuple[str, ...]:
@@ -205,6 +213,8 @@ KEY_PATTERNS: dict[str, tuple[str, str]] = {
     "cv:{cv}:wfr": ("zset", "workflow id -> ms after which its released nodes are looked at again"),
     "cv:{cv}:wfq": ("set", "queues whose tasks include workflow nodes (their outboxes are swept)"),
     # Pub/sub channels (not keys; every replica subscribes).
+    "cv:{q:QUEUE}:EVENT": ("channel", "on a Redis Cluster, a shard channel of the queue's own events (EVENT: "
+                                      "done, state, cancel, wake or wfo) with the payloads of cv:EVENT below"),
     "cv:done": ("channel", "the id of every task that finished"),
     "cv:state": ("channel", "id|state|attempt|seq for each state change of a watched task"),
     "cv:cancel": ("channel", "id|worker id when a running task is asked to stop"),

@@ -9,9 +9,8 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
-
 from conveyor.v1 import task_pb2
+from conveyor_scheduler.redis_clients import AsyncRedis
 from conveyor_scheduler.store import Store
 from conveyor_scheduler.task_search import TaskQuery, TaskSearch
 
@@ -32,7 +31,7 @@ class BulkOutcome:
 
 
 class QueueControl:
-    def __init__(self, store: Store, redis: Redis, search: TaskSearch, *, on_ready: Callable[[str], None]) -> None:
+    def __init__(self, store: Store, redis: AsyncRedis, search: TaskSearch, *, on_ready: Callable[[str], None]) -> None:
         self.store = store
         self.redis = redis
         self.search = search

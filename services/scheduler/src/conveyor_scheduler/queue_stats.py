@@ -12,8 +12,6 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import redis
-
 from conveyor.v1 import admin_service_pb2 as pb
 from conveyor_scheduler.keys import (
     CHANNEL_PREFIX,
@@ -28,6 +26,7 @@ from conveyor_scheduler.keys import (
     QueueKeys,
 )
 from conveyor_scheduler.records import set_duration_ms
+from conveyor_scheduler.redis_clients import SyncRedis
 from conveyor_scheduler.registry import WorkerRegistry
 from conveyor_scheduler.store import Store, script_text
 
@@ -199,7 +198,7 @@ class SyncQueueReader:
     """The same readings for the metrics threads (Prometheus scrapes, OTel collection), which
     cannot use the event loop's clients: one synchronous client, pipelined per scrape."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: SyncRedis) -> None:
         self.client = client
         self._stats = client.register_script(script_text("queue_stats"))
 

@@ -15,8 +15,10 @@ import sys
 DIRECT = ("ping", "select", "evalsha", "script|load", "script|exists", "subscribe", "unsubscribe", "publish",
           "get", "set", "mget", "exists", "del", "pttl", "hget", "hgetall", "hkeys", "hlen", "hscan", "zrange",
           "zrangebylex", "zrangebyscore", "zremrangebyscore", "zcard", "xgroup|create", "xreadgroup", "xack",
-          "xautoclaim")
-"""Sent by the scheduler itself (redis-py and FastRedis). The workflow outboxes' consumer group
+          "xautoclaim", "wait", "spublish", "ssubscribe", "asking", "cluster|slots", "cluster|shards", "command")
+"""Sent by the scheduler itself (redis-py and FastRedis). WAIT is --redis-wait-replicas'; on a Redis
+Cluster the clients also read the slot map (CLUSTER SLOTS/SHARDS, COMMAND), follow an ASK
+redirection (ASKING) and use shard channels (SPUBLISH, SSUBSCRIBE). The workflow outboxes' consumer group
 (workflow_store.py) also sends hmget, lrange, sadd, smembers, zadd, zrem and xdel, listed below
 with the scripts that use them."""
 SCRIPTED = ("hset", "hmget", "hdel", "hincrby", "hexists", "pexpire", "persist", "incr", "decr", "bitfield",

@@ -13,12 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from google.protobuf.timestamp_pb2 import Timestamp
-from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from conveyor.v1 import admin_service_pb2
+from conveyor_scheduler.fast_cluster import FastCluster
 from conveyor_scheduler.fast_redis import FastRedis, Script
 from conveyor_scheduler.keys import WORKERS_INDEX, worker_key
+from conveyor_scheduler.redis_clients import AsyncRedis
 from conveyor_scheduler.sessions import WorkerSession
 from conveyor_scheduler.store import Record, script_text, wall_clock_ms
 
@@ -36,8 +37,8 @@ class Registered:
 class WorkerRegistry:
     SCRIPTS = ("worker_join", "worker_beat", "worker_leave")
 
-    def __init__(self, redis: Redis, *, scheduler_id: str, lease_ttl_ms: int,
-                 clock: Callable[[], int] = wall_clock_ms, fast: FastRedis | None = None) -> None:
+    def __init__(self, redis: AsyncRedis, *, scheduler_id: str, lease_ttl_ms: int,
+                 clock: Callable[[], int] = wall_clock_ms, fast: FastRedis | FastCluster | None = None) -> None:
         self.redis = redis
         self.scheduler_id = scheduler_id
         self.ttl_ms = lease_ttl_ms

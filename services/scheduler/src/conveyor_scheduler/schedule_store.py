@@ -9,17 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from conveyor_scheduler.keys import BEAT_CHANNEL, BEAT_DUE, BEAT_INDEX, BEAT_LEADER, schedule_key
+from conveyor_scheduler.redis_clients import AsyncRedis
 from conveyor_scheduler.store import Record, script_text
 
 
 class ScheduleStore:
     SCRIPTS = ("beat_save", "beat_delete", "beat_advance", "beat_lease")
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: AsyncRedis) -> None:
         self.redis = redis
         self._scripts: dict[str, AsyncScript] = {
             name: redis.register_script(script_text(name)) for name in self.SCRIPTS

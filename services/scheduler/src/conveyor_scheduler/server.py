@@ -9,7 +9,6 @@ import signal
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -31,6 +30,7 @@ from conveyor_scheduler.core import Core
 from conveyor_scheduler.exposition import CertificateExpiry, FleetCollector, MetricsEndpoint
 from conveyor_scheduler.grpc_glue import add_servicer
 from conveyor_scheduler.queue_scopes import Resolver
+from conveyor_scheduler.redis_clients import async_client
 from conveyor_scheduler.reflection import enable_reflection
 from conveyor_scheduler.servicers.admin_service import AdminService
 from conveyor_scheduler.servicers.pipeline import no_call_span
@@ -66,7 +66,7 @@ class SchedulerServer:
         # A restarted Redis leaves stale pooled connections behind: retry a command that fails
         # to reach it (scripts are safe to resend: ids are chosen before the call, and a
         # duplicate ready-list entry is dropped by claim.lua once the task is no longer QUEUED).
-        self.redis = Redis.from_url(
+        self.redis = async_client(
             config.redis_url, health_check_interval=30, socket_keepalive=True,
             retry=Retry(ExponentialBackoff(cap=0.1, base=0.01), retries=2),
             retry_on_error=[RedisConnectionError, RedisTimeoutError])

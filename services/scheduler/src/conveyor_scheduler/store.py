@@ -7,20 +7,25 @@ import os
 import random
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 
-from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from conveyor_scheduler.errors import NotFound, ResourceExhausted
+from conveyor_scheduler.fast_cluster import FastCluster
 from conveyor_scheduler.fast_redis import FastRedis, Script
 from conveyor_scheduler.ids import MAX_QUEUE_CODE, new_task_ids
 from conveyor_scheduler.keys import CHANNEL_PREFIX, REGISTRY_KEYS, QueueKeys
+from conveyor_scheduler.redis_clients import AsyncRedis
 from conveyor_scheduler.validation import NewTask
 
 Record = dict[bytes, bytes]
+
+
+async def _nothing(queue: str) -> None:
+    return None
 
 
 def wall_clock_ms() -> int:
@@ -103,11 +108,21 @@ class Store:
     SCRIPTS = ("submit", "claim", "ack", "release", "extend", "adopt", "reap", "promote", "cancel", "watch",
                "requeue_dead", "purge_dead", "register_queue", "queue_stats", "list_tasks", "purge", "retry")
 
-    def __init__(self, redis: Redis, *, result_ttl_ms: int, default_timeout_ms: int,
-                 clock: Callable[[], int] = wall_clock_ms, fast: FastRedis | None = None) -> None:
+    def __init__(self, redis: AsyncRedis, *, result_ttl_ms: int, default_timeout_ms: int,
+                 clock: Callable[[], int] = wall_clock_ms, fast: FastRedis | FastCluster | None = None,
+                 wait_replicas: int = 0) -> None:
         self.redis = redis
         self.fast = fast
         """The hot path's connection (scripts and task reads), when the URL allows one."""
+        self.sharded = isinstance(fast, FastCluster)
+        """On a Redis Cluster each queue's events go to its own shard channels (lib.lua's ARGV[4])."""
+        self.wait_replicas = wait_replicas
+        """Submits and acks return once this many replicas have them (WAIT; --redis-wait-replicas)."""
+        if wait_replicas and fast is None:
+            raise ValueError("--redis-wait-replicas needs a redis://, rediss://, unix:// or cluster URL")
+        self.on_queue: Callable[[str], Awaitable[None]] = _nothing
+        """Awaited when this replica first meets a queue (a submit, a task looked up by id): the
+        event bus follows it (bus.py)."""
         self.result_ttl_ms = result_ttl_ms
         self.default_timeout_ms = default_timeout_ms
         self.clock = clock
@@ -141,6 +156,7 @@ class Store:
                 self._codes.clear()
                 self._names.clear()
             self._codes[queue], self._names[code] = code, queue
+            await self.on_queue(queue)
         return code
 
     async def queue_name(self, code: int) -> str:
@@ -151,6 +167,7 @@ class Store:
                 raise NotFound("no such task (its queue is unknown)")
             name = raw.decode()
             self._names[code], self._codes[name] = name, code
+            await self.on_queue(name)
         return name
 
     async def queues(self) -> list[str]:
@@ -161,7 +178,8 @@ class Store:
 
     def _head(self, queue: str, now: int) -> tuple[tuple[str, ...], list[object]]:
         keys = self.keys(queue)
-        return keys.script_keys, [keys.prefix, now, self.result_ttl_ms, CHANNEL_PREFIX]
+        channels = keys.prefix[:-1] if self.sharded else CHANNEL_PREFIX  # "cv:{q:QUEUE}": shard channels
+        return keys.script_keys, [keys.prefix, now, self.result_ttl_ms, channels]
 
     async def submit(self, tasks: Sequence[NewTask], matches: Sequence[Match] = (), wake_origin: str = ""
                      ) -> list[Submitted]:
@@ -190,7 +208,7 @@ class Store:
                          t.timeout_ms if t.matchable and offer and offer.takes(t.name) else 0, len(t.fields) // 2,
                          *t.fields]
             calls.append((keys, args))
-        replies = await self._run("submit", calls)
+        replies = await self._run("submit", calls, durable=True)
         out: list[Submitted | None] = [None] * len(tasks)
         for (queue, indexes), reply in zip(by_queue.items(), replies, strict=True):
             for n, index in enumerate(indexes):
@@ -199,17 +217,21 @@ class Store:
                                        int(r[5]), now)
         return out  # type: ignore[return-value]
 
-    async def _run(self, script: str, calls: list[tuple[tuple[str, ...], list[object]]]) -> list[object]:
+    async def _run(self, script: str, calls: list[tuple[tuple[str, ...], list[object]]], durable: bool = False
+                   ) -> list[object]:
         """Runs one script per (keys, args): directly for one call (a pipeline would add a
-        SCRIPT EXISTS round trip), pipelined for several queues."""
+        SCRIPT EXISTS round trip), pipelined for several queues. `durable`: the caller is told of
+        it, so with wait_replicas it returns only once the replicas have it."""
+        run = self._scripts[script]
+        extra = {"replicas": self.wait_replicas} if durable and self.wait_replicas else {}
         if len(calls) == 1:
             keys, args = calls[0]
-            return [await self._scripts[script](keys=keys, args=args)]
-        if self.fast:  # one connection: concurrent calls are pipelined anyway
-            return list(await asyncio.gather(*(self._scripts[script](keys=k, args=a) for k, a in calls)))
+            return [await run(keys=keys, args=args, **extra)]
+        if self.fast:  # one connection (per node): concurrent calls are pipelined anyway
+            return list(await asyncio.gather(*(run(keys=k, args=a, **extra) for k, a in calls)))
         async with self.redis.pipeline(transaction=False) as pipe:
             for keys, args in calls:
-                await self._scripts[script](keys=keys, args=args, client=pipe)
+                await run(keys=keys, args=args, client=pipe)
             return list(await pipe.execute())
 
     async def claim(self, queue: str, count: int, worker_id: str, lease_ms: int, queue_rate: str = "",
@@ -236,7 +258,7 @@ class Store:
                 e = entries[index][1]
                 args += [e.task_id, e.token, e.kind, e.a, e.b, e.c, e.delay_ms, random.random()]
             calls.append((keys, args))
-        replies = await self._run("ack", calls)
+        replies = await self._run("ack", calls, durable=True)
         out: list[tuple[int, int, int]] = [(0, 0, 0)] * len(entries)
         for indexes, reply in zip(by_queue.values(), replies, strict=True):
             for n, index in enumerate(indexes):

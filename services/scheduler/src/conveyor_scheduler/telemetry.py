@@ -54,16 +54,17 @@ from conveyor.v1 import task_pb2, task_service_pb2
 from conveyor_scheduler.grpc_glue import method_of
 from conveyor_scheduler.keys import QueueKeys
 from conveyor_scheduler.queue_stats import SyncQueueReader
+from conveyor_scheduler.redis_clients import SyncRedis, sync_client
 from conveyor_scheduler.store import AckEntry, Submitted
 from conveyor_scheduler.tallies import Tally
 from conveyor_scheduler.task_events import TaskEventHooks, TaskEvents
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import Histogram, Meter
-    from redis.asyncio import Redis
 
     from conveyor_scheduler.config import Limits
     from conveyor_scheduler.exposition import MetricsEndpoint
+    from conveyor_scheduler.redis_clients import AsyncRedis
     from conveyor_scheduler.sessions import WorkerSession
     from conveyor_scheduler.validation import NewTask
 
@@ -96,7 +97,7 @@ class SchedulerView:
     """Header room: a task that arrives without trace context gets the enqueue span's if it fits."""
     redis_url: str
     """For the metric reader's own connection (conveyor.queue.depth)."""
-    redis: Redis
+    redis: AsyncRedis
     """Reads a cancelled task's headers (its trace)."""
     queue_of: Callable[[str], Awaitable[str]]
     """A task id's queue."""
@@ -158,7 +159,7 @@ class SchedulerTelemetry(TaskEvents):
         self.tracer = tracer
         self.metrics = endpoint is not None or otlp
         self._attrs: dict[tuple[str, ...], dict[str, str]] = {}
-        self._redis: redis.Redis | None = None
+        self._redis: SyncRedis | None = None
         # Counted on the hot path, read by the observable counters (see the module doc).
         self.submitted = Tally()  # (queue, task name)
         self.completed = Tally()  # (queue, outcome)
@@ -347,9 +348,9 @@ class SchedulerTelemetry(TaskEvents):
 
         return observe
 
-    def _sync_redis(self) -> redis.Redis:
+    def _sync_redis(self) -> SyncRedis:
         if self._redis is None:
-            self._redis = redis.Redis.from_url(self.view.redis_url, socket_timeout=2, socket_connect_timeout=2)
+            self._redis = sync_client(self.view.redis_url, socket_timeout=2, socket_connect_timeout=2)
         return self._redis
 
     def _observe_depth(self, options: CallbackOptions) -> Iterable[Observation]:

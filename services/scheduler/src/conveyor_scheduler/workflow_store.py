@@ -9,7 +9,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 
@@ -22,6 +21,7 @@ from conveyor_scheduler.keys import (
     QueueKeys,
     WorkflowKeys,
 )
+from conveyor_scheduler.redis_clients import AsyncRedis
 from conveyor_scheduler.store import script_text
 
 CREATE_CHUNK = 2000
@@ -96,7 +96,7 @@ def _text(value: bytes | None) -> str:
 class WorkflowStore:
     SCRIPTS = ("wf_create", "wf_apply", "wf_mark", "wf_cancel", "wf_retry", "wf_ready")
 
-    def __init__(self, redis: Redis, *, result_ttl_ms: int, clock: Callable[[], int]) -> None:
+    def __init__(self, redis: AsyncRedis, *, result_ttl_ms: int, clock: Callable[[], int]) -> None:
         self.redis = redis
         self.result_ttl_ms = result_ttl_ms
         self.clock = clock

@@ -30,7 +30,7 @@ for i = 5, #ARGV do
   else
     if state == ACTIVE then
       redis.call('HSET', key, 'cx', 1)
-      redis.call('PUBLISH', CANCEL_CHANNEL, id .. '|' .. (f[2] or ''))
+      publish(CANCEL_CHANNEL, id .. '|' .. (f[2] or ''))
     end
     out[#out + 1] = {state, f[2] or ''}
   end

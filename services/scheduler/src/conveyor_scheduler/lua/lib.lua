@@ -18,8 +18,11 @@
 --           buckets are derived here because their names are only known inside the
 --           script, but they share the queue's hash tag, so every script still touches
 --           a single cluster slot.
---   ARGV[2] now (ms)   ARGV[3] result TTL (ms)   ARGV[4] pub/sub channel prefix ("cv"):
---           PREFIX:done, PREFIX:state, PREFIX:cancel, PREFIX:wake and PREFIX:wfo (payloads: keys.py).
+--   ARGV[2] now (ms)   ARGV[3] result TTL (ms)   ARGV[4] pub/sub channel prefix CP:
+--           CP:done, CP:state, CP:cancel, CP:wake and CP:wfo (payloads: keys.py). On one server
+--           CP is "cv" (classic channels, PUBLISH); on a Redis Cluster it is PREFIX without its
+--           last colon, and a prefix with a hash tag makes them shard channels (SPUBLISH,
+--           cv:{q:QUEUE}:EVENT), which stay on the queue's primary, in the script's slot.
 local PREFIX = ARGV[1]
 local NOW = tonumber(ARGV[2])
 local RESULT_TTL = tonumber(ARGV[3])
@@ -28,6 +31,16 @@ local STATE_CHANNEL = ARGV[4] .. ':state'
 local CANCEL_CHANNEL = ARGV[4] .. ':cancel'
 local WAKE_CHANNEL = ARGV[4] .. ':wake'
 local WORKFLOW_CHANNEL = ARGV[4] .. ':wfo'
+local SHARDED = string.find(ARGV[4], '{', 1, true) ~= nil
+
+-- Publishes on one of the queue's channels: a shard channel on a Redis Cluster (see ARGV[4]).
+local function publish(channel, payload)
+  if SHARDED then
+    redis.call('SPUBLISH', channel, payload)
+  else
+    redis.call('PUBLISH', channel, payload)
+  end
+end
 local SCHEDULED, QUEUED, ACTIVE, SUCCEEDED, FAILED, CANCELLED, EXPIRED, DEAD = 1, 2, 3, 4, 5, 6, 7, 8
 -- (Derived keys are built where they are used, PREFIX .. 'x' and so on: a name made here
 -- would cost every call a string, used or not.)
@@ -163,7 +176,7 @@ local function announce(id, key, state, watched)
   end
   if watched then
     local seq = redis.call('HINCRBY', key, 'ev', 1)
-    redis.call('PUBLISH', STATE_CHANNEL,
+    publish(STATE_CHANNEL,
       id .. '|' .. state .. '|' .. (redis.call('HGET', key, 'at') or '0') .. '|' .. seq)
   end
 end
@@ -189,14 +202,14 @@ local function finish(id, key, state, watched, ...)
   else
     stat(DEAD_N)
   end
-  redis.call('PUBLISH', DONE_CHANNEL, id)
+  publish(DONE_CHANNEL, id)
   announce(id, key, state, watched)
   local wf = redis.call('HMGET', key, 'wf', 'wn', 'wr')
   if wf[1] then  -- a workflow's node: its outcome goes to the workflow's outbox (workflows.py)
     local r = redis.call('HMGET', key, 'r', 'rc', 'et', 'em')
     redis.call('XADD', PREFIX .. 'wo', '*', 't', id, 'w', wf[1], 'n', wf[2], 'u', wf[3], 's', state,
       'r', r[1] or '', 'rc', r[2] or '', 'et', r[3] or '', 'em', r[4] or '')
-    redis.call('PUBLISH', WORKFLOW_CHANNEL, PREFIX)
+    publish(WORKFLOW_CHANNEL, PREFIX)
   end
 end
 

@@ -101,6 +101,6 @@ for prio, list in pairs(ready) do
   end
 end
 if queued and ARGV[9] ~= '' then
-  redis.call('PUBLISH', WAKE_CHANNEL, ARGV[9])
+  publish(WAKE_CHANNEL, ARGV[9])
 end
 return out
