@@ -87,3 +87,22 @@ def test_every_conveyor_variable_and_flag_is_one_the_service_reads(compose: dict
         for word in check[2:] if check[:2] == ["CMD", command.split()[0]] else []:
             if word.startswith("--"):
                 assert word in flags, f"{name}: health check flag {word}"
+
+
+def test_the_cluster_profile_stands_apart_and_seeds_its_schedulers_with_its_nodes(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    cluster = {name for name, s in services.items() if s.get("profiles") == ["cluster"]}
+    nodes = {f"redis-c{i}" for i in range(1, 7)}
+    assert nodes | {"redis-cluster-init", "cluster-scheduler-1", "cluster-scheduler-2"} <= cluster
+    for name, service in services.items():  # `docker compose up` without the profile starts what it did
+        if name not in cluster:
+            assert not set(service.get("depends_on", {})) & cluster, name
+    init = services["redis-cluster-init"]
+    assert set(init["depends_on"]) == nodes
+    addresses = {s["networks"]["redis-cluster"]["ipv4_address"] + ":6379" for n, s in services.items() if n in nodes}
+    assert set(init["environment"]["REDIS_CLUSTER_NODES"].split()) == addresses
+    for name in ("cluster-scheduler-1", "cluster-scheduler-2"):
+        url = services[name]["environment"]["CONVEYOR_REDIS_URL"]
+        assert url.startswith("redis+cluster://"), url
+        assert {seed.rsplit(":", 1)[0] for seed in url.removeprefix("redis+cluster://").split(",")} <= nodes
+        assert "redis-cluster-init" in services[name]["depends_on"] and "redis" not in services[name]["depends_on"]
