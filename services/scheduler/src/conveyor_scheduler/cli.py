@@ -89,6 +89,10 @@ def _rate_limits(texts: tuple[str, ...]) -> tuple[dict[str, str], dict[str, str]
               help="Redis/Valkey URL (redis://, rediss://, unix://), or a Redis Cluster's "
                    "redis+cluster://HOST:PORT,HOST:PORT (rediss+cluster:// over TLS). Unset: start a private "
                    "embedded Redis.")
+@click.option("--redis-client", type=click.Choice(["hiredis", "redis-py"]), default="hiredis", show_default=True,
+              envvar=P + "REDIS_CLIENT",
+              help="The hot path's Redis client: Conveyor's hiredis connection, or redis-py's client (slower; "
+                   "for comparison).")
 @click.option("--redis-wait-replicas", default=0, show_default=True, envvar=P + "REDIS_WAIT_REPLICAS",
               type=click.IntRange(0, 16),
               help="Answer a submit or an ack only once this many Redis replicas have it (WAIT), so a "
@@ -136,7 +140,7 @@ def main(host: str, port: int, metrics_port: int, redis_url: str | None, data_di
          lease_ttl: float, heartbeat_interval: float, reaper_interval: float, default_timeout: float,
          rate_limits: tuple[str, ...], scheduler_id: str, insecure: bool, check_only: bool, log_level: str,
          beat_lease: float, loop: str, tls_cert: Path | None, tls_key: Path | None, tls_client_ca: Path | None,
-         auth_file: Path | None, redis_wait_replicas: int, redis_wait_timeout: float) -> None:
+         auth_file: Path | None, redis_client: str, redis_wait_replicas: int, redis_wait_timeout: float) -> None:
     """Run a Conveyor scheduler replica."""
     if check_only:
         sys.exit(0 if check(host, port, tls_cert) else 1)
@@ -169,7 +173,8 @@ def main(host: str, port: int, metrics_port: int, redis_url: str | None, data_di
         heartbeat_interval_ms=int(heartbeat_interval * 1000), reaper_interval_ms=int(reaper_interval * 1000),
         default_timeout_ms=int(default_timeout * 1000), task_rate_limits=task_rates, queue_rate_limits=queue_rates,
         tls_cert=tls_cert, tls_key=tls_key, tls_client_ca=tls_client_ca, auth_file=auth_file,
-        redis_wait_replicas=redis_wait_replicas, redis_wait_timeout_ms=int(redis_wait_timeout * 1000))
+        redis_client=redis_client, redis_wait_replicas=redis_wait_replicas,
+        redis_wait_timeout_ms=int(redis_wait_timeout * 1000))
     try:
         event_loop.run(serve(config), loop)
     except MetricsPortError as exc:

@@ -33,6 +33,9 @@ class SchedulerConfig:
     redis_url: str
     """Redis (or Valkey) URL shared by all replicas: redis://, rediss://, unix://, or a Redis
     Cluster's redis+cluster://host:port,host:port (redis_clients.py)."""
+    redis_client: str = "hiredis"
+    """The hot path's client: "hiredis" (FastRedis, or FastCluster on a cluster) or "redis-py"
+    (redis-py's, as everything off the hot path; slower, kept to measure the difference)."""
     redis_wait_replicas: int = 0
     """Submits and acks answer only once this many replicas have them (Redis WAIT); 0: once the
     primary has them (asynchronous replication: a failover can lose the last writes)."""

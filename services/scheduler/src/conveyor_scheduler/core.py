@@ -42,7 +42,8 @@ class Core:
         self.scheduler_id = config.scheduler_id or f"{socket.gethostname()}-{os.getpid()}"
         self.redis = redis
         self.router = Router(config.routes)
-        self.fast_redis = fast_client(config.redis_url, wait_timeout_ms=config.redis_wait_timeout_ms)
+        self.fast_redis = (fast_client(config.redis_url, wait_timeout_ms=config.redis_wait_timeout_ms)
+                           if config.redis_client == "hiredis" else None)
         self.store = Store(redis, result_ttl_ms=config.result_ttl_ms,
                            default_timeout_ms=config.default_timeout_ms, clock=clock, fast=self.fast_redis,
                            wait_replicas=config.redis_wait_replicas)
