@@ -17,8 +17,9 @@ keys and shard channels in one hash tag, so one slot, one node.
 - A lost connection (a primary died): the map is re-read from any node that answers, and the
   command is sent again, as FastRedis does on one server. Until a replica has taken over,
   that fails and the caller sees UNAVAILABLE, as for a Redis restart.
-TRYAGAIN and CLUSTERDOWN replies are transient (fast_redis.TRANSIENT_REPLIES): the caller
-backs off and retries.
+- TRYAGAIN (a multi-key command while the slot's keys are split between two nodes by a move):
+  sent again after a short pause, for up to ~2.5 s; then, like CLUSTERDOWN, the caller sees a
+  transient error (fast_redis.TRANSIENT_REPLIES), backs off and retries.
 """
 
 from __future__ import annotations
@@ -32,11 +33,20 @@ from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from conveyor_scheduler.fast_redis import FastRedis, Script, Subscriber, open_subscriber, run_script
+from conveyor_scheduler.fast_redis import (
+    FastRedis,
+    Script,
+    Subscriber,
+    TransientRedisError,
+    open_subscriber,
+    run_script,
+)
 
 log = logging.getLogger(__name__)
 SLOTS = 16384
 MAX_REDIRECTS = 5
+TRYAGAIN = 30
+"""TRYAGAIN replies waited out (backing off to 0.1 s: about 2.5 s in all) before the caller sees one."""
 KEYLESS = frozenset({b"PING", b"WAIT", b"SCRIPT", b"INFO", b"CLUSTER", b"PUBLISH"})
 
 
@@ -132,12 +142,15 @@ class FastCluster:
     async def send(self, slot: int | None, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         """`commands` (all of one slot) to the slot's owner in one write, following redirections."""
         asking: FastRedis | None = None
-        for attempt in range(MAX_REDIRECTS + 1):
+        attempt = retried = 0
+        while True:
             conn = asking or await self._node_for(slot)
-            try:
-                replies = await conn.pipeline([("ASKING",), *commands] if asking else commands)
+            try:  # after ASK, each command goes with its own ASKING (the flag lasts one command)
+                replies = await conn.pipeline(
+                    [c for command in commands for c in (("ASKING",), command)] if asking else commands)
             except RedisConnectionError:  # FastRedis retried already: that node is gone
-                if attempt == MAX_REDIRECTS:
+                attempt += 1
+                if attempt > MAX_REDIRECTS:
                     raise
                 await asyncio.sleep(0.05 * 2 ** attempt)
                 try:
@@ -147,9 +160,20 @@ class FastCluster:
                 asking = None
                 continue
             if asking:
-                replies = replies[1:]
-            first = replies[0]
+                replies = replies[1::2]
+            first = next((r for r in replies if isinstance(r, (ResponseError, TransientRedisError))
+                          and str(r).startswith(("MOVED ", "ASK ", "TRYAGAIN "))), None)
+            if isinstance(first, TransientRedisError) and retried < TRYAGAIN:
+                # The slot is migrating and its keys are split between two nodes: the script
+                # would not run on either until the move ends, which takes moments.
+                retried += 1
+                await asyncio.sleep(min(0.005 * 2 ** retried, 0.1))
+                asking = None
+                continue
             if isinstance(first, ResponseError) and str(first).startswith(("MOVED ", "ASK ")):
+                attempt += 1
+                if attempt > MAX_REDIRECTS:
+                    raise RedisConnectionError(f"too many Redis Cluster redirections for slot {slot}: {first}")
                 code, moved_slot, target = str(first).split(" ")[:3]
                 host, _, port = target.rpartition(":")
                 address = (host or conn.address[0], int(port))
@@ -161,7 +185,6 @@ class FastCluster:
                     asking = self.node(address)
                 continue
             return replies
-        raise RedisConnectionError(f"too many Redis Cluster redirections for slot {slot}")
 
     async def execute(self, *args: Any) -> Any:
         reply = (await self.send(slot_of(args), (args,)))[0]

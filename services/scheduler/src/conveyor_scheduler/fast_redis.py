@@ -288,18 +288,17 @@ Send = Callable[[Sequence[tuple[Any, ...]]], Awaitable[list[Any]]]
 
 async def run_script(send: Send, script: Script, keys: Sequence[str], args: Sequence[Any], replicas: int,
                      wait_timeout_ms: int) -> Any:
-    """EVALSHA through `send` (one connection's pipeline), then SCRIPT LOAD and again on NOSCRIPT.
+    """EVALSHA through `send` (one connection's pipeline); on NOSCRIPT, SCRIPT LOAD and EVALSHA again.
     With `replicas`, WAIT follows in the same write: it counts the replicas that have every write
     the connection made so far, this script's included, and NotReplicated is raised when fewer
     than `replicas` had it within `wait_timeout_ms`."""
     command = ("EVALSHA", script.sha, len(keys), *keys, *args)
     commands = [command, ("WAIT", replicas, wait_timeout_ms)] if replicas else [command]
     replies = await send(commands)
-    if isinstance(replies[0], NoScriptError):
-        loaded = (await send((("SCRIPT", "LOAD", script.text),)))[0]
+    if isinstance(replies[0], NoScriptError):  # loaded and run in one write, so on the node that said so
+        loaded, *replies = await send([("SCRIPT", "LOAD", script.text), *commands])
         if isinstance(loaded, Exception):
             raise loaded
-        replies = await send(commands)
     if isinstance(replies[0], Exception):
         raise replies[0]
     if replicas:
