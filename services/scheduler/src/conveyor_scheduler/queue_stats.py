@@ -11,6 +11,7 @@ import struct
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from conveyor.v1 import admin_service_pb2 as pb
 from conveyor_scheduler.keys import (
@@ -26,7 +27,7 @@ from conveyor_scheduler.keys import (
     QueueKeys,
 )
 from conveyor_scheduler.records import set_duration_ms
-from conveyor_scheduler.redis_clients import SyncRedis
+from conveyor_scheduler.redis_clients import SyncRedis, pipelined_sync
 from conveyor_scheduler.registry import WorkerRegistry
 from conveyor_scheduler.store import Store, script_text
 
@@ -214,14 +215,18 @@ class SyncQueueReader:
     def read(self, queues: Sequence[str], now_ms: int, minutes: int = 0
              ) -> list[tuple[Depth, pb.QueueWindow | None]]:
         """Each queue's depth and, with `minutes`, its activity window."""
-        pipe = self.client.pipeline(transaction=False)
         newest = now_ms // STAT_BUCKET_MS
+        calls = []
         for queue in queues:
             keys = QueueKeys.of(queue)
-            self._stats(keys=keys.script_keys, args=[keys.prefix, now_ms, 0, CHANNEL_PREFIX], client=pipe)
+            calls.append((keys.script_keys, [keys.prefix, now_ms, 0, CHANNEL_PREFIX]))
+
+        def buckets(pipe: Any, index: int) -> None:
             if minutes:
+                keys = QueueKeys.of(queues[index])
                 pipe.mget([keys.stats(newest - i) for i in range(minutes * BUCKETS_PER_MINUTE)])
-        replies = iter(pipe.execute())
+
+        replies = iter(pipelined_sync(self.client, self._stats, calls, buckets))
         out: list[tuple[Depth, pb.QueueWindow | None]] = []
         for _ in queues:
             depth = Depth.from_reply(next(replies))

@@ -14,6 +14,7 @@ server, FastCluster on a cluster).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import unquote
 
@@ -21,6 +22,8 @@ import redis
 import redis.cluster
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.commands.core import AsyncScript, Script
+from redis.exceptions import NoScriptError
 
 from conveyor_scheduler.fast_cluster import FastCluster
 from conveyor_scheduler.fast_redis import FastRedis
@@ -86,3 +89,41 @@ def fast_client(url: str, *, wait_timeout_ms: int = 1000) -> FastRedis | FastClu
     if FastRedis.supports(url):
         return FastRedis(url, wait_timeout_ms=wait_timeout_ms)
     return None
+
+
+ScriptCalls = Sequence[tuple[Sequence[str], Sequence[Any]]]
+
+
+async def pipelined(redis: AsyncRedis, script: AsyncScript, calls: ScriptCalls) -> list[Any]:
+    """One pipeline of `script` calls (keys, args). redis-py's one-server pipeline loads a
+    missing script itself, its cluster pipeline does not: on NOSCRIPT the script is loaded (on
+    every primary) and the calls sent again, which the scripts allow (see server.py)."""
+    for attempt in (0, 1):
+        pipe = redis.pipeline(transaction=False)
+        for keys, args in calls:
+            await script(keys=keys, args=args, client=pipe)
+        try:
+            return list(await pipe.execute())
+        except NoScriptError:
+            if attempt:
+                raise
+            await redis.script_load(script.script)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def pipelined_sync(redis: SyncRedis, script: Script, calls: ScriptCalls, more: Any = None) -> list[Any]:
+    """`pipelined` for a synchronous client; `more(pipe, index)` may queue further commands
+    after each call's script."""
+    for attempt in (0, 1):
+        pipe = redis.pipeline(transaction=False)
+        for index, (keys, args) in enumerate(calls):
+            script(keys=keys, args=args, client=pipe)
+            if more is not None:
+                more(pipe, index)
+        try:
+            return list(pipe.execute())
+        except NoScriptError:
+            if attempt:
+                raise
+            redis.script_load(script.script)
+    raise AssertionError("unreachable")  # pragma: no cover

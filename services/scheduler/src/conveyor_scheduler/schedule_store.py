@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from redis.commands.core import AsyncScript
 
 from conveyor_scheduler.keys import BEAT_CHANNEL, BEAT_DUE, BEAT_INDEX, BEAT_LEADER, schedule_key
-from conveyor_scheduler.redis_clients import AsyncRedis
+from conveyor_scheduler.redis_clients import AsyncRedis, pipelined
 from conveyor_scheduler.store import Record, script_text
 
 
@@ -72,14 +72,10 @@ class ScheduleStore:
                       ) -> list[int]:
         """Records firing passes (id, version, latest fire ms or -1, its task id, fired, missed,
         next ms, error), pipelined; one beat_advance.lua result per pass."""
-        pipe = self.redis.pipeline(transaction=False)
-        for sid, version, fired_ms, task_id, fired, missed, next_ms, error in passes:
-            await self._scripts["beat_advance"](
-                keys=(schedule_key(sid), BEAT_DUE, BEAT_LEADER),
-                args=[token, version, fired_ms, task_id, fired, missed, "" if next_ms is None else next_ms, sid,
-                      error],
-                client=pipe)
-        return [int(r) for r in await pipe.execute()]
+        calls = [((schedule_key(sid), BEAT_DUE, BEAT_LEADER),
+                  [token, version, fired_ms, task_id, fired, missed, "" if next_ms is None else next_ms, sid, error])
+                 for sid, version, fired_ms, task_id, fired, missed, next_ms, error in passes]
+        return [int(r) for r in await pipelined(self.redis, self._scripts["beat_advance"], calls)]
 
     # -- the leader lease ------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from conveyor_scheduler.fast_cluster import FastCluster
 from conveyor_scheduler.fast_redis import FastRedis, Script
 from conveyor_scheduler.ids import MAX_QUEUE_CODE, new_task_ids
 from conveyor_scheduler.keys import CHANNEL_PREFIX, REGISTRY_KEYS, QueueKeys
-from conveyor_scheduler.redis_clients import AsyncRedis
+from conveyor_scheduler.redis_clients import AsyncRedis, pipelined
 from conveyor_scheduler.validation import NewTask
 
 Record = dict[bytes, bytes]
@@ -229,10 +229,7 @@ class Store:
             return [await run(keys=keys, args=args, **extra)]
         if self.fast:  # one connection (per node): concurrent calls are pipelined anyway
             return list(await asyncio.gather(*(run(keys=k, args=a, **extra) for k, a in calls)))
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for keys, args in calls:
-                await run(keys=keys, args=args, client=pipe)
-            return list(await pipe.execute())
+        return await pipelined(self.redis, run, calls)  # type: ignore[arg-type]
 
     async def claim(self, queue: str, count: int, worker_id: str, lease_ms: int, queue_rate: str = "",
                     owner: str = "", names: Sequence[str] = ()) -> Claimed:
