@@ -20,8 +20,10 @@ from typing import TypeVar
 import grpc
 import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from redis.cluster import RedisCluster
 
 from conveyor_scheduler.embedded_redis import find_redis_server
+from conveyor_scheduler.redis_clients import sync_client
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -141,6 +143,12 @@ def _listening(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(1)
         return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def redis_client(url: str) -> redis.Redis | RedisCluster:
+    """A synchronous client of a test's Redis, one server or a cluster (redis+cluster://): the
+    scheduler's own choice of client for the URL (redis_clients.sync_client)."""
+    return sync_client(url)
 
 
 def pings(client: redis.Redis) -> bool:

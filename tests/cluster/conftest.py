@@ -49,3 +49,10 @@ def private_cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[
     with RedisClusterServers(tmp_path / "redis-cluster").start() as cluster:
         yield cluster
         _report(cluster, request)
+
+
+@pytest.fixture
+def redis_url(cluster_clean: RedisClusterServers) -> str:
+    """The suites re-run here (test_*_on_cluster.py) get the session's cluster, emptied, instead of
+    a database of the one-server Redis."""
+    return cluster_clean.url

@@ -24,7 +24,6 @@ import redis
 from croniter import croniter
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
-from redis.asyncio import Redis as AsyncRedis
 
 from conveyor import AlreadyExists, Client, NotFound
 from conveyor.v1 import schedule_service_pb2 as pb
@@ -32,8 +31,9 @@ from conveyor.v1 import schedule_service_pb2_grpc as pb_grpc
 from conveyor.v1 import task_pb2
 from conveyor_scheduler.config import Limits, SchedulerConfig
 from conveyor_scheduler.core import Core
+from conveyor_scheduler.redis_clients import async_client
 from conveyor_scheduler.schedules import to_schedule
-from tests.harness import Cluster, wait_for
+from tests.harness import Cluster, redis_client, wait_for
 
 ACTIVE, PAUSED, ENDED = pb.SCHEDULE_STATE_ACTIVE, pb.SCHEDULE_STATE_PAUSED, pb.SCHEDULE_STATE_ENDED
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -41,7 +41,7 @@ INVALID = grpc.StatusCode.INVALID_ARGUMENT
 
 @pytest.fixture
 def db(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
+    client = redis_client(redis_url)
     yield client
     client.close()
 
@@ -292,7 +292,7 @@ def test_cron_in_berlin_across_dst_and_downtime_with_an_injected_clock(redis_url
                          template=task_pb2.TaskSpec(name="t.add"))
 
     async def scenario() -> tuple[pb.Schedule, pb.Schedule]:
-        conn = AsyncRedis.from_url(redis_url)
+        conn = async_client(redis_url)
         core = Core(SchedulerConfig(redis_url=redis_url, scheduler_id="clocked"), conn, clock=lambda: now[0])
         try:
             await core.beat.try_lead()
@@ -350,7 +350,7 @@ def test_a_firing_the_submit_path_refuses_is_recorded_not_lost_silently(redis_ur
                       template=task_pb2.TaskSpec(name="t.add", payload=b'{"args": [' + b"1, " * 100 + b"1]}"))
 
     async def scenario() -> pb.Schedule:
-        conn = AsyncRedis.from_url(redis_url)
+        conn = async_client(redis_url)
         roomy = Core(SchedulerConfig(redis_url=redis_url, scheduler_id="roomy"), conn, clock=lambda: now[0])
         strict = Core(SchedulerConfig(redis_url=redis_url, scheduler_id="strict", limits=Limits(max_payload_bytes=64)),
                       conn, clock=lambda: now[0])

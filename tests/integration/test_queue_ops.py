@@ -18,7 +18,7 @@ from conveyor import Call, Client, SubmitOptions
 from conveyor.v1 import admin_service_pb2, admin_service_pb2_grpc, task_pb2, task_service_pb2, task_service_pb2_grpc
 from conveyor_scheduler.ids import created_ms, new_task_ids
 from conveyor_scheduler.store import script_text
-from tests.harness import Cluster, wait_for
+from tests.harness import Cluster, redis_client, wait_for
 
 QUEUED, SCHEDULED, ACTIVE, SUCCEEDED, FAILED, CANCELLED, DEAD = 2, 1, 3, 4, 5, 6, 8
 
@@ -156,7 +156,7 @@ def test_history_counts_each_queue_minute_by_minute_and_their_sum(stubs: Stubs, 
     assert list(one.queues) == ["hist-b"] and len(one.queues["hist-b"]) == 60
     assert sum(p.succeeded for p in one.total) == 50
     # The buckets outlive the hour the call reads.
-    r = redis.Redis.from_url(redis_url)
+    r = redis_client(redis_url)
     bucket_keys = list(r.scan_iter(match="cv:{q:hist-b}:m:*"))
     assert bucket_keys and all(60 * 60_000 < r.pttl(k) <= 3_670_000 for k in bucket_keys)
     r.close()
@@ -314,7 +314,7 @@ def test_a_finished_task_leaves_the_index_with_its_record(cluster: Cluster, redi
     stubs.ack([lt])
     flt = admin_service_pb2.TaskFilter(queue="ttl")
     assert stubs.ids(flt) == [done, stays]
-    r = redis.Redis.from_url(redis_url)
+    r = redis_client(redis_url)
     wait_for(lambda: r.exists(f"cv:{{q:ttl}}:t:{done}") == 0, what="the record to lapse")
     assert stubs.ids(flt) == [stays]
     # the reaper trims the index of an idle queue too: the entry itself is deleted
