@@ -224,7 +224,9 @@ class SyncQueueReader:
         def buckets(pipe: Any, index: int) -> None:
             if minutes:
                 keys = QueueKeys.of(queues[index])
-                pipe.mget([keys.stats(newest - i) for i in range(minutes * BUCKETS_PER_MINUTE)])
+                # MGET by name: redis-py's cluster pipeline refuses its mget(), though these keys
+                # share the queue's slot
+                pipe.execute_command("MGET", *(keys.stats(newest - i) for i in range(minutes * BUCKETS_PER_MINUTE)))
 
         replies = iter(pipelined_sync(self.client, self._stats, calls, buckets))
         out: list[tuple[Depth, pb.QueueWindow | None]] = []
