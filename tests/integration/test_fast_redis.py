@@ -14,7 +14,7 @@ import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from conveyor_scheduler.fast_redis import FastRedis, Script, TransientRedisError, subscribe
+from conveyor_scheduler.fast_redis import FastRedis, NotReplicated, Script, TransientRedisError, subscribe
 from tests.harness import RedisServer
 
 
@@ -250,3 +250,25 @@ def test_redis_rediss_and_unix_urls_are_taken() -> None:
     assert not FastRedis.supports("valkey://127.0.0.1:1/0")
     with pytest.raises(ValueError, match="valkey"):
         FastRedis("valkey://127.0.0.1:1/0")
+
+
+def test_a_write_waiting_for_replicas_holds_up_no_other_command(redis_url: str) -> None:
+    """--redis-wait-replicas: WAIT blocks its connection until the replicas answer. This server
+    has none, so each WAIT lasts its whole timeout and the write is refused as NotReplicated,
+    while reads and writes that do not wait go on answering on the main connection."""
+    script = "return redis.call('INCR', KEYS[1])"
+
+    async def scenario(conn: FastRedis) -> None:
+        conn.wait_timeout_ms = 600
+        durable = asyncio.ensure_future(Script(conn, script)(["w"], [], replicas=1))
+        await asyncio.sleep(0)  # the WAIT is on its way first
+        started = asyncio.get_running_loop().time()
+        for _ in range(20):
+            assert await Script(conn, script)(["plain"], []) >= 1
+            assert await conn.execute("GET", "w") in (None, b"1")
+        assert asyncio.get_running_loop().time() - started < 0.5 and not durable.done()
+        with pytest.raises(NotReplicated, match="reached 0 of 1 replicas within 600 ms"):
+            await durable
+        assert await conn.execute("GET", "w") == b"1"  # written on the primary all the same
+
+    run(scenario, redis_url)

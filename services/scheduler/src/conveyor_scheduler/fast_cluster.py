@@ -139,12 +139,16 @@ class FastCluster:
 
     # -- commands ----------------------------------------------------------------------------
 
-    async def send(self, slot: int | None, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
-        """`commands` (all of one slot) to the slot's owner in one write, following redirections."""
+    async def send(self, slot: int | None, commands: Sequence[tuple[Any, ...]], durable: bool = False
+                   ) -> list[Any]:
+        """`commands` (all of one slot) to the slot's owner in one write, following redirections;
+        `durable`: on the node's connection for writes that WAIT (FastRedis.durable)."""
         asking: FastRedis | None = None
         attempt = retried = 0
         while True:
             conn = asking or await self._node_for(slot)
+            if durable:
+                conn = conn.durable()
             try:  # after ASK, each command goes with its own ASKING (the flag lasts one command)
                 replies = await conn.pipeline(
                     [c for command in commands for c in (("ASKING",), command)] if asking else commands)
@@ -198,8 +202,8 @@ class FastCluster:
 
     async def run_script(self, script: Script, keys: Sequence[str], args: Sequence[Any], replicas: int = 0) -> Any:
         slot = key_slot(_bytes(keys[0])) if keys else None
-        return await run_script(lambda commands: self.send(slot, commands), script, keys, args, replicas,
-                                self.wait_timeout_ms)
+        return await run_script(lambda commands: self.send(slot, commands, durable=replicas > 0), script, keys,
+                                args, replicas, self.wait_timeout_ms)
 
     async def any_node(self) -> FastRedis:
         """A primary's connection (for keyless work: a classic SUBSCRIBE)."""

@@ -141,6 +141,7 @@ class FastRedis:
 
     def __init__(self, url: str, *, wait_timeout_ms: int = 1000) -> None:
         parsed = urlparse(url)
+        self.url = url
         self.wait_timeout_ms = wait_timeout_ms
         """WAIT's timeout for `run_script(replicas=N)`."""
         if parsed.scheme not in SCHEMES:
@@ -157,6 +158,7 @@ class FastRedis:
         self._protocol: _Protocol | None = None
         self._pending: collections.deque[asyncio.Future[Any]] = collections.deque()
         self._connecting = asyncio.Lock()
+        self._durable: FastRedis | None = None
 
     @property
     def address(self) -> tuple[str, int]:
@@ -248,14 +250,26 @@ class FastRedis:
             return [f.exception() or f.result() for f in futures]
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def durable(self) -> FastRedis:
+        """A second connection to the same server, for the writes that WAIT for replicas. WAIT
+        holds up every command sent after it on its connection until the replicas answer (up to
+        its timeout, when they cannot): on a connection of their own, only other durable
+        writes, which must wait anyway, queue behind it; reads, claims and the rest do not."""
+        if self._durable is None:
+            self._durable = FastRedis(self.url, wait_timeout_ms=self.wait_timeout_ms)
+        return self._durable
+
     async def run_script(self, script: Script, keys: Sequence[str], args: Sequence[Any], replicas: int = 0) -> Any:
         """EVALSHA `script`; with `replicas`, its writes are on that many replicas when it returns."""
-        return await run_script(self.pipeline, script, keys, args, replicas, self.wait_timeout_ms)
+        send = self.durable().pipeline if replicas else self.pipeline
+        return await run_script(send, script, keys, args, replicas, self.wait_timeout_ms)
 
     async def aclose(self) -> None:
         if self._protocol is not None and self._protocol.transport is not None:
             self._protocol.transport.close()
         self._protocol = None
+        if self._durable is not None:
+            await self._durable.aclose()
 
 
 class NotReplicated(TransientRedisError):
