@@ -23,7 +23,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from redis.cluster import RedisCluster
 
 from conveyor_scheduler.embedded_redis import find_redis_server
-from conveyor_scheduler.redis_clients import sync_client
+from conveyor_scheduler.keys import QueueKeys
+from conveyor_scheduler.redis_clients import is_cluster, sync_client
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -255,13 +256,19 @@ def _dead(proc: Proc) -> bool:
 
 
 class CompletionCounter:
-    """Counts completion announcements (cv:done) per task id while running."""
+    """Counts completion announcements per task id while running: cv:done on one server, each
+    of `queues`' shard channel cv:{q:QUEUE}:done on a cluster."""
 
-    def __init__(self, url: str) -> None:
-        self._pubsub = redis.Redis.from_url(url).pubsub(ignore_subscribe_messages=True)
+    def __init__(self, url: str, queues: tuple[str, ...] = ("default",)) -> None:
         self.counts: collections.Counter[str] = collections.Counter()
-        self._pubsub.subscribe(**{"cv:done": self._on})
-        self._thread = self._pubsub.run_in_thread(sleep_time=0.05, daemon=True)
+        if is_cluster(url):
+            self._pubsub = redis_client(url).pubsub(ignore_subscribe_messages=True)
+            self._pubsub.ssubscribe(**{QueueKeys.of(q).shard_channel("done"): self._on for q in queues})
+            self._thread = self._pubsub.run_in_thread(sleep_time=0.05, daemon=True, sharded_pubsub=True)
+        else:
+            self._pubsub = redis.Redis.from_url(url).pubsub(ignore_subscribe_messages=True)
+            self._pubsub.subscribe(**{"cv:done": self._on})
+            self._thread = self._pubsub.run_in_thread(sleep_time=0.05, daemon=True)
 
     def _on(self, msg: dict[str, bytes]) -> None:
         self.counts[msg["data"].decode()] += 1

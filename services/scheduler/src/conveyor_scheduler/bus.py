@@ -9,8 +9,8 @@ while disconnected costs a re-read, never a stuck task.
 On a Redis Cluster a queue's events go to its own shard channels (keys.QUEUE_EVENTS), which
 stay on the primary that owns the queue's slot instead of crossing the whole cluster. A replica
 hears a queue once it `follow`s it: the Store follows every queue it learns of (a submit, a
-task looked up by id) before it answers, and a worker's stream follows its queues when it
-connects, so nobody waits for an event from a queue this replica does not hear. The fleet-wide
+task looked up by id) before it answers, and the dispatcher every queue it serves (a worker's
+stream, a poll), so nobody waits for an event from a queue this replica does not hear. The fleet-wide
 channels (worker control, workflow changes) stay classic.
 """
 
