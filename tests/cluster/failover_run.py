@@ -139,6 +139,9 @@ class Outcome:
     """SIGKILL to the first submit (the probe) acknowledged after it."""
     restart_s: float = 0.0
     """SIGKILL to the killed node back as a synced replica."""
+    read_before_kill_s: float = 0.0
+    """How long GetResults of every acknowledged task took just before the kill ("lag": while
+    the replica is cut off)."""
     read_after_failover_s: float = 0.0
     """How long GetResults of the tasks read before the kill took right after the failover, while
     the shard has no replica: a read queued behind a WAIT on the scheduler's connection to that
@@ -158,6 +161,7 @@ class Outcome:
                 "ran_twice": len(self.ran_twice), "wrong": len(self.wrong), "extra_tasks": len(self.extra_tasks),
                 "submit_errors": dict(self.submit_errors), "failover_s": round(self.failover_s, 2),
                 "first_submit_s": round(self.first_submit_s, 2), "restart_s": round(self.restart_s, 2),
+                "read_before_kill_s": round(self.read_before_kill_s, 2),
                 "read_after_failover_s": round(self.read_after_failover_s, 2),
                 "round_s": round(self.round_s, 1), "schedulers_serving": self.schedulers_serving}
 
@@ -465,7 +469,9 @@ def run_round(redis: RedisClusterServers, procs: Cluster, work: Path, cfg: Round
         # Just before the kill: what was confirmed, then what a client reads.
         confirmed_before = confirmed.snapshot()
         submitted_before = producers.snapshot()
+        reading = time.monotonic()
         observed = reader.read(set(submitted_before.values()) | confirmed_before)
+        out.read_before_kill_s = time.monotonic() - reading
         out.unreplicated_bytes = unreplicated(primary, replica)
         killed_at = time.monotonic()
         redis.kill_primary_for(redis.slot_of(f"cv:{{q:{queue}}}:r:0"))
