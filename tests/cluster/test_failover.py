@@ -38,7 +38,7 @@ def _round(private_cluster: RedisClusterServers, cluster: Cluster, tmp_path: Pat
         print(f"\n{out.summary()}")
     # What holds whatever WAIT says: the round ran as designed, nothing wrong was recorded, no
     # key has two tasks, every key was eventually acknowledged, and the schedulers still serve.
-    assert out.in_flight_at_kill >= 1000, out.summary()
+    assert out.in_flight_at_kill >= 500, out.summary()  # about 1,500 (fewer only on a starved machine)
     assert out.submitted == cfg.tasks and not out.unacknowledged_keys, out.unacknowledged_keys[:10]
     assert not out.wrong, f"{len(out.wrong)} tasks did not end SUCCEEDED with their sum: {out.wrong[:10]}"
     assert not out.extra_tasks, f"tasks no acknowledged submit returned: {out.extra_tasks[:10]}"
