@@ -8,6 +8,7 @@ benchmark times "every task is done" the same way for both, from outside either 
 
 from __future__ import annotations
 
+import collections
 import math
 import os
 import subprocess
@@ -95,17 +96,22 @@ class CpuMeter:
 
 class RedisCalls:
     """Redis commands run between start() and stop(), and the time Redis spent in them, from
-    INFO commandstats (INFO itself left out). A script's time (evalsha) includes the commands
-    it ran, which are also counted under their own names."""
+    INFO commandstats (INFO itself left out; a cluster's primaries summed). A script's time
+    (evalsha) includes the commands it ran, which are also counted under their own names."""
 
-    def __init__(self, client: redis.Redis) -> None:
-        self.client = client
+    def __init__(self, client: redis.Redis | Sequence[redis.Redis]) -> None:
+        self.clients = [client] if isinstance(client, redis.Redis) else list(client)
+        """One server, or a cluster's primaries (their figures are summed)."""
         self._start: dict[str, tuple[int, int]] = {}
 
     def _now(self) -> dict[str, tuple[int, int]]:
-        stats = self.client.info("commandstats")
-        return {name.removeprefix("cmdstat_"): (int(v["calls"]), int(v["usec"])) for name, v in stats.items()
-                if name != "cmdstat_info"}
+        out: dict[str, tuple[int, int]] = {}
+        for client in self.clients:
+            for name, v in client.info("commandstats").items():
+                if name != "cmdstat_info":
+                    calls, usec = out.get(name.removeprefix("cmdstat_"), (0, 0))
+                    out[name.removeprefix("cmdstat_")] = (calls + int(v["calls"]), usec + int(v["usec"]))
+        return out
 
     def start(self) -> RedisCalls:
         self._start = self._now()
@@ -176,18 +182,23 @@ class Completions:
     """Counts completion messages on Redis pub/sub in a child process (bench/listener.py), so
     parsing them takes no time from the producer in this process.
 
-    `channel` is subscribed as a pattern when it contains '*'; the task id is the payload, or
-    with `strip` the channel name minus that prefix (Celery). Times are time.monotonic(),
-    which every process on the machine shares.
+    `channel` is subscribed as a pattern when it contains '*' ('' for none); `shards` are
+    (url, channel) pairs of Redis Cluster shard channels, each SSUBSCRIBEd on the node at its
+    url. The task id is the payload, or with `strip` the channel name minus that prefix (Celery).
+    Times are time.monotonic(), which every process on the machine shares; `channels` counts the
+    messages by the channel they came on.
     """
 
-    def __init__(self, url: str, channel: str, expect: int, timeout: float, work_dir: Path, strip: str = "") -> None:
+    def __init__(self, url: str, channel: str, expect: int, timeout: float, work_dir: Path, strip: str = "",
+                 shards: Sequence[tuple[str, str]] = ()) -> None:
         self.expect = expect
         self.timeout = timeout
         self._out = work_dir / f"completions-{os.getpid()}-{time.monotonic_ns()}.txt"
         args = [sys.executable, "-m", "bench.listener", url, channel, str(expect), str(timeout), str(self._out)]
         if strip:
             args += ["--strip", strip]
+        for shard_url, shard_channel in shards:
+            args += ["--shard", shard_url, shard_channel]
         self._proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, cwd=ROOT,
                                       env={**os.environ, "PYTHONPATH": str(ROOT)})
         assert self._proc.stdout is not None
@@ -197,6 +208,7 @@ class Completions:
             raise RuntimeError(f"completion listener did not start (said {line!r})")
         self.ids: list[str] = []
         self.times: list[float] = []
+        self.channels: collections.Counter[str] = collections.Counter()
 
     def wait(self) -> Completions:
         """Waits until `expect` completions were seen (TimeoutError if the listener gave up first)."""
@@ -206,9 +218,10 @@ class Completions:
             self._proc.kill()
             raise
         for line in self._out.read_text().splitlines():
-            at, _, task_id = line.partition(" ")
+            at, task_id, channel = line.split(" ")
             self.times.append(float(at))
             self.ids.append(task_id)
+            self.channels[channel] += 1
         self._out.unlink(missing_ok=True)
         if code != 0:
             raise TimeoutError(f"only {len(self.ids)} of {self.expect} tasks finished within {self.timeout:.0f}s")
