@@ -19,12 +19,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from bench import dashboard_pages, grpc_floor, ordinary, work
-from bench.common import ROOT, Context, Profiler, private_redis, start, stop, wait_log
+from bench.common import ROOT, Context, Profiler, start, stop, wait_log
 from bench.measure import (
     Completions,
     CpuMeter,
@@ -36,8 +36,20 @@ from bench.measure import (
     redis_used_memory,
     rss_mib,
 )
+from bench.redis_backends import ClusterRedis, SingleRedis
 from bench.tasks import make_app
-from conveyor import AsyncClient, Call, Canvas, Client, TaskHandle, TaskState, WorkflowHandle, chain, chord
+from conveyor import (
+    AsyncClient,
+    Call,
+    Canvas,
+    Client,
+    SubmitOptions,
+    TaskHandle,
+    TaskState,
+    WorkflowHandle,
+    chain,
+    chord,
+)
 from conveyor.cli_token import entry, new_token
 from conveyor.common import outcome
 from conveyor.serialization import JSON, decode_result
@@ -49,7 +61,6 @@ from tests.harness import Proc, free_port, serving, wait_for
 QUEUE = "default"  # where unrouted tasks go: the producers set no queue
 DEEP_QUEUE = "deep"  # the depth scenario's large queue
 IDLE_QUEUE = "bench-idle"  # nobody submits here: the fan_in streams consume it
-DONE_CHANNEL = "cv:done"
 VERIFY_CONCURRENCY = 200
 VERIFY_CHUNK = 5_000
 API_SAMPLE = 1_000
@@ -63,22 +74,32 @@ LARGE_WARMUP = 2_000
 class ConveyorRunner:
     name = "conveyor"
 
-    def __init__(self, ctx: Context, workers: int, concurrency: int, prefetch: int, secure: bool = False) -> None:
+    def __init__(self, ctx: Context, workers: int, concurrency: int, prefetch: int, secure: bool = False,
+                 backend: SingleRedis | ClusterRedis | None = None, scheduler_args: Sequence[str] = (),
+                 name: str | None = None) -> None:
         self.secure = Secure(ctx.work_dir / "tls") if secure else None
         """TLS and a token on every call (the "conveyor-tls" system), else plaintext without tokens."""
         if self.secure is not None:
             self.name = "conveyor-tls"
+        if name is not None:
+            self.name = name
         self.ctx = ctx
         self.workers = workers
         self.concurrency = concurrency
         self.prefetch = prefetch
-        self.redis_server, self.redis = private_redis(ctx.work_dir, "conveyor-redis")
-        self.redis_url = f"redis://127.0.0.1:{self.redis_server.port}/0"
+        self._owns_backend = backend is None
+        self.backend = backend or SingleRedis(ctx.work_dir, "conveyor-redis")
+        """Where the state lives: a private redis-server of this runner's own, unless given one
+        (the cluster scenario's runners share a server or a cluster, and the caller stops it)."""
+        self.scheduler_args = list(scheduler_args)
+        """More scheduler options (e.g. --redis-client redis-py), after the runner's own."""
+        self.redis = self.backend.client
+        self.redis_url = self.backend.url
         self.scheduler: Proc | None = None
         self.worker_procs: list[Proc] = []
         self.target = ""
         self._serial = 0
-        self._calls = RedisCalls(self.redis)
+        self._calls = RedisCalls(self.backend.stats_clients)
 
     def describe(self) -> dict[str, Any]:
         return {"scheduler": "1 process, default settings except --log-level and --metrics-port (on, on a free "
@@ -88,7 +109,8 @@ class ConveyorRunner:
 
     def close(self) -> None:
         self._stop_all()
-        self.redis_server.stop()
+        if self._owns_backend:
+            self.backend.stop()
         if self.secure is not None:
             self.secure.close()
 
@@ -101,9 +123,10 @@ class ConveyorRunner:
         # /metrics on, as by default, but on a free port (not 9464: another scheduler may hold it)
         # unless CONVEYOR_SCHEDULER_METRICS_PORT, which the scheduler reads itself, says otherwise.
         metrics = [] if os.environ.get("CONVEYOR_SCHEDULER_METRICS_PORT") else ["--metrics-port", str(free_port())]
-        self.scheduler = start(f"{label}-scheduler-{self._serial}", [
+        self.scheduler = start(f"{self.name}-{label}-scheduler-{self._serial}", [
             sys.executable, "-m", "conveyor_scheduler", "--redis-url", self.redis_url, "--port", str(port),
-            "--log-level", "INFO", *metrics, *(self.secure.scheduler_args if self.secure else [])], self.ctx.work_dir)
+            "--log-level", "INFO", *metrics, *(self.secure.scheduler_args if self.secure else []),
+            *self.scheduler_args], self.ctx.work_dir)
         sched = self.scheduler
         tls = self.secure.client if self.secure else None
         wait_for(lambda: serving(self.target, tls) or not sched.alive(), 60, what="the scheduler to serve")
@@ -116,7 +139,7 @@ class ConveyorRunner:
         prefetch = self.prefetch if prefetch is None else prefetch
         for i in range(self.workers):
             self._serial += 1
-            procs.append(start(f"{label}-worker-{self._serial}", [
+            procs.append(start(f"{self.name}-{label}-worker-{self._serial}", [
                 sys.executable, "-m", "conveyor_worker", "bench.tasks:app", "--scheduler", self.target,
                 "--queues", queue, "--concurrency", str(concurrency or self.concurrency), "--prefetch", str(prefetch),
                 "--pool", pool, "--worker-id", f"bench-{self._serial}-{i}", "--log-level", "INFO"], self.ctx.work_dir))
@@ -134,7 +157,7 @@ class ConveyorRunner:
         if self.scheduler is not None:
             stop(self.scheduler)
             self.scheduler = None
-        self.redis.flushall()
+        self.backend.flushall()
 
     def _pids(self) -> dict[str, int]:
         assert self.scheduler is not None
@@ -143,15 +166,21 @@ class ConveyorRunner:
             pids["worker"] = self.worker_procs[0].popen.pid
         return pids
 
+    def _completions(self, n: int, queues: Sequence[str] = (QUEUE,)) -> Completions:
+        """A listener that counts the next n completions of tasks of `queues` (cv:done on one
+        server; on a cluster, each queue's shard channel on its primary, and cv:done)."""
+        url, channel, shards = self.backend.completions(queues)
+        return Completions(url, channel, n, self.ctx.sizes.timeout, self.ctx.work_dir, shards=shards)
+
     def _meter(self, producers: list[int] | None = None) -> CpuMeter:
         """CPU of the scheduler, the workers, Redis and this producer process, or with
         `producers`, those producer processes (summed) instead of this one."""
-        assert self.scheduler is not None and self.redis_server.proc is not None
-        pids: dict[str, int | list[int]] = {"scheduler": self.scheduler.popen.pid, "redis": self.redis_server.proc.pid}
+        assert self.scheduler is not None
+        pids: dict[str, int | list[int]] = {"scheduler": self.scheduler.popen.pid, **self.backend.pids()}
         pids.update((f"worker{i}" if i else "worker", p.popen.pid) for i, p in enumerate(self.worker_procs))
         if producers is not None:
             pids["producers"] = producers
-        self._calls = RedisCalls(self.redis).start()
+        self._calls = RedisCalls(self.backend.stats_clients).start()
         return CpuMeter(pids, own=None if producers is not None else "producer").start()
 
     def _fresh(self, label: str, workers: bool = True, queue: str = QUEUE, prefetch: int | None = None,
@@ -160,11 +189,18 @@ class ConveyorRunner:
         self._start_scheduler(label)
         if workers:
             self._start_workers(label, queue, prefetch, pool, concurrency)
-            self._warm_up()
+            self._warm_up(queue)
 
-    def _warm_up(self) -> None:
+    def _warm_up(self, queues: str = QUEUE) -> None:
+        """Tasks through the fresh workers (of `queues`, comma-separated: spread over them), untimed."""
+        names = queues.split(",")
+
+        def call(i: int) -> Call:  # the default queue as the scenarios submit to it: unrouted
+            name = names[i % len(names)]
+            return Call("bench.add", [i, i], options=SubmitOptions(queue=None if name == QUEUE else name))
+
         with Client(self.target) as client:
-            handles = client.submit_many([Call("bench.add", [i, i]) for i in range(self.ctx.sizes.warmup)])
+            handles = client.submit_many([call(i) for i in range(self.ctx.sizes.warmup)])
             wrong = asyncio.run(_wrong(self.target, {h.id: 2 * i for i, h in enumerate(handles)}))
         if wrong:
             raise RuntimeError(f"warm-up: {len(wrong)} of {len(handles)} results were wrong")
@@ -200,7 +236,7 @@ class ConveyorRunner:
     def single_producer(self, n: int) -> dict[str, Any]:
         """One thread: n submits, one call each; then every result through the SDK."""
         self._fresh("single_producer")
-        with Client(self.target) as client, Profiler(self.ctx, "single_producer-conveyor", self._pids()) as prof:
+        with Client(self.target) as client, Profiler(self.ctx, f"single_producer-{self.name}", self._pids()) as prof:
             meter = self._meter()
             t0 = time.monotonic()
             ids = [client.submit("bench.add", [i, i]).id for i in range(n)]
@@ -221,33 +257,47 @@ class ConveyorRunner:
                 "send_throughput": n / (t5 - t3), "send_enqueue_rate": n / (t4 - t3),
                 **cpu_fields(cpu, n), **calls, **_profile(prof), **({} if self.secure else grpc_floor.measure(n))}
 
-    def batch(self, n: int, batch_size: int) -> dict[str, Any]:
-        """submit_many in batches; done when every task's completion is recorded; then verified."""
-        self._fresh("batch")
-        return self._batch("batch", n, batch_size, lambda i: Call("bench.add", [i, i]), lambda i: 2 * i)
+    def batch(self, n: int, batch_size: int, queues: Sequence[str] = (), fresh: bool = True) -> dict[str, Any]:
+        """submit_many in batches; done when every task's completion is recorded; then verified.
+        With `queues`, task i goes to queues[i % len(queues)] (each batch carries them all) and
+        the workers consume all of them; else every task goes unrouted to `default`. With
+        fresh=False, on the scheduler and workers the caller started (on those queues)."""
+        if not queues:
+            if fresh:
+                self._fresh("batch")
+            return self._batch("batch", n, batch_size, lambda i: Call("bench.add", [i, i]), lambda i: 2 * i)
+        if fresh:
+            self._fresh("batch", queue=",".join(queues))
+
+        def call(i: int) -> Call:
+            return Call("bench.add", [i, i], options=SubmitOptions(queue=queues[i % len(queues)]))
+
+        return self._batch("batch", n, batch_size, call, lambda i: 2 * i, queues)
 
     def _batch(self, label: str, n: int, batch_size: int, call: Callable[[int], Call],
-               expect: Callable[[int], Any]) -> dict[str, Any]:
-        """Tasks call(0..n-1), submitted in batches, timed until every completion is recorded;
-        then each result is checked against expect(i)."""
-        done = Completions(self.redis_url, DONE_CHANNEL, n, self.ctx.sizes.timeout, self.ctx.work_dir)
+               expect: Callable[[int], Any], queues: Sequence[str] = (QUEUE,)) -> dict[str, Any]:
+        """Tasks call(0..n-1) of `queues`, submitted in batches, timed until every completion is
+        recorded; then each result is checked against expect(i)."""
+        done = self._completions(n, queues)
         try:
-            expected: dict[str, Any] = {}
-            with Client(self.target) as client, Profiler(self.ctx, f"{label}-conveyor", self._pids()) as prof:
+            expected: dict[str, dict[str, Any]] = {queue: {} for queue in queues}
+            with Client(self.target) as client, Profiler(self.ctx, f"{label}-{self.name}", self._pids()) as prof:
                 meter = self._meter()
                 t0 = time.monotonic()
                 for first in range(0, n, batch_size):
                     handles = client.submit_many([call(i) for i in range(first, min(first + batch_size, n))])
-                    expected.update((h.id, expect(first + k)) for k, h in enumerate(handles))
+                    for k, h in enumerate(handles):
+                        expected[h.queue][h.id] = expect(first + k)
                 t1 = time.monotonic()
                 done.wait()
                 cpu, calls = meter.stop(), self._calls.per_task(n)
         finally:
             done.close()
-        verified = self._verify_stored(expected)
-        unexpected = len(set(done.ids) - expected.keys())
+        verified = sum(self._verify_stored(tasks, queue) for queue, tasks in expected.items())
+        unexpected = len(set(done.ids).difference(*expected.values()))
         return {"throughput": n / (done.last() - t0), "enqueue_rate": n / (t1 - t0), "batch_size": batch_size,
-                "tasks": n, "verified": verified - unexpected, **cpu_fields(cpu, n), **calls, **_profile(prof)}
+                "seconds": done.last() - t0, "tasks": n, "verified": verified - unexpected,
+                "done_channels": dict(done.channels), **cpu_fields(cpu, n), **calls, **_profile(prof)}
 
     def cpu_bound(self, n: int, noop: int, children: int) -> dict[str, Any]:
         """bench.burn (about 20 ms of pure Python) on a worker of `children` slots, first in
@@ -281,7 +331,7 @@ class ConveyorRunner:
         samples: list[float] = []
         two_calls: list[float] = []
         verified = 0
-        with Client(self.target) as client, Profiler(self.ctx, "latency-conveyor", self._pids()) as prof:
+        with Client(self.target) as client, Profiler(self.ctx, f"latency-{self.name}", self._pids()) as prof:
             for i in range(LATENCY_WARMUP):  # this client's first round trips are not timed
                 client.run("bench.add", [i, i], timeout=30)
                 client.submit("bench.add", [i, i]).result(timeout=30)
@@ -302,32 +352,37 @@ class ConveyorRunner:
                 "two_calls_p99_ms": 1000 * percentile(two_calls, 99),
                 "tasks": n + n // 3, "verified": verified, **cpu_fields(cpu, n), **calls, **_profile(prof)}
 
-    def ordinary(self, n: int) -> dict[str, Any]:
+    def ordinary(self, n: int, send: bool = True, floors: bool = True, fresh: bool = True) -> dict[str, Any]:
         """One thread, as a web application calls: `add.submit(i, i)` one at a time, then each
-        `handle.result()` in order; then the same with `add.send(i, i)`. Then the floors of the
-        per-hop budget: a no-op gRPC server's round trips and a Redis PING's."""
-        self._fresh("ordinary")
+        `handle.result()` in order; then (`send`) the same with `add.send(i, i)`. Then (`floors`)
+        the floors of the per-hop budget: a no-op gRPC server's round trips and a Redis PING's.
+        With fresh=False, on the scheduler and workers the caller started."""
+        if fresh:
+            self._fresh("ordinary")
         producer = ConveyorProducer(self.target, self.ctx.sizes.timeout)
         try:
-            with Profiler(self.ctx, "ordinary-conveyor", {**self._pids(), "producer": os.getpid()}) as prof:
+            with Profiler(self.ctx, f"ordinary-{self.name}", {**self._pids(), "producer": os.getpid()}) as prof:
                 ordinary.warm_up(producer, LATENCY_WARMUP)
                 meter = self._meter()
                 run = ordinary.one_at_a_time(producer.submit, producer.result, range(n))
                 cpu, calls = meter.stop(), self._calls.per_task(n)
-                sent = ordinary.one_at_a_time(producer.send, producer.result, range(n))
+                sent = ordinary.one_at_a_time(producer.send, producer.result, range(n)) if send else None
         finally:
             producer.close()
-        floors = {} if self.secure else {**grpc_floor.measure(min(n, FLOOR_CALLS)),
-                                         "redis_ping_p50_us": redis_round_trip_us(self.redis, FLOOR_CALLS)}
-        return {**run.fields(), **sent.fields("send_"), "tasks": 2 * n, "verified": run.verified + sent.verified,
-                **cpu_fields(cpu, n), **calls, **floors, **_profile(prof)}
+        out = {**run.fields(), "tasks": n, "verified": run.verified}
+        if sent is not None:
+            out.update({**sent.fields("send_"), "tasks": 2 * n, "verified": run.verified + sent.verified})
+        if floors and not self.secure:
+            out.update({**grpc_floor.measure(min(n, FLOOR_CALLS)),
+                        "redis_ping_p50_us": redis_round_trip_us(self.redis, FLOOR_CALLS)})
+        return {**out, **cpu_fields(cpu, n), **calls, **_profile(prof)}
 
     def many_producers(self, n: int, producers: int) -> dict[str, Any]:
         """`producers` processes, each its own client, each submit() one at a time then result()
         for its n/producers tasks, released together; one scheduler replica serves them all."""
         self._fresh("many_producers")
         make = functools.partial(ConveyorProducer, self.target, self.ctx.sizes.timeout)
-        with Profiler(self.ctx, "many_producers-conveyor", self._pids()) as prof:
+        with Profiler(self.ctx, f"many_producers-{self.name}", self._pids()) as prof:
             run, cpu = ordinary.run_producers(make, producers, n // producers, self._meter, LATENCY_WARMUP,
                                               self.ctx.sizes.timeout)
         tasks = len(run.numbers)
@@ -379,7 +434,7 @@ class ConveyorRunner:
 
         # Worker B on `deep`: warm it up (untimed), then alternate deep stretches and small rounds.
         warm_up = max(skip, min(LARGE_WARMUP, large // 4))
-        done = Completions(self.redis_url, DONE_CHANNEL, warm_up, self.ctx.sizes.timeout, self.ctx.work_dir)
+        done = self._completions(warm_up)
         try:
             self._start_workers("depth-deep", queue=DEEP_QUEUE, prefetch=0)
             done.wait()
@@ -391,7 +446,7 @@ class ConveyorRunner:
         spans_large: list[float] = []
         cpu_small: collections.Counter[str] = collections.Counter()
         cpu_large: collections.Counter[str] = collections.Counter()
-        pids = {"scheduler": sched.popen.pid, "redis": self.redis_server.proc.pid}  # type: ignore[union-attr]
+        pids = {"scheduler": sched.popen.pid, **self.backend.pids()}
         deep_list = QueueKeys.of(DEEP_QUEUE).ready[0]  # priority 0: every deep task is there
         try:
             deep.popen.send_signal(signal.SIGSTOP)
@@ -401,7 +456,7 @@ class ConveyorRunner:
                 # at least `small` tasks, and completions skip+1 .. skip+timed are timed.
                 shallow.popen.send_signal(signal.SIGSTOP)
                 ids = asyncio.run(_push(self.target, small, push_batch))
-                done = Completions(self.redis_url, DONE_CHANNEL, small, self.ctx.sizes.timeout, self.ctx.work_dir)
+                done = self._completions(small)
                 meter = CpuMeter({**pids, "worker": shallow.popen.pid}).start()
                 try:
                     shallow.popen.send_signal(signal.SIGCONT)
@@ -412,8 +467,7 @@ class ConveyorRunner:
                 spans_small.append(done.times[skip + timed - 1] - done.times[skip - 1])
                 verified += self._verify_stored({tid: tid for tid in ids})
                 total += small
-                done = Completions(self.redis_url, DONE_CHANNEL, skip + timed, self.ctx.sizes.timeout,
-                                   self.ctx.work_dir)
+                done = self._completions(skip + timed)
                 meter = CpuMeter({**pids, "worker": deep.popen.pid}).start()
                 try:
                     deep.popen.send_signal(signal.SIGCONT)
@@ -485,7 +539,7 @@ class ConveyorRunner:
                 handle = client.submit_workflow(canvas)
                 time.sleep(0.2)
                 out["redis_bytes_per_node"] = (redis_used_memory(self.redis) - mem0) / (n + 1)
-                done = Completions(self.redis_url, DONE_CHANNEL, n + 1, timeout, self.ctx.work_dir)
+                done = self._completions(n + 1)
                 try:
                     self._start_workers("workflows")
                     done.wait()  # then result() reads it finished: a watcher all along would slow it (see 4.)
@@ -494,7 +548,7 @@ class ConveyorRunner:
                 right, cold = self._chord_outcome(client, handle, n, handle.result(timeout=timeout))
                 tasks, verified = tasks + n + 1, verified + right
 
-                with Profiler(self.ctx, "workflows-conveyor", self._pids()) as prof:
+                with Profiler(self.ctx, f"workflows-{self.name}", self._pids()) as prof:
                     meter = self._meter()
                     runs = [self._timed_workflow(client, chord_of(n), n + 1) for _ in range(rounds)]
                     cpu, calls = meter.stop(), self._calls.per_task(rounds * (n + 1))
@@ -542,7 +596,7 @@ class ConveyorRunner:
         """(seconds, handle, result) of one workflow of `nodes` tasks on idle workers: from its
         submit to its last task's completion on cv:done, or with `watch`, to handle.result()'s
         return (it follows the workflow on WatchWorkflow from the submit on)."""
-        done = Completions(self.redis_url, DONE_CHANNEL, nodes, self.ctx.sizes.timeout, self.ctx.work_dir)
+        done = self._completions(nodes)
         try:
             t0 = time.monotonic()
             handle = client.submit_workflow(canvas)
