@@ -43,12 +43,14 @@ test: install lint proto-check
 run: install
 	$(VENV)/bin/conveyor dev --demo
 
-# Celery (the comparison) and the optional gevent/py-spy are installed here only, never by `make install`.
+# Celery (the comparison) and the optional gevent/py-spy/coredis/valkey-glide are installed here only,
+# never by `make install`.
 BENCH_STAMP := $(VENV)/.bench-installed
 $(BENCH_STAMP): $(STAMP) bench/requirements.txt bench/requirements-extra.txt
 	$(PY) -m pip install --quiet -r bench/requirements.txt
 	$(PY) -m pip install --quiet -r bench/requirements-extra.txt || \
-		echo "bench: gevent/py-spy are not installable here; calibrating Celery without gevent, no --profile"
+		echo "bench: bench/requirements-extra.txt is not installable here: Celery calibrated without gevent," \
+			"no --profile, the Redis clients' micro-benchmark without coredis and valkey-glide"
 	touch $@
 
 bench: install $(BENCH_STAMP)
