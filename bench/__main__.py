@@ -5,6 +5,7 @@
     python -m bench --only latency,depth --systems conveyor
     python -m bench --only latency,single_producer --systems conveyor --profile /tmp/prof
     python -m bench --only ordinary,many_producers   # the ordinary path of issue 17
+    python -m bench --only cluster --systems conveyor  # one Redis vs a Redis Cluster (not in the default set)
 
 Writes bench/results/latest.json (or --out) and prints a table with the Conveyor/Celery
 ratios, each target (issues 6, 15, 16 and 17) as PASS/FAIL, and the ordinary path's per-hop
@@ -34,7 +35,7 @@ os.environ.pop("CONVEYOR_REDIS_URL", None)
 
 from bench import report  # noqa: E402
 from bench.common import FULL, QUICK, Context  # noqa: E402
-from bench.scenarios import SCENARIOS, run_system, runs_on  # noqa: E402
+from bench.scenarios import DEFAULT, SCENARIOS, run_system, runs_on  # noqa: E402
 
 SYSTEMS = ("conveyor", "conveyor-tls", "celery")
 """conveyor-tls: Conveyor with TLS and a token on every call (single_producer, batch and latency only)."""
@@ -53,7 +54,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="tiny N: checks the harness, not the targets")
-    ap.add_argument("--only", default=",".join(SCENARIOS), help="comma-separated scenarios (default: all)")
+    ap.add_argument("--only", default=",".join(DEFAULT),
+                    help=f"comma-separated scenarios of {', '.join(SCENARIOS)} (default: all but cluster)")
     ap.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated systems (default: both)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON report path")
     ap.add_argument("--conveyor-workers", type=int, default=1, help="Conveyor worker processes (1)")

@@ -59,6 +59,17 @@ class Sizes:
     """workflows: timed chords on warm workers (the ack -> callback gap is their p50)."""
     workflow_small_chord: int = 1_000
     """workflows: the chord timed with and without handle.result() following it (WatchWorkflow)."""
+    cluster_batch: int = 10_000
+    """cluster: tasks of each variant's batch run in each pass, and of each per-primary run (a tenth
+    of `batch`: the scenario must fit in about 3 minutes on 2 cores)."""
+    cluster_ordinary: int = 500
+    """cluster: submit() calls of each variant's ordinary run in each pass (a twentieth of `ordinary`)."""
+    cluster_passes: int = 2
+    """cluster: passes over the variants, every other one in the reverse order."""
+    cluster_micro_calls: int = 5_000
+    """cluster: timed EVALSHA calls per client and topology in the Redis clients' micro-benchmark."""
+    cluster_micro_rounds: int = 2
+    """cluster: rounds of that micro-benchmark (the median is reported)."""
     warmup: int = 300
     celery_calibration: int = 2_000
     celery_batch_seconds: float = 150.0
@@ -75,6 +86,8 @@ QUICK = Sizes(single=200, batch=2_000, batch_size=500, latency=30, ordinary=200,
               depth_small=1_000, depth_large=20_000, depth_rounds=2, depth_push_batch=5_000, fan_in_workers=20,
               fan_in_seconds=2.0, dashboard_tasks=20_000, dashboard_requests=5, dashboard_seconds=2.0, cpu_tasks=40,
               cpu_noop=1_000, workflow_chord=200, workflow_chain=50, workflow_rounds=2, workflow_small_chord=100,
+              cluster_batch=500, cluster_ordinary=30, cluster_passes=1, cluster_micro_calls=300,
+              cluster_micro_rounds=1,
               warmup=50, celery_calibration=300, timeout=120.0, quick=True)
 
 

@@ -377,6 +377,13 @@ class ConveyorRunner:
                         "redis_ping_p50_us": redis_round_trip_us(self.redis, FLOOR_CALLS)})
         return {**out, **cpu_fields(cpu, n), **calls, **_profile(prof)}
 
+    def cluster(self, batch_n: int, batch_size: int, ordinary_n: int, passes: int, micro_calls: int,
+                micro_rounds: int) -> dict[str, Any]:
+        """One Redis vs a Redis Cluster, through each hot-path client (bench/cluster.py)."""
+        from bench import cluster  # noqa: PLC0415 - it builds runners of this class
+
+        return cluster.run(self, batch_n, batch_size, ordinary_n, passes, micro_calls, micro_rounds)
+
     def many_producers(self, n: int, producers: int) -> dict[str, Any]:
         """`producers` processes, each its own client, each submit() one at a time then result()
         for its n/producers tasks, released together; one scheduler replica serves them all."""

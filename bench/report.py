@@ -70,6 +70,16 @@ def _tls_ratio(scenario: str, key: str, higher_is_better: bool
     return check
 
 
+def _client_justified(kind: str) -> Callable[[Results], tuple[float | None, bool | None]]:
+    """The cluster issue's 15% rule: on the cluster, redis-py's RedisCluster as the hot path's client
+    over FastCluster. Below 0.85 the hand-written client is justified (PASS); at 0.85 or more the
+    maintained library must be adopted (FAIL)."""
+    def check(res: Results) -> tuple[float | None, bool | None]:
+        v = _get(res, "cluster", "conveyor", f"cluster_redis_py_over_hiredis_{kind}")
+        return v, None if v is None else v < 0.85
+    return check
+
+
 def _rss_growth(res: Results) -> tuple[float | None, bool | None]:
     small, large = _get(res, "depth", "conveyor", "rss_mib_1k"), _get(res, "depth", "conveyor", "rss_mib_1m")
     if small is None or large is None:
@@ -109,6 +119,10 @@ TARGETS = [
            _at_most("workflows", "chord_ack_to_callback_ms", 100)),
     Target("workflows", "chain steps/s >= celery's (the ratio)",
            _ratio("workflows", ("conveyor", "chain_steps_per_s"), ("celery", "chain_steps_per_s"), 1.0)),
+    Target("cluster", "hand-written client justified: batch, redis-py < 0.85x",
+           _client_justified("batch")),
+    Target("cluster", "hand-written client justified: ordinary, redis-py < 0.85x",
+           _client_justified("ordinary")),
 ]
 
 ORDINARY_ROWS = [
@@ -187,7 +201,7 @@ ROWS = [
     ("workflows", "small_chord_result_seconds", "small chord s to result()/get()", "{:.2f}", False),
     *((scenario, "cpu_steal_pct", "machine: CPU % stolen by host", "{:.1f}", False)
       for scenario in ("single_producer", "batch", "latency", "ordinary", "many_producers", "depth", "fan_in",
-                       "dashboard", "cpu_bound", "workflows")),
+                       "dashboard", "cpu_bound", "workflows", "cluster")),
 ]
 
 
@@ -231,17 +245,99 @@ def table(doc: dict[str, Any]) -> str:
                      f"{fmt.format(k) if k is not None else '-':>11s} {ratio:>9s} "
                      f"{fmt.format(t) if t is not None else '-':>11s}")
     lines += _budget_lines(doc.get("hop_budget") or [])
+    cluster = results.get("cluster", {}).get("conveyor", {})
+    if "variants" in cluster:
+        lines += ["", *cluster_lines(cluster)]
     lines.append("")
-    lines.append(f"{'scenario':16s} {'target':44s} {'measured':>11s}  result")
+    width = max(44, *(len(t["target"]) for t in doc["targets"]))
+    lines.append(f"{'scenario':16s} {'target':{width}s} {'measured':>11s}  result")
     for t in doc["targets"]:
         v = t["value"]
         shown = "-" if v is None else f"{v:,.2f}"
-        lines.append(f"{t['scenario']:16s} {t['target']:44s} {shown:>11s}  {t['result']}")
+        lines.append(f"{t['scenario']:16s} {t['target']:{width}s} {shown:>11s}  {t['result']}")
     problems = doc.get("verification_problems") or []
     lines.append("")
     lines.append("verification: every task's result checked: "
                  + ("all right" if not problems else "PROBLEMS: " + "; ".join(problems)))
     return "\n".join(lines)
+
+
+def _num(value: Any, fmt: str, width: int) -> str:
+    return f"{value:{width}{fmt}}" if isinstance(value, (int, float)) else f"{'-':>{width}s}"
+
+
+def cluster_lines(res: dict[str, Any]) -> list[str]:
+    """The cluster scenario's tables: the variants, the per-primary runs, the Redis clients."""
+    lines = [f"cluster: Conveyor on one Redis vs a Redis Cluster (3 primaries + 3 replicas); batch: "
+             f"{res['batch_n']:,} tasks in batches of {res['batch_size']:,}; ordinary: {res['ordinary_n']:,} "
+             f"submit() one at a time, then result(); {res['workers']} worker x {res['concurrency']} slots",
+             f"  tasks/s: mean of {res.get('passes', 1)} passes (each pass's in brackets); x single: over single-node "
+             f"hiredis; sched ms: the scheduler's CPU ms per task (steadier than tasks/s on a busy machine)",
+             f"  {'variant':38s} {'batch/s':>7s} {'(passes)':15s} {'x single':>8s} {'sched ms':>8s} "
+             f"{'ordinary/s':>10s} {'(passes)':11s} {'x single':>8s} {'sched ms':>8s} {'submit p50':>10s}  "
+             f"completions on"]
+    for v in res["variants"].values():
+        s = v.get("summary", {})
+        errors = [p["error"] for p in v.get("passes", []) if "error" in p]
+        lines.append(f"  {v['label']:38s} {_num(s.get('batch_throughput'), ',.0f', 7)} "
+                     f"{_passes(s.get('batch_throughput_passes'), 15)} "
+                     f"{_num(s.get('batch_vs_single_hiredis'), '.2f', 8)} "
+                     f"{_num(s.get('batch_scheduler_cpu_ms_per_task'), '.3f', 8)} "
+                     f"{_num(s.get('ordinary_throughput'), ',.0f', 10)} "
+                     f"{_passes(s.get('ordinary_throughput_passes'), 11)} "
+                     f"{_num(s.get('ordinary_vs_single_hiredis'), '.2f', 8)} "
+                     f"{_num(s.get('ordinary_scheduler_cpu_ms_per_task'), '.2f', 8)} "
+                     f"{_num(s.get('ordinary_submit_p50_ms'), '.2f', 10)}  "
+                     f"{', '.join(s.get('completions_on', []))}" + (f"  ERROR {'; '.join(errors)}" if errors else ""))
+    for key, label in (("cluster_redis_py_over_hiredis", "cluster: redis-py / hiredis (15% rule)"),
+                       ("single_redis_py_over_hiredis", "single: redis-py / hiredis"),
+                       ("cluster_hiredis_over_single", "hiredis: cluster / single"),
+                       ("cluster_wait1_over_hiredis", "cluster: WAIT 1 replica / no WAIT")):
+        lines.append(f"  {label:38s} {'':7s} {'':15s} {_num(res.get(key + '_batch'), '.2f', 8)} {'':8s} {'':10s} "
+                     f"{'':11s} {_num(res.get(key + '_ordinary'), '.2f', 8)}")
+    lines += _per_primary_lines(res.get("per_primary") or {}, res["batch_n"])
+    micro = res.get("clients_micro")
+    if micro:
+        from bench.redis_clients_micro import table  # noqa: PLC0415 - imports the scheduler's code
+
+        lines += ["", *table(micro)]
+    return lines
+
+
+def _passes(values: Any, width: int) -> str:
+    shown = " ".join(f"{v:,.0f}" for v in values or [] if isinstance(v, (int, float)))
+    return f"{'(' + shown + ')' if shown else '':{width}s}"
+
+
+def _per_primary_lines(pp: dict[str, Any], n: int) -> list[str]:
+    if not pp:
+        return []
+    runs = [pp.get("one_queue", {}), pp.get("three_queues", {})]
+    queues: dict[str, str] = pp.get("queues", {})
+    first = next(iter(queues.items()), ("-", "-"))
+    lines = ["", f"  per primary: cluster, hiredis, {n:,} tasks in ONE queue vs split over THREE queues on three "
+                 f"primaries; CPU % of one core over the timed part",
+             f"    {'':44s} {'1 queue':>12s} {'3 queues':>12s}",
+             f"    {'queues (their primary)':44s} {first[0] + ' (' + first[1].removeprefix('redis_') + ')':>12s} "
+             f"{'one on each':>12s}"]
+    lines += [f"    ERROR: {run['error']}" for run in runs if "error" in run]
+
+    def row(label: str, get: Any, fmt: str) -> None:
+        lines.append(f"    {label:44s} " + " ".join(_num(get(r), fmt, 12) for r in runs))
+
+    row("tasks/s", lambda r: r.get("throughput"), ",.0f")
+    for name in ("scheduler", "worker", "producer"):
+        row(f"{name} CPU %", lambda r, name=name: r.get("cpu_pct", {}).get(name), ".1f")
+    roles = sorted(k for k in runs[0].get("cpu_pct", {}) if k.startswith("redis_"))
+    for role in roles:
+        kind = "primary" if role.startswith("redis_p") else "replica"
+        row(f"{role} ({kind}) CPU %", lambda r, role=role: r.get("cpu_pct", {}).get(role), ".1f")
+    row("Redis µs per task, busiest primary", lambda r: max(r.get("redis_usec_per_task", {}).values(), default=None),
+        ".1f")
+    row("its ceiling: tasks/s at 100% of its core", lambda r: min(r.get("primary_ceiling", {}).values(), default=None),
+        ",.0f")
+    lines.append(f"    {'3 queues / 1 queue, tasks/s':44s} {_num(pp.get('three_over_one'), '.2f', 25)}")
+    return lines
 
 
 def hop_budget(results: Results) -> list[dict[str, Any]]:

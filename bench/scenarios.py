@@ -16,9 +16,13 @@ from bench.common import Context
 from bench.measure import StealMeter
 
 SCENARIOS = ("single_producer", "batch", "latency", "ordinary", "many_producers", "depth", "fan_in", "dashboard",
-             "cpu_bound", "workflows")
-CONVEYOR_ONLY = {"depth", "fan_in", "dashboard"}
-"""Celery has no equivalent of these (its queue depth and idle-worker cost are Redis's and kombu's)."""
+             "cpu_bound", "workflows", "cluster")
+DEFAULT = tuple(name for name in SCENARIOS if name != "cluster")
+"""What `make bench` runs unless told (--only): `cluster` is asked for by name (it takes over 3 minutes
+on this 2-core machine, which would push `make bench` past 15)."""
+CONVEYOR_ONLY = {"depth", "fan_in", "dashboard", "cluster"}
+"""Celery has no equivalent of these (its queue depth and idle-worker cost are Redis's and kombu's;
+its Redis broker and result backend do not take a Redis Cluster)."""
 WITH_TLS = {"single_producer", "batch", "latency"}
 """What conveyor-tls runs: the paths issue 15 judges against plaintext."""
 
@@ -39,6 +43,9 @@ DESCRIPTIONS = {
                  "then no-op tasks through 2 children",
     "workflows": "a chord of N add(i, i) into a sum (last header ack -> callback start; Redis bytes per node, "
                  "stored not run) and a chain of add steps (steps/s)",
+    "cluster": "batch and ordinary on one Redis and on a Redis Cluster (3 primaries + 3 replicas), hiredis vs "
+               "redis-py, and WAIT for 1 replica; 1 vs 3 queues on 3 primaries; the Redis clients' EVALSHA "
+               "micro-benchmark (Conveyor only: Celery has no Redis Cluster broker)",
 }
 
 
@@ -58,6 +65,8 @@ def run_system(ctx: Context, runner: Any, scenarios: list[str]) -> dict[str, dic
         "cpu_bound": lambda: runner.cpu_bound(s.cpu_tasks, s.cpu_noop, 2),
         "workflows": lambda: runner.workflows(s.workflow_chord, s.workflow_chain, s.workflow_rounds,
                                                  s.workflow_small_chord),
+        "cluster": lambda: runner.cluster(s.cluster_batch, s.batch_size, s.cluster_ordinary, s.cluster_passes,
+                                          s.cluster_micro_calls, s.cluster_micro_rounds),
     }
     out: dict[str, dict[str, Any]] = {}
     for name in scenarios:
@@ -87,4 +96,8 @@ def runs_on(system: str, scenario: str) -> bool:
 
 def _brief(res: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v:,.2f}" if isinstance(v, float) else f"{k}={v}"
-                     for k, v in res.items() if k not in ("profile",))
+                     for k, v in res.items() if k not in BULKY)
+
+
+BULKY = ("profile", "variants", "per_primary", "clients_micro")
+"""Nested results left out of the one-line log (the report prints the cluster scenario's as tables)."""
