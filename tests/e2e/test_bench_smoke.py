@@ -64,7 +64,8 @@ def test_bench_quick_runs_conveyor_and_verifies_every_task(tmp_path: Path) -> No
     # the callback starts after the last header's ack, and is submitted before it is leased
     assert 0 <= flows["chord_ack_to_release_ms"] <= flows["chord_ack_to_lease_ms"] <= flows["chord_ack_to_callback_ms"]
     assert doc["verification_problems"] == []
-    judged = {t["target"]: t["result"] for t in doc["targets"]}
+    assert {t["result"] for t in doc["targets"] if t["scenario"] == "cluster"} == {"n/a"}  # not in the default set
+    judged = {t["target"]: t["result"] for t in doc["targets"] if t["scenario"] != "cluster"}
     assert judged["conveyor throughput >= 5x celery's"] == "n/a"  # no Celery in this run
     assert judged["send() + flush(): throughput >= 5x celery's"] == "n/a"
     others = [target for target in judged if "celery" in target or "TLS" in target]  # need another system's run
@@ -86,6 +87,53 @@ def test_bench_quick_runs_conveyor_over_tls_with_a_token_beside_plaintext(tmp_pa
         assert res["tasks"] > 0 and res["verified"] == res["tasks"], (scenario, res)
     judged = {t["target"]: t["result"] for t in doc["targets"] if "TLS" in t["target"]}
     assert len(judged) == 3 and all(result in ("PASS", "FAIL") for result in judged.values()), judged
+
+
+def test_bench_quick_cluster_scenario_compares_clients_on_one_redis_and_a_cluster(tmp_path: Path) -> None:
+    """`--only cluster` (not in the default set): every variant's batch and ordinary runs, the
+    per-primary runs and the Redis clients' micro-benchmark, on tiny N; every task verified."""
+    out = tmp_path / "bench.json"
+    done = subprocess.run([sys.executable, "-m", "bench", "--quick", "--only", "cluster", "--systems", "conveyor",
+                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=150, check=False)
+    assert done.returncode == 0, f"bench --quick failed:\n{done.stdout[-5000:]}\n{done.stderr[-3000:]}"
+    doc = json.loads(out.read_text())
+    res = doc["scenarios"]["cluster"]["conveyor"]
+    assert "error" not in res, res.get("error")
+    assert res["tasks"] > 0 and res["verified"] == res["tasks"], (res["tasks"], res["verified"])
+    assert set(res["variants"]) == {"single_hiredis", "single_redis_py", "cluster_hiredis", "cluster_redis_py",
+                                    "cluster_hiredis_wait1"}
+    for key, variant in res["variants"].items():
+        summary = variant["summary"]
+        for field in ("batch_throughput", "ordinary_throughput", "ordinary_submit_p50_ms",
+                      "batch_scheduler_cpu_ms_per_task", "batch_vs_single_hiredis", "ordinary_vs_single_hiredis"):
+            assert isinstance(summary[field], float) and summary[field] > 0, (key, field, summary)
+        assert summary["completions_on"], (key, summary)
+        if variant["topology"] == "cluster":  # every Redis node metered on its own
+            assert {"redis_p0", "redis_p1", "redis_p2", "redis_r0"} <= set(summary["batch_cpu_ms_per_task"]), summary
+    # FastCluster publishes each queue's completions on its shard channel
+    assert res["variants"]["cluster_hiredis"]["summary"]["completions_on"] == ["cv:{q:default}:done"]
+    for kind in ("batch", "ordinary"):
+        assert res[f"cluster_redis_py_over_hiredis_{kind}"] > 0
+        assert res[f"cluster_wait1_over_hiredis_{kind}"] > 0
+    per_primary = res["per_primary"]
+    assert sorted(per_primary["queues"].values()) == ["redis_p0", "redis_p1", "redis_p2"], per_primary["queues"]
+    for run in ("one_queue", "three_queues"):
+        assert per_primary[run]["throughput"] > 0 and per_primary[run]["cpu_pct"]["scheduler"] >= 0, per_primary
+    assert len(per_primary["three_queues"]["redis_usec_per_task"]) == 3, per_primary
+    micro = res["clients_micro"]
+    assert micro["errors"] == {}, micro["errors"]
+    for family, row in micro["clients"].items():
+        if "skipped" in row:  # an optional library this machine could not install
+            assert family in ("coredis", "valkey-glide"), (family, row)
+            continue
+        for topology in ("single", "cluster"):
+            assert row[topology]["calls_per_s"] > 0 and row[topology]["cpu_us_per_call"] > 0, (family, row)
+    assert {"FastRedis", "FastCluster"} == {micro["clients"]["ours"][t]["client"] for t in ("single", "cluster")}
+    judged = {t["target"]: t["result"] for t in doc["targets"] if t["scenario"] == "cluster"}
+    assert len(judged) == 2 and all(result in ("PASS", "FAIL") for result in judged.values()), judged
+    for text in ("cluster: redis-py / hiredis (15% rule)", "per primary:", "Redis clients: EVALSHA submit.lua"):
+        assert text in done.stdout, text
+    assert "every task's result checked: all right" in done.stdout
 
 
 def test_script_cost_measures_each_hot_path_script() -> None:
