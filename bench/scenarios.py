@@ -18,8 +18,8 @@ from bench.measure import StealMeter
 SCENARIOS = ("single_producer", "batch", "latency", "ordinary", "many_producers", "depth", "fan_in", "dashboard",
              "cpu_bound", "workflows", "cluster")
 DEFAULT = tuple(name for name in SCENARIOS if name != "cluster")
-"""What `make bench` runs unless told (--only): `cluster` is asked for by name (it takes over 3 minutes
-on this 2-core machine, which would push `make bench` past 15)."""
+"""What `make bench` runs unless told (--only): `cluster` is asked for by name (2.2 minutes measured on
+this 2-core machine at load average 3, 3.8 at load 6: with it `make bench` would reach 15 minutes)."""
 CONVEYOR_ONLY = {"depth", "fan_in", "dashboard", "cluster"}
 """Celery has no equivalent of these (its queue depth and idle-worker cost are Redis's and kombu's;
 its Redis broker and result backend do not take a Redis Cluster)."""
