@@ -146,7 +146,8 @@ class FastCluster:
         asking: FastRedis | None = None
         attempt = retried = 0
         while True:
-            conn = asking or await self._node_for(slot)
+            owner = self._owner[slot] if slot is not None and asking is None else None
+            conn = asking or (self.node(owner) if owner is not None else await self._node_for(slot))
             if durable:
                 conn = conn.durable()
             try:  # after ASK, each command goes with its own ASKING (the flag lasts one command)
