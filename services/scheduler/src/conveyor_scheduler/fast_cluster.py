@@ -1,10 +1,14 @@
 """The hot path's connection to a Redis Cluster: FastRedis connections, one per primary, and
 the slot map that routes each command to the primary that owns its key's slot.
 
-Why not redis-py's RedisCluster here (it serves everything off the hot path): per command it
-costs what redis-py's single-node client costs (~100 µs of CPU against FastRedis' ~15 µs,
-fast_redis.py) plus its own slot lookup and node selection, and `make bench`'s cluster
-scenario measured the difference (the figures are in docs/ARCHITECTURE.md, "Redis Cluster").
+Why not a maintained cluster client here (redis-py's RedisCluster serves everything off the
+hot path): `python -m bench --only cluster --systems conveyor` measured, per submit.lua call from
+64 concurrent callers on a 3-primary cluster, 60 µs of client CPU here against 282 (redis-py),
+207 (valkey-glide) and 505 (coredis); with `--redis-client redis-py` the scheduler spent
+1.23-1.61x the CPU per task (batch) and 1.26-1.43x (ordinary). Its throughput on a shared 2-core
+machine came out 0.72-0.99x (batch) and 0.80-1.15x (ordinary), straddling the 15% line with the
+scheduler at half a core; a scheduler that owns a saturated core should lose throughput as its
+CPU per task grows (an estimate: two cores cannot saturate the scheduler alone).
 
 Routing: a command goes to the owner of its first key's slot (EVALSHA's first KEYS entry;
 SPUBLISH's channel); keyless commands go to any primary. Every Conveyor script keeps all its
