@@ -1,4 +1,7 @@
-"""tests/integration/test_metrics.py on a Redis Cluster: /metrics with the fleet-wide gauges read
-through the synchronous cluster client."""
+"""The core of tests/integration/test_metrics.py on a Redis Cluster: /metrics' fleet gauges through the
+synchronous cluster client, two replicas counted once."""
 
-from tests.integration.test_metrics import *  # noqa: F403
+from tests.integration.test_metrics import (  # noqa: F401 - collected by pytest
+    test_depth_gauges_and_otel_counters,
+    test_two_replicas_export_fleet_gauges_once,
+)

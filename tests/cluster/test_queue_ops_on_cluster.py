@@ -1,12 +1,10 @@
-"""tests/integration/test_queue_ops.py on a Redis Cluster: the admin listings (queues, rates, history,
-tasks), pause and resume on every replica, purge, bulk cancel and retry."""
+"""The core of tests/integration/test_queue_ops.py on a Redis Cluster: the admin listings (depth, tasks
+by filter), pause and resume on every replica, bulk cancel and retry."""
 
-from tests.integration.test_queue_ops import *  # noqa: F403
-from tests.integration.test_queue_ops import (
-    test_lib_lua_reads_the_creation_time_of_any_task_id,
-    test_purge_of_100k_keeps_redis_answering,
+from tests.integration.test_queue_ops import (  # noqa: F401 - collected by pytest
+    stubs,
+    test_bulk_cancel_and_retry_act_on_exactly_the_matching_set,
+    test_list_queues_reports_depth_by_state,
+    test_list_tasks_filters_combine,
+    test_pause_stops_dispatch_on_every_replica_and_resume_keeps_order,
 )
-
-# Not on the cluster: one server's slow log measures purge's longest script call, and lib.lua's
-# id arithmetic is probed with keys of many slots; neither is about the cluster.
-del test_purge_of_100k_keeps_redis_answering, test_lib_lua_reads_the_creation_time_of_any_task_id

@@ -1,7 +1,7 @@
-"""tests/e2e/test_workers.py on a Redis Cluster: priorities, several queues, a SIGKILLed worker's
-tasks finishing elsewhere exactly once, two replicas, SIGTERM, the reaper, replica failover."""
+"""The core of tests/e2e/test_workers.py on a Redis Cluster: a SIGKILLed worker's tasks finish
+elsewhere exactly once, a worker fails over to the next replica."""
 
-from tests.e2e.test_workers import *  # noqa: F403
-from tests.e2e.test_workers import test_embedded_redis_keeps_queued_tasks_across_restart
-
-del test_embedded_redis_keeps_queued_tasks_across_restart  # no Redis URL: the embedded one-server Redis
+from tests.e2e.test_workers import (  # noqa: F401 - collected by pytest
+    test_sigkilled_worker_tasks_finish_elsewhere_exactly_once,
+    test_worker_fails_over_to_the_next_replica,
+)

@@ -22,7 +22,7 @@ import redis
 from conveyor import Client
 from conveyor.v1 import schedule_service_pb2 as pb
 from conveyor_scheduler.ids import parse_task_id
-from tests.harness import Cluster, wait_for
+from tests.harness import Cluster, redis_client, wait_for
 
 LEASE = 3.0  # seconds; renewed every second, so a follower takes over 2 to 3 s after a SIGKILL
 RUN = 60  # fire times per schedule, one per second
@@ -50,7 +50,7 @@ def test_leader_sigkill_fires_every_time_once_and_gaps_follow_the_catchup_policy
     targets = {}
     for name in ("beat-a", "beat-b"):
         procs[name], targets[name] = cluster.scheduler(redis_url, *lease, "--scheduler-id", name, name=name)
-    db = redis.Redis.from_url(redis_url)
+    db = redis_client(redis_url)
     leader = db.get("cv:{beat}:leader").decode().partition("/")[0]
     follower = next(n for n in procs if n != leader)
     start = dt.datetime.fromtimestamp(int(time.time()) + 2, dt.UTC)
