@@ -444,7 +444,7 @@ def test_a_rare_match_deep_in_the_index_comes_after_short_pages(stubs: Stubs, cl
 
 def test_lib_lua_reads_the_creation_time_of_any_task_id(redis_url: str) -> None:
     """lib.lua's id_ms (the queue wait of a task without an index entry, and the oldest queued age)
-    decodes Crockford base32 by arithmetic; it must agree with ids.created_ms everywhere."""
+    decodes Crockford base32 through Lua's base-32 digits; it must agree with ids.created_ms everywhere."""
     lib = script_text("queue_stats").split("\nlocal function main()")[0]
     probe = redis.Redis.from_url(redis_url).register_script(
         lib + "\nlocal out = {} for i = 5, #ARGV do out[#out + 1] = id_ms(ARGV[i]) end return out")

@@ -140,10 +140,10 @@ def lua_fields() -> tuple[Uses, Uses, Uses, Uses]:
             for arg in _field_positions(command, args[2:]):
                 if (name := _literal(arg)) is not None:
                     uses[name].add(f"{path.name} ({command})")
-        for m in re.finditer(r"\bfinish\s*\(", code):  # finish(id, key, state, watched, field, value, ...)
+        for m in re.finditer(r"\bfinish\s*\(", code):  # finish(id, key, state, watched, node, field, value, ...)
             if code[:m.start()].rstrip().endswith("function"):
                 continue
-            for arg in _call_args(code, m.end() - 1)[4::2]:
+            for arg in _call_args(code, m.end() - 1)[5::2]:
                 if (name := _literal(arg)) is not None:
                     uses[name].add(f"{path.name} (finish)")
         for m in re.finditer(r"\bf\.([A-Za-z_]\w*)", code):  # reads of a HGETALL record map

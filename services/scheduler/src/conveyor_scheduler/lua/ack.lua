@@ -12,7 +12,7 @@ local succeeded = {}  -- members for one ZREM of the active set per call
 for i = 5, #ARGV, 8 do
   local id, token, kind = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local key = task_key(id)
-  local f = redis.call('HMGET', key, 'st', 'lt', 'cx', 'at', 'wt', 'sa')
+  local f = redis.call('HMGET', key, 'st', 'lt', 'cx', 'at', 'wt', 'sa', 'wf')
   local state = tonumber(f[1])
   if not state then
     out[#out + 1] = 3
@@ -26,14 +26,14 @@ for i = 5, #ARGV, 8 do
     stat_ms(RUN_SLOT, NOW - (tonumber(f[6]) or NOW))
     if kind == 'c' or f[3] == '1' then
       redis.call('ZREM', KEYS[12], id)
-      finish(id, key, CANCELLED, f[5] == '1')
+      finish(id, key, CANCELLED, f[5] == '1', f[7])
       state = CANCELLED
     elseif kind == 's' then
       succeeded[#succeeded + 1] = id
       if ARGV[i + 4] ~= '' then
-        finish(id, key, SUCCEEDED, f[5] == '1', 'r', ARGV[i + 3], 'rc', ARGV[i + 4])
+        finish(id, key, SUCCEEDED, f[5] == '1', f[7], 'r', ARGV[i + 3], 'rc', ARGV[i + 4])
       else
-        finish(id, key, SUCCEEDED, f[5] == '1', 'r', ARGV[i + 3])
+        finish(id, key, SUCCEEDED, f[5] == '1', f[7], 'r', ARGV[i + 3])
       end
       state = SUCCEEDED
     else

@@ -58,10 +58,10 @@ local function take(id, key, rec, parked, prio)
   local start = NOW
   if expires and NOW >= expires then
     start = -1
-    finish(id, key, EXPIRED, watched)
+    finish(id, key, EXPIRED, watched, f.wf or false)
   elseif f.cx == '1' then
     start = -1
-    finish(id, key, CANCELLED, watched)
+    finish(id, key, CANCELLED, watched, f.wf or false)
   elseif names and not parked and not names[f.n] then
     redis.call('ZADD', parked_key(f.n), 9 - (tonumber(f.p) or 0), id)
     redis.call('SADD', KEYS[14], f.n)

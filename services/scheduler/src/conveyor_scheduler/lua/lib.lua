@@ -72,22 +72,28 @@ local function stat_ms(first_slot, ms)
 end
 
 -- The creation ms a task id carries in its first 10 characters (Crockford base32: digits,
--- then the letters without I, L, O and U), by arithmetic: a lookup table would have to be
--- built on every call, which costs more than the whole decode.
+-- then the letters without I, L, O and U): Lua's own base-32 digits once the letters from J
+-- on are moved down to close the gaps. Ids of one submit call mostly share their first ten
+-- characters, so the ms of each head is remembered for the rest of the call. Measured per
+-- call (EVAL of 100,000 decodes): 0.8-1.1 us digit by digit, 0.4 us by gsub and tonumber,
+-- 0.1 us for a head seen before in the call. The tables are made on first use: the prelude
+-- runs on every call.
+local CROCKFORD, ID_MS = nil, nil
 local function id_ms(id)
-  local v = 0
-  for _, b in ipairs({string.byte(id, 1, 10)}) do
-    local d = b - 48
-    if b >= 65 then
-      d = b - 55
-      if b > 73 then d = d - 1 end
-      if b > 76 then d = d - 1 end
-      if b > 79 then d = d - 1 end
-      if b > 85 then d = d - 1 end
+  local head = string.sub(id, 1, 10)
+  if not ID_MS then
+    ID_MS, CROCKFORD = {}, {}
+    local from, to = 'JKMNPQRSTVWXYZ', 'ijklmnopqrstuv'
+    for j = 1, #from do
+      CROCKFORD[string.sub(from, j, j)] = string.sub(to, j, j)
     end
-    v = v * 32 + d
   end
-  return v
+  local ms = ID_MS[head]
+  if not ms then
+    ms = tonumber((string.gsub(head, '[J-Z]', CROCKFORD)), 32)
+    ID_MS[head] = ms
+  end
+  return ms
 end
 
 -- The task index (ListTasks): the stream PREFIX..'x' holds one entry {i: "id,id,..."} per submit
@@ -183,8 +189,10 @@ end
 
 -- Ends a task: record the state (with any further field/value pairs given), keep it for
 -- the result TTL (dead letters are kept until requeued or purged) and announce it to
--- result waiters on every replica. `watched`: see announce.
-local function finish(id, key, state, watched, ...)
+-- result waiters on every replica. `watched`: see announce. `node`: the task's 'wf' field
+-- (its workflow id, false when it has none) when the caller has read it already; nil costs
+-- one HGET to find out (the ack path reads it with its own HMGET).
+local function finish(id, key, state, watched, node, ...)
   redis.call('HSET', key, 'st', state, 'fa', NOW, 'lt', '', 'o', '', ...)  -- one call, not an HDEL too
   if state == DEAD then
     redis.call('ZADD', KEYS[13], NOW, id)
@@ -204,11 +212,13 @@ local function finish(id, key, state, watched, ...)
   end
   publish(DONE_CHANNEL, id)
   announce(id, key, state, watched)
-  local wf = redis.call('HMGET', key, 'wf', 'wn', 'wr')
-  if wf[1] then  -- a workflow's node: its outcome goes to the workflow's outbox (workflows.py)
-    local r = redis.call('HMGET', key, 'r', 'rc', 'et', 'em')
-    redis.call('XADD', PREFIX .. 'wo', '*', 't', id, 'w', wf[1], 'n', wf[2], 'u', wf[3], 's', state,
-      'r', r[1] or '', 'rc', r[2] or '', 'et', r[3] or '', 'em', r[4] or '')
+  if node == nil then
+    node = redis.call('HGET', key, 'wf')
+  end
+  if node then  -- a workflow's node: its outcome goes to the workflow's outbox (workflows.py)
+    local r = redis.call('HMGET', key, 'wn', 'wr', 'r', 'rc', 'et', 'em')
+    redis.call('XADD', PREFIX .. 'wo', '*', 't', id, 'w', node, 'n', r[1], 'u', r[2], 's', state,
+      'r', r[3] or '', 'rc', r[4] or '', 'et', r[5] or '', 'em', r[6] or '')
     publish(WORKFLOW_CHANNEL, PREFIX)
   end
 end
@@ -239,7 +249,7 @@ local function requeue_front(id, key)
   local attempts = attempts_with(f[4], f[1], f[2], f[3])
   redis.call('ZREM', KEYS[12], id)
   if f[5] == '1' then
-    finish(id, key, CANCELLED, nil, 'ah', attempts)
+    finish(id, key, CANCELLED, nil, nil, 'ah', attempts)
     return
   end
   redis.call('HSET', key, 'st', QUEUED, 'ah', attempts)
