@@ -71,8 +71,8 @@ class Call:
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     options: SubmitOptions = field(default_factory=SubmitOptions)
 
-    def spec(self) -> task_pb2.TaskSpec:
-        return build_spec(self.name, self.args, self.kwargs, self.options)
+    def spec(self, *, pushed: bool = True) -> task_pb2.TaskSpec:
+        return build_spec(self.name, self.args, self.kwargs, self.options, pushed=pushed)
 
 
 def submit_request(calls: Sequence[Call | task_pb2.TaskSpec]) -> task_service_pb2.SubmitRequest:
@@ -80,13 +80,9 @@ def submit_request(calls: Sequence[Call | task_pb2.TaskSpec]) -> task_service_pb
     alone, the ordinary path: a batch reads its results in batched calls, and pushing results
     nobody may read cost `make bench`'s batch scenario a quarter of its throughput. A given
     TaskSpec is sent as it is."""
-    request = task_service_pb2.SubmitRequest(tasks=[c if isinstance(c, task_pb2.TaskSpec) else c.spec()
-                                                    for c in calls])
-    if len(calls) > 1:
-        for call, spec in zip(calls, request.tasks, strict=True):
-            if not isinstance(call, task_pb2.TaskSpec):
-                spec.push_result = False
-    return request
+    alone = len(calls) == 1
+    return task_service_pb2.SubmitRequest(tasks=[c if isinstance(c, task_pb2.TaskSpec) else c.spec(pushed=alone)
+                                                 for c in calls])
 
 
 def duration(seconds: float) -> Duration:

@@ -76,10 +76,15 @@ def _timestamp(value: dt.datetime) -> Timestamp:
 
 
 def build_spec(
-    name: str, args: Sequence[Any], kwargs: Mapping[str, Any] | None, opts: SubmitOptions
+    name: str, args: Sequence[Any], kwargs: Mapping[str, Any] | None, opts: SubmitOptions, *, pushed: bool = True
 ) -> task_pb2.TaskSpec:
-    spec = task_pb2.TaskSpec(name=name, payload=encode_call(args, kwargs), headers=dict(opts.headers),
-                             push_result=not opts.ignore_result)
+    """The TaskSpec of a call. `pushed=False` leaves push_result off whatever `ignore_result`
+    says (a batch's tasks). Only the fields set are passed: each one costs the batch path."""
+    spec = task_pb2.TaskSpec(name=name, payload=encode_call(args, kwargs))
+    if opts.headers:
+        spec.headers.update(opts.headers)
+    if pushed and not opts.ignore_result:
+        spec.push_result = True
     if opts.queue:
         spec.queue = opts.queue
     if opts.priority is not None:
