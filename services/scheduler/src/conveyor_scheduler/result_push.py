@@ -49,16 +49,21 @@ class ResultPush:
         """task id -> queue, until its outcome is sent."""
         self.sender: asyncio.Task[None] | None = None
 
-    def follow(self, specs: Sequence[task_pb2.TaskSpec], submitted: Sequence[Submitted]) -> list[bool]:
-        """Follows the tasks whose spec asks for a push; returns which ones (SubmittedTask.result_pushed).
-        Called right after the store call, with nothing awaited in between, so no completion is
-        missed; a duplicate that has already finished is read and sent at once."""
-        granted = []
+    def follow(self, specs: Sequence[task_pb2.TaskSpec], submitted: Sequence[Submitted]) -> list[int]:
+        """Follows the tasks whose spec asks for a push; returns their indexes
+        (SubmittedTask.result_pushed), usually none for a batch. Called right after the store
+        call, with nothing awaited in between, so no completion is missed; a duplicate that has
+        already finished is read and sent at once."""
+        granted: list[int] = []
         new: list[str] = []
-        for spec, sub in zip(specs, submitted, strict=True):
-            ok = spec.push_result and (sub.id in self.followed or len(self.followed) < MAX_FOLLOWED)
-            granted.append(ok)
-            if ok and sub.id not in self.followed:
+        for i, spec in enumerate(specs):
+            if not spec.push_result:
+                continue
+            sub = submitted[i]
+            if sub.id not in self.followed and len(self.followed) >= MAX_FOLLOWED:
+                continue
+            granted.append(i)
+            if sub.id not in self.followed:
                 self.followed[sub.id] = sub.queue
                 new.append(sub.id)
                 if sub.state in TERMINAL:

@@ -60,11 +60,12 @@ class TaskService:
             wait_ms = duration_ms(request.wait_results, "wait_results", minimum=0,
                                   maximum=self.limits.max_result_wait_ms)
         submitted = await self.submission.submit_specs(request.tasks)  # shared with the beat's firings
-        pushed = push.follow(request.tasks, submitted) if push is not None and wait_ms < 0 else [False] * count
         resp = task_service_pb2.SubmitResponse(tasks=[
-            task_service_pb2.SubmittedTask(id=s.id, queue=s.queue, state=s.state, duplicate=s.duplicate,
-                                           result_pushed=p)
-            for s, p in zip(submitted, pushed, strict=True)])
+            task_service_pb2.SubmittedTask(id=s.id, queue=s.queue, state=s.state, duplicate=s.duplicate)
+            for s in submitted])
+        if push is not None and wait_ms < 0:
+            for i in push.follow(request.tasks, submitted):
+                resp.tasks[i].result_pushed = True
         if wait_ms >= 0:  # submit and wait in one call: woken in-process when our worker acks
             wait_ms = self._capped(wait_ms, context)
             records = await self._wait([(s.queue, s.id) for s in submitted], wait_ms,
