@@ -429,6 +429,9 @@ class ConveyorRunner:
         queued += asyncio.run(_push(self.target, large - small, push_batch, queue=DEEP_QUEUE))
         push_rate = (large - small) / (time.monotonic() - t0)
         mem_large = redis_used_memory(self.redis)
+        # What the operations surface adds to a queued task: its share of the task index (one stream
+        # entry per submit call). The activity buckets are per queue and 10 s, not per task.
+        index_bytes = int(self.redis.memory_usage(QueueKeys.of(DEEP_QUEUE).prefix + "x", samples=0) or 0)
         time.sleep(0.5)
         rss_large = rss_mib(sched.popen.pid)
         deep_ids = set(queued)
@@ -500,7 +503,7 @@ class ConveyorRunner:
                    "longest_command": _command_text(slow["command"]) if slow else ""}
         return {**purge, **longest,
                 "rate_1k": rounds * timed / sum(spans_small), "rate_1m": rounds * timed / sum(spans_large),
-                "redis_bytes_per_task": (mem_large - mem0) / large,
+                "redis_bytes_per_task": (mem_large - mem0) / large, "index_bytes_per_task": index_bytes / large,
                 "rss_mib_1k": rss_small, "rss_mib_1m": rss_large, "rss_mib_fresh": rss_start,
                 "depth_small": small, "depth_large": large, "push_rate": push_rate,
                 "timed_tasks_per_depth": rounds * timed,

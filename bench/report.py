@@ -166,6 +166,7 @@ ROWS = [
     ("depth", "rate_1k", "dispatch tasks/s, 1k queued", "{:,.0f}", True),
     ("depth", "rate_1m", "dispatch tasks/s, large queue", "{:,.0f}", True),
     ("depth", "redis_bytes_per_task", "Redis bytes / queued task", "{:,.0f}", False),
+    ("depth", "index_bytes_per_task", "of which the task index (ListTasks)", "{:,.1f}", False),
     ("depth", "rss_mib_1k", "scheduler RSS MiB, 1k queued", "{:.1f}", False),
     ("depth", "rss_mib_1m", "scheduler RSS MiB, large queue", "{:.1f}", False),
     ("depth", "push_rate", "submit_many push tasks/s", "{:,.0f}", True),
