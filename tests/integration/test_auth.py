@@ -77,6 +77,22 @@ def test_every_method_allows_exactly_the_roles_of_the_table(secured: tuple[grpc.
                 assert status[0] == grpc.StatusCode.PERMISSION_DENIED, (method.path, role, status)
                 assert method.path.lstrip("/") in status[1] and f"token '{role}' ({role})" in status[1]
                 assert SECRETS[role] not in status[1]
+    # A stream that carries other calls (Pipeline) checks each message as the call it carries.
+    assert access.MESSAGE_ROLES
+    for path, (oneof, kinds) in access.MESSAGE_ROLES.items():
+        stream = next(m for m in methods if m.path == path)
+        for kind, roles in kinds.items():
+            message = type(stream.request)()
+            getattr(message, kind).SetInParent()
+            assert message.WhichOneof(oneof) == kind
+            for role in access.ROLES:
+                status = call(channel, stream, SECRETS[role], message)
+                if granted(status) != (role in roles):
+                    wrong.append(f"{path} {kind} message as {role}: {status[0].name} {status[1]!r}")
+                elif role not in roles:
+                    assert status[0] == grpc.StatusCode.PERMISSION_DENIED, (path, kind, role, status)
+                    assert f"{path.lstrip('/')}: a {kind} message needs role" in status[1], status
+                    assert f"token '{role}' ({role})" in status[1] and SECRETS[role] not in status[1]
     assert not wrong, "\n".join(wrong)
 
 

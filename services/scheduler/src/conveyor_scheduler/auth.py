@@ -12,7 +12,9 @@ principal with the role gets the original handler back. Scoped principals pay fo
 the queues their request names. Streams (WorkerService.Connect, TaskService.Pipeline) check
 the credential again on every message, so a token removed from the file (or a role taken
 away) ends an open stream at its next message; Pipeline checks each message's queues, Connect
-the hello's. Health checks are not checked.
+the hello's. Pipeline is open to every role that may make one of the calls it carries, and
+each message is checked as that call (`access.CARRIED`): a reader's get_results passes, its
+submit ends the stream with PERMISSION_DENIED. Health checks are not checked.
 """
 
 from __future__ import annotations
@@ -126,6 +128,15 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         needed = " or ".join(r for r in access.ROLES if r in roles)
         return PermissionDenied(f"{method.lstrip('/')} needs role {needed}; {principal.describe()} has none of them")
 
+    def _kind_denial(self, method: str, principal: Principal, kind: str | None) -> PermissionDenied | None:
+        """Whether `principal` may send a `kind` message on stream `method` (access.MESSAGE_ROLES)."""
+        roles = access.roles_for_message(method, kind)
+        if roles is None or principal.roles & roles:
+            return None
+        needed = " or ".join(r for r in access.ROLES if r in roles)
+        return PermissionDenied(f"{method.lstrip('/')}: a {kind} message needs role {needed}; "
+                                f"{principal.describe()} has none of them")
+
     def _spans_denial(self, method: str, principal: Principal, field: str) -> PermissionDenied:
         what = f"without {field} it covers every queue" if field else "it is not tied to a queue"
         return PermissionDenied(f"{method.lstrip('/')}: {what}, and {principal.describe()} may use only the "
@@ -176,22 +187,41 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
     def _stream_gate(self, method: str, principal: Principal, finder: Finder, every: bool) -> Gate:
         """Checks the first message's queues before the handler sees it (every message's when
-        `every`), and the credential again on each message."""
+        `every`), each message's kind against the roles of the call it carries
+        (access.MESSAGE_ROLES), and the credential again on each message."""
         async def gate(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             try:
                 first = await anext(requests)
             except StopAsyncIteration:
                 return _nothing()
+            oneof = self._kinds_to_check(method, principal)
+            if oneof is not None and not isinstance(first, Malformed):
+                self._check_kind(method, principal, oneof, first, context)
             if principal.queues is not None and not isinstance(first, Malformed):
                 await self._check_queues(method, principal, finder, first, context)
             return self._watched(method, principal, finder if every else None, first, requests, context)
 
         return gate
 
+    def _kinds_to_check(self, method: str, principal: Principal) -> str | None:
+        """The oneof to read on each message, or None when the principal may send every kind
+        (a producer's stream pays nothing)."""
+        carried = access.MESSAGE_ROLES.get(method)
+        if carried is None or all(principal.roles & roles for roles in carried[1].values()):
+            return None
+        return carried[0]
+
+    def _check_kind(self, method: str, principal: Principal, oneof: str, msg: Any,
+                    context: grpc.aio.ServicerContext) -> None:
+        denied = self._kind_denial(method, principal, msg.WhichOneof(oneof))
+        if denied is not None:
+            self._deny(method, ROLE, principal.describe(), context, denied)
+
     async def _watched(self, method: str, principal: Principal, finder: Finder | None, first: Any,
                        requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         yield first
         table = self._table
+        oneof = self._kinds_to_check(method, principal)
         async for msg in requests:
             current = self.source.current()
             if current is not table:  # the file changed: is the credential still good for this?
@@ -205,7 +235,13 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 if denied is not None:
                     self._deny(method, ROLE, again.describe(), context, denied)
                 principal = again
-            if finder is not None and principal.queues is not None and not isinstance(msg, Malformed):
+                oneof = self._kinds_to_check(method, principal)
+            if isinstance(msg, Malformed):
+                yield msg
+                continue
+            if oneof is not None:
+                self._check_kind(method, principal, oneof, msg, context)
+            if finder is not None and principal.queues is not None:
                 await self._check_queues(method, principal, finder, msg, context)
             yield msg
 
