@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import pytest
 from opentelemetry import metrics, trace
 from opentelemetry.util._once import Once
@@ -24,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from conveyor import AsyncClient, Client, InvalidArgument, TaskCancelled, TaskFailed, TaskState, group, signature
 from conveyor.telemetry import Telemetry, configure_from_env, exporters_for
 from conveyor.v1 import task_pb2, task_service_pb2, task_service_pb2_grpc
+from tests.auth_calls import auth_file, bearer
 from tests.harness import Cluster, free_port, wait_for
 from tests.interop.test_node_interop import node_binary, produce
 from tests.otlp_receiver import MetricPoint, OTLPReceiver, ReceivedSpan
@@ -548,3 +550,47 @@ def test_a_workflow_is_one_trace_from_its_submit_to_every_node(otel: Otel, clust
     for kind in ("enqueue", "dispatch", "process"):  # the two nodes the scheduler submitted later joined it too
         spans = wait_for(lambda kind=kind: every_node(kind), what=f"every node's {kind} span in the workflow's trace")
         assert sorted(s.attributes["messaging.message.id"] for s in spans) == sorted(node_ids), kind
+
+
+def test_a_call_refused_by_auth_makes_no_server_span(otel: Otel, cluster: Cluster, redis_url: str,
+                                                     tmp_path: Path) -> None:
+    """Auth runs before telemetry: a refused call (no token, an unknown one, the wrong role, a
+    refused Pipeline message; unary, server-streaming and bidirectional) leaves no span, while a
+    call auth lets through gets its span, in the caller's trace."""
+    reader = "reader-secret-0123456789"
+    path = auth_file(tmp_path / "tokens.toml", {reader: ("viewer", ["reader"], None)})
+    _, target = cluster.scheduler(redis_url, "--auth-file", str(path))
+    submit = task_service_pb2.SubmitRequest(tasks=[task_pb2.TaskSpec(name="tel.add", queue="tel-auth")])
+    refused: list[str] = []
+
+    def traced(secret: str | None) -> list[tuple[str, str]]:
+        trace_id = uuid.uuid4().hex
+        refused.append(trace_id)
+        return [("traceparent", f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01"), *bearer(secret)]
+
+    with grpc.insecure_channel(target) as channel:
+        stub = task_service_pb2_grpc.TaskServiceStub(channel)
+        unauthenticated, denied = grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED
+        for secret, code in ((None, unauthenticated), ("unknown-token-0123456789", unauthenticated), (reader, denied)):
+            with pytest.raises(grpc.RpcError) as err:
+                stub.Submit(submit, metadata=traced(secret), timeout=10)
+            assert err.value.code() == code  # type: ignore[attr-defined]
+        with pytest.raises(grpc.RpcError) as err:
+            list(stub.WatchTask(task_service_pb2.WatchTaskRequest(task_id="0" * 26), metadata=traced(None),
+                                timeout=10))
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined]
+        with pytest.raises(grpc.RpcError) as err:  # the reader's submit message on its Pipeline stream
+            list(stub.Pipeline(iter([task_service_pb2.PipelineRequest(call_id=1, submit=submit)]),
+                               metadata=traced(reader), timeout=10))
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED  # type: ignore[attr-defined]
+        # Let through (and then NOT_FOUND): its span is the sign that the refused calls' would be here by now.
+        allowed, parent = uuid.uuid4().hex, uuid.uuid4().hex[:16]
+        with pytest.raises(grpc.RpcError) as err:
+            stub.GetTask(task_service_pb2.GetTaskRequest(task_id="0" * 26), timeout=10,
+                         metadata=[("traceparent", f"00-{allowed}-{parent}-01"), *bearer(reader)])
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND  # type: ignore[attr-defined]
+    (get,) = otel.wait_trace(allowed, {"conveyor.v1.TaskService/GetTask"}, count=1)
+    assert (get.service, get.parent_span_id) == ("conveyor-scheduler", parent)
+    scheduler = [s for s in otel.spans() if s.service == "conveyor-scheduler"]
+    assert [s.name for s in scheduler if s.trace_id in refused] == []
+    assert [s.name for s in scheduler if s.name.endswith("/Submit") or s.name.startswith("enqueue")] == []
