@@ -559,7 +559,7 @@ def test_a_call_refused_by_auth_makes_no_server_span(otel: Otel, cluster: Cluste
     call auth lets through gets its span, in the caller's trace."""
     reader = "reader-secret-0123456789"
     path = auth_file(tmp_path / "tokens.toml", {reader: ("viewer", ["reader"], None)})
-    _, target = cluster.scheduler(redis_url, "--auth-file", str(path))
+    scheduler, target = cluster.scheduler(redis_url, "--auth-file", str(path))
     submit = task_service_pb2.SubmitRequest(tasks=[task_pb2.TaskSpec(name="tel.add", queue="tel-auth")])
     refused: list[str] = []
 
@@ -583,14 +583,41 @@ def test_a_call_refused_by_auth_makes_no_server_span(otel: Otel, cluster: Cluste
             list(stub.Pipeline(iter([task_service_pb2.PipelineRequest(call_id=1, submit=submit)]),
                                metadata=traced(reader), timeout=10))
         assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED  # type: ignore[attr-defined]
-        # Let through (and then NOT_FOUND): its span is the sign that the refused calls' would be here by now.
+        # Let through (and then NOT_FOUND): their spans are the sign that the refused calls' would be here by now.
         allowed, parent = uuid.uuid4().hex, uuid.uuid4().hex[:16]
+        metadata = [("traceparent", f"00-{allowed}-{parent}-01"), *bearer(reader)]
         with pytest.raises(grpc.RpcError) as err:
-            stub.GetTask(task_service_pb2.GetTaskRequest(task_id="0" * 26), timeout=10,
-                         metadata=[("traceparent", f"00-{allowed}-{parent}-01"), *bearer(reader)])
+            stub.GetTask(task_service_pb2.GetTaskRequest(task_id="0" * 26), timeout=10, metadata=metadata)
         assert err.value.code() == grpc.StatusCode.NOT_FOUND  # type: ignore[attr-defined]
-    (get,) = otel.wait_trace(allowed, {"conveyor.v1.TaskService/GetTask"}, count=1)
-    assert (get.service, get.parent_span_id) == ("conveyor-scheduler", parent)
-    scheduler = [s for s in otel.spans() if s.service == "conveyor-scheduler"]
-    assert [s.name for s in scheduler if s.trace_id in refused] == []
-    assert [s.name for s in scheduler if s.name.endswith("/Submit") or s.name.startswith("enqueue")] == []
+        with pytest.raises(grpc.RpcError) as err:  # a watch runs under the auth's credential check
+            list(stub.WatchTask(task_service_pb2.WatchTaskRequest(task_id="0" * 26), timeout=10, metadata=metadata))
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND  # type: ignore[attr-defined]
+    spans = otel.wait_trace(allowed, {"conveyor.v1.TaskService/GetTask", "conveyor.v1.TaskService/WatchTask"},
+                            count=2)
+    assert {(s.service, s.parent_span_id, s.attributes["rpc.grpc.status_code"]) for s in spans} == {
+        ("conveyor-scheduler", parent, 5)}
+    scheduler_spans = [s for s in otel.spans() if s.service == "conveyor-scheduler"]
+    assert [s.name for s in scheduler_spans if s.trace_id in refused] == []
+    assert [s.name for s in scheduler_spans if s.name.endswith("/Submit") or s.name.startswith("enqueue")] == []
+    assert "Failed to detach context" not in scheduler.output()  # the watch's span stayed in one context
+
+
+def test_a_watch_under_auth_keeps_one_span_across_its_messages(otel: Otel, cluster: Cluster, redis_url: str,
+                                                                tmp_path: Path) -> None:
+    """With an auth file, a server-streaming call is stepped by the credential check (auth._held):
+    its span still starts with the first message and ends with the last, in the caller's trace."""
+    producer = "producer-secret-0123456789"
+    scheduler, target = cluster.scheduler(redis_url, "--auth-file", str(auth_file(
+        tmp_path / "tokens.toml", {producer: ("web", ["producer"], None)})))
+    trace_id, parent_id = uuid.uuid4().hex, uuid.uuid4().hex[:16]
+    with Client(target, token=producer) as client:
+        handle = client.submit("tel.add", [2, 3], queue="tel-nobody")
+        stub = task_service_pb2_grpc.TaskServiceStub(client._channel)
+        events = stub.WatchTask(task_service_pb2.WatchTaskRequest(task_id=handle.id), timeout=30,
+                                metadata=[("traceparent", f"00-{trace_id}-{parent_id}-01")])
+        assert next(events).state == task_pb2.TASK_STATE_QUEUED
+        handle.cancel()
+        assert [e.state for e in events][-1] == task_pb2.TASK_STATE_CANCELLED
+    (watch,) = otel.wait_trace(trace_id, {"conveyor.v1.TaskService/WatchTask"}, count=1)
+    assert (watch.kind, watch.parent_span_id, watch.attributes["rpc.grpc.status_code"]) == ("SERVER", parent_id, 0)
+    assert "Failed to detach context" not in scheduler.output()
