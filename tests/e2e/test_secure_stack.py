@@ -89,3 +89,29 @@ def test_without_a_client_certificate_or_a_token_nothing_gets_through(
         with pytest.raises(Unauthenticated) as refused:
             unknown.get_task("01M96N7V92000P2HEWPPTP330J")
     assert "not-a-token" not in str(refused.value)
+
+
+def test_a_task_submits_tasks_with_the_workers_command_line_tls_and_token(
+        cluster: Cluster, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`conveyor-worker --token --tls-*` (no CONVEYOR_* variable) reach `app.client` and
+    `app.aclient` too, in the worker and in its process-pool children, so a task can spawn tasks."""
+    for name in ("CONVEYOR_TOKEN", "CONVEYOR_TLS_CA", "CONVEYOR_TLS_CERT", "CONVEYOR_TLS_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    ca = Authority(tmp_path / "tls")
+    server, client = ca.issue("server"), ca.issue("client", common_name="conveyor-client")
+    tokens = {name: secrets.token_urlsafe(32) for name in ("producer", "worker")}
+    auth = auth_file(tmp_path / "tokens.toml", {tokens["producer"]: ("web", ["producer"], None),
+                                               tokens["worker"]: ("workers", ["worker"], None)})
+    proc, target = cluster.scheduler(
+        redis_url, "--tls-cert", str(server.cert), "--tls-key", str(server.key), "--tls-client-ca", str(ca.pem),
+        "--auth-file", str(auth), tls=ca.client(client))
+    monkeypatch.setenv("SPAWNER_SCHEDULER", target)  # where the app submits; how is the worker's business
+    worker = cluster.worker(target, "tests.apps.spawner:app", "--tls-ca", str(ca.pem), "--tls-cert",
+                            str(client.cert), "--tls-key", str(client.key), "--token", tokens["worker"],
+                            "--pool", "threads,processes")
+    connected(proc, worker)
+    tls = TLSConfig(ca=ca.pem, cert=client.cert, key=client.key)
+    with Client(target, tls=tls, token=tokens["producer"]) as producer:
+        handles = [producer.submit(name, [i]) for i, name in enumerate(
+            ("spawn.parent", "spawn.aparent", "spawn.parent_in_child"), start=1)]
+        assert [h.result(timeout=60) for h in handles] == [3, 5, 7]

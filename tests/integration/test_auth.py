@@ -17,13 +17,16 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2
 
+from conveyor import Client, signature
 from conveyor.v1 import (
     admin_service_pb2,
     schedule_service_pb2,
     task_pb2,
     task_service_pb2,
+    task_service_pb2_grpc,
     worker_service_pb2,
     workflow_service_pb2,
+    workflow_service_pb2_grpc,
 )
 from conveyor_scheduler import access
 from tests.auth_calls import Method, auth_file, call, granted
@@ -50,10 +53,16 @@ def every_method() -> list[Method]:
 
 
 @pytest.fixture
-def secured(cluster: Cluster, redis_url: str, tmp_path: Path) -> Iterator[tuple[grpc.Channel, Path]]:
-    """A scheduler with one unscoped token per role; yields a channel to it and the auth file."""
+def secured_target(cluster: Cluster, redis_url: str, tmp_path: Path) -> tuple[str, Path]:
+    """A scheduler with one unscoped token per role: its address and the auth file."""
     path = auth_file(tmp_path / "tokens.toml", {s: (role, [role], None) for role, s in SECRETS.items()})
-    _, target = cluster.scheduler(redis_url, "--auth-file", str(path))
+    return cluster.scheduler(redis_url, "--auth-file", str(path))[1], path
+
+
+@pytest.fixture
+def secured(secured_target: tuple[str, Path]) -> Iterator[tuple[grpc.Channel, Path]]:
+    """A channel to that scheduler, and the auth file."""
+    target, path = secured_target
     with grpc.insecure_channel(target) as channel:
         yield channel, path
 
@@ -77,6 +86,22 @@ def test_every_method_allows_exactly_the_roles_of_the_table(secured: tuple[grpc.
                 assert status[0] == grpc.StatusCode.PERMISSION_DENIED, (method.path, role, status)
                 assert method.path.lstrip("/") in status[1] and f"token '{role}' ({role})" in status[1]
                 assert SECRETS[role] not in status[1]
+    # A stream that carries other calls (Pipeline) checks each message as the call it carries.
+    assert access.MESSAGE_ROLES
+    for path, (oneof, kinds) in access.MESSAGE_ROLES.items():
+        stream = next(m for m in methods if m.path == path)
+        for kind, roles in kinds.items():
+            message = type(stream.request)()
+            getattr(message, kind).SetInParent()
+            assert message.WhichOneof(oneof) == kind
+            for role in access.ROLES:
+                status = call(channel, stream, SECRETS[role], message)
+                if granted(status) != (role in roles):
+                    wrong.append(f"{path} {kind} message as {role}: {status[0].name} {status[1]!r}")
+                elif role not in roles:
+                    assert status[0] == grpc.StatusCode.PERMISSION_DENIED, (path, kind, role, status)
+                    assert f"{path.lstrip('/')}: a {kind} message needs role" in status[1], status
+                    assert f"token '{role}' ({role})" in status[1] and SECRETS[role] not in status[1]
     assert not wrong, "\n".join(wrong)
 
 
@@ -138,6 +163,41 @@ def test_a_removed_token_is_refused_within_5s_without_a_restart(
     assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined]
     assert "token 'producer' was removed" in (err.value.details() or "")  # type: ignore[attr-defined]
     assert "auth file changed: 3 tokens" in scheduler.output()
+
+
+def test_a_removed_token_ends_open_watch_streams_within_5s(secured_target: tuple[str, Path],
+                                                            secured: tuple[grpc.Channel, Path]) -> None:
+    """WatchTask and WatchWorkflow send nothing while nothing changes, and the client sends
+    nothing at all: the scheduler still ends them (UNAUTHENTICATED) once their token is gone,
+    while another token's watch stays open."""
+    (target, path), (channel, _) = secured_target, secured
+    with Client(target, token=SECRETS["producer"]) as producer:
+        task = producer.submit("a.task", queue="nobody-runs-this")
+        workflow = producer.submit_workflow(signature("a.task", queue="nobody-runs-this"))
+    tasks = task_service_pb2_grpc.TaskServiceStub(channel)
+    workflows = workflow_service_pb2_grpc.WorkflowServiceStub(channel)
+    reader = [("authorization", f"Bearer {SECRETS['reader']}")]
+    watch_task = tasks.WatchTask(task_service_pb2.WatchTaskRequest(task_id=task.id), metadata=reader, timeout=30)
+    watch_workflow = workflows.WatchWorkflow(workflow_service_pb2.WatchWorkflowRequest(workflow_id=workflow.id),
+                                             metadata=reader, timeout=30)
+    kept = tasks.WatchTask(task_service_pb2.WatchTaskRequest(task_id=task.id), timeout=30,
+                           metadata=[("authorization", f"Bearer {SECRETS['producer']}")])
+    assert next(watch_task).state == task_pb2.TASK_STATE_QUEUED
+    assert next(watch_workflow).workflow.id == workflow.id
+    assert next(kept).state == task_pb2.TASK_STATE_QUEUED
+
+    auth_file(path, {s: (role, [role], None) for role, s in SECRETS.items() if role != "reader"})
+    removed_at = time.monotonic()
+    for stream in (watch_task, watch_workflow):
+        with pytest.raises(grpc.RpcError) as err:
+            next(stream)
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED, err.value  # type: ignore[attr-defined]
+        assert "token 'reader' was removed" in (err.value.details() or "")  # type: ignore[attr-defined]
+    assert time.monotonic() - removed_at < 5
+    with Client(target, token=SECRETS["producer"]) as producer:
+        producer.cancel(task.id)
+    assert next(kept).state == task_pb2.TASK_STATE_CANCELLED  # the producer's watch went on
+    kept.cancel()
 
 
 class PipelineStream:

@@ -18,6 +18,7 @@ from cryptography import x509
 
 from conveyor.v1 import admin_service_pb2 as admin
 from conveyor.v1 import admin_service_pb2_grpc as admin_grpc
+from conveyor.v1 import task_pb2
 from conveyor.v1 import task_service_pb2 as ts
 from conveyor.v1 import task_service_pb2_grpc as ts_grpc
 from conveyor.v1 import worker_service_pb2 as ws
@@ -48,9 +49,10 @@ def test_a_listed_client_certificate_stands_for_its_roles_and_queues(redis_url: 
     dash = ca.issue_cert("dash.example", common_name="dash", organization_name="Acme")
     stranger = ca.issue_cert("stranger.example", common_name="stranger")
     path = auth_file(tmp_path / "tokens.toml", {ADMIN: ("root", ["admin"], None)})
+    dash_entry = f'\n[[cert]]\nsubject = "{subject_of(dash)}"\nroles = ["reader"]\n'
     path.write_text(path.read_text()
                     + '\n[[cert]]\nsubject = "CN=worker-1"\nroles = ["worker"]\nqueues = ["payments"]\n'
-                    + f'\n[[cert]]\nsubject = "{subject_of(dash)}"\nroles = ["reader"]\n')
+                    + dash_entry)
 
     async def run() -> None:
         scheduler = SchedulerServer(SchedulerConfig(redis_url=redis_url, port=0, metrics_port=0, auth_file=path))
@@ -91,6 +93,16 @@ def test_a_listed_client_certificate_stands_for_its_roles_and_queues(redis_url: 
             assert isinstance(queues, admin.ListQueuesResponse)
             assert await status_of(ts_grpc.TaskServiceStub(ch).Submit(ts.SubmitRequest(), timeout=10)) == (
                 grpc.StatusCode.PERMISSION_DENIED)
+            # A watch open under the certificate ends once the file no longer lists it.
+            task = (await ts_grpc.TaskServiceStub(ch).Submit(ts.SubmitRequest(tasks=[task_pb2.TaskSpec(
+                name="a.task", queue="nobody")]), metadata=bearer(ADMIN), timeout=10)).tasks[0]
+            watch = ts_grpc.TaskServiceStub(ch).WatchTask(ts.WatchTaskRequest(task_id=task.id), timeout=20)
+            assert (await watch.read()).task_id == task.id
+            path.write_text(path.read_text().replace(dash_entry, ""))
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await watch.read()
+            assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert f"cert {subject_of(dash)!r} was removed" in (err.value.details() or "")
         async with channel(stranger) as ch:
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await admin_grpc.AdminServiceStub(ch).ListQueues(admin.ListQueuesRequest(), timeout=10)

@@ -1,16 +1,20 @@
 """The dashboard over HTTP (Starlette's TestClient) against a real scheduler, Redis and worker:
 every page answers with data, CSRF and roles are enforced on actions, the task list's cursor
-walks a whole search, a task's SSE stream follows it to the end; and the real command serves."""
+walks a whole search, a task's SSE stream follows it to the end; the real command serves; and
+against a mutual-TLS scheduler every channel (the dashboard's and each session's) presents the
+client certificate."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
 import json
+import os
 import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx2 as httpx
@@ -19,13 +23,15 @@ from starlette.testclient import TestClient
 
 from conveyor import Client
 from conveyor.aio import AsyncClient
+from conveyor.channels import TLSConfig
 from conveyor.common import TaskState
 from conveyor.v1 import task_pb2
 from conveyor_dashboard.app import create_app
 from conveyor_dashboard.events import OverviewHub
 from conveyor_dashboard.settings import Settings
 from tests.auth_calls import auth_file
-from tests.harness import Cluster, free_port, wait_for
+from tests.harness import ROOT, Cluster, free_port, serving, wait_for
+from tests.tls_files import Authority, Pair
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 ADMIN, READER = "admin-secret-0123456789", "reader-secret-0123456789"
@@ -282,3 +288,78 @@ def test_cancel_and_retry_from_a_task_page(cluster: Cluster, scheduler: str, cli
     flash = web.get(f"/tasks/{bad.id}").text
     assert "queued again" in flash or "requeued" in flash, re.findall(r'class="flash[^>]*>[^<]*', flash)
     assert finished(client, bad.id) is first and client.get_task(bad.id).attempt == 1
+
+
+@dataclass(frozen=True)
+class MutualTLS:
+    target: str
+    ca: Path
+    client: Pair
+    """The client certificate every caller must present."""
+
+
+@pytest.fixture
+def mutual(cluster: Cluster, redis_url: str, tmp_path: Path) -> MutualTLS:
+    """A scheduler that requires a client certificate from every connection, and a token per call."""
+    authority = Authority(tmp_path / "pki")
+    server, client = authority.issue("server"), authority.issue("dashboard-client", common_name="dashboard")
+    path = auth_file(tmp_path / "tokens.toml", {ADMIN: ("ops", ["admin"], None), READER: ("viewer", ["reader"], None)})
+    _, target = cluster.scheduler(redis_url, "--tls-cert", str(server.cert), "--tls-key", str(server.key),
+                                  "--tls-client-ca", str(authority.pem), "--auth-file", str(path),
+                                  tls=authority.client(client))
+    assert not serving(target, authority.client())  # the handshake needs a client certificate
+    return MutualTLS(target, authority.pem, client)
+
+
+def _without_conveyor_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+
+
+def test_the_command_reaches_a_mutual_tls_scheduler_on_every_channel(mutual: MutualTLS) -> None:
+    """--scheduler-tls-* give the dashboard's own channel and each signed-in session's the client
+    certificate; --tls-cert/--tls-key stay the dashboard's HTTPS pair (not used here)."""
+    with Client(mutual.target, tls=TLSConfig(mutual.ca, mutual.client.cert, mutual.client.key), token=ADMIN) as c:
+        c.submit("t.add", [1, 1], queue="mq")
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "conveyor_dashboard", "--scheduler", mutual.target, "--port",
+                             str(port), "--token-free-read-only", "--scheduler-tls-ca", str(mutual.ca),
+                             "--scheduler-tls-cert", str(mutual.client.cert), "--scheduler-tls-key",
+                             str(mutual.client.key)],
+                            stdout=subprocess.PIPE, text=True,
+                            env={**_without_conveyor_env(), "CONVEYOR_TOKEN": READER, "PYTHONPATH": str(ROOT)})
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == f"conveyor-dashboard listening on http://127.0.0.1:{port}"
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as web:
+            guest = web.get("/queues")  # the dashboard's own channel (its reader token)
+            assert guest.status_code == 200 and '<tr data-queue="mq">' in guest.text
+            assert "data-action" not in guest.text
+            signed = web.post("/signin", data={"token": ADMIN, "next": "/queues"})
+            assert signed.status_code == 303, signed.text
+            page = web.get("/queues").text  # the session's own channel, with the admin token
+            assert "ops (admin)" in page and '<tr data-queue="mq">' in page and 'data-action="pause"' in page
+            assert web.post("/queues/mq/pause", data={"csrf": csrf_of(page)}).status_code == 303
+    finally:
+        proc.terminate()
+        proc.wait(15)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    with Client(mutual.target, tls=TLSConfig(mutual.ca, mutual.client.cert, mutual.client.key), token=ADMIN) as c:
+        assert c.admin.queues("mq")[0].paused  # the signed-in session's call reached the scheduler
+
+
+def test_signed_in_sessions_use_the_conveyor_tls_variables(mutual: MutualTLS,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """With Settings.tls unset, CONVEYOR_TLS_* secure the dashboard's own channel and every session's alike."""
+    monkeypatch.setenv("CONVEYOR_TLS_CA", str(mutual.ca))
+    monkeypatch.setenv("CONVEYOR_TLS_CERT", str(mutual.client.cert))
+    monkeypatch.setenv("CONVEYOR_TLS_KEY", str(mutual.client.key))
+    monkeypatch.delenv("CONVEYOR_TOKEN", raising=False)
+    with Client(mutual.target, token=ADMIN) as c:
+        c.submit("t.add", [1, 1], queue="envq")
+    with TestClient(create_app(Settings(scheduler=mutual.target)), follow_redirects=False) as web:
+        assert web.get("/queues").headers["location"].startswith("/signin")  # asked the scheduler: auth is on
+        signed = web.post("/signin", data={"token": READER, "next": "/queues"})
+        assert signed.status_code == 303, signed.text
+        page = web.get("/queues").text
+        assert "viewer (reader)" in page and '<tr data-queue="envq">' in page

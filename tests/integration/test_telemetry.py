@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import pytest
 from opentelemetry import metrics, trace
 from opentelemetry.util._once import Once
@@ -24,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from conveyor import AsyncClient, Client, InvalidArgument, TaskCancelled, TaskFailed, TaskState, group, signature
 from conveyor.telemetry import Telemetry, configure_from_env, exporters_for
 from conveyor.v1 import task_pb2, task_service_pb2, task_service_pb2_grpc
+from tests.auth_calls import auth_file, bearer
 from tests.harness import Cluster, free_port, wait_for
 from tests.interop.test_node_interop import node_binary, produce
 from tests.otlp_receiver import MetricPoint, OTLPReceiver, ReceivedSpan
@@ -548,3 +550,74 @@ def test_a_workflow_is_one_trace_from_its_submit_to_every_node(otel: Otel, clust
     for kind in ("enqueue", "dispatch", "process"):  # the two nodes the scheduler submitted later joined it too
         spans = wait_for(lambda kind=kind: every_node(kind), what=f"every node's {kind} span in the workflow's trace")
         assert sorted(s.attributes["messaging.message.id"] for s in spans) == sorted(node_ids), kind
+
+
+def test_a_call_refused_by_auth_makes_no_server_span(otel: Otel, cluster: Cluster, redis_url: str,
+                                                     tmp_path: Path) -> None:
+    """Auth runs before telemetry: a refused call (no token, an unknown one, the wrong role, a
+    refused Pipeline message; unary, server-streaming and bidirectional) leaves no span, while a
+    call auth lets through gets its span, in the caller's trace."""
+    reader = "reader-secret-0123456789"
+    path = auth_file(tmp_path / "tokens.toml", {reader: ("viewer", ["reader"], None)})
+    scheduler, target = cluster.scheduler(redis_url, "--auth-file", str(path))
+    submit = task_service_pb2.SubmitRequest(tasks=[task_pb2.TaskSpec(name="tel.add", queue="tel-auth")])
+    refused: list[str] = []
+
+    def traced(secret: str | None) -> list[tuple[str, str]]:
+        trace_id = uuid.uuid4().hex
+        refused.append(trace_id)
+        return [("traceparent", f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01"), *bearer(secret)]
+
+    with grpc.insecure_channel(target) as channel:
+        stub = task_service_pb2_grpc.TaskServiceStub(channel)
+        unauthenticated, denied = grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED
+        for secret, code in ((None, unauthenticated), ("unknown-token-0123456789", unauthenticated), (reader, denied)):
+            with pytest.raises(grpc.RpcError) as err:
+                stub.Submit(submit, metadata=traced(secret), timeout=10)
+            assert err.value.code() == code  # type: ignore[attr-defined]
+        with pytest.raises(grpc.RpcError) as err:
+            list(stub.WatchTask(task_service_pb2.WatchTaskRequest(task_id="0" * 26), metadata=traced(None),
+                                timeout=10))
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined]
+        with pytest.raises(grpc.RpcError) as err:  # the reader's submit message on its Pipeline stream
+            list(stub.Pipeline(iter([task_service_pb2.PipelineRequest(call_id=1, submit=submit)]),
+                               metadata=traced(reader), timeout=10))
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED  # type: ignore[attr-defined]
+        # Let through (and then NOT_FOUND): their spans are the sign that the refused calls' would be here by now.
+        allowed, parent = uuid.uuid4().hex, uuid.uuid4().hex[:16]
+        metadata = [("traceparent", f"00-{allowed}-{parent}-01"), *bearer(reader)]
+        with pytest.raises(grpc.RpcError) as err:
+            stub.GetTask(task_service_pb2.GetTaskRequest(task_id="0" * 26), timeout=10, metadata=metadata)
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND  # type: ignore[attr-defined]
+        with pytest.raises(grpc.RpcError) as err:  # a watch runs under the auth's credential check
+            list(stub.WatchTask(task_service_pb2.WatchTaskRequest(task_id="0" * 26), timeout=10, metadata=metadata))
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND  # type: ignore[attr-defined]
+    spans = otel.wait_trace(allowed, {"conveyor.v1.TaskService/GetTask", "conveyor.v1.TaskService/WatchTask"},
+                            count=2)
+    assert {(s.service, s.parent_span_id, s.attributes["rpc.grpc.status_code"]) for s in spans} == {
+        ("conveyor-scheduler", parent, 5)}
+    scheduler_spans = [s for s in otel.spans() if s.service == "conveyor-scheduler"]
+    assert [s.name for s in scheduler_spans if s.trace_id in refused] == []
+    assert [s.name for s in scheduler_spans if s.name.endswith("/Submit") or s.name.startswith("enqueue")] == []
+    assert "Failed to detach context" not in scheduler.output()  # the watch's span stayed in one context
+
+
+def test_a_watch_under_auth_keeps_one_span_across_its_messages(otel: Otel, cluster: Cluster, redis_url: str,
+                                                                tmp_path: Path) -> None:
+    """With an auth file, a server-streaming call is stepped by the credential check (auth._held):
+    its span still starts with the first message and ends with the last, in the caller's trace."""
+    producer = "producer-secret-0123456789"
+    scheduler, target = cluster.scheduler(redis_url, "--auth-file", str(auth_file(
+        tmp_path / "tokens.toml", {producer: ("web", ["producer"], None)})))
+    trace_id, parent_id = uuid.uuid4().hex, uuid.uuid4().hex[:16]
+    with Client(target, token=producer) as client:
+        handle = client.submit("tel.add", [2, 3], queue="tel-nobody")
+        stub = task_service_pb2_grpc.TaskServiceStub(client._channel)
+        events = stub.WatchTask(task_service_pb2.WatchTaskRequest(task_id=handle.id), timeout=30,
+                                metadata=[("traceparent", f"00-{trace_id}-{parent_id}-01")])
+        assert next(events).state == task_pb2.TASK_STATE_QUEUED
+        handle.cancel()
+        assert [e.state for e in events][-1] == task_pb2.TASK_STATE_CANCELLED
+    (watch,) = otel.wait_trace(trace_id, {"conveyor.v1.TaskService/WatchTask"}, count=1)
+    assert (watch.kind, watch.parent_span_id, watch.attributes["rpc.grpc.status_code"]) == ("SERVER", parent_id, 0)
+    assert "Failed to detach context" not in scheduler.output()

@@ -174,6 +174,31 @@ def test_expiry_soon_is_warned_and_exported(cluster: Cluster, redis_url: str, tm
     name = "conveyor_tls_certificate_expiry_timestamp_seconds"
     assert value(samples, name, replica="tls-1", certificate="server") == not_after.timestamp()
     assert value(samples, name, replica="tls-1", certificate="client-ca") is not None
+    expiring = "conveyor_tls_certificate_expiring"  # the same warning as a gauge: no arithmetic in the alert
+    assert value(samples, expiring, replica="tls-1", certificate="server") == 1.0
+    assert value(samples, expiring, replica="tls-1", certificate="client-ca") == 0.0
+
+
+def test_a_certificate_that_comes_within_14_days_while_served_is_warned_and_flagged(
+        cluster: Cluster, redis_url: str, tmp_path: Path) -> None:
+    """The file watcher notices the line being crossed: no reload, no restart, one warning."""
+    ca = Authority(tmp_path / "pki")
+    crossing = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=8)).replace(microsecond=0)
+    pair = ca.issue("server", not_after=crossing + dt.timedelta(days=14))
+    metrics = free_port()
+    proc, _ = cluster.scheduler(redis_url, *tls_args(pair), "--metrics-port", str(metrics), "--scheduler-id", "x-1",
+                                tls=ca.client())
+    wait_for(lambda: f":{metrics}/metrics" in proc.output(), what="the metrics line")
+
+    def flagged() -> float | None:
+        return value(scrape(metrics), "conveyor_tls_certificate_expiring", replica="x-1", certificate="server")
+
+    if dt.datetime.now(dt.UTC) < crossing - dt.timedelta(seconds=1):  # (a slow start-up may begin past it)
+        assert flagged() == 0.0 and "expires in" not in proc.output()
+    wait_for(lambda: flagged() == 1.0, 20, what="the gauge to flag the certificate")
+    wait_for(lambda: "WARNING conveyor_scheduler.tls: the TLS certificate expires in 14.0 days" in proc.output()
+             or "expires in 13.9 days" in proc.output(), 5, what="the warning while running")
+    assert proc.output().count("the TLS certificate expires in") == 1 and proc.alive()
 
 
 def test_binding_without_tls_and_tokens_is_refused(tmp_path: Path) -> None:

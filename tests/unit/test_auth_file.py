@@ -123,3 +123,23 @@ def test_the_readme_shows_the_table() -> None:
     """README's roles table is access.py's, as `python -m conveyor_scheduler.access` prints it."""
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert access.markdown_table().strip() in readme
+
+
+def test_a_carried_message_kind_is_its_methods_request_and_the_stream_allows_their_roles() -> None:
+    """Pipeline's `call` oneof holds Submit's and GetResults' requests: each message kind needs its
+    method's roles, and opening the stream needs one of them (no more, no less)."""
+    assert access.CARRIED
+    for service, streams in access.CARRIED.items():
+        for stream, (oneof, kinds) in streams.items():
+            request = SERVICES[service].methods_by_name[stream].input_type
+            assert set(request.oneofs_by_name[oneof].fields) == {request.fields_by_name[k] for k in kinds}
+            for kind, method in kinds.items():
+                assert request.fields_by_name[kind].message_type is SERVICES[service].methods_by_name[method].input_type
+            path = f"/{service}/{stream}"
+            assert access.roles_for(path) == frozenset().union(*(access.TABLE[service][m] for m in kinds.values()))
+            for kind, method in kinds.items():
+                assert access.roles_for_message(path, kind) == access.roles_for(f"/{service}/{method}")
+    assert access.READER in access.roles_for("/conveyor.v1.TaskService/Pipeline")
+    assert access.READER not in access.roles_for_message("/conveyor.v1.TaskService/Pipeline", "submit")  # type: ignore[operator]
+    assert access.roles_for_message("/conveyor.v1.TaskService/Pipeline", None) is None
+    assert access.roles_for_message("/conveyor.v1.WorkerService/Connect", "hello") is None

@@ -37,6 +37,30 @@ def test_expiry_notices() -> None:
     assert "has EXPIRED" in (expiry_notice(info(-1), "TLS certificate", NOW) or "")
 
 
+def test_a_certificate_crossing_the_14_day_line_while_loaded_is_warned_once_per_load(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    ca = Authority(tmp_path)
+    not_after = (dt.datetime.now(dt.UTC) + dt.timedelta(days=20)).replace(microsecond=0)
+    pair = ca.issue("soon", not_after=not_after)
+    now = [not_after - dt.timedelta(days=14, seconds=60)]
+    ticks = [0.0]
+    with caplog.at_level(logging.WARNING, logger="conveyor_scheduler.tls"):
+        certs = ServerCertificates(pair.cert, pair.key, ca.pem, clock=lambda: ticks[0], now=lambda: now[0])
+        certs.check_expiry()
+        assert not caplog.records and certs.expiring() == {"server": False, "client-ca": False}
+        now[0] += dt.timedelta(seconds=61)  # a running scheduler: its certificate is now 13.99 days from expiry
+        assert certs.expiring() == {"server": True, "client-ca": False}
+        certs.check_expiry()
+        certs.check_expiry()
+        assert [r.getMessage()[:40] for r in caplog.records] == ["the TLS certificate expires in 14.0 days"]
+        caplog.clear()
+        ticks[0] += 1
+        pair.cert.write_bytes(pair.cert.read_bytes())  # the same pair again: a new load, warned at load
+        assert certs.refresh(force=True)
+        certs.check_expiry()
+        assert sum("expires in" in r.getMessage() for r in caplog.records) == 1
+
+
 def test_a_key_that_does_not_match_is_refused(tmp_path: Path) -> None:
     ca = Authority(tmp_path)
     one, two = ca.issue("one"), ca.issue("two")

@@ -107,6 +107,18 @@ class App(Periodic):
             self._aclient = AsyncClient(self.scheduler, tls=self.tls, token=self._token)
         return self._aclient
 
+    def set_security(self, *, tls: TLSConfig | None = None, token: str | None = None) -> None:
+        """Replaces the TLS and/or the token (None: leave it) the app's clients connect with, and
+        drops clients opened before so the next use opens them anew. `conveyor-worker` passes the
+        --tls-* and --token given on its command line, so tasks that submit tasks (`app.client`)
+        connect as the worker does."""
+        tls = self.tls if tls is None else tls
+        token = self._token if token is None else token
+        if tls == self.tls and token == self._token:
+            return  # nothing changes (a forked pool child, say): keep the clients
+        self.tls, self._token = tls, token
+        self.close()
+
     def close(self) -> None:
         """Closes the app's client and forgets it (and the async one, which the caller closes
         with `await app.aclient.close()` if it used it); the next use opens new ones."""

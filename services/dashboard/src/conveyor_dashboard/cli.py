@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import sys
+from collections.abc import Mapping
 
 import uvicorn
 
-from conveyor.channels import TLSConfig, is_loopback_host, resolve_token
+from conveyor.channels import TLS_CA_ENV, TLS_CERT_ENV, TLS_KEY_ENV, TLSConfig, is_loopback_host, resolve_token
+from conveyor.errors import TLSConfigError
 from conveyor_dashboard.app import create_app
 from conveyor_dashboard.settings import Settings
 
@@ -24,9 +27,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--token-free-read-only", action="store_true",
                    help="Visitors may look without signing in (with the dashboard's own CONVEYOR_TOKEN), never act.")
     p.add_argument("--trace-url", help="Trace UI URL with {trace_id}, e.g. http://jaeger:16686/trace/{trace_id}.")
-    p.add_argument("--tls-ca", help="CA the schedulers' certificates are checked against (also: HTTPS CA chain).")
-    p.add_argument("--tls-cert", help="The dashboard's HTTPS certificate (PEM).")
-    p.add_argument("--tls-key", help="The dashboard's HTTPS key (PEM).")
+    p.add_argument("--scheduler-tls-ca",
+                   help=f"Reach the schedulers over TLS, trusting this CA (PEM; default ${TLS_CA_ENV}). Any "
+                        f"--scheduler-tls-* option (or ${TLS_CA_ENV}/${TLS_CERT_ENV}/${TLS_KEY_ENV}) turns TLS on.")
+    p.add_argument("--scheduler-tls-cert",
+                   help=f"Client certificate (PEM) the dashboard presents to a mutual-TLS scheduler, on every "
+                        f"channel (signed-in sessions' too); needs --scheduler-tls-key (default ${TLS_CERT_ENV}).")
+    p.add_argument("--scheduler-tls-key",
+                   help=f"Private key (PEM) of --scheduler-tls-cert (default ${TLS_KEY_ENV}).")
+    p.add_argument("--tls-ca", help="The same as --scheduler-tls-ca (kept for existing command lines).")
+    p.add_argument("--tls-cert", help="The dashboard's own HTTPS certificate (PEM), shown to browsers.")
+    p.add_argument("--tls-key", help="The dashboard's own HTTPS key (PEM).")
     p.add_argument("--insecure", action="store_true", help="Allow plain HTTP on a non-loopback --host.")
     p.add_argument("--log-level", default="warning")
     return p
@@ -34,7 +45,6 @@ def parser() -> argparse.ArgumentParser:
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return parser().parse_args(argv)
-
 
 
 def settings_of(args: argparse.Namespace) -> Settings:
@@ -46,9 +56,27 @@ def settings_of(args: argparse.Namespace) -> Settings:
                  f"network in the clear. Give --tls-cert/--tls-key, bind loopback, or pass --insecure.")
     if args.trace_url and "{trace_id}" not in args.trace_url:
         sys.exit("conveyor-dashboard: --trace-url must contain {trace_id}")
-    return Settings(scheduler=args.scheduler, tls=TLSConfig(ca=args.tls_ca) if args.tls_ca else None,
-                    service_token=resolve_token(None), read_only=args.read_only,
-                    token_free_read_only=args.token_free_read_only, trace_url=args.trace_url, https=https)
+    return Settings(scheduler=args.scheduler, tls=scheduler_tls(args), service_token=resolve_token(None),
+                    read_only=args.read_only, token_free_read_only=args.token_free_read_only,
+                    trace_url=args.trace_url, https=https)
+
+
+def scheduler_tls(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> TLSConfig | None:
+    """The TLS every channel to the schedulers uses (None: plaintext): the --scheduler-tls-* options,
+    each defaulting to its CONVEYOR_TLS_* variable (as `conveyor`'s --tls-* do); --tls-ca stands
+    for --scheduler-tls-ca. The dashboard's HTTPS pair (--tls-cert/--tls-key) is not used here."""
+    env = os.environ if env is None else env
+    if args.tls_ca and args.scheduler_tls_ca and args.tls_ca != args.scheduler_tls_ca:
+        sys.exit("conveyor-dashboard: --tls-ca and --scheduler-tls-ca name different CAs; give one")
+    ca = args.scheduler_tls_ca or args.tls_ca or env.get(TLS_CA_ENV) or None
+    cert = args.scheduler_tls_cert or env.get(TLS_CERT_ENV) or None
+    key = args.scheduler_tls_key or env.get(TLS_KEY_ENV) or None
+    if ca is None and cert is None and key is None:
+        return None
+    try:
+        return TLSConfig(ca=ca, cert=cert, key=key)
+    except TLSConfigError as exc:
+        sys.exit(f"conveyor-dashboard: {exc}")
 
 
 async def serve(args: argparse.Namespace) -> None:

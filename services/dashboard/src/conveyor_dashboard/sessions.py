@@ -1,7 +1,9 @@
 """Server-side sessions in memory, keyed by a random id in an HttpOnly SameSite=Strict cookie.
 
-A signed-in session holds its token and its own gRPC channel (the SDK's factory, so TLS and
-the bearer header are as for any client); the token never goes to the browser. Visitors who
+A signed-in session holds its token and its own gRPC channel; the token never goes to the
+browser. Every channel to the schedulers, the dashboard's own and each session's, comes from
+`Sessions.open`: the SDK's factory with the one TLS setting resolved at start-up (Settings.tls,
+else CONVEYOR_TLS_*), so a session reaches a mutual-TLS scheduler exactly as the dashboard does. Visitors who
 need not sign in (no auth on the scheduler, or --token-free-read-only) share the dashboard's
 own channel. Sessions idle longer than Settings.session_idle_s are dropped."""
 
@@ -16,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from conveyor.aio import AsyncClient
-from conveyor.channels import open_aio_channel
+from conveyor.channels import open_aio_channel, resolve_tls, resolve_token
 from conveyor_dashboard.identity import Identity, who_am_i
 from conveyor_dashboard.settings import Settings
 
@@ -49,12 +51,16 @@ class Sessions:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._by_id: dict[str, Session] = {}
-        self.channel = open_aio_channel(settings.scheduler, tls=settings.tls, token=settings.service_token)
+        self.tls = resolve_tls(settings.tls)
+        """Read once: a session opened later must not differ from the dashboard's own channel."""
+        self.channel = self.open(resolve_token(settings.service_token))
         self.client = AsyncClient(channel=self.channel, pipeline=False)
         self._guest: Identity | None = None
 
-    def _channel(self, token: str) -> grpc.aio.Channel:
-        return open_aio_channel(self.settings.scheduler, tls=self.settings.tls, token=token, env={})
+    def open(self, token: str | None) -> grpc.aio.Channel:
+        """A channel to the schedulers with `token` (None: none) and the dashboard's TLS; nothing
+        else is read from the environment (a session must not pick up CONVEYOR_TOKEN)."""
+        return open_aio_channel(self.settings.scheduler, tls=self.tls, token=token or "", env={})
 
     async def guest_identity(self) -> Identity | None:
         """Who a visitor is before signing in; None when they must sign in."""
@@ -92,7 +98,7 @@ class Sessions:
 
     async def sign_in(self, token: str) -> Session:
         """Raises grpc.aio.AioRpcError when the scheduler does not know the token."""
-        channel = self._channel(token)
+        channel = self.open(token)
         try:
             identity = await who_am_i(channel, signed_in=True)
         except BaseException:

@@ -12,7 +12,9 @@ class Settings:
     scheduler: str
     """One address or several, comma-separated (the SDK's channel factory balances over them)."""
     tls: TLSConfig | None = None
-    """How the dashboard reaches the schedulers (None: plaintext, or the CONVEYOR_TLS_* variables)."""
+    """How the dashboard reaches the schedulers, on every channel: its own and each signed-in
+    session's (None: the CONVEYOR_TLS_* variables, else plaintext). `cert`/`key` are the client
+    certificate a mutual-TLS scheduler asks for, not the dashboard's HTTPS pair."""
     service_token: str | None = None
     """The dashboard's own token (CONVEYOR_TOKEN): used only for visitors who have not signed in,
     and only with token_free_read_only."""

@@ -12,11 +12,20 @@ principal with the role gets the original handler back. Scoped principals pay fo
 the queues their request names. Streams (WorkerService.Connect, TaskService.Pipeline) check
 the credential again on every message, so a token removed from the file (or a role taken
 away) ends an open stream at its next message; Pipeline checks each message's queues, Connect
-the hello's. Health checks are not checked.
+the hello's. Pipeline is open to every role that may make one of the calls it carries, and
+each message is checked as that call (`access.CARRIED`): a reader's get_results passes, its
+submit ends the stream with PERMISSION_DENIED. Server-streaming calls (WatchTask,
+WatchWorkflow), which may stay open for hours with nothing coming from the client, check the
+credential before each message they send and every RECHECK_S while none does (`_held`): a
+removed token ends them with UNAUTHENTICATED within about two seconds, a role or queue taken
+away with PERMISSION_DENIED. Health checks are not checked.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import contextvars
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, NoReturn
@@ -25,7 +34,7 @@ import grpc
 
 from conveyor_scheduler import access
 from conveyor_scheduler.auth_denials import NO_CREDENTIAL, QUEUE, ROLE, UNKNOWN_TOKEN, Denials
-from conveyor_scheduler.auth_file import Principal
+from conveyor_scheduler.auth_file import AuthTable, Principal
 from conveyor_scheduler.auth_source import AuthSource
 from conveyor_scheduler.errors import PermissionDenied, Unauthenticated
 from conveyor_scheduler.grpc_glue import Malformed, abort_for, method_of
@@ -34,6 +43,9 @@ from conveyor_scheduler.queue_scopes import FINDERS, QUEUE_FREE, STREAM_FINDERS,
 Gate = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 """Runs before a handler: returns the request (or a checking request iterator), or raises."""
 MAX_CACHED = 10_000
+RECHECK_S = 1.0
+"""How often an open server-streaming call looks at its credential while it sends nothing (the
+auth file itself is looked at once a second)."""
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
@@ -73,9 +85,10 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if cached is None or cached[0] is not handler:
             if len(self._cache) >= MAX_CACHED:
                 self._cache.clear()
-            checked = _before(handler, self._certificate_gate(method, handler) if principal is None
-                              else self._gate(method, principal, handler))
-            cached = self._cache[key] = (handler, checked or handler)
+            base = self._held(method, principal, handler) if handler.unary_stream else handler
+            checked = _before(base, self._certificate_gate(method, base) if principal is None
+                              else self._gate(method, principal, base))
+            cached = self._cache[key] = (handler, checked or base)
         return cached[1]
 
     # -- decisions ---------------------------------------------------------------------------
@@ -101,10 +114,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         gates: dict[tuple[str, Principal], Gate | None] = {}  # dropped with the cache when the file changes
 
         async def gate(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            auth = context.auth_context()
-            subject = b"".join(auth.get("x509_subject", ())).decode(errors="replace")
-            common_name = b"".join(auth.get("x509_common_name", ())).decode(errors="replace")
-            principal = self.source.current().by_certificate(subject, common_name) if subject else None
+            subject, principal = self._by_certificate(context)
             if principal is None:
                 exc = Unauthenticated(f"{method.lstrip('/')} needs a token ('authorization: Bearer <token>') or "
                                       f"a client certificate the scheduler's auth file lists")
@@ -119,12 +129,42 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
         return gate
 
+    def _by_certificate(self, context: grpc.aio.ServicerContext) -> tuple[str, Principal | None]:
+        """The client certificate's subject, and its principal if the auth file lists it."""
+        auth = context.auth_context()
+        subject = b"".join(auth.get("x509_subject", ())).decode(errors="replace")
+        common_name = b"".join(auth.get("x509_common_name", ())).decode(errors="replace")
+        return subject, self.source.current().by_certificate(subject, common_name) if subject else None
+
+    def _again(self, method: str, principal: Principal, table: AuthTable,
+               context: grpc.aio.ServicerContext) -> Principal:
+        """`principal`'s credential as `table` (a newer load of the file) has it; raises
+        Unauthenticated when it was removed, PermissionDenied when its roles no longer cover `method`."""
+        again = table.again(principal)
+        if again is None:
+            self._deny(method, UNKNOWN_TOKEN, principal.describe(), context, Unauthenticated(
+                f"{method.lstrip('/')}: the {principal.kind} {principal.name!r} was removed from the "
+                f"scheduler's auth file"))
+        denied = self._role_denial(method, again)
+        if denied is not None:
+            self._deny(method, ROLE, again.describe(), context, denied)
+        return again
+
     def _role_denial(self, method: str, principal: Principal) -> PermissionDenied | None:
         roles = access.roles_for(method)
         if principal.roles & roles:
             return None
         needed = " or ".join(r for r in access.ROLES if r in roles)
         return PermissionDenied(f"{method.lstrip('/')} needs role {needed}; {principal.describe()} has none of them")
+
+    def _kind_denial(self, method: str, principal: Principal, kind: str | None) -> PermissionDenied | None:
+        """Whether `principal` may send a `kind` message on stream `method` (access.MESSAGE_ROLES)."""
+        roles = access.roles_for_message(method, kind)
+        if roles is None or principal.roles & roles:
+            return None
+        needed = " or ".join(r for r in access.ROLES if r in roles)
+        return PermissionDenied(f"{method.lstrip('/')}: a {kind} message needs role {needed}; "
+                                f"{principal.describe()} has none of them")
 
     def _spans_denial(self, method: str, principal: Principal, field: str) -> PermissionDenied:
         what = f"without {field} it covers every queue" if field else "it is not tied to a queue"
@@ -176,38 +216,113 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
     def _stream_gate(self, method: str, principal: Principal, finder: Finder, every: bool) -> Gate:
         """Checks the first message's queues before the handler sees it (every message's when
-        `every`), and the credential again on each message."""
+        `every`), each message's kind against the roles of the call it carries
+        (access.MESSAGE_ROLES), and the credential again on each message."""
         async def gate(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             try:
                 first = await anext(requests)
             except StopAsyncIteration:
                 return _nothing()
+            oneof = self._kinds_to_check(method, principal)
+            if oneof is not None and not isinstance(first, Malformed):
+                self._check_kind(method, principal, oneof, first, context)
             if principal.queues is not None and not isinstance(first, Malformed):
                 await self._check_queues(method, principal, finder, first, context)
             return self._watched(method, principal, finder if every else None, first, requests, context)
 
         return gate
 
+    def _kinds_to_check(self, method: str, principal: Principal) -> str | None:
+        """The oneof to read on each message, or None when the principal may send every kind
+        (a producer's stream pays nothing)."""
+        carried = access.MESSAGE_ROLES.get(method)
+        if carried is None or all(principal.roles & roles for roles in carried[1].values()):
+            return None
+        return carried[0]
+
+    def _check_kind(self, method: str, principal: Principal, oneof: str, msg: Any,
+                    context: grpc.aio.ServicerContext) -> None:
+        denied = self._kind_denial(method, principal, msg.WhichOneof(oneof))
+        if denied is not None:
+            self._deny(method, ROLE, principal.describe(), context, denied)
+
     async def _watched(self, method: str, principal: Principal, finder: Finder | None, first: Any,
                        requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         yield first
         table = self._table
+        oneof = self._kinds_to_check(method, principal)
         async for msg in requests:
             current = self.source.current()
             if current is not table:  # the file changed: is the credential still good for this?
                 table = current
-                again = current.again(principal)
-                if again is None:
-                    self._deny(method, UNKNOWN_TOKEN, principal.describe(), context, Unauthenticated(
-                        f"{method.lstrip('/')}: the {principal.kind} {principal.name!r} was removed from the "
-                        f"scheduler's auth file"))
-                denied = self._role_denial(method, again)
-                if denied is not None:
-                    self._deny(method, ROLE, again.describe(), context, denied)
-                principal = again
-            if finder is not None and principal.queues is not None and not isinstance(msg, Malformed):
+                principal = self._again(method, principal, current, context)
+                oneof = self._kinds_to_check(method, principal)
+            if isinstance(msg, Malformed):
+                yield msg
+                continue
+            if oneof is not None:
+                self._check_kind(method, principal, oneof, msg, context)
+            if finder is not None and principal.queues is not None:
                 await self._check_queues(method, principal, finder, msg, context)
             yield msg
+
+
+    def _held(self, method: str, principal: Principal | None, handler: grpc.RpcMethodHandler
+              ) -> grpc.RpcMethodHandler:
+        """`handler` (server-streaming) ended once its caller's credential no longer allows the
+        call: looked at before each message it sends and every RECHECK_S while it sends none.
+        `principal` None: the caller's client certificate (the gate, run before, found it listed).
+
+        The handler's generator is stepped in tasks of its own, all in one copy of the call's
+        context (its span stays current across steps), so a wait for the next message can be
+        cut short; the step in flight is cancelled when the call ends."""
+        inner = handler.unary_stream
+
+        async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            who = principal or self._by_certificate(context)[1]
+            responses = inner(request, context)
+            steps = contextvars.copy_context()
+            loop = asyncio.get_running_loop()
+            table = self.source.current()
+            pending: asyncio.Task[Any] | None = None
+            try:
+                while True:
+                    if pending is None:
+                        pending = loop.create_task(_step(responses), context=steps)
+                    done, _ = await asyncio.wait((pending,), timeout=RECHECK_S)
+                    current = self.source.current()
+                    if who is not None and current is not table:
+                        table = current
+                        try:
+                            again = self._again(method, who, current, context)
+                            if again.queues is not None:  # re-scoped: does it still cover the request?
+                                gate = self._gate(method, again, handler)
+                                if gate is not None:
+                                    await gate(request, context)
+                        except (Unauthenticated, PermissionDenied) as exc:
+                            await abort_for(exc, context)
+                        who = again
+                    if not done:
+                        continue
+                    step, pending = pending, None
+                    try:
+                        response = step.result()
+                    except StopAsyncIteration:
+                        return
+                    yield response
+            finally:
+                if pending is not None:
+                    pending.cancel()
+                    with contextlib.suppress(BaseException):
+                        await pending
+                await responses.aclose()
+
+        return _same_kind(handler, streaming)
+
+
+async def _step(responses: AsyncIterator[Any]) -> Any:
+    """The next message of a handler's generator (StopAsyncIteration at its end), as a coroutine."""
+    return await anext(responses)
 
 
 def _authorization(metadata: Sequence[tuple[str, Any]] | None) -> str | None:

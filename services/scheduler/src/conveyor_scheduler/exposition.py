@@ -169,11 +169,15 @@ class FleetCollector(Collector):
 
 class CertificateExpiry(Collector):
     """`conveyor_tls_certificate_expiry_timestamp_seconds{replica, certificate}`: when the served TLS
-    certificate ("server") and the client CA ("client-ca", with mutual TLS) expire, as loaded now."""
+    certificate ("server") and the client CA ("client-ca", with mutual TLS) expire, as loaded now;
+    `conveyor_tls_certificate_expiring{replica, certificate}`: 1 while one expires within 14 days
+    (tls.EXPIRY_WARNING_DAYS) or has expired, else 0, so an alert needs no arithmetic."""
 
-    def __init__(self, replica: str, expiry: Callable[[], dict[str, float]]) -> None:
+    def __init__(self, replica: str, expiry: Callable[[], dict[str, float]],
+                 expiring: Callable[[], dict[str, bool]]) -> None:
         self.replica = replica
         self.expiry = expiry
+        self.expiring = expiring
 
     def collect(self) -> Iterator[Metric]:
         gauge = GaugeMetricFamily("conveyor_tls_certificate_expiry_timestamp_seconds", "Not-after time (Unix "
@@ -182,6 +186,11 @@ class CertificateExpiry(Collector):
         for certificate, when in self.expiry().items():
             gauge.add_metric([self.replica, certificate], when)
         yield gauge
+        soon = GaugeMetricFamily("conveyor_tls_certificate_expiring", "1 when the TLS certificate (or client CA) "
+                                 "expires within 14 days or has expired, else 0.", labels=["replica", "certificate"])
+        for certificate, expiring in self.expiring().items():
+            soon.add_metric([self.replica, certificate], 1.0 if expiring else 0.0)
+        yield soon
 
 
 class MetricsEndpoint:

@@ -152,17 +152,20 @@ class SchedulerServer:
         endpoint = MetricsEndpoint(config.metrics_host or config.host, config.metrics_port,
                                    FleetCollector(core.scheduler_id, lambda: beat.is_leader, config.redis_url))
         if self.certificates is not None:
-            endpoint.register(CertificateExpiry(core.scheduler_id, self.certificates.expiry))
+            endpoint.register(CertificateExpiry(core.scheduler_id, self.certificates.expiry,
+                                                self.certificates.expiring))
         endpoint.start()
         return endpoint
 
     async def _watch_tls(self) -> None:
         """Looks at the TLS files every second, so a rotation is logged and shown on /metrics even
-        before a new connection asks for it."""
+        before a new connection asks for it, and a certificate that comes within 14 days of its
+        expiry while loaded is warned about then (once per load)."""
         assert self.certificates is not None
         while True:
             await asyncio.sleep(self.certificates.check_interval)
             self.certificates.refresh()
+            self.certificates.check_expiry()
 
     def reload_tls(self) -> None:
         """SIGHUP: re-reads the TLS files now."""

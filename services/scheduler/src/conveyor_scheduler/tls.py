@@ -3,7 +3,9 @@
 `ServerCertificates` reads the certificate chain, key and (for mutual TLS) client CA from
 PEM files, checks them (the key must match the certificate: a rotation caught between
 writing one and the other is refused, and the pair loaded before keeps being served), logs
-what it loaded and warns when the certificate expires soon. `credentials()` gives gRPC a
+what it loaded and warns when the certificate expires soon: at load, and when a running
+scheduler's certificate crosses the line (`check_expiry`, from the once-a-second file watcher),
+at most once per certificate per load; `expiring()` says the same for /metrics. `credentials()` gives gRPC a
 certificate-configuration fetcher (`grpc.dynamic_ssl_server_credentials`): gRPC calls it
 before each new connection's handshake, so a rotated pair is served to new connections
 while open ones keep theirs. The files are looked at at most once per `check_interval`
@@ -31,7 +33,8 @@ from conveyor_scheduler.file_stamps import stamp
 log = logging.getLogger(__name__)
 
 EXPIRY_WARNING_DAYS = 14
-"""A certificate that expires within this many days is warned about at load time."""
+"""A certificate that expires within this many days is warned about (at load, or when it gets
+there while loaded) and shown as expiring on /metrics."""
 CHECK_INTERVAL_S = 1.0
 
 
@@ -112,19 +115,36 @@ def expiry_notice(info: CertificateInfo, what: str, now: dt.datetime) -> str | N
     return None
 
 
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _certificates(material: ServerMaterial) -> dict[str, tuple[CertificateInfo, str]]:
+    """The material's certificates by their /metrics name, with how the log names them."""
+    out = {"server": (material.certificate, "TLS certificate")}
+    if material.client_ca is not None:
+        out["client-ca"] = (material.client_ca, "TLS client CA")
+    return out
+
+
 class ServerCertificates:
     """The server's certificate, key and client CA, kept current with their files."""
 
     def __init__(self, cert: Path, key: Path, client_ca: Path | None = None, *,
-                 check_interval: float = CHECK_INTERVAL_S, clock: Callable[[], float] = time.monotonic) -> None:
+                 check_interval: float = CHECK_INTERVAL_S, clock: Callable[[], float] = time.monotonic,
+                 now: Callable[[], dt.datetime] = _utc_now) -> None:
         self.paths = (cert, key, client_ca)
         self.check_interval = check_interval
         self.clock = clock
+        self.now = now
+        """Wall-clock time, for expiry (`clock` only paces the file checks)."""
         self._lock = threading.Lock()
         self._stamp = self._stamps()
         self._refused: tuple[object, ...] | None = None
         """The stamps of files that failed to load: not tried again until they change."""
         self._checked = clock()
+        self._warned: tuple[ServerMaterial | None, set[str]] = (None, set())
+        """The load whose expiry warnings were logged, and which of its certificates were."""
         self.material = load_material(cert, key, client_ca)  # start-up: a bad set stops the scheduler
         self._served: ServerMaterial | None = None
         self._report(self.material)
@@ -171,6 +191,34 @@ class ServerCertificates:
             out["client-ca"] = material.client_ca.not_after.timestamp()
         return out
 
+    def expiring(self) -> dict[str, bool]:
+        """Per certificate ("server", "client-ca"): whether it expires within EXPIRY_WARNING_DAYS
+        (or has expired), for /metrics."""
+        now = self.now()
+        return {name: expiry_notice(info, what, now) is not None
+                for name, (info, what) in _certificates(self.material).items()}
+
+    def check_expiry(self) -> None:
+        """Logs the warning for a loaded certificate that has come within EXPIRY_WARNING_DAYS since
+        it was loaded (the file watcher calls this every second): once per certificate and load."""
+        self._warn_expiry(self.material)
+
+    def _warn_expiry(self, material: ServerMaterial) -> None:
+        now = self.now()
+        with self._lock:
+            loaded, warned = self._warned
+            if loaded is not material:
+                warned = set()
+                self._warned = (material, warned)
+            notices = []
+            for name, (info, what) in _certificates(material).items():
+                notice = expiry_notice(info, what, now) if name not in warned else None
+                if notice:
+                    warned.add(name)
+                    notices.append(notice)
+        for notice in notices:
+            log.warning("%s", notice)
+
     def _fetch(self) -> grpc.ServerCertificateConfiguration | None:
         """gRPC's fetcher (called on its own threads before a handshake): None keeps the current set."""
         try:
@@ -187,16 +235,11 @@ class ServerCertificates:
     def _stamps(self) -> tuple[object, ...]:
         return tuple(stamp(p) if p is not None else "unset" for p in self.paths)
 
-    @staticmethod
-    def _report(material: ServerMaterial) -> None:
+    def _report(self, material: ServerMaterial) -> None:
         log.info("TLS certificate loaded: %s", material.certificate.describe())
         if material.client_ca is not None:
             log.info("TLS client CA loaded (client certificates required): %s", material.client_ca.describe())
-        now = dt.datetime.now(dt.UTC)
-        for info, what in ((material.certificate, "TLS certificate"), (material.client_ca, "TLS client CA")):
-            notice = expiry_notice(info, what, now) if info is not None else None
-            if notice:
-                log.warning("%s", notice)
+        self._warn_expiry(material)
 
 
 # -- the client side of `conveyor-scheduler --check` --------------------------------------------

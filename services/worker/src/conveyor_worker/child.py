@@ -35,6 +35,7 @@ from opentelemetry import trace
 
 from conveyor import App
 from conveyor import telemetry as t
+from conveyor.channels import TLSConfig
 from conveyor.context import TaskContext, bind
 from conveyor.errors import SoftTimeLimitExceeded
 from conveyor.v1 import task_pb2
@@ -168,8 +169,9 @@ def rss_kib() -> int:
 
 
 def main(app_ref: str, conn: Connection, progress: MutableSequence[int], max_tasks: int,
-         max_memory_kib: int) -> None:
-    """The child's entry point (multiprocessing's target)."""
+         max_memory_kib: int, app_tls: TLSConfig | None = None, app_token: str | None = None) -> None:
+    """The child's entry point (multiprocessing's target). `app_tls`/`app_token`: the worker's
+    command-line --tls-*/--token, for the app's own clients (tasks that submit tasks)."""
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the worker decides
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -178,7 +180,9 @@ def main(app_ref: str, conn: Connection, progress: MutableSequence[int], max_tas
     if t.tracer() is None:  # spawn/forkserver: a fresh process; fork inherits the worker's provider
         os.environ["OTEL_METRICS_EXPORTER"] = "none"  # the worker counts attempts; spans only
         t.configure_from_env("conveyor-worker")
-    runner = _Runner(load_app(app_ref), conn, progress, max_tasks, max_memory_kib)
+    app = load_app(app_ref)
+    app.set_security(tls=app_tls, token=app_token)
+    runner = _Runner(app, conn, progress, max_tasks, max_memory_kib)
     signal.signal(signal.SIGALRM, runner.soft_limit)
     threading.Thread(target=runner.read, name="conveyor-child-reader", daemon=True).start()
     try:

@@ -103,6 +103,18 @@ def _check_security(targets: tuple[str, ...], tls: TLSConfig | None, token: str 
         raise click.ClickException(str(exc)) from None
 
 
+def _given_security(ctx: click.Context, tls: TLSConfig | None, token: str | None
+                    ) -> tuple[TLSConfig | None, str | None]:
+    """The TLS and token the command line gave (None for what it did not: the app's clients then
+    read CONVEYOR_TLS_* and CONVEYOR_TOKEN themselves, unless the app set its own in code, which
+    the environment does not override; a flag does)."""
+    def given(*names: str) -> bool:
+        return any(ctx.get_parameter_source(n) is ParameterSource.COMMANDLINE for n in names)
+
+    return (tls if given("tls_ca", "tls_cert", "tls_key") else None,
+            token if given("token") else None)
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("app_ref", metavar="APP_MODULE:app", envvar=P + "APP", required=False)
 @click.option("-A", "--app", "app_option", default="", metavar="MODULE[:ATTR]",
@@ -168,9 +180,11 @@ def main(app_ref: str | None, app_option: str, queues: str, concurrency: int, pr
         scheduler = app_scheduler(app) or scheduler  # a Celery app's broker URL, as a Celery worker uses it
     targets, tls = _csv(scheduler), tls_config(tls_ca, tls_cert, tls_key)
     _check_security(targets, tls, token)
+    app_tls, app_token = _given_security(ctx, tls, token)
+    app.set_security(tls=app_tls, token=app_token)  # tasks that submit tasks connect as the worker does
     names = _csv(queues) or tuple(sorted(app.default_queues()))
     process_pool = PoolOptions(app_ref, start_method, max_tasks_per_child, max_memory_per_child, autoscale,
-                               autoscale_keepalive) if "processes" in pools else None
+                               autoscale_keepalive, app_tls, app_token) if "processes" in pools else None
     config = WorkerConfig(targets=targets, queues=names, concurrency=concurrency, prefetch=prefetch,
                           worker_id=worker_id or default_worker_id(), grace_period=grace_period, pools=pools,
                           process_pool=process_pool, tls=tls, token=token)

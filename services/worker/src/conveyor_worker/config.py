@@ -31,6 +31,10 @@ class PoolOptions:
     """(MAX, MIN) children; None: a fixed number, the worker's slots."""
     autoscale_keepalive: float = 30.0
     """Seconds without a backlog before autoscale stops idle children."""
+    app_tls: TLSConfig | None = None
+    app_token: str | None = field(default=None, repr=False)
+    """The --tls-* and --token given on the worker's command line (None: not given): each child
+    applies them to the app it imports (`App.set_security`), as the worker does to its own."""
 
 
 def default_worker_id() -> str:

@@ -188,7 +188,8 @@ class ProcessRunner:
         progress = self._mp.RawArray("q", 2)
         process = self._mp.Process(  # type: ignore[attr-defined]
             target=child_main.main, name="conveyor-child", daemon=True,
-            args=(opts.app_ref, child_conn, progress, opts.max_tasks_per_child, opts.max_memory_per_child * 1024))
+            args=(opts.app_ref, child_conn, progress, opts.max_tasks_per_child, opts.max_memory_per_child * 1024,
+                  opts.app_tls, opts.app_token))
         process.start()
         child_conn.close()
         c = _Child(process, conn, progress)
