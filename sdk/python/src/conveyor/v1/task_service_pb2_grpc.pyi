@@ -46,19 +46,24 @@ class TaskServiceStub:
     "authorization: Bearer <token>") or a listed client certificate, else
     UNAUTHENTICATED; PERMISSION_DENIED when the caller's roles, or the queues it is
     scoped to, do not cover the call (every queue a request names, by routing or
-    by task id, is checked). The roles that may call each RPC (the source is
+    by task id, is checked). Each Pipeline message needs the roles of the call it
+    carries (rows "Pipeline submit" and "Pipeline get_results"): a reader reads
+    results on the stream, and a message its roles do not allow ends the stream
+    with PERMISSION_DENIED. The roles that may call each RPC (the source is
     conveyor_scheduler/access.py; admin may call everything):
-      RPC          producer  worker  reader  admin
-      Submit       yes       yes     -       yes
-      Poll         -         yes     -       yes
-      Ack          -         yes     -       yes
-      ExtendLease  -         yes     -       yes
-      GetResult    yes       yes     yes     yes
-      GetResults   yes       yes     yes     yes
-      GetTask      yes       yes     yes     yes
-      Cancel       yes       -       -       yes
-      WatchTask    yes       yes     yes     yes
-      Pipeline     yes       yes     -       yes
+      RPC                   producer  worker  reader  admin
+      Submit                yes       yes     -       yes
+      Poll                  -         yes     -       yes
+      Ack                   -         yes     -       yes
+      ExtendLease           -         yes     -       yes
+      GetResult             yes       yes     yes     yes
+      GetResults            yes       yes     yes     yes
+      GetTask               yes       yes     yes     yes
+      Cancel                yes       -       -       yes
+      WatchTask             yes       yes     yes     yes
+      Pipeline              yes       yes     yes     yes
+      Pipeline submit       yes       yes     -       yes
+      Pipeline get_results  yes       yes     yes     yes
     """
 
     @_typing.overload
@@ -145,19 +150,24 @@ class TaskServiceAsyncStub(TaskServiceStub):
     "authorization: Bearer <token>") or a listed client certificate, else
     UNAUTHENTICATED; PERMISSION_DENIED when the caller's roles, or the queues it is
     scoped to, do not cover the call (every queue a request names, by routing or
-    by task id, is checked). The roles that may call each RPC (the source is
+    by task id, is checked). Each Pipeline message needs the roles of the call it
+    carries (rows "Pipeline submit" and "Pipeline get_results"): a reader reads
+    results on the stream, and a message its roles do not allow ends the stream
+    with PERMISSION_DENIED. The roles that may call each RPC (the source is
     conveyor_scheduler/access.py; admin may call everything):
-      RPC          producer  worker  reader  admin
-      Submit       yes       yes     -       yes
-      Poll         -         yes     -       yes
-      Ack          -         yes     -       yes
-      ExtendLease  -         yes     -       yes
-      GetResult    yes       yes     yes     yes
-      GetResults   yes       yes     yes     yes
-      GetTask      yes       yes     yes     yes
-      Cancel       yes       -       -       yes
-      WatchTask    yes       yes     yes     yes
-      Pipeline     yes       yes     -       yes
+      RPC                   producer  worker  reader  admin
+      Submit                yes       yes     -       yes
+      Poll                  -         yes     -       yes
+      Ack                   -         yes     -       yes
+      ExtendLease           -         yes     -       yes
+      GetResult             yes       yes     yes     yes
+      GetResults            yes       yes     yes     yes
+      GetTask               yes       yes     yes     yes
+      Cancel                yes       -       -       yes
+      WatchTask             yes       yes     yes     yes
+      Pipeline              yes       yes     yes     yes
+      Pipeline submit       yes       yes     -       yes
+      Pipeline get_results  yes       yes     yes     yes
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -240,19 +250,24 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
     "authorization: Bearer <token>") or a listed client certificate, else
     UNAUTHENTICATED; PERMISSION_DENIED when the caller's roles, or the queues it is
     scoped to, do not cover the call (every queue a request names, by routing or
-    by task id, is checked). The roles that may call each RPC (the source is
+    by task id, is checked). Each Pipeline message needs the roles of the call it
+    carries (rows "Pipeline submit" and "Pipeline get_results"): a reader reads
+    results on the stream, and a message its roles do not allow ends the stream
+    with PERMISSION_DENIED. The roles that may call each RPC (the source is
     conveyor_scheduler/access.py; admin may call everything):
-      RPC          producer  worker  reader  admin
-      Submit       yes       yes     -       yes
-      Poll         -         yes     -       yes
-      Ack          -         yes     -       yes
-      ExtendLease  -         yes     -       yes
-      GetResult    yes       yes     yes     yes
-      GetResults   yes       yes     yes     yes
-      GetTask      yes       yes     yes     yes
-      Cancel       yes       -       -       yes
-      WatchTask    yes       yes     yes     yes
-      Pipeline     yes       yes     -       yes
+      RPC                   producer  worker  reader  admin
+      Submit                yes       yes     -       yes
+      Poll                  -         yes     -       yes
+      Ack                   -         yes     -       yes
+      ExtendLease           -         yes     -       yes
+      GetResult             yes       yes     yes     yes
+      GetResults            yes       yes     yes     yes
+      GetTask               yes       yes     yes     yes
+      Cancel                yes       -       -       yes
+      WatchTask             yes       yes     yes     yes
+      Pipeline              yes       yes     yes     yes
+      Pipeline submit       yes       yes     -       yes
+      Pipeline get_results  yes       yes     yes     yes
     """
 
     @_abc_1.abstractmethod
