@@ -6,9 +6,10 @@
 A change's cost is a few percent, while this machine's other load moves one run's figure by 20%
 and more. So the two checkouts run alternately (in ABBA order, so neither always goes first),
 each with its own virtualenv (OTHER/.venv, as `make install` leaves it), and the report gives
-each pair's ratio, their median, and the ratio of the two best runs: a disturbance only ever
-slows a run down, so the best runs are the least disturbed ones. Each run is an ordinary
-`python -m bench --only SCENARIO --systems conveyor` with every task's result verified.
+each pair's ratio and their median, the mean of each side's better half of runs and the ratio
+of the two best runs: a disturbance only ever slows a run down, so the best runs are the least
+disturbed ones. Each run is an ordinary `python -m bench --only SCENARIO --systems conveyor`
+with every task's result verified.
 """
 
 from __future__ import annotations
@@ -52,9 +53,11 @@ def main() -> None:
             print(f"pair {i + 1}: this {this:,.0f}  other {other:,.0f}  ratio {this / other:.3f}", flush=True)
     ratios = [a / b for a, b in zip(figures["this"], figures["other"], strict=True)]
     best = max(figures["this"]) / max(figures["other"])
-    print(f"{args.only} {args.key}: median pair ratio {statistics.median(ratios):.3f}, "
-          f"best run ratio {best:.3f} (this {max(figures['this']):,.0f}, other {max(figures['other']):,.0f}; "
-          f"this = {HERE}, other = {sides['other']})")
+    top = {side: statistics.mean(sorted(runs)[len(runs) // 2:]) for side, runs in figures.items()}
+    print(f"{args.only} {args.key}: median pair ratio {statistics.median(ratios):.3f}; "
+          f"best half's mean: this {top['this']:,.0f}, other {top['other']:,.0f}, "
+          f"ratio {top['this'] / top['other']:.3f}; "
+          f"best run ratio {best:.3f} (this = {HERE}, other = {sides['other']})")
 
 
 if __name__ == "__main__":
