@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib.util
 
 import click
@@ -53,3 +54,20 @@ def test_the_loop_option_resolves_and_names_itself_in_errors(monkeypatch: pytest
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "uvloop" else real(name, *a))
     refused = runner.invoke(cmd, ["--loop", "uvloop"])
     assert refused.exit_code == 2 and "--loop" in refused.output and "uvloop is not installed" in refused.output
+
+
+def test_run_tunes_the_collector_for_a_service() -> None:
+    """A service's loop runs with start-up objects frozen and the young generation's threshold
+    raised (event_loop.tune_gc); this test puts the defaults back for the rest of the session."""
+    before, frozen = gc.get_threshold(), gc.get_freeze_count()
+
+    async def main() -> tuple[tuple[int, int, int], int]:
+        return gc.get_threshold(), gc.get_freeze_count()
+
+    try:
+        threshold, frozen_now = event_loop.run(main(), "asyncio")
+        assert threshold == event_loop.GC_THRESHOLD
+        assert frozen_now > frozen
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
