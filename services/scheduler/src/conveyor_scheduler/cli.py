@@ -14,6 +14,7 @@ from conveyor import event_loop
 from conveyor.channels import is_loopback_host
 from conveyor.telemetry import configure_from_env
 from conveyor_scheduler import auth_file as auth_files
+from conveyor_scheduler import redis_clients
 from conveyor_scheduler.config import SchedulerConfig
 from conveyor_scheduler.embedded_redis import EmbeddedRedis
 from conveyor_scheduler.errors import InvalidArgument
@@ -161,6 +162,12 @@ def main(host: str, port: int, metrics_port: int, redis_url: str | None, data_di
             auth_files.load(auth_file)  # refused here, before anything starts; served by the reloading AuthSource
         except auth_files.AuthFileError as exc:
             raise click.BadParameter(str(exc), param_hint="--auth-file") from None
+    if redis_url:
+        try:
+            redis_clients.check_url(redis_url, redis_client, redis_wait_replicas)
+        except ValueError as exc:
+            flag, _, message = str(exc).partition(": ")
+            raise click.BadParameter(message, param_hint=flag) from None
     embedded = None
     if not redis_url:
         embedded = EmbeddedRedis(data_dir / "redis")

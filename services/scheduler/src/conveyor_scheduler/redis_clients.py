@@ -55,12 +55,31 @@ def cluster_seeds(url: str) -> tuple[str, list[tuple[str, int]]]:
         host, _, port = hostport.strip().rpartition(":")
         if not host:
             host, port = port, "6379"
+        if port and not port.isdigit():
+            raise ValueError(f"{hostport.strip()!r} has no port number")
         seeds.append((unquote(host.strip("[]")), int(port or 6379)))
     if not seeds or not seeds[0][0]:
         raise ValueError("a cluster URL names at least one host:port")
     host, port = seeds[0]
     one = f"{CLUSTER_SCHEMES[scheme]}://{userinfo + '@' if userinfo else ''}{host}:{port}"
     return (f"{one}?{query}" if query else one), seeds
+
+
+def check_url(url: str, client: str = "hiredis", wait_replicas: int = 0) -> None:
+    """Refuses, before anything connects, a URL no client here takes (ValueError naming the
+    flag), and --redis-wait-replicas where it cannot work: WAIT runs on the hot path's hiredis
+    connection, which redis-py's client and unknown schemes do not have."""
+    scheme = url.partition("://")[0] if "://" in url else ""
+    if is_cluster(url):
+        try:
+            cluster_seeds(url)
+        except ValueError as exc:
+            raise ValueError(f"--redis-url: {exc}") from None
+    elif scheme not in ("redis", "rediss", "unix"):
+        raise ValueError(f"--redis-url: {scheme or url!r} is not a Redis URL scheme here: use redis://, rediss://, "
+                         "unix://, redis+cluster:// or rediss+cluster://")
+    if wait_replicas and client != "hiredis":
+        raise ValueError("--redis-wait-replicas: WAIT runs on the hiredis connection; drop --redis-client redis-py")
 
 
 def async_client(url: str, **options: Any) -> AsyncRedis:
