@@ -335,8 +335,8 @@ def _per_primary_lines(pp: dict[str, Any], n: int) -> list[str]:
         row(f"{role} ({kind}) CPU %", lambda r, role=role: r.get("cpu_pct", {}).get(role), ".1f")
     row("Redis µs per task, busiest primary", lambda r: max(r.get("redis_usec_per_task", {}).values(), default=None),
         ".1f")
-    row("its ceiling: tasks/s at 100% of its core", lambda r: min(r.get("primary_ceiling", {}).values(), default=None),
-        ",.0f")
+    row("its ceiling: tasks/s at 100% of its core",  # None: a primary whose CPU read 0 (tiny --quick runs)
+        lambda r: min((v for v in r.get("primary_ceiling", {}).values() if v is not None), default=None), ",.0f")
     lines.append(f"    {'3 queues / 1 queue, tasks/s':44s} {_num(pp.get('three_over_one'), '.2f', 25)}")
     return lines
 
