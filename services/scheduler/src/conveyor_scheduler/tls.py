@@ -185,11 +185,7 @@ class ServerCertificates:
 
     def expiry(self) -> dict[str, float]:
         """Not-after times (Unix seconds) of the server certificate and, with mTLS, the client CA."""
-        material = self.material
-        out = {"server": material.certificate.not_after.timestamp()}
-        if material.client_ca is not None:
-            out["client-ca"] = material.client_ca.not_after.timestamp()
-        return out
+        return {name: info.not_after.timestamp() for name, (info, _) in _certificates(self.material).items()}
 
     def expiring(self) -> dict[str, bool]:
         """Per certificate ("server", "client-ca"): whether it expires within EXPIRY_WARNING_DAYS
