@@ -25,6 +25,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.commands.core import AsyncScript, Script
 from redis.exceptions import NoScriptError
 
+from conveyor_scheduler import fast_redis
 from conveyor_scheduler.fast_cluster import FastCluster
 from conveyor_scheduler.fast_redis import FastRedis
 
@@ -69,15 +70,15 @@ def check_url(url: str, client: str = "hiredis", wait_replicas: int = 0) -> None
     """Refuses, before anything connects, a URL no client here takes (ValueError naming the
     flag), and --redis-wait-replicas where it cannot work: WAIT runs on the hot path's hiredis
     connection, which redis-py's client and unknown schemes do not have."""
-    scheme = url.partition("://")[0] if "://" in url else ""
     if is_cluster(url):
         try:
             cluster_seeds(url)
         except ValueError as exc:
             raise ValueError(f"--redis-url: {exc}") from None
-    elif scheme not in ("redis", "rediss", "unix"):
-        raise ValueError(f"--redis-url: {scheme or url!r} is not a Redis URL scheme here: use redis://, rediss://, "
-                         "unix://, redis+cluster:// or rediss+cluster://")
+    elif not FastRedis.supports(url):  # the schemes redis-py's client takes too
+        schemes = ", ".join(f"{s}://" for s in (*fast_redis.SCHEMES, *CLUSTER_SCHEMES))
+        raise ValueError(f"--redis-url: {url.partition('://')[0] or url!r} is not a Redis URL scheme here: "
+                         f"use {schemes}")
     if wait_replicas and client != "hiredis":
         raise ValueError("--redis-wait-replicas: WAIT runs on the hiredis connection; drop --redis-client redis-py")
 
