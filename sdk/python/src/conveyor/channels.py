@@ -58,13 +58,18 @@ class TLSConfig:
                                  f"(--tls-cert and --tls-key, or {TLS_CERT_ENV} and {TLS_KEY_ENV})")
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> TLSConfig | None:
-        """The TLS the environment asks for, or None when no CONVEYOR_TLS_* variable is set."""
-        env = os.environ if env is None else env
-        ca, cert, key = (env.get(name) or None for name in (TLS_CA_ENV, TLS_CERT_ENV, TLS_KEY_ENV))
+    def given(cls, ca: str | Path | None, cert: str | Path | None, key: str | Path | None) -> TLSConfig | None:
+        """TLS with these files, or None (plaintext) when none of the three is given; raises
+        TLSConfigError for a certificate without its key or the reverse."""
         if ca is None and cert is None and key is None:
             return None
         return cls(ca=ca, cert=cert, key=key)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> TLSConfig | None:
+        """The TLS the environment asks for, or None when no CONVEYOR_TLS_* variable is set."""
+        env = os.environ if env is None else env
+        return cls.given(*(env.get(name) or None for name in (TLS_CA_ENV, TLS_CERT_ENV, TLS_KEY_ENV)))
 
     def credentials(self) -> grpc.ChannelCredentials:
         """Channel credentials from the files as they are now."""

@@ -37,9 +37,7 @@ def security_options(fn: F) -> F:
 
 def tls_config(ca: Path | None, cert: Path | None, key: Path | None) -> TLSConfig | None:
     """The TLSConfig the options ask for (None: plaintext); an incomplete pair is a usage error."""
-    if ca is None and cert is None and key is None:
-        return None
     try:
-        return TLSConfig(ca=ca, cert=cert, key=key)
+        return TLSConfig.given(ca, cert, key)
     except TLSConfigError as exc:
         raise click.UsageError(str(exc)) from None

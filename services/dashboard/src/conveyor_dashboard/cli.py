@@ -71,10 +71,8 @@ def scheduler_tls(args: argparse.Namespace, env: Mapping[str, str] | None = None
     ca = args.scheduler_tls_ca or args.tls_ca or env.get(TLS_CA_ENV) or None
     cert = args.scheduler_tls_cert or env.get(TLS_CERT_ENV) or None
     key = args.scheduler_tls_key or env.get(TLS_KEY_ENV) or None
-    if ca is None and cert is None and key is None:
-        return None
     try:
-        return TLSConfig(ca=ca, cert=cert, key=key)
+        return TLSConfig.given(ca, cert, key)
     except TLSConfigError as exc:
         sys.exit(f"conveyor-dashboard: {exc}")
 
