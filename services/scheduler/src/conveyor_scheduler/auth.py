@@ -266,7 +266,6 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 await self._check_queues(method, principal, finder, msg, context)
             yield msg
 
-
     def _held(self, method: str, principal: Principal | None, handler: grpc.RpcMethodHandler
               ) -> grpc.RpcMethodHandler:
         """`handler` (server-streaming) ended once its caller's credential no longer allows the
